@@ -1,0 +1,38 @@
+# Two commands do all the set-up on a machine with Python 3.11, gcc and make:
+#   make run    build, seed a demo venue into ./data if empty, open it
+#   make test   build and run the whole test suite
+# `make bench` runs the benchmarks and rewrites bench/RESULTS.md.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+DATA   ?= data
+STAMP  := $(VENV)/.stamp-install
+SOURCES := setup.py pyproject.toml $(wildcard native/*.pyx native/*.pxi native/*.pxd) $(shell find proto -name '*.proto')
+
+.PHONY: install run test bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# Re-install (and rebuild the core and the proto code) when a build input changes.
+$(STAMP): $(PY) $(SOURCES)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PY) -m pip install -q "Cython>=3.0,<4" "grpcio-tools>=1.60"
+	$(PY) -m pip install -q --no-build-isolation -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(VENV)/bin/turnstile demo --data $(DATA)
+	$(VENV)/bin/turnstile serve --data $(DATA)
+
+test: install
+	$(PY) -m pytest -q tests
+
+bench: install
+	$(PY) -m bench.run
+
+clean:
+	rm -rf build $(VENV) engine/*.so native/*.c native/*.html
+	find proto -name '*_pb2*.py*' -delete

@@ -1,0 +1,1 @@
+"""Clients for each role; they talk gRPC only and never import the engine."""

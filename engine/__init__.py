@@ -1,0 +1,32 @@
+"""Turnstile's embeddable engine: shards, stock, holds, orders, ticket codes, scans.
+
+    from engine import Shard, cmd
+    shard = Shard.open("data/shard-0")
+    hold = shard.run(cmd.hold("ota", "westlake", [HoldItem("adult", ("am-0900",), qty=2)]))
+
+See DESIGN.md sections 3-4 and README.md.
+"""
+from . import cmd
+from .codes import CodeFields, TicketCodec, verify_offline, parse_unverified
+from .errors import (TurnstileError, InvalidArgument, NotFound, AlreadyExists,
+                     FailedPrecondition, SoldOut, HoldNotActive, TicketUsed,
+                     IdempotencyMismatch, PermissionDenied, Overloaded, ShardUnavailable,
+                     StorageError, CorruptData)
+from .journal import Command, Op
+from .model import (Reason, Direction, GateMode, EntryRule, Venue, Zone, Gate, Product, Slot,
+                    HoldItem, HoldResult, ScanResult, IssuedTicket, Order, RefundResult,
+                    Violation, to_day, day_to_date)
+from .shard import Shard
+from .state import ConfirmResult, BatchScanResult
+from .writer import GroupCommit
+
+__all__ = [
+    "cmd", "Shard", "GroupCommit", "Command", "Op",
+    "CodeFields", "TicketCodec", "verify_offline", "parse_unverified",
+    "TurnstileError", "InvalidArgument", "NotFound", "AlreadyExists", "FailedPrecondition",
+    "SoldOut", "HoldNotActive", "TicketUsed", "IdempotencyMismatch", "PermissionDenied",
+    "Overloaded", "ShardUnavailable", "StorageError", "CorruptData",
+    "Reason", "Direction", "GateMode", "EntryRule", "Venue", "Zone", "Gate", "Product", "Slot",
+    "HoldItem", "HoldResult", "ScanResult", "IssuedTicket", "Order", "RefundResult",
+    "Violation", "ConfirmResult", "BatchScanResult", "to_day", "day_to_date",
+]

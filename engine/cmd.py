@@ -1,0 +1,147 @@
+"""Builders of the commands a shard applies (engine.journal.Command).
+
+Each function names one thing a caller can ask; `Shard.run(cmd)` applies it
+synchronously, `await shard.writer().submit(cmd)` through group commit. Arguments
+are checked when the command is applied, so a bad one is refused with a
+TurnstileError naming the field, and nothing changes.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Iterable, Sequence
+
+from .journal import Command, Op
+from .model import Direction, EntryRule, GateMode, HoldItem, Slot, to_day
+
+
+def _time(at) -> int | None:
+    if at is None:
+        return None
+    if isinstance(at, _dt.datetime):
+        if at.tzinfo is None:
+            raise ValueError("scan times must be timezone-aware")
+        return int(at.timestamp())
+    return at if isinstance(at, int) and not isinstance(at, bool) else at
+
+
+def venue(id: str, name: str | None = None, utc_offset_s: int = 8 * 3600) -> Command:
+    return Command(Op.VENUE, {"id": id, "name": name or id, "utc_offset_s": utc_offset_s})
+
+
+def zone(venue: str, id: str, name: str | None = None, *, live_capacity: int = 0,
+         enforce_exit: bool = False) -> Command:
+    return Command(Op.ZONE, {"venue": venue, "id": id, "name": name or id,
+                             "live_capacity": live_capacity, "enforce_exit": enforce_exit})
+
+
+def gate(zone: str, id: str, mode: GateMode = GateMode.BOTH) -> Command:
+    return Command(Op.GATE, {"zone": zone, "id": id, "mode": int(mode)})
+
+
+def product(venue: str, id: str, zones: Sequence[str], *, name: str | None = None,
+            rule: EntryRule = EntryRule(), price_fen: int = 0,
+            channel_prices: dict[str, int] | None = None, channels: Iterable[str] = (),
+            real_name: bool = False, max_group: int = 1, refundable: bool = True,
+            refund_fee_pct: int = 0) -> Command:
+    return Command(Op.PRODUCT, {
+        "venue": venue, "id": id, "name": name or id, "zones": list(zones),
+        "rule": {"max_entries": rule.max_entries, "daily_entries": rule.daily_entries,
+                 "reentry": rule.reentry, "valid_days": rule.valid_days,
+                 "slot_grace_s": rule.slot_grace_s},
+        "price_fen": price_fen, "channel_prices": dict(channel_prices or {}),
+        "channels": list(channels), "real_name": real_name, "max_group": max_group,
+        "refundable": refundable, "refund_fee_pct": refund_fee_pct})
+
+
+def slots(items: Iterable[Slot | dict]) -> Command:
+    """Create slots; each a model.Slot or a dict with id, zone, day, start, end, capacity."""
+    out = []
+    for s in items:
+        if isinstance(s, Slot):
+            s = {"id": s.id, "zone": s.zone, "day": s.day, "start": s.start, "end": s.end,
+                 "capacity": s.capacity}
+        elif isinstance(s, dict) and isinstance(s.get("day"), (str, _dt.date)):
+            s = {**s, "day": to_day(s["day"])}
+        out.append(s)
+    return Command(Op.SLOTS, {"slots": out})
+
+
+def slot_capacity(slot: str, capacity: int) -> Command:
+    return Command(Op.SLOT_CAPACITY, {"slot": slot, "capacity": capacity})
+
+
+def allotment(slot: str, channel: str, capacity: int) -> Command:
+    """Reserve `capacity` of a slot for one channel (create or change)."""
+    return Command(Op.ALLOTMENT, {"slot": slot, "channel": channel, "capacity": capacity})
+
+
+def rotate_key() -> Command:
+    """New issuing ticket key; the previous ones stay accepted until retired."""
+    return Command(Op.KEY, {"action": "rotate"})
+
+
+def retire_key(key_id: int) -> Command:
+    """Stop accepting codes of a key (codes issued with it then read as FORGED)."""
+    return Command(Op.KEY, {"key_id": key_id, "state": 0})
+
+
+def hold(channel: str, venue: str, items: Iterable[HoldItem | dict], *, ttl_s: int = 900,
+         idempotency_key: str | None = None) -> Command:
+    its = [{"product": i.product, "slots": list(i.slots), "qty": i.qty, "group": i.group}
+           if isinstance(i, HoldItem) else i for i in items]
+    return Command(Op.HOLD, {"channel": channel, "venue": venue, "items": its, "ttl_s": ttl_s},
+                   idempotency_key)
+
+
+def release(hold_id: int, channel: str, *, idempotency_key: str | None = None) -> Command:
+    return Command(Op.RELEASE, {"hold_id": hold_id, "channel": channel}, idempotency_key)
+
+
+def expire() -> Command:
+    """Release every hold whose time is up (the writer also does this by itself)."""
+    return Command(Op.EXPIRE, {})
+
+
+def confirm(hold_id: int, order_id: str, channel: str, *, method: str, amount_fen: int,
+            reference: str = "", holders: list[list[str]] | None = None,
+            signed: bool = True) -> Command:
+    """Pay a hold: tickets are issued. `order_id` (the channel's own) is the idempotency
+    key: a retry returns the first answer. `holders` gives ID numbers per item line."""
+    args = {"hold_id": hold_id, "order_id": order_id, "channel": channel,
+            "payment": {"method": method, "reference": reference, "amount_fen": amount_fen},
+            "signed": signed}
+    if holders is not None:
+        args["holders"] = holders
+    return Command(Op.CONFIRM, args, order_id)
+
+
+def refund(order_id: str, refund_id: str, tickets: Sequence[int] = (), *,
+           channel: str | None = None) -> Command:
+    """Refund unused tickets (all unused ones of the order if `tickets` is empty)."""
+    args = {"order_id": order_id, "refund_id": refund_id, "tickets": list(tickets)}
+    if channel is not None:
+        args["channel"] = channel
+    return Command(Op.REFUND, args, f"{order_id}/{refund_id}")
+
+
+def block(ticket_id: int, blocked: bool = True) -> Command:
+    return Command(Op.BLOCK, {"ticket_id": ticket_id, "blocked": blocked})
+
+
+def verify(code: str, gate: str, direction: Direction = Direction.IN, *, at=None,
+           persons: int = 0) -> Command:
+    """Scan a code at a gate. `at` (UTC seconds or aware datetime) defaults to now;
+    persons=0 admits (or lets out) the whole group."""
+    return Command(Op.VERIFY, (code, gate, int(direction), _time(at), persons))
+
+
+def verify_holder(id_number: str, gate: str, direction: Direction = Direction.IN, *, at=None,
+                  persons: int = 0) -> Command:
+    """Scan a real-name holder's ID number (ID-card reader)."""
+    return Command(Op.VERIFY_HOLDER, (id_number, gate, int(direction), _time(at), persons))
+
+
+def verify_batch(codes: Sequence[str], gates: str | Sequence[str],
+                 direction: Direction = Direction.IN, *, at=None, persons: int = 0) -> Command:
+    """Scan many codes in order, at one gate or one gate per code."""
+    return Command(Op.VERIFY_BATCH, (list(codes), gates, int(direction), _time(at), persons))

@@ -1,0 +1,149 @@
+"""Ticket codes (DESIGN.md 4.4): the keyring, issuing, and offline verification.
+
+A code is `payload | MAC | signature?` in RFC 4648 base32 (upper case, no padding),
+so it fits the QR alphanumeric mode. The server authenticates the 64-bit SipHash MAC
+in the core; an offline gate checks the Ed25519 signature with the public key alone,
+so a stolen gate cannot mint tickets. Key ids allow rotation: a new key issues, the
+previous one is still accepted until it is retired.
+"""
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives import serialization
+
+from . import _core
+from .errors import InvalidArgument
+
+FLAG_SIGNED = _core.FLAG_SIGNED
+FLAG_REAL_NAME = _core.FLAG_REAL_NAME
+HEADER_LEN = 18
+MAC_LEN = 8
+SIG_LEN = 64
+
+KEY_ACCEPTING = 1   # accepted, no longer used to issue
+KEY_ACTIVE = 2      # issues and is accepted
+
+
+@dataclass(frozen=True)
+class CodeFields:
+    """The payload of a code (what a QR carries besides its authenticators)."""
+
+    key_id: int
+    shard: int
+    ticket_id: int
+    product: int
+    first_day: int
+    last_day: int
+    group: int
+    flags: int
+    slots: tuple[int, ...]
+
+
+@dataclass
+class TicketKey:
+    key_id: int
+    mac_key: bytes           # 16 bytes, SipHash
+    seed: bytes              # 32 bytes, Ed25519 private key
+    state: int = KEY_ACTIVE
+
+    @classmethod
+    def generate(cls, key_id: int) -> "TicketKey":
+        return cls(key_id, os.urandom(16), os.urandom(32))
+
+    def private_key(self) -> Ed25519PrivateKey:
+        return Ed25519PrivateKey.from_private_bytes(self.seed)
+
+    def public_bytes(self) -> bytes:
+        return self.private_key().public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+class TicketCodec:
+    """Keys of one shard and the issuing of codes."""
+
+    def __init__(self, shard: int):
+        self.shard = shard
+        self.core = _core.Codec()
+        self.keys: dict[int, TicketKey] = {}
+        self._signers: dict[int, Ed25519PrivateKey] = {}
+
+    def set_key(self, key: TicketKey) -> None:
+        if key.state not in (KEY_ACTIVE, KEY_ACCEPTING):
+            self.keys.pop(key.key_id, None)
+            self._signers.pop(key.key_id, None)
+            self.core.drop_key(key.key_id)
+            return
+        self.keys[key.key_id] = key
+        self._signers[key.key_id] = key.private_key()
+        self.core.set_key(key.key_id, key.mac_key, key.state == KEY_ACTIVE)
+
+    @property
+    def issuing_key(self) -> int:
+        active = [k for k, v in self.keys.items() if v.state == KEY_ACTIVE]
+        if not active:
+            raise InvalidArgument("no active ticket key", hint="create one with a key rotation")
+        return max(active)
+
+    def public_keys(self) -> dict[int, bytes]:
+        """Public keys gates need to verify codes offline, by key id."""
+        return {k: v.public_bytes() for k, v in self.keys.items()}
+
+    def issue(self, ticket_id: int, product: int, first_day: int, last_day: int, group: int,
+              slots: tuple[int, ...], *, real_name: bool = False, signed: bool = True,
+              key_id: int | None = None) -> str:
+        """The text code of one ticket. Deterministic: the same ticket gives the same text."""
+        kid = self.issuing_key if key_id is None else key_id
+        flags = (FLAG_SIGNED if signed else 0) | (FLAG_REAL_NAME if real_name else 0)
+        region = self.core.region(kid, self.shard, ticket_id, product, first_day, last_day, group,
+                                  flags, list(slots))
+        sig = self._signers[kid].sign(region) if signed else b""
+        return _core.b32encode(self.core.seal(kid, region, sig))
+
+    def parse(self, text: str) -> tuple[int, CodeFields | None]:
+        """(decode status, fields): authenticates the MAC, as the server does."""
+        status, f = self.core.decode(text)
+        if f is None:
+            return status, None
+        return status, CodeFields(f["key_id"], f["shard"], f["ticket_id"], f["product"],
+                                  f["first_day"], f["last_day"], f["group"], f["flags"],
+                                  tuple(f["slots"]))
+
+
+def parse_unverified(text: str) -> tuple[CodeFields, bytes, bytes] | None:
+    """Split a code into (fields, signed region, signature) without any key, or None if
+    it is malformed or unsigned. What an offline gate does before checking the signature."""
+    try:
+        raw = _core.b32decode(text)
+    except (ValueError, UnicodeError):
+        return None
+    if len(raw) < HEADER_LEN + 4 + MAC_LEN or raw[0] != _core.CODE_VERSION:
+        return None
+    kid, shard, tid, product, first, last, group, flags, ncomp = struct.unpack_from(
+        "<BHIHHHHBB", raw, 1)
+    region = HEADER_LEN + 4 * ncomp
+    if not 1 <= ncomp <= 8 or not flags & FLAG_SIGNED or len(raw) != region + MAC_LEN + SIG_LEN:
+        return None
+    slots = struct.unpack_from(f"<{ncomp}I", raw, HEADER_LEN)
+    fields = CodeFields(kid, shard, tid, product, first, last, group, flags, slots)
+    return fields, raw[:region], raw[region + MAC_LEN:]
+
+
+def verify_offline(text: str, public_keys: dict[int, bytes]) -> CodeFields | None:
+    """The fields of a genuinely signed code, or None: public keys only, no secrets."""
+    parsed = parse_unverified(text)
+    if parsed is None:
+        return None
+    fields, region, sig = parsed
+    pub = public_keys.get(fields.key_id)
+    if pub is None:
+        return None
+    try:
+        Ed25519PublicKey.from_public_bytes(pub).verify(sig, region)
+    except InvalidSignature:
+        return None
+    return fields

@@ -1,0 +1,113 @@
+"""The one error family of the engine.
+
+Every error has a stable machine `code` (clients and the gRPC layer rely on it), a
+human message, and optionally the request `field` it is about and a `hint`. The
+server maps each class to one gRPC status in one table (server/errors.py); a
+refused scan is never an error, it is a ScanResult with a Reason.
+"""
+from __future__ import annotations
+
+
+class TurnstileError(Exception):
+    """Base of every engine error."""
+
+    code = "INTERNAL"
+
+    def __init__(self, message: str, *, field: str | None = None, hint: str | None = None,
+                 code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.hint = hint
+        if code is not None:
+            self.code = code
+
+    def __str__(self) -> str:
+        s = self.message
+        if self.field:
+            s = f"{self.field}: {s}"
+        if self.hint:
+            s = f"{s} ({self.hint})"
+        return s
+
+    def to_dict(self) -> dict:
+        return {"type": type(self).__name__, "code": self.code, "message": self.message,
+                "field": self.field, "hint": self.hint}
+
+
+class InvalidArgument(TurnstileError):
+    """A request field is malformed or out of range; nothing was changed."""
+
+    code = "INVALID_ARGUMENT"
+
+
+class NotFound(TurnstileError):
+    """A named venue, zone, gate, product, slot, hold or order does not exist."""
+
+    code = "NOT_FOUND"
+
+
+class AlreadyExists(TurnstileError):
+    """An object with that id exists already."""
+
+    code = "ALREADY_EXISTS"
+
+
+class FailedPrecondition(TurnstileError):
+    """The request is well formed but the current state forbids it."""
+
+    code = "FAILED_PRECONDITION"
+
+
+class SoldOut(FailedPrecondition):
+    """Not enough stock left in the slot (or the channel's allotment)."""
+
+    code = "SOLD_OUT"
+
+
+class HoldNotActive(FailedPrecondition):
+    """The hold expired, was released, or was confirmed under another order."""
+
+    code = "HOLD_NOT_ACTIVE"
+
+
+class TicketUsed(FailedPrecondition):
+    """A ticket that was used (or already refunded) cannot be refunded."""
+
+    code = "TICKET_NOT_REFUNDABLE"
+
+
+class IdempotencyMismatch(FailedPrecondition):
+    """The idempotency key was used before with a different request."""
+
+    code = "IDEMPOTENCY_KEY_REUSED"
+
+
+class PermissionDenied(TurnstileError):
+    """The caller's channel may not sell this product."""
+
+    code = "CHANNEL_NOT_ALLOWED"
+
+
+class Overloaded(TurnstileError):
+    """The shard's queue is full; retry with backoff."""
+
+    code = "OVERLOADED"
+
+
+class ShardUnavailable(TurnstileError):
+    """The shard is closed, or stopped after a storage failure and must be reopened."""
+
+    code = "SHARD_UNAVAILABLE"
+
+
+class StorageError(TurnstileError):
+    """LMDB refused a write; the shard stops accepting commands."""
+
+    code = "STORAGE"
+
+
+class CorruptData(TurnstileError):
+    """The data dir does not replay to a consistent state."""
+
+    code = "CORRUPT_DATA"

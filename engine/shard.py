@@ -1,0 +1,360 @@
+"""A shard: one single-writer state machine over one LMDB environment.
+
+    shard = Shard.open("data/shard-0")
+    shard.run(cmd.venue("westlake", "West Lake"))     # synchronous: one command, one commit
+    async with shard.writer() as w:                     # asyncio group commit
+        result = await w.submit(cmd.verify(code, gate="north-1"))
+
+Opening recovers the state: the last snapshot, then the journal after it. Every
+command goes through ShardState.apply; a batch of commands is journaled and
+committed in one durable LMDB transaction before any of them is answered.
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any, Callable, Iterable
+
+import numpy as np
+from pyroaring import BitMap
+
+from . import _core
+from .errors import ShardUnavailable, TurnstileError, NotFound, InvalidArgument
+from .journal import Command, Op
+from .model import Order, Violation, to_day
+from .state import Batch, ShardState
+from .storage import Storage
+
+RECORD_DTYPE = np.dtype([
+    ("slot", "<u4"), ("first_day", "<i4"), ("last_day", "<i4"), ("visit_day", "<i4"),
+    ("product", "<u2"), ("group", "<u2"), ("persons_in", "<u2"), ("visit_admitted", "<u2"),
+    ("entries", "<u2"), ("day_entries", "<u2"), ("comp", "u1"), ("state", "u1")])
+assert RECORD_DTYPE.itemsize == _core.RECORD_SIZE
+
+
+class Shard:
+    """One shard; see the module docstring. Not thread-safe: one writer at a time."""
+
+    def __init__(self, storage: Storage, state: ShardState, seq: int, *,
+                 clock: Callable[[], float], snapshot_every: int):
+        self.storage = storage
+        self.state = state
+        self.seq = seq
+        self.clock = clock
+        self.snapshot_every = snapshot_every
+        self.since_snapshot = 0
+        self.failed: BaseException | None = None
+        self.closed = False
+        self.batch_sizes: Counter[int] = Counter()
+        self.recovery: dict[str, float] = {}
+        self._writer = None
+
+    # -- open / close ----------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str, *, shard_id: int = 0, clock: Callable[[], float] = time.time,
+             durable: bool = True, map_size: int = 64 << 30,
+             snapshot_every: int = 1_000_000) -> "Shard":
+        """Open (creating if needed) the shard in directory `path` and recover it."""
+        t0 = time.perf_counter()
+        storage = Storage(path, map_size=map_size, durable=durable)
+        storage.init_meta(shard_id)
+        state = ShardState(shard_id, storage.get_row)
+        snap = storage.read_snapshot()
+        seq = 0
+        t1 = time.perf_counter()
+        if snap is not None:
+            seq, blobs = snap
+            state.load(blobs)
+        t2 = time.perf_counter()
+        replayed = 0
+        state.replaying = True
+        try:
+            for seq, blob in storage.journal_after(seq):
+                b = Batch(seq)
+                state.replay(blob, b)
+                replayed += b.n_commands
+        finally:
+            state.replaying = False
+        t3 = time.perf_counter()
+        shard = cls(storage, state, seq, clock=clock, snapshot_every=snapshot_every)
+        shard.since_snapshot = replayed
+        shard.recovery = {"read_snapshot_s": t1 - t0, "load_snapshot_s": t2 - t1,
+                          "replay_s": t3 - t2, "replayed": replayed, "total_s": t3 - t0}
+        if not state.holder_secret:
+            shard.run_many([Command(Op.SECRETS, ShardState.new_secrets()),
+                            Command(Op.KEY, {"action": "rotate"})])
+        return shard
+
+    def close(self, *, snapshot: bool = True) -> None:
+        """Close; with `snapshot`, first write a snapshot so the next open is fast."""
+        if self.closed:
+            return
+        if self._writer is not None and self._writer.running:
+            raise ShardUnavailable("stop the writer before closing the shard")
+        if snapshot and self.failed is None and self.since_snapshot:
+            self.snapshot()
+        self.closed = True
+        self.storage.close()
+
+    def __enter__(self) -> "Shard":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- the write path ---------------------------------------------------------------
+    def _usable(self) -> None:
+        if self.closed:
+            raise ShardUnavailable("the shard is closed")
+        if self.failed is not None:
+            raise ShardUnavailable(f"the shard stopped after a failure: {self.failed}",
+                                   hint="reopen it to recover from disk")
+
+    def _stage(self, cmds: Iterable[Command]) -> tuple[Batch, list[Any]]:
+        """Apply commands to memory (writer thread); nothing is answered yet."""
+        self._usable()
+        self.seq += 1
+        batch = Batch(self.seq)
+        now = int(self.clock())
+        state = self.state
+        results: list[Any] = []
+        try:
+            if state.due_expiry(now):
+                state.apply(Command(Op.EXPIRE, {}), now, batch)
+            for c in cmds:
+                try:
+                    results.append(state.apply(c, now, batch))
+                except TurnstileError as e:
+                    results.append(e)
+        except BaseException as e:
+            # memory may be half-changed: stop, so nothing untrue is ever answered
+            self.failed = e
+            raise ShardUnavailable(f"the shard stopped: {e!r}") from e
+        self.since_snapshot += batch.n_commands
+        self.batch_sizes[len(results)] += 1
+        return batch, results
+
+    def _commit(self, batch: Batch) -> None:
+        """Make a staged batch durable (I/O thread): one LMDB transaction, fsync'd."""
+        if batch.records or batch.rows:
+            self.storage.commit(batch.seq, batch.blob(), batch.rows)
+
+    def _committed(self, batch: Batch) -> None:
+        self.state.committed(batch)
+
+    def _snapshot_due(self) -> bool:
+        return self.since_snapshot >= self.snapshot_every
+
+    def run_many(self, cmds: list[Command]) -> list[Any]:
+        """Apply and commit commands as one batch; returns results (errors as values)."""
+        if self._writer is not None and self._writer.running:
+            raise ShardUnavailable("the async writer owns this shard; submit to it instead")
+        batch, results = self._stage(cmds)
+        try:
+            self._commit(batch)
+        except BaseException as e:
+            self.failed = e
+            raise
+        self._committed(batch)
+        if self._snapshot_due():
+            self.snapshot()
+        return results
+
+    def run(self, command: Command) -> Any:
+        """Apply and commit one command; raises its TurnstileError if it failed."""
+        r = self.run_many([command])[0]
+        if isinstance(r, TurnstileError):
+            raise r
+        return r
+
+    def snapshot(self) -> None:
+        """Write a snapshot of memory after the last batch and drop the journal before it."""
+        self._usable()
+        self.storage.write_snapshot(self.seq, self.state.dump())
+        self.since_snapshot = 0
+
+    def writer(self, **kw):
+        """The asyncio group-commit writer of this shard (see engine.writer)."""
+        from .writer import GroupCommit
+        self._writer = GroupCommit(self, **kw)
+        return self._writer
+
+    # -- queries (memory and committed rows; no writer needed) --------------------------
+    def availability(self, venue: str, day_from, day_to=None, channel: str | None = None) -> list[dict]:
+        """Stock of every slot of `venue` between two venue-local days (inclusive)."""
+        st = self.state
+        if venue not in st.venues:
+            raise NotFound(f"no venue {venue}", field="venue")
+        lo = to_day(day_from)
+        hi = lo if day_to is None else to_day(day_to)
+        if hi < lo:
+            raise InvalidArgument("day_to is before day_from", field="day_to")
+        allots: dict[int, dict[str, int]] = {}
+        for (s, ch), a in st.allot_idx.items():
+            allots.setdefault(s, {})[ch] = a
+        out = []
+        for sid, s in st.slot_defs.items():
+            if st.zones[s.zone].venue != venue or not lo <= s.day <= hi:
+                continue
+            idx = st.slot_idx[sid]
+            c = st.slots.slot(idx)
+            mine = allots.get(idx, {})
+            row = {"slot": sid, "zone": s.zone, "day": s.day, "start": s.start, "end": s.end,
+                   "capacity": c["capacity"], "sold": c["sold"], "held": c["held"],
+                   "pool_remaining": st.slots.pool_free(idx),
+                   "allotments": {ch: st.slots.allotment(a) | {"remaining": st.slots.allot_free(a)}
+                                  for ch, a in mine.items()}}
+            if channel is not None:
+                a = mine.get(channel)
+                row["remaining"] = st.slots.allot_free(a) if a is not None else row["pool_remaining"]
+            out.append(row)
+        out.sort(key=lambda r: (r["day"], r["start"], r["slot"]))
+        return out
+
+    def get_order(self, order_id: str) -> Order:
+        return self.state.get_order(order_id)
+
+    def order_codes(self, order_id: str) -> list[str]:
+        """The codes of an order's tickets, rendered again (deterministic)."""
+        order = self.get_order(order_id)
+        return [self.state.render(line["first_ticket"] + k * line["ncomp"], line["key_id"],
+                                  line["signed"])
+                for line in order.lines for k in range(line["qty"])]
+
+    def hold(self, hold_id: int) -> dict | None:
+        h = self.state.holds.get(hold_id)
+        return None if h is None else dict(h)
+
+    def ticket(self, ticket_id: int) -> dict:
+        """A code's state: its components' records and state flags."""
+        t = self.state.tickets
+        if not t.is_code(ticket_id):
+            raise NotFound(f"no ticket {ticket_id}", field="ticket_id")
+        comps = [t.record(ticket_id + c) for c in range(t.ncomp(ticket_id))]
+        p = self.state.product_list[comps[0]["product"]]
+        return {"ticket_id": ticket_id, "product": p.id, "components": comps,
+                "zones": list(p.zones), "state": t.code_state(ticket_id)}
+
+    def inside(self, zone: str) -> int:
+        """Persons inside a zone now (live head count)."""
+        if zone not in self.state.zones:
+            raise NotFound(f"no zone {zone}", field="zone")
+        return self.state.tickets.zone_inside(self.state.zone_idx[zone])
+
+    def public_keys(self) -> dict[int, bytes]:
+        return self.state.codec.public_keys()
+
+    # -- invariants ---------------------------------------------------------------------
+    def check(self, *, replay: bool = False) -> list[Violation]:
+        """Verify the invariants of DESIGN.md 4.2; every violation found is reported.
+
+        With replay=True, also rebuild the state from disk (snapshot + journal) and
+        compare it with memory (call it with no writer running).
+        """
+        st = self.state
+        out: list[Violation] = []
+        t = st.tickets
+        recs = np.frombuffer(t.records(), dtype=RECORD_DTYPE)
+        state = recs["state"]
+
+        def bm_of(mask: int) -> BitMap:
+            return BitMap(np.flatnonzero(state & mask).astype(np.uint32))
+
+        for name, mask in (("used", _core.STATE_USED), ("inside", _core.STATE_INSIDE),
+                           ("voided", _core.STATE_VOIDED), ("blocked", _core.STATE_BLOCKED)):
+            bm = getattr(t, name)
+            if bm != bm_of(mask):
+                out.append(Violation(f"{name} bitmap = records",
+                                     f"{len(bm ^ bm_of(mask))} tickets differ"))
+        if t.issued != BitMap(range(len(recs))):
+            out.append(Violation("issued = all ids", "issued bitmap has gaps"))
+        for name in ("used", "voided", "blocked"):
+            if not getattr(t, name) <= t.issued:
+                out.append(Violation(f"{name} ⊆ issued", f"{len(getattr(t, name) - t.issued)} extra"))
+        if not t.inside <= t.used:
+            out.append(Violation("inside ⊆ used", f"{len(t.inside - t.used)} tickets"))
+        if not t.voided.isdisjoint(t.used):
+            out.append(Violation("voided ∩ used = ∅", f"{len(t.voided & t.used)} tickets"))
+        over = np.flatnonzero((recs["persons_in"] > recs["group"]) | (recs["visit_admitted"] > recs["group"]))
+        if len(over):
+            out.append(Violation("persons ≤ group", f"tickets {over[:10].tolist()}"))
+        # zone head counts = persons inside by ticket
+        zone_of_comp = {}
+        for pi, p in enumerate(st.product_list):
+            for c, z in enumerate(p.zones):
+                zone_of_comp[(pi, c)] = st.zone_idx[z]
+        if len(recs):
+            zones = _zones_of(recs, zone_of_comp)
+            inside_by_zone = np.bincount(zones, weights=recs["persons_in"], minlength=len(st.zones))
+        else:
+            inside_by_zone = np.zeros(len(st.zones))
+        for z, zi in st.zone_idx.items():
+            if t.zone_inside(zi) != int(inside_by_zone[zi]):
+                out.append(Violation("zone inside = Σ persons inside",
+                                     f"zone {z}: counter {t.zone_inside(zi)}, tickets {int(inside_by_zone[zi])}"))
+        # stock
+        n_slots = st.slots.n
+        live = (state & _core.STATE_VOIDED) == 0
+        has_slot = recs["slot"] != _core.NO_SLOT
+        sold_by_tickets = np.bincount(recs["slot"][live & has_slot],
+                                      weights=recs["group"][live & has_slot], minlength=n_slots)
+        held = np.zeros(n_slots, dtype=np.int64)
+        held_a = np.zeros(st.slots.n_allot, dtype=np.int64)
+        for h in st.holds.values():
+            for ln in h["lines"]:
+                for s, a in zip(ln["slots"], ln["allots"]):
+                    held[s] += ln["qty"] * ln["group"]
+                    if a >= 0:
+                        held_a[a] += ln["qty"] * ln["group"]
+        reserved = np.zeros(n_slots, dtype=np.int64)
+        allot_used = np.zeros(n_slots, dtype=np.int64)
+        for a in range(st.slots.n_allot):
+            c = st.slots.allotment(a)
+            name = f"allotment {a} of slot {st.slot_list[c['slot']]}"
+            reserved[c["slot"]] += c["capacity"]
+            allot_used[c["slot"]] += c["sold"] + c["held"]
+            if c["sold"] < 0 or c["held"] < 0 or c["sold"] + c["held"] > c["capacity"]:
+                out.append(Violation("allotment sold + held ≤ capacity", f"{name}: {c}"))
+            if c["held"] != held_a[a]:
+                out.append(Violation("allotment held = Σ holds", f"{name}: {c['held']} vs {held_a[a]}"))
+        for i in range(n_slots):
+            c = st.slots.slot(i)
+            name = f"slot {st.slot_list[i]}"
+            if c["sold"] < 0 or c["held"] < 0 or c["sold"] + c["held"] > c["capacity"]:
+                out.append(Violation("sold + held ≤ capacity", f"{name}: {c}"))
+            if c["sold"] + c["held"] - c["allot_used"] > c["capacity"] - c["reserved"]:
+                out.append(Violation("pool used ≤ pool", f"{name}: {c}"))
+            if c["reserved"] != reserved[i] or c["allot_used"] != allot_used[i]:
+                out.append(Violation("slot allotment totals", f"{name}: {c}"))
+            if c["sold"] != int(sold_by_tickets[i]):
+                out.append(Violation("sold = tickets issued - refunded",
+                                     f"{name}: counter {c['sold']}, tickets {int(sold_by_tickets[i])}"))
+            if c["held"] != held[i]:
+                out.append(Violation("held = Σ active holds", f"{name}: counter {c['held']}, holds {held[i]}"))
+        if replay:
+            out += self._check_replay()
+        return out
+
+    def _check_replay(self) -> list[Violation]:
+        fresh = ShardState(self.state.shard_id, self.storage.get_row)
+        snap = self.storage.read_snapshot()
+        seq = 0
+        if snap is not None:
+            seq, blobs = snap
+            fresh.load(blobs)
+        fresh.replaying = True
+        for seq, blob in self.storage.journal_after(seq):
+            fresh.replay(blob, Batch(seq))
+        fresh.replaying = False
+        mine, theirs = self.state.dump(), fresh.dump()
+        return [Violation("journal replay reproduces state", f"{k} differs")
+                for k in sorted(set(mine) | set(theirs))
+                if k != "catalog" and mine.get(k) != theirs.get(k)]
+
+
+def _zones_of(recs: np.ndarray, zone_of_comp: dict) -> np.ndarray:
+    n_products = max(p for p, _ in zone_of_comp) + 1
+    table = np.zeros((n_products, 8), dtype=np.int64)
+    for (p, c), z in zone_of_comp.items():
+        table[p, c] = z
+    return table[recs["product"], recs["comp"]]

@@ -1,0 +1,896 @@
+"""The shard state machine: catalog, stock, holds, orders, tickets and scans.
+
+ShardState.apply(cmd, now, batch) is the only way state changes. Each handler first
+validates everything (raising a TurnstileError and changing nothing), then mutates
+memory and appends the journal record (and rows) to the batch. The same handlers
+replay the journal on open, with `replaying` set: then rows are not rewritten (they
+were committed with the batch that made them) and no codes are rendered.
+"""
+from __future__ import annotations
+
+import array
+import base64
+import hashlib
+import heapq
+import json
+import os
+import re
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from . import _core
+from .codes import TicketCodec, TicketKey, KEY_ACTIVE, KEY_ACCEPTING
+from .errors import (AlreadyExists, CorruptData, FailedPrecondition, HoldNotActive,
+                     IdempotencyMismatch, InvalidArgument, NotFound, PermissionDenied,
+                     SoldOut, TicketUsed)
+from .journal import Op, Command, CATALOG_OPS, NO_TICKET, json_record, scan_record, \
+    scan_batch_record, decode_scan_batch, SCAN, records
+from .model import (EntryRule, Gate, GateMode, HoldResult, IssuedTicket, Order, Product,
+                    Reason, RefundResult, ScanResult, Slot, Venue, Zone, Direction, DAY)
+
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/-]{0,63}\Z")
+MAX_QTY = 10_000
+MAX_TTL = 24 * 3600
+DEFAULT_TTL = 15 * 60
+U16 = 65535
+
+
+class Batch:
+    """What one writer batch will write in its one LMDB transaction."""
+
+    __slots__ = ("seq", "records", "rows", "n_commands")
+
+    def __init__(self, seq: int):
+        self.seq = seq
+        self.records: list[bytes] = []
+        self.rows: dict[bytes, bytes | None] = {}
+        self.n_commands = 0
+
+    def blob(self) -> bytes:
+        return b"".join(self.records)
+
+
+@dataclass(frozen=True)
+class ConfirmResult:
+    order: Order
+    tickets: list[IssuedTicket]
+
+    def to_dict(self) -> dict:
+        return {"order": asdict(self.order), "tickets": [asdict(t) for t in self.tickets]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ConfirmResult":
+        return cls(Order(**d["order"]), [IssuedTicket(**t) for t in d["tickets"]])
+
+
+@dataclass(frozen=True)
+class BatchScanResult:
+    """Answers of a batch verify, in request order."""
+
+    reasons: bytes              # Reason value per scan
+    tickets: array.array        # code ticket id per scan, -1 if unreadable
+    persons: array.array        # persons admitted or let out per scan
+
+    def __len__(self) -> int:
+        return len(self.reasons)
+
+    def __getitem__(self, i: int) -> ScanResult:
+        return ScanResult(Reason(self.reasons[i]), self.tickets[i], self.persons[i])
+
+
+# -- argument checks -------------------------------------------------------------------
+def _get(args: dict, name: str, kind, default: Any = ...) -> Any:
+    if not isinstance(args, dict):
+        raise InvalidArgument("request must be an object")
+    v = args.get(name, default)
+    if v is ...:
+        raise InvalidArgument("is required", field=name)
+    if kind is int and isinstance(v, bool) or not isinstance(v, kind):
+        raise InvalidArgument(f"must be {getattr(kind, '__name__', kind)}", field=name)
+    return v
+
+
+def _int(args: dict, name: str, lo: int, hi: int, default: Any = ...) -> int:
+    v = _get(args, name, int, default)
+    if not lo <= v <= hi:
+        raise InvalidArgument(f"must be between {lo} and {hi}, got {v}", field=name)
+    return v
+
+
+def _ident(args: dict, name: str, default: Any = ...) -> str:
+    v = _get(args, name, str, default)
+    if not _ID.match(v):
+        raise InvalidArgument("must be 1-64 letters, digits or ._:@/- starting with a letter or digit",
+                              field=name)
+    return v
+
+
+def _text(args: dict, name: str, default: Any = ..., limit: int = 200) -> str:
+    v = _get(args, name, str, default)
+    if len(v) > limit:
+        raise InvalidArgument(f"longer than {limit} characters", field=name)
+    return v
+
+
+def fingerprint(op: int, args: Any, secret: bytes) -> str:
+    """Keyed digest of a request (requests may carry ID numbers: never a plain hash)."""
+    body = json.dumps([op, args], sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.blake2b(body.encode(), key=secret, digest_size=20).hexdigest()
+
+
+def mask_id(id_number: str) -> str:
+    return id_number[:3] + "*" * max(len(id_number) - 7, 0) + id_number[-4:]
+
+
+class ShardState:
+    """All state of one shard; see the module docstring."""
+
+    def __init__(self, shard_id: int, read_row: Callable[[bytes], bytes | None]):
+        self.shard_id = shard_id
+        self._read_committed = read_row
+        self.slots = _core.Slots()
+        self.tickets = _core.Tickets(self.slots)
+        self.codec = TicketCodec(shard_id)
+        self.venues: dict[str, Venue] = {}
+        self.zones: dict[str, Zone] = {}
+        self.gates: dict[str, Gate] = {}
+        self.products: dict[str, Product] = {}
+        self.slot_defs: dict[str, Slot] = {}
+        self.venue_idx: dict[str, int] = {}
+        self.zone_idx: dict[str, int] = {}
+        self.gate_idx: dict[str, int] = {}
+        self.product_idx: dict[str, int] = {}
+        self.product_list: list[Product] = []
+        self.slot_idx: dict[str, int] = {}
+        self.slot_list: list[str] = []
+        self.gate_mode: list[int] = []
+        self.allot_idx: dict[tuple[int, str], int] = {}
+        self.holds: dict[int, dict] = {}
+        self.expiry: list[tuple[int, int]] = []
+        self.next_hold_id = 1
+        self.holders: dict[str, list[int]] = {}
+        self.holder_secret = b""
+        self.data_key = b""
+        self.catalog_log: list[bytes] = []
+        self.replaying = False
+        self.pending: dict[bytes, tuple[int, bytes | None]] = {}
+        self.batch: Batch | None = None
+        self._handlers = {
+            Op.SECRETS: self._secrets, Op.KEY: self._key, Op.VENUE: self._venue,
+            Op.ZONE: self._zone, Op.GATE: self._gate, Op.PRODUCT: self._product,
+            Op.SLOTS: self._slots, Op.SLOT_CAPACITY: self._slot_capacity,
+            Op.ALLOTMENT: self._allotment, Op.HOLD: self._hold, Op.RELEASE: self._release,
+            Op.EXPIRE: self._expire, Op.CONFIRM: self._confirm, Op.REFUND: self._refund,
+            Op.BLOCK: self._block,
+        }
+
+    # -- the one entry point --------------------------------------------------------
+    def apply(self, cmd: Command, now: int, batch: Batch) -> Any:
+        """Apply one command at time `now`, journaling into `batch`; returns its result."""
+        self.batch = batch
+        op = cmd.op
+        if op in (Op.VERIFY, Op.VERIFY_BATCH, Op.VERIFY_HOLDER):
+            what, gate, direction, at, persons = cmd.args
+            if at is None:
+                at = now
+            elif not isinstance(at, int) or isinstance(at, bool) or not 0 <= at < 2**40:
+                raise InvalidArgument("must be UTC seconds", field="at")
+            if op == Op.VERIFY:
+                return self._verify(what, gate, direction, at, persons)
+            if op == Op.VERIFY_BATCH:
+                return self._verify_batch(what, gate, direction, at, persons)
+            return self._verify_holder(what, gate, direction, at, persons)
+        handler = self._handlers.get(op)
+        if handler is None:
+            raise InvalidArgument(f"unknown operation {op}")
+        if not isinstance(cmd.args, dict):
+            raise InvalidArgument("request must be an object")
+        for k in cmd.args:
+            if not isinstance(k, str) or k.startswith("_"):
+                raise InvalidArgument("unknown field", field=str(k))
+        if cmd.idem is None:
+            return handler(cmd.args, now)
+        if not isinstance(cmd.idem, str) or not 1 <= len(cmd.idem) <= 128:
+            raise InvalidArgument("must be 1-128 characters", field="idempotency_key")
+        scope = cmd.args.get("channel", "")
+        key = f"idem/{int(op)}/{scope}/{cmd.idem}".encode()
+        fp = fingerprint(op, cmd.args, self.holder_secret)
+        row = self.get_row(key)
+        if row is not None:
+            stored = json.loads(row)
+            if stored["fp"] != fp:
+                raise IdempotencyMismatch(
+                    "this idempotency key was used with a different request",
+                    field="idempotency_key", hint="use a new key for a new request")
+            return self._restore(op, stored["result"])
+        result = handler(cmd.args, now)
+        self.put_row(key, json.dumps({"fp": fp, "result": self._serialise(result)}).encode())
+        return result
+
+    @staticmethod
+    def _serialise(result: Any) -> Any:
+        return result.to_dict() if hasattr(result, "to_dict") else result
+
+    def _restore(self, op: Op, data: Any) -> Any:
+        if op == Op.HOLD:
+            return HoldResult(**data)
+        if op == Op.CONFIRM:
+            return ConfirmResult.from_dict(data)
+        if op == Op.REFUND:
+            return RefundResult(**data)
+        return data
+
+    def journal(self, rec: bytes, op: Op) -> None:
+        self.batch.records.append(rec)
+        self.batch.n_commands += 1
+        if op in CATALOG_OPS:
+            self.catalog_log.append(rec)
+
+    # -- rows ------------------------------------------------------------------------
+    def get_row(self, key: bytes) -> bytes | None:
+        p = self.pending.get(key)
+        if p is not None:
+            return p[1]
+        return self._read_committed(key)
+
+    def put_row(self, key: bytes, value: bytes | None) -> None:
+        if self.replaying:
+            return
+        self.batch.rows[key] = value
+        self.pending[key] = (self.batch.seq, value)
+
+    def committed(self, batch: Batch) -> None:
+        """Rows of `batch` are durable: reads may go to storage again."""
+        for k in batch.rows:
+            p = self.pending.get(k)
+            if p is not None and p[0] == batch.seq:
+                del self.pending[k]
+
+    # -- catalog ---------------------------------------------------------------------
+    def _secrets(self, args: dict, now: int) -> None:
+        self.holder_secret = bytes.fromhex(args["holder_secret"])
+        self.data_key = bytes.fromhex(args["data_key"])
+        self.journal(json_record(Op.SECRETS, args), Op.SECRETS)
+
+    @staticmethod
+    def new_secrets() -> dict:
+        return {"holder_secret": os.urandom(16).hex(), "data_key": os.urandom(32).hex()}
+
+    def _key(self, args: dict, now: int) -> dict:
+        """Create, rotate, demote or retire a ticket key. A rotation makes a new key the
+        issuing one and keeps the previous ones accepted; it is journaled as the explicit
+        records it resolves to, so replay never generates key material."""
+        if args.get("action") == "rotate":
+            ids = sorted(self.codec.keys)
+            new_id = next(((ids[-1] + 1 + i) % 256 for i in range(256)
+                           if (ids[-1] + 1 + i) % 256 not in self.codec.keys), None) if ids else 0
+            if new_id is None:
+                raise FailedPrecondition("all 256 key ids are in use; retire old keys first")
+            for kid, k in sorted(self.codec.keys.items()):
+                if k.state == KEY_ACTIVE:
+                    self._key({"key_id": kid, "state": KEY_ACCEPTING, "action": "demote"}, now)
+            fresh = TicketKey.generate(new_id)
+            return self._key({"key_id": new_id, "state": KEY_ACTIVE, "mac_key": fresh.mac_key.hex(),
+                              "seed": fresh.seed.hex()}, now)
+        key_id = _int(args, "key_id", 0, 255)
+        state = _int(args, "state", 0, 2)
+        old = self.codec.keys.get(key_id)
+        if "mac_key" in args:
+            if old is not None:
+                raise AlreadyExists(f"ticket key {key_id} exists", field="key_id")
+            try:
+                mac, seed = bytes.fromhex(args["mac_key"]), bytes.fromhex(args["seed"])
+            except (TypeError, ValueError, KeyError):
+                raise InvalidArgument("mac_key and seed must be hex", field="mac_key") from None
+            if len(mac) != 16 or len(seed) != 32:
+                raise InvalidArgument("mac_key is 16 bytes, seed 32", field="mac_key")
+            key = TicketKey(key_id, mac, seed, state)
+        elif old is None:
+            raise NotFound(f"no ticket key {key_id}", field="key_id")
+        else:
+            if state != KEY_ACTIVE and old.state == KEY_ACTIVE and not self.replaying and \
+                    sum(k.state == KEY_ACTIVE for k in self.codec.keys.values()) == 1 and \
+                    args.get("action") != "demote":
+                raise FailedPrecondition("the only issuing key cannot be retired; rotate first",
+                                         field="key_id")
+            key = TicketKey(key_id, old.mac_key, old.seed, state)
+        self.codec.set_key(key)
+        self.journal(json_record(Op.KEY, {k: v for k, v in args.items() if k != "action"}), Op.KEY)
+        return {"key_id": key_id, "state": state}
+
+    def _venue(self, args: dict, now: int) -> Venue:
+        vid = _ident(args, "id")
+        v = Venue(vid, _text(args, "name", vid), _int(args, "utc_offset_s", -14 * 3600, 14 * 3600, 8 * 3600))
+        if vid in self.venues:
+            raise AlreadyExists(f"venue {vid} exists", field="id")
+        if len(self.venues) >= U16:
+            raise FailedPrecondition("too many venues in this shard")
+        self.venue_idx[vid] = len(self.venue_idx)
+        self.venues[vid] = v
+        self.journal(json_record(Op.VENUE, args), Op.VENUE)
+        return v
+
+    def _venue_of(self, args: dict, name: str = "venue") -> Venue:
+        vid = _ident(args, name)
+        v = self.venues.get(vid)
+        if v is None:
+            raise NotFound(f"no venue {vid}", field=name)
+        return v
+
+    def _zone(self, args: dict, now: int) -> Zone:
+        v = self._venue_of(args)
+        zid = _ident(args, "id")
+        z = Zone(zid, v.id, _text(args, "name", zid), _int(args, "live_capacity", 0, 10**9, 0),
+                 bool(_get(args, "enforce_exit", bool, False)))
+        if zid in self.zones:
+            raise AlreadyExists(f"zone {zid} exists", field="id")
+        if len(self.zones) >= U16:
+            raise FailedPrecondition("too many zones in this shard")
+        idx = self.zone_idx[zid] = len(self.zone_idx)
+        self.zones[zid] = z
+        self.tickets.set_zone(idx, self.venue_idx[v.id], v.utc_offset_s, z.live_capacity, z.enforce_exit)
+        self.journal(json_record(Op.ZONE, args), Op.ZONE)
+        return z
+
+    def _zone_of(self, args: dict, name: str = "zone") -> Zone:
+        zid = _ident(args, name)
+        z = self.zones.get(zid)
+        if z is None:
+            raise NotFound(f"no zone {zid}", field=name)
+        return z
+
+    def _gate(self, args: dict, now: int) -> Gate:
+        z = self._zone_of(args)
+        gid = _ident(args, "id")
+        mode = GateMode(_int(args, "mode", 1, 3, 3))
+        if gid in self.gates:
+            raise AlreadyExists(f"gate {gid} exists", field="id")
+        if len(self.gates) >= U16:
+            raise FailedPrecondition("too many gates in this shard")
+        g = Gate(gid, z.venue, z.id, mode)
+        idx = self.gate_idx[gid] = len(self.gate_idx)
+        self.gates[gid] = g
+        self.gate_mode.append(int(mode))
+        self.tickets.set_gate(idx, self.zone_idx[z.id], self.venue_idx[z.venue])
+        self.journal(json_record(Op.GATE, args), Op.GATE)
+        return g
+
+    def _product(self, args: dict, now: int) -> Product:
+        v = self._venue_of(args)
+        pid = _ident(args, "id")
+        zones = _get(args, "zones", list)
+        if not 1 <= len(zones) <= _core.MAX_COMPONENTS:
+            raise InvalidArgument("a product admits 1 to 8 zones", field="zones")
+        for i, zid in enumerate(zones):
+            z = self.zones.get(zid) if isinstance(zid, str) else None
+            if z is None or z.venue != v.id:
+                raise NotFound(f"no zone {zid!r} in venue {v.id}", field=f"zones[{i}]")
+        if len(set(zones)) != len(zones):
+            raise InvalidArgument("a zone is listed twice", field="zones")
+        r = _get(args, "rule", dict, {})
+        rule = EntryRule(
+            max_entries=_int(r, "max_entries", 0, U16, 1),
+            daily_entries=_int(r, "daily_entries", 0, U16, 0),
+            reentry=bool(_get(r, "reentry", bool, False)),
+            valid_days=_int(r, "valid_days", 1, 3660, 1),
+            slot_grace_s=_int(r, "slot_grace_s", 0, 86400, 1800))
+        cp = _get(args, "channel_prices", dict, {})
+        for ch, price in cp.items():
+            if not isinstance(price, int) or isinstance(price, bool) or not 0 <= price <= 10**9:
+                raise InvalidArgument("must be an amount in fen", field=f"channel_prices.{ch}")
+        channels = _get(args, "channels", list, [])
+        if not all(isinstance(c, str) and _ID.match(c) for c in channels):
+            raise InvalidArgument("must be channel ids", field="channels")
+        p = Product(pid, v.id, _text(args, "name", pid), tuple(zones), rule,
+                    _int(args, "price_fen", 0, 10**9, 0), dict(cp), tuple(channels),
+                    bool(_get(args, "real_name", bool, False)), _int(args, "max_group", 1, U16, 1),
+                    bool(_get(args, "refundable", bool, True)), _int(args, "refund_fee_pct", 0, 100, 0))
+        if pid in self.products:
+            raise AlreadyExists(f"product {pid} exists", field="id")
+        if len(self.products) >= U16:
+            raise FailedPrecondition("too many products in this shard")
+        idx = self.product_idx[pid] = len(self.product_idx)
+        self.products[pid] = p
+        self.product_list.append(p)
+        self.tickets.set_product(idx, self.venue_idx[v.id], [self.zone_idx[z] for z in zones],
+                                 rule.max_entries, rule.daily_entries, rule.reentry, rule.slot_grace_s)
+        self.journal(json_record(Op.PRODUCT, args), Op.PRODUCT)
+        return p
+
+    def _slots(self, args: dict, now: int) -> list[Slot]:
+        items = _get(args, "slots", list)
+        if not 1 <= len(items) <= 100_000:
+            raise InvalidArgument("between 1 and 100000 slots at once", field="slots")
+        new: list[Slot] = []
+        seen = set()
+        for i, s in enumerate(items):
+            f = f"slots[{i}]"
+            try:
+                z = self._zone_of(s)
+                sid = _ident(s, "id")
+                day = _int(s, "day", 0, U16)
+                start = _int(s, "start", 0, 2**40)
+                end = _int(s, "end", start + 1, 2**40)
+                cap = _int(s, "capacity", 0, 10**9)
+            except InvalidArgument as e:
+                raise InvalidArgument(e.message, field=f"{f}.{e.field}") from None
+            if sid in self.slot_idx or sid in seen:
+                raise AlreadyExists(f"slot {sid} exists", field=f"{f}.id")
+            seen.add(sid)
+            new.append(Slot(sid, z.id, day, start, end, cap))
+        for s in new:
+            self.slot_idx[s.id] = self.slots.add(self.zone_idx[s.zone], s.day, s.start, s.end, s.capacity)
+            self.slot_list.append(s.id)
+            self.slot_defs[s.id] = s
+        self.journal(json_record(Op.SLOTS, args), Op.SLOTS)
+        return new
+
+    def _slot_of(self, args: dict, name: str = "slot") -> int:
+        sid = _ident(args, name)
+        idx = self.slot_idx.get(sid)
+        if idx is None:
+            raise NotFound(f"no slot {sid}", field=name)
+        return idx
+
+    def _slot_capacity(self, args: dict, now: int) -> dict:
+        idx = self._slot_of(args)
+        cap = _int(args, "capacity", 0, 10**9)
+        if not self.slots.set_capacity(idx, cap):
+            raise FailedPrecondition("capacity below stock already sold, held or allotted",
+                                     field="capacity")
+        self.journal(json_record(Op.SLOT_CAPACITY, args), Op.SLOT_CAPACITY)
+        return self.slots.slot(idx)
+
+    def _allotment(self, args: dict, now: int) -> dict:
+        idx = self._slot_of(args)
+        channel = _ident(args, "channel")
+        cap = _int(args, "capacity", 0, 10**9)
+        a = self.allot_idx.get((idx, channel))
+        if a is None:
+            a = self.slots.add_allotment(idx, cap)
+            if a < 0:
+                raise SoldOut("the slot's free pool is smaller than the allotment", field="capacity")
+            self.allot_idx[(idx, channel)] = a
+        elif not self.slots.set_allotment(a, cap):
+            raise FailedPrecondition("allotment below its sold and held stock, or the pool is short",
+                                     field="capacity")
+        self.journal(json_record(Op.ALLOTMENT, args), Op.ALLOTMENT)
+        return self.slots.allotment(a)
+
+    # -- sales -----------------------------------------------------------------------
+    def _hold(self, args: dict, now: int) -> HoldResult:
+        channel = _ident(args, "channel")
+        venue = self._venue_of(args)
+        ttl = _int(args, "ttl_s", 1, MAX_TTL, DEFAULT_TTL)
+        items = _get(args, "items", list)
+        if not 1 <= len(items) <= 100:
+            raise InvalidArgument("between 1 and 100 items", field="items")
+        lines = []
+        for i, it in enumerate(items):
+            f = f"items[{i}]"
+            try:
+                pid = _ident(it, "product")
+                qty = _int(it, "qty", 1, MAX_QTY, 1)
+                group = _int(it, "group", 1, U16, 1)
+                slot_ids = _get(it, "slots", list)
+            except InvalidArgument as e:
+                raise InvalidArgument(e.message, field=f"{f}.{e.field}") from None
+            p = self.products.get(pid)
+            if p is None or p.venue != venue.id:
+                raise NotFound(f"no product {pid} in venue {venue.id}", field=f"{f}.product")
+            if p.channels and channel not in p.channels:
+                raise PermissionDenied(f"channel {channel} may not sell {pid}", field="channel")
+            if group > p.max_group:
+                raise InvalidArgument(f"{pid} admits at most {p.max_group} per code", field=f"{f}.group")
+            if len(slot_ids) != len(p.zones):
+                raise InvalidArgument(f"{pid} needs one slot for each of its {len(p.zones)} zones",
+                                      field=f"{f}.slots")
+            sidx, allots = [], []
+            for c, sid in enumerate(slot_ids):
+                s = self.slot_defs.get(sid) if isinstance(sid, str) else None
+                if s is None:
+                    raise NotFound(f"no slot {sid!r}", field=f"{f}.slots[{c}]")
+                if s.zone != p.zones[c]:
+                    raise InvalidArgument(f"slot {sid} is not in zone {p.zones[c]}", field=f"{f}.slots[{c}]")
+                k = self.slot_idx[sid]
+                sidx.append(k)
+                allots.append(self.allot_idx.get((k, channel), -1))
+            days = [self.slot_defs[s].day for s in slot_ids]
+            if max(days) - days[0] >= p.rule.valid_days or min(days) < days[0]:
+                raise InvalidArgument("slots fall outside the ticket's validity", field=f"{f}.slots")
+            lines.append({"p": self.product_idx[pid], "qty": qty, "group": group, "slots": sidx,
+                          "allots": allots, "price": p.price_for(channel)})
+        # take stock line by line, component by component; undo all if any is short
+        taken = []
+        for i, ln in enumerate(lines):
+            need = ln["qty"] * ln["group"]
+            for s, a in zip(ln["slots"], ln["allots"]):
+                if not self.slots.take(s, a, need):
+                    for ts, ta, tq in taken:
+                        self.slots.release(ts, ta, tq)
+                    raise SoldOut(f"slot {self.slot_list[s]} has not {need} left"
+                                  + (f" in the {channel} allotment" if a >= 0 else ""),
+                                  field=f"items[{i}].qty")
+                taken.append((s, a, need))
+        hid = self.next_hold_id
+        self.next_hold_id += 1
+        amount = sum(ln["price"] * ln["qty"] * ln["group"] for ln in lines)
+        hold = {"id": hid, "channel": channel, "venue": venue.id, "expires_at": now + ttl,
+                "created": now, "amount": amount, "lines": lines}
+        self.holds[hid] = hold
+        heapq.heappush(self.expiry, (now + ttl, hid))
+        self.journal(json_record(Op.HOLD, {**args, "_now": now}), Op.HOLD)
+        return self._hold_result(hold)
+
+    def _hold_result(self, hold: dict) -> HoldResult:
+        return HoldResult(hold["id"], hold["expires_at"], hold["amount"], [
+            {"product": self.product_list[ln["p"]].id, "qty": ln["qty"], "group": ln["group"],
+             "slots": [self.slot_list[s] for s in ln["slots"]], "unit_price_fen": ln["price"]}
+            for ln in hold["lines"]])
+
+    def _active_hold(self, args: dict, now: int) -> dict:
+        hid = _int(args, "hold_id", 1, 2**62)
+        channel = _ident(args, "channel")
+        hold = self.holds.get(hid)
+        if hold is not None and hold["expires_at"] <= now:
+            hold = None                 # due: the next EXPIRE releases its stock
+        if hold is None:
+            if hid < self.next_hold_id:
+                raise HoldNotActive(f"hold {hid} expired, was released or confirmed", field="hold_id")
+            raise NotFound(f"no hold {hid}", field="hold_id")
+        if hold["channel"] != channel:
+            raise NotFound(f"no hold {hid} for channel {channel}", field="hold_id")
+        return hold
+
+    def _drop_hold(self, hold: dict) -> None:
+        for ln in hold["lines"]:
+            need = ln["qty"] * ln["group"]
+            for s, a in zip(ln["slots"], ln["allots"]):
+                self.slots.release(s, a, need)
+        del self.holds[hold["id"]]
+
+    def _release(self, args: dict, now: int) -> dict:
+        hold = self._active_hold(args, now)
+        self._drop_hold(hold)
+        self.journal(json_record(Op.RELEASE, args), Op.RELEASE)
+        return {"hold_id": hold["id"], "released": True}
+
+    def due_expiry(self, now: int) -> bool:
+        return bool(self.expiry) and self.expiry[0][0] <= now
+
+    def _expire(self, args: dict, now: int) -> dict:
+        at = args.get("now", now)
+        n = 0
+        while self.expiry and self.expiry[0][0] <= at:
+            exp, hid = heapq.heappop(self.expiry)
+            hold = self.holds.get(hid)
+            if hold is not None and hold["expires_at"] == exp:
+                self._drop_hold(hold)
+                n += 1
+        self.journal(json_record(Op.EXPIRE, {"now": at}), Op.EXPIRE)
+        return {"expired": n}
+
+    def _confirm(self, args: dict, now: int) -> ConfirmResult:
+        order_id = _ident(args, "order_id")
+        pay = _get(args, "payment", dict)
+        method = _ident(pay, "method")
+        reference = _text(pay, "reference", "", 128)
+        amount = _int(pay, "amount_fen", 0, 10**12)
+        signed = bool(_get(args, "signed", bool, True))
+        holders = _get(args, "holders", list, [])
+        key = b"order/" + order_id.encode()
+        if self.get_row(key) is not None:
+            raise AlreadyExists(f"order {order_id} exists", field="order_id",
+                                hint="retry with the same idempotency key to get the first answer")
+        hold = self._active_hold(args, now)
+        if amount != hold["amount"]:
+            raise InvalidArgument(f"paid {amount} fen, the hold costs {hold['amount']} fen",
+                                  field="payment.amount_fen")
+        # holder ID numbers per line for real-name products (or given anyway)
+        per_line: list[list[str]] = []
+        for i, ln in enumerate(hold["lines"]):
+            p = self.product_list[ln["p"]]
+            ids = holders[i] if i < len(holders) else []
+            if not isinstance(ids, list) or not all(isinstance(x, str) and 6 <= len(x) <= 32
+                                                    and x.isalnum() for x in ids):
+                raise InvalidArgument("must be lists of ID numbers", field=f"holders[{i}]")
+            if (p.real_name or ids) and len(ids) != ln["qty"]:
+                raise InvalidArgument(f"{p.id} is real-name: one ID number per ticket",
+                                      field=f"holders[{i}]")
+            per_line.append([x.upper() for x in ids])
+        # the journal carries holder keys, never ID numbers
+        hkeys = [[self.holder_key(x) for x in ids] for ids in per_line]
+        self._issue(hold, hkeys)
+        key_id = self.codec.issuing_key if self.codec.keys else -1
+        lines, tickets = [], []
+        for ln, ids, keys in zip(hold["lines"], per_line, hkeys):
+            p = self.product_list[ln["p"]]
+            lines.append({"product": p.id, "qty": ln["qty"], "group": ln["group"],
+                          "slots": [self.slot_list[s] for s in ln["slots"]], "allots": ln["allots"],
+                          "unit_price_fen": ln["price"], "first_ticket": ln["first"],
+                          "ncomp": len(p.zones), "key_id": key_id, "signed": signed})
+            for k in range(ln["qty"]):
+                tid = ln["first"] + k * len(p.zones)
+                code = "" if self.replaying else self.render(tid, key_id, signed)
+                tickets.append(IssuedTicket(tid, p.id, ln["group"], code,
+                                            mask_id(ids[k]) if ids else ""))
+        order = Order(order_id, hold["channel"], hold["venue"], hold["id"], amount, 0,
+                      {"method": method, "reference": reference, "amount_fen": amount},
+                      lines, [], now)
+        if not self.replaying:
+            row = asdict(order)
+            row["holders"] = [[self.seal(x) for x in ids] for ids in per_line]
+            self.put_row(key, json.dumps(row).encode())
+        self.journal(json_record(Op.CONFIRM, {"hold_id": hold["id"], "holder_keys": hkeys,
+                                              "_now": now}), Op.CONFIRM)
+        return ConfirmResult(order, tickets)
+
+    def _issue(self, hold: dict, hkeys: list[list[str]]) -> None:
+        """Issue the tickets of a hold and turn its held stock into sold stock."""
+        for ln, keys in zip(hold["lines"], hkeys):
+            p = self.product_list[ln["p"]]
+            first_day = self.slots.slot(ln["slots"][0])["day"]
+            ln["first"] = self.tickets.issue(ln["p"], ln["group"], first_day,
+                                             first_day + p.rule.valid_days - 1, ln["slots"], ln["qty"])
+            need = ln["qty"] * ln["group"]
+            for s, a in zip(ln["slots"], ln["allots"]):
+                self.slots.sell(s, a, need)
+            for k, hk in enumerate(keys):
+                self.holders.setdefault(hk, []).append(ln["first"] + k * len(p.zones))
+        del self.holds[hold["id"]]
+
+    def render(self, ticket_id: int, key_id: int | None = None, signed: bool = True) -> str:
+        """The text code of the ticket (code) whose id is ticket_id."""
+        rec = self.tickets.record(ticket_id)
+        p = self.product_list[rec["product"]]
+        slots = [self.tickets.record(ticket_id + c)["slot"] for c in range(len(p.zones))]
+        return self.codec.issue(ticket_id, rec["product"], rec["first_day"], rec["last_day"],
+                                rec["group"], tuple(slots), real_name=p.real_name, signed=signed,
+                                key_id=None if key_id is None or key_id < 0 else key_id)
+
+    def holder_key(self, id_number: str) -> str:
+        return hashlib.blake2b(id_number.upper().encode(), key=self.holder_secret,
+                               digest_size=16).hexdigest()
+
+    def seal(self, id_number: str) -> str:
+        nonce = os.urandom(12)
+        return base64.b64encode(nonce + AESGCM(self.data_key).encrypt(nonce, id_number.encode(), None)).decode()
+
+    def unseal(self, sealed: str) -> str:
+        raw = base64.b64decode(sealed)
+        return AESGCM(self.data_key).decrypt(raw[:12], raw[12:], None).decode()
+
+    def get_order(self, order_id: str) -> Order:
+        row = self.get_row(b"order/" + order_id.encode())
+        if row is None:
+            raise NotFound(f"no order {order_id}", field="order_id")
+        return Order.from_row(json.loads(row))
+
+    def _refund(self, args: dict, now: int) -> RefundResult:
+        if "_returns" in args:      # replay: the journal carries the resolved effects
+            for tid in args["tickets"]:
+                self.tickets.void(tid)
+            for s, a, q in args["_returns"]:
+                self.slots.unsell(s, a, q)
+            self.journal(json_record(Op.REFUND, args), Op.REFUND)
+            return RefundResult(args["order_id"], args["refund_id"], args["tickets"], 0, 0)
+        order_id = _ident(args, "order_id")
+        refund_id = _ident(args, "refund_id")
+        want = _get(args, "tickets", list, [])
+        key = b"order/" + order_id.encode()
+        raw = self.get_row(key)
+        if raw is None:
+            raise NotFound(f"no order {order_id}", field="order_id")
+        row = json.loads(raw)
+        if "channel" in args and args["channel"] != row["channel"]:
+            raise NotFound(f"no order {order_id} for channel {args['channel']}", field="order_id")
+        if any(r["refund_id"] == refund_id for r in row["refunds"]):
+            raise AlreadyExists(f"refund {refund_id} exists", field="refund_id")
+        by_ticket = {}
+        for ln in row["lines"]:
+            for k in range(ln["qty"]):
+                by_ticket[ln["first_ticket"] + k * ln["ncomp"]] = ln
+        refunded = {t for r in row["refunds"] for t in r["tickets"]}
+        if want:
+            for i, t in enumerate(want):
+                if not isinstance(t, int) or t not in by_ticket:
+                    raise InvalidArgument(f"ticket {t!r} is not in order {order_id}", field=f"tickets[{i}]")
+            if len(set(want)) != len(want):
+                raise InvalidArgument("a ticket is listed twice", field="tickets")
+            for i, t in enumerate(want):
+                st = self.tickets.code_state(t)
+                if t in refunded or st & (_core.STATE_USED | _core.STATE_VOIDED):
+                    raise TicketUsed(f"ticket {t} was used or refunded", field=f"tickets[{i}]")
+            chosen = list(want)
+        else:
+            chosen = [t for t in by_ticket if t not in refunded
+                      and not self.tickets.code_state(t) & (_core.STATE_USED | _core.STATE_VOIDED)]
+            if not chosen:
+                raise TicketUsed(f"order {order_id} has no unused tickets left", field="tickets")
+        for t in chosen:
+            p = self.products[by_ticket[t]["product"]]
+            if not p.refundable:
+                raise FailedPrecondition(f"{p.id} is not refundable", field="tickets")
+        amount = fee = 0
+        returns = []
+        for t in chosen:
+            ln = by_ticket[t]
+            p = self.products[ln["product"]]
+            price = ln["unit_price_fen"] * ln["group"]
+            f = (price * p.refund_fee_pct + 50) // 100
+            amount += price - f
+            fee += f
+            for sid, a in zip(ln["slots"], ln["allots"]):
+                returns.append([self.slot_idx[sid], a, ln["group"]])
+        for t in chosen:
+            self.tickets.void(t)
+        for s, a, q in returns:
+            self.slots.unsell(s, a, q)
+        result = RefundResult(order_id, refund_id, chosen, amount, fee)
+        row["refunds"].append({"refund_id": refund_id, "tickets": chosen, "amount_fen": amount,
+                               "fee_fen": fee, "at": now})
+        row["refunded_fen"] += amount
+        self.put_row(key, json.dumps(row).encode())
+        self.journal(json_record(Op.REFUND, {"order_id": order_id, "refund_id": refund_id,
+                                             "tickets": chosen, "_returns": returns}), Op.REFUND)
+        return result
+
+    def _block(self, args: dict, now: int) -> dict:
+        tid = _int(args, "ticket_id", 0, 2**32 - 2)
+        blocked = bool(_get(args, "blocked", bool, True))
+        if not self.tickets.is_code(tid):
+            raise NotFound(f"no ticket {tid}", field="ticket_id")
+        self.tickets.set_blocked(tid, blocked)
+        self.journal(json_record(Op.BLOCK, args), Op.BLOCK)
+        return {"ticket_id": tid, "blocked": blocked}
+
+    # -- scans -----------------------------------------------------------------------
+    def gate_index(self, gate: str, direction: int) -> int:
+        idx = self.gate_idx.get(gate)
+        if idx is None:
+            raise NotFound(f"no gate {gate!r}", field="gate")
+        if direction not in (1, 2):
+            raise InvalidArgument("must be IN (1) or OUT (2)", field="direction")
+        if not self.gate_mode[idx] & direction:
+            raise InvalidArgument(f"gate {gate} does not scan {Direction(direction).name}",
+                                  field="direction")
+        return idx
+
+    @staticmethod
+    def _persons(persons: Any) -> int:
+        if not isinstance(persons, int) or isinstance(persons, bool) or not 0 <= persons <= U16:
+            raise InvalidArgument("must be 0 (the whole group) to 65535", field="persons")
+        return persons
+
+    def _verify(self, text: Any, gate: str, direction: int, at: int, persons: int) -> ScanResult:
+        g = self.gate_index(gate, direction)
+        persons = self._persons(persons)
+        if not isinstance(text, str):
+            raise InvalidArgument("must be a string", field="code")
+        reason, base, k = self.tickets.verify(self.codec.core, text, self.shard_id, g,
+                                              direction, at, persons)
+        self.journal(scan_record(NO_TICKET if base < 0 else base, g, direction, persons, at, reason),
+                     Op.SCAN)
+        return ScanResult(Reason(reason), base, k)
+
+    def _verify_holder(self, id_number: Any, gate: str, direction: int, at: int,
+                       persons: int) -> ScanResult:
+        """Verify by a real-name holder's ID number: the newest code of that holder that
+        this gate admits, or the refusal of the newest one."""
+        g = self.gate_index(gate, direction)
+        persons = self._persons(persons)
+        if not isinstance(id_number, str) or not 6 <= len(id_number) <= 32:
+            raise InvalidArgument("must be an ID number", field="id_number")
+        candidates = self.holders.get(self.holder_key(id_number), [])
+        venue = self.venue_idx[self.gates[gate].venue]
+        best = None
+        for base in reversed(candidates):
+            p = self.product_list[self.tickets.record(base)["product"]]
+            if self.venue_idx[p.venue] != venue or self.tickets.code_state(base) & _core.STATE_VOIDED:
+                continue
+            reason, k = self.tickets.scan(base, g, direction, at, persons)
+            self.journal(scan_record(base, g, direction, persons, at, reason), Op.SCAN)
+            best = ScanResult(Reason(reason), base, k)
+            if best.admitted:
+                return best
+            if reason not in (Reason.NOT_YET_VALID, Reason.EXPIRED, Reason.WRONG_ZONE,
+                              Reason.WRONG_SLOT, Reason.ALREADY_USED, Reason.ENTRY_LIMIT):
+                return best
+        if best is None:
+            self.journal(scan_record(NO_TICKET, g, direction, persons, at, Reason.UNKNOWN), Op.SCAN)
+            return ScanResult(Reason.UNKNOWN)
+        return best
+
+    def _verify_batch(self, codes: Any, gates: Any, direction: int, at: int,
+                      persons: int) -> BatchScanResult:
+        persons = self._persons(persons)
+        if not isinstance(codes, (list, tuple)) or not all(isinstance(c, str) for c in codes):
+            raise InvalidArgument("must be a list of strings", field="codes")
+        if isinstance(gates, str):
+            g: Any = self.gate_index(gates, direction)
+        else:
+            if not isinstance(gates, (list, tuple)) or len(gates) != len(codes):
+                raise InvalidArgument("one gate, or one gate per code", field="gates")
+            g = array.array("q", [self.gate_index(x, direction) for x in gates])
+        ids = self.tickets_of(codes)
+        reasons, admitted = self.tickets.scan_batch(ids, g, direction, at, persons)
+        self.journal(scan_batch_record(ids, g, direction, at, persons, reasons), Op.SCAN_BATCH)
+        return BatchScanResult(reasons, ids, admitted)
+
+    def tickets_of(self, codes) -> array.array:
+        return self.codec.core.decode_ids(codes, self.shard_id)
+
+    # -- replay ----------------------------------------------------------------------
+    def replay(self, blob: bytes, batch: Batch) -> None:
+        """Re-apply the records of one committed batch."""
+        for op, payload in records(blob):
+            if op == Op.SCAN:
+                base, gate, direction, persons, at, reason = SCAN.unpack(payload)
+                if base != NO_TICKET and reason not in (Reason.FORGED, Reason.UNKNOWN):
+                    got, _ = self.tickets.scan(base, gate, direction, at, persons)
+                    if got != reason:
+                        raise CorruptData(f"replayed scan of {base} gave {Reason(got).name}, "
+                                          f"journal says {Reason(reason).name}")
+                batch.n_commands += 1
+            elif op == Op.SCAN_BATCH:
+                ids, gates, direction, at, persons, reasons = decode_scan_batch(bytes(payload))
+                got, _ = self.tickets.scan_batch(ids, gates, direction, at, persons)
+                if got != reasons:
+                    raise CorruptData("a replayed scan batch disagrees with the journal")
+                batch.n_commands += 1
+            else:
+                args = json.loads(bytes(payload))
+                now = args.pop("_now", 0) if op in (Op.HOLD, Op.CONFIRM) else 0
+                if op == Op.CONFIRM:
+                    self._replay_confirm(args, batch)
+                else:
+                    self.batch = batch
+                    self._handlers[op](args, now)
+
+    def _replay_confirm(self, args: dict, batch: Batch) -> None:
+        self.batch = batch
+        hold = self.holds[args["hold_id"]]
+        self._issue(hold, args["holder_keys"])
+        self.journal(json_record(Op.CONFIRM, args), Op.CONFIRM)
+
+    # -- snapshots -------------------------------------------------------------------
+    def dump(self) -> dict[str, bytes]:
+        slots, allots = self.slots.dump()
+        t = self.tickets.dump()
+        meta = {
+            "next_hold_id": self.next_hold_id,
+            "holds": list(self.holds.values()),
+            "holders": self.holders,
+            "zones_inside": t["zones_inside"],
+            "entered_days": sorted(t["entered"]),
+        }
+        out = {"catalog": b"".join(self.catalog_log), "slots": slots, "allots": allots,
+               "meta": json.dumps(meta).encode(), "records": t["records"]}
+        for name in ("used", "inside", "voided", "blocked"):
+            out["bm." + name] = t[name]
+        for d, b in t["entered"].items():
+            out[f"entered.{d}"] = b
+        return out
+
+    def load(self, blobs: dict[str, bytes]) -> None:
+        batch = Batch(0)
+        self.replaying = True
+        try:
+            self.replay(blobs.get("catalog", b""), batch)
+        finally:
+            self.replaying = False
+        self.slots.load(blobs["slots"], blobs["allots"])
+        meta = json.loads(blobs["meta"])
+        self.tickets.load({
+            "records": blobs["records"], "zones_inside": meta["zones_inside"],
+            "used": blobs["bm.used"], "inside": blobs["bm.inside"], "voided": blobs["bm.voided"],
+            "blocked": blobs["bm.blocked"],
+            "entered": {d: blobs[f"entered.{d}"] for d in meta["entered_days"]},
+        })
+        self.next_hold_id = meta["next_hold_id"]
+        self.holds = {h["id"]: h for h in meta["holds"]}
+        self.expiry = [(h["expires_at"], h["id"]) for h in self.holds.values()]
+        heapq.heapify(self.expiry)
+        self.holders = {k: list(v) for k, v in meta["holders"].items()}

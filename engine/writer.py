@@ -1,0 +1,160 @@
+"""Group commit for one shard on asyncio (DESIGN.md 4.2).
+
+Callers `await submit(cmd)`. The writer drains the queue, applies the whole batch to
+memory, and hands the batch to one I/O thread that writes it in ONE LMDB transaction
+(fsync'd). Callers are answered only after their batch committed. While batch N
+commits, batch N+1 is applied in memory (pipelining): commits stay in order, and a
+commit failure stops the shard before anything later is answered. Under light load
+a batch is one command; under load it grows, so throughput follows.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from .errors import Overloaded, ShardUnavailable, StorageError, TurnstileError
+from .journal import Command, Op
+
+
+class GroupCommit:
+    def __init__(self, shard, *, max_queue: int = 100_000, max_batch: int = 8192,
+                 expire_every: float = 1.0):
+        self.shard = shard
+        self.max_queue = max_queue
+        self.max_batch = max_batch
+        self.expire_every = expire_every
+        self._queue: collections.deque[tuple[Command, asyncio.Future]] = collections.deque()
+        self._wake = asyncio.Event()
+        self._io = ThreadPoolExecutor(1, thread_name_prefix="turnstile-commit")
+        self._task: asyncio.Task | None = None
+        self._ticker: asyncio.Task | None = None
+        self._closing = False
+        self.running = False
+
+    async def __aenter__(self) -> "GroupCommit":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        self.shard._usable()
+        self._loop = asyncio.get_running_loop()
+        self.running = True
+        self._task = asyncio.create_task(self._run(), name="turnstile-writer")
+        self._ticker = asyncio.create_task(self._tick(), name="turnstile-expiry")
+
+    async def stop(self) -> None:
+        """Answer everything queued, flush the last commit, stop."""
+        if not self.running:
+            return
+        self._closing = True
+        self._wake.set()
+        if self._ticker:
+            self._ticker.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        self._io.shutdown(wait=True)
+        self.running = False
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    async def submit(self, cmd: Command) -> Any:
+        """Apply `cmd` durably; returns its result or raises its TurnstileError."""
+        if self._closing or not self.running:
+            raise ShardUnavailable("the shard is not accepting commands")
+        if self.shard.failed is not None:
+            raise ShardUnavailable(f"the shard stopped after a failure: {self.shard.failed}")
+        if len(self._queue) >= self.max_queue:
+            raise Overloaded(f"{len(self._queue)} commands queued", hint="retry with backoff")
+        fut = self._loop.create_future()
+        self._queue.append((cmd, fut))
+        if not self._wake.is_set():
+            self._wake.set()
+        return await fut
+
+    async def _tick(self) -> None:
+        # holds expire by themselves even when no traffic arrives
+        while True:
+            await asyncio.sleep(self.expire_every)
+            if not self._queue and self.shard.state.due_expiry(int(self.shard.clock())):
+                try:
+                    await self.submit(Command(Op.EXPIRE, {}))
+                except TurnstileError:
+                    return
+
+    async def _run(self) -> None:
+        inflight: asyncio.Future | None = None
+        shard = self.shard
+        while True:
+            if not self._queue:
+                if self._closing:
+                    break
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            n = min(len(self._queue), self.max_batch)
+            items = [self._queue.popleft() for _ in range(n)]
+            try:
+                batch, results = shard._stage([c for c, _ in items])
+            except TurnstileError as e:
+                self._fail_all(items, e)
+                break
+            if inflight is not None:
+                await asyncio.wait([inflight])
+                if shard.failed is not None:
+                    self._fail_all(items, ShardUnavailable("an earlier commit failed"))
+                    break
+            snapshot = shard._snapshot_due()
+            blobs = shard.state.dump() if snapshot else None
+            if snapshot:
+                shard.since_snapshot = 0
+            inflight = self._loop.run_in_executor(self._io, self._commit, batch, blobs)
+            inflight.add_done_callback(
+                lambda f, b=batch, it=items, r=results: self._answer(f, b, it, r))
+        if inflight is not None:
+            await asyncio.wait([inflight])
+        if shard.failed is not None:
+            self._fail_all(list(self._queue), ShardUnavailable(f"the shard stopped: {shard.failed}"))
+            self._queue.clear()
+
+    def _commit(self, batch, blobs) -> None:
+        self.shard._commit(batch)
+        if blobs is not None:
+            self.shard.storage.write_snapshot(batch.seq, blobs)
+
+    def _answer(self, f: asyncio.Future, batch, items, results) -> None:
+        exc = f.exception()
+        if exc is not None:
+            self.shard.failed = exc
+            err = exc if isinstance(exc, StorageError) else StorageError(repr(exc))
+            self._fail_all(items, err)
+            self._wake.set()
+            return
+        self.shard._committed(batch)
+        for (_, fut), r in zip(items, results):
+            if fut.done():
+                continue
+            if isinstance(r, BaseException):
+                fut.set_exception(r)
+            else:
+                fut.set_result(r)
+
+    @staticmethod
+    def _fail_all(items, err: BaseException) -> None:
+        for _, fut in items:
+            if not fut.done():
+                fut.set_exception(err)
+
+    def stats(self) -> dict:
+        sizes = self.shard.batch_sizes
+        total = sum(k * v for k, v in sizes.items())
+        batches = sum(sizes.values())
+        return {"batches": batches, "commands": total,
+                "mean_batch": total / batches if batches else 0.0,
+                "max_batch": max(sizes) if sizes else 0}

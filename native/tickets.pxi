@@ -1,0 +1,525 @@
+# Tickets: per-ticket records, the state bitmaps, entry rules, and scan decisions.
+#
+# A code admits one or more components (a combo admits several zones): a code's
+# ticket id is the id of component 0, and component c has id + c. Every component is
+# one admission right with its own record and its own place in the bitmaps.
+#
+# Decisions read the record's state byte (one array load); the roaring bitmaps
+# issued/voided/blocked/used/inside/entered[day] are the set view of the same state
+# (counts, offline bundles, reports) and are updated by the same functions, so they
+# never disagree -- check() verifies that.
+
+cdef enum:
+    ST_ISSUED = 1
+    ST_VOIDED = 2
+    ST_BLOCKED = 4
+    ST_USED = 8
+    ST_INSIDE = 16
+    DIR_IN = 1
+    DIR_OUT = 2
+    NEVER = -2147483647
+
+# Scan reasons: the closed set of DESIGN.md 4.5, in a fixed order.
+REASONS = ("OK", "OK_REENTRY", "FORGED", "UNKNOWN", "VOIDED", "BLOCKED", "ALREADY_USED",
+           "NOT_YET_VALID", "EXPIRED", "WRONG_SLOT", "WRONG_ZONE", "NOT_INSIDE",
+           "ZONE_FULL", "ENTRY_LIMIT")
+cdef enum:
+    R_OK = 0
+    R_OK_REENTRY = 1
+    R_FORGED = 2
+    R_UNKNOWN = 3
+    R_VOIDED = 4
+    R_BLOCKED = 5
+    R_ALREADY_USED = 6
+    R_NOT_YET_VALID = 7
+    R_EXPIRED = 8
+    R_WRONG_SLOT = 9
+    R_WRONG_ZONE = 10
+    R_NOT_INSIDE = 11
+    R_ZONE_FULL = 12
+    R_ENTRY_LIMIT = 13
+
+STATE_ISSUED = ST_ISSUED
+STATE_VOIDED = ST_VOIDED
+STATE_BLOCKED = ST_BLOCKED
+STATE_USED = ST_USED
+STATE_INSIDE = ST_INSIDE
+
+
+cdef packed struct TicketRec:
+    uint32_t slot            # slot of this component, NO_SLOT if none
+    int32_t first_day        # venue-local days since 1970-01-01
+    int32_t last_day
+    int32_t visit_day        # day of the current (last) visit, NEVER if none
+    uint16_t product
+    uint16_t group           # persons admitted by this code
+    uint16_t persons_in      # persons inside now
+    uint16_t visit_admitted  # persons admitted in the current visit
+    uint16_t entries         # visits started, all days
+    uint16_t day_entries     # visits started on visit_day
+    uint8_t comp             # component index within the code
+    uint8_t state            # ST_* bits
+
+RECORD_SIZE = sizeof(TicketRec)
+
+
+cdef struct ProductRule:
+    uint16_t venue
+    uint8_t ncomp
+    uint8_t reentry          # re-entry after exit on the same day
+    uint16_t max_entries     # visits over the validity; 0 = unlimited
+    uint16_t daily_entries   # visits per day; 0 = unlimited
+    int32_t slot_grace       # seconds allowed before/after the slot window
+    uint16_t zones[MAX_COMP]
+
+
+cdef struct GateRule:
+    uint16_t zone
+    uint16_t venue
+
+
+cdef struct ZoneRule:
+    uint16_t venue
+    uint8_t enforce_exit     # exit without entry is refused (NOT_INSIDE)
+    int32_t utc_offset       # seconds, venue-local time = UTC + offset
+    int64_t live_capacity    # persons inside at most; 0 = no limit
+    int64_t inside           # persons inside now
+
+
+cdef void* _grow_table(void* p, uint32_t* cap, uint32_t need, size_t item) except NULL:
+    cdef uint32_t c
+    if need <= cap[0] and p != NULL:
+        return p
+    c = max(need, cap[0] * 2, 16)
+    q = realloc(p, c * item)
+    if q == NULL:
+        raise MemoryError()
+    memset(<char*>q + cap[0] * item, 0, (c - cap[0]) * item)
+    cap[0] = c
+    return q
+
+
+cdef class Tickets:
+    """Ticket records and state sets of one shard, and the scan decision."""
+    cdef TicketRec* r
+    cdef readonly uint32_t n
+    cdef uint32_t cap
+    cdef ProductRule* products
+    cdef uint32_t n_products, cap_products
+    cdef GateRule* gates
+    cdef uint32_t n_gates, cap_gates
+    cdef ZoneRule* zones
+    cdef uint32_t n_zones, cap_zones
+    cdef Slots slots
+    cdef public object issued, voided, blocked, used, inside
+    cdef public dict entered
+    # batch mode: bitmap updates are collected and applied once per batch
+    cdef bint defer
+    cdef object touched
+
+    def __cinit__(self, Slots slots):
+        self.r = NULL
+        self.n = self.cap = 0
+        self.products = NULL
+        self.gates = NULL
+        self.zones = NULL
+        self.n_products = self.cap_products = 0
+        self.n_gates = self.cap_gates = 0
+        self.n_zones = self.cap_zones = 0
+        self.slots = slots
+        self.issued = BitMap()
+        self.voided = BitMap()
+        self.blocked = BitMap()
+        self.used = BitMap()
+        self.inside = BitMap()
+        self.entered = {}
+        self.defer = False
+
+    def __dealloc__(self):
+        free(self.r)
+        free(self.products)
+        free(self.gates)
+        free(self.zones)
+
+    # -- rules ------------------------------------------------------------------
+    def set_zone(self, uint32_t idx, int venue, int utc_offset, int64_t live_capacity,
+                 bint enforce_exit):
+        self.zones = <ZoneRule*>_grow_table(self.zones, &self.cap_zones, idx + 1, sizeof(ZoneRule))
+        self.n_zones = max(self.n_zones, idx + 1)
+        cdef ZoneRule* z = &self.zones[idx]
+        z.venue = venue
+        z.utc_offset = utc_offset
+        z.live_capacity = live_capacity
+        z.enforce_exit = enforce_exit
+
+    def zone_inside(self, uint32_t idx):
+        """Persons inside zone idx now."""
+        return self.zones[idx].inside if idx < self.n_zones else 0
+
+    def set_gate(self, uint32_t idx, int zone, int venue):
+        self.gates = <GateRule*>_grow_table(self.gates, &self.cap_gates, idx + 1, sizeof(GateRule))
+        self.n_gates = max(self.n_gates, idx + 1)
+        self.gates[idx].zone = zone
+        self.gates[idx].venue = venue
+
+    def set_product(self, uint32_t idx, int venue, zones, int max_entries, int daily_entries,
+                    bint reentry, int slot_grace):
+        if not 1 <= len(zones) <= MAX_COMP:
+            raise ValueError("a product admits 1 to 8 zones")
+        self.products = <ProductRule*>_grow_table(self.products, &self.cap_products, idx + 1,
+                                                  sizeof(ProductRule))
+        self.n_products = max(self.n_products, idx + 1)
+        cdef ProductRule* p = &self.products[idx]
+        p.venue = venue
+        p.ncomp = len(zones)
+        p.reentry = reentry
+        p.max_entries = max_entries
+        p.daily_entries = daily_entries
+        p.slot_grace = slot_grace
+        for i, z in enumerate(zones):
+            p.zones[i] = z
+
+    # -- issue, void, block ------------------------------------------------------
+    def issue(self, int product, int group, int first_day, int last_day, slots, uint32_t count):
+        """Issue `count` codes of `product`, each with one record per component.
+
+        `slots` gives the slot of each component. Returns the first code's id;
+        code k has id first + k * ncomp.
+        """
+        cdef ProductRule* p = &self.products[product]
+        cdef uint32_t ncomp = p.ncomp
+        if len(slots) != ncomp:
+            raise ValueError("one slot per component")
+        cdef uint64_t total = <uint64_t>count * ncomp
+        if self.n + total > 0xFFFFFFFE:
+            raise OverflowError("ticket ids of this shard are exhausted")
+        self.r = <TicketRec*>_grow_table(self.r, &self.cap, <uint32_t>(self.n + total), sizeof(TicketRec))
+        cdef uint32_t first = self.n, i, c
+        cdef uint32_t slot_of[MAX_COMP]
+        for c in range(ncomp):
+            slot_of[c] = slots[c]
+        cdef TicketRec* t
+        for i in range(count):
+            for c in range(ncomp):
+                t = &self.r[first + i * ncomp + c]
+                t.slot = slot_of[c]
+                t.first_day = first_day
+                t.last_day = last_day
+                t.visit_day = NEVER
+                t.product = product
+                t.group = group
+                t.persons_in = t.visit_admitted = t.entries = t.day_entries = 0
+                t.comp = c
+                t.state = ST_ISSUED
+        self.n = <uint32_t>(first + total)
+        self.issued.add_range(first, self.n)
+        return first
+
+    cdef inline bint _is_code(self, uint32_t base) noexcept nogil:
+        return base < self.n and self.r[base].comp == 0 and (self.r[base].state & ST_ISSUED)
+
+    def is_code(self, uint32_t base):
+        """True if base is the id of an issued code (component 0)."""
+        return self._is_code(base)
+
+    def ncomp(self, uint32_t base):
+        return self.products[self.r[base].product].ncomp
+
+    def code_state(self, uint32_t base):
+        """OR of the state bits of every component of the code at base."""
+        cdef int s = 0
+        cdef uint32_t c
+        for c in range(self.products[self.r[base].product].ncomp):
+            s |= self.r[base + c].state
+        return s
+
+    def void(self, uint32_t base):
+        """Void every component of a code (refund, cancellation)."""
+        cdef uint32_t c, nc = self.products[self.r[base].product].ncomp
+        for c in range(nc):
+            self.r[base + c].state |= ST_VOIDED
+        self.voided.add_range(base, base + nc)
+
+    def set_blocked(self, uint32_t base, bint blocked):
+        """Block (freeze, blacklist) or unblock every component of a code."""
+        cdef uint32_t c, nc = self.products[self.r[base].product].ncomp
+        for c in range(nc):
+            if blocked:
+                self.r[base + c].state |= ST_BLOCKED
+            else:
+                self.r[base + c].state &= ~ST_BLOCKED
+        if blocked:
+            self.blocked.add_range(base, base + nc)
+        else:
+            self.blocked.remove_range(base, base + nc)
+
+    def record(self, uint32_t tid):
+        """The record of one component, as a dict."""
+        if tid >= self.n:
+            raise IndexError(tid)
+        cdef TicketRec* t = &self.r[tid]
+        return {"slot": t.slot, "first_day": t.first_day, "last_day": t.last_day,
+                "visit_day": t.visit_day, "product": t.product, "group": t.group,
+                "persons_in": t.persons_in, "visit_admitted": t.visit_admitted,
+                "entries": t.entries, "day_entries": t.day_entries, "comp": t.comp,
+                "state": t.state}
+
+    # -- scans -------------------------------------------------------------------
+    cdef inline void _set_inside(self, uint32_t tid, TicketRec* t, bint inside):
+        if inside:
+            t.state |= ST_INSIDE | ST_USED
+        else:
+            t.state &= ~ST_INSIDE
+        if self.defer:
+            self.touched.append(tid)
+        elif inside:
+            self.used.add(tid)
+            self.inside.add(tid)
+        else:
+            self.inside.discard(tid)
+
+    cdef inline void _admit(self, uint32_t tid, TicketRec* t, ZoneRule* z, int32_t day, int k):
+        t.persons_in += k
+        z.inside += k
+        self._set_inside(tid, t, True)
+        if not self.defer:
+            bm = self.entered.get(day)
+            if bm is None:
+                bm = self.entered[day] = BitMap()
+            bm.add(tid)
+
+    cdef int _entry(self, uint32_t tid, TicketRec* t, ProductRule* p, ZoneRule* z,
+                    int32_t day, int64_t now, int persons, int* admitted):
+        cdef int group = t.group, room, k
+        cdef bint visit_open = t.visit_day == day
+        cdef SlotRec* s
+        if t.state & ST_VOIDED:
+            return R_VOIDED
+        if t.state & ST_BLOCKED:
+            return R_BLOCKED
+        if day < t.first_day:
+            return R_NOT_YET_VALID
+        if day > t.last_day:
+            return R_EXPIRED
+        if visit_open and t.visit_admitted < group:
+            # the rest of a group arrives: part of the same visit
+            room = group - t.visit_admitted
+            k = room if persons <= 0 or persons > room else persons
+            if z.live_capacity and z.inside + k > z.live_capacity:
+                return R_ZONE_FULL
+            t.visit_admitted += k
+            self._admit(tid, t, z, day, k)
+            admitted[0] = k
+            return R_OK
+        if visit_open and t.persons_in > 0 and (not p.reentry or t.persons_in >= group):
+            return R_ALREADY_USED          # anti-passback: still inside
+        if visit_open and p.reentry:
+            room = group - t.persons_in
+            k = room if persons <= 0 or persons > room else persons
+            if z.live_capacity and z.inside + k > z.live_capacity:
+                return R_ZONE_FULL
+            self._admit(tid, t, z, day, k)
+            admitted[0] = k
+            return R_OK_REENTRY
+        # a new visit
+        if p.max_entries and t.entries >= p.max_entries:
+            return R_ALREADY_USED if p.max_entries == 1 else R_ENTRY_LIMIT
+        if p.daily_entries and visit_open and t.day_entries >= p.daily_entries:
+            return R_ENTRY_LIMIT
+        if t.slot != _NO_SLOT:
+            s = &self.slots.s[t.slot]
+            if s.day == day and (now < s.start - p.slot_grace or now > s.end + p.slot_grace):
+                return R_WRONG_SLOT
+        k = group if persons <= 0 or persons > group else persons
+        if not visit_open and t.persons_in:
+            # left on an earlier day without an exit scan: out of the head count
+            z.inside -= t.persons_in
+            t.persons_in = 0
+        if z.live_capacity and z.inside + k > z.live_capacity:
+            return R_ZONE_FULL
+        t.entries += 1
+        t.day_entries = t.day_entries + 1 if visit_open else 1
+        t.visit_day = day
+        t.visit_admitted = k
+        self._admit(tid, t, z, day, k)
+        admitted[0] = k
+        return R_OK
+
+    cdef int _exit(self, uint32_t tid, TicketRec* t, ZoneRule* z, int32_t day, int persons,
+                   int* admitted):
+        cdef int k
+        if t.visit_day != day or t.persons_in == 0:
+            return R_NOT_INSIDE if z.enforce_exit else R_OK
+        k = t.persons_in if persons <= 0 or persons > t.persons_in else persons
+        t.persons_in -= k
+        z.inside -= k
+        if t.persons_in == 0:
+            self._set_inside(tid, t, False)
+        admitted[0] = k
+        return R_OK
+
+    cdef int _scan(self, uint32_t base, uint32_t gate, int direction, int64_t now, int persons,
+                   int* admitted, int expect_product):
+        cdef TicketRec* t
+        cdef ProductRule* p
+        cdef GateRule* g
+        cdef ZoneRule* z
+        cdef int c, comp = -1
+        cdef int32_t day
+        admitted[0] = 0
+        if not self._is_code(base) or gate >= self.n_gates:
+            return R_UNKNOWN
+        t = &self.r[base]
+        if expect_product >= 0 and t.product != expect_product:
+            return R_UNKNOWN
+        p = &self.products[t.product]
+        g = &self.gates[gate]
+        if g.venue != p.venue:
+            return R_WRONG_ZONE
+        for c in range(p.ncomp):
+            if p.zones[c] == g.zone:
+                comp = c
+                break
+        if comp < 0:
+            return R_WRONG_ZONE
+        z = &self.zones[g.zone]
+        t = &self.r[base + comp]
+        day = <int32_t>((now + z.utc_offset) // 86400)
+        if direction == DIR_IN:
+            return self._entry(base + comp, t, p, z, day, now, persons, admitted)
+        return self._exit(base + comp, t, z, day, persons, admitted)
+
+    def scan(self, uint32_t base, uint32_t gate, int direction, int64_t now, int persons):
+        """Decide one scan of the code at `base`: (reason, persons admitted or let out)."""
+        cdef int admitted = 0
+        cdef int reason = self._scan(base, gate, direction, now, persons, &admitted, -1)
+        return reason, admitted
+
+    def verify(self, Codec codec, str text, int shard, uint32_t gate, int direction,
+               int64_t now, int persons):
+        """Decode, authenticate and decide one scan: (reason, base id or -1, persons)."""
+        cdef CodeInfo ci
+        cdef int admitted = 0, reason
+        cdef bytes raw = text.encode("ascii", "replace")
+        if codec._decode(raw, len(raw), &ci) != _DEC_OK:
+            return R_FORGED, -1, 0
+        if ci.shard != shard:
+            return R_UNKNOWN, -1, 0
+        reason = self._scan(ci.ticket_id, gate, direction, now, persons, &admitted, ci.product)
+        return reason, ci.ticket_id, admitted
+
+    def scan_batch(self, ids, gates, int direction, int64_t now, int persons):
+        """Decide many scans in order; ids is array('q') of base ids (-1: forged code,
+        other negatives: not a code of this shard),
+        gates an array('q') of the same length or one gate for all.
+
+        Returns (reasons: bytes, admitted: array('i')). A code appearing twice is
+        decided twice, in order, exactly as single scans would be.
+        """
+        cdef int64_t[:] iv = ids
+        cdef Py_ssize_t n = iv.shape[0], i
+        cdef int64_t[:] gv
+        cdef int64_t one_gate = -1
+        if isinstance(gates, int):
+            one_gate = gates
+        else:
+            gv = gates
+            if gv.shape[0] != n:
+                raise ValueError("ids and gates differ in length")
+        reasons = PyBytes_FromStringAndSize(NULL, n)
+        cdef char* rv = PyBytes_AS_STRING(reasons)
+        admitted = _array.array("i", bytes(4 * n))
+        cdef int[:] av = admitted
+        cdef int a
+        cdef int64_t gate
+        self.defer = True
+        self.touched = _array.array("I")
+        try:
+            for i in range(n):
+                gate = one_gate if one_gate >= 0 else gv[i]
+                a = 0
+                if iv[i] == -1:
+                    rv[i] = R_FORGED
+                elif iv[i] < 0 or gate < 0 or iv[i] > 0xFFFFFFFF:
+                    rv[i] = R_UNKNOWN
+                else:
+                    rv[i] = self._scan(<uint32_t>iv[i], <uint32_t>gate, direction, now, persons, &a, -1)
+                av[i] = a
+        finally:
+            self.defer = False
+            self._flush_touched(now)
+        return reasons, admitted
+
+    cdef void _flush_touched(self, int64_t now):
+        touched = self.touched
+        self.touched = None
+        if not touched:
+            return
+        cdef unsigned int[:] tv = touched
+        cdef Py_ssize_t i, n = tv.shape[0]
+        ins = _array.array("I")
+        outs = _array.array("I")
+        entered = _array.array("I")
+        cdef TicketRec* t
+        for i in range(n):
+            t = &self.r[tv[i]]
+            if t.state & ST_INSIDE:
+                ins.append(tv[i])
+            else:
+                outs.append(tv[i])
+            if t.state & ST_USED:
+                entered.append(tv[i])
+        if ins:
+            self.used.update(ins)
+            self.inside.update(ins)
+        if outs:
+            self.inside.difference_update(BitMap(outs))
+        # entries of a batch all happen on the venue-local day of `now` for their zone
+        for i in range(n):
+            t = &self.r[tv[i]]
+            if t.state & ST_USED:
+                day = t.visit_day
+                bm = self.entered.get(day)
+                if bm is None:
+                    bm = self.entered[day] = BitMap()
+                bm.add(tv[i])
+
+    # -- persistence -------------------------------------------------------------
+    def records(self):
+        """A copy of all records, RECORD_SIZE bytes each (snapshots, check())."""
+        return PyBytes_FromStringAndSize(<char*>self.r, self.n * sizeof(TicketRec))
+
+    def zone_counters(self):
+        return [self.zones[i].inside for i in range(self.n_zones)]
+
+    def dump(self):
+        return {
+            "records": self.records(),
+            "zones_inside": self.zone_counters(),
+            "used": self.used.serialize(),
+            "inside": self.inside.serialize(),
+            "voided": self.voided.serialize(),
+            "blocked": self.blocked.serialize(),
+            "entered": {d: bm.serialize() for d, bm in self.entered.items()},
+        }
+
+    def load(self, dict blob):
+        """Restore a dump; zones, gates and products must be set first."""
+        cdef bytes recs = blob["records"]
+        if len(recs) % sizeof(TicketRec):
+            raise ValueError("ticket snapshot has the wrong record size")
+        cdef uint32_t n = len(recs) // sizeof(TicketRec)
+        self.r = <TicketRec*>_grow_table(self.r, &self.cap, max(n, 1), sizeof(TicketRec))
+        memcpy(self.r, PyBytes_AS_STRING(recs), len(recs))
+        self.n = n
+        for i, v in enumerate(blob["zones_inside"]):
+            if i < self.n_zones:
+                self.zones[i].inside = v
+        self.issued = BitMap()
+        if n:
+            self.issued.add_range(0, n)
+        self.used = BitMap.deserialize(blob["used"])
+        self.inside = BitMap.deserialize(blob["inside"])
+        self.voided = BitMap.deserialize(blob["voided"])
+        self.blocked = BitMap.deserialize(blob["blocked"])
+        self.entered = {int(d): BitMap.deserialize(b) for d, b in blob["entered"].items()}

@@ -1,0 +1,1 @@
+"""gRPC services of Turnstile (see DESIGN.md section 5)."""
