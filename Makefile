@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a machine with Python 3.11, gcc and make:
-#   make run    build, seed a demo venue into ./data if empty, open it
+#   make run    build, seed a demo venue into ./data if empty, show and check it
 #   make test   build and run the whole test suite
 # `make bench` runs the benchmarks and rewrites bench/RESULTS.md.
 PYTHON ?= python3.11
@@ -25,7 +25,8 @@ install: $(STAMP)
 
 run: install
 	$(VENV)/bin/turnstile demo --data $(DATA)
-	$(VENV)/bin/turnstile serve --data $(DATA)
+	$(VENV)/bin/turnstile info --data $(DATA)
+	$(VENV)/bin/turnstile check --data $(DATA)
 
 test: install
 	$(PY) -m pytest -q tests

@@ -1,0 +1,56 @@
+"""Shared fixtures: a real shard on a real LMDB dir in a temp folder, with a clock
+the test moves by hand (DESIGN.md 10: real parts, no mocks)."""
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from engine import Shard, cmd, demo, HoldItem
+
+TODAY = dt.date(2026, 11, 23)
+
+
+class Clock:
+    """A settable clock (UTC seconds) for Shard.open(clock=...)."""
+
+    def __init__(self, t: int):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+    def at(self, day: dt.date, hour: int, minute: int = 0) -> int:
+        self.t = demo.local_time(day, hour, minute)
+        return self.t
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(demo.local_time(TODAY, 8, 30))
+
+
+@pytest.fixture
+def shard_path(tmp_path):
+    return str(tmp_path / "shard-0")
+
+
+@pytest.fixture
+def shard(shard_path, clock):
+    """The demo venue, seeded for a week from TODAY; 08:30 venue time."""
+    s = Shard.open(shard_path, clock=clock)
+    s.run_many(demo.commands(TODAY))
+    yield s
+    if not s.closed:
+        s.close(snapshot=False)
+
+
+def sell(shard: Shard, product: str = "adult", slots: tuple[str, ...] | None = None, *,
+         qty: int = 1, group: int = 1, channel: str = "web", order: str | None = None,
+         holders=None):
+    """Hold and confirm; returns the ConfirmResult."""
+    slots = slots or (demo.slot_id("main", TODAY, 8),)
+    h = shard.run(cmd.hold(channel, demo.VENUE, [HoldItem(product, slots, qty, group)]))
+    order = order or f"order-{h.hold_id}"
+    return shard.run(cmd.confirm(h.hold_id, order, channel, method="cash",
+                                 amount_fen=h.amount_fen, holders=holders))

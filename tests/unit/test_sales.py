@@ -1,0 +1,188 @@
+"""Stock, holds, allotments, confirm, refund and idempotency, as a channel sees them."""
+from __future__ import annotations
+
+import pytest
+
+from engine import (cmd, demo, HoldItem, Shard, SoldOut, HoldNotActive, NotFound, AlreadyExists,
+                    IdempotencyMismatch, InvalidArgument, PermissionDenied, TicketUsed, Reason)
+from tests.conftest import TODAY, sell
+
+SLOT = demo.slot_id("main", TODAY, 8)
+
+
+def avail(shard, slot=SLOT, channel=None):
+    return next(r for r in shard.availability("westlake", TODAY, channel=channel) if r["slot"] == slot)
+
+
+def hold(shard, qty=1, channel="web", product="adult", slots=(SLOT,), **kw):
+    return shard.run(cmd.hold(channel, "westlake", [HoldItem(product, slots, qty)], **kw))
+
+
+def test_hold_takes_stock_and_expires_by_itself(shard, clock):
+    hold(shard, 5, ttl_s=60)
+    assert avail(shard)["held"] == 5
+    clock.t += 61
+    shard.run(cmd.expire())
+    assert avail(shard)["held"] == 0
+    assert shard.check() == []
+
+
+def test_expired_hold_cannot_be_confirmed(shard, clock):
+    h = hold(shard, 2, ttl_s=60)
+    clock.t += 60
+    with pytest.raises(HoldNotActive):
+        shard.run(cmd.confirm(h.hold_id, "o1", "web", method="cash", amount_fen=h.amount_fen))
+    assert avail(shard)["held"] == 0 and avail(shard)["sold"] == 0
+
+
+def test_never_oversold_and_sold_out_changes_nothing(shard):
+    ten = demo.slot_id("main", TODAY, 10)
+    shard.run(cmd.slot_capacity(ten, 10))
+    hold(shard, 7, slots=(ten,))
+    with pytest.raises(SoldOut) as e:
+        hold(shard, 4, slots=(ten,))
+    assert e.value.field == "items[0].qty"
+    assert avail(shard, ten)["held"] == 7
+    hold(shard, 3, slots=(ten,))
+    assert avail(shard, ten)["pool_remaining"] == 0
+
+
+def test_combo_hold_is_atomic_over_slots(shard):
+    pagoda = demo.slot_id("pagoda", TODAY, 9)
+    shard.run(cmd.slot_capacity(pagoda, 1))
+    with pytest.raises(SoldOut):
+        shard.run(cmd.hold("web", "westlake", [HoldItem("combo", (SLOT, pagoda,
+                                                                  demo.slot_id("boat", TODAY, 9)), 2)]))
+    assert avail(shard)["held"] == 0
+    assert avail(shard, pagoda)["held"] == 0
+
+
+def test_allotment_is_reserved_for_its_channel(shard):
+    # the demo gives ota 300 of the 2000 in SLOT
+    assert avail(shard, channel="ota")["remaining"] == 300
+    assert avail(shard, channel="web")["remaining"] == 1700
+    hold(shard, 1700)
+    with pytest.raises(SoldOut):
+        hold(shard, 1)
+    h = hold(shard, 300, channel="ota")
+    assert h.amount_fen == 300 * 7600                  # channel price
+    with pytest.raises(SoldOut) as e:
+        hold(shard, 1, channel="ota")
+    assert "allotment" in e.value.message
+    assert shard.check() == []
+
+
+def test_allotment_cannot_exceed_free_pool(shard):
+    hold(shard, 1700)
+    with pytest.raises(SoldOut):
+        shard.run(cmd.allotment(SLOT, "agency", 1))
+
+
+def test_confirm_checks_amount_and_channel(shard):
+    h = hold(shard, 2)
+    with pytest.raises(InvalidArgument) as e:
+        shard.run(cmd.confirm(h.hold_id, "o1", "web", method="cash", amount_fen=1))
+    assert e.value.field == "payment.amount_fen"
+    with pytest.raises(NotFound):
+        shard.run(cmd.confirm(h.hold_id, "o1", "ota", method="cash", amount_fen=h.amount_fen))
+    r = shard.run(cmd.confirm(h.hold_id, "o1", "web", method="cash", amount_fen=h.amount_fen))
+    assert len(r.tickets) == 2
+    assert avail(shard)["sold"] == 2 and avail(shard)["held"] == 0
+
+
+def test_channel_restricted_product(shard):
+    with pytest.raises(PermissionDenied):
+        hold(shard, 1, product="group")
+    assert avail(shard)["held"] == 0
+
+
+def test_idempotent_hold_and_confirm(shard):
+    h1 = hold(shard, 2, idempotency_key="cart-1")
+    h2 = hold(shard, 2, idempotency_key="cart-1")
+    assert h1 == h2 and avail(shard)["held"] == 2
+    with pytest.raises(IdempotencyMismatch) as e:
+        hold(shard, 3, idempotency_key="cart-1")
+    assert e.value.field == "idempotency_key"
+    c = cmd.confirm(h1.hold_id, "ota-778", "web", method="wechat", amount_fen=h1.amount_fen)
+    r1 = shard.run(c)
+    r2 = shard.run(c)
+    assert r1 == r2                                   # same tickets, same codes
+    assert avail(shard)["sold"] == 2
+    with pytest.raises(IdempotencyMismatch):
+        shard.run(cmd.confirm(h1.hold_id, "ota-778", "web", method="alipay", amount_fen=h1.amount_fen))
+
+
+def test_idempotent_answers_survive_reopen(shard, shard_path, clock):
+    h1 = hold(shard, 2, idempotency_key="cart-9")
+    c = cmd.confirm(h1.hold_id, "ota-9", "web", method="wechat", amount_fen=h1.amount_fen)
+    r1 = shard.run(c)
+    shard.close(snapshot=False)
+    s2 = Shard.open(shard_path, clock=clock)
+    try:
+        assert s2.run(cmd.hold("web", "westlake", [HoldItem("adult", (SLOT,), 2)],
+                               idempotency_key="cart-9")) == h1
+        assert s2.run(c) == r1
+        assert avail(s2)["sold"] == 2
+    finally:
+        s2.close()
+
+
+def test_refund_unused_returns_stock_with_fee(shard):
+    r = sell(shard, "night", qty=3, order="o-night",
+             holders=[["110101199003071234", "110101199003071235", "110101199003071236"]])
+    a, b, c = r.tickets
+    assert shard.run(cmd.verify(a.code, "north-1")).reason == Reason.OK
+    with pytest.raises(TicketUsed):
+        shard.run(cmd.refund("o-night", "r0", [a.ticket_id]))
+    res = shard.run(cmd.refund("o-night", "r1"))
+    assert sorted(res.tickets) == sorted([b.ticket_id, c.ticket_id])
+    assert (res.amount_fen, res.fee_fen) == (2 * 9000, 2 * 1000)     # 10 % fee
+    assert avail(shard)["sold"] == 1
+    assert shard.get_order("o-night").refunded_fen == 18000
+    assert shard.run(cmd.refund("o-night", "r1")) == res               # idempotent
+    with pytest.raises(TicketUsed):
+        shard.run(cmd.refund("o-night", "r2"))
+    assert shard.check() == []
+
+
+def test_non_refundable_product(shard):
+    sell(shard, "annual", order="o-annual", holders=[["110101199003071234"]])
+    with pytest.raises(Exception) as e:
+        shard.run(cmd.refund("o-annual", "r1"))
+    assert e.value.code == "FAILED_PRECONDITION"
+    assert avail(shard)["sold"] == 1
+
+
+def test_release_returns_stock_once(shard):
+    h = hold(shard, 4)
+    shard.run(cmd.release(h.hold_id, "web"))
+    assert avail(shard)["held"] == 0
+    with pytest.raises(HoldNotActive):
+        shard.run(cmd.release(h.hold_id, "web"))
+    with pytest.raises(NotFound):
+        shard.run(cmd.release(999, "web"))
+
+
+def test_capacity_cannot_drop_below_taken(shard):
+    hold(shard, 5)
+    with pytest.raises(Exception) as e:
+        shard.run(cmd.slot_capacity(SLOT, 4 + 300))    # 300 are allotted to ota
+    assert e.value.field == "capacity"
+    shard.run(cmd.slot_capacity(SLOT, 5 + 300))
+    assert avail(shard)["pool_remaining"] == 0
+
+
+def test_order_lookup_and_codes(shard):
+    r = sell(shard, qty=2, order="o-look")
+    o = shard.get_order("o-look")
+    assert o.ticket_ids() == [t.ticket_id for t in r.tickets]
+    assert shard.order_codes("o-look") == [t.code for t in r.tickets]
+    with pytest.raises(NotFound):
+        shard.get_order("nope")
+
+
+def test_duplicate_catalog_ids(shard):
+    with pytest.raises(AlreadyExists):
+        shard.run(cmd.venue("westlake"))
+    with pytest.raises(AlreadyExists):
+        shard.run(cmd.slots([{"id": SLOT, "zone": "main", "day": 1, "start": 1, "end": 2, "capacity": 1}]))
