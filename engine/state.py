@@ -561,7 +561,7 @@ class ShardState:
         return bool(self.expiry) and self.expiry[0][0] <= now
 
     def _expire(self, args: dict, now: int) -> dict:
-        at = args.get("now", now)
+        at = args.get("_at", now)          # set in journal records only
         n = 0
         while self.expiry and self.expiry[0][0] <= at:
             exp, hid = heapq.heappop(self.expiry)
@@ -569,7 +569,7 @@ class ShardState:
             if hold is not None and hold["expires_at"] == exp:
                 self._drop_hold(hold)
                 n += 1
-        self.journal(json_record(Op.EXPIRE, {"now": at}), Op.EXPIRE)
+        self.journal(json_record(Op.EXPIRE, {"_at": at}), Op.EXPIRE)
         return {"expired": n}
 
     def _confirm(self, args: dict, now: int) -> ConfirmResult:
