@@ -42,13 +42,17 @@ class Op(enum.IntEnum):
     VERIFY_BATCH = 42
 
 
-CATALOG_OPS = frozenset({Op.SECRETS, Op.KEY, Op.VENUE, Op.ZONE, Op.GATE, Op.PRODUCT, Op.SLOTS,
-                         Op.SLOT_CAPACITY, Op.ALLOTMENT})
+LAST_CATALOG_OP = 9                      # ops 1..9 are catalog records (kept in snapshots)
 
 _HDR = struct.Struct("<IB")
 SCAN = struct.Struct("<IHBHqB")          # base, gate, direction, persons, at, reason
+_SCAN_REC = struct.Struct("<IBIHBHqB")   # header + SCAN, packed at once
 _BATCH = struct.Struct("<BqhIq")         # direction, at, persons, n, one gate (-1: per id)
+_HOLD = struct.Struct("<qqqqHH")         # id, expires_at, created, amount, venue idx, n lines
+_LINE = struct.Struct("<HIHqB")          # product idx, qty, group, unit price, n components
+_COMP = struct.Struct("<Iq")             # slot idx, allotment idx (-1: pool)
 NO_TICKET = 0xFFFFFFFF
+OP_SCAN = int(Op.SCAN)
 
 
 @dataclass(slots=True)
@@ -65,11 +69,46 @@ def record(op: Op, payload: bytes) -> bytes:
 
 
 def json_record(op: Op, args: dict) -> bytes:
-    return record(op, json.dumps(args, separators=(",", ":"), sort_keys=True).encode())
+    return record(op, json.dumps(args, separators=(",", ":")).encode())
 
 
 def scan_record(base: int, gate: int, direction: int, persons: int, at: int, reason: int) -> bytes:
-    return _HDR.pack(SCAN.size, Op.SCAN) + SCAN.pack(base, gate, direction, persons, at, reason)
+    return _SCAN_REC.pack(SCAN.size, OP_SCAN, base, gate, direction, persons, at, reason)
+
+
+def hold_record(hold: dict, venue: int) -> bytes:
+    """A hold as applied (resolved indices), so replay needs no look-ups."""
+    ch = hold["channel"].encode()
+    parts = [_HOLD.pack(hold["id"], hold["expires_at"], hold["created"], hold["amount"], venue,
+                        len(hold["lines"])), bytes((len(ch),)), ch]
+    for ln in hold["lines"]:
+        parts.append(_LINE.pack(ln["p"], ln["qty"], ln["group"], ln["price"], len(ln["slots"])))
+        for s, a in zip(ln["slots"], ln["allots"]):
+            parts.append(_COMP.pack(s, a))
+    payload = b"".join(parts)
+    return _HDR.pack(len(payload), Op.HOLD) + payload
+
+
+def decode_hold(payload: bytes) -> tuple[dict, int]:
+    hid, expires, created, amount, venue, n = _HOLD.unpack_from(payload)
+    off = _HOLD.size
+    ln_ch = payload[off]
+    channel = bytes(payload[off + 1:off + 1 + ln_ch]).decode()
+    off += 1 + ln_ch
+    lines = []
+    for _ in range(n):
+        p, qty, group, price, nc = _LINE.unpack_from(payload, off)
+        off += _LINE.size
+        slots, allots = [], []
+        for _ in range(nc):
+            s, a = _COMP.unpack_from(payload, off)
+            off += _COMP.size
+            slots.append(s)
+            allots.append(a)
+        lines.append({"p": p, "qty": qty, "group": group, "slots": slots, "allots": allots,
+                      "price": price})
+    return {"id": hid, "channel": channel, "expires_at": expires, "created": created,
+            "amount": amount, "lines": lines}, venue
 
 
 def scan_batch_record(ids: array.array, gates, direction: int, at: int, persons: int,

@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as _dt
 import enum
 from dataclasses import dataclass, field, asdict
+from typing import NamedTuple
 
 from . import _core
 
@@ -34,6 +35,7 @@ class Reason(enum.IntEnum):
 
 
 assert tuple(r.name for r in Reason) == _core.REASONS, "Reason and the core disagree"
+REASON_OF = tuple(Reason)       # Reason by value, without Enum.__call__ on the hot path
 
 
 class Direction(enum.IntEnum):
@@ -148,18 +150,19 @@ class HoldItem:
     group: int = 1
 
 
-@dataclass(frozen=True)
-class ScanResult:
+class ScanResult(NamedTuple):
+    """The answer to one scan (a tuple: cheap to make on the hot path)."""
+
     reason: Reason
     ticket: int = -1            # the code's ticket id, -1 if it could not be read
     persons: int = 0            # persons admitted (entry) or let out (exit)
 
     @property
     def admitted(self) -> bool:
-        return self.reason.admitted
+        return self.reason <= Reason.OK_REENTRY
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class HoldResult:
     hold_id: int
     expires_at: int

@@ -25,10 +25,13 @@ from .codes import TicketCodec, TicketKey, KEY_ACTIVE, KEY_ACCEPTING
 from .errors import (AlreadyExists, CorruptData, FailedPrecondition, HoldNotActive,
                      IdempotencyMismatch, InvalidArgument, NotFound, PermissionDenied,
                      SoldOut, TicketUsed)
-from .journal import Op, Command, CATALOG_OPS, NO_TICKET, json_record, scan_record, \
-    scan_batch_record, decode_scan_batch, SCAN, records
+from .journal import _HDR, Op, Command, LAST_CATALOG_OP, NO_TICKET, json_record, scan_record, \
+    scan_batch_record, decode_scan_batch, hold_record, decode_hold, records
 from .model import (EntryRule, Gate, GateMode, HoldResult, IssuedTicket, Order, Product,
-                    Reason, RefundResult, ScanResult, Slot, Venue, Zone, Direction, DAY)
+                    Reason, RefundResult, ScanResult, Slot, Venue, Zone, Direction, DAY, REASON_OF)
+
+_VERIFY, _VERIFY_BATCH, _VERIFY_HOLDER = int(Op.VERIFY), int(Op.VERIFY_BATCH), int(Op.VERIFY_HOLDER)
+_OP_SCAN = int(Op.SCAN)
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/-]{0,63}\Z")
 MAX_QTY = 10_000
@@ -154,6 +157,8 @@ class ShardState:
         self.holder_secret = b""
         self.data_key = b""
         self.catalog_log: list[bytes] = []
+        self.venue_list: list[str] = []
+        self._known_channels: set[str] = set()
         self.replaying = False
         self.pending: dict[bytes, tuple[int, bytes | None]] = {}
         self.batch: Batch | None = None
@@ -171,15 +176,15 @@ class ShardState:
         """Apply one command at time `now`, journaling into `batch`; returns its result."""
         self.batch = batch
         op = cmd.op
-        if op in (Op.VERIFY, Op.VERIFY_BATCH, Op.VERIFY_HOLDER):
+        if _VERIFY <= op <= _VERIFY_BATCH:
             what, gate, direction, at, persons = cmd.args
             if at is None:
                 at = now
-            elif not isinstance(at, int) or isinstance(at, bool) or not 0 <= at < 2**40:
+            elif type(at) is not int or not 0 <= at < 2**40:
                 raise InvalidArgument("must be UTC seconds", field="at")
-            if op == Op.VERIFY:
+            if op == _VERIFY:
                 return self._verify(what, gate, direction, at, persons)
-            if op == Op.VERIFY_BATCH:
+            if op == _VERIFY_BATCH:
                 return self._verify_batch(what, gate, direction, at, persons)
             return self._verify_holder(what, gate, direction, at, persons)
         handler = self._handlers.get(op)
@@ -222,11 +227,13 @@ class ShardState:
             return RefundResult(**data)
         return data
 
-    def journal(self, rec: bytes, op: Op) -> None:
-        self.batch.records.append(rec)
-        self.batch.n_commands += 1
-        if op in CATALOG_OPS:
+    def journal(self, rec: bytes, op: int) -> None:
+        batch = self.batch
+        batch.n_commands += 1
+        if op <= LAST_CATALOG_OP:
             self.catalog_log.append(rec)
+        if not self.replaying:
+            batch.records.append(rec)
 
     # -- rows ------------------------------------------------------------------------
     def get_row(self, key: bytes) -> bytes | None:
@@ -308,16 +315,26 @@ class ShardState:
         if len(self.venues) >= U16:
             raise FailedPrecondition("too many venues in this shard")
         self.venue_idx[vid] = len(self.venue_idx)
+        self.venue_list.append(vid)
         self.venues[vid] = v
         self.journal(json_record(Op.VENUE, args), Op.VENUE)
         return v
 
     def _venue_of(self, args: dict, name: str = "venue") -> Venue:
-        vid = _ident(args, name)
-        v = self.venues.get(vid)
+        vid = args.get(name)
+        v = self.venues.get(vid) if type(vid) is str else None
         if v is None:
+            vid = _ident(args, name)            # a clear error for a malformed id
             raise NotFound(f"no venue {vid}", field=name)
         return v
+
+    def _channel(self, args: dict) -> str:
+        ch = args.get("channel")
+        if ch not in self._known_channels:
+            ch = _ident(args, "channel")
+            if len(self._known_channels) < 10_000:
+                self._known_channels.add(ch)
+        return ch
 
     def _zone(self, args: dict, now: int) -> Zone:
         v = self._venue_of(args)
@@ -461,7 +478,7 @@ class ShardState:
 
     # -- sales -----------------------------------------------------------------------
     def _hold(self, args: dict, now: int) -> HoldResult:
-        channel = _ident(args, "channel")
+        channel = self._channel(args)
         venue = self._venue_of(args)
         ttl = _int(args, "ttl_s", 1, MAX_TTL, DEFAULT_TTL)
         items = _get(args, "items", list)
@@ -471,7 +488,9 @@ class ShardState:
         for i, it in enumerate(items):
             f = f"items[{i}]"
             try:
-                pid = _ident(it, "product")
+                pid = it.get("product") if type(it) is dict else None
+                if pid not in self.products:
+                    pid = _ident(it, "product")
                 qty = _int(it, "qty", 1, MAX_QTY, 1)
                 group = _int(it, "group", 1, U16, 1)
                 slot_ids = _get(it, "slots", list)
@@ -497,9 +516,10 @@ class ShardState:
                 k = self.slot_idx[sid]
                 sidx.append(k)
                 allots.append(self.allot_idx.get((k, channel), -1))
-            days = [self.slot_defs[s].day for s in slot_ids]
-            if max(days) - days[0] >= p.rule.valid_days or min(days) < days[0]:
-                raise InvalidArgument("slots fall outside the ticket's validity", field=f"{f}.slots")
+            if len(slot_ids) > 1:
+                days = [self.slot_defs[s].day for s in slot_ids]
+                if max(days) - days[0] >= p.rule.valid_days or min(days) < days[0]:
+                    raise InvalidArgument("slots fall outside the ticket's validity", field=f"{f}.slots")
             lines.append({"p": self.product_idx[pid], "qty": qty, "group": group, "slots": sidx,
                           "allots": allots, "price": p.price_for(channel)})
         # take stock line by line, component by component; undo all if any is short
@@ -516,13 +536,28 @@ class ShardState:
                 taken.append((s, a, need))
         hid = self.next_hold_id
         self.next_hold_id += 1
-        amount = sum(ln["price"] * ln["qty"] * ln["group"] for ln in lines)
+        amount = 0
+        for ln in lines:
+            amount += ln["price"] * ln["qty"] * ln["group"]
         hold = {"id": hid, "channel": channel, "venue": venue.id, "expires_at": now + ttl,
                 "created": now, "amount": amount, "lines": lines}
         self.holds[hid] = hold
         heapq.heappush(self.expiry, (now + ttl, hid))
-        self.journal(json_record(Op.HOLD, {**args, "_now": now}), Op.HOLD)
+        self.journal(hold_record(hold, self.venue_idx[venue.id]), Op.HOLD)
         return self._hold_result(hold)
+
+    def _replay_hold(self, payload) -> None:
+        hold, venue = decode_hold(payload)
+        hold["venue"] = self.venue_list[venue]
+        for ln in hold["lines"]:
+            need = ln["qty"] * ln["group"]
+            for s, a in zip(ln["slots"], ln["allots"]):
+                if not self.slots.take(s, a, need):
+                    raise CorruptData(f"replayed hold {hold['id']} does not fit its slot")
+        self.holds[hold["id"]] = hold
+        self.next_hold_id = max(self.next_hold_id, hold["id"] + 1)
+        heapq.heappush(self.expiry, (hold["expires_at"], hold["id"]))
+        self.batch.n_commands += 1
 
     def _hold_result(self, hold: dict) -> HoldResult:
         return HoldResult(hold["id"], hold["expires_at"], hold["amount"], [
@@ -532,7 +567,7 @@ class ShardState:
 
     def _active_hold(self, args: dict, now: int) -> dict:
         hid = _int(args, "hold_id", 1, 2**62)
-        channel = _ident(args, "channel")
+        channel = self._channel(args)
         hold = self.holds.get(hid)
         if hold is not None and hold["expires_at"] <= now:
             hold = None                 # due: the next EXPIRE releases its stock
@@ -765,15 +800,20 @@ class ShardState:
         return persons
 
     def _verify(self, text: Any, gate: str, direction: int, at: int, persons: int) -> ScanResult:
-        g = self.gate_index(gate, direction)
-        persons = self._persons(persons)
-        if not isinstance(text, str):
+        g = self.gate_idx.get(gate) if type(gate) is str else None
+        if g is None or direction not in (1, 2) or not self.gate_mode[g] & direction:
+            g = self.gate_index(gate, direction)         # raises the precise error
+        if type(persons) is not int or not 0 <= persons <= U16:
+            persons = self._persons(persons)
+        if type(text) is not str:
             raise InvalidArgument("must be a string", field="code")
         reason, base, k = self.tickets.verify(self.codec.core, text, self.shard_id, g,
                                               direction, at, persons)
-        self.journal(scan_record(NO_TICKET if base < 0 else base, g, direction, persons, at, reason),
-                     Op.SCAN)
-        return ScanResult(Reason(reason), base, k)
+        batch = self.batch
+        batch.n_commands += 1
+        batch.records.append(scan_record(NO_TICKET if base < 0 else base, g, direction, persons,
+                                         at, reason))
+        return ScanResult(REASON_OF[reason], base, k)
 
     def _verify_holder(self, id_number: Any, gate: str, direction: int, at: int,
                        persons: int) -> ScanResult:
@@ -792,7 +832,7 @@ class ShardState:
                 continue
             reason, k = self.tickets.scan(base, g, direction, at, persons)
             self.journal(scan_record(base, g, direction, persons, at, reason), Op.SCAN)
-            best = ScanResult(Reason(reason), base, k)
+            best = ScanResult(REASON_OF[reason], base, k)
             if best.admitted:
                 return best
             if reason not in (Reason.NOT_YET_VALID, Reason.EXPIRED, Reason.WRONG_ZONE,
@@ -824,30 +864,35 @@ class ShardState:
 
     # -- replay ----------------------------------------------------------------------
     def replay(self, blob: bytes, batch: Batch) -> None:
-        """Re-apply the records of one committed batch."""
-        for op, payload in records(blob):
-            if op == Op.SCAN:
-                base, gate, direction, persons, at, reason = SCAN.unpack(payload)
-                if base != NO_TICKET and reason not in (Reason.FORGED, Reason.UNKNOWN):
-                    got, _ = self.tickets.scan(base, gate, direction, at, persons)
-                    if got != reason:
-                        raise CorruptData(f"replayed scan of {base} gave {Reason(got).name}, "
-                                          f"journal says {Reason(reason).name}")
-                batch.n_commands += 1
-            elif op == Op.SCAN_BATCH:
+        """Re-apply the records of one committed batch. Runs of scan records are
+        replayed in the core; the rest here."""
+        self.batch = batch
+        off, end = 0, len(blob)
+        view = memoryview(blob)
+        while off < end:
+            off, n, bad = self.tickets.replay_scans(blob, off)
+            batch.n_commands += n
+            if bad >= 0:
+                raise CorruptData(f"a replayed scan of ticket {bad} disagrees with the journal")
+            if off >= end:
+                break
+            length, op = _HDR.unpack_from(view, off)
+            payload = view[off + _HDR.size:off + _HDR.size + length]
+            off += _HDR.size + length
+            if op == Op.SCAN_BATCH:
                 ids, gates, direction, at, persons, reasons = decode_scan_batch(bytes(payload))
                 got, _ = self.tickets.scan_batch(ids, gates, direction, at, persons)
                 if got != reasons:
                     raise CorruptData("a replayed scan batch disagrees with the journal")
                 batch.n_commands += 1
+            elif op == Op.HOLD:
+                self._replay_hold(payload)
             else:
                 args = json.loads(bytes(payload))
-                now = args.pop("_now", 0) if op in (Op.HOLD, Op.CONFIRM) else 0
                 if op == Op.CONFIRM:
                     self._replay_confirm(args, batch)
                 else:
-                    self.batch = batch
-                    self._handlers[op](args, now)
+                    self._handlers[op](args, 0)
 
     def _replay_confirm(self, args: dict, batch: Batch) -> None:
         self.batch = batch

@@ -115,7 +115,8 @@ cdef class Tickets:
     cdef public dict entered
     # batch mode: bitmap updates are collected and applied once per batch
     cdef bint defer
-    cdef object touched
+    cdef uint32_t* touched
+    cdef Py_ssize_t n_touched, cap_touched
 
     def __cinit__(self, Slots slots):
         self.r = NULL
@@ -134,8 +135,11 @@ cdef class Tickets:
         self.inside = BitMap()
         self.entered = {}
         self.defer = False
+        self.touched = NULL
+        self.n_touched = self.cap_touched = 0
 
     def __dealloc__(self):
+        free(self.touched)
         free(self.r)
         free(self.products)
         free(self.gates)
@@ -270,8 +274,16 @@ cdef class Tickets:
             t.state |= ST_INSIDE | ST_USED
         else:
             t.state &= ~ST_INSIDE
+        cdef uint32_t* p
         if self.defer:
-            self.touched.append(tid)
+            if self.n_touched == self.cap_touched:
+                p = <uint32_t*>realloc(self.touched, max(1024, 2 * self.cap_touched) * sizeof(uint32_t))
+                if p == NULL:
+                    raise MemoryError()
+                self.touched = p
+                self.cap_touched = max(1024, 2 * self.cap_touched)
+            self.touched[self.n_touched] = tid
+            self.n_touched += 1
         elif inside:
             self.used.add(tid)
             self.inside.add(tid)
@@ -433,7 +445,7 @@ cdef class Tickets:
         cdef int a
         cdef int64_t gate
         self.defer = True
-        self.touched = _array.array("I")
+        self.n_touched = 0
         try:
             for i in range(n):
                 gate = one_gate if one_gate >= 0 else gv[i]
@@ -451,38 +463,82 @@ cdef class Tickets:
         return reasons, admitted
 
     cdef void _flush_touched(self, int64_t now):
-        touched = self.touched
-        self.touched = None
-        if not touched:
+        """Apply the bitmap changes of a batch at once: used/inside gain the ids now
+        inside, inside loses the ids now out, entered[day] gains every id entered."""
+        cdef Py_ssize_t i, n = self.n_touched, n_in = 0, n_out = 0
+        self.n_touched = 0
+        if n == 0:
             return
-        cdef unsigned int[:] tv = touched
-        cdef Py_ssize_t i, n = tv.shape[0]
-        ins = _array.array("I")
-        outs = _array.array("I")
-        entered = _array.array("I")
+        ins = _array.array("I", bytes(4 * n))
+        outs = _array.array("I", bytes(4 * n))
+        cdef unsigned int[:] iv = ins
+        cdef unsigned int[:] ov = outs
         cdef TicketRec* t
+        cdef int32_t day = NEVER
+        cdef bint one_day = True
         for i in range(n):
-            t = &self.r[tv[i]]
+            t = &self.r[self.touched[i]]
             if t.state & ST_INSIDE:
-                ins.append(tv[i])
+                iv[n_in] = self.touched[i]
+                n_in += 1
             else:
-                outs.append(tv[i])
-            if t.state & ST_USED:
-                entered.append(tv[i])
-        if ins:
-            self.used.update(ins)
-            self.inside.update(ins)
-        if outs:
-            self.inside.difference_update(BitMap(outs))
-        # entries of a batch all happen on the venue-local day of `now` for their zone
-        for i in range(n):
-            t = &self.r[tv[i]]
-            if t.state & ST_USED:
+                ov[n_out] = self.touched[i]
+                n_out += 1
+            if day == NEVER:
                 day = t.visit_day
-                bm = self.entered.get(day)
+            elif t.visit_day != day:
+                one_day = False
+        if n_in:
+            ins_now = ins[:n_in]          # a copy: ins itself is exported to iv
+            self.used.update(ins_now)
+            self.inside.update(ins_now)
+        if n_out:
+            self.inside.difference_update(BitMap(outs[:n_out]))
+        # every touched id entered on its visit day (exits happen on the day of entry)
+        if one_day:
+            all_ids = _array.array("I", (<char*>self.touched)[:4 * n])
+            bm = self.entered.get(day)
+            if bm is None:
+                bm = self.entered[day] = BitMap()
+            bm.update(all_ids)
+        else:
+            for i in range(n):
+                d = self.r[self.touched[i]].visit_day
+                bm = self.entered.get(d)
                 if bm is None:
-                    bm = self.entered[day] = BitMap()
-                bm.add(tv[i])
+                    bm = self.entered[d] = BitMap()
+                bm.add(self.touched[i])
+
+    def replay_scans(self, bytes blob, Py_ssize_t off):
+        """Replay the run of journal SCAN records starting at `off`, deciding each again.
+
+        Returns (offset after the run, records replayed, ticket id of the first record
+        whose decision differs from the journal or -1). The journal record is
+        u32 length | u8 op (30) | u32 base | u16 gate | u8 direction | u16 persons |
+        i64 time | u8 reason, little-endian.
+        """
+        cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(blob)
+        cdef Py_ssize_t end = PyBytes_GET_SIZE(blob), n = 0
+        cdef uint32_t length, base
+        cdef int gate, direction, persons, reason, got, admitted
+        cdef int64_t at
+        while off + 5 <= end:
+            length = _ld32(p + off)
+            if p[off + 4] != 30 or length != 18 or off + 5 + 18 > end:
+                break
+            base = _ld32(p + off + 5)
+            gate = _ld16(p + off + 9)
+            direction = p[off + 11]
+            persons = _ld16(p + off + 12)
+            at = <int64_t>_load64(p + off + 14)
+            reason = p[off + 22]
+            if base != 0xFFFFFFFF and reason != R_FORGED and reason != R_UNKNOWN:
+                got = self._scan(base, gate, direction, at, persons, &admitted, -1)
+                if got != reason:
+                    return off, n, base
+            off += 5 + 18
+            n += 1
+        return off, n, -1
 
     # -- persistence -------------------------------------------------------------
     def records(self):
