@@ -236,10 +236,14 @@ class Shard:
                 "zones": list(p.zones), "state": t.code_state(ticket_id)}
 
     def inside(self, zone: str) -> int:
-        """Persons inside a zone now (live head count)."""
-        if zone not in self.state.zones:
+        """Persons inside a zone now (live head count). The count starts afresh on each
+        venue-local day: whoever was not scanned out by then has left the count."""
+        st = self.state
+        z = st.zones.get(zone)
+        if z is None:
             raise NotFound(f"no zone {zone}", field="zone")
-        return self.state.tickets.zone_inside(self.state.zone_idx[zone])
+        day = (int(self.clock()) + st.venues[z.venue].utc_offset_s) // 86400
+        return st.tickets.zone_inside(st.zone_idx[zone], day)
 
     def public_keys(self) -> dict[int, bytes]:
         return self.state.codec.public_keys()
@@ -288,10 +292,11 @@ class Shard:
             inside_by_zone = np.bincount(zones, weights=recs["persons_in"], minlength=len(st.zones))
         else:
             inside_by_zone = np.zeros(len(st.zones))
+        counters = t.zone_counters()
         for z, zi in st.zone_idx.items():
-            if t.zone_inside(zi) != int(inside_by_zone[zi]):
+            if counters[zi][0] != int(inside_by_zone[zi]):
                 out.append(Violation("zone inside = Σ persons inside",
-                                     f"zone {z}: counter {t.zone_inside(zi)}, tickets {int(inside_by_zone[zi])}"))
+                                     f"zone {z}: counter {counters[zi][0]}, tickets {int(inside_by_zone[zi])}"))
         # stock
         n_slots = st.slots.n
         live = (state & _core.STATE_VOIDED) == 0

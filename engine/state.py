@@ -783,6 +783,8 @@ class ShardState:
 
     # -- scans -----------------------------------------------------------------------
     def gate_index(self, gate: str, direction: int) -> int:
+        if type(gate) is not str:
+            raise InvalidArgument("must be a gate id", field="gate")
         idx = self.gate_idx.get(gate)
         if idx is None:
             raise NotFound(f"no gate {gate!r}", field="gate")
@@ -853,7 +855,10 @@ class ShardState:
         else:
             if not isinstance(gates, (list, tuple)) or len(gates) != len(codes):
                 raise InvalidArgument("one gate, or one gate per code", field="gates")
-            g = array.array("q", [self.gate_index(x, direction) for x in gates])
+            try:
+                g = array.array("q", [self.gate_index(x, direction) for x in gates])
+            except InvalidArgument as e:
+                raise InvalidArgument(e.message, field="gates") from None
         ids = self.tickets_of(codes)
         reasons, admitted = self.tickets.scan_batch(ids, g, direction, at, persons)
         self.journal(scan_batch_record(ids, g, direction, at, persons, reasons), Op.SCAN_BATCH)

@@ -83,7 +83,8 @@ cdef struct ZoneRule:
     uint8_t enforce_exit     # exit without entry is refused (NOT_INSIDE)
     int32_t utc_offset       # seconds, venue-local time = UTC + offset
     int64_t live_capacity    # persons inside at most; 0 = no limit
-    int64_t inside           # persons inside now
+    int64_t inside           # persons inside on `day`
+    int32_t day              # latest venue-local day with an accepted entry here
 
 
 cdef void* _grow_table(void* p, uint32_t* cap, uint32_t need, size_t item) except NULL:
@@ -155,10 +156,32 @@ cdef class Tickets:
         z.utc_offset = utc_offset
         z.live_capacity = live_capacity
         z.enforce_exit = enforce_exit
+        if z.day == 0:
+            z.day = NEVER
 
-    def zone_inside(self, uint32_t idx):
-        """Persons inside zone idx now."""
-        return self.zones[idx].inside if idx < self.n_zones else 0
+    def zone_inside(self, uint32_t idx, int32_t day):
+        """Persons inside zone idx on venue-local `day` (0 once that day is over)."""
+        if idx >= self.n_zones or self.zones[idx].day != day:
+            return 0
+        return self.zones[idx].inside
+
+    cdef void _roll(self, uint32_t zone, ZoneRule* z, int32_t day):
+        """First accepted entry of a new day in a zone: whoever is still counted inside
+        from an earlier day leaves the head count (venues empty overnight)."""
+        cdef TicketRec* t
+        stale = _array.array("I")
+        for tid in self.inside:
+            t = &self.r[<uint32_t>tid]
+            if t.state & ST_INSIDE and self.products[t.product].zones[t.comp] == zone:
+                t.persons_in = 0
+                t.state &= ~ST_INSIDE
+                stale.append(tid)
+                if self.defer:
+                    self._touch(tid)
+        if stale and not self.defer:
+            self.inside.difference_update(BitMap(stale))
+        z.inside = 0
+        z.day = day
 
     def set_gate(self, uint32_t idx, int zone, int venue):
         self.gates = <GateRule*>_grow_table(self.gates, &self.cap_gates, idx + 1, sizeof(GateRule))
@@ -269,21 +292,24 @@ cdef class Tickets:
                 "state": t.state}
 
     # -- scans -------------------------------------------------------------------
+    cdef void _touch(self, uint32_t tid):
+        cdef uint32_t* p
+        if self.n_touched == self.cap_touched:
+            p = <uint32_t*>realloc(self.touched, max(1024, 2 * self.cap_touched) * sizeof(uint32_t))
+            if p == NULL:
+                raise MemoryError()
+            self.touched = p
+            self.cap_touched = max(1024, 2 * self.cap_touched)
+        self.touched[self.n_touched] = tid
+        self.n_touched += 1
+
     cdef inline void _set_inside(self, uint32_t tid, TicketRec* t, bint inside):
         if inside:
             t.state |= ST_INSIDE | ST_USED
         else:
             t.state &= ~ST_INSIDE
-        cdef uint32_t* p
         if self.defer:
-            if self.n_touched == self.cap_touched:
-                p = <uint32_t*>realloc(self.touched, max(1024, 2 * self.cap_touched) * sizeof(uint32_t))
-                if p == NULL:
-                    raise MemoryError()
-                self.touched = p
-                self.cap_touched = max(1024, 2 * self.cap_touched)
-            self.touched[self.n_touched] = tid
-            self.n_touched += 1
+            self._touch(tid)
         elif inside:
             self.used.add(tid)
             self.inside.add(tid)
@@ -291,19 +317,29 @@ cdef class Tickets:
             self.inside.discard(tid)
 
     cdef inline void _admit(self, uint32_t tid, TicketRec* t, ZoneRule* z, int32_t day, int k):
-        t.persons_in += k
-        z.inside += k
-        self._set_inside(tid, t, True)
+        if day >= z.day:
+            t.persons_in += k
+            z.inside += k
+            self._set_inside(tid, t, True)
+        else:
+            # a late scan of an earlier day: a visit, but not inside now
+            t.state |= ST_USED
+            if self.defer:
+                self._touch(tid)
+            else:
+                self.used.add(tid)
         if not self.defer:
             bm = self.entered.get(day)
             if bm is None:
                 bm = self.entered[day] = BitMap()
             bm.add(tid)
 
-    cdef int _entry(self, uint32_t tid, TicketRec* t, ProductRule* p, ZoneRule* z,
+    cdef int _entry(self, uint32_t tid, TicketRec* t, ProductRule* p, uint32_t zone, ZoneRule* z,
                     int32_t day, int64_t now, int persons, int* admitted):
         cdef int group = t.group, room, k
         cdef bint visit_open = t.visit_day == day
+        # persons inside this zone on `day` (a zone not yet entered today holds nobody)
+        cdef int64_t cur = z.inside if z.day == day else 0
         cdef SlotRec* s
         if t.state & ST_VOIDED:
             return R_VOIDED
@@ -317,7 +353,7 @@ cdef class Tickets:
             # the rest of a group arrives: part of the same visit
             room = group - t.visit_admitted
             k = room if persons <= 0 or persons > room else persons
-            if z.live_capacity and z.inside + k > z.live_capacity:
+            if z.live_capacity and cur + k > z.live_capacity:
                 return R_ZONE_FULL
             t.visit_admitted += k
             self._admit(tid, t, z, day, k)
@@ -328,7 +364,7 @@ cdef class Tickets:
         if visit_open and p.reentry:
             room = group - t.persons_in
             k = room if persons <= 0 or persons > room else persons
-            if z.live_capacity and z.inside + k > z.live_capacity:
+            if z.live_capacity and cur + k > z.live_capacity:
                 return R_ZONE_FULL
             self._admit(tid, t, z, day, k)
             admitted[0] = k
@@ -343,12 +379,10 @@ cdef class Tickets:
             if s.day == day and (now < s.start - p.slot_grace or now > s.end + p.slot_grace):
                 return R_WRONG_SLOT
         k = group if persons <= 0 or persons > group else persons
-        if not visit_open and t.persons_in:
-            # left on an earlier day without an exit scan: out of the head count
-            z.inside -= t.persons_in
-            t.persons_in = 0
-        if z.live_capacity and z.inside + k > z.live_capacity:
+        if z.live_capacity and cur + k > z.live_capacity:
             return R_ZONE_FULL
+        if day > z.day:
+            self._roll(zone, z, day)
         t.entries += 1
         t.day_entries = t.day_entries + 1 if visit_open else 1
         t.visit_day = day
@@ -398,7 +432,7 @@ cdef class Tickets:
         t = &self.r[base + comp]
         day = <int32_t>((now + z.utc_offset) // 86400)
         if direction == DIR_IN:
-            return self._entry(base + comp, t, p, z, day, now, persons, admitted)
+            return self._entry(base + comp, t, p, g.zone, z, day, now, persons, admitted)
         return self._exit(base + comp, t, z, day, persons, admitted)
 
     def scan(self, uint32_t base, uint32_t gate, int direction, int64_t now, int persons):
@@ -488,15 +522,15 @@ cdef class Tickets:
                 day = t.visit_day
             elif t.visit_day != day:
                 one_day = False
+        # every touched id was used: admitted now, or let out, or rolled out of a zone
+        all_ids = _array.array("I", (<char*>self.touched)[:4 * n])
+        self.used.update(all_ids)
         if n_in:
-            ins_now = ins[:n_in]          # a copy: ins itself is exported to iv
-            self.used.update(ins_now)
-            self.inside.update(ins_now)
+            self.inside.update(ins[:n_in])      # a copy: ins itself is exported to iv
         if n_out:
             self.inside.difference_update(BitMap(outs[:n_out]))
         # every touched id entered on its visit day (exits happen on the day of entry)
         if one_day:
-            all_ids = _array.array("I", (<char*>self.touched)[:4 * n])
             bm = self.entered.get(day)
             if bm is None:
                 bm = self.entered[day] = BitMap()
@@ -546,7 +580,8 @@ cdef class Tickets:
         return PyBytes_FromStringAndSize(<char*>self.r, self.n * sizeof(TicketRec))
 
     def zone_counters(self):
-        return [self.zones[i].inside for i in range(self.n_zones)]
+        """[inside, day] of every zone."""
+        return [[self.zones[i].inside, self.zones[i].day] for i in range(self.n_zones)]
 
     def dump(self):
         return {
@@ -568,9 +603,10 @@ cdef class Tickets:
         self.r = <TicketRec*>_grow_table(self.r, &self.cap, max(n, 1), sizeof(TicketRec))
         memcpy(self.r, PyBytes_AS_STRING(recs), len(recs))
         self.n = n
-        for i, v in enumerate(blob["zones_inside"]):
+        for i, (inside, day) in enumerate(blob["zones_inside"]):
             if i < self.n_zones:
-                self.zones[i].inside = v
+                self.zones[i].inside = inside
+                self.zones[i].day = day
         self.issued = BitMap()
         if n:
             self.issued.add_range(0, n)

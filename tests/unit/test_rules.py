@@ -210,3 +210,19 @@ def test_scans_survive_reopen(shard, shard_path, clock):
         assert s2.check(replay=True) == []
     finally:
         s2.close()
+
+
+def test_head_count_starts_afresh_each_day_and_late_scans_stay_consistent(shard, clock):
+    day_pass = sell(shard, "punch10", qty=3)
+    a, b, c = [t.code for t in day_pass.tickets]
+    assert scan(shard, a).reason == Reason.OK                      # never scans out
+    assert shard.inside("main") == 1
+    clock.at(TOMORROW, 9)
+    assert shard.inside("main") == 0                               # yesterday is over
+    assert scan(shard, b, at=clock.t).reason == Reason.OK
+    assert shard.inside("main") == 1
+    # a late-arriving batch of yesterday's scans: visits, but nobody inside now
+    res = shard.run(cmd.verify_batch([c], "north-1", at=demo.local_time(TODAY, 9)))
+    assert res[0].reason == Reason.OK
+    assert shard.inside("main") == 1
+    assert shard.check(replay=True) == []
