@@ -217,8 +217,8 @@ class Shard:
     def order_codes(self, order_id: str) -> list[str]:
         """The codes of an order's tickets, rendered again (deterministic)."""
         order = self.get_order(order_id)
-        return [self.state.render(line["first_ticket"] + k * line["ncomp"], line["key_id"],
-                                  line["signed"])
+        return [self.state.render_if_valid(line["first_ticket"] + k * line["ncomp"],
+                                           line["key_id"], line["signed"])
                 for line in order.lines for k in range(line["qty"])]
 
     def hold(self, hold_id: int) -> dict | None:

@@ -15,7 +15,7 @@ import heapq
 import json
 import os
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -61,11 +61,10 @@ class ConfirmResult:
     tickets: list[IssuedTicket]
 
     def to_dict(self) -> dict:
-        return {"order": asdict(self.order), "tickets": [asdict(t) for t in self.tickets]}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ConfirmResult":
-        return cls(Order(**d["order"]), [IssuedTicket(**t) for t in d["tickets"]])
+        """Stored for idempotent retries without the codes: they are rendered again
+        (deterministic), so an order of 100,000 tickets does not store 15 MB of text."""
+        return {"order": vars(self.order),
+                "tickets": [[t.ticket_id, t.product, t.persons, t.holder] for t in self.tickets]}
 
 
 @dataclass(frozen=True)
@@ -222,7 +221,16 @@ class ShardState:
         if op == Op.HOLD:
             return HoldResult(**data)
         if op == Op.CONFIRM:
-            return ConfirmResult.from_dict(data)
+            order = Order(**data["order"])
+            lines = [(ln["first_ticket"], ln["first_ticket"] + ln["qty"] * ln["ncomp"], ln)
+                     for ln in order.lines]
+            tickets = []
+            for tid, product, persons, holder in data["tickets"]:
+                ln = next(ln for lo, hi, ln in lines if lo <= tid < hi)
+                tickets.append(IssuedTicket(tid, product, persons,
+                                            self.render_if_valid(tid, ln["key_id"], ln["signed"]),
+                                            holder))
+            return ConfirmResult(order, tickets)
         if op == Op.REFUND:
             return RefundResult(**data)
         return data
@@ -655,7 +663,7 @@ class ShardState:
                       {"method": method, "reference": reference, "amount_fen": amount},
                       lines, [], now)
         if not self.replaying:
-            row = asdict(order)
+            row = dict(vars(order))
             row["holders"] = [[self.seal(x) for x in ids] for ids in per_line]
             self.put_row(key, json.dumps(row).encode())
         self.journal(json_record(Op.CONFIRM, {"hold_id": hold["id"], "holder_keys": hkeys,
@@ -684,6 +692,12 @@ class ShardState:
         return self.codec.issue(ticket_id, rec["product"], rec["first_day"], rec["last_day"],
                                 rec["group"], tuple(slots), real_name=p.real_name, signed=signed,
                                 key_id=None if key_id is None or key_id < 0 else key_id)
+
+    def render_if_valid(self, ticket_id: int, key_id: int, signed: bool) -> str:
+        """The code, or "" if its key has been retired since (such codes read FORGED)."""
+        if key_id >= 0 and key_id not in self.codec.keys:
+            return ""
+        return self.render(ticket_id, key_id, signed)
 
     def holder_key(self, id_number: str) -> str:
         return hashlib.blake2b(id_number.upper().encode(), key=self.holder_secret,
@@ -916,8 +930,9 @@ class ShardState:
             "zones_inside": t["zones_inside"],
             "entered_days": sorted(t["entered"]),
         }
+        # sort_keys: a replayed hold must serialise exactly like the live one
         out = {"catalog": b"".join(self.catalog_log), "slots": slots, "allots": allots,
-               "meta": json.dumps(meta).encode(), "records": t["records"]}
+               "meta": json.dumps(meta, sort_keys=True).encode(), "records": t["records"]}
         for name in ("used", "inside", "voided", "blocked"):
             out["bm." + name] = t[name]
         for d, b in t["entered"].items():

@@ -65,3 +65,12 @@ def test_reopen_of_clean_data_stays_clean(shard, shard_path, clock):
         assert s2.check(replay=True) == []
     finally:
         s2.close()
+
+
+def test_replay_check_with_live_holds_confirms_and_refunds(shard):
+    from engine import HoldItem
+    shard.run(cmd.hold("ota", "westlake", [HoldItem("adult", (SLOT,), 3)]))
+    shard.run(cmd.hold("web", "westlake", [HoldItem("adult", (SLOT,), 2)], idempotency_key="k"))
+    sell(shard, qty=2, order="o-1")
+    shard.run(cmd.refund("o-1", "r-1"))
+    assert shard.check(replay=True) == []

@@ -186,3 +186,12 @@ def test_duplicate_catalog_ids(shard):
         shard.run(cmd.venue("westlake"))
     with pytest.raises(AlreadyExists):
         shard.run(cmd.slots([{"id": SLOT, "zone": "main", "day": 1, "start": 1, "end": 2, "capacity": 1}]))
+
+
+def test_confirm_retry_renders_the_same_codes_after_rotation(shard):
+    h = hold(shard, 2)
+    c = cmd.confirm(h.hold_id, "o-rot", "web", method="cash", amount_fen=h.amount_fen)
+    first = shard.run(c)
+    shard.run(cmd.rotate_key())
+    assert shard.run(c) == first
+    assert shard.order_codes("o-rot") == [t.code for t in first.tickets]

@@ -1,0 +1,671 @@
+"""Run every benchmark and rewrite bench/RESULTS.md (what `make bench` calls).
+
+    python -m bench.run             # full run (about 10 minutes on 2 cores)
+    python -m bench.run --quick     # smoke: fewer rounds, 1M-ticket recovery (about 2 minutes)
+
+The micro benches run under pytest-benchmark (JSON with every round kept in
+.benchmarks/, which git ignores); each scenario runs in its own process, so each
+starts with a fresh heap and reports its own max RSS. The machine, versions and commit
+are written above the numbers. Exit status 1 if any correctness check failed.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import importlib.metadata as _md
+import json
+import os
+import platform
+import pstats
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+TARGETS = {
+    "scan": 2.0,                 # µs, one scan decided
+    "batch": 2_000_000,          # ids/s, batch scans
+    "durable_scans": 100_000,    # /s, single calls, 64 submitters
+    "hot_holds": 50_000,         # /s, one hot slot, 64 submitters
+    "open": 3.0,                 # s, 10M tickets + 1M journal records
+}
+
+
+# -- what ran where -----------------------------------------------------------------------
+def _sh(*cmd: str) -> str:
+    try:
+        return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _version(dist: str) -> str:
+    try:
+        return _md.version(dist)
+    except _md.PackageNotFoundError:
+        return "not installed"
+
+
+def machine() -> dict:
+    cpu, mhz = "unknown", ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and cpu == "unknown":
+                cpu = line.split(":", 1)[1].strip()
+            if line.startswith("cpu MHz") and not mhz:
+                mhz = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    ram = ""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                ram = f"{int(line.split()[1]) / 2 ** 20:.1f} GiB"
+    except OSError:
+        pass
+    import lmdb
+    import sysconfig
+    cc = sysconfig.get_config_var("CC") or "cc"
+    commit = _sh("git", "rev-parse", "HEAD") or "unknown"
+    dirty = bool(_sh("git", "status", "--porcelain", "--untracked-files=no"))
+    return {
+        "cpu": cpu + (f" @ {float(mhz):.0f} MHz" if mhz else ""), "cores": os.cpu_count(), "ram": ram,
+        "os": f"{platform.system()} {platform.release()}",
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "cython": _version("Cython"), "pyroaring": _version("pyroaring"),
+        "lmdb": f"{_version('lmdb')} (LMDB {'.'.join(map(str, lmdb.version()))})",
+        "numpy": _version("numpy"), "uvloop": _version("uvloop"),
+        "pytest-benchmark": _version("pytest-benchmark"), "cryptography": _version("cryptography"),
+        "compiler": (_sh(cc.split()[0], "--version").splitlines() or [cc])[0] + " (-O2)",
+        "commit": commit + (" (with uncommitted changes)" if dirty else ""),
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "load": "load average at start {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()),
+    }
+
+
+def _cpu_busy_s() -> float:
+    """CPU seconds all processes of the machine spent busy so far (/proc/stat)."""
+    try:
+        f = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        user, nice, system, idle, iowait, irq, softirq, steal = (int(x) for x in f[:8])
+        return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        return float("nan")
+
+
+def _children_cpu_s() -> float:
+    import resource
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+class OtherLoad:
+    """CPU used by OTHER processes while a benchmark ran, in cores (0 = quiet machine)."""
+
+    def __enter__(self):
+        self.t, self.busy, self.mine = time.perf_counter(), _cpu_busy_s(), _children_cpu_s()
+        return self
+
+    def __exit__(self, *exc):
+        wall = time.perf_counter() - self.t
+        other = (_cpu_busy_s() - self.busy) - (_children_cpu_s() - self.mine)
+        self.cores = max(0.0, other / wall) if wall > 0 else float("nan")
+
+
+class QuietWait:
+    """Before each step, wait until other processes use less than `threshold` cores over
+    one second (on a shared 2-core machine a busy neighbour halves what we measure), up to
+    `per_step` seconds a step and `budget` seconds a run; then go on regardless (the
+    results record the other load seen during each step)."""
+
+    def __init__(self, per_step: float, budget: float, threshold: float = 0.25):
+        self.per_step, self.budget, self.threshold = per_step, budget, threshold
+
+    def __call__(self) -> None:
+        if self.per_step <= 0 or self.budget <= 0:
+            return
+        t0 = time.perf_counter()
+        deadline = t0 + min(self.per_step, self.budget)
+        while True:
+            with OtherLoad() as load:
+                time.sleep(1.0)
+            if load.cores < self.threshold or time.perf_counter() >= deadline:
+                break
+            print(f"  (waiting for a quiet machine: others use {load.cores:.2f} cores)", flush=True)
+            time.sleep(2.0)
+        self.budget -= time.perf_counter() - t0
+        if load.cores >= self.threshold:
+            print(f"  (machine still busy: others use {load.cores:.2f} cores; going on)")
+
+
+# -- running ------------------------------------------------------------------------------
+def run_micro(work: Path, quick: bool, quiet=None, reps: int = 1) -> tuple[list[dict], bool]:
+    """Run the micro benches `reps` times, each in a fresh process (see `micro_rows`)."""
+    env = dict(os.environ, TURNSTILE_BENCH_QUICK="1" if quick else "0")
+    ok = True
+    for rep in range(reps):
+        if quiet:
+            quiet()
+        out = work / f"micro-{rep}.json"
+        cmd = [sys.executable, "-m", "pytest", str(HERE / "test_micro.py"), "-q", "-p",
+               "no:cacheprovider", f"--benchmark-json={out}",
+               "--benchmark-columns=median,iqr,max,rounds", "--benchmark-sort=name"]
+        print("$", " ".join(cmd), flush=True)
+        with OtherLoad() as load:
+            rc = subprocess.run(cmd, cwd=ROOT, env=env).returncode
+        print(f"  (other processes used {load.cores:.2f} cores meanwhile)")
+        (work / f"micro-{rep}.load").write_text(f"{load.cores:.4f}")
+        ok &= rc == 0 and out.exists()
+    rows = micro_rows(work)
+    return rows, ok and bool(rows)
+
+
+def micro_rows(work: Path) -> list[dict]:
+    """For each bench, the repetition with the lowest median (a busy neighbour only ever
+    makes things slower), with every repetition's median kept to show the spread."""
+    by_name: dict[str, list[dict]] = {}
+    order: list[str] = []
+    for out in sorted(work.glob("micro-*.json")):
+        lf = out.with_suffix(".load")
+        load = float(lf.read_text()) if lf.exists() else None
+        for b in json.loads(out.read_text())["benchmarks"]:
+            runs = sorted(b["stats"].get("data") or [])
+            ops = b.get("extra_info", {}).get("ops", 1)
+            p99 = runs[min(len(runs), max(1, -(-99 * len(runs) // 100))) - 1] if runs else float("nan")
+            if b["name"] not in by_name:
+                order.append(b["name"])
+            by_name.setdefault(b["name"], []).append({
+                "name": b["name"], "what": b.get("extra_info", {}).get("what", ""), "ops": ops,
+                "median_s": b["stats"]["median"], "p99_s": p99, "rounds": b["stats"]["rounds"],
+                "other_load": load})
+    rows = []
+    for name in order:
+        best = dict(min(by_name[name], key=lambda r: r["median_s"]))
+        best["medians_s"] = [r["median_s"] for r in by_name[name]]
+        rows.append(best)
+    return rows
+
+
+def run_scenario(name: str, args: list[str], out: Path, quick: bool, timeout: float,
+                 quiet=None) -> dict:
+    if quiet:
+        quiet()
+    cmd = [sys.executable, "-m", "bench.scenarios", name, *args, "--json", str(out)]
+    if quick:
+        cmd.append("--quick")
+    print("$", " ".join(cmd[1:]), flush=True)
+    t = time.perf_counter()
+    try:
+        with OtherLoad() as load:
+            rc = subprocess.run(cmd, cwd=ROOT, timeout=timeout).returncode
+    except subprocess.TimeoutExpired:
+        return {"scenario": name, "args": args, "ok": False, "error": f"timed out after {timeout:.0f} s"}
+    print(f"  (other processes used {load.cores:.2f} cores meanwhile)")
+    if not out.exists():
+        return {"scenario": name, "args": args, "ok": False, "error": f"exit status {rc}, no result"}
+    r = json.loads(out.read_text())
+    r["args"] = args
+    r["wall_s"] = time.perf_counter() - t
+    r["other_load"] = load.cores
+    r["ok"] = r["ok"] and rc == 0
+    out.write_text(json.dumps(r, indent=2, sort_keys=True, default=str))
+    return r
+
+
+def profile_top(path: Path, n: int = 14) -> list[tuple[str, float, float, int]]:
+    """(function, own s, cumulative s, calls) of the top functions of a cProfile dump."""
+    st = pstats.Stats(str(path))
+    rows = []
+    for (file, line, fn), (cc, nc, tt, ct, _) in st.stats.items():
+        short = f"{Path(file).parent.name}/{Path(file).name}:{line}({fn})" if file != "~" else fn
+        if fn == "run" and file.endswith("runners.py"):
+            short = "the event loop itself (C), incl. idle time waiting for the commit thread"
+        rows.append((short, tt, ct, nc))
+    rows.sort(key=lambda r: -r[1])
+    return rows[:n]
+
+
+# -- RESULTS.md ---------------------------------------------------------------------------
+def _ns(s: float) -> str:
+    ns = s * 1e9
+    return f"{ns:,.0f} ns" if ns < 10_000 else f"{ns / 1000:,.1f} µs" if ns < 10_000_000 else f"{ns / 1e6:,.1f} ms"
+
+
+def _get(rows: list[dict], name: str) -> dict | None:
+    return next((r for r in rows if r["name"] == name), None)
+
+
+def _scen(results: list[dict], name: str, **match) -> dict | None:
+    for r in results:
+        if r.get("scenario") == name and all(r.get(k) == v for k, v in match.items()):
+            return r
+    return None
+
+
+def _best(results: list[dict], name: str, **match) -> dict | None:
+    rs = [r for r in results if r.get("scenario") == name and "throughput_per_s" in r
+          and all(r.get(k) == v for k, v in match.items())]
+    return max(rs, key=lambda r: r["throughput_per_s"]) if rs else None
+
+
+def _label(r: dict) -> str:
+    extra = []
+    if r.get("durable") is False:
+        extra.append("**no fsync**")
+    if r.get("warm_file") is False and r.get("durable") is not False:
+        extra.append("new, growing LMDB file")
+    if r.get("per_call"):
+        extra.append(f"{r['per_call']} codes per call")
+    if r.get("signed_codes") is False:
+        extra.append("MAC-only codes")
+    if r.get("idempotency_keys"):
+        extra.append("idempotency keys")
+    if r.get("slots"):
+        extra.append(f"{r['slots']:,} slot(s) × {r['capacity_per_slot']:,}")
+    return r["scenario"] + (" (" + ", ".join(extra) + ")" if extra else "")
+
+
+def write_results(path: Path, info: dict, micro: list[dict], scen: list[dict], quick: bool,
+                  profiles: dict[str, list], total_s: float) -> list[dict]:
+    L: list[str] = []
+    w = L.append
+    w("# Turnstile benchmark results")
+    w("")
+    w(f"Written by `python -m bench.run{' --quick' if quick else ''}` (`make bench`) in "
+      f"{total_s / 60:.1f} min. {'**Quick run** (smaller sizes: a smoke test, not the reference numbers). ' if quick else ''}"
+      "Every number below comes from this run; every micro bench and scenario also checked its "
+      "answers (a fast wrong answer is a failure). Method: DESIGN.md section 9; sources in `bench/`.")
+    loads = [r.get("other_load") for r in scen if r.get("other_load") is not None]
+    if micro and micro[0].get("other_load") is not None:
+        loads.append(micro[0]["other_load"])
+    if loads and sum(loads) / len(loads) > 0.25:
+        w("")
+        w(f"**Measured on a busy machine**: other processes used {sum(loads) / len(loads):.2f} of the "
+          f"{os.cpu_count()} cores on average while these benchmarks ran (per step in the *other load* "
+          "columns). CPU-bound numbers are lower, and tails longer, than on a quiet machine.")
+    w("")
+    w("## Machine")
+    w("")
+    w("| | |")
+    w("|---|---|")
+    for k in ("cpu", "cores", "ram", "os", "python", "cython", "pyroaring", "lmdb", "numpy", "uvloop",
+              "pytest-benchmark", "cryptography", "compiler", "commit", "date", "load"):
+        w(f"| {k} | {info[k]} |")
+    w("")
+
+    # targets first: what a reader wants to know
+    targets = evaluate(micro, scen)
+    w("## Targets")
+    w("")
+    w("| target | measured | met |")
+    w("|---|---|---|")
+    for t in targets:
+        w(f"| {t['target']} | {t['measured']} | {'yes' if t['met'] else '**no**'} |")
+    w("")
+    for t in targets:
+        if t.get("why"):
+            w(f"- **{t['target']}** — {t['why']}")
+    w("")
+
+    w("## Micro benches")
+    w("")
+    w("pytest-benchmark, one operation (or one batch) per round, so p99 is the p99 of single "
+      "calls; each includes the harness floor (`test_floor`: two timer reads and a call). "
+      "In-memory shard (durable=False) except `test_commit_durable`. Batch rows also show the "
+      "time per id. The suite runs several times, each in a fresh process; each row is the "
+      "repetition with the lowest median (the last column lists every repetition's median: "
+      "their spread is the machine's noise)."
+      + (f" Other processes used {micro[0].get('other_load', 0):.2f} cores meanwhile in the kept repetition "
+         f"of the first row." if micro else ""))
+    w("")
+    w("| bench | what | median | p99 | per id (median) | rounds | medians of the repetitions |")
+    w("|---|---|---:|---:|---:|---:|---|")
+    for r in micro:
+        per = f"{_ns(r['median_s'] / r['ops'])} ({r['ops'] / r['median_s'] / 1e6:.2f} M/s)" if r["ops"] > 1 else ""
+        spread = ", ".join(_ns(m) for m in r.get("medians_s", []))
+        w(f"| `{r['name']}` | {r['what']} | {_ns(r['median_s'])} | {_ns(r['p99_s'])} | {per} | "
+          f"{r['rounds']:,} | {spread} |")
+    w("")
+
+    w("## Scenarios")
+    w("")
+    w("Single calls `await writer.submit(cmd)` from N concurrent asyncio submitters, each waiting "
+      "for its answer before the next call; group commit, LMDB full sync (fsync per batch) "
+      "unless marked. Latency is per call as the submitter saw it. *Batch* = commands per "
+      "writer batch (one LMDB transaction): mean / median / max. *Commit* = one LMDB commit "
+      "in the writer's I/O thread, p50 / p99. Signed codes unless marked. Before each durable "
+      "run the shard's LMDB file is brought to a running shard's steady state "
+      "(`scenarios.precondition`: a journal written then pruned by a snapshot, so commits "
+      "reuse free pages instead of growing the file; one run shows the new-file case). "
+      "*Full GCs*: generation-2 collections of Python's cyclic GC during the run and the "
+      "longest one (the benchmark's own objects are frozen out of the GC with `gc.freeze()` and "
+      "its results kept as plain ints/strings, so what is left is the engine's). "
+      "*Other load*: CPU cores used by other processes on the machine meanwhile (0 = quiet).")
+    w("")
+    w("| scenario | loop | submitters | done | throughput | p50 | p99 | p99.9 | batch mean/p50/max | commit p50/p99 | full GCs (longest) | checks | other load |")
+    w("|---|---|---:|---:|---:|---:|---:|---:|---|---|---|---|---:|")
+    for r in scen:
+        if "throughput_per_s" not in r:
+            continue
+        lat, b, c = r["latency_us"], r["batch"], r["commit_us"]
+        label = _label(r)
+        done = r.get("scans_done", r.get("asks_done", 0))
+        w(f"| {label} | {r['loop']} | {r['submitters']} | {done:,} | {r['throughput_per_s']:,.0f}/s"
+          f"{' (cut)' if r.get('cut_by_deadline') else ''} | {lat['p50'] / 1000:,.2f} ms | "
+          f"{lat['p99'] / 1000:,.2f} ms | {lat['p999'] / 1000:,.2f} ms | "
+          f"{b.get('mean', 0):.1f} / {b.get('p50', 0)} / {b.get('max', 0)} | "
+          f"{c['p50']:,.0f} / {c['p99']:,.0f} µs | "
+          f"{r.get('gc', {}).get('gen2_collections', 0)} ({r.get('gc', {}).get('gen2_max_ms', 0):,.0f} ms) | "
+          f"{'pass' if r['ok'] else '**FAIL**'} | "
+          f"{r.get('other_load', float('nan')):.2f} |")
+    w("")
+    hist = [r for r in scen if r.get("batch", {}).get("histogram")]
+    if hist:
+        w("Batch-size histograms (batches per size range):")
+        w("")
+        for r in hist:
+            h = r["batch"]["histogram"]
+            order = ["1", "2-7", "8-31", "32-63", "64", "65-255", "256+"]
+            w(f"- {_label(r)} / {r['loop']} / {r['submitters']}: "
+              + ", ".join(f"{k}: {h[k]:,}" for k in order if k in h))
+        w("")
+    for r in scen:
+        if r.get("scenario") in ("hot-slot-holds", "spread-holds") and "granted" in r:
+            w(f"- {r['scenario']} ({r['loop']}{', idempotency keys' if r.get('idempotency_keys') else ''}): "
+              f"asked {r['asks_done']:,} on {r['slots']:,} slot(s) of {r['capacity_per_slot']:,}: "
+              f"granted {r['granted']:,}, SoldOut {r['sold_out']:,}, oversell 0 "
+              f"({'checked' if r['ok'] else '**CHECK FAILED**'}).")
+    w("")
+
+    rec = _scen(scen, "recovery")
+    if rec and "opens" in rec:
+        w("### Open and recovery")
+        w("")
+        w(f"A shard with **{rec['tickets']:,} issued tickets** in its snapshot and "
+          f"**{rec['journal_records']:,} journal records** after it (single scans: 90 % fresh "
+          f"entries, 5 % exits, 5 % repeated entries; {rec['journal_batches']:,} batches), closed "
+          f"without a new snapshot; LMDB file {rec['data_mb']:,.0f} MiB. `Shard.open` timed "
+          f"end to end with `Shard.recovery`'s breakdown. *cold*: the file evicted from the page "
+          f"cache first (posix_fadvise DONTNEED), so the snapshot is read from the disk.")
+        w("")
+        w("| open | total | read snapshot | load snapshot | replay journal | records replayed | replay per record |")
+        w("|---|---:|---:|---:|---:|---:|---:|")
+        for k, o in enumerate(rec["opens"]):
+            w(f"| {k + 1} ({'cold' if o['cold'] else 'warm'}) | {o['open_s']:.2f} s | {o['read_snapshot_s']:.2f} s | "
+              f"{o['load_snapshot_s']:.2f} s | {o['replay_s']:.2f} s | {o['replayed']:,} | "
+              f"{o['replay_s'] / max(o['replayed'], 1) * 1e6:.2f} µs |")
+        w("")
+        b = rec["build"]
+        w(f"Building it took: issue {b['issue_s']:.1f} s, snapshot write {b['snapshot_write_s']:.1f} s, "
+          f"rendering the journal's codes {b['render_s']:.1f} s, journal {b['journal_s']:.1f} s. "
+          f"The first 10,000 tickets were sold through the real `cmd.hold` + `cmd.confirm` path "
+          f"(signed codes): **{b['real_confirm_us_per_ticket']:.0f} µs per ticket**; the rest were "
+          f"issued by replaying the HOLD/CONFIRM journal records such a sale writes "
+          f"(`bench.issue_bulk`). Checks: " + "; ".join(
+              f"{c['check']}: {'pass' if c['passed'] else 'FAIL'}" for c in rec["checks"]) +
+          f". Max RSS {rec['max_rss_mb']:,.0f} MB.")
+        w("")
+    failed = [r for r in scen if not r.get("ok")]
+    for r in failed:
+        w(f"**FAILED: {r.get('scenario')} {' '.join(r.get('args', []))}: {r.get('error', '')}"
+          + "; ".join(f"{c['check']} → {c['detail']}" for c in r.get("checks", []) if not c["passed"])
+          + "**")
+        w("")
+
+    if profiles:
+        w("## Where the time goes")
+        w("")
+        w("cProfile of the measured part of a scenario, main thread only (the asyncio loop: "
+          "submitters, the writer staging batches, answers; the LMDB commit runs in the I/O "
+          "thread). cProfile inflates small Python calls, so read the shares, not the "
+          "absolute times.")
+        w("")
+        for name, rows in profiles.items():
+            if not rows:
+                continue
+            tot = sum(r[1] for r in rows)
+            w(f"**{name}** — top functions by own time:")
+            w("")
+            w("| function | own s | cumulative s | calls |")
+            w("|---|---:|---:|---:|")
+            for fn, tt, ct, nc in rows:
+                w(f"| `{fn}` | {tt:.3f} | {ct:.3f} | {nc:,} |")
+            w("")
+    w("## Reproduce")
+    w("")
+    w("```")
+    w("make bench                                  # = python -m bench.run (full)")
+    w("python -m bench.run --quick                 # smoke")
+    w("python -m pytest bench/test_micro.py        # micro benches only")
+    w("python -m bench.scenarios durable-scans --loop uvloop --profile /tmp/scans.prof")
+    w("```")
+    w("")
+    path.write_text("\n".join(L))
+    return targets
+
+
+def evaluate(micro: list[dict], scen: list[dict]) -> list[dict]:
+    """The issue's targets, each met or not, with the reason where not."""
+    out = []
+    v = _get(micro, "test_verify_admit[signed]")
+    if v:
+        med, p99 = v["median_s"] * 1e6, v["p99_s"] * 1e6
+        floor = _get(micro, "test_floor")
+        met = med <= TARGETS["scan"]
+        why = (f"p99 {p99:.2f} µs{' — above 2 µs' if p99 > TARGETS['scan'] else ''}; signed code, "
+               f"decode + SipHash MAC + decision in the core, harness floor "
+               f"{floor['median_s'] * 1e9:.0f} ns included. The same scan as a command through "
+               f"`ShardState.apply` (gate lookup, journal record, ScanResult) costs "
+               + (f"{_get(micro, 'test_apply_verify')['median_s'] * 1e6:.1f} µs." if _get(micro, 'test_apply_verify') else "n/a."))
+        out.append({"target": "one scan decided ≤ 2 µs", "met": met,
+                    "measured": f"{med:.2f} µs median (p99 {p99:.2f} µs)", "why": why})
+    b = _get(micro, "test_scan_batch[10000]")
+    if b:
+        rate = b["ops"] / b["median_s"]
+        b100 = _get(micro, "test_scan_batch[100]")
+        r100 = b100["ops"] / b100["median_s"] if b100 else 0
+        rate99 = b["ops"] / b["p99_s"]
+        why = (f"batches of 100: {r100 / 1e6:.2f} M/s; p99 batch of 10,000: {rate99 / 1e6:.2f} M/s."
+               + ("" if rate >= TARGETS["batch"] else
+                  " The per-id decision in C is a small part of it; most is bookkeeping through "
+                  "the Python C-API per admitted id: `array('I').append` into `touched` (in "
+                  "`_set_inside`), then into `ins` and `entered` (in `_flush_touched`), then a "
+                  "`dict.get` + `BitMap.add` per id into `entered[day]`. Bulk-updating "
+                  "`entered[day]` alone measured about 10 % faster; collecting ids in C buffers "
+                  "and updating each bitmap once per batch would remove the rest."))
+        out.append({"target": "batch scans ≥ 2 M/s", "met": rate >= TARGETS["batch"],
+                    "measured": f"{rate / 1e6:.2f} M ids/s (batch of 10,000, median)", "why": why})
+    best = _best(scen, "durable-scans", submitters=64, durable=True, warm_file=True, signed_codes=True)
+    if best:
+        thr = best["throughput_per_s"]
+        commit = best["commit_us"]["p50"] / 1e6
+        ceiling = 64 / commit if commit else float("inf")
+        rtt = 64 / thr
+        nosync = _best(scen, "durable-scans", submitters=64, durable=False)
+        big = _best(scen, "durable-scans", durable=True, submitters=512)
+        loops = ", ".join(f"{r['loop']} {r['throughput_per_s']:,.0f}/s" for r in scen
+                          if r.get("scenario") == "durable-scans" and r.get("submitters") == 64
+                          and r.get("durable") and r.get("warm_file") and r.get("signed_codes"))
+        fresh = _best(scen, "durable-scans", submitters=64, durable=True, warm_file=False)
+        why = (f"{loops}. With 64 callers each waiting for its own answer, a batch can never "
+               f"hold more than 64 scans, and the writer answers a batch only after its LMDB "
+               f"commit (p50 {commit * 1e6:,.0f} µs here: LMDB's full sync is two fdatasyncs, "
+               f"data then meta page). So even at zero CPU the ceiling is 64 / {commit * 1e6:,.0f} µs "
+               f"= {ceiling:,.0f}/s. Measured round trip {rtt * 1e6:,.0f} µs per batch of 64 = commit + "
+               f"≈{(rtt - commit) / 64 * 1e6:.0f} µs of single-threaded Python per scan (submit, "
+               f"future, `ShardState.apply`, ScanResult, answer): the commit and the CPU do not "
+               f"overlap because every submitter is waiting on the same batch.")
+        if fresh:
+            why += (f" On a new LMDB file that grows with every commit (diagnostic): commit p50 "
+                    f"{fresh['commit_us']['p50']:,.0f} µs, {fresh['throughput_per_s']:,.0f}/s "
+                    f"(an fdatasync that must also persist a new file size costs more on ext4).")
+        if nosync:
+            why += f" Without fsync (diagnostic) the same 64 callers reach {nosync['throughput_per_s']:,.0f}/s — the CPU ceiling."
+        if big:
+            why += (f" With 512 callers (batches of ~{big['batch'].get('mean', 0):.0f}) durable scans reach "
+                    f"{big['throughput_per_s']:,.0f}/s.")
+        bs = _best(scen, "durable-batch-scans")
+        if bs:
+            why += (f" Batched calls (`cmd.verify_batch` of {bs['per_call']}) reach "
+                    f"{bs['throughput_per_s']:,.0f} durable scans/s.")
+        out.append({"target": "durable scans ≥ 100,000/s, single calls, 64 submitters",
+                    "met": thr >= TARGETS["durable_scans"] and best["ok"],
+                    "measured": f"{thr:,.0f}/s ({best['loop']}), batch ≤ {best['batch'].get('max', 0)}",
+                    "why": why})
+    hot = _best(scen, "hot-slot-holds", submitters=64, idempotency_keys=False)
+    if hot:
+        thr = hot["throughput_per_s"]
+        ah = _get(micro, "test_apply_hold")
+        loops = ", ".join(f"{r['loop']} {r['throughput_per_s']:,.0f}/s" for r in scen
+                          if r.get("scenario") == "hot-slot-holds" and not r.get("idempotency_keys"))
+        why = (f"{loops}; granted {hot['granted']:,} of capacity {hot['capacity_per_slot']:,}, "
+               f"{hot['sold_out']:,} SoldOut, zero oversell (checked). ")
+        if ah:
+            why += (f"A hold applied in memory alone costs {ah['median_s'] * 1e6:.1f} µs median "
+                    f"(`test_apply_hold`: argument validation, stock, journal record, "
+                    f"HoldResult), a CPU ceiling of "
+                    f"{1 / ah['median_s']:,.0f}/s before asyncio and the commit; plus the same "
+                    f"64-per-batch / commit-latency bound as scans "
+                    f"(commit p50 {hot['commit_us']['p50']:,.0f} µs).")
+        g = hot.get("gc", {})
+        if g.get("gen2_max_ms", 0) > 50:
+            why += (f" The p99.9 ({hot['latency_us']['p999'] / 1000:,.0f} ms) is the cyclic GC: "
+                    f"{g['gen2_collections']} full collections during the sale, the longest "
+                    f"{g['gen2_max_ms']:,.0f} ms — every active hold is a tree of Python dicts and "
+                    f"lists (`ShardState.holds`), which full collections walk again and again as "
+                    f"the holds pile up.")
+        failed = [f"{c['check']} → {c['detail']}" for c in hot.get("checks", []) if not c["passed"]]
+        if failed:
+            why += (" **FAILED check**: " + "; ".join(failed) + " (stock and oversell are "
+                    "checked separately and passed).")
+        out.append({"target": "durable holds on one hot slot ≥ 50,000/s, zero oversell",
+                    "met": thr >= TARGETS["hot_holds"] and hot["ok"],
+                    "measured": f"{thr:,.0f}/s ({hot['loop']}), oversell 0"
+                    + ("" if hot["ok"] else " — a correctness check FAILED"),
+                    "why": why})
+    rec = _scen(scen, "recovery")
+    if rec and "opens" in rec:
+        warm = rec["open_warm_s"]
+        cold = rec.get("open_cold_s")
+        o = min((x for x in rec["opens"] if not x["cold"]), key=lambda x: x["open_s"], default=rec["opens"][0])
+        why = (f"{rec['tickets']:,} tickets + {rec['journal_records']:,} journal records. Warm: read "
+               f"snapshot {o['read_snapshot_s']:.2f} s, load {o['load_snapshot_s']:.2f} s, replay "
+               f"{o['replay_s']:.2f} s ({o['replay_s'] / max(o['replayed'], 1) * 1e6:.2f} µs per record)."
+               + (f" Cold (page cache evicted): {cold:.2f} s, of which reading the snapshot "
+                  f"{rec['opens'][0]['read_snapshot_s']:.2f} s." if cold else ""))
+        scale = "" if rec["tickets"] >= 10_000_000 and rec["journal_records"] >= 1_000_000 else \
+            " (quick run: smaller shard than the target's)"
+        out.append({"target": "open of a 10M-ticket + 1M-journal shard ≤ 3 s",
+                    "met": warm <= TARGETS["open"] and rec["ok"] and not scale,
+                    "measured": f"{warm:.2f} s warm" + (f", {cold:.2f} s cold" if cold else "") + scale,
+                    "why": why})
+    return out
+
+
+# -- main -----------------------------------------------------------------------------------
+def scenario_plan(quick: bool) -> list[tuple[str, list[str], float]]:
+    """(scenario, args, timeout seconds). Targets first, then the diagnostics that explain them."""
+    plan = [
+        ("durable-scans", ["--loop", "asyncio"], 300),
+        ("durable-scans", ["--loop", "uvloop"], 300),
+        ("hot-slot-holds", ["--loop", "asyncio"], 300),
+        ("hot-slot-holds", ["--loop", "uvloop"], 300),
+        ("spread-holds", ["--loop", "asyncio"], 300),
+        ("spread-holds", ["--loop", "uvloop"], 300),
+        ("recovery", [], 900),
+        # diagnostics: the ceilings around the targets
+        ("durable-scans", ["--loop", "uvloop", "--fresh-file", "--mac-only"], 300),
+        ("durable-scans", ["--loop", "uvloop", "--no-sync", "--mac-only"], 300),
+        ("durable-scans", ["--loop", "uvloop", "--submitters", "512", "--mac-only"], 300),
+        ("durable-batch-scans", ["--loop", "uvloop"], 300),
+        ("hot-slot-holds", ["--loop", "uvloop", "--idempotent"], 300),
+    ]
+    return plan
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="smaller sizes: a CI-friendly smoke run")
+    ap.add_argument("--no-micro", action="store_true")
+    ap.add_argument("--micro-reps", type=int, default=3,
+                    help="repetitions of the micro benches, best median kept (full run)")
+    ap.add_argument("--no-scenarios", action="store_true")
+    ap.add_argument("--no-profile", action="store_true", help="skip the cProfile runs")
+    ap.add_argument("--out", default=str(HERE / "RESULTS.md"))
+    ap.add_argument("--wait-quiet", type=float, default=None, metavar="S",
+                    help="wait up to S seconds in all (20 s a step) for other processes to go "
+                         "quiet before each step (default 120 for a full run, 0 with --quick)")
+    ap.add_argument("--report-only", metavar="DIR", default=None,
+                    help="only rewrite the report from a finished run's raw results in DIR")
+    a = ap.parse_args(argv)
+    if a.report_only:
+        return report_only(Path(a.report_only), Path(a.out))
+    t0 = time.perf_counter()
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    work = ROOT / ".benchmarks" / f"run-{stamp}{'-quick' if a.quick else ''}"
+    work.mkdir(parents=True, exist_ok=True)
+    info = machine()
+    (work / "machine.json").write_text(json.dumps({**info, "quick": a.quick}, indent=2))
+    quiet = QuietWait(20, a.wait_quiet if a.wait_quiet is not None else (0 if a.quick else 120))
+    ok = True
+    micro: list[dict] = []
+    if not a.no_micro:
+        micro, micro_ok = run_micro(work, a.quick, quiet, reps=1 if a.quick else a.micro_reps)
+        ok &= micro_ok
+    scen: list[dict] = []
+    profiles: dict[str, list] = {}
+    if not a.no_scenarios:
+        for k, (name, args, timeout) in enumerate(scenario_plan(a.quick)):
+            r = run_scenario(name, args, work / f"scenario-{k:02d}-{name}.json", a.quick, timeout,
+                             quiet)
+            scen.append(r)
+            ok &= bool(r.get("ok"))
+        if not a.no_profile:
+            for name, args in (
+                    ("durable-scans", ["--loop", "uvloop", "--count", "20000", "--mac-only"]),
+                    ("hot-slot-holds", ["--loop", "uvloop"])):
+                prof = work / f"profile-{name}.prof"
+                r = run_scenario(name, [*args, "--profile", str(prof)],
+                                 work / f"profile-{name}.json", True, 300)
+                ok &= bool(r.get("ok"))
+                if prof.exists():
+                    profiles[PROFILE_LABELS[name]] = profile_top(prof)
+    (work / "total.txt").write_text(f"{time.perf_counter() - t0:.1f}")
+    targets = write_results(Path(a.out), info, micro, scen, a.quick, profiles,
+                            time.perf_counter() - t0)
+    print(f"\nwrote {a.out} ({(time.perf_counter() - t0) / 60:.1f} min); raw results in {work}")
+    for t in targets:
+        print(f"  {'MET ' if t['met'] else 'MISS'}  {t['target']}: {t['measured']}")
+    if not ok:
+        print("A CORRECTNESS CHECK FAILED: see above", file=sys.stderr)
+        return 1
+    return 0
+
+
+PROFILE_LABELS = {"durable-scans": "durable-scans, uvloop, 64 submitters, 20,000 scans",
+                  "hot-slot-holds": "hot-slot-holds, uvloop, 64 submitters"}
+
+
+def report_only(work: Path, out: Path) -> int:
+    """Rewrite the report from the raw results a run left in `work`."""
+    mf = work / "machine.json"
+    info = json.loads(mf.read_text()) if mf.exists() else machine()
+    quick = bool(info.pop("quick", work.name.endswith("-quick")))
+    micro = micro_rows(work)
+    scen = [json.loads(f.read_text()) for f in sorted(work.glob("scenario-*.json"))]
+    profiles = {PROFILE_LABELS.get(f.stem[len("profile-"):], f.stem): profile_top(f)
+                for f in sorted(work.glob("profile-*.prof"))}
+    tf = work / "total.txt"
+    total = float(tf.read_text()) if tf.exists() else float("nan")
+    targets = write_results(out, info, micro, scen, quick, profiles, total)
+    print(f"wrote {out} from {work}")
+    for t in targets:
+        print(f"  {'MET ' if t['met'] else 'MISS'}  {t['target']}: {t['measured']}")
+    return 0 if all(r.get("ok") for r in scen) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

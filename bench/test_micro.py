@@ -1,0 +1,334 @@
+"""Micro benches (pytest-benchmark): codec, one scan, batch scan, hold, confirm, commit.
+
+Every bench times ONE operation per round (iterations=1) so that its p99 is the p99 of
+single operations, not of averages; the harness itself costs what `test_floor` shows.
+Batch benches time one batch per round; `extra_info["ops"]` is the batch size, and
+bench/run.py reports them per id. Every bench asserts its answers: a fast wrong answer
+is a failure.
+
+    python -m pytest bench/test_micro.py --benchmark-json=/tmp/micro.json
+"""
+from __future__ import annotations
+
+import array
+import itertools
+
+import pytest
+
+from bench import (PLAZA_IN, PLAZA_PRODUCT, PLAZA_SLOT, SCAN_AT, VENUE, issue_bulk,
+                   render_codes)
+from bench.conftest import scaled
+from engine import _core, cmd
+from engine.model import HoldResult, Reason, ScanResult
+from engine.state import Batch, ConfirmResult
+
+OK = int(Reason.OK)
+ALREADY_USED = int(Reason.ALREADY_USED)
+FORGED = int(Reason.FORGED)
+IN = 1
+
+
+def _gate(shard) -> int:
+    return shard.state.gate_idx[PLAZA_IN]
+
+
+def _pedantic(benchmark, fn, rounds, *, ops=1, setup=None, what=""):
+    benchmark.extra_info["ops"] = ops
+    benchmark.extra_info["what"] = what
+    benchmark.pedantic(fn, setup=setup, rounds=rounds, warmup_rounds=0, iterations=1)
+    # how many calls were made: `rounds`, or 1 under --benchmark-disable (a correctness run)
+    return 1 if getattr(benchmark, "disabled", False) else rounds
+
+
+def test_issue_bulk_replays():
+    """Not a bench: the fast set-up the benches use (bench.issue_bulk) leaves a shard
+    whose journal replays to the same state and whose invariants hold."""
+    from bench import TempDir, open_bench_shard
+    with TempDir() as path:
+        s = open_bench_shard(path, durable=False)
+        first = issue_bulk(s, 1_000_500)               # two holds: 100 x 10,000 + 500
+        assert s.state.tickets.n == first + 1_000_500
+        slot = s.state.slots.slot(s.state.slot_idx[PLAZA_SLOT])
+        assert slot["sold"] == 1_000_500 and slot["held"] == 0
+        assert s.check(replay=True) == []
+        s.close(snapshot=False)
+        again = type(s).open(path, durable=False)
+        assert again.state.tickets.n == first + 1_000_500 and again.check() == []
+        again.close(snapshot=False)
+
+
+def test_floor(benchmark):
+    """What the harness itself costs per round: two timer reads and one call."""
+    def nothing():
+        return None
+    _pedantic(benchmark, nothing, scaled(20_000, 2_000), what="empty call (harness floor)")
+
+
+# -- codec ------------------------------------------------------------------------------
+@pytest.mark.parametrize("signed", [True, False], ids=["signed", "mac-only"])
+def test_decode(benchmark, shard, signed):
+    """Decode + authenticate (SipHash MAC) one code: Codec.decode (fields as a dict)."""
+    first = issue_bulk(shard, 1000)
+    codes = render_codes(shard, first, 1000, signed=signed)
+    nxt = itertools.cycle(codes).__next__
+    decode = shard.state.codec.core.decode
+    out = []
+    push = out.append
+
+    def one():
+        push(decode(nxt()))
+
+    rounds = scaled(20_000, 2_000)
+    rounds = _pedantic(benchmark, one, rounds, what=f"Codec.decode, {len(codes[0])}-char code")
+    assert len(out) == rounds
+    for i, (status, f) in enumerate(out):
+        assert status == _core.DEC_OK and f["ticket_id"] == first + i % 1000 and f["shard"] == 0
+
+
+def test_parse(benchmark, shard):
+    """TicketCodec.parse: the Python face of the decoder (fields as a CodeFields)."""
+    first = issue_bulk(shard, 1000)
+    codes = render_codes(shard, first, 1000, signed=True)
+    nxt = itertools.cycle(codes).__next__
+    parse = shard.state.codec.parse
+    out = []
+    push = out.append
+
+    def one():
+        push(parse(nxt()))
+
+    rounds = scaled(20_000, 2_000)
+    rounds = _pedantic(benchmark, one, rounds, what="TicketCodec.parse, signed code")
+    assert all(st == _core.DEC_OK and f.ticket_id == first + i % 1000 for i, (st, f) in enumerate(out))
+
+
+def test_decode_ids(benchmark, shard):
+    """Decode + authenticate 10,000 signed codes in one call (the batch verify's first half)."""
+    n = 10_000
+    first = issue_bulk(shard, n)
+    codes = render_codes(shard, first, n, signed=True)
+    decode_ids = shard.state.codec.core.decode_ids
+    out = []
+
+    def one():
+        out.append(decode_ids(codes, 0))
+
+    rounds = _pedantic(benchmark, one, scaled(50, 5), ops=n, what="Codec.decode_ids, 10,000 signed codes")
+    want = array.array("q", range(first, first + n))
+    assert all(ids == want for ids in out)
+
+
+# -- one scan ---------------------------------------------------------------------------
+@pytest.mark.parametrize("signed", [True, False], ids=["signed", "mac-only"])
+def test_verify_admit(benchmark, shard, signed):
+    """Decode + authenticate + decide one entry of a FRESH ticket (admitted): Tickets.verify."""
+    rounds = scaled(20_000, 2_000)
+    first = issue_bulk(shard, rounds)
+    codes = render_codes(shard, first, rounds, signed=signed)
+    nxt = iter(codes).__next__
+    st = shard.state
+    verify, core, g = st.tickets.verify, st.codec.core, _gate(shard)
+    used_before = len(st.tickets.used)
+    out = []
+    push = out.append
+
+    def one():
+        push(verify(core, nxt(), 0, g, IN, SCAN_AT, 0))
+
+    rounds = _pedantic(benchmark, one, rounds, what="Tickets.verify, fresh ticket -> OK")
+    assert out == [(OK, first + i, 1) for i in range(rounds)]
+    assert len(st.tickets.used) == used_before + rounds
+
+
+def test_verify_refuse_used(benchmark, shard):
+    """The same for a ticket already inside: refused ALREADY_USED (anti-passback)."""
+    n = 2000
+    first = issue_bulk(shard, n)
+    codes = render_codes(shard, first, n, signed=True)
+    st = shard.state
+    reasons, _ = st.tickets.scan_batch(array.array("q", range(first, first + n)), _gate(shard),
+                                       IN, SCAN_AT, 0)
+    assert reasons == bytes(n)
+    nxt = itertools.cycle(codes).__next__
+    verify, core, g = st.tickets.verify, st.codec.core, _gate(shard)
+    out = []
+    push = out.append
+
+    def one():
+        push(verify(core, nxt(), 0, g, IN, SCAN_AT, 0))
+
+    rounds = scaled(20_000, 2_000)
+    rounds = _pedantic(benchmark, one, rounds, what="Tickets.verify, used ticket -> ALREADY_USED")
+    assert out == [(ALREADY_USED, first + i % n, 0) for i in range(rounds)]
+
+
+def test_verify_refuse_forged(benchmark, shard):
+    """A code with one character changed: refused FORGED before any state is read."""
+    n = 1000
+    first = issue_bulk(shard, n)
+    forged = []
+    for c in render_codes(shard, first, n, signed=True):
+        k = 60                                  # inside the signature: still valid base32
+        forged.append(c[:k] + ("A" if c[k] != "A" else "B") + c[k + 1:])
+    nxt = itertools.cycle(forged).__next__
+    st = shard.state
+    verify, core, g = st.tickets.verify, st.codec.core, _gate(shard)
+    out = []
+    push = out.append
+
+    def one():
+        push(verify(core, nxt(), 0, g, IN, SCAN_AT, 0))
+
+    rounds = scaled(20_000, 2_000)
+    rounds = _pedantic(benchmark, one, rounds, what="Tickets.verify, tampered code -> FORGED")
+    assert out == [(FORGED, -1, 0)] * rounds
+    assert not any(st.tickets.code_state(first + i) & _core.STATE_USED for i in range(n))
+
+
+def test_apply_verify(benchmark, shard):
+    """One verify COMMAND applied by the state machine (ShardState.apply): gate lookup,
+    decode, decide, journal record, ScanResult -- the writer's CPU per scan, before commit."""
+    rounds = scaled(20_000, 2_000)
+    first = issue_bulk(shard, rounds)
+    cmds = [cmd.verify(c, PLAZA_IN, at=SCAN_AT) for c in render_codes(shard, first, rounds)]
+    nxt = iter(cmds).__next__
+    st = shard.state
+    batch = Batch(shard.seq + 1)
+    apply = st.apply
+    out = []
+    push = out.append
+
+    def one():
+        push(apply(nxt(), SCAN_AT, batch))
+
+    rounds = _pedantic(benchmark, one, rounds, what="ShardState.apply(cmd.verify), fresh -> OK")
+    assert out == [ScanResult(Reason.OK, first + i, 1) for i in range(rounds)]
+    shard.seq += 1                      # journal what was applied, as the writer would
+    shard._commit(batch)
+
+
+# -- batch scans ------------------------------------------------------------------------
+@pytest.mark.parametrize("size", [100, 10_000])
+def test_scan_batch(benchmark, shard, size):
+    """Decide a batch of FRESH tickets by id (Tickets.scan_batch): all admitted."""
+    rounds = scaled(2000, 200) if size <= 100 else scaled(200, 20)
+    first = issue_bulk(shard, rounds * size)
+    batches = iter([array.array("q", range(first + k * size, first + (k + 1) * size))
+                    for k in range(rounds)])
+    st = shard.state
+    scan_batch, g = st.tickets.scan_batch, _gate(shard)
+    out = []
+
+    def setup():
+        return (next(batches),), {}
+
+    def one(ids):
+        out.append(scan_batch(ids, g, IN, SCAN_AT, 0))
+
+    rounds = _pedantic(benchmark, one, rounds, ops=size, setup=setup,
+              what=f"Tickets.scan_batch, {size:,} fresh ids -> OK")
+    ones = array.array("i", [1]) * size
+    assert len(out) == rounds
+    assert all(reasons == bytes(size) and admitted == ones for reasons, admitted in out)
+    # a second pass over the same tickets refuses every one of them
+    again, admitted = scan_batch(array.array("q", range(first, first + size)), g, IN, SCAN_AT, 0)
+    assert again == bytes([ALREADY_USED]) * size and admitted == array.array("i", bytes(4 * size))
+
+
+def test_scan_batch_refuse(benchmark, shard):
+    """A batch of 10,000 tickets already inside: all refused ALREADY_USED."""
+    size = 10_000
+    first = issue_bulk(shard, size)
+    ids = array.array("q", range(first, first + size))
+    st = shard.state
+    scan_batch, g = st.tickets.scan_batch, _gate(shard)
+    assert scan_batch(ids, g, IN, SCAN_AT, 0)[0] == bytes(size)
+    out = []
+
+    def one():
+        out.append(scan_batch(ids, g, IN, SCAN_AT, 0)[0])
+
+    rounds = _pedantic(benchmark, one, scaled(200, 20), ops=size,
+              what="Tickets.scan_batch, 10,000 used ids -> ALREADY_USED")
+    assert all(r == bytes([ALREADY_USED]) * size for r in out)
+
+
+# -- sales ------------------------------------------------------------------------------
+def test_apply_hold(benchmark, shard):
+    """One hold of 1 ticket applied by the state machine (validation, stock, journal)."""
+    rounds = scaled(10_000, 1_000)
+    hold = cmd.hold("web", VENUE, [{"product": PLAZA_PRODUCT, "slots": [PLAZA_SLOT], "qty": 1}])
+    st = shard.state
+    held_before = st.slots.slot(st.slot_idx[PLAZA_SLOT])["held"]
+    batch = Batch(shard.seq + 1)
+    apply = st.apply
+    now = int(shard.clock())
+    out = []
+    push = out.append
+
+    def one():
+        push(apply(hold, now, batch))
+
+    rounds = _pedantic(benchmark, one, rounds, what="ShardState.apply(cmd.hold), 1 ticket")
+    assert all(isinstance(h, HoldResult) for h in out)
+    assert len({h.hold_id for h in out}) == rounds
+    assert st.slots.slot(st.slot_idx[PLAZA_SLOT])["held"] == held_before + rounds
+    for h in out:                       # give the stock back so the shard stays tidy
+        st.apply(cmd.release(h.hold_id, "web"), now, batch)
+    shard.seq += 1
+    shard._commit(batch)
+
+
+def test_apply_confirm(benchmark, shard):
+    """Confirm (pay) a 1-ticket hold: ticket issued, signed code rendered, order rows."""
+    rounds = scaled(2_000, 200)
+    st = shard.state
+    now = int(shard.clock())
+    prep = Batch(shard.seq + 1)
+    holds = [st.apply(cmd.hold("web", VENUE, [{"product": PLAZA_PRODUCT, "slots": [PLAZA_SLOT],
+                                                "qty": 1}]), now, prep) for _ in range(rounds)]
+    shard.seq += 1
+    shard._commit(prep)
+    shard._committed(prep)
+    cmds = iter([cmd.confirm(h.hold_id, f"bench-confirm-{h.hold_id}", "web", method="alipay",
+                             amount_fen=h.amount_fen) for h in holds])
+    batch = Batch(shard.seq + 1)
+    apply = st.apply
+    out = []
+
+    def setup():
+        return (next(cmds),), {}
+
+    def one(c):
+        out.append(apply(c, now, batch))
+
+    rounds = _pedantic(benchmark, one, rounds, setup=setup, what="ShardState.apply(cmd.confirm), 1 signed ticket")
+    assert all(isinstance(r, ConfirmResult) and len(r.tickets) == 1 and r.tickets[0].code
+               for r in out)
+    assert len({r.tickets[0].ticket_id for r in out}) == rounds
+    shard.seq += 1
+    shard._commit(batch)
+    shard._committed(batch)
+
+
+# -- the disk ---------------------------------------------------------------------------
+def test_commit_durable(benchmark, shard):
+    """One durable LMDB commit (fsync) of a 64-scan journal batch: what group commit pays
+    once per batch. Timed on its own durable shard in a temp dir."""
+    from bench import TempDir
+    from engine.journal import scan_record
+    from engine.storage import Storage
+
+    blob = b"".join(scan_record(k, 0, IN, 0, SCAN_AT, OK) for k in range(64))
+    rounds = scaled(300, 30)
+    with TempDir() as path:
+        storage = Storage(path, map_size=1 << 30, durable=True)
+        seq = itertools.count(1).__next__
+        commit = storage.commit
+
+        def one():
+            commit(seq(), blob, {})
+
+        rounds = _pedantic(benchmark, one, rounds, what="Storage.commit, 64 scan records, fsync'd")
+        assert storage.journal_count() == rounds
+        storage.close()
