@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a machine with Python 3.11, gcc and make:
-#   make run    build, seed a demo venue into ./data if empty, show and check it
+#   make run    build, seed a demo venue into ./data if empty, serve gRPC on 127.0.0.1:50051
 #   make test   build and run the whole test suite
 # `make bench` runs the benchmarks and rewrites bench/RESULTS.md.
 PYTHON ?= python3.11
@@ -25,8 +25,8 @@ install: $(STAMP)
 
 run: install
 	$(VENV)/bin/turnstile demo --data $(DATA)
-	$(VENV)/bin/turnstile info --data $(DATA)
 	$(VENV)/bin/turnstile check --data $(DATA)
+	$(VENV)/bin/turnstile serve --data $(DATA)
 
 test: install
 	$(PY) -m pytest -q tests

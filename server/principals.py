@@ -1,0 +1,115 @@
+"""Principals and API keys (DESIGN.md section 5), kept in the data dir's control store.
+
+A principal has a role and a scope (venues, channel, gates). An API key is
+`tsk_<key id>_<secret>`; only SHA-256 of the secret is stored (the secret is 32
+random bytes, so a fast hash is enough: there is nothing to brute-force), and it
+is shown once, when made.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import time
+from dataclasses import dataclass, field, asdict
+
+import lmdb
+
+from engine.errors import AlreadyExists, InvalidArgument, NotFound
+
+ROLES = ("admin", "operator", "seller", "channel", "gate", "finance", "auditor")
+CACHE_S = 5.0          # a revoked key stops working in every server process within this
+
+
+@dataclass(frozen=True)
+class Principal:
+    id: str
+    role: str
+    venues: tuple[str, ...] = ()     # empty: every venue
+    channel: str = ""                # the channel a seller or channel sells as
+    gates: tuple[str, ...] = ()      # empty: every gate of its venues
+
+    def may_use_venue(self, venue: str) -> bool:
+        return not self.venues or venue in self.venues
+
+    def may_use_gate(self, gate: str) -> bool:
+        return not self.gates or gate in self.gates
+
+
+class PrincipalStore:
+    """Principals and hashed API keys in an LMDB environment of their own."""
+
+    def __init__(self, path: str):
+        os.makedirs(path, exist_ok=True)
+        self.env = lmdb.open(path, map_size=1 << 30, max_dbs=4, subdir=True)
+        self.principals = self.env.open_db(b"principals")
+        self.keys = self.env.open_db(b"keys")
+        self._cache: dict[str, tuple[bytes, Principal, float]] = {}
+
+    def close(self) -> None:
+        self.env.close()
+
+    def create_principal(self, pid: str, role: str, *, venues=(), channel: str = "",
+                         gates=()) -> Principal:
+        if role not in ROLES:
+            raise InvalidArgument(f"role must be one of {', '.join(ROLES)}", field="role")
+        if not pid or len(pid) > 64:
+            raise InvalidArgument("must be 1-64 characters", field="principal_id")
+        if role in ("seller", "channel") and not channel:
+            raise InvalidArgument("a seller or channel principal sells as a channel", field="channel")
+        p = Principal(pid, role, tuple(venues), channel, tuple(gates))
+        with self.env.begin(write=True, db=self.principals) as txn:
+            if not txn.put(pid.encode(), json.dumps(asdict(p)).encode(), overwrite=False):
+                raise AlreadyExists(f"principal {pid} exists", field="principal_id")
+        return p
+
+    def get_principal(self, pid: str) -> Principal:
+        with self.env.begin(db=self.principals) as txn:
+            raw = txn.get(pid.encode())
+        if raw is None:
+            raise NotFound(f"no principal {pid}", field="principal_id")
+        d = json.loads(raw)
+        return Principal(d["id"], d["role"], tuple(d["venues"]), d["channel"], tuple(d["gates"]))
+
+    def list_principals(self) -> list[Principal]:
+        with self.env.begin(db=self.principals) as txn:
+            return [self.get_principal(k.decode()) for k, _ in txn.cursor()]
+
+    def create_key(self, pid: str) -> tuple[str, str]:
+        """(key id, the whole key to hand over). The secret is not stored."""
+        self.get_principal(pid)
+        key_id = secrets.token_hex(6)
+        secret = secrets.token_urlsafe(32)
+        digest = hashlib.sha256(secret.encode()).hexdigest()
+        with self.env.begin(write=True, db=self.keys) as txn:
+            txn.put(key_id.encode(), json.dumps({"principal": pid, "sha256": digest}).encode())
+        return key_id, f"tsk_{key_id}_{secret}"
+
+    def revoke_key(self, key_id: str) -> None:
+        with self.env.begin(write=True, db=self.keys) as txn:
+            if not txn.delete(key_id.encode()):
+                raise NotFound(f"no API key {key_id}", field="key_id")
+        self._cache.pop(key_id, None)
+
+    def authenticate(self, token: str) -> Principal | None:
+        """The principal of a presented API key, or None."""
+        parts = token.split("_", 2)
+        if len(parts) != 3 or parts[0] != "tsk":
+            return None
+        key_id, secret = parts[1], parts[2]
+        digest = hashlib.sha256(secret.encode()).digest()
+        hit = self._cache.get(key_id)
+        if hit is None or time.monotonic() - hit[2] > CACHE_S:
+            with self.env.begin(db=self.keys) as txn:
+                raw = txn.get(key_id.encode())
+            if raw is None:
+                return None
+            d = json.loads(raw)
+            try:
+                hit = (bytes.fromhex(d["sha256"]), self.get_principal(d["principal"]), time.monotonic())
+            except NotFound:
+                return None
+            self._cache[key_id] = hit
+        return hit[1] if hmac.compare_digest(hit[0], digest) else None

@@ -1,0 +1,146 @@
+"""The server as gates, channels and POS see it: a real process, real gRPC."""
+from __future__ import annotations
+
+import grpc
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from engine import demo
+from server.errors import error_info
+from turnstile.v1 import (admin_pb2, admin_pb2_grpc, common_pb2, gate_pb2, gate_pb2_grpc,
+                          inventory_pb2, inventory_pb2_grpc, sales_pb2, sales_pb2_grpc)
+
+IN, OUT = common_pb2.IN, common_pb2.OUT
+R = common_pb2.ScanReason
+
+
+@pytest.fixture(scope="module")
+def stubs(server):
+    ch = server.channel()
+    yield {"gate": gate_pb2_grpc.GateServiceStub(ch), "sales": sales_pb2_grpc.SalesServiceStub(ch),
+           "inventory": inventory_pb2_grpc.InventoryServiceStub(ch),
+           "admin": admin_pb2_grpc.AdminServiceStub(ch), "health": health_pb2_grpc.HealthStub(ch)}
+    ch.close()
+
+
+def at(server, hour, minute=0):
+    return Timestamp(seconds=demo.local_time(server.day, hour, minute))
+
+
+def buy(server, stubs, qty=2, key="cart-1", order="ota-1"):
+    slot = demo.slot_id("main", server.day, 8)
+    meta = server.meta("demo-ota")
+    h = stubs["sales"].Hold(sales_pb2.HoldRequest(
+        venue_id="westlake", idempotency_key=key,
+        items=[sales_pb2.Item(product_id="adult", slot_ids=[slot], qty=qty)]), metadata=meta, timeout=10)
+    c = stubs["sales"].Confirm(sales_pb2.ConfirmRequest(
+        hold_id=h.hold_id, order_id=order,
+        payment=sales_pb2.Payment(method="alipay", reference="2026112322001", amount_fen=h.amount_fen)),
+        metadata=meta, timeout=10)
+    return h, c
+
+
+def verify(server, stubs, code, gate="north-1", direction=IN, hour=8, minute=40):
+    return stubs["gate"].Verify(gate_pb2.VerifyRequest(code=code, gate_id=gate, direction=direction,
+                                                       scan_time=at(server, hour, minute)),
+                                metadata=server.meta("demo-gate"), timeout=10)
+
+
+def test_sale_entry_exit_reentry_refund(server, stubs):
+    h, c = buy(server, stubs)
+    assert h.amount_fen == 2 * 7600                       # the OTA's channel price
+    assert c.order.order_id == "ota-1" and len(c.tickets) == 2
+    a, b = c.tickets
+    assert verify(server, stubs, a.code).reason == R.Value("OK")
+    assert verify(server, stubs, a.code, "north-2").reason == R.Value("ALREADY_USED")
+    assert verify(server, stubs, a.code, "south-exit", OUT, 11).reason == R.Value("OK")
+    r = verify(server, stubs, a.code, hour=13)
+    assert (r.reason, r.product_id, r.persons) == (R.Value("OK_REENTRY"), "adult", 1)
+    meta = server.meta("demo-ota")
+    with pytest.raises(grpc.RpcError) as e:
+        stubs["sales"].Refund(sales_pb2.RefundRequest(order_id="ota-1", refund_id="r1",
+                                                      ticket_ids=[a.ticket_id]), metadata=meta)
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error_info(e.value) == ("TICKET_NOT_REFUNDABLE", "tickets[0]")
+    rf = stubs["sales"].Refund(sales_pb2.RefundRequest(order_id="ota-1", refund_id="r2"), metadata=meta)
+    assert list(rf.ticket_ids) == [b.ticket_id] and rf.amount_fen == 7600
+    assert verify(server, stubs, b.code).reason == R.Value("VOIDED")
+    order = stubs["sales"].GetOrder(sales_pb2.GetOrderRequest(order_id="ota-1"), metadata=meta)
+    assert order.refunded_fen == 7600 and [t.code for t in order.tickets] == [a.code, b.code]
+
+
+def test_batch_and_stream(server, stubs):
+    _, c = buy(server, stubs, qty=5, key="cart-batch", order="ota-batch")
+    codes = [t.code for t in c.tickets]
+    meta = server.meta("demo-gate")
+    r = stubs["gate"].VerifyBatch(gate_pb2.VerifyBatchRequest(
+        codes=codes[:3] + ["NOT-A-CODE"], gate_id="north-1", direction=IN,
+        scan_time=at(server, 9)), metadata=meta)
+    assert list(r.reasons) == [R.Value("OK")] * 3 + [R.Value("FORGED")]
+    reqs = [gate_pb2.VerifyBatchRequest(codes=[code], gate_id="east", direction=IN, scan_time=at(server, 9))
+            for code in codes[2:]]
+    got = [list(resp.reasons) for resp in stubs["gate"].VerifyStream(iter(reqs), metadata=meta)]
+    assert got == [[R.Value("ALREADY_USED")], [R.Value("OK")], [R.Value("OK")]]
+
+
+def test_idempotent_hold_is_byte_identical_and_reuse_is_refused(server, stubs):
+    slot = demo.slot_id("main", server.day, 10)
+    meta = server.meta("demo-window")
+    req = sales_pb2.HoldRequest(venue_id="westlake", idempotency_key="till-7-cart-1",
+                                items=[sales_pb2.Item(product_id="child", slot_ids=[slot], qty=3)])
+    first = stubs["sales"].Hold(req, metadata=meta)
+    again = stubs["sales"].Hold(req, metadata=meta)
+    assert first.SerializeToString() == again.SerializeToString()
+    req.items[0].qty = 4
+    with pytest.raises(grpc.RpcError) as e:
+        stubs["sales"].Hold(req, metadata=meta)
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error_info(e.value)[0] == "IDEMPOTENCY_KEY_REUSED"
+    avail = stubs["inventory"].Availability(inventory_pb2.AvailabilityRequest(
+        venue_id="westlake", date_from=server.day.isoformat(), zone_id="main"), metadata=meta)
+    row = next(s for s in avail.slots if s.slot_id == slot)
+    assert row.held == 3
+
+
+@pytest.mark.parametrize("field,mutate", [
+    ("items[0].qty", lambda r: setattr(r.items[0], "qty", 0)),
+    ("items[0].product", lambda r: setattr(r.items[0], "product_id", "ghost")),
+    ("items[0].slots[0]", lambda r: r.items[0].slot_ids.__setitem__(0, "nope")),
+    ("venue_id", lambda r: setattr(r, "venue_id", "atlantis")),
+    ("idempotency_key", lambda r: setattr(r, "idempotency_key", "")),
+])
+def test_bad_hold_names_the_field_and_changes_nothing(server, stubs, field, mutate):
+    slot = demo.slot_id("main", server.day, 12)
+    meta = server.meta("demo-ota")
+    req = sales_pb2.HoldRequest(venue_id="westlake", idempotency_key=f"bad-{field}",
+                                items=[sales_pb2.Item(product_id="adult", slot_ids=[slot], qty=1)])
+    mutate(req)
+    avail = inventory_pb2.AvailabilityRequest(venue_id="westlake", date_from=server.day.isoformat())
+    before = stubs["inventory"].Availability(avail, metadata=meta)
+    with pytest.raises(grpc.RpcError) as e:
+        stubs["sales"].Hold(req, metadata=meta)
+    assert e.value.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND)
+    assert error_info(e.value)[1] == field
+    assert stubs["inventory"].Availability(avail, metadata=meta) == before
+
+
+def test_auth(server, stubs):
+    hold = sales_pb2.HoldRequest(venue_id="westlake", idempotency_key="x")
+    with pytest.raises(grpc.RpcError) as e:
+        stubs["sales"].Hold(hold)
+    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(grpc.RpcError) as e:
+        stubs["sales"].Hold(hold, metadata=(("authorization", "Bearer tsk_00_forged"),))
+    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(grpc.RpcError) as e:
+        stubs["sales"].Hold(hold, metadata=server.meta("demo-gate"))
+    assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    with pytest.raises(grpc.RpcError) as e:
+        stubs["gate"].Verify(gate_pb2.VerifyRequest(code="X", gate_id="north-1", direction=IN),
+                             metadata=server.meta("demo-ota"))
+    assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    ok = stubs["health"].Check(health_pb2.HealthCheckRequest())
+    assert ok.status == health_pb2.HealthCheckResponse.SERVING
+    m = stubs["admin"].GetShardMap(admin_pb2.GetShardMapRequest(), metadata=server.meta("demo-gate"))
+    assert m.venues["westlake"] == 0 and m.shards[0].address == server.address

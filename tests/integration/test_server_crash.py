@@ -1,0 +1,66 @@
+"""A server SIGKILLed under load restarts with every acknowledged call present."""
+from __future__ import annotations
+
+import datetime as dt
+import random
+import signal
+import threading
+import time
+
+import grpc
+
+from engine import demo
+from tests.integration.conftest import start_server, stop_server
+from turnstile.v1 import sales_pb2, sales_pb2_grpc
+
+
+def _load(server, stop: threading.Event, acked: list, worker: int) -> None:
+    ch = server.channel()
+    stub = sales_pb2_grpc.SalesServiceStub(ch)
+    meta = server.meta("demo-ota")
+    slot = demo.slot_id("main", server.day, 14)
+    n = 0
+    while not stop.is_set():
+        n += 1
+        key = f"w{worker}-{n}-{random.random()}"
+        try:
+            h = stub.Hold(sales_pb2.HoldRequest(venue_id="westlake", idempotency_key=key, items=[
+                sales_pb2.Item(product_id="adult", slot_ids=[slot], qty=1)]), metadata=meta, timeout=5)
+            c = stub.Confirm(sales_pb2.ConfirmRequest(hold_id=h.hold_id, order_id=f"o-{key}",
+                                                      payment=sales_pb2.Payment(method="card",
+                                                                                amount_fen=h.amount_fen)),
+                             metadata=meta, timeout=5)
+        except grpc.RpcError:
+            break                              # the server went away
+        acked.append((c.order.order_id, [t.ticket_id for t in c.tickets]))
+    ch.close()
+
+
+def test_sigkill_under_load_keeps_acknowledged_orders(tmp_path):
+    data = str(tmp_path / "data")
+    acked: list = []
+    rng = random.Random()
+    for round_ in range(3):
+        server = start_server(data, dt.date.today())
+        stop = threading.Event()
+        workers = [threading.Thread(target=_load, args=(server, stop, acked, w)) for w in range(8)]
+        for w in workers:
+            w.start()
+        time.sleep(rng.uniform(0.5, 1.5))
+        server.proc.send_signal(signal.SIGKILL)
+        server.proc.wait(10)
+        stop.set()
+        for w in workers:
+            w.join(10)
+    assert len(acked) > 20
+    server = start_server(data, dt.date.today())
+    try:
+        ch = server.channel()
+        stub = sales_pb2_grpc.SalesServiceStub(ch)
+        for order_id, tickets in acked:
+            got = stub.GetOrder(sales_pb2.GetOrderRequest(order_id=order_id),
+                                metadata=server.meta("demo-ota"), timeout=5)
+            assert [t.ticket_id for t in got.tickets] == tickets
+        ch.close()
+    finally:
+        assert "stopped" in stop_server(server)
