@@ -6,7 +6,7 @@
 
 See DESIGN.md sections 3-4 and README.md.
 """
-from . import cmd
+from . import audit, cmd
 from .codes import CodeFields, TicketCodec, verify_offline, parse_unverified
 from .errors import (TurnstileError, InvalidArgument, NotFound, AlreadyExists,
                      FailedPrecondition, SoldOut, HoldNotActive, TicketUsed,

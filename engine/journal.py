@@ -57,11 +57,14 @@ OP_SCAN = int(Op.SCAN)
 
 @dataclass(slots=True)
 class Command:
-    """One request to the shard's writer. `args` is a dict (JSON ops) or a tuple."""
+    """One request to the shard's writer. `args` is a dict (JSON ops) or a tuple.
+    `audit` (principal, method, request digest) makes the writer append an audit
+    record for it, in the same transaction as its batch."""
 
     op: Op
     args: Any
     idem: str | None = None
+    audit: tuple[str, str, str] | None = None
 
 
 def record(op: Op, payload: bytes) -> bytes:

@@ -88,6 +88,18 @@ class Storage:
                         break
                     yield k, v
 
+    def last_row(self, prefix: bytes) -> tuple[bytes, bytes] | None:
+        """The row with the greatest key starting with prefix."""
+        with self.env.begin(db=self.rows) as txn:
+            cur = txn.cursor()
+            if cur.set_range(prefix + b"\xff"):
+                if not cur.prev():
+                    return None
+            elif not cur.last():
+                return None
+            k = cur.key()
+            return (k, cur.value()) if k.startswith(prefix) else None
+
     def journal_after(self, seq: int) -> Iterator[tuple[int, bytes]]:
         """Batches with a sequence number above seq, in order."""
         with self.env.begin(db=self.journal) as txn:

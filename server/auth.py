@@ -31,6 +31,8 @@ TABLE: dict[str, frozenset[str]] = {
     "/turnstile.v1.SalesService/GetOrder": SELLERS | {"operator", "finance"},
     "/turnstile.v1.InventoryService/Availability": SELLERS | {"operator", "finance"},
     "/turnstile.v1.AdminService/GetShardMap": ALL,
+    "/turnstile.v1.AdminService/QueryAudit": frozenset({"admin", "auditor"}),
+    "/turnstile.v1.AdminService/VerifyAudit": frozenset({"admin", "auditor"}),
 }
 # health checks need no key (load balancers, orchestrators)
 OPEN = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"})

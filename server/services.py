@@ -5,7 +5,9 @@ turns the result into the response; an engine error becomes a gRPC status throug
 server/errors.py (the `rpc` decorator)."""
 from __future__ import annotations
 
+import contextvars
 import functools
+import hashlib
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -18,14 +20,28 @@ from turnstile.v1 import (admin_pb2, admin_pb2_grpc, gate_pb2, gate_pb2_grpc, in
 from . import auth, errors
 
 
+# (principal, method, request digest) of the call being handled: every command it
+# submits is audited with it
+_call: contextvars.ContextVar[tuple[str, str, str]] = contextvars.ContextVar("turnstile_call")
+
+
+def _audit_info(service: str, name: str, request) -> tuple[str, str, str]:
+    return (auth.current().id, f"/turnstile.v1.{service}/{name}",
+            hashlib.sha256(request.SerializeToString()).hexdigest())
+
+
 def rpc(fn):
-    """Engine errors end the call with their gRPC status and google.rpc details."""
+    """Engine errors end the call with their gRPC status and google.rpc details; the
+    call's commands are audited under its principal and method."""
     @functools.wraps(fn)
     async def wrapper(self, request, context):
+        token = _call.set(_audit_info(type(self).__name__, fn.__name__, request))
         try:
             return await fn(self, request, context)
         except TurnstileError as e:
             await context.abort_with_status(errors.to_status(e))
+        finally:
+            _call.reset(token)
     return wrapper
 
 
@@ -47,6 +63,7 @@ class ShardNode:
         self.shard_id = shard.state.shard_id
 
     async def submit(self, command) -> Any:
+        command.audit = _call.get(None)
         return await self.writer.submit(command)
 
     # scope checks ------------------------------------------------------------------
@@ -125,10 +142,13 @@ class GateService(gate_pb2_grpc.GateServiceServicer):
 
     async def VerifyStream(self, request_iterator, context):
         async for request in request_iterator:
+            token = _call.set(_audit_info("GateService", "VerifyStream", request))
             try:
                 yield await self._batch(request)
             except TurnstileError as e:
                 await context.abort_with_status(errors.to_status(e))
+            finally:
+                _call.reset(token)
 
 
 def _items(request_items) -> list[dict]:
@@ -270,10 +290,24 @@ class InventoryService(inventory_pb2_grpc.InventoryServiceServicer):
 
 
 class AdminService(admin_pb2_grpc.AdminServiceServicer):
-    """The shard map for now; set-up, keys and audit follow."""
+    """The shard map and the audit log for now; set-up and keys follow."""
 
     def __init__(self, node: ShardNode):
         self.node = node
+
+    @rpc
+    async def QueryAudit(self, request, context):
+        limit = min(request.limit or 100, 1000)
+        recs = self.node.shard.audit_records(request.after_seq, limit, request.principal_id or None)
+        return admin_pb2.QueryAuditResponse(records=[admin_pb2.AuditRecord(
+            seq=r["seq"], at=_ts(r["at"]), principal_id=r["principal"], method=r["method"],
+            request_digest=r["digest"], result=r["result"], prev_hash=r["prev"], hash=r["hash"])
+            for r in recs])
+
+    @rpc
+    async def VerifyAudit(self, request, context):
+        ok, checked, bad = self.node.shard.verify_audit()
+        return admin_pb2.VerifyAuditResponse(ok=ok, checked=checked, first_bad_seq=bad)
 
     @rpc
     async def GetShardMap(self, request, context):

@@ -64,3 +64,36 @@ def test_sigkill_under_load_keeps_acknowledged_orders(tmp_path):
         ch.close()
     finally:
         assert "stopped" in stop_server(server)
+
+
+def test_tampered_audit_record_is_reported_by_the_server(tmp_path):
+    import json
+    import lmdb
+    from engine import audit
+    from turnstile.v1 import admin_pb2, admin_pb2_grpc
+    data = str(tmp_path / "data")
+    server = start_server(data, dt.date.today())
+    ch = server.channel()
+    stub = sales_pb2_grpc.SalesServiceStub(ch)
+    slot = demo.slot_id("main", server.day, 14)
+    for k in range(3):
+        stub.Hold(sales_pb2.HoldRequest(venue_id="westlake", idempotency_key=f"t{k}", items=[
+            sales_pb2.Item(product_id="adult", slot_ids=[slot], qty=1)]), metadata=server.meta("demo-ota"))
+    ch.close()
+    assert "stopped" in stop_server(server)
+    env = lmdb.open(f"{data}/shard-0", max_dbs=8)
+    rows = env.open_db(b"rows")
+    with env.begin(write=True, db=rows) as txn:
+        rec = json.loads(txn.get(audit.key(2)))
+        rec["result"] = "OK-but-changed"
+        txn.put(audit.key(2), json.dumps(rec).encode())
+    env.close()
+    server = start_server(data, dt.date.today())
+    try:
+        ch = server.channel()
+        v = admin_pb2_grpc.AdminServiceStub(ch).VerifyAudit(admin_pb2.VerifyAuditRequest(),
+                                                            metadata=server.meta("admin"))
+        assert (v.ok, v.first_bad_seq) == (False, 2)
+        ch.close()
+    finally:
+        stop_server(server)
