@@ -49,10 +49,12 @@ def start_server(data: str, day: dt.date) -> Server:
         proc.kill()
         raise RuntimeError(f"server did not start: {proc.stdout.read()}")
     keys = {}
-    with open(os.path.join(data, "demo-keys.txt")) as f:
-        for row in f:
-            pid, _role, key = row.split()
-            keys[pid] = key
+    path = os.path.join(data, "demo-keys.txt")       # absent if principals were made first
+    if os.path.exists(path):
+        with open(path) as f:
+            for row in f:
+                pid, _role, key = row.split()
+                keys[pid] = key
     return Server(address, data, keys, day, proc)
 
 
