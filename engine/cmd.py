@@ -124,6 +124,11 @@ def refund(order_id: str, refund_id: str, tickets: Sequence[int] = (), *,
     return Command(Op.REFUND, args, f"{order_id}/{refund_id}")
 
 
+def note(result: str = "OK") -> Command:
+    """Changes nothing; with an audit tuple it records a call made outside the shard."""
+    return Command(Op.NOTE, {"result": result})
+
+
 def block(ticket_id: int, blocked: bool = True) -> Command:
     return Command(Op.BLOCK, {"ticket_id": ticket_id, "blocked": blocked})
 

@@ -36,6 +36,8 @@ class Op(enum.IntEnum):
     # gates
     SCAN = 30
     SCAN_BATCH = 31
+    # not journaled
+    NOTE = 39                  # an audited call that changed nothing in the shard
     # not journaled: resolved to SCAN records
     VERIFY = 40
     VERIFY_HOLDER = 41

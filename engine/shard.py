@@ -146,8 +146,13 @@ class Shard:
 
     def _audit(self, who: tuple[str, str, str], now: int, result: Any, batch: Batch) -> None:
         self.audit_seq += 1
-        rec = audit.make(self.audit_seq, self.audit_head, now, who[0], who[1], who[2],
-                         result.code if isinstance(result, TurnstileError) else "OK")
+        if isinstance(result, TurnstileError):
+            outcome = result.code
+        elif isinstance(result, dict) and "audit_result" in result:
+            outcome = result["audit_result"]
+        else:
+            outcome = "OK"
+        rec = audit.make(self.audit_seq, self.audit_head, now, who[0], who[1], who[2], outcome)
         self.audit_head = rec["hash"]
         self.state.batch = batch
         self.state.put_row(audit.key(self.audit_seq), json.dumps(rec).encode())

@@ -15,7 +15,7 @@ import heapq
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from typing import Any, Callable
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -167,7 +167,7 @@ class ShardState:
             Op.SLOTS: self._slots, Op.SLOT_CAPACITY: self._slot_capacity,
             Op.ALLOTMENT: self._allotment, Op.HOLD: self._hold, Op.RELEASE: self._release,
             Op.EXPIRE: self._expire, Op.CONFIRM: self._confirm, Op.REFUND: self._refund,
-            Op.BLOCK: self._block,
+            Op.BLOCK: self._block, Op.NOTE: self._note,
         }
 
     # -- the one entry point --------------------------------------------------------
@@ -213,9 +213,15 @@ class ShardState:
         self.put_row(key, json.dumps({"fp": fp, "result": self._serialise(result)}).encode())
         return result
 
-    @staticmethod
-    def _serialise(result: Any) -> Any:
-        return result.to_dict() if hasattr(result, "to_dict") else result
+    @classmethod
+    def _serialise(cls, result: Any) -> Any:
+        if hasattr(result, "to_dict"):
+            return result.to_dict()
+        if is_dataclass(result):
+            return asdict(result)
+        if isinstance(result, list):
+            return [cls._serialise(x) for x in result]
+        return result
 
     def _restore(self, op: Op, data: Any) -> Any:
         if op == Op.HOLD:
@@ -785,6 +791,12 @@ class ShardState:
         self.journal(json_record(Op.REFUND, {"order_id": order_id, "refund_id": refund_id,
                                              "tickets": chosen, "_returns": returns}), Op.REFUND)
         return result
+
+    def _note(self, args: dict, now: int) -> dict:
+        """Changes nothing: carries the audit record of a change made outside the shard
+        (principals, API keys), with that change's result."""
+        result = _text(args, "result", "OK", 64)
+        return {"audit_result": result}
 
     def _block(self, args: dict, now: int) -> dict:
         tid = _int(args, "ticket_id", 0, 2**32 - 2)

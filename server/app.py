@@ -66,7 +66,7 @@ async def serve(data: str, *, host: str = "127.0.0.1", port: int = 50051, shard_
     gate_pb2_grpc.add_GateServiceServicer_to_server(GateService(node), server)
     sales_pb2_grpc.add_SalesServiceServicer_to_server(SalesService(node), server)
     inventory_pb2_grpc.add_InventoryServiceServicer_to_server(InventoryService(node), server)
-    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminService(node), server)
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminService(node, store), server)
     health_servicer = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     bound = server.add_insecure_port(f"{host}:{port}")

@@ -33,6 +33,15 @@ TABLE: dict[str, frozenset[str]] = {
     "/turnstile.v1.AdminService/GetShardMap": ALL,
     "/turnstile.v1.AdminService/QueryAudit": frozenset({"admin", "auditor"}),
     "/turnstile.v1.AdminService/VerifyAudit": frozenset({"admin", "auditor"}),
+    "/turnstile.v1.AdminService/GetCatalog": ALL,
+    # venue set-up: operators within their venues' scope
+    **{f"/turnstile.v1.AdminService/{m}": frozenset({"admin", "operator"}) for m in (
+        "CreateZone", "CreateGate", "CreateProduct", "CreateSlots", "SetSlotCapacity",
+        "SetAllotment", "BlockTicket")},
+    # new venues, ticket keys, principals and API keys: admins only
+    **{f"/turnstile.v1.AdminService/{m}": frozenset({"admin"}) for m in (
+        "CreateVenue", "RotateTicketKey", "RetireTicketKey", "CreatePrincipal", "ListPrincipals",
+        "CreateApiKey", "RevokeApiKey")},
 }
 # health checks need no key (load balancers, orchestrators)
 OPEN = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"})

@@ -13,7 +13,7 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from engine import cmd, Shard, GroupCommit, TurnstileError, NotFound, InvalidArgument, \
-    PermissionDenied, to_day, day_to_date
+    PermissionDenied, EntryRule, GateMode, to_day, day_to_date
 from turnstile.v1 import (admin_pb2, admin_pb2_grpc, gate_pb2, gate_pb2_grpc, inventory_pb2,
                           inventory_pb2_grpc, sales_pb2, sales_pb2_grpc)
 
@@ -289,11 +289,188 @@ class InventoryService(inventory_pb2_grpc.InventoryServiceServicer):
         return inventory_pb2.AvailabilityResponse(slots=out)
 
 
-class AdminService(admin_pb2_grpc.AdminServiceServicer):
-    """The shard map and the audit log for now; set-up and keys follow."""
+def _venue_msg(v, shard: int) -> admin_pb2.Venue:
+    return admin_pb2.Venue(venue_id=v.id, name=v.name, utc_offset_s=v.utc_offset_s, shard=shard)
 
-    def __init__(self, node: ShardNode):
+
+def _zone_msg(z) -> admin_pb2.Zone:
+    return admin_pb2.Zone(zone_id=z.id, venue_id=z.venue, name=z.name, live_capacity=z.live_capacity,
+                          enforce_exit=z.enforce_exit)
+
+
+def _gate_msg(g) -> admin_pb2.Gate:
+    return admin_pb2.Gate(gate_id=g.id, venue_id=g.venue, zone_id=g.zone, mode=int(g.mode))
+
+
+def _product_msg(p) -> admin_pb2.Product:
+    r = p.rule
+    return admin_pb2.Product(
+        product_id=p.id, venue_id=p.venue, name=p.name, zone_ids=list(p.zones),
+        rule=admin_pb2.EntryRule(max_entries=r.max_entries, daily_entries=r.daily_entries,
+                                 reentry=r.reentry, valid_days=r.valid_days, slot_grace_s=r.slot_grace_s),
+        price_fen=p.price_fen, channel_prices=p.channel_prices, channels=list(p.channels),
+        real_name=p.real_name, max_group=p.max_group, refundable=p.refundable,
+        refund_fee_pct=p.refund_fee_pct)
+
+
+def _principal_msg(p) -> admin_pb2.Principal:
+    return admin_pb2.Principal(principal_id=p.id, role=admin_pb2.Role.Value(p.role.upper()),
+                               venue_ids=list(p.venues), channel=p.channel, gate_ids=list(p.gates))
+
+
+class AdminService(admin_pb2_grpc.AdminServiceServicer):
+    """Set-up of venues and stock, ticket keys, principals and API keys, the audit log
+    and the shard map."""
+
+    def __init__(self, node: ShardNode, store):
         self.node = node
+        self.store = store
+
+    def _idem(self, c, request):
+        c.idem = request.idempotency_key or None
+        return c
+
+    @rpc
+    async def CreateVenue(self, request, context):
+        if request.HasField("shard") and request.shard != self.node.shard_id:
+            raise InvalidArgument(f"this is shard {self.node.shard_id}; send it to shard {request.shard}",
+                                  field="shard")
+        v = await self.node.submit(self._idem(cmd.venue(request.venue_id, request.name or None,
+                                                        request.utc_offset_s), request))
+        return _venue_msg(self.node.shard.state.venues[v.id if hasattr(v, "id") else v["id"]],
+                          self.node.shard_id)
+
+    @rpc
+    async def CreateZone(self, request, context):
+        self.node.venue(request.venue_id)
+        await self.node.submit(self._idem(cmd.zone(request.venue_id, request.zone_id, request.name or None,
+                                                   live_capacity=request.live_capacity,
+                                                   enforce_exit=request.enforce_exit), request))
+        return _zone_msg(self.node.shard.state.zones[request.zone_id])
+
+    @rpc
+    async def CreateGate(self, request, context):
+        self.node.venue(request.venue_id)
+        z = self.node.shard.state.zones.get(request.zone_id)
+        if z is None or z.venue != request.venue_id:
+            raise NotFound(f"no zone {request.zone_id!r} in venue {request.venue_id}", field="zone_id")
+        await self.node.submit(self._idem(cmd.gate(request.zone_id, request.gate_id, request.mode),
+                                          request))
+        return _gate_msg(self.node.shard.state.gates[request.gate_id])
+
+    @rpc
+    async def CreateProduct(self, request, context):
+        self.node.venue(request.venue_id)
+        r = request.rule
+        rule = EntryRule(max_entries=r.max_entries if request.HasField("rule") else 1,
+                         daily_entries=r.daily_entries, reentry=r.reentry, valid_days=r.valid_days or 1,
+                         slot_grace_s=r.slot_grace_s if request.HasField("rule") else 1800)
+        await self.node.submit(self._idem(cmd.product(
+            request.venue_id, request.product_id, list(request.zone_ids), name=request.name or None,
+            rule=rule, price_fen=request.price_fen, channel_prices=dict(request.channel_prices),
+            channels=list(request.channels), real_name=request.real_name,
+            max_group=request.max_group or 1, refundable=request.refundable,
+            refund_fee_pct=request.refund_fee_pct), request))
+        return _product_msg(self.node.shard.state.products[request.product_id])
+
+    @rpc
+    async def CreateSlots(self, request, context):
+        self.node.venue(request.venue_id)
+        st = self.node.shard.state
+        slots = []
+        for i, sp in enumerate(request.slots):
+            z = st.zones.get(sp.zone_id)
+            if z is None or z.venue != request.venue_id:
+                raise NotFound(f"no zone {sp.zone_id!r} in venue {request.venue_id}",
+                               field=f"slots[{i}].zone_id")
+            try:
+                day = to_day(sp.date)
+            except ValueError:
+                raise InvalidArgument("must be YYYY-MM-DD", field=f"slots[{i}].date") from None
+            slots.append({"id": sp.slot_id, "zone": sp.zone_id, "day": day, "start": sp.start.seconds,
+                          "end": sp.end.seconds, "capacity": sp.capacity})
+        created = await self.node.submit(self._idem(cmd.slots(slots), request))
+        return admin_pb2.CreateSlotsResponse(created=len(created))
+
+    @rpc
+    async def SetSlotCapacity(self, request, context):
+        self.node.venue(request.venue_id)
+        c = await self.node.submit(self._idem(cmd.slot_capacity(request.slot_id, request.capacity), request))
+        return admin_pb2.SlotCounters(slot_id=request.slot_id, capacity=c["capacity"],
+                                      reserved=c["reserved"], sold=c["sold"], held=c["held"])
+
+    @rpc
+    async def SetAllotment(self, request, context):
+        self.node.venue(request.venue_id)
+        a = await self.node.submit(self._idem(cmd.allotment(request.slot_id, request.channel,
+                                                            request.capacity), request))
+        return admin_pb2.AllotmentCounters(slot_id=request.slot_id, channel=request.channel,
+                                           capacity=a["capacity"], sold=a["sold"], held=a["held"])
+
+    @rpc
+    async def BlockTicket(self, request, context):
+        self.node.venue(request.venue_id)
+        r = await self.node.submit(self._idem(cmd.block(request.ticket_id, request.blocked), request))
+        return admin_pb2.BlockTicketResponse(ticket_id=r["ticket_id"], blocked=r["blocked"])
+
+    @rpc
+    async def GetCatalog(self, request, context):
+        venue = self.node.venue(request.venue_id)
+        st = self.node.shard.state
+        return admin_pb2.Catalog(
+            venue=_venue_msg(st.venues[venue], self.node.shard_id),
+            zones=[_zone_msg(z) for z in st.zones.values() if z.venue == venue],
+            gates=[_gate_msg(g) for g in st.gates.values() if g.venue == venue],
+            products=[_product_msg(p) for p in st.products.values() if p.venue == venue])
+
+    def _own_shard(self, shard: int) -> None:
+        if shard != self.node.shard_id:
+            raise InvalidArgument(f"this is shard {self.node.shard_id}", field="shard")
+
+    @rpc
+    async def RotateTicketKey(self, request, context):
+        self._own_shard(request.shard)
+        r = await self.node.submit(self._idem(cmd.rotate_key(), request))
+        return admin_pb2.TicketKeyInfo(shard=self.node.shard_id, key_id=r["key_id"], state=r["state"])
+
+    @rpc
+    async def RetireTicketKey(self, request, context):
+        self._own_shard(request.shard)
+        r = await self.node.submit(self._idem(cmd.retire_key(request.key_id), request))
+        return admin_pb2.TicketKeyInfo(shard=self.node.shard_id, key_id=r["key_id"], state=r["state"])
+
+    async def _store_change(self, change):
+        """Run a change of the principal store and audit it through the shard."""
+        try:
+            result = change()
+        except TurnstileError as e:
+            await self.node.submit(cmd.note(e.code))
+            raise
+        await self.node.submit(cmd.note("OK"))
+        return result
+
+    @rpc
+    async def CreatePrincipal(self, request, context):
+        role = admin_pb2.Role.Name(request.role).lower() if request.role else ""
+        p = await self._store_change(lambda: self.store.create_principal(
+            request.principal_id, role, venues=list(request.venue_ids), channel=request.channel,
+            gates=list(request.gate_ids)))
+        return _principal_msg(p)
+
+    @rpc
+    async def ListPrincipals(self, request, context):
+        return admin_pb2.ListPrincipalsResponse(principals=[_principal_msg(p)
+                                                            for p in self.store.list_principals()])
+
+    @rpc
+    async def CreateApiKey(self, request, context):
+        key_id, secret = await self._store_change(lambda: self.store.create_key(request.principal_id))
+        return admin_pb2.ApiKey(key_id=key_id, principal_id=request.principal_id, secret=secret)
+
+    @rpc
+    async def RevokeApiKey(self, request, context):
+        await self._store_change(lambda: self.store.revoke_key(request.key_id))
+        return admin_pb2.RevokeApiKeyResponse(key_id=request.key_id)
 
     @rpc
     async def QueryAudit(self, request, context):

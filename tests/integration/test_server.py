@@ -163,3 +163,54 @@ def test_every_mutating_call_is_audited_and_the_chain_verifies(server, stubs):
     with pytest.raises(grpc.RpcError) as e:
         stubs["admin"].VerifyAudit(admin_pb2.VerifyAuditRequest(), metadata=meta)
     assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_operator_sets_up_a_venue_and_sells_it(server, stubs):
+    from google.protobuf.timestamp_pb2 import Timestamp as TS
+    admin = server.meta("admin")
+    a = stubs["admin"]
+    v = a.CreateVenue(admin_pb2.CreateVenueRequest(venue_id="museum", name="City Museum",
+                                                   utc_offset_s=28800, idempotency_key="v1"), metadata=admin)
+    again = a.CreateVenue(admin_pb2.CreateVenueRequest(venue_id="museum", name="City Museum",
+                                                       utc_offset_s=28800, idempotency_key="v1"), metadata=admin)
+    assert v.shard == 0 and again == v
+    a.CreateZone(admin_pb2.CreateZoneRequest(venue_id="museum", zone_id="hall", live_capacity=100),
+                 metadata=admin)
+    a.CreateGate(admin_pb2.CreateGateRequest(venue_id="museum", zone_id="hall", gate_id="hall-1",
+                                             mode=admin_pb2.GATE_BOTH), metadata=admin)
+    p = a.CreateProduct(admin_pb2.CreateProductRequest(
+        venue_id="museum", product_id="museum-adult", zone_ids=["hall"], price_fen=3000,
+        rule=admin_pb2.EntryRule(max_entries=1, valid_days=1, slot_grace_s=600)), metadata=admin)
+    assert p.rule.slot_grace_s == 600 and p.price_fen == 3000
+    start = demo.local_time(server.day, 9)
+    made = a.CreateSlots(admin_pb2.CreateSlotsRequest(venue_id="museum", slots=[admin_pb2.SlotSpec(
+        slot_id="museum-am", zone_id="hall", date=server.day.isoformat(), start=TS(seconds=start),
+        end=TS(seconds=start + 3 * 3600), capacity=50)]), metadata=admin)
+    assert made.created == 1
+    cat = a.GetCatalog(admin_pb2.GetCatalogRequest(venue_id="museum"), metadata=admin)
+    assert [g.gate_id for g in cat.gates] == ["hall-1"]
+    with pytest.raises(grpc.RpcError) as e:          # the demo gate is scoped to westlake
+        a.GetCatalog(admin_pb2.GetCatalogRequest(venue_id="museum"), metadata=server.meta("demo-gate"))
+    assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    # a new seller for the museum, with a key made over the API
+    a.CreatePrincipal(admin_pb2.CreatePrincipalRequest(principal_id="museum-till", role=admin_pb2.SELLER,
+                                                       venue_ids=["museum"], channel="window"), metadata=admin)
+    key = a.CreateApiKey(admin_pb2.CreateApiKeyRequest(principal_id="museum-till"), metadata=admin)
+    till = (("authorization", f"Bearer {key.secret}"),)
+    h = stubs["sales"].Hold(sales_pb2.HoldRequest(venue_id="museum", idempotency_key="m1", items=[
+        sales_pb2.Item(product_id="museum-adult", slot_ids=["museum-am"], qty=2)]), metadata=till)
+    assert h.amount_fen == 6000
+    with pytest.raises(grpc.RpcError) as e:          # its scope is the museum only
+        stubs["sales"].Hold(sales_pb2.HoldRequest(venue_id="westlake", idempotency_key="m2"), metadata=till)
+    assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    a.RevokeApiKey(admin_pb2.RevokeApiKeyRequest(key_id=key.key_id), metadata=admin)
+    import time
+    time.sleep(5.5)                                   # revocation reaches every cache within 5 s
+    with pytest.raises(grpc.RpcError) as e:
+        stubs["sales"].Quote(sales_pb2.QuoteRequest(venue_id="museum"), metadata=till)
+    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    recs = a.QueryAudit(admin_pb2.QueryAuditRequest(principal_id="admin", limit=1000), metadata=admin).records
+    methods = [r.method.rsplit("/", 1)[1] for r in recs]
+    for m in ("CreateVenue", "CreateZone", "CreatePrincipal", "CreateApiKey", "RevokeApiKey"):
+        assert m in methods
+    assert a.VerifyAudit(admin_pb2.VerifyAuditRequest(), metadata=admin).ok
