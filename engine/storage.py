@@ -11,6 +11,7 @@ LMDB's full sync: when commit() returns, the batch survives kill -9 and power lo
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import struct
@@ -28,6 +29,15 @@ _U64 = struct.Struct(">Q")
 class Storage:
     def __init__(self, path: str, *, map_size: int = 64 << 30, durable: bool = True):
         os.makedirs(path, exist_ok=True)
+        # one process per shard: a second one would hold its own, diverging memory
+        self._lock = open(os.path.join(path, "owner.lock"), "a+")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            from .errors import ShardUnavailable
+            raise ShardUnavailable(f"{path} is open in another process",
+                                   hint="stop that server first (turnstile serve holds its shards)")
         # durable=False trades D of ACID for speed: a crash may lose the last batches
         # that were acknowledged (never a torn state); only for benchmarks/tests.
         # readahead stays on: opening reads the snapshot sequentially (with it off, a
@@ -162,3 +172,4 @@ class Storage:
 
     def close(self) -> None:
         self.env.close()
+        self._lock.close()

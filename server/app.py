@@ -1,18 +1,23 @@
-"""Serve one shard over gRPC (grpc.aio on uvloop).
+"""Serve a node: one OS process per shard (DESIGN.md 4.1), under a supervisor.
 
-    turnstile serve --data data --port 50051
+    turnstile serve --data data --shards 2 --port 50051
 
-On start it opens (recovering) DATA/shard-N and the principal store DATA/control,
-starts the shard's group-commit writer and the gRPC server, marks health SERVING and
-prints `listening on HOST:PORT`. On SIGTERM or SIGINT it drains: health NOT_SERVING,
-no new calls, in-flight calls finish, the last batch commits, the shard closes.
+The supervisor creates the admin and demo principals on a new data dir, starts one
+`turnstile serve-shard` process per shard (shard k on port+k, or any free port with
+--port 0), records where each listens in the control store (the shard map), prints
+`listening on HOST:PORT` (shard 0; every shard answers AdminService.GetShardMap), and
+restarts a shard process that dies. SIGTERM or SIGINT drains every shard: health
+NOT_SERVING, in-flight calls finish, the last batch commits, the shard closes.
 """
 from __future__ import annotations
 
 import asyncio
 import os
 import signal
+import subprocess
 import sys
+import threading
+import time
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -21,7 +26,7 @@ from engine import Shard
 from turnstile.v1 import admin_pb2_grpc, gate_pb2_grpc, inventory_pb2_grpc, sales_pb2_grpc
 
 from .auth import AuthInterceptor
-from .principals import PrincipalStore
+from .control import ControlStore
 from .services import AdminService, GateService, InventoryService, SalesService, ShardNode
 
 MAX_MESSAGE = 16 << 20
@@ -33,7 +38,7 @@ DEMO_PRINCIPALS = [
 ]
 
 
-def bootstrap_principals(store: PrincipalStore, data: str) -> list[tuple[str, str, str]]:
+def bootstrap_principals(store: ControlStore, data: str) -> list[tuple[str, str, str]]:
     """On a new data dir: an admin and demo principals, their keys written to
     DATA/demo-keys.txt (mode 0600). Returns (principal, role, key) when created."""
     if store.list_principals():
@@ -50,58 +55,127 @@ def bootstrap_principals(store: PrincipalStore, data: str) -> list[tuple[str, st
     return made
 
 
-async def serve(data: str, *, host: str = "127.0.0.1", port: int = 50051, shard_id: int = 0,
-                max_queue: int = 100_000, grace_s: float = 5.0) -> None:
+# -- one shard process -------------------------------------------------------------------
+async def serve_shard(data: str, *, host: str = "127.0.0.1", port: int = 50051, shard_id: int = 0,
+                      max_queue: int = 100_000, grace_s: float = 5.0) -> None:
     shard = Shard.open(os.path.join(data, f"shard-{shard_id}"), shard_id=shard_id)
-    store = PrincipalStore(os.path.join(data, "control"))
-    for pid, role, key in bootstrap_principals(store, data):
-        print(f"created principal {pid} ({role}) with API key {key}", flush=True)
+    store = ControlStore(os.path.join(data, "control"))
+    for venue in shard.state.venues:
+        store.place_venue(venue, shard_id)
     writer = shard.writer(max_queue=max_queue)
     await writer.start()
     server = grpc.aio.server(
         interceptors=[AuthInterceptor(store)],
         options=[("grpc.max_receive_message_length", MAX_MESSAGE),
                  ("grpc.max_send_message_length", MAX_MESSAGE)])
-    node = ShardNode(shard, writer)
+    node = ShardNode(shard, writer, store)
     gate_pb2_grpc.add_GateServiceServicer_to_server(GateService(node), server)
     sales_pb2_grpc.add_SalesServiceServicer_to_server(SalesService(node), server)
     inventory_pb2_grpc.add_InventoryServiceServicer_to_server(InventoryService(node), server)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminService(node, store), server)
-    health_servicer = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
+    health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
-        raise SystemExit(f"cannot listen on {host}:{port}")
+        raise SystemExit(f"shard {shard_id}: cannot listen on {host}:{port}")
     node.address = f"{host}:{bound}"
+    store.set_endpoint(shard_id, node.address)
     await server.start()
-    await _set_health(health_servicer, health_pb2.HealthCheckResponse.SERVING)
-    print(f"listening on {node.address} (shard {shard_id}, {len(shard.state.venues)} venues; "
-          f"demo keys in {os.path.join(data, 'demo-keys.txt')})", flush=True)
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    print(f"listening on {node.address} (shard {shard_id}, {len(shard.state.venues)} venues)",
+          flush=True)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    parent = os.getppid()
+
+    async def orphaned() -> None:
+        # the supervisor is gone (killed): stop rather than serve unsupervised
+        while os.getppid() == parent:
+            await asyncio.sleep(0.5)
+        stop.set()
+    watch = asyncio.create_task(orphaned())
     await stop.wait()
-    # drain: say so, refuse new calls, let in-flight ones finish, flush the last batch
-    await _set_health(health_servicer, health_pb2.HealthCheckResponse.NOT_SERVING)
+    watch.cancel()
+    await health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
     await server.stop(grace_s)
     await writer.stop()
     shard.close()
     store.close()
+    print(f"shard {shard_id} stopped", flush=True)
+
+
+def run_shard(data: str, **kw) -> None:
+    import uvloop
+    uvloop.run(serve_shard(data, **kw))
+
+
+# -- the supervisor ----------------------------------------------------------------------
+class _Child:
+    def __init__(self, shard: int, argv: list[str]):
+        self.shard = shard
+        self.argv = argv
+        self.proc: subprocess.Popen | None = None
+        self.address = ""
+        self.restarts = 0
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=None, text=True)
+        for line in self.proc.stdout:
+            if line.startswith("listening on "):
+                self.address = line.split()[2]
+                # keep passing its output on, so a full pipe never blocks it
+                threading.Thread(target=self._relay, args=(self.proc,), daemon=True).start()
+                return
+        raise SystemExit(f"shard {self.shard} did not start (exit {self.proc.wait()})")
+
+    @staticmethod
+    def _relay(proc: subprocess.Popen) -> None:
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+
+
+def supervise(data: str, *, host: str = "127.0.0.1", port: int = 50051, shards: int | None = None,
+              max_queue: int = 100_000, grace_s: float = 5.0) -> int:
+    shards = shards or os.cpu_count() or 1
+    store = ControlStore(os.path.join(data, "control"))
+    for pid, role, key in bootstrap_principals(store, data):
+        print(f"created principal {pid} ({role}) with API key {key}", flush=True)
+    store.close()
+    children = []
+    for k in range(shards):
+        argv = [sys.executable, "-m", "server.cli", "serve-shard", "--data", data, "--host", host,
+                "--port", str(port + k if port else 0), "--shard", str(k),
+                "--max-queue", str(max_queue), "--grace", str(grace_s)]
+        children.append(_Child(k, argv))
+    stopping = False
+
+    def on_signal(signum, frame):
+        nonlocal stopping
+        stopping = True
+        for c in children:
+            if c.proc and c.proc.poll() is None:
+                c.proc.send_signal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    for c in children:
+        c.start()
+    print(f"listening on {children[0].address} ({shards} shards: "
+          + ", ".join(f"{c.shard}@{c.address}" for c in children)
+          + f"; demo keys in {os.path.join(data, 'demo-keys.txt')})", flush=True)
+    while True:
+        alive = [c for c in children if c.proc.poll() is None]
+        if stopping and not alive:
+            break
+        if not stopping:
+            for c in children:
+                if c.proc.poll() is not None and c.restarts < 5:
+                    c.restarts += 1
+                    print(f"shard {c.shard} exited ({c.proc.returncode}); restarting", flush=True)
+                    c.start()
+        time.sleep(0.2)
     print("stopped", flush=True)
-
-
-async def _set_health(servicer, status) -> None:
-    r = servicer.set("", status)
-    if asyncio.iscoroutine(r):
-        await r
-
-
-def run(data: str, **kw) -> None:
-    try:
-        import uvloop
-    except ImportError:          # pragma: no cover - uvloop is a dependency
-        asyncio.run(serve(data, **kw))
-    else:
-        uvloop.run(serve(data, **kw))
+    return 0

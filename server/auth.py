@@ -11,7 +11,7 @@ import contextvars
 
 import grpc
 
-from .principals import Principal, PrincipalStore
+from .control import Principal, ControlStore
 
 _current: contextvars.ContextVar[Principal] = contextvars.ContextVar("turnstile_principal")
 
@@ -90,7 +90,7 @@ def _bind(handler, principal: Principal):
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, store: PrincipalStore):
+    def __init__(self, store: ControlStore):
         self.store = store
 
     async def intercept_service(self, continuation, details):

@@ -1,6 +1,6 @@
 """The `turnstile` command: operate a data dir of shards.
 
-    turnstile serve --data data     serve shard 0 over gRPC on 127.0.0.1
+    turnstile serve --data data     serve every shard over gRPC on 127.0.0.1
     turnstile demo  --data data     seed the demo venue into an empty data dir
     turnstile info  --data data     what each shard holds
     turnstile check --data data     verify every invariant (exit 1 on a violation)
@@ -93,33 +93,54 @@ def cmd_check(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from .app import run
-    run(args.data, host=args.host, port=args.port, shard_id=args.shard,
-        max_queue=args.max_queue, grace_s=args.grace)
+    from .app import supervise
+    return supervise(args.data, host=args.host, port=args.port, shards=args.shards,
+                     max_queue=args.max_queue, grace_s=args.grace)
+
+
+def cmd_serve_shard(args) -> int:
+    from .app import run_shard
+    run_shard(args.data, host=args.host, port=args.port, shard_id=args.shard,
+              max_queue=args.max_queue, grace_s=args.grace)
     return 0
+
+
+def _serve_options(s) -> None:
+    s.add_argument("--data", default="data", help="data dir (default: %(default)s)")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    s.add_argument("--max-queue", type=int, default=100_000,
+                   help="commands queued per shard before calls are shed with RESOURCE_EXHAUSTED "
+                        "(default: %(default)s)")
+    s.add_argument("--grace", type=float, default=5.0,
+                   help="seconds in-flight calls get to finish on shutdown (default: %(default)s)")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="turnstile", description="Operate a Turnstile data dir.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("serve", help="serve a shard over gRPC",
-                       description="Serve DATA/shard-N over gRPC (GateService, SalesService, "
-                                   "InventoryService, AdminService.GetShardMap, health). On a new "
-                                   "data dir it creates an admin and demo principals and writes "
-                                   "their API keys to DATA/demo-keys.txt. SIGTERM or SIGINT drains "
-                                   "and stops.")
-    s.add_argument("--data", default="data", help="data dir (default: %(default)s)")
-    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    s = sub.add_parser("serve", help="serve every shard of a data dir over gRPC",
+                       description="Serve DATA over gRPC: one process per shard (GateService, "
+                                   "SalesService, InventoryService, AdminService, health), shard k "
+                                   "on PORT+k. On a new data dir it creates an admin and demo "
+                                   "principals and writes their API keys to DATA/demo-keys.txt. "
+                                   "A shard process that dies is restarted; SIGTERM or SIGINT "
+                                   "drains every shard and stops.")
+    _serve_options(s)
     s.add_argument("--port", type=int, default=50051,
-                   help="port; 0 picks a free one (default: %(default)s)")
-    s.add_argument("--shard", type=int, default=0, help="shard id to serve (default: %(default)s)")
-    s.add_argument("--max-queue", type=int, default=100_000,
-                   help="commands queued before calls are shed with RESOURCE_EXHAUSTED "
+                   help="port of shard 0, shard k listens on PORT+k; 0 picks free ports "
                         "(default: %(default)s)")
-    s.add_argument("--grace", type=float, default=5.0,
-                   help="seconds in-flight calls get to finish on shutdown (default: %(default)s)")
+    s.add_argument("--shards", type=int, default=None,
+                   help="number of shards (default: the number of cores)")
     s.set_defaults(func=cmd_serve)
+
+    ss = sub.add_parser("serve-shard", help="serve one shard (what `serve` starts per shard)",
+                        description="Serve DATA/shard-N in this process; `turnstile serve` runs "
+                                    "one of these per shard. It stops if its parent dies.")
+    _serve_options(ss)
+    ss.add_argument("--port", type=int, default=50051, help="port; 0 picks a free one (default: %(default)s)")
+    ss.add_argument("--shard", type=int, default=0, help="shard id (default: %(default)s)")
+    ss.set_defaults(func=cmd_serve_shard)
 
     d = sub.add_parser("demo", help="seed the demo venue into an empty data dir",
                        description="Seed the demo venue (West Lake: 3 zones, 6 gates, 7 products, "

@@ -12,7 +12,7 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from engine import cmd, Shard, GroupCommit, TurnstileError, NotFound, InvalidArgument, \
+from engine import cmd, Shard, GroupCommit, TurnstileError, NotFound, InvalidArgument, AlreadyExists, \
     PermissionDenied, EntryRule, GateMode, to_day, day_to_date
 from turnstile.v1 import (admin_pb2, admin_pb2_grpc, gate_pb2, gate_pb2_grpc, inventory_pb2,
                           inventory_pb2_grpc, sales_pb2, sales_pb2_grpc)
@@ -56,9 +56,10 @@ def _at(msg, name: str) -> int | None:
 class ShardNode:
     """One shard as served: the shard, its writer, and its address."""
 
-    def __init__(self, shard: Shard, writer: GroupCommit, address: str = ""):
+    def __init__(self, shard: Shard, writer: GroupCommit, store, address: str = ""):
         self.shard = shard
         self.writer = writer
+        self.store = store
         self.address = address
         self.shard_id = shard.state.shard_id
 
@@ -70,8 +71,10 @@ class ShardNode:
     def venue(self, venue_id: str) -> str:
         p = auth.current()
         if venue_id not in self.shard.state.venues:
-            raise NotFound(f"no venue {venue_id!r} on shard {self.shard_id}", field="venue_id",
-                           hint="route by the shard map (AdminService.GetShardMap)")
+            home = self.store.venue_shard(venue_id)
+            raise NotFound(f"no venue {venue_id!r} on shard {self.shard_id}"
+                           + (f"; it is on shard {home}" if home is not None else ""),
+                           field="venue_id", hint="route by the shard map (AdminService.GetShardMap)")
         if not p.may_use_venue(venue_id):
             raise PermissionDenied(f"{p.id} may not act on venue {venue_id}", field="venue_id")
         return venue_id
@@ -335,8 +338,12 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         if request.HasField("shard") and request.shard != self.node.shard_id:
             raise InvalidArgument(f"this is shard {self.node.shard_id}; send it to shard {request.shard}",
                                   field="shard")
+        home = self.node.store.venue_shard(request.venue_id)
+        if home is not None and home != self.node.shard_id:
+            raise AlreadyExists(f"venue {request.venue_id} exists on shard {home}", field="venue_id")
         v = await self.node.submit(self._idem(cmd.venue(request.venue_id, request.name or None,
                                                         request.utc_offset_s), request))
+        self.node.store.place_venue(request.venue_id, self.node.shard_id)
         return _venue_msg(self.node.shard.state.venues[v.id if hasattr(v, "id") else v["id"]],
                           self.node.shard_id)
 
@@ -488,6 +495,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
 
     @rpc
     async def GetShardMap(self, request, context):
+        endpoints, venues = self.store.shard_map()
         return admin_pb2.ShardMap(
-            shards=[admin_pb2.ShardEndpoint(shard=self.node.shard_id, address=self.node.address)],
-            venues={v: self.node.shard_id for v in self.node.shard.state.venues}, version=1)
+            shards=[admin_pb2.ShardEndpoint(shard=k, address=a) for k, a in sorted(endpoints.items())],
+            venues=venues, version=len(endpoints) + len(venues))

@@ -34,8 +34,10 @@ def start_server(data: str, day: dt.date) -> Server:
     if not os.path.isdir(os.path.join(data, "shard-0")):
         subprocess.run([sys.executable, "-m", "server.cli", "demo", "--data", data, "--start",
                         day.isoformat()], cwd=ROOT, check=True, capture_output=True, timeout=60)
+    # its own session: a crash test can SIGKILL the supervisor and its shards at once
     proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--data", data, "--port", "0"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
     address = None
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -62,6 +64,12 @@ def stop_server(server: Server) -> str:
     server.proc.send_signal(signal.SIGTERM)
     out, _ = server.proc.communicate(timeout=30)
     return out
+
+
+def kill_server(server: Server) -> None:
+    """SIGKILL the supervisor and every shard process."""
+    os.killpg(server.proc.pid, signal.SIGKILL)
+    server.proc.wait(10)
 
 
 @pytest.fixture(scope="module")

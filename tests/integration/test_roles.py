@@ -8,7 +8,7 @@ import pytest
 from google.protobuf import message_factory
 
 from server.auth import TABLE
-from server.principals import ROLES, PrincipalStore
+from server.control import ROLES, ControlStore
 from tests.integration.conftest import start_server, stop_server
 from turnstile.v1 import admin_pb2, gate_pb2, inventory_pb2, sales_pb2
 
@@ -22,7 +22,7 @@ METHODS = [(f"/{svc.full_name}/{m.name}", m) for svc in SERVICES for m in svc.me
 @pytest.fixture(scope="module")
 def role_server(tmp_path_factory):
     data = str(tmp_path_factory.mktemp("roles"))
-    store = PrincipalStore(f"{data}/control")
+    store = ControlStore(f"{data}/control")
     keys = {}
     for role in ROLES:
         store.create_principal(f"p-{role}", role, channel="ota" if role in ("seller", "channel") else "")

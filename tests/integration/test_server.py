@@ -214,3 +214,18 @@ def test_operator_sets_up_a_venue_and_sells_it(server, stubs):
     for m in ("CreateVenue", "CreateZone", "CreatePrincipal", "CreateApiKey", "RevokeApiKey"):
         assert m in methods
     assert a.VerifyAudit(admin_pb2.VerifyAuditRequest(), metadata=admin).ok
+
+
+def test_shard_map_routes_every_venue(server, stubs):
+    import os
+    m = stubs["admin"].GetShardMap(admin_pb2.GetShardMapRequest(), metadata=server.meta("demo-gate"))
+    assert len(m.shards) == (os.cpu_count() or 1)
+    assert m.venues["westlake"] == 0
+    other = next(s for s in m.shards if s.shard != 0) if len(m.shards) > 1 else None
+    if other is not None:        # a venue asked of the wrong shard says where it is
+        with grpc.insecure_channel(other.address) as ch:
+            with pytest.raises(grpc.RpcError) as e:
+                inventory_pb2_grpc.InventoryServiceStub(ch).Availability(
+                    inventory_pb2.AvailabilityRequest(venue_id="westlake", date_from=server.day.isoformat()),
+                    metadata=server.meta("demo-ota"))
+            assert e.value.code() == grpc.StatusCode.NOT_FOUND and "shard 0" in e.value.details()

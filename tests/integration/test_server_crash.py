@@ -10,7 +10,7 @@ import time
 import grpc
 
 from engine import demo
-from tests.integration.conftest import start_server, stop_server
+from tests.integration.conftest import kill_server, start_server, stop_server
 from turnstile.v1 import sales_pb2, sales_pb2_grpc
 
 
@@ -47,8 +47,7 @@ def test_sigkill_under_load_keeps_acknowledged_orders(tmp_path):
         for w in workers:
             w.start()
         time.sleep(rng.uniform(0.5, 1.5))
-        server.proc.send_signal(signal.SIGKILL)
-        server.proc.wait(10)
+        kill_server(server)
         stop.set()
         for w in workers:
             w.join(10)

@@ -14,7 +14,7 @@ def turnstile(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_help_of_every_command():
-    for args in ([], ["serve"], ["demo"], ["info"], ["check"]):
+    for args in ([], ["serve"], ["serve-shard"], ["demo"], ["info"], ["check"]):
         r = turnstile(*args, "--help")
         assert r.returncode == 0 and "--data" in r.stdout or args == [], r.stderr
         assert "usage: turnstile" in r.stdout

@@ -1,4 +1,6 @@
-"""Principals and API keys (DESIGN.md section 5), kept in the data dir's control store.
+"""The control store of a node (DATA/control): principals and API keys (DESIGN.md
+section 5), and the shard map (where each shard listens, which shard holds each
+venue). One LMDB environment shared by every shard process of the node.
 
 A principal has a role and a scope (venues, channel, gates). An API key is
 `tsk_<key id>_<secret>`; only SHA-256 of the secret is stored (the secret is 32
@@ -38,15 +40,42 @@ class Principal:
         return not self.gates or gate in self.gates
 
 
-class PrincipalStore:
-    """Principals and hashed API keys in an LMDB environment of their own."""
+class ControlStore:
+    """Principals, hashed API keys and the shard map, in an LMDB environment of their own."""
 
     def __init__(self, path: str):
         os.makedirs(path, exist_ok=True)
-        self.env = lmdb.open(path, map_size=1 << 30, max_dbs=4, subdir=True)
+        self.env = lmdb.open(path, map_size=1 << 30, max_dbs=8, subdir=True)
         self.principals = self.env.open_db(b"principals")
         self.keys = self.env.open_db(b"keys")
+        self.endpoints = self.env.open_db(b"endpoints")
+        self.venue_map = self.env.open_db(b"venues")
         self._cache: dict[str, tuple[bytes, Principal, float]] = {}
+
+    # -- shard map -----------------------------------------------------------------
+    def set_endpoint(self, shard: int, address: str) -> None:
+        with self.env.begin(write=True, db=self.endpoints) as txn:
+            txn.put(b"%08d" % shard, address.encode())
+
+    def place_venue(self, venue: str, shard: int) -> None:
+        """Record that `shard` holds `venue`; AlreadyExists if another shard does."""
+        with self.env.begin(write=True, db=self.venue_map) as txn:
+            old = txn.get(venue.encode())
+            if old is not None and int(old) != shard:
+                raise AlreadyExists(f"venue {venue} exists on shard {int(old)}", field="venue_id")
+            txn.put(venue.encode(), str(shard).encode())
+
+    def venue_shard(self, venue: str) -> int | None:
+        with self.env.begin(db=self.venue_map) as txn:
+            v = txn.get(venue.encode())
+        return None if v is None else int(v)
+
+    def shard_map(self) -> tuple[dict[int, str], dict[str, int]]:
+        """(shard -> address, venue -> shard)."""
+        with self.env.begin() as txn:
+            eps = {int(k): v.decode() for k, v in txn.cursor(db=self.endpoints)}
+            venues = {k.decode(): int(v) for k, v in txn.cursor(db=self.venue_map)}
+        return eps, venues
 
     def close(self) -> None:
         self.env.close()
