@@ -26,6 +26,7 @@ from engine import Shard
 from turnstile.v1 import admin_pb2_grpc, gate_pb2_grpc, inventory_pb2_grpc, sales_pb2_grpc
 
 from .auth import AuthInterceptor
+from .config import ServerConfig
 from .control import ControlStore
 from .services import AdminService, GateService, InventoryService, SalesService, ShardNode
 
@@ -56,34 +57,65 @@ def bootstrap_principals(store: ControlStore, data: str) -> list[tuple[str, str,
 
 
 # -- one shard process -------------------------------------------------------------------
-async def serve_shard(data: str, *, host: str = "127.0.0.1", port: int = 50051, shard_id: int = 0,
-                      max_queue: int = 100_000, grace_s: float = 5.0) -> None:
-    shard = Shard.open(os.path.join(data, f"shard-{shard_id}"), shard_id=shard_id)
-    store = ControlStore(os.path.join(data, "control"))
-    for venue in shard.state.venues:
-        store.place_venue(venue, shard_id)
-    writer = shard.writer(max_queue=max_queue)
-    await writer.start()
+def _grpc_server(node: ShardNode, store: ControlStore, health_servicer, *, reflect: bool):
     server = grpc.aio.server(
         interceptors=[AuthInterceptor(store)],
         options=[("grpc.max_receive_message_length", MAX_MESSAGE),
                  ("grpc.max_send_message_length", MAX_MESSAGE)])
-    node = ShardNode(shard, writer, store)
     gate_pb2_grpc.add_GateServiceServicer_to_server(GateService(node), server)
     sales_pb2_grpc.add_SalesServiceServicer_to_server(SalesService(node), server)
     inventory_pb2_grpc.add_InventoryServiceServicer_to_server(InventoryService(node), server)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminService(node, store), server)
-    health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    if reflect:
+        from grpc_reflection.v1alpha import reflection
+        from turnstile.v1 import admin_pb2, gate_pb2, inventory_pb2, sales_pb2
+        names = [m.DESCRIPTOR.services_by_name[n].full_name for m, n in (
+            (gate_pb2, "GateService"), (sales_pb2, "SalesService"),
+            (inventory_pb2, "InventoryService"), (admin_pb2, "AdminService"))]
+        reflection.enable_server_reflection(names + ["grpc.health.v1.Health",
+                                                     reflection.SERVICE_NAME], server)
+    return server
+
+
+def _listen(server, host: str, port: int, tls) -> int:
+    addr = f"{host}:{port}"
+    if tls is None:
+        return server.add_insecure_port(addr)
+    cert, key, client_ca = tls
+    creds = grpc.ssl_server_credentials([(key, cert)], root_certificates=client_ca,
+                                        require_client_auth=client_ca is not None)
+    return server.add_secure_port(addr, creds)
+
+
+async def serve_shard(cfg: ServerConfig, shard_id: int = 0) -> None:
+    shard = Shard.open(os.path.join(cfg.data, f"shard-{shard_id}"), shard_id=shard_id)
+    store = ControlStore(os.path.join(cfg.data, "control"))
+    for venue in shard.state.venues:
+        store.place_venue(venue, shard_id)
+    writer = shard.writer(max_queue=cfg.max_queue)
+    await writer.start()
+    node = ShardNode(shard, writer, store)
+    health_servicer = health.aio.HealthServicer()
+    tls = cfg.tls()
+    servers = [_grpc_server(node, store, health_servicer, reflect=False)]
+    bound = _listen(servers[0], cfg.host, cfg.port, tls)
     if bound == 0:
-        raise SystemExit(f"shard {shard_id}: cannot listen on {host}:{port}")
-    node.address = f"{host}:{bound}"
+        raise SystemExit(f"shard {shard_id}: cannot listen on {cfg.host}:{cfg.port}")
+    node.address = f"{cfg.host}:{bound}"
+    admin_address = ""
+    if cfg.admin_port:
+        servers.append(_grpc_server(node, store, health_servicer, reflect=True))
+        admin_bound = _listen(servers[1], cfg.host, cfg.admin_port, tls)
+        if admin_bound == 0:
+            raise SystemExit(f"shard {shard_id}: cannot listen on {cfg.host}:{cfg.admin_port}")
+        admin_address = f", admin {cfg.host}:{admin_bound}"
     store.set_endpoint(shard_id, node.address)
-    await server.start()
+    for server in servers:
+        await server.start()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    print(f"listening on {node.address} (shard {shard_id}, {len(shard.state.venues)} venues)",
-          flush=True)
+    print(f"listening on {node.address} (shard {shard_id}, {len(shard.state.venues)} venues"
+          f"{admin_address}{', TLS' if tls else ''})", flush=True)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -100,16 +132,16 @@ async def serve_shard(data: str, *, host: str = "127.0.0.1", port: int = 50051, 
     await stop.wait()
     watch.cancel()
     await health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
-    await server.stop(grace_s)
+    await asyncio.gather(*(server.stop(cfg.grace_s) for server in servers))
     await writer.stop()
     shard.close()
     store.close()
     print(f"shard {shard_id} stopped", flush=True)
 
 
-def run_shard(data: str, **kw) -> None:
+def run_shard(cfg: ServerConfig, shard_id: int) -> None:
     import uvloop
-    uvloop.run(serve_shard(data, **kw))
+    uvloop.run(serve_shard(cfg, shard_id))
 
 
 # -- the supervisor ----------------------------------------------------------------------
@@ -138,18 +170,22 @@ class _Child:
             sys.stdout.flush()
 
 
-def supervise(data: str, *, host: str = "127.0.0.1", port: int = 50051, shards: int | None = None,
-              max_queue: int = 100_000, grace_s: float = 5.0) -> int:
-    shards = shards or os.cpu_count() or 1
+def supervise(cfg: ServerConfig, config_file: str | None = None) -> int:
+    cfg.tls()                                    # refuse a half TLS set-up before starting
+    data = cfg.data
+    shards = cfg.shards or os.cpu_count() or 1
     store = ControlStore(os.path.join(data, "control"))
     for pid, role, key in bootstrap_principals(store, data):
         print(f"created principal {pid} ({role}) with API key {key}", flush=True)
     store.close()
     children = []
     for k in range(shards):
-        argv = [sys.executable, "-m", "server.cli", "serve-shard", "--data", data, "--host", host,
-                "--port", str(port + k if port else 0), "--shard", str(k),
-                "--max-queue", str(max_queue), "--grace", str(grace_s)]
+        own = cfg.model_copy(update={"port": cfg.port + k if cfg.port else 0,
+                                     "admin_port": cfg.admin_port + k if cfg.admin_port else 0})
+        argv = [sys.executable, "-m", "server.cli", "serve-shard", "--shard", str(k)]
+        for name, value in own.model_dump().items():
+            if value is not None:
+                argv += ["--" + name.replace("_", "-"), str(value)]
         children.append(_Child(k, argv))
     stopping = False
 

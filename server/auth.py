@@ -43,8 +43,11 @@ TABLE: dict[str, frozenset[str]] = {
         "CreateVenue", "RotateTicketKey", "RetireTicketKey", "CreatePrincipal", "ListPrincipals",
         "CreateApiKey", "RevokeApiKey")},
 }
-# health checks need no key (load balancers, orchestrators)
-OPEN = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"})
+# health checks need no key (load balancers, orchestrators), nor does reflection, which
+# shows only the schema and is served on the admin listener alone
+OPEN = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch",
+                  "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                  "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"})
 
 
 def current() -> Principal:

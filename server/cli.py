@@ -92,27 +92,42 @@ def cmd_check(args) -> int:
     return 1 if bad else 0
 
 
+def _config(args):
+    from .config import load
+    fields = {name: getattr(args, name) for name in _config_fields()}
+    return load(args.config, **fields)
+
+
+def _config_fields():
+    from .config import ServerConfig
+    return [n for n in ServerConfig.model_fields if n != "data"] + ["data"]
+
+
 def cmd_serve(args) -> int:
     from .app import supervise
-    return supervise(args.data, host=args.host, port=args.port, shards=args.shards,
-                     max_queue=args.max_queue, grace_s=args.grace)
+    return supervise(_config(args), args.config)
 
 
 def cmd_serve_shard(args) -> int:
     from .app import run_shard
-    run_shard(args.data, host=args.host, port=args.port, shard_id=args.shard,
-              max_queue=args.max_queue, grace_s=args.grace)
+    run_shard(_config(args), args.shard)
     return 0
 
 
 def _serve_options(s) -> None:
-    s.add_argument("--data", default="data", help="data dir (default: %(default)s)")
-    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
-    s.add_argument("--max-queue", type=int, default=100_000,
-                   help="commands queued per shard before calls are shed with RESOURCE_EXHAUSTED "
-                        "(default: %(default)s)")
-    s.add_argument("--grace", type=float, default=5.0,
-                   help="seconds in-flight calls get to finish on shutdown (default: %(default)s)")
+    """One option per ServerConfig field; None means: not given (env, TOML, default)."""
+    from .config import ServerConfig
+    s.add_argument("--config", metavar="FILE", help="TOML file of these options (keys as below, "
+                                                    "with _ for -); TURNSTILE_<NAME> variables "
+                                                    "override it, options override both")
+    for name, f in ServerConfig.model_fields.items():
+        kind = {int: int, float: float}.get(f.annotation, str)
+        if f.annotation == (int | None):
+            kind = int
+        default = "" if f.default is None else f" (default: {f.default})"
+        s.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None,
+                       metavar=name.upper(),
+                       help=f"{f.description}{default}; env TURNSTILE_{name.upper()}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,18 +142,13 @@ def main(argv: list[str] | None = None) -> int:
                                    "A shard process that dies is restarted; SIGTERM or SIGINT "
                                    "drains every shard and stops.")
     _serve_options(s)
-    s.add_argument("--port", type=int, default=50051,
-                   help="port of shard 0, shard k listens on PORT+k; 0 picks free ports "
-                        "(default: %(default)s)")
-    s.add_argument("--shards", type=int, default=None,
-                   help="number of shards (default: the number of cores)")
     s.set_defaults(func=cmd_serve)
 
     ss = sub.add_parser("serve-shard", help="serve one shard (what `serve` starts per shard)",
                         description="Serve DATA/shard-N in this process; `turnstile serve` runs "
-                                    "one of these per shard. It stops if its parent dies.")
+                                    "one of these per shard, with PORT already its own. It stops "
+                                    "if its parent dies.")
     _serve_options(ss)
-    ss.add_argument("--port", type=int, default=50051, help="port; 0 picks a free one (default: %(default)s)")
     ss.add_argument("--shard", type=int, default=0, help="shard id (default: %(default)s)")
     ss.set_defaults(func=cmd_serve_shard)
 

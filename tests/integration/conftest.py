@@ -30,14 +30,14 @@ class Server:
         return (("authorization", f"Bearer {self.keys[principal]}"),)
 
 
-def start_server(data: str, day: dt.date) -> Server:
+def start_server(data: str, day: dt.date, args: tuple = (), env: dict | None = None) -> Server:
     if not os.path.isdir(os.path.join(data, "shard-0")):
         subprocess.run([sys.executable, "-m", "server.cli", "demo", "--data", data, "--start",
                         day.isoformat()], cwd=ROOT, check=True, capture_output=True, timeout=60)
     # its own session: a crash test can SIGKILL the supervisor and its shards at once
-    proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--data", data, "--port", "0"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--data", data, "--port", "0",
+                             *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True, env={**os.environ, **(env or {})})
     address = None
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

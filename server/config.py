@@ -1,0 +1,67 @@
+"""Server configuration: one TOML file, TURNSTILE_* environment variables, and the
+command line, in rising precedence (pydantic-settings).
+
+    # turnstile.toml
+    data = "/var/lib/turnstile"
+    port = 50051
+    shards = 4
+    tls_cert = "/etc/turnstile/server.crt"
+    tls_key = "/etc/turnstile/server.key"
+
+    TURNSTILE_PORT=6000 turnstile serve --config turnstile.toml --shards 2
+"""
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict, TomlConfigSettingsSource
+
+
+class ServerConfig(BaseSettings):
+    """Every option of `turnstile serve`; each has a TURNSTILE_<NAME> variable."""
+
+    model_config = SettingsConfigDict(env_prefix="TURNSTILE_", extra="forbid")
+
+    data: str = Field("data", description="data dir")
+    host: str = Field("127.0.0.1", description="address to listen on")
+    port: int = Field(50051, ge=0, le=65535,
+                      description="port of shard 0, shard k listens on PORT+k; 0 picks free ports")
+    admin_port: int = Field(0, ge=0, le=65535,
+                            description="port of shard 0's admin listener (every service plus "
+                                        "gRPC reflection), shard k on ADMIN_PORT+k; 0 = none")
+    shards: int | None = Field(None, ge=1, le=256, description="number of shards (default: cores)")
+    max_queue: int = Field(100_000, ge=1,
+                           description="commands queued per shard before calls are shed with "
+                                       "RESOURCE_EXHAUSTED")
+    grace_s: float = Field(5.0, ge=0, description="seconds in-flight calls get on shutdown")
+    tls_cert: str | None = Field(None, description="PEM certificate chain: serve TLS")
+    tls_key: str | None = Field(None, description="PEM private key of tls_cert")
+    tls_client_ca: str | None = Field(None, description="PEM CA bundle: require client "
+                                                        "certificates signed by it (mTLS)")
+
+    def tls(self) -> tuple[bytes, bytes, bytes | None] | None:
+        if not self.tls_cert and not self.tls_key:
+            return None
+        if not (self.tls_cert and self.tls_key):
+            raise ValueError("tls_cert and tls_key go together")
+        ca = open(self.tls_client_ca, "rb").read() if self.tls_client_ca else None
+        return open(self.tls_cert, "rb").read(), open(self.tls_key, "rb").read(), ca
+
+
+def load(config_file: str | None = None, **overrides) -> ServerConfig:
+    """The configuration: `overrides` (command line; None = not given) over the
+    environment over `config_file` (TOML) over the defaults."""
+
+    class _FromFile(ServerConfig):
+        model_config = SettingsConfigDict(env_prefix="TURNSTILE_", extra="forbid",
+                                          toml_file=config_file)
+
+        @classmethod
+        def settings_customise_sources(cls, settings_cls, init_settings, env_settings,
+                                       dotenv_settings, file_secret_settings):
+            sources = [init_settings, env_settings]
+            if config_file:
+                sources.append(TomlConfigSettingsSource(settings_cls))
+            return tuple(sources)
+
+    cfg = _FromFile(**{k: v for k, v in overrides.items() if v is not None})
+    return ServerConfig.model_construct(**cfg.model_dump())
