@@ -99,7 +99,10 @@ class GroupCommit:
                 await self._wake.wait()
                 continue
             n = min(len(self._queue), self.max_batch)
-            items = [self._queue.popleft() for _ in range(n)]
+            # a caller that gave up (deadline, cancellation) before its batch: not applied
+            items = [it for it in (self._queue.popleft() for _ in range(n)) if not it[1].cancelled()]
+            if not items:
+                continue
             try:
                 batch, results = shard._stage([c for c, _ in items])
             except TurnstileError as e:

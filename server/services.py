@@ -10,6 +10,7 @@ import functools
 import hashlib
 from typing import Any
 
+import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from engine import cmd, Shard, GroupCommit, TurnstileError, NotFound, InvalidArgument, AlreadyExists, \
@@ -35,6 +36,9 @@ def rpc(fn):
     call's commands are audited under its principal and method."""
     @functools.wraps(fn)
     async def wrapper(self, request, context):
+        left = context.time_remaining()
+        if left is not None and left <= 0:
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed before the call ran")
         token = _call.set(_audit_info(type(self).__name__, fn.__name__, request))
         try:
             return await fn(self, request, context)
@@ -64,6 +68,8 @@ class ShardNode:
         self.shard_id = shard.state.shard_id
 
     async def submit(self, command) -> Any:
+        """Apply a command through group commit, audited under the current call. If the
+        call is cancelled (deadline, client gone) before its batch, it is not applied."""
         command.audit = _call.get(None)
         return await self.writer.submit(command)
 

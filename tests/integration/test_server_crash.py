@@ -8,6 +8,7 @@ import threading
 import time
 
 import grpc
+import pytest
 
 from engine import demo
 from tests.integration.conftest import kill_server, start_server, stop_server
@@ -94,5 +95,55 @@ def test_tampered_audit_record_is_reported_by_the_server(tmp_path):
                                                             metadata=server.meta("admin"))
         assert (v.ok, v.first_bad_seq) == (False, 2)
         ch.close()
+    finally:
+        stop_server(server)
+
+
+def test_full_queue_sheds_load_with_resource_exhausted(tmp_path):
+    import asyncio
+    from turnstile.v1 import admin_pb2, admin_pb2_grpc
+    data = str(tmp_path / "data")
+    server = start_server(data, dt.date.today(), ("--shards", "1", "--max-queue", "1"))
+
+    async def flood():
+        async with grpc.aio.insecure_channel(server.address) as ch:
+            stub = sales_pb2_grpc.SalesServiceStub(ch)
+            slot = demo.slot_id("main", server.day, 14)
+            calls = [stub.Hold(sales_pb2.HoldRequest(venue_id="westlake", idempotency_key=f"f{k}", items=[
+                sales_pb2.Item(product_id="adult", slot_ids=[slot], qty=1)]), metadata=server.meta("demo-ota"),
+                timeout=10) for k in range(200)]
+            return await asyncio.gather(*calls, return_exceptions=True)
+    try:
+        results = asyncio.run(flood())
+        shed = [r for r in results if isinstance(r, grpc.RpcError)]
+        ok = [r for r in results if not isinstance(r, BaseException)]
+        assert ok and shed
+        assert {r.code() for r in shed} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
+        with grpc.insecure_channel(server.address) as ch:       # still serving afterwards
+            m = admin_pb2_grpc.AdminServiceStub(ch).GetShardMap(admin_pb2.GetShardMapRequest(),
+                                                               metadata=server.meta("admin"), timeout=5)
+            assert m.venues["westlake"] == 0
+    finally:
+        stop_server(server)
+
+
+def test_expired_deadline_is_not_applied(tmp_path):
+    from turnstile.v1 import inventory_pb2, inventory_pb2_grpc
+    data = str(tmp_path / "data")
+    server = start_server(data, dt.date.today(), ("--shards", "1"))
+    try:
+        with grpc.insecure_channel(server.address) as ch:
+            stub = sales_pb2_grpc.SalesServiceStub(ch)
+            slot = demo.slot_id("main", server.day, 16)
+            with pytest.raises(grpc.RpcError) as e:
+                stub.Hold(sales_pb2.HoldRequest(venue_id="westlake", idempotency_key="late", items=[
+                    sales_pb2.Item(product_id="adult", slot_ids=[slot], qty=1)]),
+                    metadata=server.meta("demo-ota"), timeout=0.000001)
+            assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            time.sleep(0.5)
+            avail = inventory_pb2_grpc.InventoryServiceStub(ch).Availability(
+                inventory_pb2.AvailabilityRequest(venue_id="westlake", date_from=server.day.isoformat()),
+                metadata=server.meta("demo-ota"))
+            assert next(s for s in avail.slots if s.slot_id == slot).held == 0
     finally:
         stop_server(server)

@@ -195,3 +195,16 @@ def test_confirm_retry_renders_the_same_codes_after_rotation(shard):
     shard.run(cmd.rotate_key())
     assert shard.run(c) == first
     assert shard.order_codes("o-rot") == [t.code for t in first.tickets]
+
+
+def test_a_command_cancelled_before_its_batch_is_not_applied(shard):
+    import asyncio
+
+    async def go():
+        async with shard.writer() as w:
+            gone = asyncio.ensure_future(w.submit(cmd.hold("web", "westlake", [HoldItem("adult", (SLOT,), 5)])))
+            kept = asyncio.ensure_future(w.submit(cmd.hold("web", "westlake", [HoldItem("adult", (SLOT,), 1)])))
+            gone.cancel()                     # before the writer ran: never applied
+            return await kept
+    kept = asyncio.run(go())
+    assert kept.hold_id == 1 and avail(shard)["held"] == 1
