@@ -285,6 +285,72 @@ class Shard:
         day = (int(self.clock()) + st.venues[z.venue].utc_offset_s) // 86400
         return st.tickets.zone_inside(st.zone_idx[zone], day)
 
+    def _zone_table(self) -> np.ndarray:
+        """zone index of (product, component)"""
+        st = self.state
+        table = np.zeros((max(len(st.product_list), 1), _core.MAX_COMPONENTS), dtype=np.int64)
+        for pi, p in enumerate(st.product_list):
+            for c, z in enumerate(p.zones):
+                table[pi, c] = st.zone_idx[z]
+        return table
+
+    def live_counts(self, venue: str, day=None) -> list[dict]:
+        """Per zone of `venue`: persons inside (today) and tickets entered on `day`."""
+        st = self.state
+        v = st.venues.get(venue)
+        if v is None:
+            raise NotFound(f"no venue {venue}", field="venue_id")
+        today = (int(self.clock()) + v.utc_offset_s) // 86400
+        day = today if day is None else to_day(day)
+        entered = st.tickets.entered.get(day)
+        per_zone = np.zeros(len(st.zones), dtype=np.int64)
+        if entered is not None and len(entered):
+            ids = np.frombuffer(entered.to_array(), dtype=np.uint32)
+            recs = np.frombuffer(st.tickets.records(), dtype=RECORD_DTYPE)[ids]
+            per_zone = np.bincount(self._zone_table()[recs["product"], recs["comp"]],
+                                   minlength=len(st.zones))
+        return [{"zone": z.id, "inside": st.tickets.zone_inside(st.zone_idx[z.id], day) if day == today else 0,
+                 "entered": int(per_zone[st.zone_idx[z.id]]), "live_capacity": z.live_capacity}
+                for z in st.zones.values() if z.venue == venue]
+
+    def ticket_counts(self, venue: str) -> list[dict]:
+        """Per product of `venue`: codes issued, used, voided, blocked."""
+        st = self.state
+        if venue not in st.venues:
+            raise NotFound(f"no venue {venue}", field="venue_id")
+        recs = np.frombuffer(st.tickets.records(), dtype=RECORD_DTYPE)
+        out = []
+        for pi, p in enumerate(st.product_list):
+            if p.venue != venue:
+                continue
+            mine = recs[recs["product"] == pi]
+            codes = mine[mine["comp"] == 0]
+            # a code is used if any component is; components follow their code
+            used = 0
+            if len(mine):
+                used = len(np.unique((np.flatnonzero(recs["product"] == pi)
+                                      - mine["comp"])[(mine["state"] & _core.STATE_USED) != 0]))
+            out.append({"product": p.id, "issued": len(codes), "used": used,
+                        "voided": int(((codes["state"] & _core.STATE_VOIDED) != 0).sum()),
+                        "blocked": int(((codes["state"] & _core.STATE_BLOCKED) != 0).sum())})
+        return out
+
+    def holder_tickets(self, id_number: str) -> list[dict]:
+        """The codes bound to a real-name holder's ID number."""
+        st = self.state
+        if not isinstance(id_number, str) or not 6 <= len(id_number) <= 32:
+            raise InvalidArgument("must be an ID number", field="id_number")
+        out = []
+        for base in st.holders.get(st.holder_key(id_number), []):
+            rec = st.tickets.record(base)
+            p = st.product_list[rec["product"]]
+            state = st.tickets.code_state(base)
+            out.append({"ticket_id": base, "product": p.id, "venue": p.venue,
+                        "first_day": rec["first_day"], "last_day": rec["last_day"],
+                        "used": bool(state & _core.STATE_USED), "voided": bool(state & _core.STATE_VOIDED),
+                        "blocked": bool(state & _core.STATE_BLOCKED)})
+        return out
+
     def public_keys(self) -> dict[int, bytes]:
         return self.state.codec.public_keys()
 

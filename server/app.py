@@ -1,5 +1,8 @@
 """Serve a node: one OS process per shard (DESIGN.md 4.1), under a supervisor.
 
+Each shard serves GateService, SalesService, InventoryService, AdminService,
+ReportService, MemberService and gRPC health.
+
     turnstile serve --data data --shards 2 --port 50051
 
 The supervisor creates the admin and demo principals on a new data dir, starts one
@@ -23,12 +26,14 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from engine import Shard
-from turnstile.v1 import admin_pb2_grpc, gate_pb2_grpc, inventory_pb2_grpc, sales_pb2_grpc
+from turnstile.v1 import (admin_pb2_grpc, gate_pb2_grpc, inventory_pb2_grpc, member_pb2_grpc,
+                          report_pb2_grpc, sales_pb2_grpc)
 
 from .auth import AuthInterceptor
 from .config import ServerConfig
 from .control import ControlStore
-from .services import AdminService, GateService, InventoryService, SalesService, ShardNode
+from .services import (AdminService, GateService, InventoryService, MemberService, ReportService,
+                       SalesService, ShardNode)
 
 MAX_MESSAGE = 16 << 20
 DEMO_PRINCIPALS = [
@@ -66,13 +71,16 @@ def _grpc_server(node: ShardNode, store: ControlStore, health_servicer, *, refle
     sales_pb2_grpc.add_SalesServiceServicer_to_server(SalesService(node), server)
     inventory_pb2_grpc.add_InventoryServiceServicer_to_server(InventoryService(node), server)
     admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminService(node, store), server)
+    report_pb2_grpc.add_ReportServiceServicer_to_server(ReportService(node), server)
+    member_pb2_grpc.add_MemberServiceServicer_to_server(MemberService(node), server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if reflect:
         from grpc_reflection.v1alpha import reflection
-        from turnstile.v1 import admin_pb2, gate_pb2, inventory_pb2, sales_pb2
+        from turnstile.v1 import admin_pb2, gate_pb2, inventory_pb2, member_pb2, report_pb2, sales_pb2
         names = [m.DESCRIPTOR.services_by_name[n].full_name for m, n in (
             (gate_pb2, "GateService"), (sales_pb2, "SalesService"),
-            (inventory_pb2, "InventoryService"), (admin_pb2, "AdminService"))]
+            (inventory_pb2, "InventoryService"), (admin_pb2, "AdminService"),
+            (report_pb2, "ReportService"), (member_pb2, "MemberService"))]
         reflection.enable_server_reflection(names + ["grpc.health.v1.Health",
                                                      reflection.SERVICE_NAME], server)
     return server

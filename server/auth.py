@@ -34,6 +34,9 @@ TABLE: dict[str, frozenset[str]] = {
     "/turnstile.v1.AdminService/QueryAudit": frozenset({"admin", "auditor"}),
     "/turnstile.v1.AdminService/VerifyAudit": frozenset({"admin", "auditor"}),
     "/turnstile.v1.AdminService/GetCatalog": ALL,
+    "/turnstile.v1.ReportService/LiveCounts": frozenset({"admin", "operator", "finance"}),
+    "/turnstile.v1.ReportService/TicketCounts": frozenset({"admin", "operator", "finance"}),
+    "/turnstile.v1.MemberService/HolderTickets": frozenset({"admin", "operator", "seller"}),
     # venue set-up: operators within their venues' scope
     **{f"/turnstile.v1.AdminService/{m}": frozenset({"admin", "operator"}) for m in (
         "CreateZone", "CreateGate", "CreateProduct", "CreateSlots", "SetSlotCapacity",

@@ -16,7 +16,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from engine import cmd, Shard, GroupCommit, TurnstileError, NotFound, InvalidArgument, AlreadyExists, \
     PermissionDenied, EntryRule, GateMode, to_day, day_to_date
 from turnstile.v1 import (admin_pb2, admin_pb2_grpc, gate_pb2, gate_pb2_grpc, inventory_pb2,
-                          inventory_pb2_grpc, sales_pb2, sales_pb2_grpc)
+                          inventory_pb2_grpc, member_pb2, member_pb2_grpc, report_pb2,
+                          report_pb2_grpc, sales_pb2, sales_pb2_grpc)
 
 from . import auth, errors
 
@@ -505,3 +506,47 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         return admin_pb2.ShardMap(
             shards=[admin_pb2.ShardEndpoint(shard=k, address=a) for k, a in sorted(endpoints.items())],
             venues=venues, version=len(endpoints) + len(venues))
+
+
+class ReportService(report_pb2_grpc.ReportServiceServicer):
+    def __init__(self, node: ShardNode):
+        self.node = node
+
+    @rpc
+    async def LiveCounts(self, request, context):
+        venue = self.node.venue(request.venue_id)
+        try:
+            day = to_day(request.date) if request.date else None
+        except ValueError:
+            raise InvalidArgument("must be YYYY-MM-DD", field="date") from None
+        rows = self.node.shard.live_counts(venue, day)
+        if day is None:
+            v = self.node.shard.state.venues[venue]
+            day = (int(self.node.shard.clock()) + v.utc_offset_s) // 86400
+        return report_pb2.LiveCountsResponse(date=day_to_date(day).isoformat(), zones=[
+            report_pb2.ZoneCount(zone_id=r["zone"], inside=r["inside"], entered_tickets=r["entered"],
+                                 live_capacity=r["live_capacity"]) for r in rows])
+
+    @rpc
+    async def TicketCounts(self, request, context):
+        venue = self.node.venue(request.venue_id)
+        return report_pb2.TicketCountsResponse(products=[
+            report_pb2.ProductCount(product_id=r["product"], issued=r["issued"], used=r["used"],
+                                    voided=r["voided"], blocked=r["blocked"])
+            for r in self.node.shard.ticket_counts(venue)])
+
+
+class MemberService(member_pb2_grpc.MemberServiceServicer):
+    def __init__(self, node: ShardNode):
+        self.node = node
+
+    @rpc
+    async def HolderTickets(self, request, context):
+        from engine.state import mask_id
+        p = auth.current()
+        rows = [r for r in self.node.shard.holder_tickets(request.id_number) if p.may_use_venue(r["venue"])]
+        return member_pb2.HolderTicketsResponse(holder=mask_id(request.id_number.upper()), tickets=[
+            member_pb2.HolderTicket(ticket_id=r["ticket_id"], product_id=r["product"], venue_id=r["venue"],
+                                    first_day=day_to_date(r["first_day"]).isoformat(),
+                                    last_day=day_to_date(r["last_day"]).isoformat(), used=r["used"],
+                                    voided=r["voided"], blocked=r["blocked"]) for r in rows])

@@ -10,12 +10,14 @@ from google.protobuf import message_factory
 from server.auth import TABLE
 from server.control import ROLES, ControlStore
 from tests.integration.conftest import start_server, stop_server
-from turnstile.v1 import admin_pb2, gate_pb2, inventory_pb2, sales_pb2
+from turnstile.v1 import admin_pb2, gate_pb2, inventory_pb2, member_pb2, report_pb2, sales_pb2
 
 SERVICES = [gate_pb2.DESCRIPTOR.services_by_name["GateService"],
             sales_pb2.DESCRIPTOR.services_by_name["SalesService"],
             inventory_pb2.DESCRIPTOR.services_by_name["InventoryService"],
-            admin_pb2.DESCRIPTOR.services_by_name["AdminService"]]
+            admin_pb2.DESCRIPTOR.services_by_name["AdminService"],
+            report_pb2.DESCRIPTOR.services_by_name["ReportService"],
+            member_pb2.DESCRIPTOR.services_by_name["MemberService"]]
 METHODS = [(f"/{svc.full_name}/{m.name}", m) for svc in SERVICES for m in svc.methods]
 
 

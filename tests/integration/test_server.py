@@ -229,3 +229,39 @@ def test_shard_map_routes_every_venue(server, stubs):
                     inventory_pb2.AvailabilityRequest(venue_id="westlake", date_from=server.day.isoformat()),
                     metadata=server.meta("demo-ota"))
             assert e.value.code() == grpc.StatusCode.NOT_FOUND and "shard 0" in e.value.details()
+
+
+def test_reports_and_holder_lookup(server, stubs):
+    from turnstile.v1 import member_pb2, member_pb2_grpc, report_pb2, report_pb2_grpc
+    ch = server.channel()
+    reports = report_pb2_grpc.ReportServiceStub(ch)
+    admin = server.meta("admin")
+    before = {z.zone_id: z.entered_tickets for z in reports.LiveCounts(
+        report_pb2.LiveCountsRequest(venue_id="westlake", date=server.day.isoformat()), metadata=admin).zones}
+    counts_before = {p.product_id: p for p in reports.TicketCounts(
+        report_pb2.TicketCountsRequest(venue_id="westlake"), metadata=admin).products}
+    # a real-name night ticket, sold at the window, scanned by the gate
+    slot = demo.slot_id("main", server.day, 8)
+    meta = server.meta("demo-window")
+    h = stubs["sales"].Hold(sales_pb2.HoldRequest(venue_id="westlake", idempotency_key="night-1", items=[
+        sales_pb2.Item(product_id="night", slot_ids=[slot], qty=1)]), metadata=meta)
+    c = stubs["sales"].Confirm(sales_pb2.ConfirmRequest(
+        hold_id=h.hold_id, order_id="win-night-1", payment=sales_pb2.Payment(method="cash", amount_fen=h.amount_fen),
+        holders=[sales_pb2.Holders(id_numbers=["110101199003074321"])]), metadata=meta)
+    assert c.tickets[0].holder == "110***********4321"
+    r = stubs["gate"].Verify(gate_pb2.VerifyRequest(id_number="110101199003074321", gate_id="north-1",
+                                                    direction=IN, scan_time=at(server, 8, 20)),
+                             metadata=server.meta("demo-gate"))
+    assert (r.reason, r.ticket_id) == (R.Value("OK"), c.tickets[0].ticket_id)
+    after = {z.zone_id: z.entered_tickets for z in reports.LiveCounts(
+        report_pb2.LiveCountsRequest(venue_id="westlake", date=server.day.isoformat()), metadata=admin).zones}
+    assert after["main"] == before["main"] + 1 and after["pagoda"] == before["pagoda"]
+    counts = {p.product_id: p for p in reports.TicketCounts(
+        report_pb2.TicketCountsRequest(venue_id="westlake"), metadata=admin).products}
+    assert counts["night"].issued == counts_before["night"].issued + 1
+    assert counts["night"].used == counts_before["night"].used + 1
+    found = member_pb2_grpc.MemberServiceStub(ch).HolderTickets(
+        member_pb2.HolderTicketsRequest(id_number="110101199003074321"), metadata=meta)
+    assert found.holder == "110***********4321"
+    assert [(t.ticket_id, t.used) for t in found.tickets] == [(c.tickets[0].ticket_id, True)]
+    ch.close()
