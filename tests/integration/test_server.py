@@ -265,3 +265,55 @@ def test_reports_and_holder_lookup(server, stubs):
     assert found.holder == "110***********4321"
     assert [(t.ticket_id, t.used) for t in found.tickets] == [(c.tickets[0].ticket_id, True)]
     ch.close()
+
+
+def _snapshot(server, stubs):
+    from turnstile.v1 import report_pb2, report_pb2_grpc
+    with server.channel() as ch:
+        counts = report_pb2_grpc.ReportServiceStub(ch).TicketCounts(
+            report_pb2.TicketCountsRequest(venue_id="westlake"), metadata=server.meta("admin"))
+    avail = stubs["inventory"].Availability(inventory_pb2.AvailabilityRequest(
+        venue_id="westlake", date_from=server.day.isoformat()), metadata=server.meta("demo-ota"))
+    return counts, avail
+
+
+BAD_CALLS = [
+    # (stub, method, principal, request maker, expected code, field)
+    ("gate", "Verify", "demo-gate", lambda s: gate_pb2.VerifyRequest(code="X", gate_id="north-1"),
+     grpc.StatusCode.INVALID_ARGUMENT, "direction"),
+    ("gate", "Verify", "demo-gate", lambda s: gate_pb2.VerifyRequest(code="X", gate_id="nowhere", direction=IN),
+     grpc.StatusCode.NOT_FOUND, "gate_id"),
+    ("gate", "Verify", "demo-gate", lambda s: gate_pb2.VerifyRequest(gate_id="north-1", direction=IN),
+     grpc.StatusCode.INVALID_ARGUMENT, "credential"),
+    ("gate", "Verify", "demo-gate", lambda s: gate_pb2.VerifyRequest(code="X", gate_id="south-exit", direction=IN),
+     grpc.StatusCode.INVALID_ARGUMENT, "direction"),
+    ("gate", "VerifyBatch", "demo-gate", lambda s: gate_pb2.VerifyBatchRequest(
+        codes=["A", "B"], gate_ids=["north-1"], direction=IN), grpc.StatusCode.INVALID_ARGUMENT, "gates"),
+    ("sales", "Confirm", "demo-ota", lambda s: sales_pb2.ConfirmRequest(
+        hold_id=999999, order_id="o-bad", payment=sales_pb2.Payment(method="cash")),
+     grpc.StatusCode.NOT_FOUND, "hold_id"),
+    ("sales", "Confirm", "demo-ota", lambda s: sales_pb2.ConfirmRequest(
+        hold_id=1, order_id="bad id", payment=sales_pb2.Payment(method="cash")),
+     grpc.StatusCode.INVALID_ARGUMENT, "order_id"),
+    ("sales", "Refund", "demo-ota", lambda s: sales_pb2.RefundRequest(order_id="nope", refund_id="r"),
+     grpc.StatusCode.NOT_FOUND, "order_id"),
+    ("inventory", "Availability", "demo-ota", lambda s: inventory_pb2.AvailabilityRequest(
+        venue_id="westlake", date_from="23/11/2026"), grpc.StatusCode.INVALID_ARGUMENT, "date_from"),
+    ("admin", "CreateSlots", "admin", lambda s: admin_pb2.CreateSlotsRequest(venue_id="westlake", slots=[
+        admin_pb2.SlotSpec(slot_id="bad-slot", zone_id="main", date=s.day.isoformat(), capacity=5)]),
+     grpc.StatusCode.INVALID_ARGUMENT, "slots[0].end"),
+    ("admin", "SetSlotCapacity", "admin", lambda s: admin_pb2.SetSlotCapacityRequest(
+        venue_id="westlake", slot_id=demo.slot_id("main", s.day, 8), capacity=-1),
+     grpc.StatusCode.INVALID_ARGUMENT, "capacity"),
+]
+
+
+@pytest.mark.parametrize("stub,method,who,make,code,field", BAD_CALLS,
+                         ids=[f"{m}-{f}" for _, m, _, _, _, f in BAD_CALLS])
+def test_bad_input_field_by_field(server, stubs, stub, method, who, make, code, field):
+    before = _snapshot(server, stubs)
+    with pytest.raises(grpc.RpcError) as e:
+        getattr(stubs[stub], method)(make(server), metadata=server.meta(who), timeout=10)
+    assert e.value.code() == code
+    assert error_info(e.value)[1] == field
+    assert _snapshot(server, stubs) == before
