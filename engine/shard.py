@@ -161,9 +161,9 @@ class Shard:
                       principal: str | None = None) -> list[dict]:
         """Committed audit records after `after_seq`, oldest first."""
         out = []
-        for _, raw in self.storage.rows_with_prefix(audit.PREFIX):
+        for _, raw in self.storage.rows_with_prefix(audit.PREFIX, audit.key(after_seq + 1)):
             rec = json.loads(raw)
-            if rec["seq"] <= after_seq or principal and rec["principal"] != principal:
+            if principal and rec["principal"] != principal:
                 continue
             out.append(rec)
             if len(out) >= limit:

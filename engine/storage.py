@@ -89,10 +89,11 @@ class Storage:
         with self.env.begin(db=self.rows, buffers=False) as txn:
             return txn.get(key)
 
-    def rows_with_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+    def rows_with_prefix(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """Rows whose key starts with prefix, in key order, from `start` if given."""
         with self.env.begin(db=self.rows) as txn:
             cur = txn.cursor()
-            if cur.set_range(prefix):
+            if cur.set_range(start or prefix):
                 for k, v in cur:
                     if not k.startswith(prefix):
                         break
