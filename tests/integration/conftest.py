@@ -38,6 +38,15 @@ def start_server(data: str, day: dt.date, args: tuple = (), env: dict | None = N
     proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--data", data, "--port", "0",
                              *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True, env={**os.environ, **(env or {})})
+    try:
+        return _await_server(proc, data, day)
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)          # never leave a server behind
+        proc.wait(10)
+        raise
+
+
+def _await_server(proc: subprocess.Popen, data: str, day: dt.date) -> Server:
     address = None
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -48,7 +57,6 @@ def start_server(data: str, day: dt.date, args: tuple = (), env: dict | None = N
             address = line.split()[2]
             break
     if address is None:
-        proc.kill()
         raise RuntimeError(f"server did not start: {proc.stdout.read()}")
     keys = {}
     path = os.path.join(data, "demo-keys.txt")       # absent if principals were made first
