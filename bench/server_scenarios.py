@@ -1,0 +1,1135 @@
+"""Server scenarios: a real `turnstile serve` on 127.0.0.1 under gRPC load (DESIGN.md 9).
+
+    python -m bench.server_scenarios server [--quick] [--json out.json] [--no-profile]
+
+One run, in one process (bench/run.py starts it like the engine scenarios):
+
+1. a new temp data dir seeded with `turnstile demo --data DIR --start <today>`;
+2. `turnstile serve --data DIR --port 0` as a subprocess in its own session (one process
+   per shard under the supervisor); as the admin principal, through AdminService: a zone
+   without a live-capacity limit (the demo's main zone stops at 30,000 inside), its entry
+   gate, a single-use product and a whole-day slot; eight channel principals and their API
+   keys; the flash-sale slot set to a capacity of 10,000 (SetSlotCapacity). The first
+   tickets are sold through SalesService Hold + Confirm (10,000 per order, signed codes);
+3. the server is stopped (SIGTERM to its process group) and the rest of the tickets are
+   issued in bulk through the engine on the data dir (`bench.issue_bulk`, as the engine
+   scenarios do; a shard dir is locked by the process that has it open);
+4. the server is started again and measured, with grpc.aio clients in this process
+   (asyncio or uvloop loop), every request to 127.0.0.1, every run bounded in count and
+   time: unary Verify at 64 and at 4 calls in flight, VerifyStream in batches of 100,
+   a flash sale of SalesService.Hold on one hot slot (checked through
+   InventoryService.Availability during and after it, and in the shard's own order through
+   AdminService.QueryAudit); then every code is scanned again (each must be ALREADY_USED);
+5. the server is stopped and the shard opened with the engine: the invariants hold
+   (`Shard.check`), and the tickets in `used` are exactly those the clients saw admitted.
+
+The server and every helper process die with this process (PR_SET_PDEATHSIG), so a
+timeout in bench/run.py leaves nothing running.
+
+Diagnostics that explain the numbers: the CPU the shard process spent per call (from
+/proc, main thread apart), the group-commit batches the writer formed (read from the
+shard's LMDB journal, read-only, after each run), the LMDB bytes written per call, the
+grpcio floor (the same load against a bare grpc.aio server in a process of its own,
+without and with the project's auth interceptor), and a py-spy profile of the shard
+process (when py-spy is installed: `pip install py-spy`).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as _dt
+import os
+import random
+import resource
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from bench import TempDir, dumps, issue_bulk, max_rss_mb, percentiles, render_codes
+from engine import Shard, demo
+from turnstile.v1 import (admin_pb2, admin_pb2_grpc, common_pb2, gate_pb2, gate_pb2_grpc,
+                          inventory_pb2, inventory_pb2_grpc, sales_pb2, sales_pb2_grpc)
+
+ROOT = Path(__file__).resolve().parent.parent
+VENUE = demo.VENUE
+ZONE = "bench-plaza"
+GATE_IN = "bench-plaza-in"
+PRODUCT = "bench-plaza-day"          # single use, one zone, one day
+FLASH_CAPACITY = 10_000
+CHANNELS = 8
+OK = int(common_pb2.OK)
+ALREADY_USED = int(common_pb2.ALREADY_USED)
+REASON = common_pb2.ScanReason.Name
+MAX_MESSAGE = 16 << 20
+CALL_TIMEOUT = 30.0
+STREAMS, WINDOW = 128, 2              # VerifyStream: streams at once, batches in flight on each
+_CLK = os.sysconf("SC_CLK_TCK")
+
+
+# -- processes and their CPU (from /proc) -----------------------------------------------------
+def _stat(path: str) -> tuple[str, list[str]]:
+    raw = Path(path).read_text()
+    name = raw.split("(", 1)[1].rsplit(")", 1)[0]
+    return name, raw.rsplit(")", 1)[1].split()
+
+
+def proc_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of a process, all its threads."""
+    try:
+        f = _stat(f"/proc/{pid}/stat")[1]
+        return (int(f[11]) + int(f[12])) / _CLK
+    except (OSError, IndexError):
+        return 0.0
+
+
+def thread_cpu_s(pid: int) -> dict[int, tuple[str, float]]:
+    """tid -> (name, CPU seconds) of every thread of a process."""
+    out = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            name, f = _stat(f"/proc/{pid}/task/{tid}/stat")
+            out[int(tid)] = (name, (int(f[11]) + int(f[12])) / _CLK)
+        except (OSError, IndexError):
+            pass
+    return out
+
+
+def children(pid: int) -> list[tuple[int, str]]:
+    """(pid, command line) of the direct children of a process."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            f = _stat(f"/proc/{d}/stat")[1]
+            if int(f[1]) == pid:
+                out.append((int(d), Path(f"/proc/{d}/cmdline").read_text().replace("\0", " ")))
+        except (OSError, IndexError, ValueError):
+            pass
+    return out
+
+
+def machine_busy_s() -> float:
+    f = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, idle, iowait, irq, softirq, steal = (int(x) for x in f[:8])
+    return (user + nice + system + irq + softirq + steal) / _CLK
+
+
+def self_cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+# -- the server under test ----------------------------------------------------------------------
+class LiveServer:
+    """`turnstile serve --data DIR --port 0` in its own session; stopped by SIGTERM to its
+    process group (the supervisor drains every shard), SIGKILL if it will not stop."""
+
+    def __init__(self, data: str):
+        self.data = data
+        self.proc: subprocess.Popen | None = None
+        self.address = ""
+        self.keys: dict[str, str] = {}
+        self.log: list[str] = []
+
+    def start(self, timeout: float = 60) -> "LiveServer":
+        # the server reads TURNSTILE_* variables as configuration: none of ours leaks in
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TURNSTILE_")}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "server.cli", "serve", "--data", self.data, "--port", "0"],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True, env=env, preexec_fn=_die_with_parent)
+        box: list[str] = []
+
+        def read() -> None:          # keeps reading, so a full pipe never blocks the server
+            for line in self.proc.stdout:
+                self.log.append(line.rstrip())
+                if line.startswith("listening on ") and not box:
+                    box.append(line.split()[2])
+
+        threading.Thread(target=read, daemon=True).start()
+        deadline = time.monotonic() + timeout
+        while not box and time.monotonic() < deadline and self.proc.poll() is None:
+            time.sleep(0.02)
+        if not box:
+            self.stop()
+            raise RuntimeError("server did not start:\n" + "\n".join(self.log[-20:]))
+        self.address = box[0]
+        self.keys = {}
+        with open(os.path.join(self.data, "demo-keys.txt")) as f:
+            for row in f:
+                pid, _role, key = row.split()
+                self.keys[pid] = key
+        return self
+
+    def shard_pid(self, shard: int = 0) -> int:
+        for pid, cmdline in children(self.proc.pid):
+            if f"--shard {shard} " in cmdline + " ":
+                return pid
+        raise RuntimeError(f"no process for shard {shard}")
+
+    def pids(self) -> list[int]:
+        return [self.proc.pid] + [p for p, _ in children(self.proc.pid)]
+
+    def stop(self, timeout: float = 60) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            return self.proc.wait(10)
+        except ProcessLookupError:
+            return self.proc.wait(10)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the bench process dies, even by SIGKILL (a
+    timeout in bench/run.py), so no server outlives the run (Linux prctl PR_SET_PDEATHSIG)."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def meta(key: str) -> tuple:
+    return (("authorization", f"Bearer {key}"),)
+
+
+# -- the shard's LMDB, read-only, while the server runs -------------------------------------------
+class ShardPeek:
+    """Batches the writer committed, audit rows and LMDB size, read from the shard's LMDB
+    environment in read-only transactions (LMDB allows readers in other processes; the
+    server's own lock is on writing). Diagnostics only."""
+
+    _U64 = struct.Struct(">Q")
+
+    def __init__(self, path: str):
+        import lmdb
+        self.env = lmdb.open(path, readonly=True, lock=True, max_dbs=8, subdir=True,
+                             map_size=64 << 30)    # as the server maps it: room to grow
+        self.journal = self.env.open_db(b"journal", create=False)
+        self.rows = self.env.open_db(b"rows", create=False)
+
+    def mark(self) -> dict:
+        with self.env.begin() as txn:
+            cur = txn.cursor(db=self.journal)
+            seq = self._U64.unpack(cur.key())[0] if cur.last() else 0
+            cur = txn.cursor(db=self.rows)
+            audit = 0
+            if cur.set_range(b"audit/\xff"):
+                ok = cur.prev()
+            else:
+                ok = cur.last()
+            if ok and cur.key().startswith(b"audit/"):
+                audit = int(cur.key()[6:], 16)
+        info, st = self.env.info(), self.env.stat()
+        return {"seq": seq, "audit": audit, "bytes": (info["last_pgno"] + 1) * st["psize"],
+                "rows": txn_rows(self.env, self.rows)}
+
+    def batches(self, after: int) -> list[int]:
+        """Records (commands) per journal batch committed after `after`."""
+        from engine.journal import records
+        out = []
+        with self.env.begin(db=self.journal) as txn:
+            cur = txn.cursor()
+            if cur.set_range(self._U64.pack(after + 1)):
+                for _, v in cur:
+                    out.append(sum(1 for _ in records(bytes(v))))
+        return out
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def txn_rows(env, db) -> int:
+    with env.begin() as txn:
+        return txn.stat(db)["entries"]
+
+
+def batch_stats(sizes: list[int]) -> dict:
+    if not sizes:
+        return {"batches": 0}
+    s = sorted(sizes)
+    hist = Counter()
+    for x in s:
+        hist["1" if x == 1 else "2-7" if x < 8 else "8-31" if x < 32 else "32-63" if x < 64
+             else "64" if x == 64 else "65-255" if x < 256 else "256+"] += 1
+    return {"batches": len(s), "commands": sum(s), "mean": sum(s) / len(s),
+            "p50": s[len(s) // 2], "max": s[-1], "histogram": dict(hist)}
+
+
+class Measure:
+    """What one run cost: wall time, CPU of the shard process (main thread apart) and of
+    the rest of the server, of this load generator, of other processes on the machine; and
+    what the shard's writer committed meanwhile."""
+
+    def __init__(self, server: LiveServer | None, peek: ShardPeek | None = None,
+                 pid: int | None = None):
+        self.server, self.peek = server, peek
+        self.pid = pid if pid is not None else server.shard_pid(0)
+        self.all = server.pids() if server else [self.pid]
+
+    def __enter__(self) -> "Measure":
+        self.m0 = self.peek.mark() if self.peek else None
+        self.t0 = time.perf_counter()
+        self.busy0, self.self0 = machine_busy_s(), self_cpu_s()
+        self.th0 = thread_cpu_s(self.pid)
+        self.srv0 = sum(proc_cpu_s(p) for p in self.all)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        wall = time.perf_counter() - self.t0
+        th1 = thread_cpu_s(self.pid)
+        srv = sum(proc_cpu_s(p) for p in self.all) - self.srv0
+        mine = self_cpu_s() - self.self0
+        busy = machine_busy_s() - self.busy0
+        main = th1.get(self.pid, ("", 0.0))[1] - self.th0.get(self.pid, ("", 0.0))[1]
+        shard = sum(c for _, c in th1.values()) - sum(c for _, c in self.th0.values())
+        threads = {}
+        for tid, (name, c) in th1.items():
+            if tid != self.pid:
+                d = c - self.th0.get(tid, (name, 0.0))[1]
+                if d > 0:
+                    threads[name] = threads.get(name, 0.0) + d
+        self.result = {
+            "wall_s": wall, "shard_cpu_s": shard, "shard_main_cpu_s": main,
+            "shard_other_threads_cpu_s": {k: round(v, 3) for k, v in threads.items()},
+            "server_cpu_s": srv, "client_cpu_s": mine,
+            "other_load": max(0.0, (busy - srv - mine) / wall) if wall > 0 else float("nan")}
+        if self.peek:
+            m1 = self.peek.mark()
+            self.result["batch"] = batch_stats(self.peek.batches(self.m0["seq"]))
+            self.result["commits"] = m1["seq"] - self.m0["seq"]
+            self.result["audit_records"] = m1["audit"] - self.m0["audit"]
+            self.result["lmdb_growth_bytes"] = m1["bytes"] - self.m0["bytes"]
+            self.result["rows_added"] = m1["rows"] - self.m0["rows"]
+
+
+def _cost(res: dict, calls: int, items: int | None = None) -> dict:
+    """Per-call and per-item costs of a measured run."""
+    w = res["wall_s"]
+    out = {"shard_cores": res["shard_cpu_s"] / w, "shard_main_cores": res["shard_main_cpu_s"] / w,
+           "client_cores": res["client_cpu_s"] / w,
+           "shard_us_per_call": res["shard_cpu_s"] / calls * 1e6,
+           "shard_main_us_per_call": res["shard_main_cpu_s"] / calls * 1e6,
+           "client_us_per_call": res["client_cpu_s"] / calls * 1e6}
+    if items:
+        out["shard_us_per_item"] = res["shard_cpu_s"] / items * 1e6
+    return out
+
+
+def _us(d: dict) -> dict:
+    return {k: round(v * 1e6, 1) for k, v in d.items()}
+
+
+def run_loop(main: Callable, loop: str):
+    if loop == "uvloop":
+        import uvloop
+        return uvloop.run(main())
+    return asyncio.run(main())
+
+
+class Checks:
+    def __init__(self):
+        self.items: list[dict] = []
+
+    def __call__(self, name: str, passed: bool, detail: Any = "") -> bool:
+        self.items.append({"check": name, "passed": bool(passed), "detail": str(detail)})
+        return bool(passed)
+
+    @property
+    def ok(self) -> bool:
+        return all(c["passed"] for c in self.items)
+
+
+def _channel(address: str, **extra) -> grpc.aio.Channel:
+    opts = [("grpc.max_receive_message_length", MAX_MESSAGE),
+            ("grpc.max_send_message_length", MAX_MESSAGE)]
+    opts += list(extra.items())
+    return grpc.aio.insecure_channel(address, options=opts)
+
+
+# -- set-up through the API ---------------------------------------------------------------------
+def setup_catalog(server: LiveServer, day: _dt.date, flash_slot: str) -> dict:
+    """As the admin principal: the bench zone, gate, product and slot, channel principals
+    with their keys, and the flash-sale slot's capacity."""
+    adm = meta(server.keys["admin"])
+    plaza_slot = f"{ZONE}-{day:%Y%m%d}"
+    start = demo.local_time(day, 0)
+    with grpc.insecure_channel(server.address) as ch:
+        a = admin_pb2_grpc.AdminServiceStub(ch)
+        a.CreateZone(admin_pb2.CreateZoneRequest(
+            venue_id=VENUE, zone_id=ZONE, name="Bench plaza (no live-capacity limit)",
+            idempotency_key="bench-zone"), metadata=adm, timeout=30)
+        a.CreateGate(admin_pb2.CreateGateRequest(
+            venue_id=VENUE, zone_id=ZONE, gate_id=GATE_IN, mode=admin_pb2.GATE_IN,
+            idempotency_key="bench-gate"), metadata=adm, timeout=30)
+        a.CreateProduct(admin_pb2.CreateProductRequest(
+            venue_id=VENUE, product_id=PRODUCT, name="Bench plaza day ticket", zone_ids=[ZONE],
+            rule=admin_pb2.EntryRule(max_entries=1, valid_days=1, slot_grace_s=0),
+            price_fen=1000, refundable=True, idempotency_key="bench-product"),
+            metadata=adm, timeout=30)
+        a.CreateSlots(admin_pb2.CreateSlotsRequest(venue_id=VENUE, slots=[admin_pb2.SlotSpec(
+            slot_id=plaza_slot, zone_id=ZONE, date=day.isoformat(), start=Timestamp(seconds=start),
+            end=Timestamp(seconds=start + 86400), capacity=10 ** 9)],
+            idempotency_key="bench-slots"), metadata=adm, timeout=30)
+        channel_keys = []
+        for k in range(CHANNELS):
+            a.CreatePrincipal(admin_pb2.CreatePrincipalRequest(
+                principal_id=f"bench-ch{k}", role=admin_pb2.CHANNEL, venue_ids=[VENUE],
+                channel=f"ch{k}", idempotency_key=f"bench-principal-{k}"), metadata=adm, timeout=30)
+            channel_keys.append(a.CreateApiKey(admin_pb2.CreateApiKeyRequest(
+                principal_id=f"bench-ch{k}", idempotency_key=f"bench-key-{k}"),
+                metadata=adm, timeout=30).secret)
+        c = a.SetSlotCapacity(admin_pb2.SetSlotCapacityRequest(
+            venue_id=VENUE, slot_id=flash_slot, capacity=FLASH_CAPACITY,
+            idempotency_key="bench-flash-capacity"), metadata=adm, timeout=30)
+    return {"plaza_slot": plaza_slot, "channel_keys": channel_keys,
+            "flash_slot": {"slot": flash_slot, "capacity": c.capacity, "sold": c.sold, "held": c.held}}
+
+
+def sell_real(server: LiveServer, slot: str, count: int, per_order: int = 10_000) -> list[tuple[int, str]]:
+    """Sell `count` tickets through SalesService Hold + Confirm (signed codes)."""
+    out: list[tuple[int, str]] = []
+    m = meta(server.keys["demo-ota"])
+    with grpc.insecure_channel(server.address, options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE)]) as ch:
+        s = sales_pb2_grpc.SalesServiceStub(ch)
+        k = 0
+        while len(out) < count:
+            q = min(per_order, count - len(out))
+            h = s.Hold(sales_pb2.HoldRequest(
+                venue_id=VENUE, idempotency_key=f"bench-cart-{k}",
+                items=[sales_pb2.Item(product_id=PRODUCT, slot_ids=[slot], qty=q)]),
+                metadata=m, timeout=120)
+            c = s.Confirm(sales_pb2.ConfirmRequest(
+                hold_id=h.hold_id, order_id=f"bench-order-{k}",
+                payment=sales_pb2.Payment(method="alipay", reference=f"bench-{k}",
+                                          amount_fen=h.amount_fen)), metadata=m, timeout=120)
+            out += [(t.ticket_id, t.code) for t in c.tickets]
+            k += 1
+    return out
+
+
+def bulk_issue(data: str, slot: str, signed: int, mac_only: int) -> tuple[list, list, dict]:
+    """With the server stopped: issue tickets in bulk through the engine (bench.issue_bulk)
+    and render their codes; `signed` signed codes, then `mac_only` MAC-only codes."""
+    t = time.perf_counter()
+    shard = Shard.open(os.path.join(data, "shard-0"), shard_id=0)
+    try:
+        n = signed + mac_only
+        first = issue_bulk(shard, n, product=PRODUCT, slot=slot, channel="bench-bulk")
+        t1 = time.perf_counter()
+        a = render_codes(shard, first, signed, signed=True)
+        t2 = time.perf_counter()
+        b = render_codes(shard, first + signed, mac_only, signed=False)
+        t3 = time.perf_counter()
+        violations = shard.check()
+    finally:
+        shard.close()
+    return ([(first + k, c) for k, c in enumerate(a)],
+            [(first + signed + k, c) for k, c in enumerate(b)],
+            {"issue_s": t1 - t, "render_signed_s": t2 - t1, "render_mac_s": t3 - t2,
+             "check_violations": [str(v) for v in violations], "total_s": time.perf_counter() - t})
+
+
+# -- load: unary Verify -------------------------------------------------------------------------
+def _deal(items: list, inflight: int, dupes: float, rng: random.Random) -> list[list]:
+    """Every item once, dealt round-robin to `inflight` workers; a fraction `dupes` of them
+    ALSO to another worker at a random place (two gates scanning one code at once)."""
+    work = [items[k::inflight] for k in range(inflight)]
+    if inflight > 1:
+        for k in rng.sample(range(len(items)), int(len(items) * dupes)):
+            home = k % inflight
+            other = (home + rng.randrange(1, inflight)) % inflight
+            work[other].insert(rng.randrange(len(work[other]) + 1), items[k])
+    return work
+
+
+async def _unary_verify(address: str, key: str, work: list[list], at: int, deadline_s: float):
+    m = meta(key)
+    ts = Timestamp(seconds=at)
+    lat: list[float] = []
+    out: list[tuple[int, int, int]] = []
+    cut = False
+    # requests built before the clock starts: the load generator's CPU is not the server's
+    reqs = [[(tid, gate_pb2.VerifyRequest(code=code, gate_id=GATE_IN, direction=common_pb2.IN,
+                                          scan_time=ts)) for tid, code in w] for w in work]
+    async with _channel(address) as ch:
+        verify = gate_pb2_grpc.GateServiceStub(ch).Verify
+        await ch.channel_ready()
+        stop = time.perf_counter() + deadline_s
+
+        async def worker(items):
+            nonlocal cut
+            clock, push, lpush = time.perf_counter, out.append, lat.append
+            for tid, req in items:
+                t0 = clock()
+                r = await verify(req, metadata=m, timeout=CALL_TIMEOUT)
+                t1 = clock()
+                lpush(t1 - t0)
+                push((tid, r.reason, r.ticket_id))
+                if t1 > stop:
+                    cut = True
+                    return
+
+        t = time.perf_counter()
+        await asyncio.gather(*(worker(w) for w in reqs))
+        elapsed = time.perf_counter() - t
+    return {"lat": lat, "out": out, "elapsed": elapsed, "cut": cut}
+
+
+def verify_unary(server: LiveServer, peek: ShardPeek, codes: list, *, inflight: int, loop: str,
+                 at: int, deadline_s: float, dupes: float = 0.01, seed: int = 7,
+                 label: str = "") -> tuple[dict, list]:
+    work = _deal(codes, inflight, dupes, random.Random(seed))
+    with Measure(server, peek) as meas:
+        run = run_loop(lambda: _unary_verify(server.address, server.keys["demo-gate"], work, at,
+                                             deadline_s), loop)
+    r = meas.result
+    calls = len(run["out"])
+    res = {"scenario": "server-verify", "label": label, "loop": loop, "inflight": inflight,
+           "calls_planned": sum(len(w) for w in work), "calls": calls,
+           "cut_by_deadline": run["cut"], "elapsed_s": run["elapsed"],
+           "throughput_per_s": calls / run["elapsed"],
+           "latency_us": _us(percentiles(run["lat"])), **r, **_cost(r, calls)}
+    return res, run["out"]
+
+
+# -- load: VerifyStream -------------------------------------------------------------------------
+async def _stream_verify(address: str, key: str, work: list[list], at: int, window: int,
+                         deadline_s: float):
+    m = meta(key)
+    ts = Timestamp(seconds=at)
+    lat: list[float] = []
+    out: list[tuple[list, bytes, list]] = []
+    cut = False
+    reqs = [[(b, gate_pb2.VerifyBatchRequest(codes=[c for _, c in b], gate_id=GATE_IN,
+                                             direction=common_pb2.IN, scan_time=ts)) for b in w]
+            for w in work]
+    async with _channel(address) as ch:
+        stub = gate_pb2_grpc.GateServiceStub(ch)
+        await ch.channel_ready()
+        stop = time.perf_counter() + deadline_s
+
+        async def one(batches):
+            call = stub.VerifyStream(metadata=m, timeout=deadline_s + CALL_TIMEOUT)
+            room = asyncio.Semaphore(window)
+            sent: list[float] = []
+
+            async def send():
+                nonlocal cut
+                for _, req in batches:
+                    await room.acquire()
+                    if time.perf_counter() > stop:
+                        cut = True
+                        break
+                    sent.append(time.perf_counter())
+                    await call.write(req)
+                await call.done_writing()
+
+            sender = asyncio.ensure_future(send())
+            k = 0
+            async for resp in call:
+                lat.append(time.perf_counter() - sent[k])
+                out.append(([tid for tid, _ in batches[k][0]], bytes(resp.reasons),
+                            list(resp.ticket_ids)))
+                k += 1
+                room.release()
+            await sender
+
+        t = time.perf_counter()
+        await asyncio.gather(*(one(w) for w in reqs))
+        elapsed = time.perf_counter() - t
+    return {"lat": lat, "out": out, "elapsed": elapsed, "cut": cut}
+
+
+def verify_stream(server: LiveServer, peek: ShardPeek, codes: list, *, streams: int, per: int,
+                  window: int, loop: str, at: int, deadline_s: float, label: str = "") -> tuple[dict, list]:
+    batches = [codes[i:i + per] for i in range(0, len(codes), per)]
+    work = [batches[k::streams] for k in range(streams)]
+    with Measure(server, peek) as meas:
+        run = run_loop(lambda: _stream_verify(server.address, server.keys["demo-gate"], work, at,
+                                              window, deadline_s), loop)
+    r = meas.result
+    n_codes = sum(len(x[1]) for x in run["out"])
+    res = {"scenario": "server-stream", "label": label, "loop": loop, "streams": streams,
+           "per_call": per, "window": window, "codes_planned": len(codes), "codes": n_codes,
+           "calls": len(run["out"]), "cut_by_deadline": run["cut"], "elapsed_s": run["elapsed"],
+           "throughput_per_s": n_codes / run["elapsed"],
+           "calls_per_s": len(run["out"]) / run["elapsed"],
+           "latency_us": _us(percentiles(run["lat"])), **r,
+           **_cost(r, max(1, len(run["out"])), n_codes)}
+    return res, run["out"]
+
+
+# -- load: the flash sale ------------------------------------------------------------------------
+async def _flash(address: str, keys: list[str], admin_key: str, asks: list[tuple[int, int]],
+                 inflight: int, venue_day: str, slot: str, deadline_s: float):
+    from server.errors import error_info
+    lat: list[float] = []
+    out: list[tuple[int, Any, float]] = []
+    cut = False
+    metas = [meta(k) for k in keys]
+    reqs = [(k, c, sales_pb2.HoldRequest(
+        venue_id=VENUE, idempotency_key=f"flash-{k}", ttl_s=3600,
+        items=[sales_pb2.Item(product_id="adult", slot_ids=[slot], qty=1)])) for k, c in asks]
+    work = [reqs[k::inflight] for k in range(inflight)]
+    peak = {"max_used": 0, "polls": 0}
+    done = asyncio.Event()
+    async with _channel(address) as ch:
+        hold = sales_pb2_grpc.SalesServiceStub(ch).Hold
+        inv = inventory_pb2_grpc.InventoryServiceStub(ch)
+        await ch.channel_ready()
+        stop = time.perf_counter() + deadline_s
+
+        async def poll():       # sold + held seen during the sale: never above capacity
+            req = inventory_pb2.AvailabilityRequest(venue_id=VENUE, date_from=venue_day, zone_id="main")
+            while not done.is_set():
+                r = await inv.Availability(req, metadata=meta(admin_key), timeout=CALL_TIMEOUT)
+                for s in r.slots:
+                    if s.slot_id == slot:
+                        peak["max_used"] = max(peak["max_used"], s.sold + s.held)
+                peak["polls"] += 1
+                try:
+                    await asyncio.wait_for(done.wait(), 0.1)
+                except asyncio.TimeoutError:
+                    pass
+
+        async def worker(items):
+            nonlocal cut
+            clock = time.perf_counter
+            for k, c, req in items:
+                t0 = clock()
+                try:
+                    r = await hold(req, metadata=metas[c], timeout=CALL_TIMEOUT)
+                    res: Any = r.hold_id
+                except grpc.aio.AioRpcError as e:
+                    reason, _ = error_info(e)
+                    res = reason or e.code().name
+                t1 = clock()
+                lat.append(t1 - t0)
+                out.append((k, res, t1))
+                if t1 > stop:
+                    cut = True
+                    return
+
+        poller = asyncio.ensure_future(poll())
+        t = time.perf_counter()
+        await asyncio.gather(*(worker(w) for w in work))
+        elapsed = time.perf_counter() - t
+        done.set()
+        await poller
+    return {"lat": lat, "out": out, "elapsed": elapsed, "cut": cut, "t0": t, "peak": peak}
+
+
+async def _hold_again(address: str, keys: list[str], asks: list[tuple[int, int]], slot: str):
+    """The same Hold requests again, same idempotency keys: the first answers come back."""
+    async with _channel(address) as ch:
+        hold = sales_pb2_grpc.SalesServiceStub(ch).Hold
+        out = []
+        for k, c in asks:
+            r = await hold(sales_pb2.HoldRequest(
+                venue_id=VENUE, idempotency_key=f"flash-{k}", ttl_s=3600,
+                items=[sales_pb2.Item(product_id="adult", slot_ids=[slot], qty=1)]),
+                metadata=meta(keys[c]), timeout=CALL_TIMEOUT)
+            out.append((k, r.hold_id))
+    return out
+
+
+def availability(server: LiveServer, day: _dt.date, slot: str) -> dict:
+    with grpc.insecure_channel(server.address) as ch:
+        r = inventory_pb2_grpc.InventoryServiceStub(ch).Availability(
+            inventory_pb2.AvailabilityRequest(venue_id=VENUE, date_from=day.isoformat(), zone_id="main"),
+            metadata=meta(server.keys["admin"]), timeout=CALL_TIMEOUT)
+    for s in r.slots:
+        if s.slot_id == slot:
+            return {"capacity": s.capacity, "sold": s.sold, "held": s.held, "remaining": s.remaining}
+    raise RuntimeError(f"slot {slot} not in Availability")
+
+
+def audited_results(server: LiveServer, after_seq: int, method: str) -> list[str]:
+    """Results of the audited calls of `method` after audit record `after_seq`, in the
+    order the shard applied them (AdminService.QueryAudit as the admin principal)."""
+    out: list[str] = []
+    with grpc.insecure_channel(server.address, options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE)]) as ch:
+        a = admin_pb2_grpc.AdminServiceStub(ch)
+        seq = after_seq
+        while True:
+            r = a.QueryAudit(admin_pb2.QueryAuditRequest(after_seq=seq, limit=1000),
+                             metadata=meta(server.keys["admin"]), timeout=CALL_TIMEOUT)
+            if not r.records:
+                return out
+            out += [rec.result for rec in r.records if rec.method.endswith(method)]
+            seq = r.records[-1].seq
+
+
+def flash_sale(server: LiveServer, peek: ShardPeek, *, channel_keys: list[str], day: _dt.date,
+               slot: str, asks_total: int, inflight: int, loop: str, deadline_s: float,
+               checks: Checks) -> dict:
+    rng = random.Random(11)
+    asks = [(k, rng.randrange(len(channel_keys))) for k in range(asks_total)]
+    before = availability(server, day, slot)
+    with Measure(server, peek) as meas:
+        run = run_loop(lambda: _flash(server.address, channel_keys, server.keys["admin"], asks,
+                                      inflight, day.isoformat(), slot, deadline_s), loop)
+    r = meas.result
+    out = run["out"]
+    granted = [(k, res, t) for k, res, t in out if isinstance(res, int)]
+    refused = Counter(res for _, res, _ in out if not isinstance(res, int))
+    after = availability(server, day, slot)
+    sold_out_at = max((t for _, _, t in granted), default=run["t0"]) - run["t0"]
+    checks("flash sale: exactly the capacity granted", len(granted) == FLASH_CAPACITY - before["sold"] - before["held"],
+           f"granted {len(granted)}, capacity {before['capacity']}, sold+held before "
+           f"{before['sold'] + before['held']}")
+    checks("flash sale: every refusal is SOLD_OUT", set(refused) <= {"SOLD_OUT"}, dict(refused))
+    checks("flash sale: hold ids unique", len({res for _, res, _ in granted}) == len(granted))
+    checks("flash sale: Availability sold + held == capacity after the sale",
+           after["sold"] + after["held"] == after["capacity"] == FLASH_CAPACITY, after)
+    checks("flash sale: Availability sold + held never above capacity while it ran",
+           run["peak"]["max_used"] <= FLASH_CAPACITY, run["peak"])
+    # in the order the shard applied them (its audit log): every hold granted until the
+    # slot was full, every one refused after, none refused before
+    applied = audited_results(server, meas.m0["audit"], ".SalesService/Hold")
+    first_refusal = next((i for i, res in enumerate(applied) if res != "OK"), len(applied))
+    checks("flash sale: in the shard's order (audit log) SOLD_OUT only once the slot was full",
+           len(applied) == len(out) and first_refusal == len(granted)
+           and all(res == "SOLD_OUT" for res in applied[first_refusal:]),
+           f"{len(applied)} audited, first refusal at {first_refusal}, granted {len(granted)}")
+    # retries with the same idempotency keys: the first answers, no new stock taken
+    first = {k: res for k, res, _ in granted[:200]}
+    sample = [(k, c) for k, c in asks if k in first]
+    again = run_loop(lambda: _hold_again(server.address, channel_keys, sample, slot), loop)
+    same = all(first[k] == hid for k, hid in again)
+    after2 = availability(server, day, slot)
+    checks("flash sale: retried holds (same idempotency key) return the first hold, take no stock",
+           same and after2 == after, f"{sum(first[k] != h for k, h in again)} differ; {after2}")
+    calls = len(out)
+    return {"scenario": "server-holds", "loop": loop, "inflight": inflight, "channels": len(channel_keys),
+            "asks_planned": asks_total, "calls": calls, "cut_by_deadline": run["cut"],
+            "elapsed_s": run["elapsed"], "throughput_per_s": calls / run["elapsed"],
+            "granted": len(granted), "refused": dict(refused),
+            "granted_per_s": len(granted) / sold_out_at if sold_out_at > 0 else float("nan"),
+            "sold_out_after_s": sold_out_at, "availability_before": before,
+            "availability_after": after, "availability_polls": run["peak"]["polls"],
+            "max_sold_plus_held_seen": run["peak"]["max_used"], "retried": len(again),
+            "latency_us": _us(percentiles(run["lat"])), **r, **_cost(r, calls)}
+
+
+# -- the grpcio floor -----------------------------------------------------------------------------
+def floor_server(mode: str, control: str | None) -> None:
+    """A grpc.aio GateService on 127.0.0.1:0 (uvloop, the server's message options) whose
+    Verify answers a constant: what grpcio itself costs per call. mode `auth` adds the
+    project's AuthInterceptor (server/auth.py) over the data dir's control store."""
+    import uvloop
+
+    class Gate(gate_pb2_grpc.GateServiceServicer):
+        async def Verify(self, request, context):
+            return gate_pb2.VerifyResponse(reason=0, ticket_id=1, persons=1, product_id=PRODUCT,
+                                           shard=0)
+
+    async def main():
+        interceptors = []
+        if mode == "auth":
+            from server.auth import AuthInterceptor
+            from server.control import ControlStore
+            interceptors = [AuthInterceptor(ControlStore(control))]
+        server = grpc.aio.server(interceptors=interceptors, options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE),
+            ("grpc.max_send_message_length", MAX_MESSAGE)])
+        gate_pb2_grpc.add_GateServiceServicer_to_server(Gate(), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        print(f"listening on 127.0.0.1:{port}", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await asyncio.wait_for(stop.wait(), 600)       # bounded: stops by itself
+        except asyncio.TimeoutError:
+            pass
+        await server.stop(1)
+
+    uvloop.run(main())
+
+
+def grpc_floor(mode: str, data: str, key: str, codes: list, *, inflight: int, loop: str,
+               at: int, deadline_s: float) -> dict:
+    proc = subprocess.Popen([sys.executable, "-m", "bench.server_scenarios", "floor-server",
+                             "--mode", mode, "--control", os.path.join(data, "control")],
+                            cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=_die_with_parent)
+    try:
+        line = proc.stdout.readline()
+        if not line.startswith("listening on "):
+            raise RuntimeError(f"floor server did not start: {line!r}")
+        address = line.split()[2]
+        work = _deal(codes, inflight, 0.0, random.Random(3))
+        with Measure(None, None, pid=proc.pid) as meas:
+            run = run_loop(lambda: _unary_verify(address, key, work, at, deadline_s), loop)
+        r = meas.result
+        calls = len(run["out"])
+        return {"scenario": "server-floor", "mode": mode, "loop": loop, "inflight": inflight,
+                "calls": calls, "cut_by_deadline": run["cut"], "elapsed_s": run["elapsed"],
+                "throughput_per_s": calls / run["elapsed"],
+                "latency_us": _us(percentiles(run["lat"])), **r, **_cost(r, calls)}
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(20)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+# -- py-spy -----------------------------------------------------------------------------------------
+def py_spy() -> str | None:
+    exe = Path(sys.executable).with_name("py-spy")
+    return str(exe) if exe.exists() else shutil.which("py-spy")
+
+
+_COMPONENTS = (
+    ("server/", "server handlers + auth interceptor (server/*.py)"),
+    ("engine/", "engine: writer, state machine, journal, audit (engine/*.py)"),
+    ("grpc/", "grpcio Python layer (grpc/*.py)"),
+    ("google/protobuf", "protobuf (Python layer)"),
+)
+
+
+def summarise_profile(path: str, main_tid: int) -> dict:
+    """Own-time shares of a py-spy raw profile (--threads): per thread, per component of
+    the main thread, and the main thread's top functions. A sample whose only Python frame
+    is the event loop's `run` is time in C under the loop: grpcio's Cython/C core, uvloop
+    and protobuf's C code."""
+    threads: Counter = Counter()
+    comp: Counter = Counter()
+    own: Counter = Counter()
+    total = main = 0
+    with open(path) as f:
+        for line in f:
+            stack, _, n = line.rstrip().rpartition(" ")
+            if not stack:
+                continue
+            n = int(n)
+            frames = stack.split(";")
+            thread = frames[0]
+            total += n
+            threads[thread] += n
+            if f"({main_tid})" not in thread and "MainThread" not in thread:
+                continue
+            main += n
+            leaf = frames[-1]
+            own[leaf] += n
+            if "runners.py" in leaf or leaf.startswith("run (uvloop"):
+                comp["grpcio C core + uvloop + protobuf C (no Python frame under the loop)"] += n
+                continue
+            for fr in reversed(frames[1:]):
+                hit = next((name for key, name in _COMPONENTS if f"({key}" in fr or f" {key}" in fr
+                            or f"/{key}" in fr), None)
+                if hit:
+                    comp[hit] += n
+                    break
+            else:
+                comp["asyncio (Python parts) and other stdlib"] += n
+    return {"samples": total, "main_samples": main,
+            "threads": {t: n / total for t, n in threads.most_common()} if total else {},
+            "components": {c: n / main for c, n in comp.most_common()} if main else {},
+            "top_own": [(fn, n / main) for fn, n in own.most_common(15)] if main else []}
+
+
+def profile_run(server: LiveServer, peek: ShardPeek, codes: list, *, inflight: int, loop: str,
+                at: int, out: str) -> tuple[dict | None, list]:
+    exe = py_spy()
+    if not exe:
+        return None, []
+    pid = server.shard_pid(0)
+    raw = out + ".txt"
+    # as long as the run lasts at most; py-spy stops by itself
+    est = max(3, min(20, int(len(codes) / 1500)))
+    spy = subprocess.Popen([exe, "record", "--pid", str(pid), "--duration", str(est), "--rate", "200",
+                            "--format", "raw", "--threads", "--nonblocking", "-o", raw],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)                         # py-spy attaches
+    res, answers = verify_unary(server, peek, codes, inflight=inflight, loop=loop, at=at,
+                          deadline_s=est, dupes=0.0, label="under py-spy")
+    try:
+        spy.wait(est + 30)
+    except subprocess.TimeoutExpired:
+        spy.kill()
+        spy.wait()
+    if not os.path.exists(raw):
+        return {"error": "py-spy wrote no profile", "run": res}, answers
+    prof = summarise_profile(raw, pid)
+    prof["run"] = {k: res[k] for k in ("calls", "throughput_per_s", "shard_us_per_call",
+                                       "shard_main_us_per_call")}
+    prof["seconds"] = est
+    return prof, answers
+
+
+# -- the whole run --------------------------------------------------------------------------------
+def server_bench(*, quick: bool, profile: bool = True, loops=("uvloop", "asyncio"),
+                 deadline_s: float = 60) -> dict:
+    day = _dt.date.today()
+    at = demo.local_time(day, 9, 30)                 # inside the bench slot, venue-local day
+    flash_slot = demo.slot_id("main", day, 12)
+    scale = 5 if quick else 1
+    n_real = 20_000 // scale                         # sold through Hold + Confirm
+    n_u64 = 24_000 // scale                          # unary, 64 in flight, first loop
+    n_u64b = 12_000 // scale                         # unary, 64 in flight, the other loop
+    n_u4 = 5_000 // scale                            # unary, 4 in flight (latency)
+    n_prof = 12_000 // scale                         # unary under py-spy (not a target)
+    n_warm = 2_000 // scale                          # unary warm-up after the restart
+    n_stream = 600_000 // scale                      # VerifyStream, MAC-only codes
+    n_stream1 = 20_000 // scale                      # VerifyStream, one stream (diagnostic)
+    n_stream_signed = 50_000 // scale                # VerifyStream, signed codes (diagnostic)
+    n_floor, n_floor4 = 8_000 // scale, 3_000 // scale   # grpcio floor runs (any codes)
+    n_signed = n_warm + n_u64 + n_u64b + n_u4 + n_prof + n_stream_signed
+    asks = int(FLASH_CAPACITY * 1.2)
+    checks = Checks()
+    runs: list[dict] = []
+    setup: dict[str, Any] = {"day": day.isoformat(), "scan_time_utc": at}
+    prof = None
+    floors: list[dict] = []
+    with TempDir(prefix="turnstile-server-bench-") as data:
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "server.cli", "demo", "--data", data, "--start",
+                        day.isoformat()], cwd=ROOT, check=True, capture_output=True, timeout=120)
+        setup["demo_s"] = time.perf_counter() - t
+        server = LiveServer(data)
+        try:
+            t = time.perf_counter()
+            server.start()
+            setup["start_s"] = time.perf_counter() - t
+            setup["shards"] = len(children(server.proc.pid))
+            cat = setup_catalog(server, day, flash_slot)
+            setup["flash_slot"] = cat["flash_slot"]
+            t = time.perf_counter()
+            real = sell_real(server, cat["plaza_slot"], n_real)
+            setup["real_sale_s"] = time.perf_counter() - t
+            setup["real_sale_us_per_ticket"] = setup["real_sale_s"] / n_real * 1e6
+            setup["real_sale_tickets"] = n_real
+        finally:
+            server.stop()
+        checks("tickets sold through Hold + Confirm", len(real) == n_real, len(real))
+        bulk_signed, bulk_mac, b = bulk_issue(data, cat["plaza_slot"], max(0, n_signed - n_real),
+                                              n_stream + n_stream1)
+        setup["bulk"] = b
+        checks("engine check() after the real sale and the bulk issue", not b["check_violations"],
+               b["check_violations"])
+        signed = real + bulk_signed
+        rng = random.Random(5)
+        rng.shuffle(signed)                          # real-path and bulk tickets mixed
+        parts, lo = {}, 0
+        for name, n in (("warm", n_warm), ("u64", n_u64), ("u64b", n_u64b), ("u4", n_u4), ("prof", n_prof),
+                        ("stream_signed", n_stream_signed)):
+            parts[name] = signed[lo:lo + n]
+            lo += n
+        answers: list[tuple[int, int, int]] = []       # (ticket asked, reason, ticket answered)
+        try:
+            t = time.perf_counter()
+            server.start()
+            setup["restart_s"] = time.perf_counter() - t
+            peek = ShardPeek(os.path.join(data, "shard-0"))
+            try:
+                # warm-up (not measured; its scans are checked like the others)
+                _, out = verify_unary(server, peek, parts["warm"], inflight=64, loop=loops[0],
+                                      at=at, deadline_s=deadline_s, label="warm-up")
+                answers += out
+                # 1. unary Verify, 64 in flight: each loop; then 4 in flight for latency
+                for loop, part in ((loops[0], "u64"), (loops[-1], "u64b")):
+                    r, out = verify_unary(server, peek, parts[part], inflight=64, loop=loop, at=at,
+                                          deadline_s=deadline_s, label="throughput")
+                    runs.append(r)
+                    answers += out
+                r, out = verify_unary(server, peek, parts["u4"], inflight=4, loop=loops[0], at=at,
+                                      deadline_s=deadline_s, label="latency")
+                runs.append(r)
+                answers += out
+                # 2. VerifyStream in batches of 100
+                for codes, label, streams, window in (
+                        (bulk_mac[:n_stream], "MAC-only codes", STREAMS, WINDOW),
+                        (parts["stream_signed"], "signed codes", STREAMS, WINDOW),
+                        (bulk_mac[n_stream:], "one stream", 1, WINDOW)):
+                    r, out = verify_stream(server, peek, codes, streams=streams, per=100,
+                                           window=window, loop=loops[0], at=at,
+                                           deadline_s=deadline_s, label=label)
+                    runs.append(r)
+                    for tids, reasons, got in out:
+                        answers += list(zip(tids, reasons, got))
+                # 3. the flash sale
+                runs.append(flash_sale(server, peek, channel_keys=cat["channel_keys"], day=day,
+                                       slot=flash_slot, asks_total=asks, inflight=64,
+                                       loop=loops[0], deadline_s=deadline_s, checks=checks))
+                # diagnostics: where the shard's time goes
+                if profile:
+                    prof, out = profile_run(server, peek, parts["prof"], inflight=64,
+                                            loop=loops[0], at=at, out=os.path.join(data, "py-spy"))
+                    answers += out
+                # every scanned code once more: ALREADY_USED, the same ticket
+                scanned = sorted({tid for tid, _, _ in answers})
+                code_of = {tid: c for tid, c in signed + bulk_mac}
+                again_codes = [(tid, code_of[tid]) for tid in scanned]
+                t = time.perf_counter()
+                _, again = verify_stream(server, peek, again_codes, streams=8, per=1000, window=2,
+                                         loop=loops[0], at=at + 60, deadline_s=120, label="second scans")
+                setup["second_scan_s"] = time.perf_counter() - t
+            finally:
+                peek.close()
+        finally:
+            rc = server.stop()
+        setup["stop_exit_status"] = rc
+        setup["server_log_tail"] = server.log[-5:]
+
+        # the checks: no double admit, second scans ALREADY_USED, the engine agrees
+        admitted = Counter(tid for tid, reason, _ in answers if reason == OK)
+        refused = Counter(REASON(reason) for _, reason, _ in answers if reason != OK)
+        asked = {tid for tid, _, _ in answers}
+        checks("every answer names the ticket asked", all(tid == got for tid, _, got in answers),
+               sum(tid != got for tid, _, got in answers))
+        checks("no ticket admitted twice", max(admitted.values(), default=0) <= 1,
+               f"{sum(v > 1 for v in admitted.values())} tickets admitted more than once")
+        checks("every scanned ticket admitted exactly once", set(admitted) == asked,
+               f"{len(asked - set(admitted))} never admitted")
+        checks("the only refusals are concurrent duplicates, ALREADY_USED",
+               set(refused) <= {"ALREADY_USED"} and sum(refused.values()) == len(answers) - len(admitted),
+               dict(refused))
+        second: Counter = Counter()
+        n_again = 0
+        wrong_again = 0
+        for tids, reasons, got in again:
+            for tid, reason, g in zip(tids, reasons, got):
+                n_again += 1
+                second[REASON(reason)] += 1
+                wrong_again += tid != g
+        checks("every second scan ALREADY_USED (same ticket)",
+               n_again == len(asked) and set(second) == {"ALREADY_USED"} and not wrong_again,
+               f"{n_again} rescanned of {len(asked)}: {dict(second)}")
+        checks("server stopped cleanly (SIGTERM: drain, last commit, exit 0)", rc == 0, rc)
+        t = time.perf_counter()
+        shard = Shard.open(os.path.join(data, "shard-0"), shard_id=0)
+        try:
+            used = shard.state.tickets.used
+            want = set(admitted)
+            checks("engine after the run: used = the tickets the clients saw admitted",
+                   len(used) == len(want) and all(t in used for t in want),
+                   f"used {len(used)}, admitted {len(want)}")
+            v = shard.check()
+            checks("engine after the run: shard.check() == [] (sold + held <= capacity, "
+                   "used ⊆ issued, inside ⊆ used, ...)", v == [], v[:5])
+            idx = shard.state.slot_idx[flash_slot]
+            c = shard.state.slots.slot(idx)
+            checks("engine after the run: flash slot sold + held == capacity == 10,000",
+                   c["sold"] + c["held"] == c["capacity"] == FLASH_CAPACITY, c)
+        finally:
+            shard.close(snapshot=False)
+        setup["final_check_s"] = time.perf_counter() - t
+
+        # the grpcio floor, with the server stopped (same load generator, same machine)
+        # (twice each, interleaved, the faster kept: a neighbour's burst only slows a run)
+        reps: dict[tuple[int, str], list[dict]] = {}
+        for _ in range(2):
+            for inflight, n in ((64, n_floor), (4, n_floor4)):
+                for mode in ("bare", "auth"):
+                    reps.setdefault((inflight, mode), []).append(grpc_floor(
+                        mode, data, server.keys["demo-gate"], signed[:n], inflight=inflight,
+                        loop=loops[0], at=at, deadline_s=deadline_s))
+        for rs in reps.values():
+            best = max(rs, key=lambda r: r["throughput_per_s"])
+            best["repetitions_per_s"] = [r["throughput_per_s"] for r in rs]
+            floors.append(best)
+    return {"scenario": "server", "quick": quick, "runs": runs, "floors": floors, "profile": prof,
+            "setup": setup, "admitted": len(admitted), "refused": dict(refused),
+            "rescanned": n_again, "checks": checks.items, "ok": checks.ok,
+            "max_rss_mb": max_rss_mb()}
+
+
+# -- output ----------------------------------------------------------------------------------------
+def _line(r: dict) -> str:
+    lat = r["latency_us"]
+    unit = "codes/s" if r["scenario"] == "server-stream" else "/s"
+    extra = ""
+    if r["scenario"] == "server-stream":
+        extra = f" ({r['calls_per_s']:,.0f} calls/s, {r['streams']} streams × window {r['window']})"
+    if r["scenario"] == "server-holds":
+        extra = f" (granted {r['granted']:,}, refused {r['refused']}, {r['granted_per_s']:,.0f} granted/s)"
+    head = {"server-verify": f"Verify {r.get('label', '')} {r.get('inflight')} in flight",
+            "server-stream": f"VerifyStream {r.get('label', '')}",
+            "server-holds": f"Hold flash sale {r.get('inflight')} in flight",
+            "server-floor": f"grpcio floor ({r.get('mode')}) {r.get('inflight')} in flight"}[r["scenario"]]
+    s = (f"  {head} [{r['loop']}]: {r['throughput_per_s']:,.0f} {unit}{extra}"
+         f"{' (cut)' if r.get('cut_by_deadline') else ''}\n"
+         f"      p50 {lat['p50'] / 1000:.2f} ms p99 {lat['p99'] / 1000:.2f} ms p99.9 {lat['p999'] / 1000:.2f} ms;"
+         f" shard {r['shard_cores']:.2f} cores ({r['shard_us_per_call']:,.0f} µs/call, main thread "
+         f"{r['shard_main_us_per_call']:,.0f}), client {r['client_cores']:.2f} cores "
+         f"({r['client_us_per_call']:,.0f} µs/call), other load {r['other_load']:.2f}")
+    if r.get("batch", {}).get("batches"):
+        b = r["batch"]
+        s += (f"\n      commits {b['batches']:,}, batch mean {b['mean']:.1f} p50 {b['p50']} max {b['max']};"
+              f" LMDB +{r['lmdb_growth_bytes'] / 2**20:.1f} MiB "
+              f"({r['lmdb_growth_bytes'] / max(1, r['calls']):,.0f} B/call), audit records "
+              f"{r['audit_records']:,}")
+    return s
+
+
+def summary(res: dict) -> str:
+    lines = [f"== server (gRPC, real `turnstile serve`, {res['setup'].get('shards')} shard processes)"]
+    for r in res["runs"] + res["floors"]:
+        lines.append(_line(r))
+    p = res.get("profile")
+    if p and "components" in p:
+        lines.append("  py-spy, shard main thread: " + "; ".join(
+            f"{k} {v:.0%}" for k, v in p["components"].items()))
+    for c in res["checks"]:
+        lines.append(f"  [{'ok' if c['passed'] else 'FAIL'}] {c['check']}"
+                     + (f" ({c['detail']})" if c["detail"] and not c["passed"] else ""))
+    lines.append(f"  max RSS {res['max_rss_mb']:,.0f} MB")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.server_scenarios", description=__doc__.split("\n")[0])
+    ap.add_argument("scenario", choices=["server", "floor-server"])
+    ap.add_argument("--quick", action="store_true", help="smaller sizes (smoke)")
+    ap.add_argument("--no-profile", action="store_true", help="skip the py-spy run")
+    ap.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop",
+                    help="the load generator's main loop (the other one is measured once too)")
+    ap.add_argument("--json", default=None, help="write the result here as JSON")
+    ap.add_argument("--mode", default="bare", help=argparse.SUPPRESS)
+    ap.add_argument("--control", default=None, help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.scenario == "floor-server":
+        floor_server(a.mode, a.control)
+        return 0
+    other = "asyncio" if a.loop == "uvloop" else "uvloop"
+    result = server_bench(quick=a.quick, profile=not a.no_profile, loops=(a.loop, other))
+    if a.json:
+        with open(a.json, "w") as f:
+            f.write(dumps(result))
+    print(summary(result))
+    if not result["ok"]:
+        print("CORRECTNESS CHECK FAILED", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
