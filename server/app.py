@@ -15,6 +15,7 @@ NOT_SERVING, in-flight calls finish, the last batch commits, the shard closes.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import subprocess
@@ -121,6 +122,10 @@ async def serve_shard(cfg: ServerConfig, shard_id: int = 0) -> None:
     store.set_endpoint(shard_id, node.address)
     for server in servers:
         await server.start()
+    # the state just loaded and the code: out of the cyclic GC's way (full collections
+    # of the shard took 35-55 ms each without this, ~1 ms with it)
+    gc.collect()
+    gc.freeze()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     print(f"listening on {node.address} (shard {shard_id}, {len(shard.state.venues)} venues"
           f"{admin_address}{', TLS' if tls else ''})", flush=True)
