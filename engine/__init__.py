@@ -21,7 +21,7 @@ from .state import ConfirmResult, BatchScanResult
 from .writer import GroupCommit
 
 __all__ = [
-    "cmd", "Shard", "GroupCommit", "Command", "Op",
+    "audit", "cmd", "Shard", "GroupCommit", "Command", "Op",
     "CodeFields", "TicketCodec", "verify_offline", "parse_unverified",
     "TurnstileError", "InvalidArgument", "NotFound", "AlreadyExists", "FailedPrecondition",
     "SoldOut", "HoldNotActive", "TicketUsed", "IdempotencyMismatch", "PermissionDenied",

@@ -11,7 +11,7 @@ import array
 import enum
 import json
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 

@@ -389,12 +389,8 @@ class Shard:
         if len(over):
             out.append(Violation("persons ≤ group", f"tickets {over[:10].tolist()}"))
         # zone head counts = persons inside by ticket
-        zone_of_comp = {}
-        for pi, p in enumerate(st.product_list):
-            for c, z in enumerate(p.zones):
-                zone_of_comp[(pi, c)] = st.zone_idx[z]
         if len(recs):
-            zones = _zones_of(recs, zone_of_comp)
+            zones = self._zone_table()[recs["product"], recs["comp"]]
             inside_by_zone = np.bincount(zones, weights=recs["persons_in"], minlength=len(st.zones))
         else:
             inside_by_zone = np.zeros(len(st.zones))
@@ -462,10 +458,3 @@ class Shard:
                 for k in sorted(set(mine) | set(theirs))
                 if k != "catalog" and mine.get(k) != theirs.get(k)]
 
-
-def _zones_of(recs: np.ndarray, zone_of_comp: dict) -> np.ndarray:
-    n_products = max(p for p, _ in zone_of_comp) + 1
-    table = np.zeros((n_products, 8), dtype=np.int64)
-    for (p, c), z in zone_of_comp.items():
-        table[p, c] = z
-    return table[recs["product"], recs["comp"]]

@@ -26,9 +26,9 @@ from .errors import (AlreadyExists, CorruptData, FailedPrecondition, HoldNotActi
                      IdempotencyMismatch, InvalidArgument, NotFound, PermissionDenied,
                      SoldOut, TicketUsed)
 from .journal import _HDR, Op, Command, LAST_CATALOG_OP, NO_TICKET, json_record, scan_record, \
-    scan_batch_record, decode_scan_batch, hold_record, decode_hold, records
+    scan_batch_record, decode_scan_batch, hold_record, decode_hold
 from .model import (EntryRule, Gate, GateMode, HoldResult, IssuedTicket, Order, Product,
-                    Reason, RefundResult, ScanResult, Slot, Venue, Zone, Direction, DAY, REASON_OF)
+                    Reason, RefundResult, ScanResult, Slot, Venue, Zone, Direction, REASON_OF)
 
 _VERIFY, _VERIFY_BATCH, _VERIFY_HOLDER = int(Op.VERIFY), int(Op.VERIFY_BATCH), int(Op.VERIFY_HOLDER)
 _OP_SCAN = int(Op.SCAN)

@@ -126,10 +126,6 @@ class Storage:
                 return _U64.unpack(cur.key())[0]
         return self.get_meta("snapshot_seq") or 0
 
-    def journal_count(self) -> int:
-        with self.env.begin() as txn:
-            return txn.stat(self.journal)["entries"]
-
     # -- snapshots ----------------------------------------------------------------
     def write_snapshot(self, seq: int, blobs: dict[str, bytes], prune: bool = True) -> None:
         """Replace the snapshot by `blobs` taken after batch `seq`; drop older journal."""
@@ -165,11 +161,6 @@ class Storage:
         info = self.env.info()
         stat = self.env.stat()
         return (info["last_pgno"] + 1) * stat["psize"] / info["map_size"]
-
-    def backup(self, dest: str) -> None:
-        """Hot, compacted copy of the environment into dest (a new directory)."""
-        os.makedirs(dest, exist_ok=True)
-        self.env.copy(dest, compact=True)
 
     def close(self) -> None:
         self.env.close()

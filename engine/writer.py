@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 

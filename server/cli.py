@@ -12,7 +12,7 @@ import datetime as dt
 import os
 import sys
 
-from engine import Shard, cmd, demo, HoldItem, Direction
+from engine import Shard, cmd, demo, HoldItem
 
 
 def _shard_dirs(data: str) -> list[str]:
@@ -93,14 +93,8 @@ def cmd_check(args) -> int:
 
 
 def _config(args):
-    from .config import load
-    fields = {name: getattr(args, name) for name in _config_fields()}
-    return load(args.config, **fields)
-
-
-def _config_fields():
-    from .config import ServerConfig
-    return [n for n in ServerConfig.model_fields if n != "data"] + ["data"]
+    from .config import ServerConfig, load
+    return load(args.config, **{name: getattr(args, name) for name in ServerConfig.model_fields})
 
 
 def cmd_serve(args) -> int:

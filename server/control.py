@@ -15,7 +15,7 @@ import json
 import os
 import secrets
 import time
-from dataclasses import dataclass, field, asdict
+from dataclasses import dataclass, asdict
 
 import lmdb
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import datetime as dt
 import random
-import signal
 import threading
 import time
 

@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from engine import cmd, demo, Direction, Reason, EntryRule, HoldItem, InvalidArgument, NotFound
+from engine import cmd, demo, Direction, Reason, HoldItem, InvalidArgument, NotFound
 from tests.conftest import TODAY, sell
 
 IN, OUT = Direction.IN, Direction.OUT
