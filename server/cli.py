@@ -168,9 +168,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="also rebuild each shard from snapshot + journal and compare")
     c.set_defaults(func=cmd_check)
 
-    from . import cli_data, cli_remote
+    from . import cli_data, cli_loadgen, cli_remote
     cli_data.register(sub)       # backup, restore, shards: a data dir, offline
-    cli_remote.register(sub)     # keys, report, loadgen: a running server, over gRPC
+    cli_remote.register(sub)     # keys, report: a running server, over gRPC
+    cli_loadgen.register(sub)    # loadgen: scenario load against a running server
 
     args = p.parse_args(argv)
     return args.func(args)

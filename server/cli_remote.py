@@ -1,4 +1,4 @@
-"""`turnstile keys | report | loadgen`: talk to a running server over gRPC, through clients/."""
+"""`turnstile keys | report`: talk to a running server over gRPC, through clients/."""
 from __future__ import annotations
 
 
