@@ -150,3 +150,11 @@ def verify_batch(codes: Sequence[str], gates: str | Sequence[str],
                  direction: Direction = Direction.IN, *, at=None, persons: int = 0) -> Command:
     """Scan many codes in order, at one gate or one gate per code."""
     return Command(Op.VERIFY_BATCH, (list(codes), gates, int(direction), _time(at), persons))
+
+
+def offline_scans(gate: str, scans: Sequence[dict]) -> Command:
+    """Scans an offline gate made, for upload. Each scan is a dict of nonce (unique per
+    gate), seq (the gate's sequence number), code, direction, at (UTC seconds), persons
+    (asked; 0 = the whole group), admitted (persons the gate let through; 0 if it
+    refused) and reason (the gate's offline Reason)."""
+    return Command(Op.OFFLINE_SCANS, {"gate": gate, "scans": [dict(s) for s in scans]})

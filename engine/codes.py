@@ -9,39 +9,24 @@ previous one is still accepted until it is retired.
 from __future__ import annotations
 
 import os
-import struct
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives import serialization
+# the text form is part of the contract: gates read it without the engine
+from turnstile import ticketcode
+from turnstile.ticketcode import CodeFields, parse_unverified, verify_offline  # noqa: F401
 
 from . import _core
 from .errors import InvalidArgument
 
 FLAG_SIGNED = _core.FLAG_SIGNED
 FLAG_REAL_NAME = _core.FLAG_REAL_NAME
-HEADER_LEN = 18
-MAC_LEN = 8
-SIG_LEN = 64
+assert (_core.CODE_VERSION, FLAG_SIGNED, FLAG_REAL_NAME) == \
+    (ticketcode.VERSION, ticketcode.FLAG_SIGNED, ticketcode.FLAG_REAL_NAME), "code layouts differ"
 
 KEY_ACCEPTING = 1   # accepted, no longer used to issue
 KEY_ACTIVE = 2      # issues and is accepted
-
-
-@dataclass(frozen=True)
-class CodeFields:
-    """The payload of a code (what a QR carries besides its authenticators)."""
-
-    key_id: int
-    shard: int
-    ticket_id: int
-    product: int
-    first_day: int
-    last_day: int
-    group: int
-    flags: int
-    slots: tuple[int, ...]
 
 
 @dataclass
@@ -112,38 +97,3 @@ class TicketCodec:
         return status, CodeFields(f["key_id"], f["shard"], f["ticket_id"], f["product"],
                                   f["first_day"], f["last_day"], f["group"], f["flags"],
                                   tuple(f["slots"]))
-
-
-def parse_unverified(text: str) -> tuple[CodeFields, bytes, bytes] | None:
-    """Split a code into (fields, signed region, signature) without any key, or None if
-    it is malformed or unsigned. What an offline gate does before checking the signature."""
-    try:
-        raw = _core.b32decode(text)
-    except (ValueError, UnicodeError):
-        return None
-    if len(raw) < HEADER_LEN + 4 + MAC_LEN or raw[0] != _core.CODE_VERSION:
-        return None
-    kid, shard, tid, product, first, last, group, flags, ncomp = struct.unpack_from(
-        "<BHIHHHHBB", raw, 1)
-    region = HEADER_LEN + 4 * ncomp
-    if not 1 <= ncomp <= 8 or not flags & FLAG_SIGNED or len(raw) != region + MAC_LEN + SIG_LEN:
-        return None
-    slots = struct.unpack_from(f"<{ncomp}I", raw, HEADER_LEN)
-    fields = CodeFields(kid, shard, tid, product, first, last, group, flags, slots)
-    return fields, raw[:region], raw[region + MAC_LEN:]
-
-
-def verify_offline(text: str, public_keys: dict[int, bytes]) -> CodeFields | None:
-    """The fields of a genuinely signed code, or None: public keys only, no secrets."""
-    parsed = parse_unverified(text)
-    if parsed is None:
-        return None
-    fields, region, sig = parsed
-    pub = public_keys.get(fields.key_id)
-    if pub is None:
-        return None
-    try:
-        Ed25519PublicKey.from_public_bytes(pub).verify(sig, region)
-    except InvalidSignature:
-        return None
-    return fields

@@ -36,6 +36,7 @@ class Op(enum.IntEnum):
     # gates
     SCAN = 30
     SCAN_BATCH = 31
+    OFFLINE_SCANS = 32         # scans an offline gate made, uploaded later (JSON)
     # not journaled
     NOTE = 39                  # an audited call that changed nothing in the shard
     # not journaled: resolved to SCAN records

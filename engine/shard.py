@@ -12,6 +12,7 @@ committed in one durable LMDB transaction before any of them is answered.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import Counter
 from typing import Any, Callable, Iterable
@@ -49,6 +50,12 @@ class Shard:
         self.batch_sizes: Counter[int] = Counter()
         self.recovery: dict[str, float] = {}
         self._writer = None
+        # offline bundles: ids changed per cut since open; a gate's bundle of another
+        # incarnation (or day) gets a full bundle, one of this one a delta
+        self._incarnation = int.from_bytes(os.urandom(4), "little")
+        self._cuts: list[tuple[int, BitMap]] = []
+        self._cut_floor = seq
+        state.tickets.changed = BitMap()
         last = storage.last_row(audit.PREFIX)
         if last is None:
             self.audit_seq, self.audit_head = 0, audit.GENESIS
@@ -353,6 +360,95 @@ class Shard:
 
     def public_keys(self) -> dict[int, bytes]:
         return self.state.codec.public_keys()
+
+    # -- offline gates ----------------------------------------------------------------
+    MAX_CUTS = 4096
+    MAX_CUT_IDS = 4_000_000
+
+    def _cut(self) -> None:
+        """Close the set of ids changed since the previous cut, as of batch self.seq."""
+        t = self.state.tickets
+        if len(t.changed):
+            if self._cuts and self._cuts[-1][0] == self.seq:
+                self._cuts[-1][1].update(t.changed)
+            else:
+                self._cuts.append((self.seq, t.changed))
+            t.changed = BitMap()
+        while len(self._cuts) > self.MAX_CUTS or \
+                sum(len(b) for _, b in self._cuts) > self.MAX_CUT_IDS:
+            self._cut_floor = self._cuts.pop(0)[0]
+
+    def offline_bundle(self, venue: str, since_epoch: int = 0, since_version: int = 0) -> dict:
+        """What an offline gate of `venue` needs (DESIGN.md 6): public keys, the rules of
+        its zones, gates and products, today's slots, and the ticket sets of today --
+        voided, blocked, used, entered today, inside, exhausted (no visit left).
+
+        Given the epoch and version of the bundle a gate holds, and if that bundle is of
+        this process and this venue-local day, the sets are a delta: `changed` lists the
+        ids whose membership may differ, and each set gives its members among them.
+        Otherwise the whole bundle (`changed` is None)."""
+        st = self.state
+        v = st.venues.get(venue)
+        if v is None:
+            raise NotFound(f"no venue {venue}", field="venue_id")
+        now = int(self.clock())
+        day = (now + v.utc_offset_s) // 86400
+        epoch = self._incarnation << 16 | (day & 0xFFFF)
+        self._cut()
+        t = st.tickets
+        vi = st.venue_idx[venue]
+        full = not (since_epoch == epoch and self._cut_floor <= since_version <= self.seq)
+        if full:
+            changed = None
+            scope = {"voided": t.voided, "blocked": t.blocked, "used": t.used}
+        else:
+            changed = BitMap()
+            for seq, ids in reversed(self._cuts):
+                if seq <= since_version:
+                    break
+                changed |= ids
+            changed = t.select(changed, vi)
+            scope = {"voided": t.voided & changed, "blocked": t.blocked & changed,
+                     "used": t.used & changed}
+        sets = {name: t.select(bm, vi) for name, bm in scope.items()}
+        entered = t.entered.get(day) or BitMap()
+        sets["entered"] = t.select(entered if full else entered & changed, vi)
+        sets["inside"] = t.inside & sets["entered"]
+        sets["exhausted"] = t.select(sets["used"], vi, True)
+        sets["changed"] = changed
+        zones = [z for z in st.zones.values() if z.venue == venue]
+        zone_ids = {z.id for z in zones}
+        return {
+            "venue": venue, "shard": st.shard_id, "day": day, "epoch": epoch,
+            "version": self.seq, "full": full, "cut_at": now, "utc_offset_s": v.utc_offset_s,
+            "public_keys": st.codec.public_keys(),
+            "zones": [{"id": z.id, "enforce_exit": z.enforce_exit} for z in zones],
+            "gates": [{"id": g.id, "zone": g.zone, "mode": int(g.mode)}
+                      for g in st.gates.values() if g.venue == venue],
+            "products": [{"index": i, "id": p.id, "zones": list(p.zones),
+                          "max_entries": p.rule.max_entries, "daily_entries": p.rule.daily_entries,
+                          "reentry": p.rule.reentry, "slot_grace_s": p.rule.slot_grace_s}
+                         for i, p in enumerate(st.product_list) if p.venue == venue],
+            "slots": [{"index": st.slot_idx[s.id], "id": s.id, "zone": s.zone, "day": s.day,
+                       "start": s.start, "end": s.end}
+                      for s in st.slot_defs.values() if s.zone in zone_ids and abs(s.day - day) <= 1],
+            "sets": sets,
+        }
+
+    def conflicts(self, venue: str, after: str = "", limit: int = 1000) -> list[dict]:
+        """Offline scans the server refused though a gate admitted them (a ticket admitted
+        at two offline gates, a ticket revoked while the gate was offline), oldest first.
+        `after` is the `key` of the last conflict already seen."""
+        if venue not in self.state.venues:
+            raise NotFound(f"no venue {venue}", field="venue_id")
+        prefix = f"conflict/{venue}/".encode()
+        start = after.encode() + b"\0" if after else prefix
+        out = []
+        for key, raw in self.storage.rows_with_prefix(prefix, start):
+            out.append({**json.loads(raw), "key": key.decode()})
+            if len(out) >= limit:
+                break
+        return out
 
     # -- invariants ---------------------------------------------------------------------
     def check(self, *, replay: bool = False) -> list[Violation]:

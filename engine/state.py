@@ -167,7 +167,7 @@ class ShardState:
             Op.SLOTS: self._slots, Op.SLOT_CAPACITY: self._slot_capacity,
             Op.ALLOTMENT: self._allotment, Op.HOLD: self._hold, Op.RELEASE: self._release,
             Op.EXPIRE: self._expire, Op.CONFIRM: self._confirm, Op.REFUND: self._refund,
-            Op.BLOCK: self._block, Op.NOTE: self._note,
+            Op.BLOCK: self._block, Op.NOTE: self._note, Op.OFFLINE_SCANS: self._offline_scans,
         }
 
     # -- the one entry point --------------------------------------------------------
@@ -889,6 +889,73 @@ class ShardState:
         reasons, admitted = self.tickets.scan_batch(ids, g, direction, at, persons)
         self.journal(scan_batch_record(ids, g, direction, at, persons, reasons), Op.SCAN_BATCH)
         return BatchScanResult(reasons, ids, admitted)
+
+    def _offline_scans(self, args: dict, now: int) -> list[dict]:
+        """Scans an offline gate made (DESIGN.md 6), uploaded once it is back online.
+
+        They are facts: each is decided again in scan-time order (live capacity aside:
+        the persons are inside), so used/inside and the head counts catch up. A scan the
+        gate admitted but the server refuses (most often: the ticket was admitted at
+        another gate too) is recorded as a conflict. Idempotent by gate and nonce: a scan
+        uploaded twice is applied once and answered DUPLICATE with its first result."""
+        gate = _ident(args, "gate")
+        g = self.gate_idx.get(gate)
+        if g is None:
+            raise NotFound(f"no gate {gate!r}", field="gate")
+        venue = self.gates[gate].venue
+        items = _get(args, "scans", list)
+        if not 1 <= len(items) <= 10_000:
+            raise InvalidArgument("between 1 and 10000 scans at once", field="scans")
+        scans = []
+        for i, s in enumerate(items):
+            try:
+                nonce = _ident(s, "nonce")
+                direction = _int(s, "direction", 1, 2)
+                scan = (_int(s, "at", 0, 2**40 - 1), _int(s, "seq", 0, 2**63 - 1), nonce,
+                        _text(s, "code", limit=512), direction, _int(s, "persons", 0, U16, 0),
+                        _int(s, "admitted", 0, U16), _int(s, "reason", 0, len(Reason) - 1))
+            except InvalidArgument as e:
+                raise InvalidArgument(e.message, field=f"scans[{i}].{e.field}") from None
+            if not self.gate_mode[g] & direction:
+                raise InvalidArgument(f"gate {gate} does not scan {Direction(direction).name}",
+                                      field=f"scans[{i}].direction")
+            scans.append((scan, i))
+        results: list[dict | None] = [None] * len(scans)
+        applied, seen = [], {}
+        tickets = self.tickets
+        tickets.facts = True
+        try:
+            for (at, seq, nonce, code, direction, persons, admitted, offline_reason), i \
+                    in sorted(scans, key=lambda x: x[0][:2]):
+                key = f"offline/{gate}/{nonce}".encode()
+                first = seen.get(nonce) if not self.replaying else None
+                if first is None and not self.replaying:
+                    row = self.get_row(key)
+                    first = json.loads(row) if row is not None else None
+                if first is not None:
+                    results[i] = {**first, "status": "DUPLICATE"}
+                    continue
+                reason, base, k = tickets.verify(self.codec.core, code, self.shard_id, g,
+                                                 direction, at, persons)
+                conflict = admitted > 0 and not REASON_OF[reason].admitted
+                res = {"nonce": nonce, "status": "CONFLICT" if conflict else "APPLIED",
+                       "reason": reason, "ticket_id": base, "persons": k}
+                results[i] = seen[nonce] = res
+                self.put_row(key, json.dumps(res).encode())
+                if conflict:
+                    self.put_row(f"conflict/{venue}/{at:012d}/{gate}/{nonce}".encode(), json.dumps({
+                        "venue": venue, "gate": gate, "nonce": nonce, "seq": seq, "at": at,
+                        "ticket_id": base, "direction": direction, "persons": admitted,
+                        "offline_reason": offline_reason, "server_reason": reason}).encode())
+                applied.append({"nonce": nonce, "seq": seq, "code": code, "direction": direction,
+                                "at": at, "persons": persons, "admitted": admitted,
+                                "reason": offline_reason})
+        finally:
+            tickets.facts = False
+        if applied:
+            self.journal(json_record(Op.OFFLINE_SCANS, {"gate": gate, "scans": applied}),
+                         Op.OFFLINE_SCANS)
+        return results
 
     def tickets_of(self, codes) -> array.array:
         return self.codec.core.decode_ids(codes, self.shard_id)

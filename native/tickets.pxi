@@ -114,6 +114,10 @@ cdef class Tickets:
     cdef Slots slots
     cdef public object issued, voided, blocked, used, inside
     cdef public dict entered
+    # ids whose state changed since the caller last took this set (offline bundles)
+    cdef public object changed
+    # offline scans uploaded by gates are facts: live capacity does not refuse them
+    cdef public bint facts
     # batch mode: bitmap updates are collected and applied once per batch
     cdef bint defer
     cdef uint32_t* touched
@@ -135,6 +139,8 @@ cdef class Tickets:
         self.used = BitMap()
         self.inside = BitMap()
         self.entered = {}
+        self.changed = BitMap()
+        self.facts = False
         self.defer = False
         self.touched = NULL
         self.n_touched = self.cap_touched = 0
@@ -180,6 +186,7 @@ cdef class Tickets:
                     self._touch(tid)
         if stale and not self.defer:
             self.inside.difference_update(BitMap(stale))
+            self.changed.update(stale)
         z.inside = 0
         z.day = day
 
@@ -266,6 +273,7 @@ cdef class Tickets:
         for c in range(nc):
             self.r[base + c].state |= ST_VOIDED
         self.voided.add_range(base, base + nc)
+        self.changed.add_range(base, base + nc)
 
     def set_blocked(self, uint32_t base, bint blocked):
         """Block (freeze, blacklist) or unblock every component of a code."""
@@ -279,6 +287,7 @@ cdef class Tickets:
             self.blocked.add_range(base, base + nc)
         else:
             self.blocked.remove_range(base, base + nc)
+        self.changed.add_range(base, base + nc)
 
     def record(self, uint32_t tid):
         """The record of one component, as a dict."""
@@ -313,8 +322,10 @@ cdef class Tickets:
         elif inside:
             self.used.add(tid)
             self.inside.add(tid)
+            self.changed.add(tid)
         else:
             self.inside.discard(tid)
+            self.changed.add(tid)
 
     cdef inline void _admit(self, uint32_t tid, TicketRec* t, ZoneRule* z, int32_t day, int k):
         if day >= z.day:
@@ -328,6 +339,7 @@ cdef class Tickets:
                 self._touch(tid)
             else:
                 self.used.add(tid)
+                self.changed.add(tid)
         if not self.defer:
             bm = self.entered.get(day)
             if bm is None:
@@ -353,7 +365,7 @@ cdef class Tickets:
             # the rest of a group arrives: part of the same visit
             room = group - t.visit_admitted
             k = room if persons <= 0 or persons > room else persons
-            if z.live_capacity and cur + k > z.live_capacity:
+            if z.live_capacity and not self.facts and cur + k > z.live_capacity:
                 return R_ZONE_FULL
             t.visit_admitted += k
             self._admit(tid, t, z, day, k)
@@ -364,7 +376,7 @@ cdef class Tickets:
         if visit_open and p.reentry:
             room = group - t.persons_in
             k = room if persons <= 0 or persons > room else persons
-            if z.live_capacity and cur + k > z.live_capacity:
+            if z.live_capacity and not self.facts and cur + k > z.live_capacity:
                 return R_ZONE_FULL
             self._admit(tid, t, z, day, k)
             admitted[0] = k
@@ -379,7 +391,7 @@ cdef class Tickets:
             if s.day == day and (now < s.start - p.slot_grace or now > s.end + p.slot_grace):
                 return R_WRONG_SLOT
         k = group if persons <= 0 or persons > group else persons
-        if z.live_capacity and cur + k > z.live_capacity:
+        if z.live_capacity and not self.facts and cur + k > z.live_capacity:
             return R_ZONE_FULL
         if day > z.day:
             self._roll(zone, z, day)
@@ -525,6 +537,7 @@ cdef class Tickets:
         # every touched id was used: admitted now, or let out, or rolled out of a zone
         all_ids = _array.array("I", (<char*>self.touched)[:4 * n])
         self.used.update(all_ids)
+        self.changed.update(all_ids)
         if n_in:
             self.inside.update(ins[:n_in])      # a copy: ins itself is exported to iv
         if n_out:
@@ -573,6 +586,30 @@ cdef class Tickets:
             off += 5 + 18
             n += 1
         return off, n, -1
+
+    def select(self, bm, int venue, bint exhausted=False):
+        """The ids of `bm` whose product belongs to venue index `venue` (-1: any); with
+        `exhausted`, only those that may start no further visit (max_entries reached).
+        An offline gate's bundle is made of such selections."""
+        ids = bm.to_array()
+        cdef unsigned int[:] iv = ids
+        cdef Py_ssize_t i, n = iv.shape[0], k = 0
+        out = _array.array("I", bytes(4 * n))
+        cdef unsigned int[:] ov = out
+        cdef TicketRec* t
+        cdef ProductRule* p
+        for i in range(n):
+            if iv[i] >= self.n:
+                continue
+            t = &self.r[iv[i]]
+            p = &self.products[t.product]
+            if venue >= 0 and p.venue != venue:
+                continue
+            if exhausted and not (p.max_entries and t.entries >= p.max_entries):
+                continue
+            ov[k] = iv[i]
+            k += 1
+        return BitMap(out[:k])
 
     # -- persistence -------------------------------------------------------------
     def records(self):

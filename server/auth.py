@@ -24,6 +24,8 @@ TABLE: dict[str, frozenset[str]] = {
     "/turnstile.v1.GateService/Verify": frozenset({"admin", "gate"}),
     "/turnstile.v1.GateService/VerifyBatch": frozenset({"admin", "gate"}),
     "/turnstile.v1.GateService/VerifyStream": frozenset({"admin", "gate"}),
+    "/turnstile.v1.GateService/OfflineBundle": frozenset({"admin", "gate"}),
+    "/turnstile.v1.GateService/UploadScans": frozenset({"admin", "gate"}),
     "/turnstile.v1.SalesService/Quote": SELLERS | {"operator"},
     "/turnstile.v1.SalesService/Hold": SELLERS,
     "/turnstile.v1.SalesService/Confirm": SELLERS,
@@ -37,6 +39,7 @@ TABLE: dict[str, frozenset[str]] = {
     "/turnstile.v1.AdminService/GetCatalog": ALL,
     "/turnstile.v1.ReportService/LiveCounts": frozenset({"admin", "operator", "finance"}),
     "/turnstile.v1.ReportService/TicketCounts": frozenset({"admin", "operator", "finance"}),
+    "/turnstile.v1.ReportService/Conflicts": frozenset({"admin", "operator", "finance", "auditor"}),
     "/turnstile.v1.MemberService/HolderTickets": frozenset({"admin", "operator", "seller"}),
     # venue set-up: operators within their venues' scope
     **{f"/turnstile.v1.AdminService/{m}": frozenset({"admin", "operator"}) for m in (

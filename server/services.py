@@ -160,6 +160,45 @@ class GateService(gate_pb2_grpc.GateServiceServicer):
             finally:
                 _call.reset(token)
 
+    @rpc
+    async def OfflineBundle(self, request, context):
+        venue = self.node.venue(request.venue_id)
+        b = self.node.shard.offline_bundle(venue, request.since_epoch, request.since_version)
+        sets = b["sets"]
+        return gate_pb2.OfflineBundleResponse(
+            venue_id=venue, shard=b["shard"], day=b["day"], epoch=b["epoch"], version=b["version"],
+            full=b["full"], cut_at=_ts(b["cut_at"]), utc_offset_s=b["utc_offset_s"],
+            public_keys=b["public_keys"],
+            zones=[gate_pb2.BundleZone(zone_id=z["id"], enforce_exit=z["enforce_exit"])
+                   for z in b["zones"]],
+            gates=[gate_pb2.BundleGate(gate_id=g["id"], zone_id=g["zone"], mode=g["mode"])
+                   for g in b["gates"]],
+            products=[gate_pb2.BundleProduct(
+                index=p["index"], product_id=p["id"], zone_ids=p["zones"],
+                max_entries=p["max_entries"], daily_entries=p["daily_entries"],
+                reentry=p["reentry"], slot_grace_s=p["slot_grace_s"]) for p in b["products"]],
+            slots=[gate_pb2.BundleSlot(index=s["index"], slot_id=s["id"], zone_id=s["zone"],
+                                       day=s["day"], start=_ts(s["start"]), end=_ts(s["end"]))
+                   for s in b["slots"]],
+            sets=gate_pb2.TicketSets(**{name: bm.serialize() for name, bm in sets.items()
+                                        if bm is not None}))
+
+    @rpc
+    async def UploadScans(self, request, context):
+        gate = self.node.gate(request.gate_id)
+        scans = []
+        for i, s in enumerate(request.scans):
+            if not s.HasField("scan_time"):
+                raise InvalidArgument("is required", field=f"scans[{i}].scan_time")
+            scans.append({"nonce": s.nonce, "seq": s.sequence, "code": s.code,
+                          "direction": s.direction, "at": s.scan_time.seconds,
+                          "persons": s.persons, "admitted": s.admitted, "reason": s.reason})
+        results = await self.node.submit(cmd.offline_scans(gate, scans))
+        return gate_pb2.UploadScansResponse(results=[
+            gate_pb2.UploadResult(nonce=r["nonce"], status=gate_pb2.UploadStatus.Value(r["status"]),
+                                  reason=r["reason"], ticket_id=r["ticket_id"], persons=r["persons"])
+            for r in results])
+
 
 def _items(request_items) -> list[dict]:
     return [{"product": it.product_id, "slots": list(it.slot_ids), "qty": it.qty,
@@ -534,6 +573,17 @@ class ReportService(report_pb2_grpc.ReportServiceServicer):
             report_pb2.ProductCount(product_id=r["product"], issued=r["issued"], used=r["used"],
                                     voided=r["voided"], blocked=r["blocked"])
             for r in self.node.shard.ticket_counts(venue)])
+
+    @rpc
+    async def Conflicts(self, request, context):
+        venue = self.node.venue(request.venue_id)
+        rows = self.node.shard.conflicts(venue, request.after, min(request.limit or 1000, 10_000))
+        return report_pb2.ConflictsResponse(conflicts=[
+            report_pb2.Conflict(key=r["key"], gate_id=r["gate"], nonce=r["nonce"], sequence=r["seq"],
+                                scan_time=_ts(r["at"]), ticket_id=r["ticket_id"],
+                                direction=r["direction"], persons=r["persons"],
+                                offline_reason=r["offline_reason"], server_reason=r["server_reason"])
+            for r in rows])
 
 
 class MemberService(member_pb2_grpc.MemberServiceServicer):
