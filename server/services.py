@@ -5,6 +5,7 @@ turns the result into the response; an engine error becomes a gRPC status throug
 server/errors.py (the `rpc` decorator)."""
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import functools
 import hashlib
@@ -150,38 +151,47 @@ class GateService(gate_pb2_grpc.GateServiceServicer):
     async def VerifyBatch(self, request, context):
         return await self._batch(request)
 
+    STREAM_AHEAD = 16
+
     async def VerifyStream(self, request_iterator, context):
-        async for request in request_iterator:
-            token = _call.set(_audit_info("GateService", "VerifyStream", request))
+        """Requests are read ahead while earlier batches commit (up to STREAM_AHEAD in
+        flight per stream), so one concentrator's stream is not bound by one commit
+        round trip per batch; answers go back in request order."""
+        ahead: asyncio.Queue = asyncio.Queue(maxsize=self.STREAM_AHEAD)
+
+        async def read() -> None:
             try:
-                yield await self._batch(request)
-            except TurnstileError as e:
-                await context.abort_with_status(errors.to_status(e))
+                async for request in request_iterator:
+                    token = _call.set(_audit_info("GateService", "VerifyStream", request))
+                    try:
+                        # submits in request order: a task's first step runs in FIFO order
+                        task = asyncio.ensure_future(self._batch(request))
+                    finally:
+                        _call.reset(token)
+                    await ahead.put(task)
             finally:
-                _call.reset(token)
+                await ahead.put(None)
+
+        reader = asyncio.ensure_future(read())
+        try:
+            while (task := await ahead.get()) is not None:
+                try:
+                    yield await task
+                except TurnstileError as e:
+                    await context.abort_with_status(errors.to_status(e))
+            await reader                # a broken request stream ends the call with its error
+        finally:
+            reader.cancel()
+            while not ahead.empty():
+                t = ahead.get_nowait()
+                if t is not None:
+                    t.cancel()          # not yet in a batch: not applied
 
     @rpc
     async def OfflineBundle(self, request, context):
         venue = self.node.venue(request.venue_id)
-        b = self.node.shard.offline_bundle(venue, request.since_epoch, request.since_version)
-        sets = b["sets"]
-        return gate_pb2.OfflineBundleResponse(
-            venue_id=venue, shard=b["shard"], day=b["day"], epoch=b["epoch"], version=b["version"],
-            full=b["full"], cut_at=_ts(b["cut_at"]), utc_offset_s=b["utc_offset_s"],
-            public_keys=b["public_keys"],
-            zones=[gate_pb2.BundleZone(zone_id=z["id"], enforce_exit=z["enforce_exit"])
-                   for z in b["zones"]],
-            gates=[gate_pb2.BundleGate(gate_id=g["id"], zone_id=g["zone"], mode=g["mode"])
-                   for g in b["gates"]],
-            products=[gate_pb2.BundleProduct(
-                index=p["index"], product_id=p["id"], zone_ids=p["zones"],
-                max_entries=p["max_entries"], daily_entries=p["daily_entries"],
-                reentry=p["reentry"], slot_grace_s=p["slot_grace_s"]) for p in b["products"]],
-            slots=[gate_pb2.BundleSlot(index=s["index"], slot_id=s["id"], zone_id=s["zone"],
-                                       day=s["day"], start=_ts(s["start"]), end=_ts(s["end"]))
-                   for s in b["slots"]],
-            sets=gate_pb2.TicketSets(**{name: bm.serialize() for name, bm in sets.items()
-                                        if bm is not None}))
+        return bundle_message(self.node.shard.offline_bundle(venue, request.since_epoch,
+                                                             request.since_version))
 
     @rpc
     async def UploadScans(self, request, context):
@@ -198,6 +208,27 @@ class GateService(gate_pb2_grpc.GateServiceServicer):
             gate_pb2.UploadResult(nonce=r["nonce"], status=gate_pb2.UploadStatus.Value(r["status"]),
                                   reason=r["reason"], ticket_id=r["ticket_id"], persons=r["persons"])
             for r in results])
+
+
+def bundle_message(b: dict) -> gate_pb2.OfflineBundleResponse:
+    """Shard.offline_bundle() as the GateService.OfflineBundle answer."""
+    return gate_pb2.OfflineBundleResponse(
+        venue_id=b["venue"], shard=b["shard"], day=b["day"], epoch=b["epoch"], version=b["version"],
+        full=b["full"], cut_at=_ts(b["cut_at"]), utc_offset_s=b["utc_offset_s"],
+        public_keys=b["public_keys"],
+        zones=[gate_pb2.BundleZone(zone_id=z["id"], enforce_exit=z["enforce_exit"])
+               for z in b["zones"]],
+        gates=[gate_pb2.BundleGate(gate_id=g["id"], zone_id=g["zone"], mode=g["mode"])
+               for g in b["gates"]],
+        products=[gate_pb2.BundleProduct(
+            index=p["index"], product_id=p["id"], zone_ids=p["zones"],
+            max_entries=p["max_entries"], daily_entries=p["daily_entries"],
+            reentry=p["reentry"], slot_grace_s=p["slot_grace_s"]) for p in b["products"]],
+        slots=[gate_pb2.BundleSlot(index=s["index"], slot_id=s["id"], zone_id=s["zone"],
+                                   day=s["day"], start=_ts(s["start"]), end=_ts(s["end"]))
+               for s in b["slots"]],
+        sets=gate_pb2.TicketSets(**{name: bm.serialize() for name, bm in b["sets"].items()
+                                    if bm is not None}))
 
 
 def _items(request_items) -> list[dict]:

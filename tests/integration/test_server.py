@@ -84,6 +84,18 @@ def test_batch_and_stream(server, stubs):
     assert got == [[R.Value("ALREADY_USED")], [R.Value("OK")], [R.Value("OK")]]
 
 
+def test_stream_read_ahead_keeps_request_order(server, stubs):
+    """Many batches in flight on one stream are decided in the order they were sent:
+    each code's first batch admits it, its second (sent later) finds it inside."""
+    _, c = buy(server, stubs, qty=30, key="cart-ahead", order="ota-ahead")
+    codes = [t.code for t in c.tickets]
+    reqs = [gate_pb2.VerifyBatchRequest(codes=[codes[i % 30]], gate_id="east", direction=IN,
+                                        scan_time=at(server, 9)) for i in range(60)]
+    got = [list(resp.reasons) for resp in stubs["gate"].VerifyStream(iter(reqs),
+                                                                     metadata=server.meta("demo-gate"))]
+    assert got == [[R.Value("OK")]] * 30 + [[R.Value("ALREADY_USED")]] * 30
+
+
 def test_idempotent_hold_is_byte_identical_and_reuse_is_refused(server, stubs):
     slot = demo.slot_id("main", server.day, 10)
     meta = server.meta("demo-window")
