@@ -100,11 +100,19 @@ def _listen(server, host: str, port: int, tls) -> int:
 async def serve_shard(cfg: ServerConfig, shard_id: int = 0) -> None:
     shard = Shard.open(os.path.join(cfg.data, f"shard-{shard_id}"), shard_id=shard_id)
     store = ControlStore(os.path.join(cfg.data, "control"))
+    moved = set()
     for venue in shard.state.venues:
+        home = store.venue_shard(venue)
+        if home is not None and home != shard_id:
+            # left behind by `turnstile shards move`: the map routes it to its new shard
+            print(f"shard {shard_id}: venue {venue} is mapped to shard {home}; not served here",
+                  file=sys.stderr, flush=True)
+            moved.add(venue)
+            continue
         store.place_venue(venue, shard_id)
     writer = shard.writer(max_queue=cfg.max_queue)
     await writer.start()
-    node = ShardNode(shard, writer, store)
+    node = ShardNode(shard, writer, store, moved=frozenset(moved))
     health_servicer = health.aio.HealthServicer()
     tls = cfg.tls()
     servers = [_grpc_server(node, store, health_servicer, reflect=False)]
@@ -186,8 +194,13 @@ class _Child:
 def supervise(cfg: ServerConfig, config_file: str | None = None) -> int:
     cfg.tls()                                    # refuse a half TLS set-up before starting
     data = cfg.data
-    shards = cfg.shards or os.cpu_count() or 1
     store = ControlStore(os.path.join(data, "control"))
+    recorded = store.shard_count()               # `turnstile shards set-count`
+    shards = cfg.shards or recorded or os.cpu_count() or 1
+    if recorded and shards < recorded:
+        store.close()
+        raise SystemExit(f"{data} has {recorded} shards (turnstile shards set-count); serving "
+                         f"{shards} would leave shard {shards}..{recorded - 1} unserved")
     for pid, role, key in bootstrap_principals(store, data):
         print(f"created principal {pid} ({role}) with API key {key}", flush=True)
     store.close()

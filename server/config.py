@@ -28,7 +28,9 @@ class ServerConfig(BaseSettings):
     admin_port: int = Field(0, ge=0, le=65535,
                             description="port of shard 0's admin listener (every service plus "
                                         "gRPC reflection), shard k on ADMIN_PORT+k; 0 = none")
-    shards: int | None = Field(None, ge=1, le=256, description="number of shards (default: cores)")
+    shards: int | None = Field(None, ge=1, le=256, description="number of shards (default: the count "
+                                                            "`turnstile shards set-count` recorded, "
+                                                            "else one per core)")
     max_queue: int = Field(100_000, ge=1,
                            description="commands queued per shard before calls are shed with "
                                        "RESOURCE_EXHAUSTED")

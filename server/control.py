@@ -50,6 +50,7 @@ class ControlStore:
         self.keys = self.env.open_db(b"keys")
         self.endpoints = self.env.open_db(b"endpoints")
         self.venue_map = self.env.open_db(b"venues")
+        self.config = self.env.open_db(b"config")     # b"shards": the count `serve` runs
         self._cache: dict[str, tuple[bytes, Principal, float]] = {}
 
     # -- shard map -----------------------------------------------------------------
@@ -76,6 +77,19 @@ class ControlStore:
             eps = {int(k): v.decode() for k, v in txn.cursor(db=self.endpoints)}
             venues = {k.decode(): int(v) for k, v in txn.cursor(db=self.venue_map)}
         return eps, venues
+
+    def shard_count(self) -> int | None:
+        """The shard count recorded by `turnstile shards set-count`, None if never set."""
+        with self.env.begin(db=self.config) as txn:
+            v = txn.get(b"shards")
+        return None if v is None else int(v)
+
+    def set_shard_count(self, n: int) -> None:
+        """Record the shard count and drop the endpoints of shards >= n, in one transaction."""
+        with self.env.begin(write=True) as txn:
+            txn.put(b"shards", str(n).encode(), db=self.config)
+            for k in [k for k, _ in txn.cursor(db=self.endpoints) if int(k) >= n]:
+                txn.delete(k, db=self.endpoints)
 
     def close(self) -> None:
         self.env.close()

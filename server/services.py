@@ -62,12 +62,16 @@ def _at(msg, name: str) -> int | None:
 class ShardNode:
     """One shard as served: the shard, its writer, and its address."""
 
-    def __init__(self, shard: Shard, writer: GroupCommit, store, address: str = ""):
+    def __init__(self, shard: Shard, writer: GroupCommit, store, address: str = "",
+                 moved: frozenset[str] = frozenset()):
         self.shard = shard
         self.writer = writer
         self.store = store
         self.address = address
         self.shard_id = shard.state.shard_id
+        # venues this shard still holds but the map routes elsewhere (`turnstile shards
+        # move` leaves the old catalog behind): served as absent
+        self.moved = moved
 
     async def submit(self, command) -> Any:
         """Apply a command through group commit, audited under the current call. If the
@@ -78,7 +82,7 @@ class ShardNode:
     # scope checks ------------------------------------------------------------------
     def venue(self, venue_id: str) -> str:
         p = auth.current()
-        if venue_id not in self.shard.state.venues:
+        if venue_id not in self.shard.state.venues or venue_id in self.moved:
             home = self.store.venue_shard(venue_id)
             raise NotFound(f"no venue {venue_id!r} on shard {self.shard_id}"
                            + (f"; it is on shard {home}" if home is not None else ""),
