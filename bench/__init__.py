@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import math
 import os
 import resource
 import shutil
 import tempfile
-from typing import Iterable
 
+from clients.loadgen import percentiles  # noqa: F401  (one definition: the load generator's)
 from engine import Shard, cmd, demo
 from engine.journal import Op, json_record
 from engine.model import EntryRule, GateMode, to_day
@@ -131,15 +130,6 @@ def sell_codes(shard: Shard, count: int, *, signed: bool = True, channel: str = 
         k += 1
     assert shard.state.tickets.n == first + count
     return first, codes
-
-
-def percentiles(values: Iterable[float]) -> dict[str, float]:
-    """Nearest-rank p50, p99 and p99.9 of values (any unit)."""
-    v = sorted(values)
-    out = {}
-    for key, p in (("p50", 50), ("p99", 99), ("p999", 99.9)):
-        out[key] = v[min(len(v), max(1, math.ceil(p * len(v) / 100))) - 1] if v else float("nan")
-    return out
 
 
 def max_rss_mb() -> float:

@@ -344,6 +344,7 @@ def write_results(path: Path, info: dict, micro: list[dict], scen: list[dict], q
     w("python -m pytest bench/test_micro.py        # micro benches only")
     w("python -m bench.scenarios durable-scans --loop uvloop --profile /tmp/scans.prof")
     w("python -m bench.server_scenarios server     # the gRPC server run, summary on stdout")
+    w("turnstile loadgen flash-sale --keys-file data/demo-keys.txt   # one scenario, a running server")
     w("```")
     w("")
     path.write_text("\n".join(L))
@@ -637,7 +638,8 @@ def server_section(w, srv: dict) -> None:
       f"10,000); the rest issued through the engine with the server stopped (`bench.issue_bulk`, "
       f"{b.get('total_s', 0):.1f} s with rendering their codes), then the server started again "
       f"({st.get('restart_s', 0):.1f} s). Scans carry an explicit scan_time inside the ticket's "
-      f"slot. The load generator is grpc.aio in one process on the same machine (uvloop unless "
+      f"slot. The load generator (`clients/loadgen.py`, which `turnstile loadgen` runs too) is "
+      f"grpc.aio in one process on the same machine (uvloop unless "
       f"marked): its CPU competes with the server's, and is shown. In each unary Verify run 1 % "
       f"of the codes are also sent by a second caller at the same time (exactly one may be "
       f"admitted). *Shard CPU*: the shard-0 process from /proc, all threads, per call (*main*: its "

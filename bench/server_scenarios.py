@@ -14,12 +14,14 @@ One run, in one process (bench/run.py starts it like the engine scenarios):
 3. the server is stopped (SIGTERM to its process group) and the rest of the tickets are
    issued in bulk through the engine on the data dir (`bench.issue_bulk`, as the engine
    scenarios do; a shard dir is locked by the process that has it open);
-4. the server is started again and measured, with grpc.aio clients in this process
-   (asyncio or uvloop loop), every request to 127.0.0.1, every run bounded in count and
-   time: unary Verify at 64 and at 4 calls in flight, VerifyStream in batches of 100,
-   a flash sale of SalesService.Hold on one hot slot (checked through
+4. the server is started again and measured with the scenarios of clients/loadgen.py (the
+   one load generator; `turnstile loadgen` runs the same): grpc.aio clients in this
+   process (asyncio or uvloop loop), every request to 127.0.0.1, every run bounded in
+   count and time: unary Verify at 64 and at 4 calls in flight, VerifyStream in batches
+   of 100, a flash sale of SalesService.Hold on one hot slot (checked through
    InventoryService.Availability during and after it, and in the shard's own order through
-   AdminService.QueryAudit); then every code is scanned again (each must be ALREADY_USED);
+   AdminService.QueryAudit); each run also checks its answers against ReportService; then
+   every code is scanned again (each must be ALREADY_USED);
 5. the server is stopped and the shard opened with the engine: the invariants hold
    (`Shard.check`), and the tickets in `used` are exactly those the clients saw admitted.
 
@@ -50,15 +52,15 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from bench import TempDir, dumps, issue_bulk, max_rss_mb, percentiles, render_codes
+from bench import TempDir, dumps, issue_bulk, max_rss_mb, render_codes
+from clients import loadgen
 from engine import Shard, demo
-from turnstile.v1 import (admin_pb2, admin_pb2_grpc, common_pb2, gate_pb2, gate_pb2_grpc,
-                          inventory_pb2, inventory_pb2_grpc, sales_pb2, sales_pb2_grpc)
+from turnstile.v1 import admin_pb2, admin_pb2_grpc, common_pb2, gate_pb2, gate_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 VENUE = demo.VENUE
@@ -68,10 +70,8 @@ PRODUCT = "bench-plaza-day"          # single use, one zone, one day
 FLASH_CAPACITY = 10_000
 CHANNELS = 8
 OK = int(common_pb2.OK)
-ALREADY_USED = int(common_pb2.ALREADY_USED)
 REASON = common_pb2.ScanReason.Name
 MAX_MESSAGE = 16 << 20
-CALL_TIMEOUT = 30.0
 STREAMS, WINDOW = 128, 2              # VerifyStream: streams at once, batches in flight on each
 _CLK = os.sysconf("SC_CLK_TCK")
 
@@ -335,17 +335,6 @@ def _cost(res: dict, calls: int, items: int | None = None) -> dict:
     return out
 
 
-def _us(d: dict) -> dict:
-    return {k: round(v * 1e6, 1) for k, v in d.items()}
-
-
-def run_loop(main: Callable, loop: str):
-    if loop == "uvloop":
-        import uvloop
-        return uvloop.run(main())
-    return asyncio.run(main())
-
-
 class Checks:
     def __init__(self):
         self.items: list[dict] = []
@@ -357,13 +346,6 @@ class Checks:
     @property
     def ok(self) -> bool:
         return all(c["passed"] for c in self.items)
-
-
-def _channel(address: str, **extra) -> grpc.aio.Channel:
-    opts = [("grpc.max_receive_message_length", MAX_MESSAGE),
-            ("grpc.max_send_message_length", MAX_MESSAGE)]
-    opts += list(extra.items())
-    return grpc.aio.insecure_channel(address, options=opts)
 
 
 # -- set-up through the API ---------------------------------------------------------------------
@@ -405,27 +387,12 @@ def setup_catalog(server: LiveServer, day: _dt.date, flash_slot: str) -> dict:
             "flash_slot": {"slot": flash_slot, "capacity": c.capacity, "sold": c.sold, "held": c.held}}
 
 
-def sell_real(server: LiveServer, slot: str, count: int, per_order: int = 10_000) -> list[tuple[int, str]]:
-    """Sell `count` tickets through SalesService Hold + Confirm (signed codes)."""
-    out: list[tuple[int, str]] = []
-    m = meta(server.keys["demo-ota"])
-    with grpc.insecure_channel(server.address, options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE)]) as ch:
-        s = sales_pb2_grpc.SalesServiceStub(ch)
-        k = 0
-        while len(out) < count:
-            q = min(per_order, count - len(out))
-            h = s.Hold(sales_pb2.HoldRequest(
-                venue_id=VENUE, idempotency_key=f"bench-cart-{k}",
-                items=[sales_pb2.Item(product_id=PRODUCT, slot_ids=[slot], qty=q)]),
-                metadata=m, timeout=120)
-            c = s.Confirm(sales_pb2.ConfirmRequest(
-                hold_id=h.hold_id, order_id=f"bench-order-{k}",
-                payment=sales_pb2.Payment(method="alipay", reference=f"bench-{k}",
-                                          amount_fen=h.amount_fen)), metadata=m, timeout=120)
-            out += [(t.ticket_id, t.code) for t in c.tickets]
-            k += 1
-    return out
+def sell_real(server: LiveServer, day: _dt.date, count: int) -> list[tuple[int, str]]:
+    """Sell `count` bench tickets through SalesService Hold + Confirm (signed codes, orders
+    of 10,000, as the demo OTA) with clients.loadgen; (ticket id, code) each."""
+    with loadgen.Venue(target(server)) as v:
+        bought = v.buy(count, v.product(PRODUCT), day, "bench")
+    return [(tid, code) for tid, code, _ in bought]
 
 
 def bulk_issue(data: str, slot: str, signed: int, mac_only: int) -> tuple[list, list, dict]:
@@ -450,289 +417,88 @@ def bulk_issue(data: str, slot: str, signed: int, mac_only: int) -> tuple[list, 
              "check_violations": [str(v) for v in violations], "total_s": time.perf_counter() - t})
 
 
-# -- load: unary Verify -------------------------------------------------------------------------
-def _deal(items: list, inflight: int, dupes: float, rng: random.Random) -> list[list]:
-    """Every item once, dealt round-robin to `inflight` workers; a fraction `dupes` of them
-    ALSO to another worker at a random place (two gates scanning one code at once)."""
-    work = [items[k::inflight] for k in range(inflight)]
-    if inflight > 1:
-        for k in rng.sample(range(len(items)), int(len(items) * dupes)):
-            home = k % inflight
-            other = (home + rng.randrange(1, inflight)) % inflight
-            work[other].insert(rng.randrange(len(work[other]) + 1), items[k])
-    return work
+# -- load: clients/loadgen.py, the one load generator (bench adds its measurements) ----------
+def target(server: LiveServer, sales: list[str] | None = None) -> loadgen.Target:
+    """The live server as a load target: the demo gate, the admin (reports, audit log) and
+    the given channel keys (else the demo OTA)."""
+    return loadgen.Target(server.address, loadgen.Keys(
+        gate=server.keys["demo-gate"], admin=server.keys["admin"],
+        sales=list(sales or [server.keys["demo-ota"]])), VENUE)
 
 
-async def _unary_verify(address: str, key: str, work: list[list], at: int, deadline_s: float):
-    m = meta(key)
-    ts = Timestamp(seconds=at)
-    lat: list[float] = []
-    out: list[tuple[int, int, int]] = []
-    cut = False
-    # requests built before the clock starts: the load generator's CPU is not the server's
-    reqs = [[(tid, gate_pb2.VerifyRequest(code=code, gate_id=GATE_IN, direction=common_pb2.IN,
-                                          scan_time=ts)) for tid, code in w] for w in work]
-    async with _channel(address) as ch:
-        verify = gate_pb2_grpc.GateServiceStub(ch).Verify
-        await ch.channel_ready()
-        stop = time.perf_counter() + deadline_s
+def _day_of(at: int) -> _dt.date:
+    """The venue-local day of a scan time."""
+    return _dt.datetime.fromtimestamp(at + demo.UTC_OFFSET, _dt.timezone.utc).date()
 
-        async def worker(items):
-            nonlocal cut
-            clock, push, lpush = time.perf_counter, out.append, lat.append
-            for tid, req in items:
-                t0 = clock()
-                r = await verify(req, metadata=m, timeout=CALL_TIMEOUT)
-                t1 = clock()
-                lpush(t1 - t0)
-                push((tid, r.reason, r.ticket_id))
-                if t1 > stop:
-                    cut = True
-                    return
 
-        t = time.perf_counter()
-        await asyncio.gather(*(worker(w) for w in reqs))
-        elapsed = time.perf_counter() - t
-    return {"lat": lat, "out": out, "elapsed": elapsed, "cut": cut}
+def _scans(r: loadgen.Result, runs_failed: list[str] | None, label: str) -> list[tuple[int, int, int]]:
+    """(ticket asked, reason, ticket answered) of the scans a run got answers to; the run's
+    own failed checks (clients.loadgen) noted in `runs_failed`."""
+    if runs_failed is not None and not r.ok:
+        runs_failed += [f"{label}: {c.name} ({c.detail})" for c in r.checks if not c.passed]
+    if r.errors and runs_failed is not None:
+        runs_failed.append(f"{label}: RPC errors {r.errors}")
+    return [a for a in r.answers if a[1] is not None]
 
 
 def verify_unary(server: LiveServer, peek: ShardPeek, codes: list, *, inflight: int, loop: str,
                  at: int, deadline_s: float, dupes: float = 0.01, seed: int = 7,
-                 label: str = "") -> tuple[dict, list]:
-    work = _deal(codes, inflight, dupes, random.Random(seed))
-    with Measure(server, peek) as meas:
-        run = run_loop(lambda: _unary_verify(server.address, server.keys["demo-gate"], work, at,
-                                             deadline_s), loop)
-    r = meas.result
-    calls = len(run["out"])
+                 label: str = "", runs_failed: list[str] | None = None) -> tuple[dict, list]:
+    meas = Measure(server, peek)
+    r = loadgen.verify_unary(target(server), tickets=codes, at=at, gate=GATE_IN, product=PRODUCT,
+                             date=_day_of(at), inflight=inflight, dupes=dupes, seed=seed, loop=loop,
+                             duration_s=deadline_s, around=meas)
+    m = meas.result
     res = {"scenario": "server-verify", "label": label, "loop": loop, "inflight": inflight,
-           "calls_planned": sum(len(w) for w in work), "calls": calls,
-           "cut_by_deadline": run["cut"], "elapsed_s": run["elapsed"],
-           "throughput_per_s": calls / run["elapsed"],
-           "latency_us": _us(percentiles(run["lat"])), **r, **_cost(r, calls)}
-    return res, run["out"]
-
-
-# -- load: VerifyStream -------------------------------------------------------------------------
-async def _stream_verify(address: str, key: str, work: list[list], at: int, window: int,
-                         deadline_s: float):
-    m = meta(key)
-    ts = Timestamp(seconds=at)
-    lat: list[float] = []
-    out: list[tuple[list, bytes, list]] = []
-    cut = False
-    reqs = [[(b, gate_pb2.VerifyBatchRequest(codes=[c for _, c in b], gate_id=GATE_IN,
-                                             direction=common_pb2.IN, scan_time=ts)) for b in w]
-            for w in work]
-    async with _channel(address) as ch:
-        stub = gate_pb2_grpc.GateServiceStub(ch)
-        await ch.channel_ready()
-        stop = time.perf_counter() + deadline_s
-
-        async def one(batches):
-            call = stub.VerifyStream(metadata=m, timeout=deadline_s + CALL_TIMEOUT)
-            room = asyncio.Semaphore(window)
-            sent: list[float] = []
-
-            async def send():
-                nonlocal cut
-                for _, req in batches:
-                    await room.acquire()
-                    if time.perf_counter() > stop:
-                        cut = True
-                        break
-                    sent.append(time.perf_counter())
-                    await call.write(req)
-                await call.done_writing()
-
-            sender = asyncio.ensure_future(send())
-            k = 0
-            async for resp in call:
-                lat.append(time.perf_counter() - sent[k])
-                out.append(([tid for tid, _ in batches[k][0]], bytes(resp.reasons),
-                            list(resp.ticket_ids)))
-                k += 1
-                room.release()
-            await sender
-
-        t = time.perf_counter()
-        await asyncio.gather(*(one(w) for w in reqs))
-        elapsed = time.perf_counter() - t
-    return {"lat": lat, "out": out, "elapsed": elapsed, "cut": cut}
+           "calls_planned": r.planned, "calls": r.calls, "cut_by_deadline": r.cut,
+           "elapsed_s": r.elapsed_s, "throughput_per_s": r.throughput_per_s,
+           "latency_us": r.latency_us, "loadgen_ok": r.ok, "errors": r.errors, **m,
+           **_cost(m, max(1, r.calls))}
+    return res, _scans(r, runs_failed, f"Verify {label}")
 
 
 def verify_stream(server: LiveServer, peek: ShardPeek, codes: list, *, streams: int, per: int,
-                  window: int, loop: str, at: int, deadline_s: float, label: str = "") -> tuple[dict, list]:
-    batches = [codes[i:i + per] for i in range(0, len(codes), per)]
-    work = [batches[k::streams] for k in range(streams)]
-    with Measure(server, peek) as meas:
-        run = run_loop(lambda: _stream_verify(server.address, server.keys["demo-gate"], work, at,
-                                              window, deadline_s), loop)
-    r = meas.result
-    n_codes = sum(len(x[1]) for x in run["out"])
-    res = {"scenario": "server-stream", "label": label, "loop": loop, "streams": streams,
-           "per_call": per, "window": window, "codes_planned": len(codes), "codes": n_codes,
-           "calls": len(run["out"]), "cut_by_deadline": run["cut"], "elapsed_s": run["elapsed"],
-           "throughput_per_s": n_codes / run["elapsed"],
-           "calls_per_s": len(run["out"]) / run["elapsed"],
-           "latency_us": _us(percentiles(run["lat"])), **r,
-           **_cost(r, max(1, len(run["out"])), n_codes)}
-    return res, run["out"]
-
-
-# -- load: the flash sale ------------------------------------------------------------------------
-async def _flash(address: str, keys: list[str], admin_key: str, asks: list[tuple[int, int]],
-                 inflight: int, venue_day: str, slot: str, deadline_s: float):
-    from server.errors import error_info
-    lat: list[float] = []
-    out: list[tuple[int, Any, float]] = []
-    cut = False
-    metas = [meta(k) for k in keys]
-    reqs = [(k, c, sales_pb2.HoldRequest(
-        venue_id=VENUE, idempotency_key=f"flash-{k}", ttl_s=3600,
-        items=[sales_pb2.Item(product_id="adult", slot_ids=[slot], qty=1)])) for k, c in asks]
-    work = [reqs[k::inflight] for k in range(inflight)]
-    peak = {"max_used": 0, "polls": 0}
-    done = asyncio.Event()
-    async with _channel(address) as ch:
-        hold = sales_pb2_grpc.SalesServiceStub(ch).Hold
-        inv = inventory_pb2_grpc.InventoryServiceStub(ch)
-        await ch.channel_ready()
-        stop = time.perf_counter() + deadline_s
-
-        async def poll():       # sold + held seen during the sale: never above capacity
-            req = inventory_pb2.AvailabilityRequest(venue_id=VENUE, date_from=venue_day, zone_id="main")
-            while not done.is_set():
-                r = await inv.Availability(req, metadata=meta(admin_key), timeout=CALL_TIMEOUT)
-                for s in r.slots:
-                    if s.slot_id == slot:
-                        peak["max_used"] = max(peak["max_used"], s.sold + s.held)
-                peak["polls"] += 1
-                try:
-                    await asyncio.wait_for(done.wait(), 0.1)
-                except asyncio.TimeoutError:
-                    pass
-
-        async def worker(items):
-            nonlocal cut
-            clock = time.perf_counter
-            for k, c, req in items:
-                t0 = clock()
-                try:
-                    r = await hold(req, metadata=metas[c], timeout=CALL_TIMEOUT)
-                    res: Any = r.hold_id
-                except grpc.aio.AioRpcError as e:
-                    reason, _ = error_info(e)
-                    res = reason or e.code().name
-                t1 = clock()
-                lat.append(t1 - t0)
-                out.append((k, res, t1))
-                if t1 > stop:
-                    cut = True
-                    return
-
-        poller = asyncio.ensure_future(poll())
-        t = time.perf_counter()
-        await asyncio.gather(*(worker(w) for w in work))
-        elapsed = time.perf_counter() - t
-        done.set()
-        await poller
-    return {"lat": lat, "out": out, "elapsed": elapsed, "cut": cut, "t0": t, "peak": peak}
-
-
-async def _hold_again(address: str, keys: list[str], asks: list[tuple[int, int]], slot: str):
-    """The same Hold requests again, same idempotency keys: the first answers come back."""
-    async with _channel(address) as ch:
-        hold = sales_pb2_grpc.SalesServiceStub(ch).Hold
-        out = []
-        for k, c in asks:
-            r = await hold(sales_pb2.HoldRequest(
-                venue_id=VENUE, idempotency_key=f"flash-{k}", ttl_s=3600,
-                items=[sales_pb2.Item(product_id="adult", slot_ids=[slot], qty=1)]),
-                metadata=meta(keys[c]), timeout=CALL_TIMEOUT)
-            out.append((k, r.hold_id))
-    return out
-
-
-def availability(server: LiveServer, day: _dt.date, slot: str) -> dict:
-    with grpc.insecure_channel(server.address) as ch:
-        r = inventory_pb2_grpc.InventoryServiceStub(ch).Availability(
-            inventory_pb2.AvailabilityRequest(venue_id=VENUE, date_from=day.isoformat(), zone_id="main"),
-            metadata=meta(server.keys["admin"]), timeout=CALL_TIMEOUT)
-    for s in r.slots:
-        if s.slot_id == slot:
-            return {"capacity": s.capacity, "sold": s.sold, "held": s.held, "remaining": s.remaining}
-    raise RuntimeError(f"slot {slot} not in Availability")
-
-
-def audited_results(server: LiveServer, after_seq: int, method: str) -> list[str]:
-    """Results of the audited calls of `method` after audit record `after_seq`, in the
-    order the shard applied them (AdminService.QueryAudit as the admin principal)."""
-    out: list[str] = []
-    with grpc.insecure_channel(server.address, options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE)]) as ch:
-        a = admin_pb2_grpc.AdminServiceStub(ch)
-        seq = after_seq
-        while True:
-            r = a.QueryAudit(admin_pb2.QueryAuditRequest(after_seq=seq, limit=1000),
-                             metadata=meta(server.keys["admin"]), timeout=CALL_TIMEOUT)
-            if not r.records:
-                return out
-            out += [rec.result for rec in r.records if rec.method.endswith(method)]
-            seq = r.records[-1].seq
+                  window: int, loop: str, at: int, deadline_s: float, label: str = "",
+                  expect: str = "admit", runs_failed: list[str] | None = None) -> tuple[dict, list]:
+    meas = Measure(server, peek)
+    r = loadgen.verify_stream(target(server), tickets=codes, at=at, gate=GATE_IN, product=PRODUCT,
+                              date=_day_of(at), streams=streams, per_call=per, window=window,
+                              loop=loop, duration_s=deadline_s, expect=expect, around=meas)
+    m = meas.result
+    res = {"scenario": "server-stream", "label": label, "loop": loop, "streams": r.extra["streams"],
+           "per_call": per, "window": window, "codes_planned": r.planned, "codes": r.ops,
+           "calls": r.calls, "cut_by_deadline": r.cut, "elapsed_s": r.elapsed_s,
+           "throughput_per_s": r.throughput_per_s, "calls_per_s": r.extra["calls_per_s"],
+           "latency_us": r.latency_us, "loadgen_ok": r.ok, "errors": r.errors, **m,
+           **_cost(m, max(1, r.calls), r.ops)}
+    return res, _scans(r, runs_failed, f"VerifyStream {label}")
 
 
 def flash_sale(server: LiveServer, peek: ShardPeek, *, channel_keys: list[str], day: _dt.date,
                slot: str, asks_total: int, inflight: int, loop: str, deadline_s: float,
                checks: Checks) -> dict:
-    rng = random.Random(11)
-    asks = [(k, rng.randrange(len(channel_keys))) for k in range(asks_total)]
-    before = availability(server, day, slot)
-    with Measure(server, peek) as meas:
-        run = run_loop(lambda: _flash(server.address, channel_keys, server.keys["admin"], asks,
-                                      inflight, day.isoformat(), slot, deadline_s), loop)
-    r = meas.result
-    out = run["out"]
-    granted = [(k, res, t) for k, res, t in out if isinstance(res, int)]
-    refused = Counter(res for _, res, _ in out if not isinstance(res, int))
-    after = availability(server, day, slot)
-    sold_out_at = max((t for _, _, t in granted), default=run["t0"]) - run["t0"]
-    checks("flash sale: exactly the capacity granted", len(granted) == FLASH_CAPACITY - before["sold"] - before["held"],
-           f"granted {len(granted)}, capacity {before['capacity']}, sold+held before "
-           f"{before['sold'] + before['held']}")
-    checks("flash sale: every refusal is SOLD_OUT", set(refused) <= {"SOLD_OUT"}, dict(refused))
-    checks("flash sale: hold ids unique", len({res for _, res, _ in granted}) == len(granted))
-    checks("flash sale: Availability sold + held == capacity after the sale",
-           after["sold"] + after["held"] == after["capacity"] == FLASH_CAPACITY, after)
-    checks("flash sale: Availability sold + held never above capacity while it ran",
-           run["peak"]["max_used"] <= FLASH_CAPACITY, run["peak"])
-    # in the order the shard applied them (its audit log): every hold granted until the
-    # slot was full, every one refused after, none refused before
-    applied = audited_results(server, meas.m0["audit"], ".SalesService/Hold")
-    first_refusal = next((i for i, res in enumerate(applied) if res != "OK"), len(applied))
-    checks("flash sale: in the shard's order (audit log) SOLD_OUT only once the slot was full",
-           len(applied) == len(out) and first_refusal == len(granted)
-           and all(res == "SOLD_OUT" for res in applied[first_refusal:]),
-           f"{len(applied)} audited, first refusal at {first_refusal}, granted {len(granted)}")
-    # retries with the same idempotency keys: the first answers, no new stock taken
-    first = {k: res for k, res, _ in granted[:200]}
-    sample = [(k, c) for k, c in asks if k in first]
-    again = run_loop(lambda: _hold_again(server.address, channel_keys, sample, slot), loop)
-    same = all(first[k] == hid for k, hid in again)
-    after2 = availability(server, day, slot)
-    checks("flash sale: retried holds (same idempotency key) return the first hold, take no stock",
-           same and after2 == after, f"{sum(first[k] != h for k, h in again)} differ; {after2}")
-    calls = len(out)
-    return {"scenario": "server-holds", "loop": loop, "inflight": inflight, "channels": len(channel_keys),
-            "asks_planned": asks_total, "calls": calls, "cut_by_deadline": run["cut"],
-            "elapsed_s": run["elapsed"], "throughput_per_s": calls / run["elapsed"],
-            "granted": len(granted), "refused": dict(refused),
-            "granted_per_s": len(granted) / sold_out_at if sold_out_at > 0 else float("nan"),
-            "sold_out_after_s": sold_out_at, "availability_before": before,
-            "availability_after": after, "availability_polls": run["peak"]["polls"],
-            "max_sold_plus_held_seen": run["peak"]["max_used"], "retried": len(again),
-            "latency_us": _us(percentiles(run["lat"])), **r, **_cost(r, calls)}
-
+    """clients.loadgen's flash sale on the bench's flash slot (capacity set by
+    setup_catalog); its checks join the bench's."""
+    meas = Measure(server, peek)
+    r = loadgen.flash_sale(target(server, channel_keys), slot=slot, product="adult", date=day,
+                           count=asks_total, inflight=inflight, loop=loop, duration_s=deadline_s,
+                           ttl_s=3600, retries=200, seed=11, around=meas)
+    for c in r.checks:
+        checks(c.name, c.passed, c.detail)
+    checks("flash sale: every Hold answered (no RPC errors)", not r.errors, r.errors)
+    m = meas.result
+    x = r.extra
+    return {"scenario": "server-holds", "loop": loop, "inflight": inflight,
+            "channels": x["channels"], "asks_planned": asks_total, "calls": r.calls,
+            "cut_by_deadline": r.cut, "elapsed_s": r.elapsed_s,
+            "throughput_per_s": r.throughput_per_s, "granted": r.counts["granted"],
+            "refused": r.counts["refused"], "granted_per_s": x["granted_per_s"],
+            "sold_out_after_s": x["sold_out_after_s"],
+            "availability_before": x["availability_before"],
+            "availability_after": x["availability_after"],
+            "availability_polls": x["availability_polls"],
+            "max_sold_plus_held_seen": x["max_sold_plus_held_seen"], "retried": x["retried"],
+            "latency_us": r.latency_us, **m, **_cost(m, max(1, r.calls))}
 
 # -- the grpcio floor -----------------------------------------------------------------------------
 def floor_server(mode: str, control: str | None) -> None:
@@ -783,15 +549,16 @@ def grpc_floor(mode: str, data: str, key: str, codes: list, *, inflight: int, lo
         if not line.startswith("listening on "):
             raise RuntimeError(f"floor server did not start: {line!r}")
         address = line.split()[2]
-        work = _deal(codes, inflight, 0.0, random.Random(3))
+        work = loadgen.deal(loadgen.scan_items(codes, at), inflight, 0.0, random.Random(3))
         with Measure(None, None, pid=proc.pid) as meas:
-            run = run_loop(lambda: _unary_verify(address, key, work, at, deadline_s), loop)
+            run = loadgen.unary_load(address, key, work, gate=GATE_IN, deadline_s=deadline_s,
+                                     loop=loop)
         r = meas.result
-        calls = len(run["out"])
+        calls = len(run.out)
         return {"scenario": "server-floor", "mode": mode, "loop": loop, "inflight": inflight,
-                "calls": calls, "cut_by_deadline": run["cut"], "elapsed_s": run["elapsed"],
-                "throughput_per_s": calls / run["elapsed"],
-                "latency_us": _us(percentiles(run["lat"])), **r, **_cost(r, calls)}
+                "calls": calls, "cut_by_deadline": run.cut, "elapsed_s": run.elapsed,
+                "throughput_per_s": calls / run.elapsed, "errors": dict(run.errors),
+                "latency_us": loadgen.latency_us(run.lat), **r, **_cost(r, max(1, calls))}
     finally:
         try:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -857,7 +624,7 @@ def summarise_profile(path: str, main_tid: int) -> dict:
 
 
 def profile_run(server: LiveServer, peek: ShardPeek, codes: list, *, inflight: int, loop: str,
-                at: int, out: str) -> tuple[dict | None, list]:
+                at: int, out: str, runs_failed: list[str] | None = None) -> tuple[dict | None, list]:
     exe = py_spy()
     if not exe:
         return None, []
@@ -870,7 +637,8 @@ def profile_run(server: LiveServer, peek: ShardPeek, codes: list, *, inflight: i
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1.0)                         # py-spy attaches
     res, answers = verify_unary(server, peek, codes, inflight=inflight, loop=loop, at=at,
-                          deadline_s=est, dupes=0.0, label="under py-spy")
+                                deadline_s=est, dupes=0.0, label="under py-spy",
+                                runs_failed=runs_failed)
     try:
         spy.wait(est + 30)
     except subprocess.TimeoutExpired:
@@ -923,7 +691,7 @@ def server_bench(*, quick: bool, profile: bool = True, loops=("uvloop", "asyncio
             cat = setup_catalog(server, day, flash_slot)
             setup["flash_slot"] = cat["flash_slot"]
             t = time.perf_counter()
-            real = sell_real(server, cat["plaza_slot"], n_real)
+            real = sell_real(server, day, n_real)
             setup["real_sale_s"] = time.perf_counter() - t
             setup["real_sale_us_per_ticket"] = setup["real_sale_s"] / n_real * 1e6
             setup["real_sale_tickets"] = n_real
@@ -944,6 +712,7 @@ def server_bench(*, quick: bool, profile: bool = True, loops=("uvloop", "asyncio
             parts[name] = signed[lo:lo + n]
             lo += n
         answers: list[tuple[int, int, int]] = []       # (ticket asked, reason, ticket answered)
+        runs_failed: list[str] = []                    # the runs' own checks (clients.loadgen)
         try:
             t = time.perf_counter()
             server.start()
@@ -952,16 +721,19 @@ def server_bench(*, quick: bool, profile: bool = True, loops=("uvloop", "asyncio
             try:
                 # warm-up (not measured; its scans are checked like the others)
                 _, out = verify_unary(server, peek, parts["warm"], inflight=64, loop=loops[0],
-                                      at=at, deadline_s=deadline_s, label="warm-up")
+                                      at=at, deadline_s=deadline_s, label="warm-up",
+                                      runs_failed=runs_failed)
                 answers += out
                 # 1. unary Verify, 64 in flight: each loop; then 4 in flight for latency
                 for loop, part in ((loops[0], "u64"), (loops[-1], "u64b")):
                     r, out = verify_unary(server, peek, parts[part], inflight=64, loop=loop, at=at,
-                                          deadline_s=deadline_s, label="throughput")
+                                          deadline_s=deadline_s, label="throughput",
+                                          runs_failed=runs_failed)
                     runs.append(r)
                     answers += out
                 r, out = verify_unary(server, peek, parts["u4"], inflight=4, loop=loops[0], at=at,
-                                      deadline_s=deadline_s, label="latency")
+                                      deadline_s=deadline_s, label="latency",
+                                      runs_failed=runs_failed)
                 runs.append(r)
                 answers += out
                 # 2. VerifyStream in batches of 100
@@ -971,10 +743,10 @@ def server_bench(*, quick: bool, profile: bool = True, loops=("uvloop", "asyncio
                         (bulk_mac[n_stream:], "one stream", 1, WINDOW)):
                     r, out = verify_stream(server, peek, codes, streams=streams, per=100,
                                            window=window, loop=loops[0], at=at,
-                                           deadline_s=deadline_s, label=label)
+                                           deadline_s=deadline_s, label=label,
+                                           runs_failed=runs_failed)
                     runs.append(r)
-                    for tids, reasons, got in out:
-                        answers += list(zip(tids, reasons, got))
+                    answers += out
                 # 3. the flash sale
                 runs.append(flash_sale(server, peek, channel_keys=cat["channel_keys"], day=day,
                                        slot=flash_slot, asks_total=asks, inflight=64,
@@ -982,7 +754,8 @@ def server_bench(*, quick: bool, profile: bool = True, loops=("uvloop", "asyncio
                 # diagnostics: where the shard's time goes
                 if profile:
                     prof, out = profile_run(server, peek, parts["prof"], inflight=64,
-                                            loop=loops[0], at=at, out=os.path.join(data, "py-spy"))
+                                            loop=loops[0], at=at, out=os.path.join(data, "py-spy"),
+                                            runs_failed=runs_failed)
                     answers += out
                 # every scanned code once more: ALREADY_USED, the same ticket
                 scanned = sorted({tid for tid, _, _ in answers})
@@ -990,7 +763,9 @@ def server_bench(*, quick: bool, profile: bool = True, loops=("uvloop", "asyncio
                 again_codes = [(tid, code_of[tid]) for tid in scanned]
                 t = time.perf_counter()
                 _, again = verify_stream(server, peek, again_codes, streams=8, per=1000, window=2,
-                                         loop=loops[0], at=at + 60, deadline_s=120, label="second scans")
+                                         loop=loops[0], at=at + 60, deadline_s=120,
+                                         label="second scans", expect="used",
+                                         runs_failed=runs_failed)
                 setup["second_scan_s"] = time.perf_counter() - t
             finally:
                 peek.close()
@@ -1009,20 +784,22 @@ def server_bench(*, quick: bool, profile: bool = True, loops=("uvloop", "asyncio
                f"{sum(v > 1 for v in admitted.values())} tickets admitted more than once")
         checks("every scanned ticket admitted exactly once", set(admitted) == asked,
                f"{len(asked - set(admitted))} never admitted")
+        lone = {tid for tid, reason, _ in answers if reason != OK} - set(admitted)
         checks("the only refusals are concurrent duplicates, ALREADY_USED",
-               set(refused) <= {"ALREADY_USED"} and sum(refused.values()) == len(answers) - len(admitted),
-               dict(refused))
+               set(refused) <= {"ALREADY_USED"} and sum(refused.values()) == len(answers) - len(admitted)
+               and not lone, f"{dict(refused)}; {len(lone)} refused tickets never admitted")
         second: Counter = Counter()
         n_again = 0
         wrong_again = 0
-        for tids, reasons, got in again:
-            for tid, reason, g in zip(tids, reasons, got):
-                n_again += 1
-                second[REASON(reason)] += 1
-                wrong_again += tid != g
+        for tid, reason, g in again:
+            n_again += 1
+            second[REASON(reason)] += 1
+            wrong_again += tid != g
         checks("every second scan ALREADY_USED (same ticket)",
                n_again == len(asked) and set(second) == {"ALREADY_USED"} and not wrong_again,
                f"{n_again} rescanned of {len(asked)}: {dict(second)}")
+        checks("every scan run's own checks passed (clients.loadgen: answers, ReportService counts)",
+               not runs_failed, "; ".join(runs_failed[:5]))
         checks("server stopped cleanly (SIGTERM: drain, last commit, exit 0)", rc == 0, rc)
         t = time.perf_counter()
         shard = Shard.open(os.path.join(data, "shard-0"), shard_id=0)
