@@ -124,8 +124,10 @@ def _serve_options(s) -> None:
                        help=f"{f.description}{default}; env TURNSTILE_{name.upper()}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="turnstile", description="Operate a Turnstile data dir.")
+def build_parser() -> argparse.ArgumentParser:
+    """The `turnstile` parser with every subcommand."""
+    p = argparse.ArgumentParser(prog="turnstile", description="Operate a Turnstile data dir: "
+                                "serve it, seed it, check it, back it up, run load against it.")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("serve", help="serve every shard of a data dir over gRPC",
@@ -172,8 +174,21 @@ def main(argv: list[str] | None = None) -> int:
     cli_data.register(sub)       # backup, restore, shards: a data dir, offline
     cli_remote.register(sub)     # keys, report: a running server, over gRPC
     cli_loadgen.register(sub)    # loadgen: scenario load against a running server
+    return p
 
-    args = p.parse_args(argv)
+
+def commands(parser: argparse.ArgumentParser | None = None, prefix: tuple[str, ...] = ()):
+    """Every command path of the CLI, nested subcommands included: ("shards", "move")..."""
+    parser = parser or build_parser()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield prefix + (name,)
+                yield from commands(sub, prefix + (name,))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     return args.func(args)
 
 

@@ -14,10 +14,16 @@ def turnstile(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_help_of_every_command():
-    for args in ([], ["serve"], ["serve-shard"], ["demo"], ["info"], ["check"]):
-        r = turnstile(*args, "--help")
-        assert r.returncode == 0 and "--data" in r.stdout or args == [], r.stderr
-        assert "usage: turnstile" in r.stdout
+    from server.cli import commands
+    paths = list(commands())
+    assert {("serve",), ("demo",), ("check",), ("backup",), ("restore",), ("shards", "move"),
+            ("keys",), ("report",), ("loadgen",)} <= set(paths)
+    for path in [()] + paths:
+        r = turnstile(*path, "--help")
+        assert r.returncode == 0, (path, r.stderr)
+        assert r.stdout.startswith("usage: turnstile " + " ".join(path)), (path, r.stdout[:200])
+        # every option is explained
+        assert "--help" in r.stdout and r.stdout.count("\n") > 3, path
 
 
 def test_demo_info_check(tmp_path):
