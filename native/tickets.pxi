@@ -396,6 +396,12 @@ cdef class Tickets:
         if day > z.day:
             self._roll(zone, z, day)
         t.entries += 1
+        if day < t.visit_day:
+            # a late scan (an offline gate's upload) of a day before the current visit:
+            # a visit, counted and used, that leaves the current visit as it is
+            self._admit(tid, t, z, day, k)
+            admitted[0] = k
+            return R_OK
         t.day_entries = t.day_entries + 1 if visit_open else 1
         t.visit_day = day
         t.visit_admitted = k

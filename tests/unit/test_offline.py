@@ -161,3 +161,22 @@ def test_bad_upload_names_the_field_and_changes_nothing(shard, clock, bad, field
     assert e.value.field == "scans[0].direction"
     with pytest.raises(NotFound):
         shard.run(cmd.offline_scans("nowhere", [good]))
+
+
+def test_late_upload_of_an_earlier_day_leaves_the_current_visit_alone(shard, clock):
+    """A punch card used offline yesterday and online today: yesterday's scan, uploaded
+    now, is one more visit, and today's visit (inside) is unchanged."""
+    import datetime as dt
+    code = sell(shard, "punch10").tickets[0].code
+    yesterday = clock.t
+    clock.at(TODAY + dt.timedelta(days=1), 9)
+    assert shard.run(cmd.verify(code, "north-1")).reason == Reason.OK
+    res = shard.run(cmd.offline_scans("north-2", [up("y1", code, yesterday)]))
+    assert (res[0]["status"], Reason(res[0]["reason"])) == ("APPLIED", Reason.OK)
+    base = shard.state.tickets_of([code])[0]
+    assert shard.state.tickets.record(base)["entries"] == 2
+    assert shard.inside("main") == 1
+    out = shard.run(cmd.verify(code, "south-exit", Direction.OUT))
+    assert (out.reason, out.persons) == (Reason.OK, 1)
+    assert shard.inside("main") == 0
+    assert shard.check(replay=True) == []

@@ -459,6 +459,11 @@ class Model:
             self.inside[zone] = 0
             self.zone_day[zone] = zday = day
         r["entries"] += 1
+        if day < r["visit_day"]:
+            # a late scan of a day before the current visit: counted, the visit unchanged
+            admit(k)
+            self.note("model: a visit before the current one")
+            return Reason.OK, k
         r["day_entries"] = r["day_entries"] + 1 if visit_open else 1
         r["visit_day"] = day
         r["visit_admitted"] = k
