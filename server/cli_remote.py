@@ -1,6 +1,216 @@
-"""`turnstile keys | report`: talk to a running server over gRPC, through clients/."""
+"""`turnstile keys | report`: talk to a running server over gRPC, through clients/.
+
+    turnstile keys create demo-ota              a new API key for a principal (shown once)
+    turnstile keys revoke 3f2a9c1b04de          revoke an API key by its key id
+    turnstile keys principals                   list principals, their roles and scopes
+    turnstile keys rotate [--shard N]           a new issuing ticket key (every shard by default)
+    turnstile keys retire --shard N KEY_ID      stop accepting codes of a ticket key
+    turnstile report live --venue westlake      persons inside, tickets entered per zone
+    turnstile report tickets --venue westlake --csv
+
+Each takes --address (default 127.0.0.1:50051) and --key (default: the
+TURNSTILE_API_KEY variable), and TLS options for a server that serves TLS. Only
+clients/admin.py and clients/reports.py are used: this is what any remote operator
+can do, nothing that needs the data dir.
+"""
 from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+
+
+@dataclasses.dataclass(frozen=True)
+class PrincipalRow:
+    """A principal flattened for a table or CSV."""
+
+    principal: str
+    role: str
+    venues: str
+    channel: str
+    gates: str
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("connection")
+    g.add_argument("--address", default=DEFAULT_ADDRESS,
+                   help="host:port of any shard of the server (default: %(default)s)")
+    g.add_argument("--key", default=None,
+                   help="API key (tsk_...) to call with (default: the TURNSTILE_API_KEY variable)")
+    g.add_argument("--timeout", type=float, default=10.0,
+                   help="deadline of each call attempt, seconds (default: %(default)s)")
+    g.add_argument("--tls-ca", metavar="FILE",
+                   help="PEM CA bundle that signs the server's certificate: connect over TLS")
+    g.add_argument("--tls-cert", metavar="FILE",
+                   help="PEM client certificate, for a server that requires one (mTLS)")
+    g.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
+
+
+def _connect(args):
+    from clients.base import Connection, TlsConfig
+    key = args.key or os.environ.get("TURNSTILE_API_KEY")
+    if not key:
+        raise SystemExit("turnstile: an API key is needed: --key tsk_... or TURNSTILE_API_KEY")
+    tls = None
+    if args.tls_ca or args.tls_cert or args.tls_key:
+        if bool(args.tls_cert) != bool(args.tls_key):
+            raise SystemExit("turnstile: --tls-cert and --tls-key go together")
+        tls = TlsConfig(root_certificates=args.tls_ca, certificate_chain=args.tls_cert,
+                        private_key=args.tls_key)
+    return Connection(args.address, key, tls=tls, timeout=args.timeout)
+
+
+def _run(fn):
+    """Run a subcommand with a connection; an API error is one line on stderr, exit 1."""
+    def run(args) -> int:
+        from clients.base import ApiError
+        try:
+            with _connect(args) as conn:
+                return fn(conn, args)
+        except ApiError as e:
+            print(f"turnstile: {e}", file=sys.stderr)        # the message carries any hint
+            return 1
+    return run
+
+
+# -- keys ----------------------------------------------------------------------------------
+def keys_create(conn, args) -> int:
+    from clients.admin import AdminClient
+    k = AdminClient(conn).create_api_key(args.principal)
+    print(f"created API key {k.key_id} for {k.principal_id}; it is shown only now:", file=sys.stderr)
+    print(k.secret)
+    return 0
+
+
+def keys_revoke(conn, args) -> int:
+    from clients.admin import AdminClient
+    admin = AdminClient(conn)
+    for key_id in args.key_id:
+        # a whole key is accepted too: tsk_<key id>_<secret>
+        kid = key_id.split("_")[1] if key_id.startswith("tsk_") and key_id.count("_") >= 2 else key_id
+        admin.revoke_api_key(kid)
+        print(f"revoked API key {kid}")
+    return 0
+
+
+def keys_principals(conn, args) -> int:
+    from clients.admin import AdminClient
+    from clients.reports import to_csv, to_table
+    rows = AdminClient(conn).list_principals()
+    flat = [PrincipalRow(p.principal_id, p.role, ",".join(p.venue_ids) or "*", p.channel or "-",
+                          ",".join(p.gate_ids) or "*") for p in rows]
+    sys.stdout.write(to_csv(flat) if args.csv else to_table(flat))
+    return 0
+
+
+def keys_rotate(conn, args) -> int:
+    from clients.admin import AdminClient
+    admin = AdminClient(conn)
+    shards = [args.shard] if args.shard is not None else conn.shards()
+    for shard in shards:
+        k = admin.rotate_ticket_key(shard)
+        print(f"shard {k.shard}: ticket key {k.key_id} is now {k.state}")
+    return 0
+
+
+def keys_retire(conn, args) -> int:
+    from clients.admin import AdminClient
+    k = AdminClient(conn).retire_ticket_key(args.shard, args.key_id)
+    print(f"shard {k.shard}: ticket key {k.key_id} is now {k.state}")
+    return 0
+
+
+# -- report --------------------------------------------------------------------------------
+def report_live(conn, args) -> int:
+    from clients.reports import ReportsClient, to_csv, to_table
+    live = ReportsClient(conn).live_counts(args.venue, args.date)
+    if args.csv:
+        sys.stdout.write(to_csv(live.zones))
+    else:
+        print(f"{args.venue} on {live.date}: {sum(z.inside for z in live.zones)} inside")
+        sys.stdout.write(to_table(live.zones))
+    return 0
+
+
+def report_tickets(conn, args) -> int:
+    from clients.reports import ReportsClient, to_csv, to_table
+    rows = ReportsClient(conn).ticket_counts(args.venue)
+    sys.stdout.write(to_csv(rows) if args.csv else to_table(rows))
+    return 0
 
 
 def register(sub) -> None:
     """Add this module's subcommands to the `turnstile` parser."""
+    k = sub.add_parser("keys", help="API keys, principals and ticket keys of a running server",
+                       description="Manage API keys and ticket keys of a running server over "
+                                   "gRPC (AdminService). Needs an admin API key.")
+    ks = k.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+
+    c = ks.add_parser("create", help="create an API key for a principal",
+                      description="Create an API key for PRINCIPAL and print it on stdout (its "
+                                  "key id on stderr). The server keeps only a hash: the key is "
+                                  "shown this once.")
+    c.add_argument("principal", metavar="PRINCIPAL", help="principal id, e.g. demo-ota")
+    _common(c)
+    c.set_defaults(func=_run(keys_create))
+
+    r = ks.add_parser("revoke", help="revoke API keys",
+                      description="Revoke API keys by key id (the part after tsk_ in a key; a "
+                                  "whole key is accepted too). Server processes cache keys "
+                                  "briefly: a revoked key stops working within seconds.")
+    r.add_argument("key_id", metavar="KEY_ID", nargs="+", help="key id, e.g. 3f2a9c1b04de")
+    _common(r)
+    r.set_defaults(func=_run(keys_revoke))
+
+    p = ks.add_parser("principals", help="list principals",
+                      description="List every principal: id, role, venues (* = all), the channel "
+                                  "it sells as, gates (* = all). The server has no call that "
+                                  "lists API keys: revoke a key by the id shown when it was "
+                                  "created.")
+    p.add_argument("--csv", action="store_true", help="CSV with a header row instead of a table")
+    _common(p)
+    p.set_defaults(func=_run(keys_principals))
+
+    ro = ks.add_parser("rotate", help="make a new ticket key the issuing one",
+                       description="Make a new ticket key the issuing one; codes of earlier keys "
+                                   "stay accepted until their key is retired.")
+    ro.add_argument("--shard", type=int, default=None,
+                    help="shard whose key rotates (default: every shard)")
+    _common(ro)
+    ro.set_defaults(func=_run(keys_rotate))
+
+    re_ = ks.add_parser("retire", help="stop accepting codes of a ticket key",
+                        description="Retire ticket key KEY_ID of a shard: its codes read FORGED "
+                                    "at every gate from now on.")
+    re_.add_argument("--shard", type=int, required=True, help="shard of the key")
+    re_.add_argument("key_id", metavar="KEY_ID", type=int,
+                     help="ticket key id, as printed by `keys rotate`")
+    _common(re_)
+    re_.set_defaults(func=_run(keys_retire))
+
+    rep = sub.add_parser("report", help="live counts and ticket counts of a venue",
+                         description="Reports of a venue from a running server over gRPC "
+                                     "(ReportService), as a table or CSV. Needs an admin, "
+                                     "operator or finance API key.")
+    rs = rep.add_subparsers(dest="report_command", required=True, metavar="REPORT")
+
+    lv = rs.add_parser("live", help="persons inside and tickets entered, per zone",
+                       description="Per zone of VENUE: persons inside now (0 for a day other "
+                                   "than today), tickets that entered on the day, and the "
+                                   "zone's flow limit (0 = none).")
+    lv.add_argument("--venue", required=True, help="venue id, e.g. westlake")
+    lv.add_argument("--date", help="venue-local day, YYYY-MM-DD (default: today at the venue)")
+    lv.add_argument("--csv", action="store_true", help="CSV with a header row instead of a table")
+    _common(lv)
+    lv.set_defaults(func=_run(report_live))
+
+    tc = rs.add_parser("tickets", help="tickets issued, used, voided and blocked, per product",
+                       description="Per product of VENUE: codes issued, used at least once, "
+                                   "refunded or cancelled (voided), and blocked now.")
+    tc.add_argument("--venue", required=True, help="venue id, e.g. westlake")
+    tc.add_argument("--csv", action="store_true", help="CSV with a header row instead of a table")
+    _common(tc)
+    tc.set_defaults(func=_run(report_tickets))

@@ -1,0 +1,314 @@
+"""The venue operator's and administrator's client over ``AdminService`` (DESIGN.md
+sections 1 and 5): the shard map, venue set-up (venues, zones, gates, products,
+slots, capacity, allotments), ticket blocks, ticket keys, principals and API keys,
+and the audit log.
+
+    from clients.admin import AdminClient, SlotSpec
+
+    admin = AdminClient(Connection("127.0.0.1:50051", admin_key))
+    admin.create_venue("museum", "City Museum")
+    admin.create_zone("museum", "hall", live_capacity=300)
+    admin.create_gate("museum", "hall", "hall-1", mode="both")
+    admin.create_product("museum", "adult", ["hall"], price_fen=3000)
+    admin.create_slots("museum", [SlotSpec("hall-am", "hall", "2026-11-23",
+                                           start=..., end=..., capacity=200)])
+    key = admin.create_api_key("museum-till")        # key.secret is shown once
+
+Set-up objects come back as the generated messages (``turnstile.v1.admin_pb2``:
+Venue, Zone, Gate, Product, Catalog...). Principals, API keys, ticket keys and
+audit answers come back as small dataclasses. Every mutating call carries an
+idempotency key (a UUID unless given), so it is retried safely; the principal and
+API key calls are the exception: the server does not honour their idempotency key
+yet, so they are tried once (a retried CreateApiKey could make a second key).
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Iterator, Mapping, Sequence
+
+from turnstile.v1 import admin_pb2, admin_pb2_grpc
+
+from .base import Connection, ShardMap, new_key
+
+__all__ = [
+    "ROLES",
+    "AdminClient",
+    "ApiKey",
+    "AuditCheck",
+    "AuditRecord",
+    "Principal",
+    "SlotSpec",
+    "TicketKey",
+]
+
+Admin = admin_pb2_grpc.AdminServiceStub
+#: Role names of DESIGN.md section 5, as accepted by :meth:`AdminClient.create_principal`.
+ROLES = ("admin", "operator", "seller", "channel", "gate", "finance", "auditor")
+_MODES = {"in": admin_pb2.GATE_IN, "out": admin_pb2.GATE_OUT, "both": admin_pb2.GATE_BOTH}
+_KEY_STATES = {2: "issuing", 1: "accepted", 0: "retired"}
+
+
+def _ts(t: dt.datetime | int) -> dict:
+    if isinstance(t, dt.datetime):
+        if t.tzinfo is None:
+            raise ValueError("slot times must be timezone-aware (or UTC seconds)")
+        return {"seconds": int(t.timestamp())}
+    return {"seconds": int(t)}
+
+
+def _utc(ts) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ts.seconds, dt.UTC)
+
+
+@dataclasses.dataclass(frozen=True)
+class SlotSpec:
+    """Stock of one zone on one venue-local day in one time window. ``start`` and
+    ``end`` are aware datetimes or UTC seconds; ``capacity`` is in persons."""
+
+    slot_id: str
+    zone_id: str
+    date: dt.date | str
+    start: dt.datetime | int
+    end: dt.datetime | int
+    capacity: int
+
+    def to_proto(self) -> admin_pb2.SlotSpec:
+        date = self.date.isoformat() if isinstance(self.date, dt.date) else self.date
+        return admin_pb2.SlotSpec(slot_id=self.slot_id, zone_id=self.zone_id, date=date,
+                                  start=_ts(self.start), end=_ts(self.end), capacity=self.capacity)
+
+
+@dataclasses.dataclass(frozen=True)
+class Principal:
+    """Someone or something that calls the API: a role and a scope (venues, the
+    channel it sells as, gates; an empty scope means all)."""
+
+    principal_id: str
+    role: str
+    venue_ids: tuple[str, ...] = ()
+    channel: str = ""
+    gate_ids: tuple[str, ...] = ()
+
+    @classmethod
+    def from_proto(cls, p: admin_pb2.Principal) -> Principal:
+        return cls(p.principal_id, admin_pb2.Role.Name(p.role).lower(), tuple(p.venue_ids),
+                   p.channel, tuple(p.gate_ids))
+
+
+@dataclasses.dataclass(frozen=True)
+class ApiKey:
+    """An API key: ``key_id`` is public (used to revoke it); ``secret`` is the whole
+    key to send as ``authorization: Bearer <secret>``, shown only when it is made
+    (the server stores a hash)."""
+
+    key_id: str
+    principal_id: str
+    secret: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class TicketKey:
+    """A ticket key of a shard: ``state`` is ``issuing`` (new codes use it),
+    ``accepted`` (its codes still verify) or ``retired`` (its codes read FORGED)."""
+
+    shard: int
+    key_id: int
+    state: str
+
+    @classmethod
+    def from_proto(cls, k: admin_pb2.TicketKeyInfo) -> TicketKey:
+        return cls(k.shard, k.key_id, _KEY_STATES.get(k.state, str(k.state)))
+
+
+@dataclasses.dataclass(frozen=True)
+class AuditRecord:
+    """One audited call of a shard's hash-chained audit log."""
+
+    shard: int
+    seq: int
+    at: dt.datetime
+    principal_id: str
+    method: str
+    request_digest: str
+    result: str
+    prev_hash: str
+    hash: str
+
+
+@dataclasses.dataclass(frozen=True)
+class AuditCheck:
+    """The result of verifying one shard's audit chain."""
+
+    shard: int
+    ok: bool
+    checked: int
+    first_bad_seq: int
+
+
+class AdminClient:
+    """Typed calls of ``AdminService``. Venue calls go to the venue's shard; ticket
+    key and audit calls to the shard named; principals and API keys (kept once per
+    node) to any shard."""
+
+    def __init__(self, conn: Connection):
+        self.conn = conn
+
+    def _call(self, method: str, request, *, venue: str | None = None, shard: int | None = None,
+              retry: bool = True):
+        return self.conn.call(Admin, method, request, venue=venue, shard=shard, retry=retry)
+
+    # -- the node ------------------------------------------------------------------------
+    def shard_map(self, refresh: bool = True) -> ShardMap:
+        """Where each shard listens and which shard holds each venue (asked anew unless
+        ``refresh`` is False)."""
+        return self.conn.shard_map(refresh=refresh)
+
+    # -- venue set-up --------------------------------------------------------------------
+    def create_venue(self, venue_id: str, name: str = "", *, utc_offset_s: int = 8 * 3600,
+                     shard: int | None = None, key: str | None = None) -> admin_pb2.Venue:
+        """Create a venue on ``shard`` (default: the shard this connection's address
+        serves). ``utc_offset_s``: venue-local time minus UTC (28800 for China)."""
+        req = admin_pb2.CreateVenueRequest(venue_id=venue_id, name=name, utc_offset_s=utc_offset_s,
+                                           idempotency_key=key or new_key())
+        if shard is not None:
+            req.shard = shard
+        v = self._call("CreateVenue", req, shard=shard)
+        self.conn.shard_map(refresh=True)           # the map now places it
+        return v
+
+    def create_zone(self, venue: str, zone_id: str, name: str = "", *, live_capacity: int = 0,
+                    enforce_exit: bool = False, key: str | None = None) -> admin_pb2.Zone:
+        """Create a zone. ``live_capacity``: persons inside at most (0: no limit);
+        ``enforce_exit``: refuse exits of tickets that did not enter."""
+        return self._call("CreateZone", admin_pb2.CreateZoneRequest(
+            venue_id=venue, zone_id=zone_id, name=name, live_capacity=live_capacity,
+            enforce_exit=enforce_exit, idempotency_key=key or new_key()), venue=venue)
+
+    def create_gate(self, venue: str, zone_id: str, gate_id: str, *, mode: str = "both",
+                    key: str | None = None) -> admin_pb2.Gate:
+        """Create a gate of a zone; ``mode`` is ``in``, ``out`` or ``both``."""
+        if mode not in _MODES:
+            raise ValueError(f"mode must be one of {', '.join(_MODES)}")
+        return self._call("CreateGate", admin_pb2.CreateGateRequest(
+            venue_id=venue, zone_id=zone_id, gate_id=gate_id, mode=_MODES[mode],
+            idempotency_key=key or new_key()), venue=venue)
+
+    def create_product(self, venue: str, product_id: str, zone_ids: Sequence[str], *,
+                       name: str = "", price_fen: int, rule: admin_pb2.EntryRule | None = None,
+                       channel_prices: Mapping[str, int] | None = None,
+                       channels: Sequence[str] = (), real_name: bool = False, max_group: int = 0,
+                       refundable: bool = False, refund_fee_pct: int = 0,
+                       key: str | None = None) -> admin_pb2.Product:
+        """Create a product admitting ``zone_ids`` (one admission right each; a combo
+        lists several) at ``price_fen`` per person. ``rule``: an
+        ``admin_pb2.EntryRule`` (default: single use, one day, 30 min slot grace).
+        ``channels``: who may sell it (empty: all)."""
+        req = admin_pb2.CreateProductRequest(
+            venue_id=venue, product_id=product_id, name=name, zone_ids=list(zone_ids),
+            price_fen=price_fen, channel_prices=dict(channel_prices or {}), channels=list(channels),
+            real_name=real_name, max_group=max_group, refundable=refundable,
+            refund_fee_pct=refund_fee_pct, idempotency_key=key or new_key())
+        if rule is not None:
+            req.rule.CopyFrom(rule)
+        return self._call("CreateProduct", req, venue=venue)
+
+    def create_slots(self, venue: str, slots: Sequence[SlotSpec], *, key: str | None = None) -> int:
+        """Create slots, all or nothing; returns how many were created."""
+        return self._call("CreateSlots", admin_pb2.CreateSlotsRequest(
+            venue_id=venue, slots=[s.to_proto() for s in slots], idempotency_key=key or new_key()),
+            venue=venue).created
+
+    def set_slot_capacity(self, venue: str, slot_id: str, capacity: int, *,
+                          key: str | None = None) -> admin_pb2.SlotCounters:
+        """Change a slot's capacity (not below what is sold, held or allotted)."""
+        return self._call("SetSlotCapacity", admin_pb2.SetSlotCapacityRequest(
+            venue_id=venue, slot_id=slot_id, capacity=capacity, idempotency_key=key or new_key()),
+            venue=venue)
+
+    def set_allotment(self, venue: str, slot_id: str, channel: str, capacity: int, *,
+                      key: str | None = None) -> admin_pb2.AllotmentCounters:
+        """Reserve ``capacity`` of a slot for ``channel`` (or change that reservation)."""
+        return self._call("SetAllotment", admin_pb2.SetAllotmentRequest(
+            venue_id=venue, slot_id=slot_id, channel=channel, capacity=capacity,
+            idempotency_key=key or new_key()), venue=venue)
+
+    def block_ticket(self, venue: str, ticket_id: int, blocked: bool = True, *,
+                     key: str | None = None) -> bool:
+        """Block (freeze, blacklist) or unblock a ticket; returns whether it is blocked now."""
+        return self._call("BlockTicket", admin_pb2.BlockTicketRequest(
+            venue_id=venue, ticket_id=ticket_id, blocked=blocked, idempotency_key=key or new_key()),
+            venue=venue).blocked
+
+    def catalog(self, venue: str) -> admin_pb2.Catalog:
+        """Everything set up for a venue: the venue, its zones, gates and products."""
+        return self._call("GetCatalog", admin_pb2.GetCatalogRequest(venue_id=venue), venue=venue)
+
+    # -- ticket keys ---------------------------------------------------------------------
+    def rotate_ticket_key(self, shard: int, *, key: str | None = None) -> TicketKey:
+        """Make a new ticket key the issuing one on ``shard``; earlier keys stay accepted."""
+        return TicketKey.from_proto(self._call("RotateTicketKey", admin_pb2.RotateTicketKeyRequest(
+            shard=shard, idempotency_key=key or new_key()), shard=shard))
+
+    def retire_ticket_key(self, shard: int, key_id: int, *, key: str | None = None) -> TicketKey:
+        """Stop accepting codes of ticket key ``key_id`` on ``shard`` (they read FORGED)."""
+        return TicketKey.from_proto(self._call("RetireTicketKey", admin_pb2.RetireTicketKeyRequest(
+            shard=shard, key_id=key_id, idempotency_key=key or new_key()), shard=shard))
+
+    # -- principals and API keys (not retried: see the module docstring) -----------------
+    def create_principal(self, principal_id: str, role: str, *, venue_ids: Sequence[str] = (),
+                         channel: str = "", gate_ids: Sequence[str] = ()) -> Principal:
+        """Create a principal with a role (one of :data:`ROLES`) and a scope. A seller
+        or channel principal needs the ``channel`` it sells as."""
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}")
+        return Principal.from_proto(self._call("CreatePrincipal", admin_pb2.CreatePrincipalRequest(
+            principal_id=principal_id, role=admin_pb2.Role.Value(role.upper()),
+            venue_ids=list(venue_ids), channel=channel, gate_ids=list(gate_ids)), retry=False))
+
+    def list_principals(self) -> list[Principal]:
+        """Every principal of the node."""
+        r = self._call("ListPrincipals", admin_pb2.ListPrincipalsRequest())
+        return [Principal.from_proto(p) for p in r.principals]
+
+    def create_api_key(self, principal_id: str) -> ApiKey:
+        """A new API key for a principal; its ``secret`` is shown this once."""
+        k = self._call("CreateApiKey", admin_pb2.CreateApiKeyRequest(principal_id=principal_id),
+                       retry=False)
+        return ApiKey(k.key_id, k.principal_id, k.secret)
+
+    def revoke_api_key(self, key_id: str) -> str:
+        """Revoke an API key by its key id (the part after ``tsk_`` in the key). Every
+        server process stops accepting it within seconds (their key cache)."""
+        return self._call("RevokeApiKey", admin_pb2.RevokeApiKeyRequest(key_id=key_id),
+                          retry=False).key_id
+
+    # -- audit ---------------------------------------------------------------------------
+    def query_audit(self, shard: int = 0, *, after_seq: int = 0, limit: int = 100,
+                    principal_id: str | None = None) -> list[AuditRecord]:
+        """Up to ``limit`` (at most 1000) records of ``shard``'s audit log after
+        ``after_seq``, oldest first, optionally of one principal."""
+        r = self._call("QueryAudit", admin_pb2.QueryAuditRequest(
+            after_seq=after_seq, limit=limit, principal_id=principal_id or ""), shard=shard)
+        return [AuditRecord(shard, a.seq, _utc(a.at), a.principal_id, a.method, a.request_digest,
+                            a.result, a.prev_hash, a.hash) for a in r.records]
+
+    def audit_records(self, shard: int = 0, *, principal_id: str | None = None,
+                      page: int = 1000) -> Iterator[AuditRecord]:
+        """Every record of ``shard``'s audit log, oldest first, asked ``page`` at a time."""
+        after = 0
+        while True:
+            recs = self.query_audit(shard, after_seq=after, limit=page, principal_id=principal_id)
+            yield from recs
+            if len(recs) < page:
+                return
+            after = recs[-1].seq
+
+    def verify_audit(self, shard: int | None = None) -> list[AuditCheck]:
+        """Verify the audit hash chain of ``shard``, or of every shard (None)."""
+        shards = self.conn.shards() if shard is None else [shard]
+        out = []
+        for k in shards:
+            r = self._call("VerifyAudit", admin_pb2.VerifyAuditRequest(), shard=k)
+            out.append(AuditCheck(k, r.ok, r.checked, r.first_bad_seq))
+        return out

@@ -1,0 +1,400 @@
+"""The sales channel client: an OTA, a mini-program, a travel agency, the official site
+(DESIGN.md sections 1 and 4.6) over ``InventoryService`` and ``SalesService``.
+
+    from clients.base import Connection
+    from clients.channel import ChannelClient, Item
+
+    with Connection("127.0.0.1:50051", ota_key) as conn:
+        ota = ChannelClient(conn)
+        slots = ota.availability("westlake", "2026-11-23", zone="main")
+        slot = next(s for s in slots if s.remaining >= 2)
+        hold = ota.hold("westlake", [Item("adult", slot.slot_id, qty=2)], key="ota-order-991")
+        # ... the buyer pays ...
+        order = ota.confirm(hold, "ota-order-991", payment_reference="2026112322001")
+        codes = [t.code for t in order.tickets]
+
+Idempotency: every mutating call carries a key, and a call is retried (on
+UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED) with the same key, so the server
+answers a retry with its first answer and never sells twice. ``hold`` takes the
+caller's key (its cart or order id) or makes a UUID and keeps it on the returned
+:class:`Hold`; ``confirm`` uses the order id; ``release`` a key derived from the hold
+id; ``refund`` the order id and refund id (a UUID unless given). To repeat a logical
+call from another process after a crash, pass the same key again.
+
+Allotments: a channel with an allotment on a slot is sold from its allotment only.
+:attr:`SlotAvailability.remaining` is what this channel can still hold (its
+allotment's remaining, else the shared pool) and :attr:`SlotAvailability.allotment`
+its own allotment's counters.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Iterable, Sequence
+
+from turnstile.v1 import inventory_pb2, inventory_pb2_grpc, sales_pb2, sales_pb2_grpc
+
+from .base import ApiError, Connection, new_key
+
+__all__ = ["AllotmentStock", "ChannelClient", "Hold", "Item", "Order", "OrderLine", "OrderRefund",
+           "Payment", "PricedItem", "Quote", "Refund", "SlotAvailability", "Ticket"]
+
+Sales = sales_pb2_grpc.SalesServiceStub
+Inventory = inventory_pb2_grpc.InventoryServiceStub
+
+
+def _utc(ts) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ts.seconds, dt.UTC)
+
+
+def _day(d: dt.date | str) -> str:
+    return d.isoformat() if isinstance(d, dt.date) else d
+
+
+# -- what is sold ------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Item:
+    """Codes of one product, all in the same slots.
+
+    ``slot_ids``: one slot id per zone the product admits, in the product's zone
+    order; a single string for a one-zone product. ``qty``: number of codes.
+    ``group``: persons each code admits (group tickets); 0 means 1.
+    """
+
+    product_id: str
+    slot_ids: tuple[str, ...] | str
+    qty: int = 1
+    group: int = 0
+
+    def to_proto(self) -> sales_pb2.Item:
+        slots = (self.slot_ids,) if isinstance(self.slot_ids, str) else tuple(self.slot_ids)
+        return sales_pb2.Item(product_id=self.product_id, slot_ids=slots, qty=self.qty,
+                              group=self.group)
+
+
+@dataclasses.dataclass(frozen=True)
+class AllotmentStock:
+    """One channel's allotment on a slot."""
+
+    channel: str
+    capacity: int
+    sold: int
+    held: int
+    remaining: int
+
+
+@dataclasses.dataclass(frozen=True)
+class SlotAvailability:
+    """Stock of one slot as the calling channel sees it.
+
+    ``remaining`` is what this channel can still hold: its allotment's remaining if
+    it has one on the slot, else the shared pool's (``pool_remaining``).
+    ``allotment`` is this channel's allotment (None if it has none here);
+    ``allotments`` every allotment the caller may see (a channel or seller key sees
+    its own only; admins, operators and finance see all). Times are UTC.
+    """
+
+    slot_id: str
+    zone_id: str
+    date: dt.date
+    start: dt.datetime
+    end: dt.datetime
+    capacity: int
+    sold: int
+    held: int
+    remaining: int
+    pool_remaining: int
+    allotments: tuple[AllotmentStock, ...] = ()
+    allotment: AllotmentStock | None = None
+
+    @property
+    def allotment_remaining(self) -> int | None:
+        """What is left in this channel's allotment, or None if it has none here."""
+        return None if self.allotment is None else self.allotment.remaining
+
+    @classmethod
+    def from_proto(cls, s: inventory_pb2.SlotStock, channel: str | None = None) -> SlotAvailability:
+        allots = tuple(AllotmentStock(a.channel, a.capacity, a.sold, a.held, a.remaining)
+                       for a in s.allotments)
+        if channel is not None:
+            mine = next((a for a in allots if a.channel == channel), None)
+        else:                       # a channel or seller key is shown its own allotment only
+            mine = allots[0] if len(allots) == 1 and allots[0].remaining == s.remaining else None
+        return cls(s.slot_id, s.zone_id, dt.date.fromisoformat(s.date), _utc(s.start), _utc(s.end),
+                   s.capacity, s.sold, s.held, s.remaining, s.pool_remaining, allots, mine)
+
+
+@dataclasses.dataclass(frozen=True)
+class PricedItem:
+    """An item with its price for the caller's channel (fen per person)."""
+
+    product_id: str
+    slot_ids: tuple[str, ...]
+    qty: int
+    group: int
+    unit_price_fen: int
+
+    @property
+    def amount_fen(self) -> int:
+        """unit price x qty x persons per code."""
+        return self.unit_price_fen * self.qty * max(self.group, 1)
+
+    @classmethod
+    def from_proto(cls, p) -> PricedItem:
+        return cls(p.product_id, tuple(p.slot_ids), p.qty, p.group, p.unit_price_fen)
+
+
+@dataclasses.dataclass(frozen=True)
+class Quote:
+    """Prices of items; takes no stock."""
+
+    items: tuple[PricedItem, ...]
+    amount_fen: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Hold:
+    """Stock taken until ``expires_at`` (UTC) while the buyer pays.
+
+    ``idempotency_key`` is the key it was made with: holding again with it returns
+    this same hold.
+    """
+
+    hold_id: int
+    venue_id: str
+    expires_at: dt.datetime
+    amount_fen: int
+    items: tuple[PricedItem, ...]
+    idempotency_key: str
+
+    @classmethod
+    def from_proto(cls, venue: str, key: str, h: sales_pb2.HoldResponse) -> Hold:
+        return cls(h.hold_id, venue, _utc(h.expires_at), h.amount_fen,
+                   tuple(PricedItem.from_proto(i) for i in h.items), key)
+
+
+@dataclasses.dataclass(frozen=True)
+class Payment:
+    """How an order was paid: method (cash, card, alipay, wechat, or a channel's own
+    settlement), the provider's reference, the amount in fen."""
+
+    method: str
+    reference: str
+    amount_fen: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Ticket:
+    """One issued ticket: its id in its shard, product, persons it admits, the code
+    (text for a QR code; empty if its ticket key was retired since) and the holder's
+    masked ID number for a real-name ticket."""
+
+    ticket_id: int
+    product_id: str
+    persons: int
+    code: str
+    holder: str = ""
+
+    @classmethod
+    def from_proto(cls, t: sales_pb2.Ticket) -> Ticket:
+        return cls(t.ticket_id, t.product_id, t.persons, t.code, t.holder)
+
+
+@dataclasses.dataclass(frozen=True)
+class OrderLine:
+    """One line of an order."""
+
+    product_id: str
+    slot_ids: tuple[str, ...]
+    qty: int
+    group: int
+    unit_price_fen: int
+
+
+@dataclasses.dataclass(frozen=True)
+class OrderRefund:
+    """A refund of an order."""
+
+    refund_id: str
+    ticket_ids: tuple[int, ...]
+    amount_fen: int
+    fee_fen: int
+    at: dt.datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class Order:
+    """What a buyer bought, with its tickets."""
+
+    order_id: str
+    channel: str
+    venue_id: str
+    hold_id: int
+    amount_fen: int
+    refunded_fen: int
+    payment: Payment
+    lines: tuple[OrderLine, ...]
+    refunds: tuple[OrderRefund, ...]
+    created: dt.datetime
+    tickets: tuple[Ticket, ...]
+
+    def line_of(self, ticket: Ticket | int) -> OrderLine:
+        """The line a ticket of this order was sold on (tickets come in line order)."""
+        tid = ticket if isinstance(ticket, int) else ticket.ticket_id
+        i = next(k for k, t in enumerate(self.tickets) if t.ticket_id == tid)
+        for line in self.lines:
+            if i < line.qty:
+                return line
+            i -= line.qty
+        raise LookupError(tid)
+
+    @classmethod
+    def from_proto(cls, o: sales_pb2.Order, tickets: Iterable[sales_pb2.Ticket] = ()) -> Order:
+        return cls(
+            o.order_id, o.channel, o.venue_id, o.hold_id, o.amount_fen, o.refunded_fen,
+            Payment(o.payment.method, o.payment.reference, o.payment.amount_fen),
+            tuple(OrderLine(ln.product_id, tuple(ln.slot_ids), ln.qty, ln.group, ln.unit_price_fen)
+                  for ln in o.lines),
+            tuple(OrderRefund(r.refund_id, tuple(r.ticket_ids), r.amount_fen, r.fee_fen, _utc(r.at))
+                  for r in o.refunds),
+            _utc(o.created), tuple(Ticket.from_proto(t) for t in (list(tickets) or o.tickets)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Refund:
+    """A refund made: the now voided tickets, the amount returned and the fee kept."""
+
+    order_id: str
+    refund_id: str
+    ticket_ids: tuple[int, ...]
+    amount_fen: int
+    fee_fen: int
+
+
+# -- the client --------------------------------------------------------------------------
+class ChannelClient:
+    """What a sales channel asks of Turnstile: availability, quote, hold, confirm,
+    release, refund, order lookup. Every call is routed to the venue's shard.
+
+    Args:
+        conn: the :class:`~clients.base.Connection` (its API key decides the channel
+            the server sells as: a channel or seller principal's channel).
+        channel: the channel name, used only to pick this channel's allotment out of
+            availability answers when the key sees several (an admin's); a channel or
+            seller key is shown its own allotment only, so it may be left None.
+    """
+
+    def __init__(self, conn: Connection, channel: str | None = None):
+        self.conn = conn
+        self.channel = channel
+
+    # -- reads ---------------------------------------------------------------------------
+    def availability(self, venue: str, date_from: dt.date | str, date_to: dt.date | str | None = None,
+                     *, zone: str | None = None) -> list[SlotAvailability]:
+        """Stock of every slot of ``venue`` from ``date_from`` to ``date_to`` (venue-local
+        days, inclusive; default: ``date_from`` alone), optionally of one zone, in day,
+        start, slot id order."""
+        req = inventory_pb2.AvailabilityRequest(venue_id=venue, date_from=_day(date_from),
+                                                date_to=_day(date_to) if date_to else "",
+                                                zone_id=zone or "")
+        r = self.conn.call(Inventory, "Availability", req, venue=venue, retry=True)
+        return [SlotAvailability.from_proto(s, self.channel) for s in r.slots]
+
+    def quote(self, venue: str, items: Sequence[Item]) -> Quote:
+        """Prices of ``items`` for this channel; takes no stock."""
+        r = self.conn.call(Sales, "Quote", sales_pb2.QuoteRequest(
+            venue_id=venue, items=[i.to_proto() for i in items]), venue=venue, retry=True)
+        return Quote(tuple(PricedItem.from_proto(p) for p in r.items), r.amount_fen)
+
+    def get_order(self, venue: str, order_id: str) -> Order:
+        """An order of this channel as it is now, with its tickets and their codes."""
+        r = self.conn.call(Sales, "GetOrder", sales_pb2.GetOrderRequest(order_id=order_id),
+                           venue=venue, retry=True)
+        return Order.from_proto(r)
+
+    # -- mutations (each with an idempotency key, so each is retried safely) ------------
+    def hold(self, venue: str, items: Sequence[Item], *, key: str | None = None,
+             ttl_s: int = 0) -> Hold:
+        """Take stock of every item, all or nothing, for ``ttl_s`` seconds (0: the
+        server's default, 15 minutes).
+
+        ``key``: the idempotency key, e.g. the channel's cart or order id; a UUID if
+        None. Holding again with the same key and items returns the same hold; the
+        same key with other items is refused (``IDEMPOTENCY_KEY_REUSED``).
+        Raises ApiError ``SOLD_OUT`` (FAILED_PRECONDITION) when a slot, or this
+        channel's allotment on it, has too little left.
+        """
+        key = key or new_key()
+        r = self.conn.call(Sales, "Hold", sales_pb2.HoldRequest(
+            venue_id=venue, items=[i.to_proto() for i in items], ttl_s=ttl_s, idempotency_key=key),
+            venue=venue, retry=True)
+        return Hold.from_proto(venue, key, r)
+
+    def confirm(self, hold: Hold, order_id: str, *, payment_reference: str = "",
+                method: str = "channel", amount_fen: int | None = None,
+                holders: Sequence[Sequence[str]] | None = None, short_codes: bool = False,
+                key: str | None = None) -> Order:
+        """Record the payment of ``hold`` as order ``order_id`` and issue its tickets.
+
+        ``method``: how it was paid (cash, card, alipay, wechat; default ``channel``,
+        the channel's own settlement). ``payment_reference``: the payment provider's
+        reference. ``amount_fen``: default the hold's amount (it must equal it).
+        ``holders``: for real-name products, ID numbers per item, one per code, in the
+        hold's item order. ``short_codes``: MAC-only codes (no offline verification).
+        ``key``: the idempotency key; default the order id, so confirming the same
+        order again returns the same order and tickets and sells nothing more.
+        """
+        req = sales_pb2.ConfirmRequest(
+            hold_id=hold.hold_id, order_id=order_id,
+            payment=sales_pb2.Payment(method=method, reference=payment_reference,
+                                      amount_fen=hold.amount_fen if amount_fen is None else amount_fen),
+            holders=[sales_pb2.Holders(id_numbers=list(h)) for h in holders or ()],
+            short_codes=short_codes, idempotency_key=key or "")
+        r = self.conn.call(Sales, "Confirm", req, venue=hold.venue_id, retry=True)
+        return Order.from_proto(r.order, r.tickets)
+
+    def release(self, hold: Hold, *, key: str | None = None) -> None:
+        """Give the hold's stock back before it expires. Releasing it again (with the
+        same key; default ``release-<hold id>``) is answered as the first time."""
+        self.conn.call(Sales, "Release", sales_pb2.ReleaseRequest(
+            hold_id=hold.hold_id, idempotency_key=key or f"release-{hold.hold_id}"),
+            venue=hold.venue_id, retry=True)
+
+    def refund(self, venue: str, order_id: str, ticket_ids: Sequence[int] = (), *,
+               refund_id: str | None = None, key: str | None = None) -> Refund:
+        """Refund unused tickets of an order (all of its unused tickets if
+        ``ticket_ids`` is empty): their stock returns and they are voided at every gate.
+
+        ``refund_id``: the channel's own refund id, unique in the order (a UUID if
+        None); with ``key`` (default order id/refund id) it makes a retry safe.
+        Raises ApiError ``TICKET_NOT_REFUNDABLE`` for a used or refunded ticket or a
+        product that is not refundable.
+        """
+        req = sales_pb2.RefundRequest(order_id=order_id, refund_id=refund_id or new_key(),
+                                      ticket_ids=list(ticket_ids), idempotency_key=key or "")
+        r = self.conn.call(Sales, "Refund", req, venue=venue, retry=True)
+        return Refund(r.order_id, r.refund_id, tuple(r.ticket_ids), r.amount_fen, r.fee_fen)
+
+    def buy(self, venue: str, items: Sequence[Item], order_id: str, *, payment_reference: str = "",
+            method: str = "channel", holders: Sequence[Sequence[str]] | None = None,
+            short_codes: bool = False) -> Order:
+        """Hold and confirm at once, for a channel that is paid already (a prepaid
+        agency account). The hold's key is the order id, so calling ``buy`` again with
+        the same order id returns the same order. If the confirmation fails, the hold
+        is released (that fails harmlessly if it was confirmed after all) and the error
+        raised."""
+        hold = self.hold(venue, items, key=order_id)
+        try:
+            return self.confirm(hold, order_id, payment_reference=payment_reference, method=method,
+                                holders=holders, short_codes=short_codes)
+        except ApiError:
+            _release_quietly(self, hold)
+            raise
+
+
+def _release_quietly(client: ChannelClient, hold: Hold) -> None:
+    """Release a hold on a failure path; an error here must not hide the first one."""
+    try:
+        client.release(hold)
+    except ApiError:
+        pass

@@ -1,0 +1,166 @@
+"""`turnstile keys` and `turnstile report` as an operator runs them: subprocesses
+against a real server."""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import subprocess
+import sys
+import time
+
+import grpc
+import pytest
+
+from clients.base import ApiError, Connection
+from clients.channel import ChannelClient, Item
+from engine import demo
+from tests.integration.conftest import ROOT
+
+VENUE = "westlake"
+
+
+def turnstile(*args: str, key: str | None = None, env_key: str | None = None,
+              address: str | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "TURNSTILE_API_KEY"}
+    if env_key:
+        env["TURNSTILE_API_KEY"] = env_key
+    argv = [sys.executable, "-m", "server.cli", *args]
+    if address:
+        argv += ["--address", address]
+    if key:
+        argv += ["--key", key]
+    return subprocess.run(argv, check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("args,expect", [
+    (("keys", "--help"), ["create", "revoke", "principals", "rotate", "retire"]),
+    (("keys", "create", "--help"), ["PRINCIPAL", "--address", "127.0.0.1:50051", "TURNSTILE_API_KEY",
+                                    "shown this once"]),
+    (("keys", "revoke", "--help"), ["KEY_ID", "--key"]),
+    (("keys", "principals", "--help"), ["--csv", "--tls-ca"]),
+    (("keys", "rotate", "--help"), ["--shard", "every shard"]),
+    (("keys", "retire", "--help"), ["--shard", "FORGED"]),
+    (("report", "--help"), ["live", "tickets"]),
+    (("report", "live", "--help"), ["--venue", "--date", "--csv", "--timeout"]),
+    (("report", "tickets", "--help"), ["--venue", "--csv", "--tls-cert", "--tls-key"]),
+])
+def test_help(args, expect):
+    r = turnstile(*args)
+    assert r.returncode == 0, r.stderr
+    for word in expect:
+        assert word in r.stdout, (word, r.stdout)
+
+
+def test_top_level_help_lists_the_remote_commands():
+    r = turnstile("--help")
+    assert r.returncode == 0 and "keys" in r.stdout and "report" in r.stdout
+
+
+def test_create_a_key_use_it_and_revoke_it(server):
+    admin = server.keys["admin"]
+    r = turnstile("keys", "create", "demo-ota", env_key=admin, address=server.address)
+    assert r.returncode == 0, r.stderr
+    secret = r.stdout.strip()
+    key_id = secret.split("_")[1]
+    assert secret.startswith("tsk_") and f"created API key {key_id} for demo-ota" in r.stderr
+    with Connection(server.address, secret) as conn:
+        ota = ChannelClient(conn)
+        assert ota.availability(VENUE, server.day, zone="main")       # the new key works
+        r = turnstile("keys", "revoke", key_id, key=admin, address=server.address)
+        assert r.returncode == 0 and r.stdout.strip() == f"revoked API key {key_id}"
+        deadline = time.monotonic() + 15                               # server key caches: 5 s
+        while True:
+            try:
+                ota.availability(VENUE, server.day, zone="main")
+            except ApiError as e:
+                assert e.code == grpc.StatusCode.UNAUTHENTICATED
+                break
+            assert time.monotonic() < deadline, "the revoked key still works"
+            time.sleep(0.5)
+    r = turnstile("keys", "revoke", key_id, key=admin, address=server.address)
+    assert r.returncode == 1 and "NOT_FOUND" in r.stderr and key_id in r.stderr
+
+
+def test_list_principals_as_table_and_csv(server):
+    r = turnstile("keys", "principals", key=server.keys["admin"], address=server.address)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["principal", "role", "venues", "channel", "gates"]
+    assert ["demo-ota", "channel", VENUE, "ota", "*"] in [ln.split() for ln in lines[2:]]
+    r = turnstile("keys", "principals", "--csv", key=server.keys["admin"], address=server.address)
+    rows = list(csv.DictReader(io.StringIO(r.stdout)))
+    assert {(row["principal"], row["role"]) for row in rows} >= {
+        ("admin", "admin"), ("demo-gate", "gate"), ("demo-ota", "channel"), ("demo-window", "seller")}
+    # only an admin may
+    r = turnstile("keys", "principals", key=server.keys["demo-window"], address=server.address)
+    assert r.returncode == 1 and "PERMISSION_DENIED" in r.stderr
+
+
+def test_rotate_and_retire_ticket_keys(server):
+    admin = server.keys["admin"]
+    r = turnstile("keys", "rotate", key=admin, address=server.address)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert [ln.split(":")[0] for ln in lines] == ["shard 0", "shard 1"]       # every shard
+    assert all(ln.endswith("is now issuing") for ln in lines)
+    first = int(lines[1].split()[4])
+    r = turnstile("keys", "rotate", "--shard", "1", key=admin, address=server.address)
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 1
+    second = int(r.stdout.split()[4])
+    assert second != first
+    r = turnstile("keys", "retire", "--shard", "1", str(first), key=admin, address=server.address)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"shard 1: ticket key {first} is now retired"
+    r = turnstile("keys", "retire", "--shard", "1", "999", key=admin, address=server.address)
+    assert r.returncode == 1 and r.stderr.startswith("turnstile: ")
+
+
+def test_reports_as_table_and_csv(server):
+    ota = ChannelClient(Connection(server.address, server.keys["demo-ota"]))
+    before = turnstile("report", "tickets", "--venue", VENUE, "--csv", env_key=server.keys["admin"],
+                       address=server.address)
+    assert before.returncode == 0, before.stderr
+    issued = {row["product_id"]: int(row["issued"]) for row in csv.DictReader(io.StringIO(before.stdout))}
+    ota.buy(VENUE, [Item("child", demo.slot_id("main", server.day, 10), qty=3)], "cli-report-1")
+    r = turnstile("report", "tickets", "--venue", VENUE, "--csv", env_key=server.keys["admin"],
+                  address=server.address)
+    rows = list(csv.DictReader(io.StringIO(r.stdout)))
+    assert list(rows[0]) == ["product_id", "issued", "used", "voided", "blocked"]
+    after = {row["product_id"]: int(row["issued"]) for row in rows}
+    assert after["child"] == issued["child"] + 3 and after["adult"] == issued["adult"]
+    table = turnstile("report", "tickets", "--venue", VENUE, key=server.keys["admin"], address=server.address)
+    assert table.stdout.splitlines()[0].split() == ["product_id", "issued", "used", "voided", "blocked"]
+    assert ["child", str(after["child"])] == table.stdout.splitlines()[3].split()[:2]
+
+    live = turnstile("report", "live", "--venue", VENUE, "--date", server.day.isoformat(),
+                     key=server.keys["admin"], address=server.address)
+    assert live.returncode == 0, live.stderr
+    lines = live.stdout.splitlines()
+    assert lines[0].startswith(f"{VENUE} on {server.day.isoformat()}: ") and lines[0].endswith(" inside")
+    assert lines[1].split() == ["zone_id", "inside", "entered_tickets", "live_capacity"]
+    assert [ln.split()[0] for ln in lines[3:]] == ["main", "pagoda", "boat"]
+    assert lines[3].split()[3] == "30000" and lines[4].split()[3] == "400"
+    live_csv = turnstile("report", "live", "--venue", VENUE, "--csv", key=server.keys["admin"],
+                         address=server.address)
+    rows = list(csv.DictReader(io.StringIO(live_csv.stdout)))
+    assert [(row["zone_id"], row["live_capacity"]) for row in rows] == [
+        ("main", "30000"), ("pagoda", "400"), ("boat", "0")]
+
+
+def test_errors_are_one_line_and_exit_nonzero(server):
+    r = turnstile("report", "live", "--venue", VENUE, address=server.address)
+    assert r.returncode != 0 and "TURNSTILE_API_KEY" in r.stderr
+    r = turnstile("report", "live", "--venue", "atlantis", key=server.keys["admin"], address=server.address)
+    assert r.returncode == 1 and "NOT_FOUND" in r.stderr and "atlantis" in r.stderr
+    r = turnstile("report", "live", "--venue", VENUE, key=server.keys["demo-ota"], address=server.address)
+    assert r.returncode == 1 and "PERMISSION_DENIED" in r.stderr
+    r = turnstile("report", "live", "--venue", VENUE, "--date", "23/11/2026", key=server.keys["admin"],
+                  address=server.address)
+    assert r.returncode == 1 and "INVALID_ARGUMENT" in r.stderr and "date" in r.stderr
+    r = turnstile("keys", "principals", key="tsk_000000000000_nope", address=server.address)
+    assert r.returncode == 1 and "UNAUTHENTICATED" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    r = turnstile("report", "live", "--venue", VENUE, "--timeout", "1", key=server.keys["admin"],
+                  address="127.0.0.1:9")
+    assert r.returncode == 1 and "UNAVAILABLE" in r.stderr
