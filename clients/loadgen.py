@@ -1494,7 +1494,13 @@ async def _holiday(v: Venue, keys: Keys, product, slots: list[dict], count: int,
                     continue
                 holds[f"tickets issued {'==' if len(c.tickets) == qty else '!='} qty"] += 1
                 sold[sl["slot"]] += len(c.tickets)
-                span = max(1, sl["end"] - sl["start"] - 120)
+                # the visit (entry, exit an hour later, re-entry an hour after that)
+                # stays on the slot's day, where the ticket is valid: a whole-day slot
+                # admits its late arrivals early enough
+                off = v.utc_offset_s
+                day_end = ((sl["start"] + off) // 86400 + 1) * 86400 - off
+                last = min(sl["end"] - 60, day_end - 2 * 3600 - 60)
+                span = max(1, last - sl["start"] - 60)
                 for t in c.tickets:
                     await entries.put(((t.ticket_id, t.code), sl["start"] + 60 + rng.randrange(span)))
 
