@@ -105,6 +105,7 @@ class ApiKey:
     key_id: str
     principal_id: str
     secret: str = ""
+    revoked: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -264,7 +265,8 @@ class AdminClient:
             raise ValueError(f"role must be one of {', '.join(ROLES)}")
         return Principal.from_proto(self._call("CreatePrincipal", admin_pb2.CreatePrincipalRequest(
             principal_id=principal_id, role=admin_pb2.Role.Value(role.upper()),
-            venue_ids=list(venue_ids), channel=channel, gate_ids=list(gate_ids)), retry=False))
+            venue_ids=list(venue_ids), channel=channel, gate_ids=list(gate_ids),
+            idempotency_key=f"principal-{principal_id}"), retry=True))
 
     def list_principals(self) -> list[Principal]:
         """Every principal of the node."""
@@ -281,7 +283,12 @@ class AdminClient:
         """Revoke an API key by its key id (the part after ``tsk_`` in the key). Every
         server process stops accepting it within seconds (their key cache)."""
         return self._call("RevokeApiKey", admin_pb2.RevokeApiKeyRequest(key_id=key_id),
-                          retry=False).key_id
+                          retry=True).key_id          # revoking twice is answered alike
+
+    def list_api_keys(self, principal_id: str = "") -> list[ApiKey]:
+        """The keys of a principal (or every key), without secrets; ``revoked`` ones too."""
+        r = self._call("ListApiKeys", admin_pb2.ListApiKeysRequest(principal_id=principal_id))
+        return [ApiKey(k.key_id, k.principal_id, revoked=k.revoked) for k in r.keys]
 
     # -- audit ---------------------------------------------------------------------------
     def query_audit(self, shard: int = 0, *, after_seq: int = 0, limit: int = 100,

@@ -18,11 +18,12 @@ import datetime as dt
 import io
 from collections.abc import Sequence
 
-from turnstile.v1 import report_pb2, report_pb2_grpc
+from turnstile.v1 import common_pb2, report_pb2, report_pb2_grpc
 
 from .base import Connection
 
-__all__ = ["LiveCounts", "ProductCount", "ReportsClient", "ZoneCount", "to_csv", "to_table"]
+__all__ = ["Conflict", "LiveCounts", "ProductCount", "ReportsClient", "ZoneCount", "to_csv",
+           "to_table"]
 
 Reports = report_pb2_grpc.ReportServiceStub
 
@@ -59,6 +60,23 @@ class ProductCount:
     blocked: int
 
 
+@dataclasses.dataclass(frozen=True)
+class Conflict:
+    """An offline admission the server refused: the ticket (code id) a gate admitted
+    while offline, when, and why the server would not have (``ALREADY_USED``: it was
+    admitted at another gate too; ``VOIDED``: refunded meanwhile). ``key`` pages on."""
+
+    scan_time: dt.datetime
+    gate_id: str
+    ticket_id: int
+    direction: str
+    persons: int
+    offline_reason: str
+    server_reason: str
+    nonce: str
+    key: str
+
+
 class ReportsClient:
     """Typed calls of ``ReportService``, routed to the venue's shard; reads, so retried."""
 
@@ -79,6 +97,23 @@ class ReportsClient:
         r = self.conn.call(Reports, "TicketCounts", report_pb2.TicketCountsRequest(venue_id=venue),
                            venue=venue, retry=True)
         return [ProductCount(p.product_id, p.issued, p.used, p.voided, p.blocked) for p in r.products]
+
+    def conflicts(self, venue: str, *, after: str = "", limit: int = 0) -> list[Conflict]:
+        """Offline admissions of ``venue`` the server refused, oldest first: every one
+        (``limit`` 0), or up to ``limit`` after the conflict whose ``key`` is ``after``."""
+        out: list[Conflict] = []
+        while True:
+            r = self.conn.call(Reports, "Conflicts", report_pb2.ConflictsRequest(
+                venue_id=venue, after=after, limit=min(limit - len(out), 1000) if limit else 1000),
+                venue=venue, retry=True)
+            out += [Conflict(c.scan_time.ToDatetime(dt.timezone.utc), c.gate_id, c.ticket_id,
+                             common_pb2.Direction.Name(c.direction), c.persons,
+                             common_pb2.ScanReason.Name(c.offline_reason),
+                             common_pb2.ScanReason.Name(c.server_reason), c.nonce, c.key)
+                    for c in r.conflicts]
+            if not r.conflicts or len(r.conflicts) < 1000 or (limit and len(out) >= limit):
+                return out
+            after = out[-1].key
 
 
 def _rows(records: Sequence) -> tuple[list[str], list[list]]:

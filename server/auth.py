@@ -48,7 +48,7 @@ TABLE: dict[str, frozenset[str]] = {
     # new venues, ticket keys, principals and API keys: admins only
     **{f"/turnstile.v1.AdminService/{m}": frozenset({"admin"}) for m in (
         "CreateVenue", "RotateTicketKey", "RetireTicketKey", "CreatePrincipal", "ListPrincipals",
-        "CreateApiKey", "RevokeApiKey")},
+        "CreateApiKey", "RevokeApiKey", "ListApiKeys")},
 }
 # health checks need no key (load balancers, orchestrators), nor does reflection, which
 # shows only the schema and is served on the admin listener alone

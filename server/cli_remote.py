@@ -24,6 +24,15 @@ DEFAULT_ADDRESS = "127.0.0.1:50051"
 
 
 @dataclasses.dataclass(frozen=True)
+class KeyRow:
+    """An API key as listed (never its secret)."""
+
+    key_id: str
+    principal: str
+    state: str
+
+
+@dataclasses.dataclass(frozen=True)
 class PrincipalRow:
     """A principal flattened for a table or CSV."""
 
@@ -142,6 +151,27 @@ def report_tickets(conn, args) -> int:
     return 0
 
 
+def report_conflicts(conn, args) -> int:
+    from clients.reports import ReportsClient, to_csv, to_table
+    rows = ReportsClient(conn).conflicts(args.venue)
+    if args.csv:
+        sys.stdout.write(to_csv(rows))
+    elif rows:
+        sys.stdout.write(to_table(rows))
+    else:
+        print(f"{args.venue}: no conflicts")
+    return 0
+
+
+def keys_list(conn, args) -> int:
+    from clients.admin import AdminClient
+    from clients.reports import to_csv, to_table
+    rows = [KeyRow(k.key_id, k.principal_id, "revoked" if k.revoked else "active")
+            for k in AdminClient(conn).list_api_keys(args.principal or "")]
+    sys.stdout.write(to_csv(rows) if args.csv else to_table(rows))
+    return 0
+
+
 def register(sub) -> None:
     """Add this module's subcommands to the `turnstile` parser."""
     k = sub.add_parser("keys", help="API keys, principals and ticket keys of a running server",
@@ -167,12 +197,18 @@ def register(sub) -> None:
 
     p = ks.add_parser("principals", help="list principals",
                       description="List every principal: id, role, venues (* = all), the channel "
-                                  "it sells as, gates (* = all). The server has no call that "
-                                  "lists API keys: revoke a key by the id shown when it was "
-                                  "created.")
+                                  "it sells as, gates (* = all).")
     p.add_argument("--csv", action="store_true", help="CSV with a header row instead of a table")
     _common(p)
     p.set_defaults(func=_run(keys_principals))
+
+    li = ks.add_parser("list", help="list API keys (ids, never secrets)",
+                       description="List API keys: key id, principal, active or revoked. Secrets "
+                                   "are never stored, so never shown again.")
+    li.add_argument("--principal", help="only this principal's keys")
+    li.add_argument("--csv", action="store_true", help="CSV with a header row instead of a table")
+    _common(li)
+    li.set_defaults(func=_run(keys_list))
 
     ro = ks.add_parser("rotate", help="make a new ticket key the issuing one",
                        description="Make a new ticket key the issuing one; codes of earlier keys "
@@ -191,7 +227,7 @@ def register(sub) -> None:
     _common(re_)
     re_.set_defaults(func=_run(keys_retire))
 
-    rep = sub.add_parser("report", help="live counts and ticket counts of a venue",
+    rep = sub.add_parser("report", help="live counts, ticket counts and offline conflicts of a venue",
                          description="Reports of a venue from a running server over gRPC "
                                      "(ReportService), as a table or CSV. Needs an admin, "
                                      "operator or finance API key.")
@@ -214,3 +250,13 @@ def register(sub) -> None:
     tc.add_argument("--csv", action="store_true", help="CSV with a header row instead of a table")
     _common(tc)
     tc.set_defaults(func=_run(report_tickets))
+
+    cf = rs.add_parser("conflicts", help="offline admissions the server refused",
+                       description="Scans offline gates of VENUE admitted that the server refused "
+                                   "once they were uploaded: a ticket admitted at two offline "
+                                   "gates (ALREADY_USED), or refunded or blocked while the gate "
+                                   "was offline. Oldest first.")
+    cf.add_argument("--venue", required=True, help="venue id, e.g. westlake")
+    cf.add_argument("--csv", action="store_true", help="CSV with a header row instead of a table")
+    _common(cf)
+    cf.set_defaults(func=_run(report_conflicts))

@@ -95,7 +95,8 @@ class ControlStore:
         self.env.close()
 
     def create_principal(self, pid: str, role: str, *, venues=(), channel: str = "",
-                         gates=()) -> Principal:
+                         gates=(), retry: bool = False) -> Principal:
+        """A new principal. With `retry`, one that exists exactly so is answered again."""
         if role not in ROLES:
             raise InvalidArgument(f"role must be one of {', '.join(ROLES)}", field="role")
         if not pid or len(pid) > 64:
@@ -105,6 +106,8 @@ class ControlStore:
         p = Principal(pid, role, tuple(venues), channel, tuple(gates))
         with self.env.begin(write=True, db=self.principals) as txn:
             if not txn.put(pid.encode(), json.dumps(asdict(p)).encode(), overwrite=False):
+                if retry and txn.get(pid.encode()) == json.dumps(asdict(p)).encode():
+                    return p
                 raise AlreadyExists(f"principal {pid} exists", field="principal_id")
         return p
 
@@ -131,10 +134,23 @@ class ControlStore:
         return key_id, f"tsk_{key_id}_{secret}"
 
     def revoke_key(self, key_id: str) -> None:
+        """Revoke a key; it stays listed as revoked, so revoking it again is a retry, not
+        an error."""
         with self.env.begin(write=True, db=self.keys) as txn:
-            if not txn.delete(key_id.encode()):
+            raw = txn.get(key_id.encode())
+            if raw is None:
                 raise NotFound(f"no API key {key_id}", field="key_id")
+            d = json.loads(raw)
+            d["revoked"] = True
+            txn.put(key_id.encode(), json.dumps(d).encode())
         self._cache.pop(key_id, None)
+
+    def list_keys(self, pid: str = "") -> list[tuple[str, str, bool]]:
+        """(key id, principal, revoked) of every key, or of one principal's."""
+        with self.env.begin(db=self.keys) as txn:
+            rows = [(k.decode(), json.loads(v)) for k, v in txn.cursor()]
+        return [(k, d["principal"], bool(d.get("revoked"))) for k, d in rows
+                if not pid or d["principal"] == pid]
 
     def authenticate(self, token: str) -> Principal | None:
         """The principal of a presented API key, or None."""
@@ -150,6 +166,8 @@ class ControlStore:
             if raw is None:
                 return None
             d = json.loads(raw)
+            if d.get("revoked"):
+                return None
             try:
                 hit = (bytes.fromhex(d["sha256"]), self.get_principal(d["principal"]), time.monotonic())
             except NotFound:

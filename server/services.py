@@ -84,8 +84,9 @@ class ShardNode:
         p = auth.current()
         if venue_id not in self.shard.state.venues or venue_id in self.moved:
             home = self.store.venue_shard(venue_id)
-            raise NotFound(f"no venue {venue_id!r} on shard {self.shard_id}"
-                           + (f"; it is on shard {home}" if home is not None else ""),
+            if home is None or home == self.shard_id:
+                raise NotFound(f"no venue {venue_id!r}", field="venue_id")
+            raise NotFound(f"no venue {venue_id!r} on shard {self.shard_id}; it is on shard {home}",
                            field="venue_id", hint="route by the shard map (AdminService.GetShardMap)")
         if not p.may_use_venue(venue_id):
             raise PermissionDenied(f"{p.id} may not act on venue {venue_id}", field="venue_id")
@@ -542,7 +543,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         role = admin_pb2.Role.Name(request.role).lower() if request.role else ""
         p = await self._store_change(lambda: self.store.create_principal(
             request.principal_id, role, venues=list(request.venue_ids), channel=request.channel,
-            gates=list(request.gate_ids)))
+            gates=list(request.gate_ids), retry=bool(request.idempotency_key)))
         return _principal_msg(p)
 
     @rpc
@@ -559,6 +560,14 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     async def RevokeApiKey(self, request, context):
         await self._store_change(lambda: self.store.revoke_key(request.key_id))
         return admin_pb2.RevokeApiKeyResponse(key_id=request.key_id)
+
+    @rpc
+    async def ListApiKeys(self, request, context):
+        if request.principal_id:
+            self.store.get_principal(request.principal_id)      # NOT_FOUND names the field
+        return admin_pb2.ListApiKeysResponse(keys=[
+            admin_pb2.ApiKeyInfo(key_id=k, principal_id=p, revoked=r)
+            for k, p, r in self.store.list_keys(request.principal_id)])
 
     @rpc
     async def QueryAudit(self, request, context):

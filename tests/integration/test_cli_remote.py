@@ -34,14 +34,16 @@ def turnstile(*args: str, key: str | None = None, env_key: str | None = None,
 
 
 @pytest.mark.parametrize("args,expect", [
-    (("keys", "--help"), ["create", "revoke", "principals", "rotate", "retire"]),
+    (("keys", "--help"), ["create", "revoke", "list", "principals", "rotate", "retire"]),
+    (("keys", "list", "--help"), ["--principal", "--csv"]),
+    (("report", "conflicts", "--help"), ["--venue", "--csv", "two offline"]),
     (("keys", "create", "--help"), ["PRINCIPAL", "--address", "127.0.0.1:50051", "TURNSTILE_API_KEY",
                                     "shown this once"]),
     (("keys", "revoke", "--help"), ["KEY_ID", "--key"]),
     (("keys", "principals", "--help"), ["--csv", "--tls-ca"]),
     (("keys", "rotate", "--help"), ["--shard", "every shard"]),
     (("keys", "retire", "--help"), ["--shard", "FORGED"]),
-    (("report", "--help"), ["live", "tickets"]),
+    (("report", "--help"), ["live", "tickets", "conflicts"]),
     (("report", "live", "--help"), ["--venue", "--date", "--csv", "--timeout"]),
     (("report", "tickets", "--help"), ["--venue", "--csv", "--tls-cert", "--tls-key"]),
 ])
@@ -78,8 +80,16 @@ def test_create_a_key_use_it_and_revoke_it(server):
                 break
             assert time.monotonic() < deadline, "the revoked key still works"
             time.sleep(0.5)
+    # listed as revoked; revoking again is a retry; an unknown key is NOT_FOUND
+    r = turnstile("keys", "list", "--principal", "demo-ota", "--csv", key=admin, address=server.address)
+    assert r.returncode == 0, r.stderr
+    states = {row["key_id"]: row["state"] for row in csv.DictReader(io.StringIO(r.stdout))}
+    assert states[key_id] == "revoked" and "active" in states.values()   # the demo key
+    assert secret.split("_", 2)[2] not in r.stdout
     r = turnstile("keys", "revoke", key_id, key=admin, address=server.address)
-    assert r.returncode == 1 and "NOT_FOUND" in r.stderr and key_id in r.stderr
+    assert r.returncode == 0 and r.stdout.strip() == f"revoked API key {key_id}"
+    r = turnstile("keys", "revoke", "000000000000", key=admin, address=server.address)
+    assert r.returncode == 1 and "NOT_FOUND" in r.stderr and "000000000000" in r.stderr
 
 
 def test_list_principals_as_table_and_csv(server):

@@ -386,9 +386,13 @@ def test_admin_keys_principals_and_blocks(server, conns, admin, ota):
                 break
             assert time.monotonic() < deadline, "a revoked key still works"
             time.sleep(0.5)
+    # the same principal again is a retry, answered alike; another one under its id is not
+    again = admin.create_principal("agency-7", "channel", venue_ids=[VENUE], channel="agency")
+    assert again == p
     with pytest.raises(ApiError) as e:
         admin.create_principal("agency-7", "channel", channel="agency")
     assert e.value.code == grpc.StatusCode.ALREADY_EXISTS
+    assert [(k.key_id, k.revoked) for k in admin.list_api_keys("agency-7")] == [(key.key_id, True)]
     # block a ticket: the gate refuses it, the report counts it; unblock: it admits
     t = ota.buy(VENUE, [Item("adult", demo.slot_id("main", server.day, 12))], "ota-order-7200").tickets[0]
     at = demo.local_time(server.day, 12, 5)

@@ -4,8 +4,12 @@ on the same port; the queues upload exactly once and a double admission across t
 offline gates shows as one conflict."""
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
@@ -13,7 +17,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from clients.base import Connection
 from clients.gate import GateClient, GateOffline, OUT
-from tests.integration.conftest import start_server, stop_server
+from tests.integration.conftest import ROOT, start_server, stop_server
 from turnstile.v1 import (admin_pb2, admin_pb2_grpc, gate_pb2, gate_pb2_grpc, report_pb2,
                           report_pb2_grpc, sales_pb2, sales_pb2_grpc)
 
@@ -166,6 +170,14 @@ def test_gates_through_an_outage(outage, tmp_path):
         assert (c.gate_id, c.ticket_id, c.offline_reason, c.server_reason) == \
             ("north-1", d3.ticket_id, 0, 6)                # admitted offline, ALREADY_USED
         assert used() == 4                                 # codes 0, 1, 3, 5 (2 only went out)
+        # the operator's view of it
+        r = subprocess.run([sys.executable, "-m", "server.cli", "report", "conflicts", "--venue", VENUE,
+                            "--csv", "--address", outage["address"], "--key", outage["keys"]["admin"]],
+                           cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        rows = list(csv.DictReader(io.StringIO(r.stdout)))
+        assert [(x["gate_id"], x["ticket_id"], x["offline_reason"], x["server_reason"]) for x in rows] \
+            == [("north-1", str(d3.ticket_id), "OK", "ALREADY_USED")]
         # an upload whose answer was lost is sent again: nothing is applied twice
         again = gate_pb2_grpc.GateServiceStub(conn.channel()).UploadScans(
             gate_pb2.UploadScansRequest(gate_id="north-2", scans=[s for _, s in b_queue]),
