@@ -740,7 +740,9 @@ def server_bench(*, quick: bool, profile: bool = True, loops=("uvloop", "asyncio
                 for codes, label, streams, window in (
                         (bulk_mac[:n_stream], "MAC-only codes", STREAMS, WINDOW),
                         (parts["stream_signed"], "signed codes", STREAMS, WINDOW),
-                        (bulk_mac[n_stream:], "one stream", 1, WINDOW)):
+                        # a concentrator: one stream, 16 batches in flight (the server reads
+                        # that far ahead, GateService.STREAM_AHEAD)
+                        (bulk_mac[n_stream:], "one stream", 1, 16)):
                     r, out = verify_stream(server, peek, codes, streams=streams, per=100,
                                            window=window, loop=loops[0], at=at,
                                            deadline_s=deadline_s, label=label,

@@ -126,6 +126,11 @@ class Storage:
                 return _U64.unpack(cur.key())[0]
         return self.get_meta("snapshot_seq") or 0
 
+    def journal_count(self) -> int:
+        """Batches in the journal (after the snapshot): the benchmarks' recovery size."""
+        with self.env.begin() as txn:
+            return txn.stat(self.journal)["entries"]
+
     # -- snapshots ----------------------------------------------------------------
     def write_snapshot(self, seq: int, blobs: dict[str, bytes], prune: bool = True) -> None:
         """Replace the snapshot by `blobs` taken after batch `seq`; drop older journal."""
