@@ -124,14 +124,18 @@ class Shard:
             raise ShardUnavailable(f"the shard stopped after a failure: {self.failed}",
                                    hint="reopen it to recover from disk")
 
-    def _stage(self, cmds: Iterable[Command]) -> tuple[Batch, list[Any]]:
-        """Apply commands to memory (writer thread); nothing is answered yet."""
+    def _stage(self, cmds: Iterable[Command], batch: Batch | None = None) -> tuple[Batch, list[Any]]:
+        """Apply commands to memory (writer thread); nothing is answered yet. With `batch`,
+        the commands join that batch, still open (the writer grows the next batch while
+        the previous one commits); `_seal` closes it before its commit."""
         self._usable()
-        self.seq += 1
-        batch = Batch(self.seq)
+        if batch is None:
+            self.seq += 1
+            batch = Batch(self.seq)
         now = int(self.clock())
         state = self.state
         results: list[Any] = []
+        n_before = batch.n_commands
         try:
             if state.due_expiry(now):
                 state.apply(Command(Op.EXPIRE, {}), now, batch)
@@ -147,9 +151,13 @@ class Shard:
             # memory may be half-changed: stop, so nothing untrue is ever answered
             self.failed = e
             raise ShardUnavailable(f"the shard stopped: {e!r}") from e
-        self.since_snapshot += batch.n_commands
-        self.batch_sizes[len(results)] += 1
+        self.since_snapshot += batch.n_commands - n_before
+        batch.n_calls += len(results)
         return batch, results
+
+    def _seal(self, batch: Batch) -> None:
+        """No more commands join `batch`: it goes to commit."""
+        self.batch_sizes[batch.n_calls] += 1
 
     def _audit(self, who: tuple[str, str, str], now: int, result: Any, batch: Batch) -> None:
         self.audit_seq += 1
@@ -197,6 +205,7 @@ class Shard:
         if self._writer is not None and self._writer.running:
             raise ShardUnavailable("the async writer owns this shard; submit to it instead")
         batch, results = self._stage(cmds)
+        self._seal(batch)
         try:
             self._commit(batch)
         except BaseException as e:

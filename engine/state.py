@@ -43,13 +43,14 @@ U16 = 65535
 class Batch:
     """What one writer batch will write in its one LMDB transaction."""
 
-    __slots__ = ("seq", "records", "rows", "n_commands")
+    __slots__ = ("seq", "records", "rows", "n_commands", "n_calls")
 
     def __init__(self, seq: int):
         self.seq = seq
         self.records: list[bytes] = []
         self.rows: dict[bytes, bytes | None] = {}
-        self.n_commands = 0
+        self.n_commands = 0          # journaled commands (an expiry sweep counts too)
+        self.n_calls = 0             # commands submitted, answered when the batch commits
 
     def blob(self) -> bytes:
         return b"".join(self.records)

@@ -3,7 +3,8 @@
 Callers `await submit(cmd)`. The writer drains the queue, applies the whole batch to
 memory, and hands the batch to one I/O thread that writes it in ONE LMDB transaction
 (fsync'd). Callers are answered only after their batch committed. While batch N
-commits, batch N+1 is applied in memory (pipelining): commits stay in order, and a
+commits, batch N+1 is applied in memory (pipelining) and keeps growing with what
+arrives until N is durable; then it goes to commit whole. Commits stay in order, and a
 commit failure stops the shard before anything later is answered. Under light load
 a batch is one command; under load it grows, so throughput follows.
 """
@@ -87,6 +88,11 @@ class GroupCommit:
                 except TurnstileError:
                     return
 
+    def _take(self, room: int) -> list[tuple[Command, asyncio.Future]]:
+        n = min(len(self._queue), room)
+        # a caller that gave up (deadline, cancellation) before its batch: not applied
+        return [it for it in (self._queue.popleft() for _ in range(n)) if not it[1].cancelled()]
+
     async def _run(self) -> None:
         inflight: asyncio.Future | None = None
         shard = self.shard
@@ -97,21 +103,32 @@ class GroupCommit:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            n = min(len(self._queue), self.max_batch)
-            # a caller that gave up (deadline, cancellation) before its batch: not applied
-            items = [it for it in (self._queue.popleft() for _ in range(n)) if not it[1].cancelled()]
+            items = self._take(self.max_batch)
             if not items:
                 continue
             try:
                 batch, results = shard._stage([c for c, _ in items])
+                # while the previous batch commits, what arrives joins this one: it is
+                # applied now (overlapping the fsync) and committed next, so a caller that
+                # arrives mid-commit waits for one commit after it, not for a queue of them
+                while inflight is not None and not inflight.done():
+                    if self._queue and len(items) < self.max_batch:
+                        more = self._take(self.max_batch - len(items))
+                        if more:
+                            _, r = shard._stage([c for c, _ in more], batch)
+                            items += more
+                            results += r
+                        await asyncio.sleep(0)          # let callers in
+                        continue
+                    self._wake.clear()
+                    await self._wake.wait()              # a submit, or the commit done
             except TurnstileError as e:
                 self._fail_all(items, e)
                 break
-            if inflight is not None:
-                await asyncio.wait([inflight])
-                if shard.failed is not None:
-                    self._fail_all(items, ShardUnavailable("an earlier commit failed"))
-                    break
+            if shard.failed is not None or inflight is not None and inflight.exception() is not None:
+                self._fail_all(items, ShardUnavailable("an earlier commit failed"))
+                break
+            shard._seal(batch)
             snapshot = shard._snapshot_due()
             blobs = shard.state.dump() if snapshot else None
             if snapshot:
@@ -131,12 +148,12 @@ class GroupCommit:
             self.shard.storage.write_snapshot(batch.seq, blobs)
 
     def _answer(self, f: asyncio.Future, batch, items, results) -> None:
+        self._wake.set()                 # the writer may send the next batch to commit
         exc = f.exception()
         if exc is not None:
             self.shard.failed = exc
             err = exc if isinstance(exc, StorageError) else StorageError(repr(exc))
             self._fail_all(items, err)
-            self._wake.set()
             return
         self.shard._committed(batch)
         for (_, fut), r in zip(items, results):
