@@ -16,8 +16,8 @@ bundle it holds). Offline it:
 * queues every scan (gate, sequence, nonce, time, decision) in a local LMDB file,
   in the same transaction as its own record of what it admitted;
 * refuses to decide at all (:class:`GateOffline`) when its bundle is older than
-  ``max_bundle_age_s`` (default 4 h), or for ID numbers (the holder index stays on
-  the server).
+  ``max_bundle_age_s`` (default 4 h), or for ID numbers and face tokens (the
+  holder index stays on the server).
 
 When the server answers again, the queue is uploaded first (``UploadScans``, once per
 nonce, however often it is retried), then the bundle is refreshed, then scans go
@@ -326,10 +326,12 @@ class GateClient:
 
     # -- scanning --------------------------------------------------------------------
     def verify(self, code: str | None = None, *, id_number: str | None = None,
-               face_id_number: str | None = None, direction: int = IN, persons: int = 0,
-               gate_id: str | None = None) -> Decision:
-        """Decide one scan: a QR ``code``, an ``id_number`` from an ID-card reader, or
-        the ID number a face terminal matched (``face_id_number``). Online the server
+               face_token: str | None = None, face_id_number: str | None = None,
+               direction: int = IN, persons: int = 0, gate_id: str | None = None) -> Decision:
+        """Decide one scan: a QR ``code``, an ``id_number`` from an ID-card reader, the
+        ``face_token`` a face terminal matched (enrolled with
+        ``MembersClient.enroll_face``), or the ID number a face terminal that matches
+        faces to ID numbers itself reports (``face_id_number``). Online the server
         decides; unreachable, the gate decides from its bundle (codes only).
 
         Offline, unless :meth:`start` runs a background thread for it, a scan first
@@ -339,8 +341,8 @@ class GateClient:
         Raises GateOffline when it can decide neither way; ApiError when the request
         itself is wrong (unknown gate, a direction the gate does not scan).
         """
-        if sum(x is not None for x in (code, id_number, face_id_number)) != 1:
-            raise ValueError("one of code, id_number, face_id_number")
+        if sum(x is not None for x in (code, id_number, face_token, face_id_number)) != 1:
+            raise ValueError("one of code, id_number, face_token, face_id_number")
         gate = gate_id or self.gate_id
         now = self.clock()
         if not self.online and self._thread is None \
@@ -354,6 +356,8 @@ class GateClient:
                                          scan_time=_ts(now))
             if code is not None:
                 req.code = code
+            elif face_token is not None:
+                req.face_token = face_token
             else:
                 req.id_number = id_number if id_number is not None else face_id_number
             try:

@@ -146,6 +146,22 @@ def verify_holder(id_number: str, gate: str, direction: Direction = Direction.IN
     return Command(Op.VERIFY_HOLDER, (id_number, gate, int(direction), _time(at), persons))
 
 
+def verify_face(face_token: str, gate: str, direction: Direction = Direction.IN, *, at=None,
+                persons: int = 0) -> Command:
+    """Scan a face token (a face terminal's match, enrolled with `enroll_face`)."""
+    return Command(Op.VERIFY_FACE, (face_token, gate, int(direction), _time(at), persons))
+
+
+def enroll_face(face_token: str, id_number: str | None, *,
+                idempotency_key: str | None = None) -> Command:
+    """Bind a face token (what the venue's face platform returns for an enrolled face)
+    to a real-name holder: a face terminal's scan of that token then verifies like the
+    holder's ID card. `id_number=None` removes the token. The shard keeps keyed hashes
+    of both, never the token or the ID number."""
+    return Command(Op.FACE, {"face_token": face_token, "id_number": id_number},
+                   idempotency_key)
+
+
 def verify_batch(codes: Sequence[str], gates: str | Sequence[str],
                  direction: Direction = Direction.IN, *, at=None, persons: int = 0) -> Command:
     """Scan many codes in order, at one gate or one gate per code."""

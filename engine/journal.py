@@ -33,6 +33,7 @@ class Op(enum.IntEnum):
     CONFIRM = 23
     REFUND = 24
     BLOCK = 25
+    FACE = 26                  # a face token bound to (or taken from) a real-name holder
     # gates
     SCAN = 30
     SCAN_BATCH = 31
@@ -43,6 +44,7 @@ class Op(enum.IntEnum):
     VERIFY = 40
     VERIFY_HOLDER = 41
     VERIFY_BATCH = 42
+    VERIFY_FACE = 43
 
 
 LAST_CATALOG_OP = 9                      # ops 1..9 are catalog records (kept in snapshots)

@@ -30,7 +30,7 @@ from .journal import _HDR, Op, Command, LAST_CATALOG_OP, NO_TICKET, json_record,
 from .model import (EntryRule, Gate, GateMode, HoldResult, IssuedTicket, Order, Product,
                     Reason, RefundResult, ScanResult, Slot, Venue, Zone, Direction, REASON_OF)
 
-_VERIFY, _VERIFY_BATCH, _VERIFY_HOLDER = int(Op.VERIFY), int(Op.VERIFY_BATCH), int(Op.VERIFY_HOLDER)
+_VERIFY, _VERIFY_BATCH, _VERIFY_FACE = int(Op.VERIFY), int(Op.VERIFY_BATCH), int(Op.VERIFY_FACE)
 _OP_SCAN = int(Op.SCAN)
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/-]{0,63}\Z")
@@ -154,6 +154,7 @@ class ShardState:
         self.expiry: list[tuple[int, int]] = []
         self.next_hold_id = 1
         self.holders: dict[str, list[int]] = {}
+        self.faces: dict[str, str] = {}           # face key -> holder key
         self.holder_secret = b""
         self.data_key = b""
         self.catalog_log: list[bytes] = []
@@ -169,6 +170,7 @@ class ShardState:
             Op.ALLOTMENT: self._allotment, Op.HOLD: self._hold, Op.RELEASE: self._release,
             Op.EXPIRE: self._expire, Op.CONFIRM: self._confirm, Op.REFUND: self._refund,
             Op.BLOCK: self._block, Op.NOTE: self._note, Op.OFFLINE_SCANS: self._offline_scans,
+            Op.FACE: self._face,
         }
 
     # -- the one entry point --------------------------------------------------------
@@ -176,7 +178,7 @@ class ShardState:
         """Apply one command at time `now`, journaling into `batch`; returns its result."""
         self.batch = batch
         op = cmd.op
-        if _VERIFY <= op <= _VERIFY_BATCH:
+        if _VERIFY <= op <= _VERIFY_FACE:
             what, gate, direction, at, persons = cmd.args
             if at is None:
                 at = now
@@ -186,6 +188,8 @@ class ShardState:
                 return self._verify(what, gate, direction, at, persons)
             if op == _VERIFY_BATCH:
                 return self._verify_batch(what, gate, direction, at, persons)
+            if op == _VERIFY_FACE:
+                return self._verify_face(what, gate, direction, at, persons)
             return self._verify_holder(what, gate, direction, at, persons)
         handler = self._handlers.get(op)
         if handler is None:
@@ -808,6 +812,41 @@ class ShardState:
         self.journal(json_record(Op.BLOCK, args), Op.BLOCK)
         return {"ticket_id": tid, "blocked": blocked}
 
+    def face_key(self, face_token: Any) -> str:
+        if not isinstance(face_token, str) or not 8 <= len(face_token) <= 128 \
+                or not face_token.isprintable():
+            raise InvalidArgument("must be 8-128 printable characters", field="face_token")
+        return hashlib.blake2b(face_token.encode(), key=self.holder_secret, digest_size=16,
+                               person=b"turnstile-face").hexdigest()
+
+    def _face(self, args: dict, now: int) -> dict:
+        """Enroll or remove a face token. Journaled as keyed hashes only, so replay
+        needs neither the token nor the ID number."""
+        if self.replaying:
+            fk, hk = args["face_key"], args["holder_key"]
+        else:
+            fk = self.face_key(args.get("face_token"))
+            id_number = args.get("id_number")
+            if id_number is None:
+                if fk not in self.faces:
+                    raise NotFound("no such face token enrolled", field="face_token")
+                hk = None
+            elif not isinstance(id_number, str) or not 6 <= len(id_number) <= 32:
+                raise InvalidArgument("must be an ID number", field="id_number")
+            else:
+                hk = self.holder_key(id_number)
+        if hk is None:
+            self.faces.pop(fk, None)
+        else:
+            self.faces[fk] = hk
+        self.journal(json_record(Op.FACE, {"face_key": fk, "holder_key": hk}), Op.FACE)
+        if self.replaying:
+            return {}
+        id_number = args.get("id_number")
+        return {"enrolled": hk is not None,
+                "holder": mask_id(id_number.upper()) if id_number else "",
+                "tickets": len(self.holders.get(hk, [])) if hk else 0}
+
     # -- scans -----------------------------------------------------------------------
     def gate_index(self, gate: str, direction: int) -> int:
         if type(gate) is not str:
@@ -846,13 +885,27 @@ class ShardState:
 
     def _verify_holder(self, id_number: Any, gate: str, direction: int, at: int,
                        persons: int) -> ScanResult:
-        """Verify by a real-name holder's ID number: the newest code of that holder that
-        this gate admits, or the refusal of the newest one."""
+        """Verify by a real-name holder's ID number (an ID-card reader)."""
         g = self.gate_index(gate, direction)
         persons = self._persons(persons)
         if not isinstance(id_number, str) or not 6 <= len(id_number) <= 32:
             raise InvalidArgument("must be an ID number", field="id_number")
-        candidates = self.holders.get(self.holder_key(id_number), [])
+        return self._verify_holder_key(self.holder_key(id_number), gate, g, direction, at, persons)
+
+    def _verify_face(self, face_token: Any, gate: str, direction: int, at: int,
+                     persons: int) -> ScanResult:
+        """Verify by a face token: the holder it is enrolled to, as by the ID card; a
+        token enrolled to nobody is UNKNOWN."""
+        g = self.gate_index(gate, direction)
+        persons = self._persons(persons)
+        hk = self.faces.get(self.face_key(face_token))
+        return self._verify_holder_key(hk, gate, g, direction, at, persons)
+
+    def _verify_holder_key(self, hk: str | None, gate: str, g: int, direction: int, at: int,
+                           persons: int) -> ScanResult:
+        """The newest ticket of the holder that this gate admits, or the refusal of the
+        newest one."""
+        candidates = self.holders.get(hk, []) if hk is not None else []
         venue = self.venue_idx[self.gates[gate].venue]
         best = None
         for base in reversed(candidates):
@@ -1007,6 +1060,7 @@ class ShardState:
             "next_hold_id": self.next_hold_id,
             "holds": list(self.holds.values()),
             "holders": self.holders,
+            "faces": self.faces,
             "zones_inside": t["zones_inside"],
             "entered_days": sorted(t["entered"]),
         }
@@ -1039,3 +1093,4 @@ class ShardState:
         self.expiry = [(h["expires_at"], h["id"]) for h in self.holds.values()]
         heapq.heapify(self.expiry)
         self.holders = {k: list(v) for k, v in meta["holders"].items()}
+        self.faces = dict(meta.get("faces", {}))

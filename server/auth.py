@@ -41,6 +41,10 @@ TABLE: dict[str, frozenset[str]] = {
     "/turnstile.v1.ReportService/TicketCounts": frozenset({"admin", "operator", "finance"}),
     "/turnstile.v1.ReportService/Conflicts": frozenset({"admin", "operator", "finance", "auditor"}),
     "/turnstile.v1.MemberService/HolderTickets": frozenset({"admin", "operator", "seller"}),
+    # a face is enrolled at the member desk or window, or by the channel that sold the
+    # real-name ticket (a mini-program's face sign-up)
+    "/turnstile.v1.MemberService/EnrollFace": frozenset({"admin", "operator", "seller", "channel"}),
+    "/turnstile.v1.MemberService/RemoveFace": frozenset({"admin", "operator", "seller", "channel"}),
     # venue set-up: operators within their venues' scope
     **{f"/turnstile.v1.AdminService/{m}": frozenset({"admin", "operator"}) for m in (
         "CreateZone", "CreateGate", "CreateProduct", "CreateSlots", "SetSlotCapacity",

@@ -134,8 +134,12 @@ class GateService(gate_pb2_grpc.GateServiceServicer):
         elif kind == "id_number":
             c = cmd.verify_holder(request.id_number, gate, request.direction, at=at,
                                   persons=request.persons)
+        elif kind == "face_token":
+            c = cmd.verify_face(request.face_token, gate, request.direction, at=at,
+                                persons=request.persons)
         else:
-            raise InvalidArgument("a code or an ID number is required", field="credential")
+            raise InvalidArgument("a code, an ID number or a face token is required",
+                                  field="credential")
         r = await self.node.submit(c)
         return gate_pb2.VerifyResponse(reason=int(r.reason), ticket_id=r.ticket, persons=r.persons,
                                        product_id=self._product_of(r.ticket),
@@ -644,3 +648,17 @@ class MemberService(member_pb2_grpc.MemberServiceServicer):
                                     first_day=day_to_date(r["first_day"]).isoformat(),
                                     last_day=day_to_date(r["last_day"]).isoformat(), used=r["used"],
                                     voided=r["voided"], blocked=r["blocked"]) for r in rows])
+
+    @rpc
+    async def EnrollFace(self, request, context):
+        self.node.venue(request.venue_id)
+        r = await self.node.submit(cmd.enroll_face(request.face_token, request.id_number,
+                                                   idempotency_key=request.idempotency_key or None))
+        return member_pb2.EnrollFaceResponse(**r)
+
+    @rpc
+    async def RemoveFace(self, request, context):
+        self.node.venue(request.venue_id)
+        r = await self.node.submit(cmd.enroll_face(request.face_token, None,
+                                                   idempotency_key=request.idempotency_key or None))
+        return member_pb2.EnrollFaceResponse(**r)

@@ -29,6 +29,7 @@ from turnstile.v1 import (
 from clients.admin import AdminClient, SlotSpec
 from clients.base import ApiError, Connection, RetryPolicy, TlsConfig
 from clients.channel import ChannelClient, Item
+from clients.gate import GateClient
 from clients.members import MembersClient
 from clients.reports import ReportsClient, to_csv, to_table
 from engine import demo
@@ -509,6 +510,43 @@ def test_holder_tickets_across_shards(server, conns, museum):
     mine = MembersClient(conns["demo-window"]).holder_tickets(ids[0])
     assert [(t.venue_id, t.voided, t.usable) for t in mine.tickets] == [(VENUE, True, False)]
     assert MembersClient(conns["admin"]).holder_tickets("999999999999999999").tickets == ()
+
+
+def test_face_terminal_admits_an_enrolled_holder(server, conns, museum, tmp_path):
+    """A visitor enrolls a face at the window; the face terminal's token then admits
+    the holder's real-name ticket once, as their ID card would; taken back, it names
+    nobody. Only callers scoped to the venue may enroll there."""
+    holder, token = "11010119850101002X", "hik-face-5e1c0d77"
+    window = ChannelClient(conns["demo-window"])
+    slot = demo.slot_id("main", server.day, 18 - 2)
+    order = window.buy(VENUE, [Item("night", slot)], "win-face-1", method="cash", holders=[[holder]])
+    members = MembersClient(conns["demo-window"])
+    e = members.enroll_face(VENUE, token, holder.lower(), key="face-enrol-1")
+    assert (e.enrolled, e.holder, e.tickets) == (True, "110***********002X", 1)
+    assert members.enroll_face(VENUE, token, holder.lower(), key="face-enrol-1") == e   # a retry
+    with pytest.raises(ApiError) as err:                 # the key reused for another request
+        members.enroll_face(VENUE, token + "-2", holder, key="face-enrol-1")
+    assert err.value.reason == "IDEMPOTENCY_KEY_REUSED"
+    with pytest.raises(ApiError) as err:                 # museum's channel: not its venue
+        MembersClient(museum["conn"]).enroll_face(VENUE, token, holder)
+    assert err.value.code == grpc.StatusCode.PERMISSION_DENIED
+    at = demo.local_time(server.day, 16, 30)              # inside the ticket's slot
+    gate = GateClient(server.address, server.keys["demo-gate"], "north-1", VENUE,
+                      state_dir=str(tmp_path / "face-gate"), timeout=10, clock=lambda: at)
+    try:
+        d = gate.verify(face_token=token)
+        assert (d.reason, d.admitted, d.ticket_id, d.offline) == \
+            ("OK", True, order.tickets[0].ticket_id, False)
+        assert gate.verify(face_token=token).reason == "ALREADY_USED"
+        assert gate.verify(face_token="hik-face-unknown").reason == "UNKNOWN"
+        with pytest.raises(ApiError) as err:
+            gate.verify(face_token="short")
+        assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT and err.value.field == "face_token"
+        gone = members.remove_face(VENUE, token)
+        assert (gone.enrolled, gone.holder) == (False, "")
+        assert gate.verify(face_token=token).reason == "UNKNOWN"
+    finally:
+        gate.close()
 
 
 # -- TLS and mTLS ------------------------------------------------------------------------

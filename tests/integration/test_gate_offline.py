@@ -123,6 +123,8 @@ def test_gates_through_an_outage(outage, tmp_path):
         assert a.pending() == 6 and b.pending() == 1
         with pytest.raises(GateOffline):
             a.verify(id_number="110101199003071234")      # the holder index is the server's
+        with pytest.raises(GateOffline):
+            a.verify(face_token="hik-face-5e1c0d77")      # so are face tokens
         # a gate whose bundle is past its age admits nobody offline
         late = gate(outage, tmp_path, "north-1-late", clock=lambda: time.time() + 5 * 3600)
         late.bundle = a.bundle

@@ -82,6 +82,11 @@ CASES = [
     (cmd.verify_batch(["A", 5], "north-1"), InvalidArgument, "codes"),
     (cmd.verify_batch(["A", "B"], ["north-1"]), InvalidArgument, "gates"),
     (cmd.verify_holder("12", "north-1"), InvalidArgument, "id_number"),
+    (cmd.verify_face("short", "north-1"), InvalidArgument, "face_token"),
+    (cmd.verify_face(12345678, "north-1"), InvalidArgument, "face_token"),
+    (cmd.enroll_face("face-token-1", "12"), InvalidArgument, "id_number"),
+    (cmd.enroll_face("bad\ntoken-1", "110101199003071234"), InvalidArgument, "face_token"),
+    (cmd.enroll_face("face-token-1", None), NotFound, "face_token"),
     (Command(999, {}), InvalidArgument, None),
 ]
 

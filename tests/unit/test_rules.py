@@ -3,10 +3,12 @@ scans them, asserting the reason and head counts a gate operator would see."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 
 import pytest
 
-from engine import cmd, demo, Direction, Reason, HoldItem, InvalidArgument, NotFound
+from engine import cmd, demo, Direction, Reason, HoldItem, IdempotencyMismatch, InvalidArgument, \
+    NotFound, Shard
 from tests.conftest import TODAY, sell
 
 IN, OUT = Direction.IN, Direction.OUT
@@ -161,6 +163,42 @@ def test_verify_by_id_number(shard, clock):
     assert shard.run(cmd.verify_holder("999999199003071234", "north-1")).reason == Reason.UNKNOWN
     order = shard.get_order(res.order.order_id)
     assert "110101199003071234" not in repr(order)
+
+
+def test_verify_by_face_token(shard, shard_path, clock):
+    """A face terminal's token, enrolled to a real-name holder, admits like the
+    holder's ID card; the shard keeps neither the token nor the ID number."""
+    token, other = "face-7f3a9c01d2", "face-0000aaaa11"
+    res = sell(shard, "night", qty=2, holders=[["110101199003071234", "11010119900307777X"]])
+    assert shard.run(cmd.verify_face(token, "north-1")).reason == Reason.UNKNOWN   # not enrolled
+    got = shard.run(cmd.enroll_face(token, "11010119900307777x", idempotency_key="enr-1"))
+    assert got == {"enrolled": True, "holder": "110***********777X", "tickets": 1}
+    r = shard.run(cmd.verify_face(token, "north-1"))
+    assert (r.reason, r.ticket) == (Reason.OK, res.tickets[1].ticket_id)
+    assert shard.run(cmd.verify_face(token, "north-2")).reason == Reason.ALREADY_USED
+    assert shard.run(cmd.verify_face(other, "north-1")).reason == Reason.UNKNOWN
+    # a retry of the enrolment is answered the same; the key reused for another is refused
+    assert shard.run(cmd.enroll_face(token, "11010119900307777x", idempotency_key="enr-1")) == got
+    with pytest.raises(IdempotencyMismatch):
+        shard.run(cmd.enroll_face(other, "11010119900307777x", idempotency_key="enr-1"))
+    # the token survives a reopen (journal, then snapshot), hashed
+    shard.close(snapshot=False)
+    again = Shard.open(shard_path, clock=clock)
+    try:
+        assert again.run(cmd.verify_face(token, "south-exit", OUT)).reason == Reason.OK
+        assert again.check(replay=True) == []
+        again.close()
+        again = Shard.open(shard_path, clock=clock)
+        assert again.run(cmd.verify_face(token, "north-1")).reason in (Reason.OK_REENTRY, Reason.ALREADY_USED)
+        raw = open(os.path.join(shard_path, "data.mdb"), "rb").read()   # journal, rows, snapshot
+        assert token.encode() not in raw and b"11010119900307777" not in raw
+        # removed: the terminal's token no longer names anybody
+        assert again.run(cmd.enroll_face(token, None)) == {"enrolled": False, "holder": "", "tickets": 0}
+        assert again.run(cmd.verify_face(token, "north-1")).reason == Reason.UNKNOWN
+        with pytest.raises(NotFound):
+            again.run(cmd.enroll_face(token, None))
+    finally:
+        again.close(snapshot=False)
 
 
 def test_real_name_needs_one_id_per_ticket(shard):
