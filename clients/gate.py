@@ -351,9 +351,12 @@ class GateClient:
             self.maintain()                      # uploads first, so the server knows
         if self.online and self.pending():
             self.maintain()
+        # one id for this scan, online or off: a scan the server decided but whose answer
+        # was lost, then queued offline, uploads as a DUPLICATE, not a conflict
+        scan_id = uuid.uuid4().hex
         if self.online:
             req = gate_pb2.VerifyRequest(gate_id=gate, direction=direction, persons=persons,
-                                         scan_time=_ts(now))
+                                         scan_time=_ts(now), scan_id=scan_id)
             if code is not None:
                 req.code = code
             elif face_token is not None:
@@ -375,9 +378,10 @@ class GateClient:
         if code is None:
             raise GateOffline("offline: ID numbers and faces are resolved by the server only")
         with self._lock:
-            return self._offline(code, gate, direction, persons, now)
+            return self._offline(code, gate, direction, persons, now, scan_id)
 
-    def _offline(self, code: str, gate_id: str, direction: int, persons: int, now: float) -> Decision:
+    def _offline(self, code: str, gate_id: str, direction: int, persons: int, now: float,
+                 scan_id: str) -> Decision:
         b = self.bundle
         if b is None:
             raise GateOffline("offline and no bundle: fetch one while online (maintain())")
@@ -391,7 +395,8 @@ class GateClient:
         if not gate.mode & direction:
             raise ValueError(f"gate {gate_id} does not scan {common_pb2.Direction.Name(direction)}")
         reason, base, comp, k, product = self._decide(b, code, gate, direction, persons, int(now))
-        self._record(gate_id, code, direction, persons, int(now), reason, base + comp, k, product)
+        self._record(gate_id, code, direction, persons, int(now), reason, base + comp, k, product,
+                     scan_id)
         return Decision(common_pb2.ScanReason.Name(reason),
                         reason in (common_pb2.OK, common_pb2.OK_REENTRY), k, base,
                         product.product_id if product else "", offline=True)
@@ -446,7 +451,8 @@ class GateClient:
             return R.WRONG_SLOT, base, comp, 0, product
         return R.OK, base, comp, k, product
 
-    def _record(self, gate_id, code, direction, persons, now, reason, tid, k, product) -> None:
+    def _record(self, gate_id, code, direction, persons, now, reason, tid, k, product,
+                scan_id: str) -> None:
         """Queue the scan and what it changed, in one LMDB transaction."""
         local = self._local
         day = (now + self.bundle.msg.utc_offset_s) // 86400
@@ -464,7 +470,7 @@ class GateClient:
                 local.let_out.add(tid)
                 local.put_in.discard(tid)
         self._seq += 1
-        scan = gate_pb2.OfflineScan(nonce=uuid.uuid4().hex, sequence=self._seq, code=code,
+        scan = gate_pb2.OfflineScan(nonce=scan_id, sequence=self._seq, code=code,
                                     direction=direction, scan_time=_ts(now), persons=persons,
                                     admitted=k if reason in (common_pb2.OK, common_pb2.OK_REENTRY) else 0,
                                     reason=reason)

@@ -134,22 +134,26 @@ def block(ticket_id: int, blocked: bool = True) -> Command:
 
 
 def verify(code: str, gate: str, direction: Direction = Direction.IN, *, at=None,
-           persons: int = 0) -> Command:
+           persons: int = 0, scan_id: str | None = None) -> Command:
     """Scan a code at a gate. `at` (UTC seconds or aware datetime) defaults to now;
-    persons=0 admits (or lets out) the whole group."""
-    return Command(Op.VERIFY, (code, gate, int(direction), _time(at), persons))
+    persons=0 admits (or lets out) the whole group. `scan_id` (the gate's own id for
+    this scan, unique per gate) makes a retry get the first answer; it is also the
+    nonce the scan would carry if the gate queued it offline."""
+    return Command(Op.VERIFY, (code, gate, int(direction), _time(at), persons), scan_id)
 
 
 def verify_holder(id_number: str, gate: str, direction: Direction = Direction.IN, *, at=None,
-                  persons: int = 0) -> Command:
+                  persons: int = 0, scan_id: str | None = None) -> Command:
     """Scan a real-name holder's ID number (ID-card reader)."""
-    return Command(Op.VERIFY_HOLDER, (id_number, gate, int(direction), _time(at), persons))
+    return Command(Op.VERIFY_HOLDER, (id_number, gate, int(direction), _time(at), persons),
+                   scan_id)
 
 
 def verify_face(face_token: str, gate: str, direction: Direction = Direction.IN, *, at=None,
-                persons: int = 0) -> Command:
+                persons: int = 0, scan_id: str | None = None) -> Command:
     """Scan a face token (a face terminal's match, enrolled with `enroll_face`)."""
-    return Command(Op.VERIFY_FACE, (face_token, gate, int(direction), _time(at), persons))
+    return Command(Op.VERIFY_FACE, (face_token, gate, int(direction), _time(at), persons),
+                   scan_id)
 
 
 def enroll_face(face_token: str, id_number: str | None, *,
@@ -163,9 +167,12 @@ def enroll_face(face_token: str, id_number: str | None, *,
 
 
 def verify_batch(codes: Sequence[str], gates: str | Sequence[str],
-                 direction: Direction = Direction.IN, *, at=None, persons: int = 0) -> Command:
-    """Scan many codes in order, at one gate or one gate per code."""
-    return Command(Op.VERIFY_BATCH, (list(codes), gates, int(direction), _time(at), persons))
+                 direction: Direction = Direction.IN, *, at=None, persons: int = 0,
+                 batch_id: str | None = None) -> Command:
+    """Scan many codes in order, at one gate or one gate per code. `batch_id` (unique
+    per shard; a concentrator's own) makes a resent batch get its first answers."""
+    return Command(Op.VERIFY_BATCH, (list(codes), gates, int(direction), _time(at), persons),
+                   batch_id)
 
 
 def offline_scans(gate: str, scans: Sequence[dict]) -> Command:

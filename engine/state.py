@@ -184,6 +184,8 @@ class ShardState:
                 at = now
             elif type(at) is not int or not 0 <= at < 2**40:
                 raise InvalidArgument("must be UTC seconds", field="at")
+            if cmd.idem is not None:
+                return self._scan_once(cmd, op, what, gate, direction, at, persons)
             if op == _VERIFY:
                 return self._verify(what, gate, direction, at, persons)
             if op == _VERIFY_BATCH:
@@ -866,6 +868,50 @@ class ShardState:
         if not isinstance(persons, int) or isinstance(persons, bool) or not 0 <= persons <= U16:
             raise InvalidArgument("must be 0 (the whole group) to 65535", field="persons")
         return persons
+
+    def _scan_once(self, cmd: Command, op: int, what: Any, gate: Any, direction: int, at: int,
+                   persons: int) -> ScanResult | BatchScanResult:
+        """A scan (or batch) with the gate's own id for it: decided once; a retry after a
+        lost answer gets the first answer, not ALREADY_USED. A single scan's id shares
+        the key space of offline nonces (`offline/<gate>/<id>`), so a scan decided online
+        whose answer the gate never saw, then queued offline under the same id, uploads
+        as DUPLICATE instead of a false conflict."""
+        name = "batch_id" if op == _VERIFY_BATCH else "scan_id"
+        scan_id = _ident({name: cmd.idem}, name)
+        fp = fingerprint(op, list(cmd.args), self.holder_secret)
+        if op == _VERIFY_BATCH:
+            key = f"scanbatch/{scan_id}".encode()
+        else:
+            if type(gate) is not str:
+                raise InvalidArgument("must be a gate id", field="gate")
+            key = f"offline/{gate}/{scan_id}".encode()
+        row = self.get_row(key)
+        if row is not None:
+            first = json.loads(row)
+            if first.get("fp", fp) != fp:
+                raise IdempotencyMismatch(f"this {name.replace('_', ' ')} was used for another scan",
+                                          field=name, hint="send a new id with every new scan")
+            if op == _VERIFY_BATCH:
+                return BatchScanResult(base64.b64decode(first["reasons"]),
+                                       array.array("q", base64.b64decode(first["tickets"])),
+                                       array.array("i", base64.b64decode(first["persons"])))
+            return ScanResult(REASON_OF[first["reason"]], first["ticket_id"], first["persons"])
+        if op == _VERIFY_BATCH:
+            r = self._verify_batch(what, gate, direction, at, persons)
+            rows = {"fp": fp, "reasons": base64.b64encode(r.reasons).decode(),
+                    "tickets": base64.b64encode(array.array("q", r.tickets).tobytes()).decode(),
+                    "persons": base64.b64encode(array.array("i", r.persons).tobytes()).decode()}
+        else:
+            if op == _VERIFY:
+                r = self._verify(what, gate, direction, at, persons)
+            elif op == _VERIFY_FACE:
+                r = self._verify_face(what, gate, direction, at, persons)
+            else:
+                r = self._verify_holder(what, gate, direction, at, persons)
+            rows = {"nonce": scan_id, "status": "APPLIED", "reason": int(r.reason),
+                    "ticket_id": r.ticket, "persons": r.persons, "fp": fp}
+        self.put_row(key, json.dumps(rows).encode())
+        return r
 
     def _verify(self, text: Any, gate: str, direction: int, at: int, persons: int) -> ScanResult:
         g = self.gate_idx.get(gate) if type(gate) is str else None

@@ -129,14 +129,16 @@ class GateService(gate_pb2_grpc.GateServiceServicer):
         gate = self.node.gate(request.gate_id)
         at = _at(request, "scan_time")
         kind = request.WhichOneof("credential")
+        scan_id = request.scan_id or None
         if kind == "code":
-            c = cmd.verify(request.code, gate, request.direction, at=at, persons=request.persons)
+            c = cmd.verify(request.code, gate, request.direction, at=at, persons=request.persons,
+                           scan_id=scan_id)
         elif kind == "id_number":
             c = cmd.verify_holder(request.id_number, gate, request.direction, at=at,
-                                  persons=request.persons)
+                                  persons=request.persons, scan_id=scan_id)
         elif kind == "face_token":
             c = cmd.verify_face(request.face_token, gate, request.direction, at=at,
-                                persons=request.persons)
+                                persons=request.persons, scan_id=scan_id)
         else:
             raise InvalidArgument("a code, an ID number or a face token is required",
                                   field="credential")
@@ -152,7 +154,8 @@ class GateService(gate_pb2_grpc.GateServiceServicer):
             gates = self.node.gate(request.gate_id)
         r = await self.node.submit(cmd.verify_batch(list(request.codes), gates, request.direction,
                                                     at=_at(request, "scan_time"),
-                                                    persons=request.persons))
+                                                    persons=request.persons,
+                                                    batch_id=request.batch_id or None))
         return gate_pb2.VerifyBatchResponse(reasons=list(r.reasons), ticket_ids=list(r.tickets),
                                             persons=list(r.persons))
 

@@ -9,7 +9,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from engine import demo
 from server.errors import error_info
 from turnstile.v1 import (admin_pb2, admin_pb2_grpc, common_pb2, gate_pb2, gate_pb2_grpc,
-                          inventory_pb2, inventory_pb2_grpc, sales_pb2, sales_pb2_grpc)
+                          inventory_pb2, inventory_pb2_grpc, report_pb2, report_pb2_grpc, sales_pb2,
+                          sales_pb2_grpc)
 
 IN, OUT = common_pb2.IN, common_pb2.OUT
 R = common_pb2.ScanReason
@@ -94,6 +95,43 @@ def test_stream_read_ahead_keeps_request_order(server, stubs):
     got = [list(resp.reasons) for resp in stubs["gate"].VerifyStream(iter(reqs),
                                                                      metadata=server.meta("demo-gate"))]
     assert got == [[R.Value("OK")]] * 30 + [[R.Value("ALREADY_USED")]] * 30
+
+
+def test_a_retried_scan_gets_its_first_answer(server, stubs):
+    """A gate resends a scan whose answer it lost (same scan id): the visitor is let in,
+    not told ALREADY_USED; the same id for another ticket is refused; a queued offline
+    copy of the scan uploads as DUPLICATE, so no false conflict shows in the report. A
+    concentrator's resent batch (same batch id) gets its first answers too."""
+    _, c = buy(server, stubs, qty=4, key="cart-retry", order="ota-retry")
+    a, b, x, y = (t.code for t in c.tickets)
+    meta = server.meta("demo-gate")
+
+    def scan(code, scan_id):
+        return stubs["gate"].Verify(gate_pb2.VerifyRequest(
+            code=code, gate_id="north-1", direction=IN, scan_time=at(server, 8, 41), scan_id=scan_id),
+            metadata=meta, timeout=10)
+
+    first = scan(a, "n1-retry-1")
+    assert first.reason == R.Value("OK")
+    assert scan(a, "n1-retry-1").SerializeToString() == first.SerializeToString()
+    with pytest.raises(grpc.RpcError) as e:
+        scan(b, "n1-retry-1")
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error_info(e.value) == ("IDEMPOTENCY_KEY_REUSED", "scan_id")
+    up = stubs["gate"].UploadScans(gate_pb2.UploadScansRequest(gate_id="north-1", scans=[
+        gate_pb2.OfflineScan(nonce="n1-retry-1", sequence=1, code=a, direction=IN,
+                             scan_time=at(server, 8, 41), admitted=1, reason=R.Value("OK"))]),
+        metadata=meta, timeout=10)
+    assert gate_pb2.UploadStatus.Name(up.results[0].status) == "DUPLICATE"
+    conflicts = report_pb2_grpc.ReportServiceStub(server.channel()).Conflicts(
+        report_pb2.ConflictsRequest(venue_id="westlake"), metadata=server.meta("admin"), timeout=10)
+    assert all(k.nonce != "n1-retry-1" for k in conflicts.conflicts)
+    req = gate_pb2.VerifyBatchRequest(codes=[x, y, x], gate_id="north-1", direction=IN,
+                                      scan_time=at(server, 9), batch_id="conc-1/7")
+    r1 = stubs["gate"].VerifyBatch(req, metadata=meta, timeout=10)
+    r2 = stubs["gate"].VerifyBatch(req, metadata=meta, timeout=10)
+    assert list(r1.reasons) == [R.Value("OK"), R.Value("OK"), R.Value("ALREADY_USED")]
+    assert r2.SerializeToString() == r1.SerializeToString()
 
 
 def test_idempotent_hold_is_byte_identical_and_reuse_is_refused(server, stubs):

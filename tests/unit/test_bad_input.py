@@ -83,6 +83,8 @@ CASES = [
     (cmd.verify_batch(["A", "B"], ["north-1"]), InvalidArgument, "gates"),
     (cmd.verify_holder("12", "north-1"), InvalidArgument, "id_number"),
     (cmd.verify_face("short", "north-1"), InvalidArgument, "face_token"),
+    (cmd.verify("X", "north-1", scan_id="not an id"), InvalidArgument, "scan_id"),
+    (cmd.verify_batch(["X"], "north-1", batch_id=""), InvalidArgument, "batch_id"),
     (cmd.verify_face(12345678, "north-1"), InvalidArgument, "face_token"),
     (cmd.enroll_face("face-token-1", "12"), InvalidArgument, "id_number"),
     (cmd.enroll_face("bad\ntoken-1", "110101199003071234"), InvalidArgument, "face_token"),

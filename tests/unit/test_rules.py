@@ -264,3 +264,44 @@ def test_head_count_starts_afresh_each_day_and_late_scans_stay_consistent(shard,
     assert res[0].reason == Reason.OK
     assert shard.inside("main") == 1
     assert shard.check(replay=True) == []
+
+
+def test_a_scan_retried_with_its_scan_id_gets_the_first_answer(shard):
+    """A gate whose answer was lost sends the scan again with the same scan id: the
+    visitor is admitted (the first answer), not refused ALREADY_USED; the scan counts
+    once. The same id for another scan is refused; a new id is a new scan."""
+    a, b = (t.code for t in sell(shard, qty=2).tickets)
+    first = shard.run(cmd.verify(a, "north-1", scan_id="n1-000017"))
+    assert first.reason == Reason.OK
+    assert shard.run(cmd.verify(a, "north-1", scan_id="n1-000017")) == first
+    assert shard.inside("main") == 1
+    with pytest.raises(IdempotencyMismatch) as e:
+        shard.run(cmd.verify(b, "north-1", scan_id="n1-000017"))
+    assert e.value.field == "scan_id"
+    assert shard.run(cmd.verify(a, "north-1", scan_id="n1-000018")).reason == Reason.ALREADY_USED
+    # a scan id is per gate: another gate's "n1-000017" is its own scan
+    assert shard.run(cmd.verify(b, "north-2", scan_id="n1-000017")).reason == Reason.OK
+    # batches: a concentrator resending a batch gets its first answers
+    c, d = (t.code for t in sell(shard, qty=2).tickets)
+    r1 = shard.run(cmd.verify_batch([c, d, c], "north-1", batch_id="conc-1/0042"))
+    r2 = shard.run(cmd.verify_batch([c, d, c], "north-1", batch_id="conc-1/0042"))
+    assert [x.reason for x in r2] == [x.reason for x in r1] == [Reason.OK, Reason.OK, Reason.ALREADY_USED]
+    assert list(r2.tickets) == list(r1.tickets) and list(r2.persons) == list(r1.persons) == [1, 1, 0]
+    assert shard.inside("main") == 4
+    with pytest.raises(InvalidArgument) as e:
+        shard.run(cmd.verify(a, "north-1", scan_id="bad id with spaces"))
+    assert e.value.field == "scan_id"
+    assert shard.check() == []
+
+
+def test_an_offline_upload_of_a_scan_decided_online_is_a_duplicate(shard):
+    """The gate's online answer was lost, so it decided offline and queued the scan
+    under the same id: the upload is DUPLICATE with the server's answer, not a conflict."""
+    code = sell(shard).tickets[0].code
+    online = shard.run(cmd.verify(code, "north-1", scan_id="n1-lost"))
+    at = shard.clock()
+    up = shard.run(cmd.offline_scans("north-1", [
+        {"nonce": "n1-lost", "seq": 1, "code": code, "direction": 1, "at": int(at), "persons": 0,
+         "admitted": 1, "reason": int(Reason.OK)}]))
+    assert up[0]["status"] == "DUPLICATE" and up[0]["reason"] == online.reason
+    assert shard.conflicts("westlake") == []
