@@ -170,7 +170,10 @@ class HoldResult:
     items: list[dict]
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        # what the idempotency row stores; dataclasses.asdict's deep copy was half the
+        # engine's cost of an idempotent hold (items are plain JSON values, made per result)
+        return {"hold_id": self.hold_id, "expires_at": self.expires_at,
+                "amount_fen": self.amount_fen, "items": self.items}
 
 
 @dataclass(frozen=True)
@@ -213,7 +216,8 @@ class RefundResult:
     fee_fen: int
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {"order_id": self.order_id, "refund_id": self.refund_id,
+                "tickets": list(self.tickets), "amount_fen": self.amount_fen, "fee_fen": self.fee_fen}
 
 
 @dataclass(frozen=True)

@@ -167,10 +167,10 @@ class Shard:
             outcome = result["audit_result"]
         else:
             outcome = "OK"
-        rec = audit.make(self.audit_seq, self.audit_head, now, who[0], who[1], who[2], outcome)
-        self.audit_head = rec["hash"]
+        self.audit_head, row = audit.make(self.audit_seq, self.audit_head, now, who[0], who[1],
+                                          who[2], outcome)
         self.state.batch = batch
-        self.state.put_row(audit.key(self.audit_seq), json.dumps(rec).encode())
+        self.state.put_row(audit.key(self.audit_seq), row)
 
     def audit_records(self, after_seq: int = 0, limit: int = 100,
                       principal: str | None = None) -> list[dict]:
