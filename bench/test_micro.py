@@ -279,6 +279,43 @@ def test_apply_hold(benchmark, shard):
     shard._commit(batch)
 
 
+def test_stage_hold_idempotent_audited(benchmark, shard):
+    """One hold as the server submits it: with an idempotency key and an audit tuple,
+    staged by the writer (idempotency fingerprint and row, hold, audit record)."""
+    rounds = scaled(10_000, 1_000)
+    audit = ("demo-ota", "/turnstile.v1.SalesService/Hold", "ab" * 32)
+    holds = []
+    for i in range(rounds + 50):                 # pytest-benchmark's warm-up takes a few
+        c = cmd.hold("web", VENUE, [{"product": PLAZA_PRODUCT, "slots": [PLAZA_SLOT], "qty": 1}],
+                     idempotency_key=f"bench-idem-{i}")
+        c.audit = audit
+        holds.append(c)
+    nxt = iter(holds)
+    st = shard.state
+    held_before = st.slots.slot(st.slot_idx[PLAZA_SLOT])["held"]
+    stage, batch = shard._stage, None
+    out = []
+    push = out.append
+
+    def one():
+        nonlocal batch
+        b, r = stage([next(nxt)], batch)
+        batch = b
+        push(r[0])
+
+    rounds = _pedantic(benchmark, one, rounds,
+                       what="Shard._stage(cmd.hold) with idempotency key + audit, 1 ticket")
+    assert all(isinstance(h, HoldResult) for h in out)
+    assert len({h.hold_id for h in out}) == len(out)
+    assert st.slots.slot(st.slot_idx[PLAZA_SLOT])["held"] == held_before + len(out)
+    assert len([k for k in batch.rows if k.startswith(b"audit/")]) == len(out)
+    shard._seal(batch)
+    shard._commit(batch)
+    shard._committed(batch)
+    for h in out:                       # give the stock back so the shard stays tidy
+        shard.run(cmd.release(h.hold_id, "web"))
+
+
 def test_apply_confirm(benchmark, shard):
     """Confirm (pay) a 1-ticket hold: ticket issued, signed code rendered, order rows."""
     rounds = scaled(2_000, 200)
