@@ -3,8 +3,8 @@
 Callers `await submit(cmd)`. The writer drains the queue, applies the whole batch to
 memory, and hands the batch to one I/O thread that writes it in ONE LMDB transaction
 (fsync'd). Callers are answered only after their batch committed. While batch N
-commits, batch N+1 is applied in memory (pipelining) and keeps growing with what
-arrives until N is durable; then it goes to commit whole. Commits stay in order, and a
+commits, batch N+1 is applied in memory (pipelining); once N is durable, what
+arrived meanwhile is applied into N+1 too, and N+1 goes to commit whole. Commits stay in order, and a
 commit failure stops the shard before anything later is answered. Under light load
 a batch is one command; under load it grows, so throughput follows.
 """
@@ -108,25 +108,22 @@ class GroupCommit:
                 continue
             try:
                 batch, results = shard._stage([c for c, _ in items])
-                # while the previous batch commits, what arrives joins this one: it is
-                # applied now (overlapping the fsync) and committed next, so a caller that
-                # arrives mid-commit waits for one commit after it, not for a queue of them
-                while inflight is not None and not inflight.done():
+                if inflight is not None:
+                    await asyncio.wait([inflight])
+                    if shard.failed is not None:
+                        self._fail_all(items, ShardUnavailable("an earlier commit failed"))
+                        break
+                    # what arrived while that batch committed joins this one, which goes to
+                    # commit next: a caller that arrives mid-commit waits for one commit
+                    # after it, not for a queue of small ones
                     if self._queue and len(items) < self.max_batch:
                         more = self._take(self.max_batch - len(items))
                         if more:
                             _, r = shard._stage([c for c, _ in more], batch)
                             items += more
                             results += r
-                        await asyncio.sleep(0)          # let callers in
-                        continue
-                    self._wake.clear()
-                    await self._wake.wait()              # a submit, or the commit done
             except TurnstileError as e:
                 self._fail_all(items, e)
-                break
-            if shard.failed is not None or inflight is not None and inflight.exception() is not None:
-                self._fail_all(items, ShardUnavailable("an earlier commit failed"))
                 break
             shard._seal(batch)
             snapshot = shard._snapshot_due()
@@ -148,12 +145,12 @@ class GroupCommit:
             self.shard.storage.write_snapshot(batch.seq, blobs)
 
     def _answer(self, f: asyncio.Future, batch, items, results) -> None:
-        self._wake.set()                 # the writer may send the next batch to commit
         exc = f.exception()
         if exc is not None:
             self.shard.failed = exc
             err = exc if isinstance(exc, StorageError) else StorageError(repr(exc))
             self._fail_all(items, err)
+            self._wake.set()
             return
         self.shard._committed(batch)
         for (_, fut), r in zip(items, results):
