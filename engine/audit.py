@@ -20,19 +20,22 @@ def key(seq: int) -> bytes:
     return PREFIX + b"%016x" % seq
 
 
-def chain_hash(prev: str, record: dict) -> str:
-    body = json.dumps({k: v for k, v in record.items() if k != "hash"}, sort_keys=True,
+def _canonical(record: dict) -> str:
+    """The JSON a record's hash covers: every field but the hash, keys sorted."""
+    return json.dumps({k: v for k, v in record.items() if k != "hash"}, sort_keys=True,
                       separators=(",", ":"))
-    return hashlib.sha256((prev + body).encode()).hexdigest()
+
+
+def chain_hash(prev: str, record: dict) -> str:
+    return hashlib.sha256((prev + _canonical(record)).encode()).hexdigest()
 
 
 def make(seq: int, prev: str, at: int, principal: str, method: str, digest: str,
          result: str) -> tuple[str, bytes]:
     """(hash, stored row) of a new record: the canonical JSON the hash covers, with the
     hash added last (one encoding per record, on the writer's hot path)."""
-    body = json.dumps({"at": at, "digest": digest, "method": method, "prev": prev,
-                       "principal": principal, "result": result, "seq": seq},
-                      sort_keys=True, separators=(",", ":"))
+    body = _canonical({"seq": seq, "at": at, "principal": principal, "method": method,
+                       "digest": digest, "result": result, "prev": prev})
     h = hashlib.sha256((prev + body).encode()).hexdigest()
     return h, f'{body[:-1]},"hash":"{h}"}}'.encode()
 

@@ -172,6 +172,8 @@ class ShardState:
             Op.BLOCK: self._block, Op.NOTE: self._note, Op.OFFLINE_SCANS: self._offline_scans,
             Op.FACE: self._face,
         }
+        self._scanners = {_VERIFY: self._verify, _VERIFY_BATCH: self._verify_batch,
+                          int(Op.VERIFY_HOLDER): self._verify_holder, _VERIFY_FACE: self._verify_face}
 
     # -- the one entry point --------------------------------------------------------
     def apply(self, cmd: Command, now: int, batch: Batch) -> Any:
@@ -188,11 +190,7 @@ class ShardState:
                 return self._scan_once(cmd, op, what, gate, direction, at, persons)
             if op == _VERIFY:
                 return self._verify(what, gate, direction, at, persons)
-            if op == _VERIFY_BATCH:
-                return self._verify_batch(what, gate, direction, at, persons)
-            if op == _VERIFY_FACE:
-                return self._verify_face(what, gate, direction, at, persons)
-            return self._verify_holder(what, gate, direction, at, persons)
+            return self._scanners[op](what, gate, direction, at, persons)
         handler = self._handlers.get(op)
         if handler is None:
             raise InvalidArgument(f"unknown operation {op}")
@@ -206,18 +204,26 @@ class ShardState:
         if not isinstance(cmd.idem, str) or not 1 <= len(cmd.idem) <= 128:
             raise InvalidArgument("must be 1-128 characters", field="idempotency_key")
         scope = cmd.args.get("channel", "")
-        key = f"idem/{int(op)}/{scope}/{cmd.idem}".encode()
-        fp = fingerprint(op, cmd.args, self.holder_secret)
+        return self._once(
+            f"idem/{int(op)}/{scope}/{cmd.idem}".encode(), fingerprint(op, cmd.args, self.holder_secret),
+            "idempotency_key", lambda: handler(cmd.args, now),
+            lambda r: {"result": self._serialise(r)}, lambda row: self._restore(op, row["result"]))
+
+    def _once(self, key: bytes, fp: str, field: str, run: Callable[[], Any],
+              dump: Callable[[Any], dict], load: Callable[[dict], Any]) -> Any:
+        """Idempotency, the one mechanism: the first request under `key` runs and its
+        answer is stored (`dump`, with the request's fingerprint); a retry gets it back
+        (`load`); another request under the same key is refused, naming `field`. A row
+        without a fingerprint (an offline scan's) is answered to any request."""
         row = self.get_row(key)
         if row is not None:
             stored = json.loads(row)
-            if stored["fp"] != fp:
-                raise IdempotencyMismatch(
-                    "this idempotency key was used with a different request",
-                    field="idempotency_key", hint="use a new key for a new request")
-            return self._restore(op, stored["result"])
-        result = handler(cmd.args, now)
-        self.put_row(key, json.dumps({"fp": fp, "result": self._serialise(result)}).encode())
+            if stored.get("fp", fp) != fp:
+                raise IdempotencyMismatch(f"this {field.replace('_', ' ')} was used with a different request",
+                                          field=field, hint="use a new key for a new request")
+            return load(stored)
+        result = run()
+        self.put_row(key, json.dumps({**dump(result), "fp": fp}).encode())
         return result
 
     @classmethod
@@ -876,42 +882,27 @@ class ShardState:
         the key space of offline nonces (`offline/<gate>/<id>`), so a scan decided online
         whose answer the gate never saw, then queued offline under the same id, uploads
         as DUPLICATE instead of a false conflict."""
-        name = "batch_id" if op == _VERIFY_BATCH else "scan_id"
-        scan_id = _ident({name: cmd.idem}, name)
+        field = "batch_id" if op == _VERIFY_BATCH else "scan_id"
+        scan_id = _ident({field: cmd.idem}, field)
         fp = fingerprint(op, list(cmd.args), self.holder_secret)
+        run = lambda: self._scanners[op](what, gate, direction, at, persons)   # noqa: E731
         if op == _VERIFY_BATCH:
-            key = f"scanbatch/{scan_id}".encode()
-        else:
-            if type(gate) is not str:
-                raise InvalidArgument("must be a gate id", field="gate")
-            key = f"offline/{gate}/{scan_id}".encode()
-        row = self.get_row(key)
-        if row is not None:
-            first = json.loads(row)
-            if first.get("fp", fp) != fp:
-                raise IdempotencyMismatch(f"this {name.replace('_', ' ')} was used for another scan",
-                                          field=name, hint="send a new id with every new scan")
-            if op == _VERIFY_BATCH:
-                return BatchScanResult(base64.b64decode(first["reasons"]),
-                                       array.array("q", base64.b64decode(first["tickets"])),
-                                       array.array("i", base64.b64decode(first["persons"])))
-            return ScanResult(REASON_OF[first["reason"]], first["ticket_id"], first["persons"])
-        if op == _VERIFY_BATCH:
-            r = self._verify_batch(what, gate, direction, at, persons)
-            rows = {"fp": fp, "reasons": base64.b64encode(r.reasons).decode(),
-                    "tickets": base64.b64encode(array.array("q", r.tickets).tobytes()).decode(),
-                    "persons": base64.b64encode(array.array("i", r.persons).tobytes()).decode()}
-        else:
-            if op == _VERIFY:
-                r = self._verify(what, gate, direction, at, persons)
-            elif op == _VERIFY_FACE:
-                r = self._verify_face(what, gate, direction, at, persons)
-            else:
-                r = self._verify_holder(what, gate, direction, at, persons)
-            rows = {"nonce": scan_id, "status": "APPLIED", "reason": int(r.reason),
-                    "ticket_id": r.ticket, "persons": r.persons, "fp": fp}
-        self.put_row(key, json.dumps(rows).encode())
-        return r
+            return self._once(
+                f"scanbatch/{scan_id}".encode(), fp, field, run,
+                lambda r: {"reasons": base64.b64encode(r.reasons).decode(),
+                           "tickets": base64.b64encode(r.tickets.tobytes()).decode(),
+                           "persons": base64.b64encode(r.persons.tobytes()).decode()},
+                lambda row: BatchScanResult(base64.b64decode(row["reasons"]),
+                                            array.array("q", base64.b64decode(row["tickets"])),
+                                            array.array("i", base64.b64decode(row["persons"]))))
+        if type(gate) is not str:
+            raise InvalidArgument("must be a gate id", field="gate")
+        # the row an offline upload of the same scan reads (_offline_scans)
+        return self._once(
+            f"offline/{gate}/{scan_id}".encode(), fp, field, run,
+            lambda r: {"nonce": scan_id, "status": "APPLIED", "reason": int(r.reason),
+                       "ticket_id": r.ticket, "persons": r.persons},
+            lambda row: ScanResult(REASON_OF[row["reason"]], row["ticket_id"], row["persons"]))
 
     def _verify(self, text: Any, gate: str, direction: int, at: int, persons: int) -> ScanResult:
         g = self.gate_idx.get(gate) if type(gate) is str else None

@@ -3,10 +3,10 @@
 Callers `await submit(cmd)`. The writer drains the queue, applies the whole batch to
 memory, and hands the batch to one I/O thread that writes it in ONE LMDB transaction
 (fsync'd). Callers are answered only after their batch committed. While batch N
-commits, batch N+1 is applied in memory (pipelining); once N is durable, what
-arrived meanwhile is applied into N+1 too, and N+1 goes to commit whole. Commits stay in order, and a
-commit failure stops the shard before anything later is answered. Under light load
-a batch is one command; under load it grows, so throughput follows.
+commits, batch N+1 is applied in memory (pipelining); once N is durable, what arrived
+meanwhile is applied into N+1 too, and N+1 goes to commit whole. Commits stay in
+order, and a commit failure stops the shard before anything later is answered. Under
+light load a batch is one command; under load it grows, so throughput follows.
 """
 from __future__ import annotations
 

@@ -189,7 +189,8 @@ def test_verify_by_face_token(shard, shard_path, clock):
         assert again.check(replay=True) == []
         again.close()
         again = Shard.open(shard_path, clock=clock)
-        assert again.run(cmd.verify_face(token, "north-1")).reason in (Reason.OK_REENTRY, Reason.ALREADY_USED)
+        # single use, no re-entry (the night tour's rule): the face is refused like the ticket
+        assert again.run(cmd.verify_face(token, "north-1")).reason == Reason.ALREADY_USED
         raw = open(os.path.join(shard_path, "data.mdb"), "rb").read()   # journal, rows, snapshot
         assert token.encode() not in raw and b"11010119900307777" not in raw
         # removed: the terminal's token no longer names anybody
