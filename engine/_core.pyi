@@ -15,6 +15,7 @@ DEC_OK: int
 DEC_MALFORMED: int
 DEC_BAD_MAC: int
 DEC_UNKNOWN_KEY: int
+DEC_OTHER_SHARD: int
 STATE_ISSUED: int
 STATE_VOIDED: int
 STATE_BLOCKED: int
@@ -32,7 +33,7 @@ class Codec:
     def region(self, key_id: int, shard: int, ticket_id: int, product: int, first_day: int,
                last_day: int, group: int, flags: int, slots: list[int]) -> bytes: ...
     def seal(self, key_id: int, region: bytes, signature: bytes = ...) -> bytes: ...
-    def decode(self, text: str) -> tuple[int, dict[str, Any] | None]: ...
+    def decode(self, text: str, shard: int = ...) -> tuple[int, dict[str, Any] | None]: ...
     def decode_ids(self, codes: list[str], shard: int) -> array: ...
 
 class Slots:

@@ -90,8 +90,9 @@ class TicketCodec:
         return _core.b32encode(self.core.seal(kid, region, sig))
 
     def parse(self, text: str) -> tuple[int, CodeFields | None]:
-        """(decode status, fields): authenticates the MAC, as the server does."""
-        status, f = self.core.decode(text)
+        """(decode status, fields): authenticates the MAC, as the server does (a
+        well-formed code of another shard is DEC_OTHER_SHARD, its MAC unchecked)."""
+        status, f = self.core.decode(text, self.shard)
         if f is None:
             return status, None
         return status, CodeFields(f["key_id"], f["shard"], f["ticket_id"], f["product"],

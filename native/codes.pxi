@@ -8,6 +8,8 @@
 #   region (made and checked in Python). The MAC (SipHash-2-4) covers the region and
 #   the signature, so the server refuses a code with any bit changed anywhere.
 
+from libc.string cimport memmove
+
 cdef enum:
     MAX_COMP = 8
     MAC_LEN = 8
@@ -21,6 +23,7 @@ cdef enum:
     _DEC_MALFORMED = 1
     _DEC_BAD_MAC = 2
     _DEC_UNKNOWN_KEY = 3
+    _DEC_OTHER_SHARD = 4     # well-formed, of another shard: not authenticated here
 
 cdef uint32_t _NO_SLOT = 0xFFFFFFFF
 
@@ -33,6 +36,7 @@ DEC_OK = _DEC_OK
 DEC_MALFORMED = _DEC_MALFORMED
 DEC_BAD_MAC = _DEC_BAD_MAC
 DEC_UNKNOWN_KEY = _DEC_UNKNOWN_KEY
+DEC_OTHER_SHARD = _DEC_OTHER_SHARD
 
 cdef struct CodeInfo:
     uint8_t version
@@ -113,9 +117,9 @@ cdef const char* _B32 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 cdef signed char _B32REV[256]
 memset(_B32REV, -1, 256)
 for _i in range(32):
+    # upper case only: one accepted text per code, the one the encoder renders (offline
+    # gates refuse any other text too: proto/turnstile/ticketcode.py)
     _B32REV[<unsigned char>_B32[_i]] = _i
-    if 65 <= _B32[_i] <= 90:
-        _B32REV[<unsigned char>(_B32[_i] + 32)] = _i   # lower case accepted
 
 
 def b32encode(bytes data):
@@ -244,7 +248,10 @@ cdef class Codec:
                                       len(body))
         return region + mac.to_bytes(8, "little") + signature
 
-    cdef int _decode(self, const char* text, Py_ssize_t n, CodeInfo* ci) noexcept nogil:
+    cdef int _decode(self, const char* text, Py_ssize_t n, CodeInfo* ci, int shard) noexcept nogil:
+        """Decode and authenticate one code of `shard` (-1: of any shard). A code whose
+        text and layout are valid but which names another shard is _DEC_OTHER_SHARD,
+        decided before the key and MAC: that shard's keys are not here to check it."""
         cdef uint8_t buf[160]
         cdef Py_ssize_t k, i
         cdef uint64_t mac
@@ -273,21 +280,24 @@ cdef class Codec:
             return _DEC_MALFORMED
         for i in range(ci.ncomp):
             ci.slots[i] = _ld32(buf + HEADER_LEN + 4 * i)
+        if shard >= 0 and ci.shard != shard:
+            return _DEC_OTHER_SHARD
         if self.state[ci.key_id] == 0:
             return _DEC_UNKNOWN_KEY
         # the MAC covers region and signature: move the MAC out of the way, hash, compare
         mac = _load64(buf + ci.region_len)
         if ci.total_len > ci.region_len + MAC_LEN:
-            memcpy(buf + ci.region_len, buf + ci.region_len + MAC_LEN, SIG_LEN)
+            memmove(buf + ci.region_len, buf + ci.region_len + MAC_LEN, SIG_LEN)   # overlapping
         if siphash24(self.keys[ci.key_id], buf, ci.total_len - MAC_LEN) != mac:
             return _DEC_BAD_MAC
         return _DEC_OK
 
-    def decode(self, str text):
-        """(status, fields) where fields is a dict when status == _DEC_OK, else None."""
+    def decode(self, str text, int shard=-1):
+        """(status, fields) where fields is a dict when status == _DEC_OK, else None.
+        With `shard`, a well-formed code of another shard is DEC_OTHER_SHARD."""
         cdef CodeInfo ci
         cdef bytes raw = text.encode("ascii", "replace")
-        cdef int st = self._decode(raw, len(raw), &ci)
+        cdef int st = self._decode(raw, len(raw), &ci, shard)
         if st != _DEC_OK:
             return st, None
         return st, {
@@ -300,19 +310,22 @@ cdef class Codec:
 
     def decode_ids(self, codes, int shard):
         """Decode many codes for one shard: array('q') of base ticket ids, -1 where a
-        code is malformed or unauthentic, -2 where it belongs to another shard."""
+        code is malformed or unauthentic, -2 where it is a well-formed code of another
+        shard (the answers of Tickets.verify: FORGED, UNKNOWN)."""
         cdef CodeInfo ci
         out = _array.array("q", bytes(8 * len(codes)))
         cdef int64_t[:] o = out
         cdef Py_ssize_t i = 0
         cdef bytes raw
+        cdef int st
         for t in codes:
             raw = (<str>t).encode("ascii", "replace")
-            if self._decode(raw, len(raw), &ci) != _DEC_OK:
-                o[i] = -1
-            elif ci.shard != shard:
+            st = self._decode(raw, len(raw), &ci, shard)
+            if st == _DEC_OK:
+                o[i] = ci.ticket_id
+            elif st == _DEC_OTHER_SHARD:
                 o[i] = -2
             else:
-                o[i] = ci.ticket_id
+                o[i] = -1
             i += 1
         return out

@@ -465,10 +465,11 @@ cdef class Tickets:
         cdef CodeInfo ci
         cdef int admitted = 0, reason
         cdef bytes raw = text.encode("ascii", "replace")
-        if codec._decode(raw, len(raw), &ci) != _DEC_OK:
-            return R_FORGED, -1, 0
-        if ci.shard != shard:
-            return R_UNKNOWN, -1, 0
+        cdef int st = codec._decode(raw, len(raw), &ci, shard)
+        if st != _DEC_OK:
+            # a well-formed code of another shard is no ticket here; anything else
+            # (not the canonical text, a bad layout, an unknown key, a bad MAC) is forged
+            return (R_UNKNOWN if st == _DEC_OTHER_SHARD else R_FORGED), -1, 0
         reason = self._scan(ci.ticket_id, gate, direction, now, persons, &admitted, ci.product)
         return reason, ci.ticket_id, admitted
 

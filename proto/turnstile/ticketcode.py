@@ -9,6 +9,10 @@ an offline gate (clients/gate.py) reads them with the public keys of its bundle 
 
 little-endian, as RFC 4648 base32, upper case, no padding. The signature covers
 everything before the MAC; the MAC is checked by the server alone.
+
+Only the canonical text is a code: exactly what the encoder renders (upper case, no
+padding, no whitespace, zero trailing bits), so each ticket has one accepted text, and
+the server's codec (native/codes.pxi) and this module accept the same texts.
 """
 from __future__ import annotations
 
@@ -60,33 +64,70 @@ def b32decode(text: str) -> bytes | None:
     return raw
 
 
-def parse_unverified(text: str) -> tuple[CodeFields, bytes, bytes] | None:
-    """Split a signed code into (fields, signed region, signature) without any key, or
-    None if it is malformed or unsigned."""
+def parse(text: str) -> tuple[CodeFields, bytes, bytes] | None:
+    """(fields, authenticated region, signature or b"" if unsigned) of a code whose text is
+    canonical and whose layout is valid, or None: the checks the server's codec makes
+    before it uses any key (native/codes.pxi Codec._decode)."""
     raw = b32decode(text)
     if raw is None or len(raw) < HEADER_LEN + 4 + MAC_LEN or raw[0] != VERSION:
         return None
     kid, shard, tid, product, first, last, group, flags, ncomp = _HEADER.unpack_from(raw, 1)
     region = HEADER_LEN + 4 * ncomp
-    if not 1 <= ncomp <= MAX_COMPONENTS or not flags & FLAG_SIGNED \
-            or len(raw) != region + MAC_LEN + SIG_LEN:
+    if not 1 <= ncomp <= MAX_COMPONENTS or group < 1 or last < first \
+            or flags & ~(FLAG_SIGNED | FLAG_REAL_NAME) \
+            or len(raw) != region + MAC_LEN + (SIG_LEN if flags & FLAG_SIGNED else 0):
         return None
     slots = struct.unpack_from(f"<{ncomp}I", raw, HEADER_LEN)
     fields = CodeFields(kid, shard, tid, product, first, last, group, flags, slots)
     return fields, raw[:region], raw[region + MAC_LEN:]
 
 
-def verify_offline(text: str, public_keys: dict[int, bytes]) -> CodeFields | None:
-    """The fields of a genuinely signed code, or None: public keys only, no secrets."""
-    parsed = parse_unverified(text)
-    if parsed is None:
+def parse_unverified(text: str) -> tuple[CodeFields, bytes, bytes] | None:
+    """Split a signed code into (fields, signed region, signature) without any key, or
+    None if it is malformed or unsigned."""
+    parsed = parse(text)
+    if parsed is None or not parsed[0].flags & FLAG_SIGNED:
         return None
-    fields, region, sig = parsed
-    pub = public_keys.get(fields.key_id)
-    if pub is None:
-        return None
+    return parsed
+
+
+def _signed_by(region: bytes, sig: bytes, pub: bytes | None) -> bool:
+    if pub is None or not sig:
+        return False
     try:
         Ed25519PublicKey.from_public_bytes(pub).verify(sig, region)
     except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def verify_offline(text: str, public_keys: dict[int, bytes]) -> CodeFields | None:
+    """The fields of a genuinely signed code, or None: public keys only, no secrets."""
+    parsed = parse(text)
+    if parsed is None:
         return None
-    return fields
+    fields, region, sig = parsed
+    return fields if _signed_by(region, sig, public_keys.get(fields.key_id)) else None
+
+
+def check_offline(text: str, shard: int, public_keys: dict[int, bytes]) \
+        -> tuple[str | None, CodeFields | None]:
+    """What a gate of `shard` can tell of a code with public keys alone, in the order the
+    server decides (native/tickets.pxi Tickets.verify): (refusal, fields).
+
+    - ("FORGED", None): the text is not canonical or the layout is not valid;
+    - ("UNKNOWN", fields): a well-formed code of another shard, decided before any key
+      (that shard's keys are not here to check it);
+    - ("FORGED", None): an unknown key id, no signature (a MAC-only code can only be
+      checked by the server) or a signature that does not verify;
+    - (None, fields): a genuine code of this shard; its ticket is for the gate's rules.
+    """
+    parsed = parse(text)
+    if parsed is None:
+        return "FORGED", None
+    fields, region, sig = parsed
+    if fields.shard != shard:
+        return "UNKNOWN", fields
+    if not _signed_by(region, sig, public_keys.get(fields.key_id)):
+        return "FORGED", None
+    return None, fields
