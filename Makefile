@@ -1,11 +1,14 @@
 # Two commands do all the set-up on a machine with Python 3.11, gcc and make:
 #   make run    build, seed a demo venue into ./data if empty, serve gRPC on 127.0.0.1:50051
+#               (the master key that wraps its keys: ./data.master-key, made if absent)
 #   make test   build and run the whole test suite
 # `make bench` runs the benchmarks and rewrites bench/RESULTS.md.
 PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 DATA   ?= data
+# beside the data dir, never in it: whoever copies the data dir must not get the key
+MASTER_KEY ?= $(patsubst %/,%,$(DATA)).master-key
 STAMP  := $(VENV)/.stamp-install
 SOURCES := setup.py pyproject.toml $(wildcard native/*.pyx native/*.pxi native/*.pxd) $(shell find proto -name '*.proto')
 
@@ -24,9 +27,10 @@ $(STAMP): $(PY) $(SOURCES)
 install: $(STAMP)
 
 run: install
-	$(VENV)/bin/turnstile demo --data $(DATA)
-	$(VENV)/bin/turnstile check --data $(DATA)
-	$(VENV)/bin/turnstile serve --data $(DATA)
+	$(VENV)/bin/turnstile master-key create --if-absent $(MASTER_KEY)
+	$(VENV)/bin/turnstile demo --data $(DATA) --master-key-file $(MASTER_KEY)
+	$(VENV)/bin/turnstile check --data $(DATA) --master-key-file $(MASTER_KEY)
+	$(VENV)/bin/turnstile serve --data $(DATA) --master-key-file $(MASTER_KEY)
 
 test: install
 	$(PY) -m pytest -q tests

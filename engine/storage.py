@@ -1,20 +1,26 @@
 """LMDB storage of one shard: journal, rows, snapshot, in one environment.
 
 Databases:
-  meta      schema version, shard id, the sequence number of the last snapshot
+  meta      schema version, shard id, the sequence number of the last snapshot, the
+            shard's data-encryption key wrapped by the master key (`dek`, engine/keyring.py)
   journal   u64 big-endian batch sequence -> the batch's journal records
   rows      keyed rows written with the batch that changed them (orders, idempotency)
   snapshot  the last snapshot, as named chunks
 
 Every batch is ONE write transaction (journal record + its rows), committed with
 LMDB's full sync: when commit() returns, the batch survives kill -9 and power loss.
+
+A shard dir (and any missing parent) is created mode 0700 and its files 0600, whatever
+the umask: the dir holds wrapped keys, sealed ID numbers and the business itself.
 """
 from __future__ import annotations
 
 import fcntl
 import json
 import os
+import shutil
 import struct
+import tempfile
 from typing import Iterator
 
 import lmdb
@@ -26,30 +32,81 @@ CHUNK = 64 << 20
 _U64 = struct.Struct(">Q")
 
 
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_private_dir(path: str) -> None:
+    """Create `path` and its missing parents mode 0700 (chmod: the umask does not apply)."""
+    path = os.path.abspath(path)
+    if os.path.isdir(path):
+        return
+    make_private_dir(os.path.dirname(path))
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        return
+    os.chmod(path, 0o700)
+
+
 class Storage:
     def __init__(self, path: str, *, map_size: int = 64 << 30, durable: bool = True):
-        os.makedirs(path, exist_ok=True)
+        make_private_dir(path)
         # one process per shard: a second one would hold its own, diverging memory
-        self._lock = open(os.path.join(path, "owner.lock"), "a+")
+        lock_path = os.path.join(path, "owner.lock")
+        self._lock = os.fdopen(os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600), "a+")
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._lock.close()
             from .errors import ShardUnavailable
-            raise ShardUnavailable(f"{path} is open in another process",
-                                   hint="stop that server first (turnstile serve holds its shards)")
+            raise ShardUnavailable(f"{path} is in use by another process (a running "
+                                   f"`turnstile serve` holds its shards)",
+                                   hint="stop that server first, or use `turnstile backup`, "
+                                        "which runs beside it") from None
+        self.path = path
+        self._map_size, self._durable = map_size, durable
+        self._open_env()
+
+    def _open_env(self) -> None:
+        new = {f for f in ("data.mdb", "lock.mdb") if not os.path.exists(os.path.join(self.path, f))}
         # durable=False trades D of ACID for speed: a crash may lose the last batches
         # that were acknowledged (never a torn state); only for benchmarks/tests.
         # readahead stays on: opening reads the snapshot sequentially (with it off, a
         # cold open of a 10M-ticket shard faulted its pages in one at a time: 13 s)
-        self.env = lmdb.open(path, map_size=map_size, max_dbs=8, subdir=True,
-                             sync=durable, metasync=durable, writemap=False,
-                             map_async=False, readahead=True, lock=True)
+        self.env = lmdb.open(self.path, map_size=self._map_size, max_dbs=8, subdir=True,
+                             sync=self._durable, metasync=self._durable, writemap=False,
+                             map_async=False, readahead=True, lock=True, mode=0o600)
+        for f in new:                          # LMDB's mode is subject to the umask
+            os.chmod(os.path.join(self.path, f), 0o600)
         self.meta = self.env.open_db(b"meta")
         self.journal = self.env.open_db(b"journal")
         self.rows = self.env.open_db(b"rows")
         self.snapshot = self.env.open_db(b"snapshot")
-        self.path = path
+
+    @staticmethod
+    def peek_meta(path: str, key: str, *, lock: bool = True) -> bytes | None:
+        """A meta row of the shard in `path`, read-only and without its owner.lock (a
+        running server may hold it: `lock` registers the read in LMDB's lock file; a copy
+        nobody else opens is read with lock=False, writing nothing); None if there is no
+        shard there or no such row."""
+        if not os.path.exists(os.path.join(path, "data.mdb")):
+            return None
+        env = lmdb.open(path, map_size=64 << 30, max_dbs=8, subdir=True, readonly=True,
+                        lock=lock)
+        try:
+            try:
+                db = env.open_db(b"meta", create=False)
+            except lmdb.NotFoundError:
+                return None
+            with env.begin(db=db) as txn:
+                return txn.get(key.encode())
+        finally:
+            env.close()
 
     # -- meta -------------------------------------------------------------------
     def get_meta(self, key: str):
@@ -57,12 +114,36 @@ class Storage:
             v = txn.get(key.encode())
         return None if v is None else json.loads(v)
 
-    def init_meta(self, shard_id: int) -> None:
+    def get_meta_bytes(self, key: str) -> bytes | None:
+        with self.env.begin(db=self.meta) as txn:
+            return txn.get(key.encode())
+
+    def put_meta(self, rows: dict[str, bytes | None]) -> None:
+        """Write (None: delete) meta rows in one durable transaction."""
+        try:
+            with self.env.begin(write=True, db=self.meta) as txn:
+                for k, v in rows.items():
+                    if v is None:
+                        txn.delete(k.encode())
+                    else:
+                        txn.put(k.encode(), v)
+        except lmdb.Error as e:
+            raise StorageError(str(e)) from e
+
+    def is_new(self) -> bool:
+        """Nothing was ever written here (not even the schema row)."""
+        return self.get_meta_bytes("schema") is None
+
+    def init_meta(self, shard_id: int, dek: bytes | None = None) -> None:
+        """Record schema and shard id on a new dir (with `dek`, the wrapped data key, in the
+        same transaction); on an existing one, check they are what this build reads."""
         with self.env.begin(write=True, db=self.meta) as txn:
             schema = txn.get(b"schema")
             if schema is None:
                 txn.put(b"schema", str(SCHEMA).encode())
                 txn.put(b"shard", str(shard_id).encode())
+                if dek is not None:
+                    txn.put(b"dek", dek)
             elif int(schema) != SCHEMA:
                 raise CorruptData(f"data dir has schema {int(schema)}, this build reads {SCHEMA}")
             elif int(txn.get(b"shard")) != shard_id:
@@ -132,10 +213,14 @@ class Storage:
             return txn.stat(self.journal)["entries"]
 
     # -- snapshots ----------------------------------------------------------------
-    def write_snapshot(self, seq: int, blobs: dict[str, bytes], prune: bool = True) -> None:
-        """Replace the snapshot by `blobs` taken after batch `seq`; drop older journal."""
+    def write_snapshot(self, seq: int, blobs: dict[str, bytes], prune: bool = True,
+                       meta: dict[str, bytes] | None = None) -> None:
+        """Replace the snapshot by `blobs` taken after batch `seq`; drop older journal.
+        `meta` rows are written in the same transaction."""
         try:
             with self.env.begin(write=True) as txn:
+                for k, v in (meta or {}).items():
+                    txn.put(k.encode(), v, db=self.meta)
                 txn.drop(self.snapshot, delete=False)
                 for name, blob in blobs.items():
                     for i in range(0, max(len(blob), 1), CHUNK):
@@ -166,6 +251,30 @@ class Storage:
         info = self.env.info()
         stat = self.env.stat()
         return (info["last_pgno"] + 1) * stat["psize"] / info["map_size"]
+
+    def compact(self) -> None:
+        """Rewrite the file with its live pages only (LMDB's compacting copy), so that
+        nothing freed -- records in clear from before master keys, a data key wrapped
+        under a rotated-out master key -- is left in a free page. Needs the shard to
+        itself (owner.lock); a reader that has the old file open keeps reading it."""
+        tmp = tempfile.mkdtemp(prefix=".compact-", dir=self.path)
+        copy = os.path.join(tmp, "data.mdb")
+        try:
+            self.env.copy(tmp, compact=True)
+            os.chmod(copy, 0o600)
+            _fsync(copy)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        self.env.close()
+        try:
+            os.replace(copy, os.path.join(self.path, "data.mdb"))
+            # the lock file describes the old file (its transaction ids): start afresh
+            os.remove(os.path.join(self.path, "lock.mdb"))
+            _fsync(self.path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+            self._open_env()
 
     def close(self) -> None:
         self.env.close()

@@ -1,10 +1,16 @@
-"""`turnstile backup | restore | shards`: work on a data dir directly (no gRPC).
+"""`turnstile backup | restore | shards | master-key`: work on a data dir directly (no gRPC).
 
     turnstile backup  --data data --out /backups/2026-11-23     hot: works while `serve` runs
     turnstile restore --from /backups/2026-11-23 --data data2    verify, copy, open, check
     turnstile shards list      --data data                        offline (no server on DATA)
     turnstile shards set-count 4 --data data
     turnstile shards move hills --to 2 --data data
+    turnstile master-key create /etc/turnstile/master.key       64 hex digits, mode 0600
+    turnstile master-key rotate --data data --new-key-file /etc/turnstile/master.key.new
+
+Every command that opens a data dir needs its master key (--master-key-file,
+TURNSTILE_MASTER_KEY_FILE or TURNSTILE_MASTER_KEY; engine/keyring.py) and checks it
+against every shard before it opens, copies or writes anything.
 
 A backup is LMDB's own compacting copy (mdb_env_copy2 with MDB_CP_COMPACT) of every
 shard environment and of the control store, each taken inside ONE read transaction: a
@@ -37,6 +43,8 @@ import tempfile
 import time
 from collections.abc import Iterable
 from typing import Any
+
+from engine.keyring import MasterKeyError
 
 MANIFEST = "manifest.json"
 FORMAT = "turnstile-backup/1"
@@ -137,6 +145,116 @@ def _empty_target(path: str, what: str) -> None:
                       f"(nothing was written)")
 
 
+# -- the master key (engine/keyring.py) ---------------------------------------------------
+
+
+def master_key_option(p) -> None:
+    """--master-key-file, for every command that opens a data dir."""
+    p.add_argument("--master-key-file", metavar="FILE", default=None,
+                   help="file of the master key that wraps the shards' keys, kept outside the "
+                        "data dir (default: $TURNSTILE_MASTER_KEY_FILE, else the key itself in "
+                        "$TURNSTILE_MASTER_KEY)")
+
+
+def _master(args) -> bytes:
+    """The master key of this command; refused (before anything is opened) if none."""
+    from engine import keyring
+    try:
+        return keyring.load_master_key(key_file=getattr(args, "master_key_file", None))
+    except MasterKeyError as e:
+        raise Refused(str(e)) from None
+
+
+def keyring_state(path: str, master: bytes, *, lock: bool = True) -> str:
+    """engine.keyring.shard_key_state, a wrong key refused as this command's error."""
+    from engine import keyring
+    try:
+        return keyring.shard_key_state(path, master, lock=lock)
+    except MasterKeyError as e:
+        raise Refused(str(e)) from None
+
+
+def mode_warnings(data: str, key_file: str | None = None) -> list[str]:
+    """What `turnstile check` warns about: a dir of DATA that group or others may enter
+    (or list), a file they may read or write, and a master key file in the data dir or
+    open to others."""
+    out = []
+    for root, _, files in os.walk(data):
+        for path, want in [(root, 0o700)] + [(os.path.join(root, f), 0o600) for f in files]:
+            mode = os.lstat(path).st_mode & 0o777
+            if mode & 0o077:
+                out.append(f"{path} is mode {mode:04o}, open to group or others; "
+                           f"`chmod {want:o} {path}` (data dirs are 0700, their files 0600)")
+    if key_file and os.path.exists(key_file):
+        mode = os.stat(key_file).st_mode & 0o777
+        if mode & 0o077:
+            out.append(f"master key file {key_file} is mode {mode:04o}, open to group or "
+                       f"others; `chmod 600 {key_file}`")
+        here, key = os.path.realpath(data), os.path.realpath(key_file)
+        if os.path.commonpath([here, key]) == here:
+            out.append(f"master key file {key_file} is inside the data dir {data}: whoever "
+                       f"copies the data dir has every key; keep it elsewhere")
+    return out
+
+
+def cmd_master_key_create(args) -> int:
+    from engine import keyring
+    path = args.file
+    if os.path.exists(path):
+        if args.if_absent:
+            print(f"master key {path} exists (mode {os.stat(path).st_mode & 0o777:04o}); "
+                  f"using it")
+            return 0
+        raise Refused(f"{path} exists; a master key is never overwritten (it is the only way "
+                      f"to open the data dirs it wraps)")
+    try:
+        key = keyring.create_key_file(path)
+    except OSError as e:
+        raise Refused(f"cannot create {path}: {e.strerror or e}") from None
+    print(f"created master key {os.path.abspath(path)} (id {keyring.master_key_id(key)}, mode "
+          f"0600): it opens every data dir and backup made with it; keep it outside the data "
+          f"dir, and keep a copy apart from the backups")
+    return 0
+
+
+def cmd_master_key_rotate(args) -> int:
+    from engine import Shard, keyring
+    data = args.data
+    ids = _shard_ids(data)
+    if not ids:
+        raise Refused(f"no shards in {data}")
+    _require_offline(data)
+    old = _master(args)
+    try:
+        new = keyring.read_key_file(args.new_key_file)
+    except MasterKeyError as e:
+        raise Refused(str(e)) from None
+    if new == old:
+        raise Refused("the new master key is the current one")
+    # every shard opens with one of the two keys before any is changed, so a rotation
+    # that stopped halfway is finished by running it again
+    states = {}
+    for k in ids:
+        try:
+            states[k] = keyring.shard_key_state(_shard_path(data, k), old)
+        except MasterKeyError:
+            try:
+                keyring.shard_key_state(_shard_path(data, k), new)
+            except MasterKeyError as e:
+                raise Refused(f"{e}; neither key opens it, nothing was changed") from None
+            states[k] = "already"
+    for k in ids:
+        path = _shard_path(data, k)
+        if states[k] == "clear":                  # made before master keys: wrap it first
+            Shard.open(path, shard_id=k, master_key=old).close(snapshot=False)
+        result = keyring.rotate_master_key(path, old, new) if states[k] != "already" else "already"
+        print(f"  shard-{k}: {'re-wrapped' if result == 'rotated' else 'already under the new key'}")
+    print(f"{data}: every shard's key is wrapped under master key {keyring.master_key_id(new)} "
+          f"({args.new_key_file}); the old key no longer opens it (backups taken before still "
+          f"need the old one)")
+    return 0
+
+
 # -- read-only shards -------------------------------------------------------------------
 def _readonly_storage(path: str, *, lock: bool):
     """engine Storage over an environment opened read-only, without the owner.lock."""
@@ -163,18 +281,23 @@ def _readonly_storage(path: str, *, lock: bool):
     return ReadOnlyStorage()
 
 
-def _open_readonly(path: str, *, lock: bool = False):
+def _open_readonly(path: str, master: bytes, *, lock: bool = False):
     """Recover a shard from `path` without writing anything (what Shard.open does,
-    minus the owner.lock, the meta check and the first-open secrets). For backup copies
-    (lock=False: nothing else opens them)."""
-    from engine import Shard
+    minus the owner.lock, the meta check, the first-open secrets and the migration of
+    a shard made before master keys). For backup copies (lock=False: nothing else opens
+    them)."""
+    from engine import Shard, keyring
     from engine.state import Batch, ShardState
     storage = _readonly_storage(path, lock=lock)
     try:
         shard_id = storage.get_meta("shard")
         if shard_id is None:
             raise Refused(f"{path} is not a shard (no shard id in its meta)")
+        wrapped = storage.get_meta_bytes("dek")
         state = ShardState(int(shard_id), storage.get_row)
+        # a copy without a wrapped key holds clear secrets, which replay without one
+        state.keyring = keyring.Keyring(keyring.unwrap_dek(master, wrapped, path)
+                                        if wrapped is not None else keyring.new_dek())
         seq = 0
         snap = storage.read_snapshot()
         if snap is not None:
@@ -287,6 +410,15 @@ def cmd_backup(args) -> int:
     if not ids:
         raise Refused(f"no shards in {data} (expected {data}/shard-0 ...)")
     _empty_target(out, "backup directory")
+    # the master key opens every shard before anything is copied: a backup is checked
+    # by opening its copies, and restoring it will need the same key
+    master = _master(args)
+    for k in ids:
+        if keyring_state(_shard_path(data, k), master) == "clear":
+            raise Refused(f"shard-{k} of {data} keeps its keys in clear (made before master "
+                          f"keys), and a backup must not: open it once with this version "
+                          f"(`turnstile check --data {data}` or `serve`), which wraps them; "
+                          f"nothing was written")
     t0 = time.perf_counter()
     started = dt.datetime.now(dt.UTC)
     os.makedirs(out, mode=0o700, exist_ok=True)
@@ -311,19 +443,15 @@ def cmd_backup(args) -> int:
             _fsync_path(dst)
             copied[name] = info
             bar.update(1)
-    keys_src = os.path.join(data, "demo-keys.txt")
-    if os.path.exists(keys_src):
-        keys_dst = os.path.join(out, "demo-keys.txt")
-        shutil.copyfile(keys_src, keys_dst)
-        os.chmod(keys_dst, 0o600)
-        _fsync_path(keys_dst)
+    # DATA/demo-keys.txt (API keys in clear) is not copied: a backup carries no usable
+    # secret; the principals and the hashes of their keys are in the control store
 
     # describe what was copied, from the copies themselves (not the live, moving data)
     shards, warnings = [], []
     with _bar(args, total=len(ids), desc="reading copies", unit="shard") as bar:
         for k in ids:
             name = f"shard-{k}"
-            shard = _open_readonly(os.path.join(out, name))
+            shard = _open_readonly(os.path.join(out, name), master)
             try:
                 s = _summary(shard)
                 violations = shard.check()
@@ -420,6 +548,7 @@ def cmd_restore(args) -> int:
     from .control import ControlStore
     src, target = args.src, args.data
     m = _load_manifest(src)
+    master = _master(args)
     files: dict[str, dict] = m["files"]
     _empty_target(target, "target data dir")
     total = sum(f["size"] for f in files.values())
@@ -445,6 +574,15 @@ def cmd_restore(args) -> int:
             print(f"checksum: {b}", file=sys.stderr)
         raise Refused(f"the backup in {src} is damaged ({len(bad)} file{'s' if len(bad) > 1 else ''}); "
                       f"nothing was restored")
+    # the master key must unwrap every shard's key before anything is written
+    from engine import keyring
+    wrapping = {}
+    for want in m["shards"]:
+        try:
+            wrapping[want["dir"]] = keyring.shard_key_state(os.path.join(src, want["dir"]), master,
+                                                            lock=False)
+        except MasterKeyError as e:
+            raise Refused(f"{e}; nothing was restored") from None
 
     # 2. copy into a staging dir beside the target, then rename it into place
     parent = os.path.dirname(os.path.abspath(target))
@@ -488,7 +626,7 @@ def cmd_restore(args) -> int:
             k = want["shard"]
             path = os.path.join(target, want["dir"])
             try:
-                shard = Shard.open(path, shard_id=k)
+                shard = Shard.open(path, shard_id=k, master_key=master)
             except Exception as e:  # noqa: BLE001 (reported: restore exits 1)
                 problems.append(f"{want['dir']}: does not open: {e}")
                 bar.update(1)
@@ -500,8 +638,10 @@ def cmd_restore(args) -> int:
                 _close(shard)
             for v in violations:
                 problems.append(f"{want['dir']}: {v.invariant}: {v.detail}")
+            # a backup from before master keys is wrapped as it opens: a new snapshot
+            moved = {"snapshot_seq"} if wrapping[want["dir"]] == "clear" else set()
             diff = [f"{key} {got[key]!r} (manifest {want.get(key)!r})" for key in COMPARED
-                    if key in want and got[key] != want[key]]
+                    if key in want and key not in moved and got[key] != want[key]]
             if diff:
                 problems.append(f"{want['dir']}: differs from the manifest: {'; '.join(diff)}")
             print(f"  {want['dir']}: {'ok' if not violations and not diff else 'PROBLEMS'}: "
@@ -557,13 +697,14 @@ def _is_empty(shard) -> bool:
 def _open_shards(args, data: str, ids: Iterable[int], desc: str = "opening shards") -> dict:
     from engine import Shard, ShardUnavailable
     ids = list(ids)
+    master = _master(args)
     opened = {}
     try:
         with _bar(args, total=len(ids), desc=desc, unit="shard") as bar:
             for k in ids:
                 bar.set_postfix_str(f"shard-{k}")
                 try:
-                    opened[k] = Shard.open(_shard_path(data, k), shard_id=k)
+                    opened[k] = Shard.open(_shard_path(data, k), shard_id=k, master_key=master)
                 except ShardUnavailable as e:
                     raise Refused(f"{e.message}; stop `turnstile serve --data {data}` first") from e
                 bar.update(1)
@@ -590,6 +731,7 @@ def cmd_shards_list(args) -> int:
     ids = _shard_ids(data)
     if not ids:
         raise Refused(f"no shards in {data}")
+    _master(args)
     ctl = (_read_control(os.path.join(data, "control"), lock=True)
            if os.path.isdir(os.path.join(data, "control")) else
            {"endpoints": {}, "venue_map": {}, "shard_count": None})
@@ -646,6 +788,9 @@ def cmd_shards_set_count(args) -> int:
     if not os.path.isdir(data):
         raise Refused(f"no data dir {data}")
     _require_offline(data)
+    master = _master(args)
+    for k in _shard_ids(data):                   # before any shard is dropped or made
+        keyring_state(_shard_path(data, k), master)
     ids = _shard_ids(data)
     existing = [k for k in ids if k < n]
     beyond = [k for k in ids if k >= n]
@@ -682,7 +827,7 @@ def cmd_shards_set_count(args) -> int:
         with _bar(args, total=len(missing), desc="creating shards", unit="shard") as bar:
             from engine import Shard
             for k in missing:
-                Shard.open(_shard_path(data, k), shard_id=k).close()
+                Shard.open(_shard_path(data, k), shard_id=k, master_key=master).close()
                 created.append(k)
                 bar.update(1)
         store.set_shard_count(n)
@@ -700,43 +845,42 @@ def cmd_shards_set_count(args) -> int:
     return 0
 
 
-def _catalog_commands(st, venue: str) -> tuple[list, dict[str, int], dict[str, list[str]]]:
+def _catalog_commands(st, venue: str) -> tuple[list, dict[str, int]]:
     """Engine commands that rebuild `venue`'s catalog: venue, zones, gates, products,
-    slots (with their current capacity) and allotments."""
+    slots (with their current capacity) and allotments. Zone, gate, product and slot ids
+    are unique within their venue, so every command names the venue."""
     from engine import cmd
     v = st.venues[venue]
     zones = [z for z in st.zones.values() if z.venue == venue]
-    zone_ids = {z.id for z in zones}
-    gates = [g for g in st.gates.values() if g.zone in zone_ids]
+    gates = [g for g in st.gates.values() if g.venue == venue]
     products = [p for p in st.product_list if p.venue == venue]
-    slots = [st.slot_defs[sid] for sid in st.slot_list if st.slot_defs[sid].zone in zone_ids]
-    slot_ids = {s.id for s in slots}
-    allots = [(st.slot_list[s], ch, st.slots.allotment(a)["capacity"])
-              for (s, ch), a in sorted(st.allot_idx.items(), key=lambda kv: kv[1])
-              if st.slot_list[s] in slot_ids]
+    slots = sorted((s for s in st.slot_defs.values() if s.venue == venue),
+                   key=lambda s: st.slot_idx[(venue, s.id)])
+    slot_of = {st.slot_idx[(venue, s.id)]: s.id for s in slots}
+    allots = [(slot_of[s], ch, st.slots.allotment(a)["capacity"])
+              for (s, ch), a in sorted(st.allot_idx.items(), key=lambda kv: kv[1]) if s in slot_of]
     out = [cmd.venue(v.id, v.name, v.utc_offset_s)]
     out += [cmd.zone(venue, z.id, z.name, live_capacity=z.live_capacity,
                      enforce_exit=z.enforce_exit) for z in zones]
-    out += [cmd.gate(g.zone, g.id, g.mode) for g in gates]
+    out += [cmd.gate(g.zone, g.id, g.mode, venue=venue) for g in gates]
     out += [cmd.product(venue, p.id, p.zones, name=p.name, rule=p.rule, price_fen=p.price_fen,
                         channel_prices=p.channel_prices, channels=p.channels,
                         real_name=p.real_name, max_group=p.max_group, refundable=p.refundable,
                         refund_fee_pct=p.refund_fee_pct) for p in products]
     rows = [{"id": s.id, "zone": s.zone, "day": s.day, "start": s.start, "end": s.end,
-             "capacity": st.slots.slot(st.slot_idx[s.id])["capacity"]} for s in slots]
+             "capacity": st.slots.slot(st.slot_idx[(venue, s.id)])["capacity"]} for s in slots]
     for i in range(0, len(rows), 100_000):
-        out.append(cmd.slots(rows[i:i + 100_000]))
-    out += [cmd.allotment(sid, ch, cap) for sid, ch, cap in allots]
-    ids = {"venue": [venue], "zone": sorted(zone_ids), "gate": [g.id for g in gates],
-           "product": [p.id for p in products], "slot": sorted(slot_ids)}
+        out.append(cmd.slots(rows[i:i + 100_000], venue=venue))
+    out += [cmd.allotment(sid, ch, cap, venue=venue) for sid, ch, cap in allots]
     return out, {"zones": len(zones), "gates": len(gates), "products": len(products),
-                 "slots": len(slots), "allotments": len(allots)}, ids
+                 "slots": len(slots), "allotments": len(allots)}
 
 
 def cmd_shards_move(args) -> int:
     from engine import TurnstileError
     data, venue, to = args.data, args.venue, args.to
     _require_offline(data)
+    _master(args)
     ids = _shard_ids(data)
     if to not in ids:
         raise Refused(f"there is no shard {to} in {data} (shards: {', '.join(map(str, ids)) or 'none'}); "
@@ -785,17 +929,12 @@ def cmd_shards_move(args) -> int:
                         f"venue {venue} on shard {src} has {what}: ticket codes carry their shard "
                         f"id ({src}) and its orders and holds live there, so it cannot move without "
                         f"reissuing those codes; nothing was changed")
-                commands, sizes, names = _catalog_commands(st, venue)
-                tst = target.state
-                taken = {"venue": tst.venues, "zone": tst.zones, "gate": tst.gates,
-                         "product": tst.products, "slot": tst.slot_defs}
-                clash = [f"{kind} {x}" for kind, xs in names.items() for x in xs if x in taken[kind]]
-                if clash:
-                    left = " (a catalog left there by an earlier move: the engine cannot remove " \
-                           "it)" if venue in tst.venues else ""
-                    raise Refused(f"shard {to} already has {', '.join(clash[:8])}"
-                                  f"{' and more' if len(clash) > 8 else ''}{left}; "
-                                  f"ids are per shard, so {venue} cannot move there; nothing was changed")
+                commands, sizes = _catalog_commands(st, venue)
+                # zone, gate, product and slot ids are per venue: only the venue id can clash
+                if venue in target.state.venues:
+                    raise Refused(f"shard {to} already has venue {venue} (a catalog left there by "
+                                  f"an earlier move: the engine cannot remove it), so {venue} "
+                                  f"cannot move there; nothing was changed")
                 bar.update(1)
                 results = target.run_many(commands)       # one batch: one durable transaction
                 applied = True
@@ -854,16 +993,21 @@ Each LMDB environment is copied with LMDB's compacting copy (free pages left out
 one read transaction: the copy of a shard is exactly one committed batch of it, never a
 torn one. The environment is opened read-only but with LMDB's lock file, so the server's
 writer does not reuse pages the copy still reads; the shard's owner.lock is not taken.
-Shards are copied one after another (each is consistent in itself). DATA/demo-keys.txt is
-copied if present. DIR/manifest.json, written last, records the time, each shard's last
-journal batch and counts (tickets, holds, orders, venues), and the size and SHA-256 of
-every file; `turnstile restore` checks them. Files are created mode 0600: a backup holds
-the ticket keys and the key of holder ID numbers.""",
+Shards are copied one after another (each is consistent in itself). DIR/manifest.json,
+written last, records the time, each shard's last journal batch and counts (tickets,
+holds, orders, venues), and the size and SHA-256 of every file; `turnstile restore`
+checks them.
+
+A backup holds each shard's keys only wrapped by the master key, which it does not
+contain: the master key must open every shard before anything is copied, and restoring
+needs it. DATA/demo-keys.txt (API keys in clear) is not copied. Files are created mode
+0600 in a 0700 directory.""",
                        epilog="example: turnstile backup --data /var/lib/turnstile "
                               "--out /backups/turnstile-$(date +%F)")
     b.add_argument("--data", default="data", help="data dir to back up (default: %(default)s)")
     b.add_argument("--out", required=True, metavar="DIR",
                    help="backup directory: new or empty (refused otherwise)")
+    master_key_option(b)
     b.set_defaults(func=_run(cmd_backup))
 
     r = sub.add_parser("restore", parents=[quiet], formatter_class=fmt,
@@ -871,7 +1015,8 @@ the ticket keys and the key of holder ID numbers.""",
                        description="""\
 Restore a `turnstile backup` into a new data dir: verify the size and SHA-256 of every
 file against DIR/manifest.json (a damaged backup is refused before anything is
-written), refuse a non-empty target, copy the files into a staging dir beside the
+written), check that the master key unwraps every shard's key (refused otherwise,
+before anything is written), refuse a non-empty target, copy the files into a staging dir beside the
 target and rename it into place, then open every shard with the engine, check every
 invariant and compare its counts (last journal batch, tickets, holds, orders, venues)
 and the control store's with the manifest. Exit status 1 if anything is wrong.""",
@@ -882,6 +1027,7 @@ and the control store's with the manifest. Exit status 1 if anything is wrong.""
                    help="the data dir to create: new or empty (refused otherwise)")
     r.add_argument("--replay", action="store_true",
                    help="also rebuild each shard from snapshot + journal and compare (slower)")
+    master_key_option(r)
     r.set_defaults(func=_run(cmd_restore))
 
     s = sub.add_parser("shards", formatter_class=fmt,
@@ -901,6 +1047,7 @@ count recorded by `shards set-count` and any disagreement between the venue map 
 the shards.""")
     ls.add_argument("--data", default="data", help="data dir (default: %(default)s)")
     ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    master_key_option(ls)
     ls.set_defaults(func=_run(cmd_shards_list))
 
     sc = ss.add_parser("set-count", parents=[quiet], formatter_class=fmt,
@@ -921,6 +1068,7 @@ more, and serve refuses to run fewer than the recorded count (their venues would
 unreachable).""")
     sc.add_argument("count", type=int, metavar="N", help="number of shards")
     sc.add_argument("--data", default="data", help="data dir (default: %(default)s)")
+    master_key_option(sc)
     sc.set_defaults(func=_run(cmd_shards_set_count))
 
     mv = ss.add_parser("move", parents=[quiet], formatter_class=fmt,
@@ -932,11 +1080,45 @@ one batch (one durable transaction), then the venue map routes VENUE to K.
 
 Refused when the venue has issued tickets or active holds: ticket codes carry their
 shard id and orders live on their shard, so moving would need reissued codes. Refused
-too when shard K already has any of the venue's zone, gate, product or slot ids (ids
-are per shard). The engine has no command to remove a venue, so the source shard keeps
-its catalog, unmapped: `serve` does not place it there any more and clients route by
-the map.""")
+too when shard K already has a venue of that id (zone, gate, product and slot ids are
+per venue, so they never clash). The engine has no command to remove a venue, so the
+source shard keeps its catalog, unmapped: `serve` does not place it there any more and
+clients route by the map.""")
     mv.add_argument("venue", metavar="VENUE", help="venue id")
     mv.add_argument("--to", type=int, required=True, metavar="K", help="target shard id")
     mv.add_argument("--data", default="data", help="data dir (default: %(default)s)")
+    master_key_option(mv)
     mv.set_defaults(func=_run(cmd_shards_move))
+
+    mk = sub.add_parser("master-key", formatter_class=fmt,
+                        help="create a master key file, or rotate a data dir's master key",
+                        description="""\
+The master key wraps each shard's data key, which seals the shard's secrets (ticket MAC
+keys and Ed25519 seeds, the holder secret, the ID-number data key). It lives outside the
+data dir: a file (--master-key-file, TURNSTILE_MASTER_KEY_FILE) or the environment
+(TURNSTILE_MASTER_KEY), as 64 hex digits. Without it a data dir or a backup reveals no
+secret, and nothing opens one.""")
+    mks = mk.add_subparsers(dest="action", required=True, metavar="{create,rotate}")
+    mc = mks.add_parser("create", formatter_class=fmt, help="write a new random master key file",
+                        description="""\
+Write 32 random bytes as 64 hex digits to FILE, mode 0600; an existing FILE is never
+overwritten (refused, or kept with --if-absent).""")
+    mc.add_argument("file", metavar="FILE", help="the key file to create (outside any data dir)")
+    mc.add_argument("--if-absent", action="store_true",
+                    help="keep FILE if it exists (exit 0) instead of refusing")
+    mc.set_defaults(func=_run(cmd_master_key_create))
+    mr = mks.add_parser("rotate", formatter_class=fmt,
+                        help="re-wrap every shard's key under a new master key (offline)",
+                        description="""\
+Re-wrap the data key of every shard of DATA under the master key in NEWFILE (offline:
+refused while a server holds the data dir). The current key comes as for every command
+(--master-key-file, TURNSTILE_MASTER_KEY_FILE, TURNSTILE_MASTER_KEY). Each shard is
+re-wrapped in one transaction, then compacted so the old wrapping is not left in a free
+page; every shard must open with one of the two keys before any is changed, so a
+rotation that stopped halfway is finished by running it again. Afterwards the old key
+no longer opens DATA; backups taken before still need it.""")
+    mr.add_argument("--data", default="data", help="data dir (default: %(default)s)")
+    mr.add_argument("--new-key-file", required=True, metavar="NEWFILE",
+                    help="file of the new master key (`turnstile master-key create NEWFILE`)")
+    master_key_option(mr)
+    mr.set_defaults(func=_run(cmd_master_key_rotate))

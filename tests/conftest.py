@@ -3,12 +3,23 @@ the test moves by hand (DESIGN.md 10: real parts, no mocks)."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 
 import pytest
 
 from engine import Shard, cmd, demo, HoldItem
 
 TODAY = dt.date(2026, 11, 23)
+
+# One master key for the session (engine/keyring.py), in the environment as an embedding
+# application may give it: every Shard.open of the engine tests uses it, and CLI
+# subprocesses inherit it. The server harness and the crash tests pass it as users do
+# (a key file); the tests of the master key itself take it out of their environment.
+# (kept under a name of its own too, so that a subprocess that imports this module -- a
+# writer beside a backup -- uses the same key, not a new one)
+MASTER_KEY = os.environ.setdefault("TURNSTILE_TEST_MASTER_KEY", os.urandom(32).hex())
+os.environ["TURNSTILE_MASTER_KEY"] = MASTER_KEY
+os.environ.pop("TURNSTILE_MASTER_KEY_FILE", None)
 
 
 class Clock:

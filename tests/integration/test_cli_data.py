@@ -147,8 +147,8 @@ def test_hot_backup_under_load_restores_every_acknowledged_order(tmp_path):
     with open(os.path.join(backup, "manifest.json")) as f:
         manifest = json.load(f)
     assert manifest["format"] == "turnstile-backup/1"
-    assert set(manifest["files"]) >= {"shard-0/data.mdb", "shard-1/data.mdb", "control/data.mdb",
-                                      "demo-keys.txt"}
+    assert set(manifest["files"]) >= {"shard-0/data.mdb", "shard-1/data.mdb", "control/data.mdb"}
+    assert "demo-keys.txt" not in manifest["files"]        # API keys in clear stay behind
     s0 = manifest["shards"][0]
     assert s0["venues"] == ["westlake"] and s0["violations"] == []
     assert s0["orders"] >= len(before) + 1          # + the demo's order
@@ -168,22 +168,24 @@ def test_hot_backup_under_load_restores_every_acknowledged_order(tmp_path):
         try:
             st = shard.state
             codes = sum(r["issued"] for v in st.venues for r in shard.ticket_counts(v))
-            orders = [k.decode()[6:] for k, _ in shard.storage.rows_with_prefix(b"order/")]
+            # order rows: order/<channel>\0<order id> (order ids are the channel's own)
+            orders = [k.decode()[6:].split("\0", 1) for k, _ in shard.storage.rows_with_prefix(b"order/")]
             assert (shard.storage.last_seq(), codes, len(st.holds), len(orders),
                     len(st.tickets.used), list(st.venues)) == (
                 want["last_seq"], want["tickets"], want["holds"], want["orders"], want["used"],
                 want["venues"])
             if want["shard"] == 0:
                 for order_id, tickets in before:       # every order acknowledged before
-                    assert shard.get_order(order_id).ticket_ids() == tickets
+                    assert shard.get_order(order_id, "ota").ticket_ids() == tickets
                     assert all(t in st.tickets.issued for t in tickets)
-                for order_id in orders:                # and nothing that was never answered
-                    assert shard.get_order(order_id).ticket_ids() == everything[order_id]
+                for channel, order_id in orders:       # and nothing that was never answered
+                    assert shard.get_order(order_id, channel).ticket_ids() == everything[order_id]
         finally:
             shard.close(snapshot=False)
 
-    # the restored data dir serves, with its principals and keys
+    # the restored data dir serves, with its principals and keys (as the operator has them)
     again = start_server(restored, day)
+    again.keys = server.keys
     try:
         ch = again.channel()
         order_id, tickets = before[0]
@@ -197,11 +199,13 @@ def test_hot_backup_under_load_restores_every_acknowledged_order(tmp_path):
 
 WRITER = """
 import sys, time
+import datetime as dt
 from engine import Shard, cmd, demo, HoldItem, TurnstileError
-from tests.conftest import TODAY
+# on the real clock: venue-local tomorrow, whose slots are on sale whatever the hour
+DAY = dt.datetime.now(dt.timezone(dt.timedelta(hours=8))).date() + dt.timedelta(days=1)
 s = Shard.open(sys.argv[1], shard_id=0, snapshot_every=400)     # snapshots: journal dropped often
-s.run_many(demo.commands(TODAY, 1, main_capacity=10**8))
-slot = demo.slot_id("main", TODAY, 8)
+s.run_many(demo.commands(DAY, 1, main_capacity=10**8))
+slot = demo.slot_id("main", DAY, 8)
 print("ready", flush=True)
 i = 0
 while time.monotonic() < float(sys.argv[2]):
@@ -331,17 +335,19 @@ def _add_hills(data: str) -> None:
 
 
 def _catalog(st, venue: str) -> dict:
-    zones = {z.id: z for z in st.zones.values() if z.venue == venue}
+    """A venue's catalog as the engine holds it (objects are keyed (venue, id))."""
+    slots = {s.id: s for s in st.slot_defs.values() if s.venue == venue}
+    slot_of = {st.slot_idx[(venue, sid)]: sid for sid in slots}
     return {
         "venue": st.venues[venue],
-        "zones": zones,
-        "gates": {g.id: g for g in st.gates.values() if g.zone in zones},
+        "zones": {z.id: z for z in st.zones.values() if z.venue == venue},
+        "gates": {g.id: g for g in st.gates.values() if g.venue == venue},
         "products": {p.id: p for p in st.product_list if p.venue == venue},
         # Slot.capacity is the one it was made with; the counters hold the current one
-        "slots": {sid: (s.zone, s.day, s.start, s.end, st.slots.slot(st.slot_idx[sid])["capacity"])
-                  for sid, s in st.slot_defs.items() if s.zone in zones},
-        "allotments": {(st.slot_list[s], ch): st.slots.allotment(a)["capacity"]
-                       for (s, ch), a in st.allot_idx.items() if st.slot_defs[st.slot_list[s]].zone in zones},
+        "slots": {sid: (s.zone, s.day, s.start, s.end,
+                        st.slots.slot(st.slot_idx[(venue, sid)])["capacity"]) for sid, s in slots.items()},
+        "allotments": {(slot_of[s], ch): st.slots.allotment(a)["capacity"]
+                       for (s, ch), a in st.allot_idx.items() if s in slot_of},
     }
 
 
@@ -404,7 +410,7 @@ def test_shards_set_count_list_move_and_refusals(tmp_path):
             words="shard 0 already has venue hills")
 
     # serve runs the recorded count, routes hills to shard 2, and sells it there
-    server = start_server(data, dt.date.today())
+    server = start_server(data, HILLS_DAY)   # its clock: that morning
     try:
         ch = server.channel()
         admin = server.meta("admin")
