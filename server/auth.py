@@ -1,58 +1,88 @@
 """Authentication and the role x method table: one interceptor for every service.
 
 Every call carries `authorization: Bearer tsk_<id>_<secret>` in its metadata. No
-or an unknown key: UNAUTHENTICATED. A role the table does not allow for the
-method: PERMISSION_DENIED. Scope (venues, channel, gates) is checked by the
-handlers, which read the caller from `current()`.
+key: UNAUTHENTICATED (reason API_KEY_MISSING); an unknown key id, a wrong secret or
+a revoked key: UNAUTHENTICATED (API_KEY_INVALID). A role the table does not allow
+for the method: PERMISSION_DENIED (ROLE_NOT_ALLOWED). Scope (venues, channel, gates)
+is checked by the handlers, which read the caller from `current()`. docs/ROLES.md is
+the table as users read it; tests/unit/test_roles_doc.py fails when the two differ.
+
+A denied call by a known key (PERMISSION_DENIED, or UNAUTHENTICATED for a wrong
+secret or a revoked key) is audited through the shard, so an auditor sees who tried
+what; calls with no key or an unknown key id are not (anyone could make them, and
+each would cost a write).
+
+Request bytes that do not decode (or carry invalid UTF-8 in a string) are answered
+INVALID_ARGUMENT (ErrorInfo reason MALFORMED_REQUEST), not grpc's UNKNOWN.
 """
 from __future__ import annotations
 
 import contextvars
+import logging
 import time
 
 import grpc
+from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
+from engine import cmd
+from engine.errors import InvalidArgument, TurnstileError
+
+from . import errors
 from .control import CACHE_S, Principal, ControlStore
+
+log = logging.getLogger(__name__)
 
 _current: contextvars.ContextVar[Principal] = contextvars.ContextVar("turnstile_principal")
 
 ALL = frozenset({"admin", "operator", "seller", "channel", "gate", "finance", "auditor"})
-SELLERS = frozenset({"admin", "seller", "channel"})
+SELLERS = frozenset({"admin", "seller", "channel"})       # they sell as a channel
+ADMIN = frozenset({"admin"})
+SETUP = frozenset({"admin", "operator"})                  # venue set-up, in the operator's venues
+GATES = frozenset({"admin", "gate"})
+REPORTS = frozenset({"admin", "operator", "finance"})
+# face enrolment and holder look-up: only roles that meet holders in person and see their
+# ID card (the window, the venue's member desk); never a remote channel
+IN_PERSON = frozenset({"admin", "operator", "seller"})
 
-# method -> roles allowed; a method not listed is allowed to nobody
+
+def _svc(service: str, rows: dict[str, frozenset[str]]) -> dict[str, frozenset[str]]:
+    return {f"/turnstile.v1.{service}/{m}": roles for m, roles in rows.items()}
+
+
+# method -> roles allowed; a method not listed is allowed to nobody. Every rpc of the
+# proto is listed (tests/unit/test_roles_doc.py checks), and docs/ROLES.md says why.
 TABLE: dict[str, frozenset[str]] = {
-    "/turnstile.v1.GateService/Verify": frozenset({"admin", "gate"}),
-    "/turnstile.v1.GateService/VerifyBatch": frozenset({"admin", "gate"}),
-    "/turnstile.v1.GateService/VerifyStream": frozenset({"admin", "gate"}),
-    "/turnstile.v1.GateService/OfflineBundle": frozenset({"admin", "gate"}),
-    "/turnstile.v1.GateService/UploadScans": frozenset({"admin", "gate"}),
-    "/turnstile.v1.SalesService/Quote": SELLERS | {"operator"},
-    "/turnstile.v1.SalesService/Hold": SELLERS,
-    "/turnstile.v1.SalesService/Confirm": SELLERS,
-    "/turnstile.v1.SalesService/Release": SELLERS,
-    "/turnstile.v1.SalesService/Refund": SELLERS,
-    "/turnstile.v1.SalesService/GetOrder": SELLERS | {"operator", "finance"},
-    "/turnstile.v1.InventoryService/Availability": SELLERS | {"operator", "finance"},
-    "/turnstile.v1.AdminService/GetShardMap": ALL,
-    "/turnstile.v1.AdminService/QueryAudit": frozenset({"admin", "auditor"}),
-    "/turnstile.v1.AdminService/VerifyAudit": frozenset({"admin", "auditor"}),
-    "/turnstile.v1.AdminService/GetCatalog": ALL,
-    "/turnstile.v1.ReportService/LiveCounts": frozenset({"admin", "operator", "finance"}),
-    "/turnstile.v1.ReportService/TicketCounts": frozenset({"admin", "operator", "finance"}),
-    "/turnstile.v1.ReportService/Conflicts": frozenset({"admin", "operator", "finance", "auditor"}),
-    "/turnstile.v1.MemberService/HolderTickets": frozenset({"admin", "operator", "seller"}),
-    # a face is enrolled at the member desk or window, or by the channel that sold the
-    # real-name ticket (a mini-program's face sign-up)
-    "/turnstile.v1.MemberService/EnrollFace": frozenset({"admin", "operator", "seller", "channel"}),
-    "/turnstile.v1.MemberService/RemoveFace": frozenset({"admin", "operator", "seller", "channel"}),
-    # venue set-up: operators within their venues' scope
-    **{f"/turnstile.v1.AdminService/{m}": frozenset({"admin", "operator"}) for m in (
-        "CreateZone", "CreateGate", "CreateProduct", "CreateSlots", "SetSlotCapacity",
-        "SetAllotment", "BlockTicket")},
-    # new venues, ticket keys, principals and API keys: admins only
-    **{f"/turnstile.v1.AdminService/{m}": frozenset({"admin"}) for m in (
-        "CreateVenue", "RotateTicketKey", "RetireTicketKey", "CreatePrincipal", "ListPrincipals",
-        "CreateApiKey", "RevokeApiKey", "ListApiKeys")},
+    **_svc("GateService", {
+        "Verify": GATES, "VerifyBatch": GATES, "VerifyStream": GATES,
+        "OfflineBundle": GATES, "UploadScans": GATES}),
+    **_svc("SalesService", {
+        "Quote": SELLERS | {"operator"},        # an operator checks what buyers are charged
+        "Hold": SELLERS, "Confirm": SELLERS, "Release": SELLERS, "Refund": SELLERS,
+        # the answer carries ticket codes (admission rights): the channel that sold it and
+        # the venue's customer desk, not finance
+        "GetOrder": SELLERS | {"operator"},
+        "GetHold": SELLERS}),                    # a channel reads back its own holds
+    **_svc("InventoryService", {
+        "Availability": SELLERS | {"operator", "finance"}}),   # stock is sales data: no gate
+    **_svc("AdminService", {
+        # routing metadata (shard addresses, venue ids): every client routes by it, the
+        # auditor to reach each shard's audit log; it carries no stock, sales or people
+        "GetShardMap": ALL,
+        "CreateVenue": ADMIN,
+        "CreateZone": SETUP, "CreateGate": SETUP, "CreateProduct": SETUP, "CreateSlots": SETUP,
+        "SetSlotCapacity": SETUP, "SetAllotment": SETUP, "BlockTicket": SETUP,
+        "GetCatalog": ALL - {"auditor"},
+        "RotateTicketKey": ADMIN, "RetireTicketKey": ADMIN,
+        "CreatePrincipal": ADMIN, "ListPrincipals": ADMIN,
+        "CreateApiKey": ADMIN, "RevokeApiKey": ADMIN, "ListApiKeys": ADMIN,
+        "QueryAudit": frozenset({"admin", "auditor"}), "VerifyAudit": frozenset({"admin", "auditor"})}),
+    **_svc("ReportService", {
+        "LiveCounts": REPORTS, "TicketCounts": REPORTS, "Conflicts": REPORTS}),
+    **_svc("MemberService", {
+        "HolderTickets": IN_PERSON, "EnrollFace": IN_PERSON, "RemoveFace": IN_PERSON}),
 }
 # health checks need no key (load balancers, orchestrators), nor does reflection, which
 # shows only the schema and is served on the admin listener alone
@@ -66,49 +96,115 @@ def current() -> Principal:
     return _current.get()
 
 
-def _abort(code: grpc.StatusCode, message: str):
-    async def deny(request, context):
-        await context.abort(code, message)
+def _status(code: grpc.StatusCode, reason: str, message: str) -> grpc.Status:
+    """A refusal of the interceptor with google.rpc details like every other error
+    (server/errors.py): an ErrorInfo with a stable reason."""
+    info = any_pb2.Any()
+    info.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=errors.DOMAIN))
+    return rpc_status.to_status(status_pb2.Status(code=code.value[0], message=message,
+                                                  details=[info]))
 
-    async def deny_stream(request_iterator, context):
-        await context.abort(code, message)
-    return deny, deny_stream
+
+NO_KEY = _status(grpc.StatusCode.UNAUTHENTICATED, "API_KEY_MISSING",
+                 "no API key (metadata authorization: Bearer tsk_...)")
+# one answer for an unknown key id, a wrong secret and a revoked key: which key ids
+# exist is not the caller's business
+BAD_KEY = _status(grpc.StatusCode.UNAUTHENTICATED, "API_KEY_INVALID",
+                  "unknown or revoked API key (metadata authorization: Bearer tsk_...)")
 
 
-def _bind(handler, principal: Principal):
-    """The same handler, with the principal set for its handling."""
+# -- undecodable requests ----------------------------------------------------------------------
+class _Malformed:
+    """What the wrapped deserializer yields for bytes that do not decode: grpc would end
+    the call UNKNOWN "Unexpected DecodeError" if the deserializer raised, so the handler
+    answers instead. It serializes to the bytes sent, so a denied call is audited as sent."""
+
+    __slots__ = ("raw", "error")
+
+    def __init__(self, raw: bytes, error: str):
+        self.raw = raw
+        self.error = error
+
+    def SerializeToString(self) -> bytes:
+        return self.raw
+
+    def status(self) -> grpc.Status:
+        return errors.to_status(InvalidArgument(
+            f"the request does not decode: {self.error}", code="MALFORMED_REQUEST",
+            hint="send the serialized request message of the method; strings are UTF-8"))
+
+
+def _tolerant(deserializer):
+    if deserializer is None:
+        return None
+
+    def deserialize(raw: bytes):
+        try:
+            return deserializer(raw)
+        except DecodeError as e:
+            return _Malformed(raw, str(e))
+    return deserialize
+
+
+class _MalformedInStream(Exception):
+    """Raised by a request stream at an undecodable message. It reaches the handler where
+    it reads the stream, so answers to the requests before it still go out, in order
+    (VerifyStream reads ahead), and the call then ends INVALID_ARGUMENT."""
+
+    def __init__(self, request: _Malformed):
+        super().__init__(request.error)
+        self.request = request
+
+
+async def _checked(request_iterator):
+    async for request in request_iterator:
+        if type(request) is _Malformed:
+            raise _MalformedInStream(request)
+        yield request
+
+
+def _bind(handler, principal: Principal | None):
+    """The same handler with undecodable requests answered INVALID_ARGUMENT, and the
+    principal set for its handling."""
     if handler.unary_unary:
         inner = handler.unary_unary
 
         async def unary_unary(request, context):
+            if type(request) is _Malformed:
+                await context.abort_with_status(request.status())
             token = _current.set(principal)
             try:
                 return await inner(request, context)
             finally:
                 _current.reset(token)
         return grpc.unary_unary_rpc_method_handler(
-            unary_unary, handler.request_deserializer, handler.response_serializer)
+            unary_unary, _tolerant(handler.request_deserializer), handler.response_serializer)
     if handler.stream_stream:
         inner_s = handler.stream_stream
 
         async def stream_stream(request_iterator, context):
             token = _current.set(principal)
             try:
-                async for out in inner_s(request_iterator, context):
+                async for out in inner_s(_checked(request_iterator), context):
                     yield out
+            except _MalformedInStream as e:
+                await context.abort_with_status(e.request.status())
             finally:
                 _current.reset(token)
         return grpc.stream_stream_rpc_method_handler(
-            stream_stream, handler.request_deserializer, handler.response_serializer)
+            stream_stream, _tolerant(handler.request_deserializer), handler.response_serializer)
     return handler
 
 
+# -- the interceptor ---------------------------------------------------------------------------
 class AuthInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, store: ControlStore):
+    def __init__(self, store: ControlStore, node=None):
         self.store = store
+        self.node = node         # services.ShardNode: denied calls are audited through it
         # (method, metadata) -> (handler, good until): a caller's decision and its bound
         # handler are reused for CACHE_S, as long as a key's principal is cached anyway
-        # (a revoked key still stops within CACHE_S); ~80 µs a call less in the benchmarks
+        # (a revoked key still stops within CACHE_S); ~80 µs a call less in the benchmarks.
+        # A denial's handler audits each call it answers, so caching it loses no record.
         self._decided: dict[tuple, tuple] = {}
 
     async def intercept_service(self, continuation, details):
@@ -126,26 +222,63 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     async def _decide(self, continuation, details):
         method = details.method
         handler = await continuation(details)
-        if method in OPEN or handler is None:
+        if handler is None:
             return handler
+        if method in OPEN:
+            return _bind(handler, None)
         token = ""
         for key, value in details.invocation_metadata or ():
             if key == "authorization" and value.startswith("Bearer "):
                 token = value[7:]
-        principal = self.store.authenticate(token) if token else None
+        if not token:
+            return self._denied(handler, method, None, NO_KEY)
+        principal = self.store.authenticate(token)
         if principal is None:
-            return _denied(handler, grpc.StatusCode.UNAUTHENTICATED,
-                           "missing or unknown API key (metadata authorization: Bearer tsk_...)")
+            # a known key id with a wrong secret, or a revoked key: audited under its owner
+            return self._denied(handler, method, self.store.key_principal(token), BAD_KEY)
         if principal.role not in TABLE.get(method, ()):
-            return _denied(handler, grpc.StatusCode.PERMISSION_DENIED,
-                           f"role {principal.role} may not call {method}")
+            return self._denied(handler, method, principal, _status(
+                grpc.StatusCode.PERMISSION_DENIED, "ROLE_NOT_ALLOWED",
+                f"role {principal.role} may not call {method} (docs/ROLES.md)"))
         return _bind(handler, principal)
 
+    def _denied(self, handler, method: str, principal: Principal | None, status: grpc.Status):
+        audit = self.node is not None and principal is not None
+        result = status.code.name                   # the audit record's result
+        deserialize = _tolerant(handler.request_deserializer)
 
-def _denied(handler, code, message):
-    deny, deny_stream = _abort(code, message)
-    if handler.stream_stream:
-        return grpc.stream_stream_rpc_method_handler(
-            deny_stream, handler.request_deserializer, handler.response_serializer)
-    return grpc.unary_unary_rpc_method_handler(
-        deny, handler.request_deserializer, handler.response_serializer)
+        async def deny(request, context):
+            if audit:
+                await self._audit_denied(principal, method, request, result)
+            await context.abort_with_status(status)
+
+        async def deny_stream(request_iterator, context):
+            if audit:
+                # nothing of the stream is read: audited as an empty request
+                await self._audit_denied(principal, method, deserialize(b""), result)
+            await context.abort_with_status(status)
+
+        if handler.stream_stream:
+            return grpc.stream_stream_rpc_method_handler(
+                deny_stream, deserialize, handler.response_serializer)
+        return grpc.unary_unary_rpc_method_handler(deny, deserialize, handler.response_serializer)
+
+    async def _audit_denied(self, principal: Principal, method: str, request, result: str) -> None:
+        """An audit record of a denied call, written through the shard like every note."""
+        from . import services          # services imports this module: resolved at first use
+        service, name = method[1:].rsplit("/", 1)
+        # _audit_info reads the principal from current(): the one the key names, also
+        # for a wrong secret (only for this record; the call itself runs nothing)
+        token = _current.set(principal)
+        try:
+            call = services._call.set(services._audit_info(
+                service.rsplit(".", 1)[-1], name, request, self.node))
+            try:
+                await self.node.submit(cmd.note(result))
+            finally:
+                services._call.reset(call)
+        except TurnstileError as e:
+            # an overloaded or stopping shard: the caller is still denied, as it must be
+            log.warning("denied call %s by %s not audited: %s", method, principal.id, e)
+        finally:
+            _current.reset(token)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import sys
 import textwrap
 import traceback
@@ -28,12 +29,14 @@ SCANS = ("verify-unary", "verify-stream", "gate-storm")
 
 EPILOG = """\
 keys:
-  --key takes [ROLE=]KEY, repeated or comma-separated. ROLE is gate (scans), sales
-  (buys; several sales keys are several channels; also: channel, seller) or admin
-  (creates the flash-sale slot, reads reports and the audit log; also: operator). A key
-  without a role serves every role (an admin key can do everything). --keys-file
-  DATA/demo-keys.txt, written by `turnstile serve` on a new data dir, gives the demo
-  principals: admin, demo-gate, demo-ota and demo-window.
+  A key is [ROLE=]KEY. ROLE is gate (scans), sales (buys; several sales keys are several
+  channels; also: channel, seller) or admin (creates the flash-sale slot, reads reports
+  and the audit log; also: operator). A key without a role serves every role (an admin
+  key can do everything). Keys come from --keys-file DATA/demo-keys.txt (written by
+  `turnstile serve` on a new data dir: the demo principals admin, demo-gate, demo-ota
+  and demo-window), --key-file FILE (one [ROLE=]KEY a line, mode 0600), or --key
+  (repeated or comma-separated; every user of the machine sees it in `ps`). With none
+  of these, the TURNSTILE_API_KEY variable ([ROLE=]KEY, comma-separated).
 
 what it does to the server:
   scan scenarios first buy their tickets (SalesService Hold + Confirm, the first sales
@@ -93,8 +96,10 @@ def register(sub) -> None:
     t = p.add_argument_group("target")
     t.add_argument("--address", default="127.0.0.1:50051",
                    help="HOST:PORT of any shard of the server (default: %(default)s)")
+    t.add_argument("--key-file", metavar="FILE",
+                   help="file of API keys, one [ROLE=]KEY a line; see 'keys' below")
     t.add_argument("--key", action="append", default=[], metavar="[ROLE=]KEY",
-                   help="API key(s); see 'keys' below")
+                   help="API key(s), visible in `ps`: prefer a file; see 'keys' below")
     t.add_argument("--keys-file", metavar="FILE", help="keys of the demo principals, as "
                    "`turnstile serve` writes DATA/demo-keys.txt")
     t.add_argument("--venue", default="westlake", help="venue (default: %(default)s)")
@@ -233,14 +238,31 @@ def _kwargs(a, lg) -> dict:
     return kw
 
 
+def _keys(a, lg):
+    """The run's keys from --keys-file, --key-file and --key, else TURNSTILE_API_KEY."""
+    from .cli_remote import KEY_ENV, read_key_file
+    keys = lg.Keys()
+    if a.keys_file:
+        lg.Keys.from_file(a.keys_file, keys)
+    specs = list(a.key)
+    if a.key_file:
+        try:
+            specs += read_key_file(a.key_file, several=True)
+        except ValueError as e:
+            raise lg.LoadgenError(str(e)) from None
+    if not (a.keys_file or specs):
+        specs = [os.environ.get(KEY_ENV, "").strip()]
+        if not specs[0]:
+            raise lg.LoadgenError(f"an API key is needed: --keys-file DATA/demo-keys.txt, "
+                                  f"--key-file FILE, the {KEY_ENV} variable, or --key")
+    return lg.Keys.parse(specs, keys)
+
+
 def cmd_loadgen(a) -> int:
     from clients import loadgen as lg
     bar = _Bar(enabled=not a.quiet and sys.stderr.isatty())
     try:
-        keys = lg.Keys()
-        if a.keys_file:
-            lg.Keys.from_file(a.keys_file, keys)
-        lg.Keys.parse(a.key, keys)
+        keys = _keys(a, lg)
         target = lg.Target(a.address, keys, a.venue, a.allow_remote)
         kw = _kwargs(a, lg)
         if a.loop == "uvloop":

@@ -8,8 +8,9 @@
     turnstile report live --venue westlake      persons inside, tickets entered per zone
     turnstile report tickets --venue westlake --csv
 
-Each takes --address (default 127.0.0.1:50051) and --key (default: the
-TURNSTILE_API_KEY variable), and TLS options for a server that serves TLS. Only
+Each takes --address (default 127.0.0.1:50051), the API key from --key-file FILE or
+the TURNSTILE_API_KEY variable (or --key KEY, which every user of the machine sees in
+`ps`), and TLS options for a server that serves TLS. Only
 clients/admin.py and clients/reports.py are used: this is what any remote operator
 can do, nothing that needs the data dir.
 """
@@ -21,6 +22,7 @@ import os
 import sys
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
+KEY_ENV = "TURNSTILE_API_KEY"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,8 +49,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("connection")
     g.add_argument("--address", default=DEFAULT_ADDRESS,
                    help="host:port of any shard of the server (default: %(default)s)")
-    g.add_argument("--key", default=None,
-                   help="API key (tsk_...) to call with (default: the TURNSTILE_API_KEY variable)")
+    add_key_options(g)
     g.add_argument("--timeout", type=float, default=10.0,
                    help="deadline of each call attempt, seconds (default: %(default)s)")
     g.add_argument("--tls-ca", metavar="FILE",
@@ -58,11 +59,56 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
 
 
+def add_key_options(g) -> None:
+    """--key-file and --key: where the API key comes from (else TURNSTILE_API_KEY)."""
+    g.add_argument("--key-file", metavar="FILE",
+                   help=f"file holding the API key (tsk_...), as `turnstile keys create` prints "
+                        f"it; keep it mode 0600 (default: the {KEY_ENV} variable)")
+    g.add_argument("--key", default=None, metavar="KEY",
+                   help=f"the API key itself; every user of the machine sees it in `ps`, so "
+                        f"prefer --key-file or {KEY_ENV}")
+
+
+def read_key_file(path: str, *, several: bool = False) -> list[str]:
+    """The API keys in `path` (one, or with `several` one per line, each may be
+    ROLE=KEY). ValueError says what is wrong and never echoes the file's content; a file
+    other users may read is warned about on stderr."""
+    try:
+        with open(path) as f:
+            text = f.read(65536)
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        raise ValueError(f"cannot read key file {path}: {e.strerror}") from None
+    words = text.split()
+    keys = [w.split("=", 1)[-1] for w in words] if several else words
+    if not words or len(words) > 1 and not several or not all(k.startswith("tsk_") for k in keys):
+        want = "API keys, one [ROLE=]tsk_... a line," if several else "one API key (tsk_...)"
+        raise ValueError(f"{path}: expected {want} and nothing else")
+    if mode & 0o077:
+        print(f"turnstile: warning: {path} is readable by other users (chmod 600 {path})",
+              file=sys.stderr)
+    return words
+
+
+def api_key(args, prog: str = "turnstile") -> str:
+    """The API key of a command: --key or --key-file, else TURNSTILE_API_KEY."""
+    if args.key and args.key_file:
+        raise SystemExit(f"{prog}: give the API key once: --key or --key-file")
+    if args.key_file:
+        try:
+            return read_key_file(args.key_file)[0]
+        except ValueError as e:
+            raise SystemExit(f"{prog}: {e}") from None
+    key = args.key or os.environ.get(KEY_ENV, "").strip()
+    if not key:
+        raise SystemExit(f"{prog}: an API key is needed: --key-file FILE, the {KEY_ENV} "
+                         f"variable, or --key tsk_...")
+    return key
+
+
 def _connect(args):
     from clients.base import Connection, TlsConfig
-    key = args.key or os.environ.get("TURNSTILE_API_KEY")
-    if not key:
-        raise SystemExit("turnstile: an API key is needed: --key tsk_... or TURNSTILE_API_KEY")
+    key = api_key(args)
     tls = None
     if args.tls_ca or args.tls_cert or args.tls_key:
         if bool(args.tls_cert) != bool(args.tls_key):

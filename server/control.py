@@ -25,6 +25,14 @@ ROLES = ("admin", "operator", "seller", "channel", "gate", "finance", "auditor")
 CACHE_S = 5.0          # a revoked key stops working in every server process within this
 
 
+def _id(value: str, field: str) -> bytes:
+    """An id as a key: 1-64 characters, else INVALID_ARGUMENT (LMDB itself refuses empty
+    and over-long keys, and an error must not quote a long request back)."""
+    if not 0 < len(value) <= 64:
+        raise InvalidArgument("must be 1-64 characters", field=field)
+    return value.encode()
+
+
 @dataclass(frozen=True)
 class Principal:
     id: str
@@ -99,8 +107,7 @@ class ControlStore:
         """A new principal. With `retry`, one that exists exactly so is answered again."""
         if role not in ROLES:
             raise InvalidArgument(f"role must be one of {', '.join(ROLES)}", field="role")
-        if not pid or len(pid) > 64:
-            raise InvalidArgument("must be 1-64 characters", field="principal_id")
+        _id(pid, "principal_id")
         if role in ("seller", "channel") and not channel:
             raise InvalidArgument("a seller or channel principal sells as a channel", field="channel")
         p = Principal(pid, role, tuple(venues), channel, tuple(gates))
@@ -112,8 +119,9 @@ class ControlStore:
         return p
 
     def get_principal(self, pid: str) -> Principal:
+        key = _id(pid, "principal_id")
         with self.env.begin(db=self.principals) as txn:
-            raw = txn.get(pid.encode())
+            raw = txn.get(key)
         if raw is None:
             raise NotFound(f"no principal {pid}", field="principal_id")
         d = json.loads(raw)
@@ -136,13 +144,14 @@ class ControlStore:
     def revoke_key(self, key_id: str) -> None:
         """Revoke a key; it stays listed as revoked, so revoking it again is a retry, not
         an error."""
+        key = _id(key_id, "key_id")
         with self.env.begin(write=True, db=self.keys) as txn:
-            raw = txn.get(key_id.encode())
+            raw = txn.get(key)
             if raw is None:
                 raise NotFound(f"no API key {key_id}", field="key_id")
             d = json.loads(raw)
             d["revoked"] = True
-            txn.put(key_id.encode(), json.dumps(d).encode())
+            txn.put(key, json.dumps(d).encode())
         self._cache.pop(key_id, None)
 
     def list_keys(self, pid: str = "") -> list[tuple[str, str, bool]]:
@@ -153,11 +162,15 @@ class ControlStore:
                 if not pid or d["principal"] == pid]
 
     def authenticate(self, token: str) -> Principal | None:
-        """The principal of a presented API key, or None."""
+        """The principal of a presented API key, or None. The secret's hash is compared in
+        constant time (hmac.compare_digest), so timing tells nothing about it; whether a key
+        id exists may show, but key ids are not secret (`turnstile keys list` shows them)."""
         parts = token.split("_", 2)
         if len(parts) != 3 or parts[0] != "tsk":
             return None
         key_id, secret = parts[1], parts[2]
+        if not 0 < len(key_id) <= 64:           # LMDB refuses empty and over-long keys
+            return None
         digest = hashlib.sha256(secret.encode()).digest()
         hit = self._cache.get(key_id)
         if hit is None or time.monotonic() - hit[2] > CACHE_S:
@@ -174,3 +187,19 @@ class ControlStore:
                 return None
             self._cache[key_id] = hit
         return hit[1] if hmac.compare_digest(hit[0], digest) else None
+
+    def key_principal(self, token: str) -> Principal | None:
+        """The principal a presented key's id belongs to, whatever its secret and even if
+        revoked (None for an unknown key id): whom a refused key is audited under. Never
+        a grant: `authenticate` is."""
+        parts = token.split("_", 2)
+        if len(parts) != 3 or parts[0] != "tsk" or not 0 < len(parts[1]) <= 64:
+            return None
+        with self.env.begin(db=self.keys) as txn:
+            raw = txn.get(parts[1].encode())
+        if raw is None:
+            return None
+        try:
+            return self.get_principal(json.loads(raw)["principal"])
+        except NotFound:
+            return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -38,14 +39,15 @@ def turnstile(*args: str, key: str | None = None, env_key: str | None = None,
     (("keys", "list", "--help"), ["--principal", "--csv"]),
     (("report", "conflicts", "--help"), ["--venue", "--csv", "two offline"]),
     (("keys", "create", "--help"), ["PRINCIPAL", "--address", "127.0.0.1:50051", "TURNSTILE_API_KEY",
-                                    "shown this once"]),
+                                    "--key-file", "shown this once"]),
     (("keys", "revoke", "--help"), ["KEY_ID", "--key"]),
     (("keys", "principals", "--help"), ["--csv", "--tls-ca"]),
     (("keys", "rotate", "--help"), ["--shard", "every shard"]),
     (("keys", "retire", "--help"), ["--shard", "FORGED"]),
     (("report", "--help"), ["live", "tickets", "conflicts"]),
     (("report", "live", "--help"), ["--venue", "--date", "--csv", "--timeout"]),
-    (("report", "tickets", "--help"), ["--venue", "--csv", "--tls-cert", "--tls-key"]),
+    (("report", "tickets", "--help"), ["--venue", "--csv", "--tls-cert", "--tls-key", "--key-file"]),
+    (("loadgen", "--help"), ["--key-file", "--keys-file", "TURNSTILE_API_KEY", "`ps`"]),
 ])
 def test_help(args, expect):
     r = turnstile(*args)
@@ -90,6 +92,9 @@ def test_create_a_key_use_it_and_revoke_it(server):
     assert r.returncode == 0 and r.stdout.strip() == f"revoked API key {key_id}"
     r = turnstile("keys", "revoke", "000000000000", key=admin, address=server.address)
     assert r.returncode == 1 and "NOT_FOUND" in r.stderr and "000000000000" in r.stderr
+    r = turnstile("keys", "revoke", "f" * 65, key=admin, address=server.address)  # ids: 1-64
+    assert r.returncode == 1 and "INVALID_ARGUMENT" in r.stderr and "key_id" in r.stderr
+    assert "f" * 65 not in r.stderr
 
 
 def test_list_principals_as_table_and_csv(server):
@@ -174,3 +179,91 @@ def test_errors_are_one_line_and_exit_nonzero(server):
     r = turnstile("report", "live", "--venue", VENUE, "--timeout", "1", key=server.keys["admin"],
                   address="127.0.0.1:9")
     assert r.returncode == 1 and "UNAVAILABLE" in r.stderr
+
+
+# -- the API key from a file or the environment, never needed on the command line --------
+def _key_file(tmp_path, key: str, mode: int = 0o600, name: str = "admin.key") -> str:
+    path = tmp_path / name
+    path.write_text(key + "\n")
+    path.chmod(mode)
+    return str(path)
+
+
+def test_the_key_comes_from_a_file_or_the_environment(server, tmp_path):
+    admin = server.keys["admin"]
+    path = _key_file(tmp_path, admin)
+    r = turnstile("keys", "principals", "--csv", "--key-file", path, address=server.address)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert "demo-ota" in r.stdout
+    r = turnstile("keys", "principals", "--csv", env_key=admin, address=server.address)
+    assert r.returncode == 0 and "demo-ota" in r.stdout, r.stderr
+    # a file names its key's role like any key: the window may not list principals
+    window = _key_file(tmp_path, server.keys["demo-window"], name="window.key")
+    r = turnstile("keys", "principals", "--key-file", window, env_key=admin, address=server.address)
+    assert r.returncode == 1 and "PERMISSION_DENIED" in r.stderr
+    # a key file others may read still works, with a warning
+    loose = _key_file(tmp_path, admin, mode=0o644, name="loose.key")
+    r = turnstile("report", "live", "--venue", VENUE, "--key-file", loose, address=server.address)
+    assert r.returncode == 0 and "readable by other users" in r.stderr and admin not in r.stderr
+
+
+def test_key_errors_are_clear_and_never_echo_the_file(server, tmp_path):
+    r = turnstile("keys", "principals", address=server.address)
+    assert r.returncode != 0
+    assert "--key-file" in r.stderr and "TURNSTILE_API_KEY" in r.stderr
+    r = turnstile("keys", "principals", "--key-file", str(tmp_path / "absent.key"), address=server.address)
+    assert r.returncode != 0 and "cannot read key file" in r.stderr
+    junk = tmp_path / "junk.key"
+    junk.write_text("hunter2 is my password\n")
+    junk.chmod(0o600)
+    r = turnstile("keys", "principals", "--key-file", str(junk), address=server.address)
+    assert r.returncode != 0 and "expected one API key" in r.stderr and "hunter2" not in r.stderr
+    path = _key_file(tmp_path, server.keys["admin"])
+    r = turnstile("keys", "principals", "--key-file", path, key=server.keys["admin"], address=server.address)
+    assert r.returncode != 0 and "once" in r.stderr
+
+
+def test_ps_shows_no_secret(tmp_path):
+    """While a command waits on a server, its command line (what `ps` shows every user)
+    carries the key file's name and no secret."""
+    secret = "tsk_0123456789ab_" + "s" * 43
+    path = _key_file(tmp_path, secret)
+    silent = socket.socket()             # accepts, never answers: the command waits
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    silent.settimeout(60)
+    address = f"127.0.0.1:{silent.getsockname()[1]}"
+    env = {k: v for k, v in os.environ.items() if k != "TURNSTILE_API_KEY"}
+    try:
+        for argv, extra in ((("--key-file", path), {}), ((), {"TURNSTILE_API_KEY": secret})):
+            proc = subprocess.Popen([sys.executable, "-m", "server.cli", "keys", "principals",
+                                     "--address", address, "--timeout", "30", *argv],
+                                    cwd=ROOT, env={**env, **extra}, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+            conn = None
+            try:
+                conn, _ = silent.accept()        # it has its key and is calling
+                ps = subprocess.run(["ps", "-ww", "-o", "args=", "-p", str(proc.pid)],
+                                    capture_output=True, text=True, check=True).stdout
+                assert "server.cli keys principals" in ps and secret not in ps
+                assert secret.split("_")[2] not in ps
+            finally:
+                proc.kill()
+                proc.communicate()
+                if conn is not None:
+                    conn.close()
+    finally:
+        silent.close()
+
+
+def test_loadgen_takes_its_keys_from_a_file_or_the_environment(server, tmp_path):
+    path = _key_file(tmp_path, server.keys["admin"])   # an admin key serves every role
+    r = turnstile("loadgen", "verify-unary", "-n", "4", "-c", "2", "-q", "--key-file", path,
+                  "--address", server.address)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = turnstile("loadgen", "verify-unary", "-n", "4", "-c", "2", "-q", "--address", server.address,
+                  env_key=f"admin={server.keys['admin']},gate={server.keys['demo-gate']},"
+                          f"sales={server.keys['demo-ota']}")
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = turnstile("loadgen", "verify-unary", "-n", "4", "--address", server.address)
+    assert r.returncode == 2 and "--key-file" in r.stderr and "TURNSTILE_API_KEY" in r.stderr
