@@ -17,8 +17,13 @@ import os
 import resource
 import shutil
 import tempfile
+import time
 
 from clients.loadgen import percentiles  # noqa: F401  (one definition: the load generator's)
+
+# the engine opens a data dir only with its master key: one for this bench run (and the
+# processes it starts), from the environment, as an operator may give it
+os.environ.setdefault("TURNSTILE_MASTER_KEY", os.urandom(32).hex())
 from engine import Shard, cmd, demo
 from engine.journal import Op, json_record
 from engine.model import EntryRule, GateMode, to_day
@@ -52,9 +57,19 @@ def plaza_commands(day: _dt.date = DAY, capacity: int = PLAZA_CAPACITY) -> list:
     ]
 
 
+_T0 = time.time()
+
+
+def bench_clock() -> float:
+    """The benches' clock: 07:00 venue-local on DAY when this process started, then
+    real time passing (a slot that is over can't be sold)."""
+    return demo.local_time(DAY, 7) + (time.time() - _T0)
+
+
 def open_bench_shard(path: str, *, durable: bool, main_capacity: int = 1_000_000,
                      snapshot_every: int = 10 ** 12, **kw) -> Shard:
     """Open a new shard at `path` seeded with the demo venue and the plaza."""
+    kw.setdefault("clock", bench_clock)
     shard = Shard.open(path, durable=durable, snapshot_every=snapshot_every, **kw)
     shard.run_many(demo.commands(DAY, days=1, main_capacity=main_capacity))
     shard.run_many(plaza_commands())

@@ -26,7 +26,7 @@ import time
 from collections import Counter
 from typing import Any, Callable
 
-from bench import (DAY, PLAZA_IN, PLAZA_OUT, PLAZA_SLOT, SCAN_AT, VENUE, TempDir, dumps,
+from bench import (DAY, bench_clock, PLAZA_IN, PLAZA_OUT, PLAZA_SLOT, SCAN_AT, VENUE, TempDir, dumps,
                    issue_bulk, max_rss_mb, open_bench_shard, percentiles, render_codes,
                    sell_codes)
 from engine import Shard, SoldOut, cmd, demo
@@ -249,7 +249,7 @@ def durable_scans(*, quick: bool, loop: str = "asyncio", submitters: int = SUBMI
         checks("shard.check(replay=True) == []", (v := shard.check(replay=True)) == [], v)
         used_mem = len(shard.state.tickets.used)
         shard.close(snapshot=False)
-        again = Shard.open(path, durable=True)
+        again = Shard.open(path, durable=True, clock=bench_clock)
         checks("every acknowledged entry survived reopen (journal replay)",
                len(again.state.tickets.used) == used_mem and again.check() == [],
                f"{len(again.state.tickets.used)} used after reopen, {used_mem} before")
@@ -381,7 +381,7 @@ def _holds(kind: str, *, quick: bool, loop: str, submitters: int, deadline_s: fl
         checks("shard.check(replay=True) == []", (v := shard.check(replay=True)) == [], v)
         held = sum(c["held"] for c in counters.values())
         shard.close(snapshot=False)
-        again = Shard.open(path, durable=True)
+        again = Shard.open(path, durable=True, clock=bench_clock)
         held_again = sum(again.state.slots.slot(again.state.slot_idx[s])["held"] for s in slot_ids)
         checks("every acknowledged hold survived reopen", held_again == held and again.check() == [],
                f"held {held_again} after reopen, {held} before")
@@ -510,7 +510,7 @@ def recovery(*, quick: bool, tickets: int | None = None, journal: int | None = N
         for k in range(opens):
             cold = _drop_page_cache(path) if k == 0 else False
             t = time.perf_counter()
-            s = _profiled(lambda: Shard.open(path, durable=True), profile if k == 0 else None)
+            s = _profiled(lambda: Shard.open(path, durable=True, clock=bench_clock), profile if k == 0 else None)
             wall = time.perf_counter() - t
             runs.append({"cold": cold, "open_s": wall, **s.recovery})
             if k == 0:

@@ -59,7 +59,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from bench import TempDir, dumps, issue_bulk, max_rss_mb, render_codes
 from clients import loadgen
-from engine import Shard, demo
+from engine import Shard, demo, keyring
 from turnstile.v1 import admin_pb2, admin_pb2_grpc, common_pb2, gate_pb2, gate_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -135,12 +135,25 @@ def self_cpu_s() -> float:
 
 
 # -- the server under test ----------------------------------------------------------------------
+def master_key_file(data: str) -> str:
+    """A master key file beside the data dir (as `make run` keeps one), made if absent."""
+    path = data.rstrip("/") + ".master-key"
+    if not os.path.exists(path):
+        subprocess.run([sys.executable, "-m", "server.cli", "master-key", "create", path],
+                       cwd=ROOT, check=True, capture_output=True, timeout=60)
+    return path
+
+
 class LiveServer:
     """`turnstile serve --data DIR --port 0` in its own session; stopped by SIGTERM to its
     process group (the supervisor drains every shard), SIGKILL if it will not stop."""
 
-    def __init__(self, data: str):
+    def __init__(self, data: str, clock_at: int | None = None):
         self.data = data
+        # the server decides scans and sales at its own time: set it to `clock_at` (UTC
+        # seconds) when the run starts, and let scans name any time of that day
+        self.clock_args: tuple = () if clock_at is None else (
+            "--clock-offset-s", str(int(clock_at - time.time())), "--scan-skew-s", "86400")
         self.proc: subprocess.Popen | None = None
         self.address = ""
         self.keys: dict[str, str] = {}
@@ -150,7 +163,8 @@ class LiveServer:
         # the server reads TURNSTILE_* variables as configuration: none of ours leaks in
         env = {k: v for k, v in os.environ.items() if not k.startswith("TURNSTILE_")}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "server.cli", "serve", "--data", self.data, "--port", "0"],
+            [sys.executable, "-m", "server.cli", "serve", "--data", self.data, "--port", "0",
+             "--master-key-file", master_key_file(self.data), *self.clock_args],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             start_new_session=True, env=env, preexec_fn=_die_with_parent)
         box: list[str] = []
@@ -399,7 +413,8 @@ def bulk_issue(data: str, slot: str, signed: int, mac_only: int) -> tuple[list, 
     """With the server stopped: issue tickets in bulk through the engine (bench.issue_bulk)
     and render their codes; `signed` signed codes, then `mac_only` MAC-only codes."""
     t = time.perf_counter()
-    shard = Shard.open(os.path.join(data, "shard-0"), shard_id=0)
+    shard = Shard.open(os.path.join(data, "shard-0"), shard_id=0,
+                       master_key=keyring.read_key_file(master_key_file(data)))
     try:
         n = signed + mac_only
         first = issue_bulk(shard, n, product=PRODUCT, slot=slot, channel="bench-bulk")
@@ -680,9 +695,10 @@ def server_bench(*, quick: bool, profile: bool = True, loops=("uvloop", "asyncio
     with TempDir(prefix="turnstile-server-bench-") as data:
         t = time.perf_counter()
         subprocess.run([sys.executable, "-m", "server.cli", "demo", "--data", data, "--start",
-                        day.isoformat()], cwd=ROOT, check=True, capture_output=True, timeout=120)
+                        day.isoformat(), "--master-key-file", master_key_file(data)],
+                       cwd=ROOT, check=True, capture_output=True, timeout=120)
         setup["demo_s"] = time.perf_counter() - t
-        server = LiveServer(data)
+        server = LiveServer(data, clock_at=demo.local_time(day, 7))
         try:
             t = time.perf_counter()
             server.start()
@@ -804,7 +820,8 @@ def server_bench(*, quick: bool, profile: bool = True, loops=("uvloop", "asyncio
                not runs_failed, "; ".join(runs_failed[:5]))
         checks("server stopped cleanly (SIGTERM: drain, last commit, exit 0)", rc == 0, rc)
         t = time.perf_counter()
-        shard = Shard.open(os.path.join(data, "shard-0"), shard_id=0)
+        shard = Shard.open(os.path.join(data, "shard-0"), shard_id=0,
+                           master_key=keyring.read_key_file(master_key_file(data)))
         try:
             used = shard.state.tickets.used
             want = set(admitted)

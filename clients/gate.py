@@ -299,7 +299,8 @@ class GateClient:
             error = None
             try:
                 resp = self._call("UploadScans", gate_pb2.UploadScansRequest(
-                    gate_id=gate.decode(), scans=[s for _, _, s in rows]), retry=True)
+                    gate_id=gate.decode(), venue_id=self.venue_id, scans=[s for _, _, s in rows]),
+                    retry=True)
                 out.extend(resp.results)
             except ApiError as e:
                 if e.code in UNREACHABLE:
@@ -355,8 +356,9 @@ class GateClient:
         # was lost, then queued offline, uploads as a DUPLICATE, not a conflict
         scan_id = uuid.uuid4().hex
         if self.online:
-            req = gate_pb2.VerifyRequest(gate_id=gate, direction=direction, persons=persons,
-                                         scan_time=_ts(now), scan_id=scan_id)
+            # the server decides at its time; it takes this gate's within its allowed skew
+            req = gate_pb2.VerifyRequest(gate_id=gate, venue_id=self.venue_id, direction=direction,
+                                         persons=persons, scan_time=_ts(now), scan_id=scan_id)
             if code is not None:
                 req.code = code
             elif face_token is not None:
@@ -405,11 +407,12 @@ class GateClient:
         """(reason, code id or -1, component, persons, product): the server's rules
         (native/tickets.pxi), as far as a bundle and this gate's own scans tell them."""
         R = common_pb2
-        f = ticketcode.verify_offline(code, b.keys)
-        if f is None:
-            return R.FORGED, -1, 0, 0, None
+        refusal, f = ticketcode.check_offline(code, b.msg.shard, b.keys)
+        if refusal is not None:
+            # FORGED, or UNKNOWN for another shard's code: no ticket id here, as online
+            return R.ScanReason.Value(refusal), -1, 0, 0, None
         product = b.products.get(f.product)
-        if f.shard != b.msg.shard or product is None:
+        if product is None:
             return R.UNKNOWN, f.ticket_id, 0, 0, None
         if gate.zone_id not in product.zone_ids:
             return R.WRONG_ZONE, f.ticket_id, 0, 0, product

@@ -6,13 +6,14 @@
 
 See DESIGN.md sections 3-4 and README.md.
 """
-from . import audit, cmd
+from . import audit, cmd, keyring
 from .codes import CodeFields, TicketCodec, verify_offline, parse_unverified
 from .errors import (TurnstileError, InvalidArgument, NotFound, AlreadyExists,
-                     FailedPrecondition, SoldOut, HoldNotActive, TicketUsed,
+                     FailedPrecondition, SoldOut, SlotClosed, HoldNotActive, TicketUsed,
                      IdempotencyMismatch, PermissionDenied, Overloaded, ShardUnavailable,
                      StorageError, CorruptData)
 from .journal import Command, Op
+from .keyring import MasterKeyError
 from .model import (Reason, Direction, GateMode, EntryRule, Venue, Zone, Gate, Product, Slot,
                     HoldItem, HoldResult, ScanResult, IssuedTicket, Order, RefundResult,
                     Violation, to_day, day_to_date)
@@ -21,10 +22,10 @@ from .state import ConfirmResult, BatchScanResult
 from .writer import GroupCommit
 
 __all__ = [
-    "audit", "cmd", "Shard", "GroupCommit", "Command", "Op",
+    "audit", "cmd", "keyring", "MasterKeyError", "Shard", "GroupCommit", "Command", "Op",
     "CodeFields", "TicketCodec", "verify_offline", "parse_unverified",
     "TurnstileError", "InvalidArgument", "NotFound", "AlreadyExists", "FailedPrecondition",
-    "SoldOut", "HoldNotActive", "TicketUsed", "IdempotencyMismatch", "PermissionDenied",
+    "SoldOut", "SlotClosed", "HoldNotActive", "TicketUsed", "IdempotencyMismatch", "PermissionDenied",
     "Overloaded", "ShardUnavailable", "StorageError", "CorruptData",
     "Reason", "Direction", "GateMode", "EntryRule", "Venue", "Zone", "Gate", "Product", "Slot",
     "HoldItem", "HoldResult", "ScanResult", "IssuedTicket", "Order", "RefundResult",

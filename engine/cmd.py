@@ -34,8 +34,16 @@ def zone(venue: str, id: str, name: str | None = None, *, live_capacity: int = 0
                              "live_capacity": live_capacity, "enforce_exit": enforce_exit})
 
 
-def gate(zone: str, id: str, mode: GateMode = GateMode.BOTH) -> Command:
-    return Command(Op.GATE, {"zone": zone, "id": id, "mode": int(mode)})
+def _in(venue: str | None, args: dict) -> dict:
+    """Zone, gate, product and slot ids are unique within their venue: `venue` names
+    it; without one, the id must name one object on the shard."""
+    if venue is not None:
+        args["venue"] = venue
+    return args
+
+
+def gate(zone: str, id: str, mode: GateMode = GateMode.BOTH, *, venue: str | None = None) -> Command:
+    return Command(Op.GATE, _in(venue, {"zone": zone, "id": id, "mode": int(mode)}))
 
 
 def product(venue: str, id: str, zones: Sequence[str], *, name: str | None = None,
@@ -53,7 +61,7 @@ def product(venue: str, id: str, zones: Sequence[str], *, name: str | None = Non
         "refundable": refundable, "refund_fee_pct": refund_fee_pct})
 
 
-def slots(items: Iterable[Slot | dict]) -> Command:
+def slots(items: Iterable[Slot | dict], *, venue: str | None = None) -> Command:
     """Create slots; each a model.Slot or a dict with id, zone, day, start, end, capacity."""
     out = []
     for s in items:
@@ -63,16 +71,16 @@ def slots(items: Iterable[Slot | dict]) -> Command:
         elif isinstance(s, dict) and isinstance(s.get("day"), (str, _dt.date)):
             s = {**s, "day": to_day(s["day"])}
         out.append(s)
-    return Command(Op.SLOTS, {"slots": out})
+    return Command(Op.SLOTS, _in(venue, {"slots": out}))
 
 
-def slot_capacity(slot: str, capacity: int) -> Command:
-    return Command(Op.SLOT_CAPACITY, {"slot": slot, "capacity": capacity})
+def slot_capacity(slot: str, capacity: int, *, venue: str | None = None) -> Command:
+    return Command(Op.SLOT_CAPACITY, _in(venue, {"slot": slot, "capacity": capacity}))
 
 
-def allotment(slot: str, channel: str, capacity: int) -> Command:
+def allotment(slot: str, channel: str, capacity: int, *, venue: str | None = None) -> Command:
     """Reserve `capacity` of a slot for one channel (create or change)."""
-    return Command(Op.ALLOTMENT, {"slot": slot, "channel": channel, "capacity": capacity})
+    return Command(Op.ALLOTMENT, _in(venue, {"slot": slot, "channel": channel, "capacity": capacity}))
 
 
 def rotate_key() -> Command:
@@ -116,11 +124,11 @@ def confirm(hold_id: int, order_id: str, channel: str, *, method: str, amount_fe
 
 
 def refund(order_id: str, refund_id: str, tickets: Sequence[int] = (), *,
-           channel: str | None = None) -> Command:
-    """Refund unused tickets (all unused ones of the order if `tickets` is empty)."""
-    args = {"order_id": order_id, "refund_id": refund_id, "tickets": list(tickets)}
-    if channel is not None:
-        args["channel"] = channel
+           channel: str) -> Command:
+    """Refund unused tickets (all unused ones of the order if `tickets` is empty) of
+    the order `order_id` of `channel` (order ids are the channel's own)."""
+    args = {"order_id": order_id, "refund_id": refund_id, "tickets": list(tickets),
+            "channel": channel}
     return Command(Op.REFUND, args, f"{order_id}/{refund_id}")
 
 
@@ -133,9 +141,10 @@ def block(ticket_id: int, blocked: bool = True) -> Command:
     return Command(Op.BLOCK, {"ticket_id": ticket_id, "blocked": blocked})
 
 
-def verify(code: str, gate: str, direction: Direction = Direction.IN, *, at=None,
+def verify(code: str, gate: str | tuple[str, str], direction: Direction = Direction.IN, *, at=None,
            persons: int = 0, scan_id: str | None = None) -> Command:
-    """Scan a code at a gate. `at` (UTC seconds or aware datetime) defaults to now;
+    """Scan a code at a gate (its id, or (venue, id) where gate ids repeat across the
+    shard's venues). `at` (UTC seconds or aware datetime) defaults to now;
     persons=0 admits (or lets out) the whole group. `scan_id` (the gate's own id for
     this scan, unique per gate) makes a retry get the first answer; it is also the
     nonce the scan would carry if the gate queued it offline."""
@@ -156,13 +165,14 @@ def verify_face(face_token: str, gate: str, direction: Direction = Direction.IN,
                    scan_id)
 
 
-def enroll_face(face_token: str, id_number: str | None, *,
+def enroll_face(venue: str, face_token: str, id_number: str | None, *,
                 idempotency_key: str | None = None) -> Command:
     """Bind a face token (what the venue's face platform returns for an enrolled face)
     to a real-name holder: a face terminal's scan of that token then verifies like the
-    holder's ID card. `id_number=None` removes the token. The shard keeps keyed hashes
-    of both, never the token or the ID number."""
-    return Command(Op.FACE, {"face_token": face_token, "id_number": id_number},
+    holder's ID card. `id_number=None` removes the token. Only for a holder with a
+    ticket of `venue`. The shard keeps keyed hashes of both, never the token or the ID
+    number."""
+    return Command(Op.FACE, {"venue": venue, "face_token": face_token, "id_number": id_number},
                    idempotency_key)
 
 
@@ -175,9 +185,9 @@ def verify_batch(codes: Sequence[str], gates: str | Sequence[str],
                    batch_id)
 
 
-def offline_scans(gate: str, scans: Sequence[dict]) -> Command:
+def offline_scans(gate: str, scans: Sequence[dict], *, venue: str | None = None) -> Command:
     """Scans an offline gate made, for upload. Each scan is a dict of nonce (unique per
     gate), seq (the gate's sequence number), code, direction, at (UTC seconds), persons
     (asked; 0 = the whole group), admitted (persons the gate let through; 0 if it
     refused) and reason (the gate's offline Reason)."""
-    return Command(Op.OFFLINE_SCANS, {"gate": gate, "scans": [dict(s) for s in scans]})
+    return Command(Op.OFFLINE_SCANS, _in(venue, {"gate": gate, "scans": [dict(s) for s in scans]}))

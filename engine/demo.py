@@ -62,6 +62,17 @@ def commands(start: _dt.date | None = None, days: int = 7, *, main_capacity: int
     return out
 
 
+def first_open_main_slot(start: _dt.date, days: int, now: float) -> str | None:
+    """The first main-zone slot of the demo's days that has not ended at `now` (only
+    those can be sold), or None."""
+    for d in range(days):
+        day = start + _dt.timedelta(days=d)
+        for h in range(8, 18, 2):
+            if local_time(day, h + 2) > now:
+                return slot_id("main", day, h)
+    return None
+
+
 def slot_id(zone: str, day: _dt.date, hour: int) -> str:
     return f"{zone}-{day:%Y%m%d}-{hour:02d}"
 

@@ -65,6 +65,12 @@ class SoldOut(FailedPrecondition):
     code = "SOLD_OUT"
 
 
+class SlotClosed(FailedPrecondition):
+    """The slot's window has ended (or its day is past): it can't be held or sold."""
+
+    code = "SLOT_CLOSED"
+
+
 class HoldNotActive(FailedPrecondition):
     """The hold expired, was released, or was confirmed under another order."""
 

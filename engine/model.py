@@ -138,6 +138,7 @@ class Slot:
     start: int
     end: int
     capacity: int
+    venue: str = ""             # the venue of its zone (ids are unique within a venue)
 
 
 @dataclass(frozen=True)

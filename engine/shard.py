@@ -11,6 +11,7 @@ committed in one durable LMDB transaction before any of them is answered.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -20,11 +21,11 @@ from typing import Any, Callable, Iterable
 import numpy as np
 from pyroaring import BitMap
 
-from . import _core, audit
+from . import _core, audit, keyring
 from .errors import ShardUnavailable, TurnstileError, NotFound, InvalidArgument
 from .journal import Command, Op
 from .model import Order, Violation, to_day
-from .state import Batch, ShardState
+from .state import Batch, ShardState, mask_id
 from .storage import Storage
 
 RECORD_DTYPE = np.dtype([
@@ -32,6 +33,9 @@ RECORD_DTYPE = np.dtype([
     ("product", "<u2"), ("group", "<u2"), ("persons_in", "<u2"), ("visit_admitted", "<u2"),
     ("entries", "<u2"), ("day_entries", "<u2"), ("comp", "u1"), ("state", "u1")])
 assert RECORD_DTYPE.itemsize == _core.RECORD_SIZE
+# a ticket's state as GetOrder shows it: the first of these that holds, else issued
+_STATES = (("voided", _core.STATE_VOIDED), ("blocked", _core.STATE_BLOCKED),
+           ("inside", _core.STATE_INSIDE), ("used", _core.STATE_USED))
 
 
 class Shard:
@@ -67,37 +71,77 @@ class Shard:
     @classmethod
     def open(cls, path: str, *, shard_id: int = 0, clock: Callable[[], float] = time.time,
              durable: bool = True, map_size: int = 64 << 30,
-             snapshot_every: int = 1_000_000) -> "Shard":
-        """Open (creating if needed) the shard in directory `path` and recover it."""
+             snapshot_every: int = 1_000_000, master_key: bytes | str | None = None) -> "Shard":
+        """Open (creating if needed) the shard in directory `path` and recover it.
+
+        `master_key` (32 bytes or 64 hex digits; default: the file TURNSTILE_MASTER_KEY_FILE
+        names, else TURNSTILE_MASTER_KEY) unwraps the shard's data key (engine/keyring.py).
+        Without one, or with another key than the shard is wrapped under, MasterKeyError is
+        raised and nothing is opened or created. A shard made before master keys (secrets
+        in clear) is migrated on open: its data key is made and wrapped, its catalog sealed
+        into a new snapshot, its journal dropped and its file compacted."""
+        master = keyring.load_master_key(master_key)
         t0 = time.perf_counter()
         storage = Storage(path, map_size=map_size, durable=durable)
-        storage.init_meta(shard_id)
-        state = ShardState(shard_id, storage.get_row)
-        snap = storage.read_snapshot()
-        seq = 0
-        t1 = time.perf_counter()
-        if snap is not None:
-            seq, blobs = snap
-            state.load(blobs)
-        t2 = time.perf_counter()
-        replayed = 0
-        state.replaying = True
         try:
-            for seq, blob in storage.journal_after(seq):
-                b = Batch(seq)
-                state.replay(blob, b)
-                replayed += b.n_commands
-        finally:
-            state.replaying = False
-        t3 = time.perf_counter()
-        shard = cls(storage, state, seq, clock=clock, snapshot_every=snapshot_every)
-        shard.since_snapshot = replayed
-        shard.recovery = {"read_snapshot_s": t1 - t0, "load_snapshot_s": t2 - t1,
-                          "replay_s": t3 - t2, "replayed": replayed, "total_s": t3 - t0}
-        if not state.holder_secret:
-            shard.run_many([Command(Op.SECRETS, ShardState.new_secrets()),
-                            Command(Op.KEY, {"action": "rotate"})])
+            wrapped = storage.get_meta_bytes("dek")
+            legacy = False
+            if wrapped is not None:
+                dek = keyring.unwrap_dek(master, wrapped, path)
+            else:
+                dek, legacy = keyring.new_dek(), not storage.is_new()
+                wrapped = keyring.wrap_dek(master, dek)
+            storage.init_meta(shard_id, dek=None if legacy else wrapped)
+            if storage.get_meta_bytes("compact") is not None:   # a migration or rotation
+                storage.compact()                              # stopped before compacting
+                storage.put_meta({"compact": None})
+            state = ShardState(shard_id, storage.get_row)
+            state.keyring = keyring.Keyring(dek)
+            snap = storage.read_snapshot()
+            seq = 0
+            t1 = time.perf_counter()
+            if snap is not None:
+                seq, blobs = snap
+                state.load(blobs)
+            t2 = time.perf_counter()
+            replayed = 0
+            state.replaying = True
+            try:
+                for seq, blob in storage.journal_after(seq):
+                    b = Batch(seq)
+                    state.replay(blob, b)
+                    replayed += b.n_commands
+            finally:
+                state.replaying = False
+            t3 = time.perf_counter()
+            shard = cls(storage, state, seq, clock=clock, snapshot_every=snapshot_every)
+            shard.since_snapshot = replayed
+            shard.recovery = {"read_snapshot_s": t1 - t0, "load_snapshot_s": t2 - t1,
+                              "replay_s": t3 - t2, "replayed": replayed, "total_s": t3 - t0}
+            if not state.holder_secret:
+                shard.run_many([Command(Op.SECRETS, ShardState.new_secrets()),
+                                Command(Op.KEY, {"action": "rotate"})])
+            if legacy:
+                # the catalog in memory was sealed as it replayed: the snapshot of it, the
+                # wrapped data key and the mark to compact go in one transaction, the journal
+                # with the clear records is dropped, and compaction leaves no freed page
+                # holding them
+                storage.write_snapshot(shard.seq, state.dump(),
+                                       meta={"dek": wrapped, "compact": b"1"})
+                shard.since_snapshot = 0
+                storage.compact()
+                storage.put_meta({"compact": None})
+        except BaseException:
+            storage.close()
+            raise
         return shard
+
+    def request_digest(self, data: bytes) -> str:
+        """The audit log's digest of a request (DESIGN.md 5): keyed -- BLAKE2b under the
+        shard's holder secret, personalised for this use -- so that nobody who reads the
+        log can test guesses of the ID numbers or codes a request carried."""
+        return hashlib.blake2b(data, key=self.state.holder_secret, digest_size=32,
+                               person=b"turnstile-audit").hexdigest()
 
     def close(self, *, snapshot: bool = True) -> None:
         """Close; with `snapshot`, first write a snapshot so the next open is fast."""
@@ -249,10 +293,10 @@ class Shard:
         for (s, ch), a in st.allot_idx.items():
             allots.setdefault(s, {})[ch] = a
         out = []
-        for sid, s in st.slot_defs.items():
-            if st.zones[s.zone].venue != venue or not lo <= s.day <= hi:
+        for key, s in st.slot_defs.items():
+            if s.venue != venue or not lo <= s.day <= hi:
                 continue
-            idx = st.slot_idx[sid]
+            sid, idx = s.id, st.slot_idx[key]
             c = st.slots.slot(idx)
             mine = allots.get(idx, {})
             row = {"slot": sid, "zone": s.zone, "day": s.day, "start": s.start, "end": s.end,
@@ -267,19 +311,82 @@ class Shard:
         out.sort(key=lambda r: (r["day"], r["start"], r["slot"]))
         return out
 
-    def get_order(self, order_id: str) -> Order:
-        return self.state.get_order(order_id)
+    def get_order(self, order_id: str, channel: str) -> Order:
+        """A channel's order (order ids are the channel's own)."""
+        return self.state.get_order(order_id, channel)
 
-    def order_codes(self, order_id: str) -> list[str]:
+    def order_codes(self, order_id: str, channel: str) -> list[str]:
         """The codes of an order's tickets, rendered again (deterministic)."""
-        order = self.get_order(order_id)
+        order = self.get_order(order_id, channel)
         return [self.state.render_if_valid(line["first_ticket"] + k * line["ncomp"],
                                            line["key_id"], line["signed"])
                 for line in order.lines for k in range(line["qty"])]
 
+    def order_tickets(self, order_id: str, channel: str) -> tuple[Order, list[dict]]:
+        """An order and its tickets as they are now: id, product, persons, code, masked
+        holder, state (voided, blocked, inside, used or issued: the first that holds)
+        and visits left (-1: unlimited)."""
+        st = self.state
+        order = self.get_order(order_id, channel)
+        row = json.loads(st._order_row(channel, order_id)[1])
+        t = st.tickets
+        out = []
+        for i, line in enumerate(order.lines):
+            sealed = row.get("holders", [])
+            sealed = sealed[i] if i < len(sealed) else []
+            p = st.products[(order.venue, line["product"])]
+            for k in range(line["qty"]):
+                tid = line["first_ticket"] + k * line["ncomp"]
+                bits = t.code_state(tid)
+                state = next((name for name, bit in _STATES if bits & bit), "issued")
+                used = max(t.record(tid + c)["entries"] for c in range(line["ncomp"]))
+                out.append({"ticket_id": tid, "product": line["product"], "persons": line["group"],
+                            "code": st.render_if_valid(tid, line["key_id"], line["signed"]),
+                            "holder": mask_id(st.unseal(sealed[k]).upper()) if sealed else "",
+                            "state": state,
+                            "entries_left": -1 if p.rule.max_entries == 0
+                            else max(p.rule.max_entries - used, 0)})
+        return order, out
+
     def hold(self, hold_id: int) -> dict | None:
         h = self.state.holds.get(hold_id)
         return None if h is None else dict(h)
+
+    def hold_info(self, hold_id: int) -> dict:
+        """A hold as its channel may read it back (status active, confirmed, released
+        or expired; items, amount, expiry; the order that paid it)."""
+        if type(hold_id) is not int or not 1 <= hold_id < 2**62:
+            raise InvalidArgument("must be a hold id", field="hold_id")
+        return self.state.hold_info(hold_id, int(self.clock()))
+
+    def quote(self, venue: str, channel: str, items: list) -> tuple[list[dict], int]:
+        """Prices of `items` for `channel` now, by the rules a hold applies; takes no stock."""
+        return self.state.quote(channel, venue, items, int(self.clock()))
+
+    def ticket_venue(self, ticket_id: int) -> str:
+        """The venue whose ticket (code) `ticket_id` is; NotFound if none."""
+        t = self.state.tickets
+        if type(ticket_id) is not int or not 0 <= ticket_id < 2**32 - 1 or not t.is_code(ticket_id):
+            raise NotFound(f"no ticket {ticket_id}", field="ticket_id")
+        return self.state.product_list[t.record(ticket_id)["product"]].venue
+
+    def venue_offset(self, venue: str) -> int:
+        """Seconds the venue's local time is ahead of UTC."""
+        return self.state.venues[venue].utc_offset_s
+
+    def venues_with(self, kind: str, id_: str) -> list[str]:
+        """The venues that have a zone, gate, product or slot (`kind`) of this id."""
+        return list(self.state._names[kind].get(id_, ()))
+
+    def catalog(self, venue: str) -> dict:
+        """A venue's catalog: {"venue", "zones", "gates", "products"} (model records)."""
+        st = self.state
+        if venue not in st.venues:
+            raise NotFound(f"no venue {venue}", field="venue_id")
+        return {"venue": st.venues[venue],
+                "zones": [z for z in st.zones.values() if z.venue == venue],
+                "gates": [g for g in st.gates.values() if g.venue == venue],
+                "products": [p for p in st.products.values() if p.venue == venue]}
 
     def ticket(self, ticket_id: int) -> dict:
         """A code's state: its components' records and state flags."""
@@ -291,15 +398,13 @@ class Shard:
         return {"ticket_id": ticket_id, "product": p.id, "components": comps,
                 "zones": list(p.zones), "state": t.code_state(ticket_id)}
 
-    def inside(self, zone: str) -> int:
+    def inside(self, zone: str, venue: str | None = None) -> int:
         """Persons inside a zone now (live head count). The count starts afresh on each
         venue-local day: whoever was not scanned out by then has left the count."""
         st = self.state
-        z = st.zones.get(zone)
-        if z is None:
-            raise NotFound(f"no zone {zone}", field="zone")
-        day = (int(self.clock()) + st.venues[z.venue].utc_offset_s) // 86400
-        return st.tickets.zone_inside(st.zone_idx[zone], day)
+        key = st.find("zone", st.zone_idx, venue, zone, "zone")
+        day = (int(self.clock()) + st.venues[key[0]].utc_offset_s) // 86400
+        return st.tickets.zone_inside(st.zone_idx[key], day)
 
     def _zone_table(self) -> np.ndarray:
         """zone index of (product, component)"""
@@ -307,7 +412,7 @@ class Shard:
         table = np.zeros((max(len(st.product_list), 1), _core.MAX_COMPONENTS), dtype=np.int64)
         for pi, p in enumerate(st.product_list):
             for c, z in enumerate(p.zones):
-                table[pi, c] = st.zone_idx[z]
+                table[pi, c] = st.zone_idx[(p.venue, z)]
         return table
 
     def live_counts(self, venue: str, day=None) -> list[dict]:
@@ -325,9 +430,13 @@ class Shard:
             recs = np.frombuffer(st.tickets.records(), dtype=RECORD_DTYPE)[ids]
             per_zone = np.bincount(self._zone_table()[recs["product"], recs["comp"]],
                                    minlength=len(st.zones))
-        return [{"zone": z.id, "inside": st.tickets.zone_inside(st.zone_idx[z.id], day) if day == today else 0,
-                 "entered": int(per_zone[st.zone_idx[z.id]]), "live_capacity": z.live_capacity}
-                for z in st.zones.values() if z.venue == venue]
+        out = []
+        for key, z in st.zones.items():
+            if z.venue == venue:
+                zi = st.zone_idx[key]
+                out.append({"zone": z.id, "inside": st.tickets.zone_inside(zi, day) if day == today else 0,
+                            "entered": int(per_zone[zi]), "live_capacity": z.live_capacity})
+        return out
 
     def ticket_counts(self, venue: str) -> list[dict]:
         """Per product of `venue`: codes issued, used, voided, blocked."""
@@ -426,7 +535,6 @@ class Shard:
         sets["exhausted"] = t.select(sets["used"], vi, True)
         sets["changed"] = changed
         zones = [z for z in st.zones.values() if z.venue == venue]
-        zone_ids = {z.id for z in zones}
         return {
             "venue": venue, "shard": st.shard_id, "day": day, "epoch": epoch,
             "version": self.seq, "full": full, "cut_at": now, "utc_offset_s": v.utc_offset_s,
@@ -438,9 +546,9 @@ class Shard:
                           "max_entries": p.rule.max_entries, "daily_entries": p.rule.daily_entries,
                           "reentry": p.rule.reentry, "slot_grace_s": p.rule.slot_grace_s}
                          for i, p in enumerate(st.product_list) if p.venue == venue],
-            "slots": [{"index": st.slot_idx[s.id], "id": s.id, "zone": s.zone, "day": s.day,
+            "slots": [{"index": st.slot_idx[key], "id": s.id, "zone": s.zone, "day": s.day,
                        "start": s.start, "end": s.end}
-                      for s in st.slot_defs.values() if s.zone in zone_ids and abs(s.day - day) <= 1],
+                      for key, s in st.slot_defs.items() if s.venue == venue and abs(s.day - day) <= 1],
             "sets": sets,
         }
 
@@ -500,10 +608,10 @@ class Shard:
         else:
             inside_by_zone = np.zeros(len(st.zones))
         counters = t.zone_counters()
-        for z, zi in st.zone_idx.items():
+        for (v, z), zi in ((key, st.zone_idx[key]) for key in st.zones):
             if counters[zi][0] != int(inside_by_zone[zi]):
                 out.append(Violation("zone inside = Σ persons inside",
-                                     f"zone {z}: counter {counters[zi][0]}, tickets {int(inside_by_zone[zi])}"))
+                                     f"zone {z} of {v}: counter {counters[zi][0]}, tickets {int(inside_by_zone[zi])}"))
         # stock
         n_slots = st.slots.n
         live = (state & _core.STATE_VOIDED) == 0
@@ -549,6 +657,7 @@ class Shard:
 
     def _check_replay(self) -> list[Violation]:
         fresh = ShardState(self.state.shard_id, self.storage.get_row)
+        fresh.keyring = self.state.keyring
         snap = self.storage.read_snapshot()
         seq = 0
         if snap is not None:

@@ -24,7 +24,7 @@ from . import _core
 from .codes import TicketCodec, TicketKey, KEY_ACTIVE, KEY_ACCEPTING
 from .errors import (AlreadyExists, CorruptData, FailedPrecondition, HoldNotActive,
                      IdempotencyMismatch, InvalidArgument, NotFound, PermissionDenied,
-                     SoldOut, TicketUsed)
+                     SlotClosed, SoldOut, TicketUsed)
 from .journal import _HDR, Op, Command, LAST_CATALOG_OP, NO_TICKET, json_record, scan_record, \
     scan_batch_record, decode_scan_batch, hold_record, decode_hold
 from .model import (EntryRule, Gate, GateMode, HoldResult, IssuedTicket, Order, Product,
@@ -123,6 +123,16 @@ def fingerprint(op: int, args: Any, secret: bytes) -> str:
     return hashlib.blake2b(body.encode(), key=secret, digest_size=20).hexdigest()
 
 
+def order_key(channel: str, order_id: str) -> bytes:
+    """Order ids are the channel's own: unique per channel (NUL: ids may hold '/')."""
+    return f"order/{channel}\0{order_id}".encode()
+
+
+def offline_key(gate: Gate, nonce: str) -> bytes:
+    """The row of a gate's scan id / offline nonce (ids may hold '/': NUL separates)."""
+    return f"offline/{gate.venue}\0{gate.id}\0{nonce}".encode()
+
+
 def mask_id(id_number: str) -> str:
     return id_number[:3] + "*" * max(len(id_number) - 7, 0) + id_number[-4:]
 
@@ -137,26 +147,34 @@ class ShardState:
         self.tickets = _core.Tickets(self.slots)
         self.codec = TicketCodec(shard_id)
         self.venues: dict[str, Venue] = {}
-        self.zones: dict[str, Zone] = {}
-        self.gates: dict[str, Gate] = {}
-        self.products: dict[str, Product] = {}
-        self.slot_defs: dict[str, Slot] = {}
+        # zone, gate, product and slot ids are unique within their venue (DESIGN.md 4.1):
+        # objects are keyed (venue, id); the index maps also hold the bare id while it
+        # names one object on the shard (data dirs from before, single-venue callers)
+        self.zones: dict[tuple[str, str], Zone] = {}
+        self.gates: dict[tuple[str, str], Gate] = {}
+        self.products: dict[tuple[str, str], Product] = {}
+        self.slot_defs: dict[tuple[str, str], Slot] = {}
         self.venue_idx: dict[str, int] = {}
-        self.zone_idx: dict[str, int] = {}
-        self.gate_idx: dict[str, int] = {}
-        self.product_idx: dict[str, int] = {}
+        self.zone_idx: dict[Any, int] = {}
+        self.gate_idx: dict[Any, int] = {}
+        self.product_idx: dict[Any, int] = {}
         self.product_list: list[Product] = []
-        self.slot_idx: dict[str, int] = {}
+        self.slot_idx: dict[Any, int] = {}
         self.slot_list: list[str] = []
+        self.gate_list: list[Gate] = []
         self.gate_mode: list[int] = []
+        self._names: dict[str, dict[str, list[str]]] = {k: {} for k in ("zone", "gate", "product", "slot")}
         self.allot_idx: dict[tuple[int, str], int] = {}
         self.holds: dict[int, dict] = {}
         self.expiry: list[tuple[int, int]] = []
         self.next_hold_id = 1
         self.holders: dict[str, list[int]] = {}
-        self.faces: dict[str, str] = {}           # face key -> holder key
+        # "venue\0face key" -> holder key: a face is enrolled for one venue's terminals
+        # (a bare face key: enrolled shard-wide, before faces were per venue)
+        self.faces: dict[str, str] = {}
         self.holder_secret = b""
         self.data_key = b""
+        self.keyring = None        # engine.keyring.Keyring: seals SECRETS/KEY records (Shard.open)
         self.catalog_log: list[bytes] = []
         self.venue_list: list[str] = []
         self._known_channels: set[str] = set()
@@ -203,9 +221,10 @@ class ShardState:
             return handler(cmd.args, now)
         if not isinstance(cmd.idem, str) or not 1 <= len(cmd.idem) <= 128:
             raise InvalidArgument("must be 1-128 characters", field="idempotency_key")
-        scope = cmd.args.get("channel", "")
+        # scoped by the calling principal (DESIGN.md 4.6); engine callers by channel
+        scope = cmd.audit[0] if cmd.audit is not None else cmd.args.get("channel", "")
         return self._once(
-            f"idem/{int(op)}/{scope}/{cmd.idem}".encode(), fingerprint(op, cmd.args, self.holder_secret),
+            f"idem/{int(op)}/{scope}\0{cmd.idem}".encode(), fingerprint(op, cmd.args, self.holder_secret),
             "idempotency_key", lambda: handler(cmd.args, now),
             lambda r: {"result": self._serialise(r)}, lambda row: self._restore(op, row["result"]))
 
@@ -284,9 +303,20 @@ class ShardState:
 
     # -- catalog ---------------------------------------------------------------------
     def _secrets(self, args: dict, now: int) -> None:
+        """The holder secret and the ID-number data key, journaled sealed under the
+        shard's data key (engine/keyring.py). A clear record (a data dir from before
+        master keys) replays too, and is sealed for the snapshot that migrates it."""
+        sealed = args.get("sealed")
+        if sealed is not None:
+            if not self.replaying:
+                raise InvalidArgument("unknown field", field="sealed")
+            args = self.keyring.open_json(sealed, b"turnstile/secrets")
+        else:
+            sealed = self.keyring.seal_json({"holder_secret": args["holder_secret"],
+                                             "data_key": args["data_key"]}, b"turnstile/secrets")
         self.holder_secret = bytes.fromhex(args["holder_secret"])
         self.data_key = bytes.fromhex(args["data_key"])
-        self.journal(json_record(Op.SECRETS, args), Op.SECRETS)
+        self.journal(json_record(Op.SECRETS, {"sealed": sealed}), Op.SECRETS)
 
     @staticmethod
     def new_secrets() -> dict:
@@ -311,6 +341,14 @@ class ShardState:
         key_id = _int(args, "key_id", 0, 255)
         state = _int(args, "state", 0, 2)
         old = self.codec.keys.get(key_id)
+        # the MAC key and seed are journaled sealed under the shard's data key, bound to
+        # the key id (engine/keyring.py); clear ones (from before master keys) replay too
+        label = b"turnstile/key/%d" % key_id
+        sealed = args.get("sealed")
+        if sealed is not None:
+            if not self.replaying:
+                raise InvalidArgument("unknown field", field="sealed")
+            args = {**args, **self.keyring.open_json(sealed, label)}
         if "mac_key" in args:
             if old is not None:
                 raise AlreadyExists(f"ticket key {key_id} exists", field="key_id")
@@ -331,7 +369,11 @@ class ShardState:
                                          field="key_id")
             key = TicketKey(key_id, old.mac_key, old.seed, state)
         self.codec.set_key(key)
-        self.journal(json_record(Op.KEY, {k: v for k, v in args.items() if k != "action"}), Op.KEY)
+        rec = {k: v for k, v in args.items() if k not in ("action", "mac_key", "seed", "sealed")}
+        if "mac_key" in args:
+            rec["sealed"] = sealed or self.keyring.seal_json(
+                {"mac_key": args["mac_key"], "seed": args["seed"]}, label)
+        self.journal(json_record(Op.KEY, rec), Op.KEY)
         return {"key_id": key_id, "state": state}
 
     def _venue(self, args: dict, now: int) -> Venue:
@@ -363,41 +405,74 @@ class ShardState:
                 self._known_channels.add(ch)
         return ch
 
+    # -- names -----------------------------------------------------------------------
+    def _name(self, kind: str, index: dict, key: tuple[str, str], idx: int) -> None:
+        """Index a new zone/gate/product/slot by (venue, id), and by its bare id while
+        that names one object on the shard."""
+        index[key] = idx
+        venues = self._names[kind].setdefault(key[1], [])
+        venues.append(key[0])
+        if len(venues) == 1:
+            index[key[1]] = idx
+        else:
+            index.pop(key[1], None)
+
+    def find(self, kind: str, index: dict, venue: Any, id_: Any, field: str) -> tuple[str, str]:
+        """The (venue, id) key of a zone/gate/product/slot. Without a venue, the id must
+        name exactly one on the shard."""
+        if type(id_) is not str or not _ID.match(id_):
+            raise InvalidArgument(f"must be a {kind} id: 1-64 letters, digits or ._:@/-, "
+                                  "starting with a letter or digit", field=field)
+        if venue is not None:
+            if (venue, id_) not in index:
+                raise NotFound(f"no {kind} {id_} in venue {venue}", field=field)
+            return (venue, id_)
+        venues = self._names[kind].get(id_)
+        if not venues:
+            raise NotFound(f"no {kind} {id_}", field=field)
+        if len(venues) > 1:
+            raise InvalidArgument(f"{kind} {id_} exists in {len(venues)} venues: name the venue",
+                                  field=field)
+        return (venues[0], id_)
+
+    def _venue_arg(self, args: dict) -> str | None:
+        """The optional `venue` of a command naming a zone, gate or slot."""
+        return self._venue_of(args).id if args.get("venue") is not None else None
+
     def _zone(self, args: dict, now: int) -> Zone:
         v = self._venue_of(args)
         zid = _ident(args, "id")
         z = Zone(zid, v.id, _text(args, "name", zid), _int(args, "live_capacity", 0, 10**9, 0),
                  bool(_get(args, "enforce_exit", bool, False)))
-        if zid in self.zones:
-            raise AlreadyExists(f"zone {zid} exists", field="id")
+        if (v.id, zid) in self.zones:
+            raise AlreadyExists(f"zone {zid} exists in venue {v.id}", field="id")
         if len(self.zones) >= U16:
             raise FailedPrecondition("too many zones in this shard")
-        idx = self.zone_idx[zid] = len(self.zone_idx)
-        self.zones[zid] = z
+        idx = len(self.zones)
+        self._name("zone", self.zone_idx, (v.id, zid), idx)
+        self.zones[(v.id, zid)] = z
         self.tickets.set_zone(idx, self.venue_idx[v.id], v.utc_offset_s, z.live_capacity, z.enforce_exit)
         self.journal(json_record(Op.ZONE, args), Op.ZONE)
         return z
 
-    def _zone_of(self, args: dict, name: str = "zone") -> Zone:
-        zid = _ident(args, name)
-        z = self.zones.get(zid)
-        if z is None:
-            raise NotFound(f"no zone {zid}", field=name)
-        return z
+    def _zone_of(self, args: dict, name: str = "zone", venue: str | None = None) -> Zone:
+        return self.zones[self.find("zone", self.zone_idx, venue, args.get(name), name)]
 
     def _gate(self, args: dict, now: int) -> Gate:
-        z = self._zone_of(args)
+        z = self._zone_of(args, venue=self._venue_arg(args))
         gid = _ident(args, "id")
         mode = GateMode(_int(args, "mode", 1, 3, 3))
-        if gid in self.gates:
-            raise AlreadyExists(f"gate {gid} exists", field="id")
+        if (z.venue, gid) in self.gates:
+            raise AlreadyExists(f"gate {gid} exists in venue {z.venue}", field="id")
         if len(self.gates) >= U16:
             raise FailedPrecondition("too many gates in this shard")
         g = Gate(gid, z.venue, z.id, mode)
-        idx = self.gate_idx[gid] = len(self.gate_idx)
-        self.gates[gid] = g
+        idx = len(self.gates)
+        self._name("gate", self.gate_idx, (z.venue, gid), idx)
+        self.gates[(z.venue, gid)] = g
+        self.gate_list.append(g)
         self.gate_mode.append(int(mode))
-        self.tickets.set_gate(idx, self.zone_idx[z.id], self.venue_idx[z.venue])
+        self.tickets.set_gate(idx, self.zone_idx[(z.venue, z.id)], self.venue_idx[z.venue])
         self.journal(json_record(Op.GATE, args), Op.GATE)
         return g
 
@@ -408,18 +483,19 @@ class ShardState:
         if not 1 <= len(zones) <= _core.MAX_COMPONENTS:
             raise InvalidArgument("a product admits 1 to 8 zones", field="zones")
         for i, zid in enumerate(zones):
-            z = self.zones.get(zid) if isinstance(zid, str) else None
-            if z is None or z.venue != v.id:
-                raise NotFound(f"no zone {zid!r} in venue {v.id}", field=f"zones[{i}]")
+            self.find("zone", self.zone_idx, v.id, zid, f"zones[{i}]")
         if len(set(zones)) != len(zones):
             raise InvalidArgument("a zone is listed twice", field="zones")
         r = _get(args, "rule", dict, {})
-        rule = EntryRule(
-            max_entries=_int(r, "max_entries", 0, U16, 1),
-            daily_entries=_int(r, "daily_entries", 0, U16, 0),
-            reentry=bool(_get(r, "reentry", bool, False)),
-            valid_days=_int(r, "valid_days", 1, 3660, 1),
-            slot_grace_s=_int(r, "slot_grace_s", 0, 86400, 1800))
+        try:
+            rule = EntryRule(
+                max_entries=_int(r, "max_entries", 0, U16, 1),
+                daily_entries=_int(r, "daily_entries", 0, U16, 0),
+                reentry=bool(_get(r, "reentry", bool, False)),
+                valid_days=_int(r, "valid_days", 1, 3660, 1),
+                slot_grace_s=_int(r, "slot_grace_s", 0, 86400, 1800))
+        except InvalidArgument as e:
+            raise InvalidArgument(e.message, field=f"rule.{e.field}") from None
         cp = _get(args, "channel_prices", dict, {})
         for ch, price in cp.items():
             if not isinstance(price, int) or isinstance(price, bool) or not 0 <= price <= 10**9:
@@ -431,14 +507,15 @@ class ShardState:
                     _int(args, "price_fen", 0, 10**9, 0), dict(cp), tuple(channels),
                     bool(_get(args, "real_name", bool, False)), _int(args, "max_group", 1, U16, 1),
                     bool(_get(args, "refundable", bool, True)), _int(args, "refund_fee_pct", 0, 100, 0))
-        if pid in self.products:
-            raise AlreadyExists(f"product {pid} exists", field="id")
+        if (v.id, pid) in self.products:
+            raise AlreadyExists(f"product {pid} exists in venue {v.id}", field="id")
         if len(self.products) >= U16:
             raise FailedPrecondition("too many products in this shard")
-        idx = self.product_idx[pid] = len(self.product_idx)
-        self.products[pid] = p
+        idx = len(self.products)
+        self._name("product", self.product_idx, (v.id, pid), idx)
+        self.products[(v.id, pid)] = p
         self.product_list.append(p)
-        self.tickets.set_product(idx, self.venue_idx[v.id], [self.zone_idx[z] for z in zones],
+        self.tickets.set_product(idx, self.venue_idx[v.id], [self.zone_idx[(v.id, z)] for z in zones],
                                  rule.max_entries, rule.daily_entries, rule.reentry, rule.slot_grace_s)
         self.journal(json_record(Op.PRODUCT, args), Op.PRODUCT)
         return p
@@ -449,34 +526,32 @@ class ShardState:
             raise InvalidArgument("between 1 and 100000 slots at once", field="slots")
         new: list[Slot] = []
         seen = set()
+        venue = self._venue_arg(args)
         for i, s in enumerate(items):
             f = f"slots[{i}]"
             try:
-                z = self._zone_of(s)
+                z = self._zone_of(s, venue=venue)
                 sid = _ident(s, "id")
                 day = _int(s, "day", 0, U16)
                 start = _int(s, "start", 0, 2**40)
                 end = _int(s, "end", start + 1, 2**40)
                 cap = _int(s, "capacity", 0, 10**9)
-            except InvalidArgument as e:
-                raise InvalidArgument(e.message, field=f"{f}.{e.field}") from None
-            if sid in self.slot_idx or sid in seen:
-                raise AlreadyExists(f"slot {sid} exists", field=f"{f}.id")
-            seen.add(sid)
-            new.append(Slot(sid, z.id, day, start, end, cap))
+            except (InvalidArgument, NotFound) as e:
+                raise type(e)(e.message, field=f"{f}.{e.field}") from None
+            if (z.venue, sid) in self.slot_defs or (z.venue, sid) in seen:
+                raise AlreadyExists(f"slot {sid} exists in venue {z.venue}", field=f"{f}.id")
+            seen.add((z.venue, sid))
+            new.append(Slot(sid, z.id, day, start, end, cap, z.venue))
         for s in new:
-            self.slot_idx[s.id] = self.slots.add(self.zone_idx[s.zone], s.day, s.start, s.end, s.capacity)
+            idx = self.slots.add(self.zone_idx[(s.venue, s.zone)], s.day, s.start, s.end, s.capacity)
+            self._name("slot", self.slot_idx, (s.venue, s.id), idx)
             self.slot_list.append(s.id)
-            self.slot_defs[s.id] = s
+            self.slot_defs[(s.venue, s.id)] = s
         self.journal(json_record(Op.SLOTS, args), Op.SLOTS)
         return new
 
     def _slot_of(self, args: dict, name: str = "slot") -> int:
-        sid = _ident(args, name)
-        idx = self.slot_idx.get(sid)
-        if idx is None:
-            raise NotFound(f"no slot {sid}", field=name)
-        return idx
+        return self.slot_idx[self.find("slot", self.slot_idx, self._venue_arg(args), args.get(name), name)]
 
     def _slot_capacity(self, args: dict, now: int) -> dict:
         idx = self._slot_of(args)
@@ -508,47 +583,7 @@ class ShardState:
         channel = self._channel(args)
         venue = self._venue_of(args)
         ttl = _int(args, "ttl_s", 1, MAX_TTL, DEFAULT_TTL)
-        items = _get(args, "items", list)
-        if not 1 <= len(items) <= 100:
-            raise InvalidArgument("between 1 and 100 items", field="items")
-        lines = []
-        for i, it in enumerate(items):
-            f = f"items[{i}]"
-            try:
-                pid = it.get("product") if type(it) is dict else None
-                if pid not in self.products:
-                    pid = _ident(it, "product")
-                qty = _int(it, "qty", 1, MAX_QTY, 1)
-                group = _int(it, "group", 1, U16, 1)
-                slot_ids = _get(it, "slots", list)
-            except InvalidArgument as e:
-                raise InvalidArgument(e.message, field=f"{f}.{e.field}") from None
-            p = self.products.get(pid)
-            if p is None or p.venue != venue.id:
-                raise NotFound(f"no product {pid} in venue {venue.id}", field=f"{f}.product")
-            if p.channels and channel not in p.channels:
-                raise PermissionDenied(f"channel {channel} may not sell {pid}", field="channel")
-            if group > p.max_group:
-                raise InvalidArgument(f"{pid} admits at most {p.max_group} per code", field=f"{f}.group")
-            if len(slot_ids) != len(p.zones):
-                raise InvalidArgument(f"{pid} needs one slot for each of its {len(p.zones)} zones",
-                                      field=f"{f}.slots")
-            sidx, allots = [], []
-            for c, sid in enumerate(slot_ids):
-                s = self.slot_defs.get(sid) if isinstance(sid, str) else None
-                if s is None:
-                    raise NotFound(f"no slot {sid!r}", field=f"{f}.slots[{c}]")
-                if s.zone != p.zones[c]:
-                    raise InvalidArgument(f"slot {sid} is not in zone {p.zones[c]}", field=f"{f}.slots[{c}]")
-                k = self.slot_idx[sid]
-                sidx.append(k)
-                allots.append(self.allot_idx.get((k, channel), -1))
-            if len(slot_ids) > 1:
-                days = [self.slot_defs[s].day for s in slot_ids]
-                if max(days) - days[0] >= p.rule.valid_days or min(days) < days[0]:
-                    raise InvalidArgument("slots fall outside the ticket's validity", field=f"{f}.slots")
-            lines.append({"p": self.product_idx[pid], "qty": qty, "group": group, "slots": sidx,
-                          "allots": allots, "price": p.price_for(channel)})
+        lines = self._lines(channel, venue, args, now)
         # take stock line by line, component by component; undo all if any is short
         taken = []
         for i, ln in enumerate(lines):
@@ -572,6 +607,64 @@ class ShardState:
         heapq.heappush(self.expiry, (now + ttl, hid))
         self.journal(hold_record(hold, self.venue_idx[venue.id]), Op.HOLD)
         return self._hold_result(hold)
+
+    def quote(self, channel: str, venue_id: str, items: Any, now: int) -> tuple[list[dict], int]:
+        """What a hold of `items` would cost the channel now, by the same rules as a
+        hold (validated alike); takes no stock. ([{product, slots, qty, group,
+        unit_price_fen}], total fen)"""
+        venue = self._venue_of({"venue": venue_id})
+        lines = self._lines(self._channel({"channel": channel}), venue, {"items": items}, now)
+        return self._hold_result({"id": 0, "expires_at": 0, "amount": 0, "lines": lines}).items, \
+            sum(ln["price"] * ln["qty"] * ln["group"] for ln in lines)
+
+    def _lines(self, channel: str, venue: Venue, args: dict, now: int) -> list[dict]:
+        """The validated item lines of a hold (or quote): product, stock per component,
+        price for the channel."""
+        items = _get(args, "items", list)
+        if not 1 <= len(items) <= 100:
+            raise InvalidArgument("between 1 and 100 items", field="items")
+        lines = []
+        for i, it in enumerate(items):
+            f = f"items[{i}]"
+            try:
+                pid = it.get("product") if type(it) is dict else None
+                if (venue.id, pid) not in self.products:
+                    pid = _ident(it, "product")
+                qty = _int(it, "qty", 1, MAX_QTY, 1)
+                group = _int(it, "group", 1, U16, 1)
+                slot_ids = _get(it, "slots", list)
+            except InvalidArgument as e:
+                raise InvalidArgument(e.message, field=f"{f}.{e.field}") from None
+            p = self.products.get((venue.id, pid))
+            if p is None:
+                raise NotFound(f"no product {pid} in venue {venue.id}", field=f"{f}.product")
+            if p.channels and channel not in p.channels:
+                raise PermissionDenied(f"channel {channel} may not sell {pid}", field="channel")
+            if group > p.max_group:
+                raise InvalidArgument(f"{pid} admits at most {p.max_group} per code", field=f"{f}.group")
+            if len(slot_ids) != len(p.zones):
+                raise InvalidArgument(f"{pid} needs one slot for each of its {len(p.zones)} zones",
+                                      field=f"{f}.slots")
+            sidx, allots = [], []
+            for c, sid in enumerate(slot_ids):
+                s = self.slot_defs.get((venue.id, sid)) if isinstance(sid, str) else None
+                if s is None:
+                    self.find("slot", self.slot_idx, venue.id, sid, f"{f}.slots[{c}]")
+                if s.zone != p.zones[c]:
+                    raise InvalidArgument(f"slot {sid} is not in zone {p.zones[c]}", field=f"{f}.slots[{c}]")
+                if s.end <= now:
+                    raise SlotClosed(f"slot {sid} ended at {s.end}: it can no longer be sold",
+                                     field=f"{f}.slots[{c}]")
+                k = self.slot_idx[(venue.id, sid)]
+                sidx.append(k)
+                allots.append(self.allot_idx.get((k, channel), -1))
+            if len(slot_ids) > 1:
+                days = [self.slot_defs[(venue.id, s)].day for s in slot_ids]
+                if max(days) - days[0] >= p.rule.valid_days or min(days) < days[0]:
+                    raise InvalidArgument("slots fall outside the ticket's validity", field=f"{f}.slots")
+            lines.append({"p": self.product_idx[(venue.id, pid)], "qty": qty, "group": group, "slots": sidx,
+                          "allots": allots, "price": p.price_for(channel)})
+        return lines
 
     def _replay_hold(self, payload) -> None:
         hold, venue = decode_hold(payload)
@@ -606,16 +699,36 @@ class ShardState:
             raise NotFound(f"no hold {hid} for channel {channel}", field="hold_id")
         return hold
 
-    def _drop_hold(self, hold: dict) -> None:
+    def _drop_hold(self, hold: dict, status: str) -> None:
         for ln in hold["lines"]:
             need = ln["qty"] * ln["group"]
             for s, a in zip(ln["slots"], ln["allots"]):
                 self.slots.release(s, a, need)
         del self.holds[hold["id"]]
+        self._end_hold(hold, status)
+
+    def _end_hold(self, hold: dict, status: str, order_id: str = "") -> None:
+        """Keep what a hold was and what became of it (GetHold after it ended)."""
+        self.put_row(b"hold/%d" % hold["id"], json.dumps({
+            "status": status, "order_id": order_id, "channel": hold["channel"],
+            "venue": hold["venue"], **self._hold_result(hold).to_dict()}).encode())
+
+    def hold_info(self, hold_id: int, now: int) -> dict:
+        """A hold as its channel may read it back: status active, confirmed, released
+        or expired, with its items."""
+        hold = self.holds.get(hold_id)
+        if hold is not None:
+            status = "expired" if hold["expires_at"] <= now else "active"
+            return {"status": status, "order_id": "", "channel": hold["channel"],
+                    "venue": hold["venue"], **self._hold_result(hold).to_dict()}
+        row = self.get_row(b"hold/%d" % hold_id)
+        if row is None:
+            raise NotFound(f"no hold {hold_id}", field="hold_id")
+        return json.loads(row)
 
     def _release(self, args: dict, now: int) -> dict:
         hold = self._active_hold(args, now)
-        self._drop_hold(hold)
+        self._drop_hold(hold, "released")
         self.journal(json_record(Op.RELEASE, args), Op.RELEASE)
         return {"hold_id": hold["id"], "released": True}
 
@@ -629,7 +742,7 @@ class ShardState:
             exp, hid = heapq.heappop(self.expiry)
             hold = self.holds.get(hid)
             if hold is not None and hold["expires_at"] == exp:
-                self._drop_hold(hold)
+                self._drop_hold(hold, "expired")
                 n += 1
         self.journal(json_record(Op.EXPIRE, {"_at": at}), Op.EXPIRE)
         return {"expired": n}
@@ -637,16 +750,25 @@ class ShardState:
     def _confirm(self, args: dict, now: int) -> ConfirmResult:
         order_id = _ident(args, "order_id")
         pay = _get(args, "payment", dict)
-        method = _ident(pay, "method")
-        reference = _text(pay, "reference", "", 128)
-        amount = _int(pay, "amount_fen", 0, 10**12)
+        try:
+            method = _ident(pay, "method")
+            reference = _text(pay, "reference", "", 128)
+            amount = _int(pay, "amount_fen", 0, 10**12)
+        except InvalidArgument as e:
+            raise InvalidArgument(e.message, field=f"payment.{e.field}") from None
         signed = bool(_get(args, "signed", bool, True))
         holders = _get(args, "holders", list, [])
-        key = b"order/" + order_id.encode()
-        if self.get_row(key) is not None:
+        channel = self._channel(args)
+        if self._order_row(channel, order_id)[1] is not None:
             raise AlreadyExists(f"order {order_id} exists", field="order_id",
                                 hint="retry with the same idempotency key to get the first answer")
         hold = self._active_hold(args, now)
+        for ln in hold["lines"]:
+            for s in ln["slots"]:
+                if self.slots.slot(s)["end"] <= now:
+                    raise SlotClosed(f"slot {self.slot_list[s]} ended while held: it can no longer "
+                                     "be sold", field="hold_id", hint="release the hold")
+        key = order_key(channel, order_id)
         if amount != hold["amount"]:
             raise InvalidArgument(f"paid {amount} fen, the hold costs {hold['amount']} fen",
                                   field="payment.amount_fen")
@@ -664,6 +786,7 @@ class ShardState:
             per_line.append([x.upper() for x in ids])
         # the journal carries holder keys, never ID numbers
         hkeys = [[self.holder_key(x) for x in ids] for ids in per_line]
+        self._end_hold(hold, "confirmed", order_id)
         self._issue(hold, hkeys)
         key_id = self.codec.issuing_key if self.codec.keys else -1
         lines, tickets = [], []
@@ -730,10 +853,23 @@ class ShardState:
         raw = base64.b64decode(sealed)
         return AESGCM(self.data_key).decrypt(raw[:12], raw[12:], None).decode()
 
-    def get_order(self, order_id: str) -> Order:
-        row = self.get_row(b"order/" + order_id.encode())
+    def _order_row(self, channel: str, order_id: str) -> tuple[bytes, bytes | None]:
+        """(key, row) of a channel's order; orders confirmed before order ids were
+        scoped by channel are found under their bare id."""
+        key = order_key(channel, order_id)
+        row = self.get_row(key)
         if row is None:
-            raise NotFound(f"no order {order_id}", field="order_id")
+            old = self.get_row(b"order/" + order_id.encode())
+            if old is not None and json.loads(old)["channel"] == channel:
+                return b"order/" + order_id.encode(), old
+        return key, row
+
+    def get_order(self, order_id: str, channel: str) -> Order:
+        if type(order_id) is not str or not _ID.match(order_id):
+            raise InvalidArgument("must be 1-64 letters, digits or ._:@/-", field="order_id")
+        row = self._order_row(channel, order_id)[1]
+        if row is None:
+            raise NotFound(f"no order {order_id} of channel {channel}", field="order_id")
         return Order.from_row(json.loads(row))
 
     def _refund(self, args: dict, now: int) -> RefundResult:
@@ -747,13 +883,11 @@ class ShardState:
         order_id = _ident(args, "order_id")
         refund_id = _ident(args, "refund_id")
         want = _get(args, "tickets", list, [])
-        key = b"order/" + order_id.encode()
-        raw = self.get_row(key)
+        channel = self._channel(args)
+        key, raw = self._order_row(channel, order_id)
         if raw is None:
-            raise NotFound(f"no order {order_id}", field="order_id")
+            raise NotFound(f"no order {order_id} of channel {channel}", field="order_id")
         row = json.loads(raw)
-        if "channel" in args and args["channel"] != row["channel"]:
-            raise NotFound(f"no order {order_id} for channel {args['channel']}", field="order_id")
         if any(r["refund_id"] == refund_id for r in row["refunds"]):
             raise AlreadyExists(f"refund {refund_id} exists", field="refund_id")
         by_ticket = {}
@@ -778,20 +912,20 @@ class ShardState:
             if not chosen:
                 raise TicketUsed(f"order {order_id} has no unused tickets left", field="tickets")
         for t in chosen:
-            p = self.products[by_ticket[t]["product"]]
+            p = self.products[(row["venue"], by_ticket[t]["product"])]
             if not p.refundable:
                 raise FailedPrecondition(f"{p.id} is not refundable", field="tickets")
         amount = fee = 0
         returns = []
         for t in chosen:
             ln = by_ticket[t]
-            p = self.products[ln["product"]]
+            p = self.products[(row["venue"], ln["product"])]
             price = ln["unit_price_fen"] * ln["group"]
             f = (price * p.refund_fee_pct + 50) // 100
             amount += price - f
             fee += f
             for sid, a in zip(ln["slots"], ln["allots"]):
-                returns.append([self.slot_idx[sid], a, ln["group"]])
+                returns.append([self.slot_idx[(row["venue"], sid)], a, ln["group"]])
         for t in chosen:
             self.tickets.void(t)
         for s, a, q in returns:
@@ -831,41 +965,55 @@ class ShardState:
         """Enroll or remove a face token. Journaled as keyed hashes only, so replay
         needs neither the token nor the ID number."""
         if self.replaying:
-            fk, hk = args["face_key"], args["holder_key"]
+            venue, fk, hk = args.get("venue", ""), args["face_key"], args["holder_key"]
         else:
+            # enrolled for a holder of the caller's venue only, for that venue's face
+            # terminals only: a face token can't be bound to a stranger's tickets, nor
+            # tell who holds tickets elsewhere, nor touch another venue's enrolment
+            venue = self._venue_of(args).id
             fk = self.face_key(args.get("face_token"))
             id_number = args.get("id_number")
             if id_number is None:
-                if fk not in self.faces:
+                if f"{venue}\0{fk}" not in self.faces:
                     raise NotFound("no such face token enrolled", field="face_token")
                 hk = None
-            elif not isinstance(id_number, str) or not 6 <= len(id_number) <= 32:
+            elif not isinstance(id_number, str) or not 6 <= len(id_number) <= 32 \
+                    or not id_number.isalnum():
                 raise InvalidArgument("must be an ID number", field="id_number")
             else:
                 hk = self.holder_key(id_number)
+                if not self._holds_in(hk, venue):
+                    raise NotFound(f"the holder has no ticket of venue {venue}", field="id_number")
+        key = f"{venue}\0{fk}" if venue else fk
         if hk is None:
-            self.faces.pop(fk, None)
+            self.faces.pop(key, None)
         else:
-            self.faces[fk] = hk
-        self.journal(json_record(Op.FACE, {"face_key": fk, "holder_key": hk}), Op.FACE)
+            self.faces[key] = hk
+        self.journal(json_record(Op.FACE, {"venue": venue, "face_key": fk, "holder_key": hk}), Op.FACE)
         if self.replaying:
             return {}
         id_number = args.get("id_number")
         return {"enrolled": hk is not None,
                 "holder": mask_id(id_number.upper()) if id_number else "",
-                "tickets": len(self.holders.get(hk, [])) if hk else 0}
+                "tickets": self._holds_in(hk, args["venue"]) if hk else 0}
+
+    def _holds_in(self, hk: str, venue: str) -> int:
+        """How many tickets of `venue` the holder has."""
+        return sum(self.product_list[self.tickets.record(t)["product"]].venue == venue
+                   for t in self.holders.get(hk, ()))
 
     # -- scans -----------------------------------------------------------------------
-    def gate_index(self, gate: str, direction: int) -> int:
-        if type(gate) is not str:
-            raise InvalidArgument("must be a gate id", field="gate")
-        idx = self.gate_idx.get(gate)
-        if idx is None:
-            raise NotFound(f"no gate {gate!r}", field="gate")
+    def gate_index(self, gate: Any, direction: int) -> int:
+        """The index of a gate named by its id (unique on the shard) or (venue, id)."""
+        if type(gate) is tuple and len(gate) == 2 and type(gate[0]) is str:
+            idx = self.gate_idx[self.find("gate", self.gate_idx, self._venue_of({"venue": gate[0]}).id,
+                                          gate[1], "gate")]
+        else:
+            idx = self.gate_idx[self.find("gate", self.gate_idx, None, gate, "gate")]
         if direction not in (1, 2):
             raise InvalidArgument("must be IN (1) or OUT (2)", field="direction")
         if not self.gate_mode[idx] & direction:
-            raise InvalidArgument(f"gate {gate} does not scan {Direction(direction).name}",
+            raise InvalidArgument(f"gate {self.gate_list[idx].id} does not scan {Direction(direction).name}",
                                   field="direction")
         return idx
 
@@ -888,24 +1036,26 @@ class ShardState:
         run = lambda: self._scanners[op](what, gate, direction, at, persons)   # noqa: E731
         if op == _VERIFY_BATCH:
             return self._once(
-                f"scanbatch/{scan_id}".encode(), fp, field, run,
+                f"scanbatch/{cmd.audit[0] if cmd.audit else ''}\0{scan_id}".encode(), fp, field, run,
                 lambda r: {"reasons": base64.b64encode(r.reasons).decode(),
                            "tickets": base64.b64encode(r.tickets.tobytes()).decode(),
                            "persons": base64.b64encode(r.persons.tobytes()).decode()},
                 lambda row: BatchScanResult(base64.b64decode(row["reasons"]),
                                             array.array("q", base64.b64decode(row["tickets"])),
                                             array.array("i", base64.b64decode(row["persons"]))))
-        if type(gate) is not str:
-            raise InvalidArgument("must be a gate id", field="gate")
+        g = self.gate_list[self.gate_index(gate, direction)]
         # the row an offline upload of the same scan reads (_offline_scans)
         return self._once(
-            f"offline/{gate}/{scan_id}".encode(), fp, field, run,
+            offline_key(g, scan_id), fp, field, run,
             lambda r: {"nonce": scan_id, "status": "APPLIED", "reason": int(r.reason),
                        "ticket_id": r.ticket, "persons": r.persons},
             lambda row: ScanResult(REASON_OF[row["reason"]], row["ticket_id"], row["persons"]))
 
     def _verify(self, text: Any, gate: str, direction: int, at: int, persons: int) -> ScanResult:
-        g = self.gate_idx.get(gate) if type(gate) is str else None
+        try:
+            g = self.gate_idx.get(gate)
+        except TypeError:               # not hashable: gate_index says what is wrong
+            g = None
         if g is None or direction not in (1, 2) or not self.gate_mode[g] & direction:
             g = self.gate_index(gate, direction)         # raises the precise error
         if type(persons) is not int or not 0 <= persons <= U16:
@@ -927,7 +1077,7 @@ class ShardState:
         persons = self._persons(persons)
         if not isinstance(id_number, str) or not 6 <= len(id_number) <= 32:
             raise InvalidArgument("must be an ID number", field="id_number")
-        return self._verify_holder_key(self.holder_key(id_number), gate, g, direction, at, persons)
+        return self._verify_holder_key(self.holder_key(id_number), g, direction, at, persons)
 
     def _verify_face(self, face_token: Any, gate: str, direction: int, at: int,
                      persons: int) -> ScanResult:
@@ -935,15 +1085,16 @@ class ShardState:
         token enrolled to nobody is UNKNOWN."""
         g = self.gate_index(gate, direction)
         persons = self._persons(persons)
-        hk = self.faces.get(self.face_key(face_token))
-        return self._verify_holder_key(hk, gate, g, direction, at, persons)
+        fk = self.face_key(face_token)
+        hk = self.faces.get(f"{self.gate_list[g].venue}\0{fk}") or self.faces.get(fk)
+        return self._verify_holder_key(hk, g, direction, at, persons)
 
-    def _verify_holder_key(self, hk: str | None, gate: str, g: int, direction: int, at: int,
+    def _verify_holder_key(self, hk: str | None, g: int, direction: int, at: int,
                            persons: int) -> ScanResult:
         """The newest ticket of the holder that this gate admits, or the refusal of the
         newest one."""
         candidates = self.holders.get(hk, []) if hk is not None else []
-        venue = self.venue_idx[self.gates[gate].venue]
+        venue = self.venue_idx[self.gate_list[g].venue]
         best = None
         for base in reversed(candidates):
             p = self.product_list[self.tickets.record(base)["product"]]
@@ -967,10 +1118,10 @@ class ShardState:
         persons = self._persons(persons)
         if not isinstance(codes, (list, tuple)) or not all(isinstance(c, str) for c in codes):
             raise InvalidArgument("must be a list of strings", field="codes")
-        if isinstance(gates, str):
+        if not isinstance(gates, list):        # one gate: an id or (venue, id)
             g: Any = self.gate_index(gates, direction)
         else:
-            if not isinstance(gates, (list, tuple)) or len(gates) != len(codes):
+            if len(gates) != len(codes):
                 raise InvalidArgument("one gate, or one gate per code", field="gates")
             try:
                 g = array.array("q", [self.gate_index(x, direction) for x in gates])
@@ -989,11 +1140,9 @@ class ShardState:
         gate admitted but the server refuses (most often: the ticket was admitted at
         another gate too) is recorded as a conflict. Idempotent by gate and nonce: a scan
         uploaded twice is applied once and answered DUPLICATE with its first result."""
-        gate = _ident(args, "gate")
-        g = self.gate_idx.get(gate)
-        if g is None:
-            raise NotFound(f"no gate {gate!r}", field="gate")
-        venue = self.gates[gate].venue
+        g = self.gate_idx[self.find("gate", self.gate_idx, self._venue_arg(args), args.get("gate"), "gate")]
+        gate_def = self.gate_list[g]
+        gate, venue = gate_def.id, gate_def.venue
         items = _get(args, "scans", list)
         if not 1 <= len(items) <= 10_000:
             raise InvalidArgument("between 1 and 10000 scans at once", field="scans")
@@ -1018,10 +1167,11 @@ class ShardState:
         try:
             for (at, seq, nonce, code, direction, persons, admitted, offline_reason), i \
                     in sorted(scans, key=lambda x: x[0][:2]):
-                key = f"offline/{gate}/{nonce}".encode()
+                key = offline_key(gate_def, nonce)
                 first = seen.get(nonce) if not self.replaying else None
                 if first is None and not self.replaying:
-                    row = self.get_row(key)
+                    # rows from before per-venue gate ids were keyed by the bare gate id
+                    row = self.get_row(key) or self.get_row(f"offline/{gate}/{nonce}".encode())
                     first = json.loads(row) if row is not None else None
                 if first is not None:
                     results[i] = {**first, "status": "DUPLICATE"}
@@ -1044,7 +1194,7 @@ class ShardState:
         finally:
             tickets.facts = False
         if applied:
-            self.journal(json_record(Op.OFFLINE_SCANS, {"gate": gate, "scans": applied}),
+            self.journal(json_record(Op.OFFLINE_SCANS, {"venue": venue, "gate": gate, "scans": applied}),
                          Op.OFFLINE_SCANS)
         return results
 

@@ -26,7 +26,7 @@ import time
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from engine import Shard
+from engine import Shard, keyring
 from turnstile.v1 import (admin_pb2_grpc, gate_pb2_grpc, inventory_pb2_grpc, member_pb2_grpc,
                           report_pb2_grpc, sales_pb2_grpc)
 
@@ -65,7 +65,7 @@ def bootstrap_principals(store: ControlStore, data: str) -> list[tuple[str, str,
 # -- one shard process -------------------------------------------------------------------
 def _grpc_server(node: ShardNode, store: ControlStore, health_servicer, *, reflect: bool):
     server = grpc.aio.server(
-        interceptors=[AuthInterceptor(store)],
+        interceptors=[AuthInterceptor(store, node)],   # node: denied calls are audited
         options=[("grpc.max_receive_message_length", MAX_MESSAGE),
                  ("grpc.max_send_message_length", MAX_MESSAGE)])
     gate_pb2_grpc.add_GateServiceServicer_to_server(GateService(node), server)
@@ -98,7 +98,10 @@ def _listen(server, host: str, port: int, tls) -> int:
 
 
 async def serve_shard(cfg: ServerConfig, shard_id: int = 0) -> None:
-    shard = Shard.open(os.path.join(cfg.data, f"shard-{shard_id}"), shard_id=shard_id)
+    offset = cfg.clock_offset_s
+    shard = Shard.open(os.path.join(cfg.data, f"shard-{shard_id}"), shard_id=shard_id,
+                       master_key=keyring.load_master_key(key_file=cfg.master_key_file),
+                       clock=(lambda: time.time() + offset) if offset else time.time)
     store = ControlStore(os.path.join(cfg.data, "control"))
     moved = set()
     for venue in shard.state.venues:
@@ -112,7 +115,8 @@ async def serve_shard(cfg: ServerConfig, shard_id: int = 0) -> None:
         store.place_venue(venue, shard_id)
     writer = shard.writer(max_queue=cfg.max_queue)
     await writer.start()
-    node = ShardNode(shard, writer, store, moved=frozenset(moved))
+    node = ShardNode(shard, writer, store, moved=frozenset(moved), scan_skew_s=cfg.scan_skew_s,
+                     offline_window_s=cfg.offline_window_s)
     health_servicer = health.aio.HealthServicer()
     tls = cfg.tls()
     servers = [_grpc_server(node, store, health_servicer, reflect=False)]
@@ -194,6 +198,15 @@ class _Child:
 def supervise(cfg: ServerConfig, config_file: str | None = None) -> int:
     cfg.tls()                                    # refuse a half TLS set-up before starting
     data = cfg.data
+    # no master key, or not the one the shards are wrapped under: refuse before anything
+    # is created or started (each shard process loads it again, from the same place)
+    master = keyring.load_master_key(key_file=cfg.master_key_file)
+    for name in sorted(os.listdir(data)) if os.path.isdir(data) else []:
+        if name.startswith("shard-"):
+            keyring.shard_key_state(os.path.join(data, name), master)
+    source = keyring.key_source(cfg.master_key_file)
+    print(f"master key {keyring.master_key_id(master)} from "
+          f"{os.path.abspath(source) if source else keyring.ENV_KEY}", flush=True)
     store = ControlStore(os.path.join(data, "control"))
     recorded = store.shard_count()               # `turnstile shards set-count`
     shards = cfg.shards or recorded or os.cpu_count() or 1

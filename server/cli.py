@@ -12,7 +12,7 @@ import datetime as dt
 import os
 import sys
 
-from engine import Shard, cmd, demo, HoldItem
+from engine import Shard, TurnstileError, cmd, demo, HoldItem, keyring
 
 
 def _shard_dirs(data: str) -> list[str]:
@@ -21,25 +21,31 @@ def _shard_dirs(data: str) -> list[str]:
     return sorted(os.path.join(data, d) for d in os.listdir(data) if d.startswith("shard-"))
 
 
-def _open(path: str) -> Shard:
-    return Shard.open(path, shard_id=int(os.path.basename(path).split("-")[1]))
+def _open(path: str, args) -> Shard:
+    return Shard.open(path, shard_id=int(os.path.basename(path).split("-")[1]),
+                      master_key=keyring.load_master_key(key_file=args.master_key_file))
 
 
 def cmd_demo(args) -> int:
     path = os.path.join(args.data, "shard-0")
-    shard = _open(path)
+    shard = _open(path, args)
     try:
         if shard.state.venues:
             print(f"{path}: already seeded ({', '.join(shard.state.venues)}); left as it is")
             return 0
         start = dt.date.fromisoformat(args.start) if args.start else dt.date.today()
         shard.run_many(demo.commands(start, args.days))
-        slot = demo.slot_id("main", start, 8)
+        print(f"{path}: seeded venue {demo.VENUE} with {len(shard.state.slot_defs)} slots over "
+              f"{args.days} days from {start}")
+        # a slot that is over can't be sold: the demo order takes the first one still open
+        slot = demo.first_open_main_slot(start, args.days, shard.clock())
+        if slot is None:
+            print("every demo slot is over: no demo order")
+            return 0
         h = shard.run(cmd.hold("web", demo.VENUE, [HoldItem("adult", (slot,), 2)]))
         r = shard.run(cmd.confirm(h.hold_id, "demo-order-1", "web", method="cash",
                                   amount_fen=h.amount_fen))
-        print(f"{path}: seeded venue {demo.VENUE} with {len(shard.state.slot_defs)} slots over "
-              f"{args.days} days from {start}, and demo order demo-order-1 of 2 adult tickets:")
+        print(f"demo order demo-order-1 of 2 adult tickets in slot {slot}:")
         for t in r.tickets:
             print(f"  ticket {t.ticket_id}: {t.code}")
         return 0
@@ -52,8 +58,9 @@ def cmd_info(args) -> int:
     if not dirs:
         print(f"no shards in {args.data}; run `turnstile demo --data {args.data}` first", file=sys.stderr)
         return 1
+    keyring.load_master_key(key_file=args.master_key_file)   # before any shard
     for path in dirs:
-        shard = _open(path)
+        shard = _open(path, args)
         try:
             st = shard.state
             t = st.tickets
@@ -63,8 +70,8 @@ def cmd_info(args) -> int:
                   f"products {len(st.products)}, slots {len(st.slot_defs)}, active holds {len(st.holds)}")
             print(f"  tickets issued {len(t.issued)}, used {len(t.used)}, inside {len(t.inside)}, "
                   f"voided {len(t.voided)}, blocked {len(t.blocked)}")
-            for z in st.zones:
-                print(f"  zone {z}: {shard.inside(z)} inside")
+            for venue, z in st.zones:
+                print(f"  zone {z} of {venue}: {shard.inside(z, venue)} inside")
             print(f"  ticket keys {sorted(st.codec.keys)} (issuing {st.codec.issuing_key}); "
                   f"LMDB map used {shard.storage.map_use():.2%}")
         finally:
@@ -78,8 +85,9 @@ def cmd_check(args) -> int:
         print(f"no shards in {args.data}", file=sys.stderr)
         return 1
     bad = 0
+    keyring.load_master_key(key_file=args.master_key_file)   # before any shard
     for path in dirs:
-        shard = _open(path)
+        shard = _open(path, args)
         try:
             found = shard.check(replay=args.replay)
         finally:
@@ -89,6 +97,9 @@ def cmd_check(args) -> int:
         bad += len(found)
         if not found:
             print(f"{path}: ok")
+    from .cli_data import mode_warnings
+    for w in mode_warnings(args.data, keyring.key_source(args.master_key_file)):
+        print(f"warning: {w}", file=sys.stderr)
     return 1 if bad else 0
 
 
@@ -124,6 +135,11 @@ def _serve_options(s) -> None:
                        help=f"{f.description}{default}; env TURNSTILE_{name.upper()}")
 
 
+def _master_key_option(p) -> None:
+    from .cli_data import master_key_option
+    master_key_option(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `turnstile` parser with every subcommand."""
     p = argparse.ArgumentParser(prog="turnstile", description="Operate a Turnstile data dir: "
@@ -155,11 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--data", default="data", help="data dir (default: %(default)s)")
     d.add_argument("--days", type=int, default=7, help="days of slots (default: %(default)s)")
     d.add_argument("--start", help="first day, YYYY-MM-DD (default: today)")
+    _master_key_option(d)
     d.set_defaults(func=cmd_demo)
 
     i = sub.add_parser("info", help="what each shard holds",
                        description="Open every shard of DATA and print its contents and recovery time.")
     i.add_argument("--data", default="data", help="data dir (default: %(default)s)")
+    _master_key_option(i)
     i.set_defaults(func=cmd_info)
 
     c = sub.add_parser("check", help="verify every invariant",
@@ -168,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--data", default="data", help="data dir (default: %(default)s)")
     c.add_argument("--replay", action="store_true",
                    help="also rebuild each shard from snapshot + journal and compare")
+    _master_key_option(c)
     c.set_defaults(func=cmd_check)
 
     from . import cli_data, cli_loadgen, cli_remote
@@ -188,8 +207,16 @@ def commands(parser: argparse.ArgumentParser | None = None, prefix: tuple[str, .
 
 
 def main(argv: list[str] | None = None) -> int:
+    # whatever the caller's umask, what turnstile creates (data dirs, LMDB files, the
+    # control store, demo-keys.txt, backups, key files) is readable by its owner only
+    os.umask(0o077)
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except TurnstileError as e:
+        # a missing or wrong master key, a shard held by a running server...: one line
+        print(f"turnstile {args.command}: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

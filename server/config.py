@@ -7,6 +7,7 @@ command line, in rising precedence (pydantic-settings).
     shards = 4
     tls_cert = "/etc/turnstile/server.crt"
     tls_key = "/etc/turnstile/server.key"
+    master_key_file = "/etc/turnstile/master.key"
 
     TURNSTILE_PORT=6000 turnstile serve --config turnstile.toml --shards 2
 """
@@ -35,10 +36,23 @@ class ServerConfig(BaseSettings):
                            description="commands queued per shard before calls are shed with "
                                        "RESOURCE_EXHAUSTED")
     grace_s: float = Field(5.0, ge=0, description="seconds in-flight calls get on shutdown")
+    scan_skew_s: int = Field(300, ge=0, le=86400,
+                             description="seconds an online scan's scan_time may differ from the "
+                                         "server's clock (scans are decided at the server's time)")
+    clock_offset_s: int = Field(0, ge=-10 * 366 * 86400, le=10 * 366 * 86400,
+                                description="seconds added to the machine's clock to make the "
+                                            "server's time: for drills and tests; 0 in production")
+    offline_window_s: int = Field(7 * 86400, ge=3600, le=90 * 86400,
+                                  description="how far back an uploaded offline scan's time may lie")
     tls_cert: str | None = Field(None, description="PEM certificate chain: serve TLS")
     tls_key: str | None = Field(None, description="PEM private key of tls_cert")
     tls_client_ca: str | None = Field(None, description="PEM CA bundle: require client "
                                                         "certificates signed by it (mTLS)")
+    master_key_file: str | None = Field(None, description="file of the master key that wraps "
+                                                          "every shard's keys (64 hex digits; "
+                                                          "kept outside the data dir); else "
+                                                          "TURNSTILE_MASTER_KEY holds the key "
+                                                          "itself")
 
     def tls(self) -> tuple[bytes, bytes, bytes | None] | None:
         if not self.tls_cert and not self.tls_key:

@@ -47,6 +47,10 @@ def _pack(msg) -> any_pb2.Any:
 def to_status(err: e.TurnstileError) -> grpc.Status:
     """The grpc.Status (code, message, details trailer) for an engine error."""
     code = status_code(err)
+    # a message quotes at most a short prefix of what was sent: ids are checked before
+    # they reach one, and this bounds anything else (trailers have a size limit)
+    err.message = err.message if len(err.message) <= 300 else err.message[:297] + "..."
+    err.field = err.field[:120] if err.field else err.field
     info = error_details_pb2.ErrorInfo(reason=err.code, domain=DOMAIN)
     if err.field:
         info.metadata["field"] = err.field

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-import hashlib
 from typing import Any
 
 import grpc
@@ -16,6 +15,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from engine import cmd, Shard, GroupCommit, TurnstileError, NotFound, InvalidArgument, AlreadyExists, \
     PermissionDenied, EntryRule, to_day, day_to_date
+from engine.state import _ID
 from turnstile.v1 import (admin_pb2, admin_pb2_grpc, gate_pb2, gate_pb2_grpc, inventory_pb2,
                           inventory_pb2_grpc, member_pb2, member_pb2_grpc, report_pb2,
                           report_pb2_grpc, sales_pb2, sales_pb2_grpc)
@@ -28,9 +28,13 @@ from . import auth, errors
 _call: contextvars.ContextVar[tuple[str, str, str]] = contextvars.ContextVar("turnstile_call")
 
 
-def _audit_info(service: str, name: str, request) -> tuple[str, str, str]:
-    return (auth.current().id, f"/turnstile.v1.{service}/{name}",
-            hashlib.sha256(request.SerializeToString()).hexdigest())
+def _audit_info(service: str, name: str, request,
+                node: "ShardNode | None" = None) -> tuple[str, str, str]:
+    # the digest is keyed by the shard (Shard.request_digest): a plain hash of a request
+    # that carries an ID number would give it away to a few seconds of guessing. Without
+    # the node no digest is recorded rather than an unkeyed one.
+    digest = node.shard.request_digest(request.SerializeToString()) if node is not None else ""
+    return auth.current().id, f"/turnstile.v1.{service}/{name}", digest
 
 
 def rpc(fn):
@@ -41,29 +45,79 @@ def rpc(fn):
         left = context.time_remaining()
         if left is not None and left <= 0:
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed before the call ran")
-        token = _call.set(_audit_info(type(self).__name__, fn.__name__, request))
+        token = _call.set(_audit_info(type(self).__name__, fn.__name__, request, self.node))
         try:
             return await fn(self, request, context)
         except TurnstileError as e:
+            e.field = proto_path(fn.__name__, e.field)
             await context.abort_with_status(errors.to_status(e))
         finally:
             _call.reset(token)
     return wrapper
 
 
+# The engine names a command's fields in its own words (product, slots, at...); an
+# error names the request field by its proto path (items[0].product_id, scan_time...).
+_FIELDS = {"venue": "venue_id", "zone": "zone_id", "zones": "zone_ids", "gate": "gate_id",
+           "gates": "gate_ids", "product": "product_id", "slot": "slot_id", "slots": "slot_ids",
+           "tickets": "ticket_ids", "at": "scan_time", "seq": "sequence", "day_to": "date_to",
+           "day_from": "date_from", "day": "date", "codes": "codes"}
+_FIELDS_OF = {   # where a method's request says it otherwise
+    "CreateVenue": {"id": "venue_id"}, "CreateZone": {"id": "zone_id"},
+    "CreateGate": {"id": "gate_id"}, "CreateProduct": {"id": "product_id"},
+    "CreateSlots": {"slots": "slots", "id": "slot_id"},
+    "EnrollFace": {}, "RemoveFace": {},
+}
+
+
+def proto_path(method: str, field: str | None) -> str | None:
+    """The proto path of an engine error's field, for method's request."""
+    if not field:
+        return field
+    names = _FIELDS_OF.get(method, {})
+    out = []
+    for part in field.split("."):
+        name, bracket, rest = part.partition("[")
+        name = names.get(name, _FIELDS.get(name, name))
+        out.append(name + bracket + rest)
+    return ".".join(out)
+
+
+_TS_MIN, _TS_MAX = -62135596800, 253402300799     # 0001-01-01 .. 9999-12-31 (Timestamp's range)
+
+
+def _seconds(ts, field: str) -> int:
+    """A request Timestamp as UTC seconds; an invalid one is INVALID_ARGUMENT."""
+    if not 0 <= ts.nanos <= 999_999_999 or not _TS_MIN <= ts.seconds <= _TS_MAX:
+        raise InvalidArgument("not a valid Timestamp (seconds within years 1-9999, nanos "
+                              "0..999999999)", field=field)
+    return ts.seconds
+
+
+def _id(value: str, field: str) -> str:
+    """An id from a request: 1-64 letters, digits or ._:@/-. Checked before it goes
+    anywhere (a store lookup, an error message)."""
+    if not _ID.match(value):
+        raise InvalidArgument("must be 1-64 letters, digits or ._:@/-, starting with a letter "
+                              "or digit" if value else "is required", field=field)
+    return value
+
+
 def _ts(seconds: int) -> Timestamp:
     return Timestamp(seconds=seconds)
-
-
-def _at(msg, name: str) -> int | None:
-    return getattr(msg, name).seconds if msg.HasField(name) else None
 
 
 class ShardNode:
     """One shard as served: the shard, its writer, and its address."""
 
     def __init__(self, shard: Shard, writer: GroupCommit, store, address: str = "",
-                 moved: frozenset[str] = frozenset()):
+                 moved: frozenset[str] = frozenset(), *, scan_skew_s: int = 300,
+                 offline_window_s: int = 7 * 86400):
+        self.scan_skew_s = scan_skew_s
+        self.offline_window_s = offline_window_s
+        # (principal, gate id, venue id) -> (venue, gate) of gates a caller scanned at;
+        # cleared when a gate is created (an id may then name gates of two venues)
+        self._gates: dict[tuple, tuple[str, str]] = {}
         self.shard = shard
         self.writer = writer
         self.store = store
@@ -80,8 +134,9 @@ class ShardNode:
         return await self.writer.submit(command)
 
     # scope checks ------------------------------------------------------------------
-    def venue(self, venue_id: str) -> str:
+    def venue(self, venue_id: str, field: str = "venue_id") -> str:
         p = auth.current()
+        _id(venue_id, field)
         if venue_id not in self.shard.state.venues or venue_id in self.moved:
             home = self.store.venue_shard(venue_id)
             if home is None or home == self.shard_id:
@@ -92,26 +147,91 @@ class ShardNode:
             raise PermissionDenied(f"{p.id} may not act on venue {venue_id}", field="venue_id")
         return venue_id
 
-    def gate(self, gate_id: str) -> str:
+    def gate(self, gate_id: str, venue_id: str = "", field: str = "gate_id") -> tuple[str, str]:
+        """(venue, gate) of a gate the caller may scan at. Gate ids are unique within
+        their venue: without a venue, the one venue of the caller's that has it."""
         p = auth.current()
-        g = self.shard.state.gates.get(gate_id)
-        if g is None:
-            raise NotFound(f"no gate {gate_id!r} on shard {self.shard_id}", field="gate_id")
-        if not p.may_use_venue(g.venue) or not p.may_use_gate(gate_id):
-            raise PermissionDenied(f"{p.id} may not scan at gate {gate_id}", field="gate_id")
-        return gate_id
+        hit = self._gates.get((p, gate_id, venue_id))
+        if hit is not None:
+            return hit
+        _id(gate_id, field)
+        if venue_id:
+            venue_id = self.venue(venue_id)
+            venues = [venue_id] if venue_id in self.shard.venues_with("gate", gate_id) else []
+        else:
+            venues = [v for v in self.shard.venues_with("gate", gate_id)
+                      if p.may_use_venue(v) and v not in self.moved]
+        if not venues:
+            raise NotFound(f"no gate {gate_id} in the venues of {p.id} on shard {self.shard_id}",
+                           field=field)
+        if len(venues) > 1:
+            raise InvalidArgument(f"gate {gate_id} is in {len(venues)} of your venues: set venue_id",
+                                  field="venue_id")
+        if not p.may_use_gate(gate_id):
+            raise PermissionDenied(f"{p.id} may not scan at gate {gate_id}", field=field)
+        key = self._gates[(p, gate_id, venue_id)] = (venues[0], gate_id)
+        if len(self._gates) > 10_000:
+            self._gates.clear()
+        return key
+
+    def scan_time(self, request, venue: str) -> int | None:
+        """When an online scan is decided: the server's now, or the caller's scan_time
+        if that is within the allowed skew of it and not on a later venue-local day (a
+        gate's clock never rolls a day forward); else INVALID_ARGUMENT."""
+        if not request.HasField("scan_time"):
+            return None
+        at = _seconds(request.scan_time, "scan_time")
+        now = int(self.shard.clock())
+        if abs(at - now) > self.scan_skew_s:
+            raise InvalidArgument(f"more than {self.scan_skew_s} s from the server's clock "
+                                  "(online scans are decided at the server's time)", field="scan_time")
+        offset = self.shard.venue_offset(venue)
+        if (at + offset) // 86400 != (now + offset) // 86400:
+            # a gate's clock never moves a scan to another day: not forward (a used pass
+            # admitted "tomorrow"), not back (a pass used today admitted "yesterday")
+            raise InvalidArgument("on another venue-local day than the server's clock",
+                                  field="scan_time")
+        return at
 
     def channel(self) -> str:
         p = auth.current()
         return p.channel or p.role          # an admin sells as "admin"
 
-    def order(self, order_id: str):
+    def order(self, order_id: str, channel: str = ""):
+        """An order of `channel` (order ids are the channel's own), if the caller may see
+        it: a seller or channel only its own channel's, anyone only its venues'."""
         p = auth.current()
-        order = self.shard.get_order(order_id)
-        if p.role in ("seller", "channel") and order.channel != p.channel \
-                or not p.may_use_venue(order.venue):
-            raise NotFound(f"no order {order_id}", field="order_id")
+        _id(order_id, "order_id")
+        if channel:
+            _id(channel, "channel")
+        if p.role in ("seller", "channel"):
+            if channel and channel != p.channel:
+                raise NotFound(f"no order {order_id} of channel {channel}", field="order_id")
+            channel = p.channel
+        elif not channel:
+            if p.role != "admin":
+                raise InvalidArgument("order ids are the channel's own: name the channel",
+                                      field="channel")
+            channel = self.channel()
+        _id(channel, "channel")
+        order = self.shard.get_order(order_id, channel)
+        if not p.may_use_venue(order.venue):
+            raise NotFound(f"no order {order_id} of channel {channel}", field="order_id")
         return order
+
+    def hold(self, hold_id: int, *, known: bool = True) -> dict | None:
+        """A hold the caller may act on: its channel's own, in its venues. With
+        known=False, a hold the shard has no record of is left to the command to refuse."""
+        p = auth.current()
+        try:
+            h = self.shard.hold_info(hold_id)
+        except NotFound:
+            if known:
+                raise
+            return None
+        if p.role != "admin" and h["channel"] != self.channel() or not p.may_use_venue(h["venue"]):
+            raise NotFound(f"no hold {hold_id}", field="hold_id")
+        return h
 
 
 class GateService(gate_pb2_grpc.GateServiceServicer):
@@ -126,8 +246,8 @@ class GateService(gate_pb2_grpc.GateServiceServicer):
 
     @rpc
     async def Verify(self, request, context):
-        gate = self.node.gate(request.gate_id)
-        at = _at(request, "scan_time")
+        gate = self.node.gate(request.gate_id, request.venue_id)
+        at = self.node.scan_time(request, gate[0])
         kind = request.WhichOneof("credential")
         scan_id = request.scan_id or None
         if kind == "code":
@@ -149,12 +269,15 @@ class GateService(gate_pb2_grpc.GateServiceServicer):
 
     async def _batch(self, request) -> gate_pb2.VerifyBatchResponse:
         if request.gate_ids:
-            gates: Any = [self.node.gate(g) for g in request.gate_ids]
+            if request.gate_id:
+                raise InvalidArgument("one gate for every code, or gate_ids: not both", field="gate_id")
+            gates: Any = [self.node.gate(g, request.venue_id, f"gate_ids[{i}]")
+                          for i, g in enumerate(request.gate_ids)]
         else:
-            gates = self.node.gate(request.gate_id)
+            gates = self.node.gate(request.gate_id, request.venue_id)
+        at = self.node.scan_time(request, (gates[0] if request.gate_ids else gates)[0])
         r = await self.node.submit(cmd.verify_batch(list(request.codes), gates, request.direction,
-                                                    at=_at(request, "scan_time"),
-                                                    persons=request.persons,
+                                                    at=at, persons=request.persons,
                                                     batch_id=request.batch_id or None))
         return gate_pb2.VerifyBatchResponse(reasons=list(r.reasons), ticket_ids=list(r.tickets),
                                             persons=list(r.persons))
@@ -174,7 +297,7 @@ class GateService(gate_pb2_grpc.GateServiceServicer):
         async def read() -> None:
             try:
                 async for request in request_iterator:
-                    token = _call.set(_audit_info("GateService", "VerifyStream", request))
+                    token = _call.set(_audit_info("GateService", "VerifyStream", request, self.node))
                     try:
                         # submits in request order: a task's first step runs in FIFO order
                         task = asyncio.ensure_future(self._batch(request))
@@ -190,6 +313,7 @@ class GateService(gate_pb2_grpc.GateServiceServicer):
                 try:
                     yield await task
                 except TurnstileError as e:
+                    e.field = proto_path("VerifyBatch", e.field)
                     await context.abort_with_status(errors.to_status(e))
             await reader                # a broken request stream ends the call with its error
         finally:
@@ -207,15 +331,24 @@ class GateService(gate_pb2_grpc.GateServiceServicer):
 
     @rpc
     async def UploadScans(self, request, context):
-        gate = self.node.gate(request.gate_id)
+        venue, gate = self.node.gate(request.gate_id, request.venue_id)
+        now = self.node.shard.clock()
         scans = []
         for i, s in enumerate(request.scans):
+            # facts, at the gate's times: but never from the future, nor older than the
+            # offline window
+            field = f"scans[{i}].scan_time"
             if not s.HasField("scan_time"):
-                raise InvalidArgument("is required", field=f"scans[{i}].scan_time")
+                raise InvalidArgument("is required", field=field)
+            at = _seconds(s.scan_time, field)
+            if not now - self.node.offline_window_s <= at <= now + self.node.scan_skew_s:
+                raise InvalidArgument(f"outside the offline window ({self.node.offline_window_s} s "
+                                      f"back, {self.node.scan_skew_s} s ahead of the server's clock)",
+                                      field=field)
             scans.append({"nonce": s.nonce, "seq": s.sequence, "code": s.code,
-                          "direction": s.direction, "at": s.scan_time.seconds,
+                          "direction": s.direction, "at": at,
                           "persons": s.persons, "admitted": s.admitted, "reason": s.reason})
-        results = await self.node.submit(cmd.offline_scans(gate, scans))
+        results = await self.node.submit(cmd.offline_scans(gate, scans, venue=venue))
         return gate_pb2.UploadScansResponse(results=[
             gate_pb2.UploadResult(nonce=r["nonce"], status=gate_pb2.UploadStatus.Value(r["status"]),
                                   reason=r["reason"], ticket_id=r["ticket_id"], persons=r["persons"])
@@ -261,22 +394,8 @@ class SalesService(sales_pb2_grpc.SalesServiceServicer):
     @rpc
     async def Quote(self, request, context):
         venue = self.node.venue(request.venue_id)
-        channel = self.node.channel()
-        st = self.node.shard.state
-        out, total = [], 0
-        for i, it in enumerate(request.items):
-            p = st.products.get(it.product_id)
-            if p is None or p.venue != venue:
-                raise NotFound(f"no product {it.product_id!r} in venue {venue}",
-                               field=f"items[{i}].product_id")
-            group = it.group or 1
-            if not 1 <= it.qty <= 10_000:
-                raise InvalidArgument("must be between 1 and 10000", field=f"items[{i}].qty")
-            price = p.price_for(channel)
-            total += price * it.qty * group
-            out.append(sales_pb2.PricedItem(product_id=p.id, slot_ids=list(it.slot_ids), qty=it.qty,
-                                            group=group, unit_price_fen=price))
-        return sales_pb2.QuoteResponse(items=out, amount_fen=total)
+        items, total = self.node.shard.quote(venue, self.node.channel(), _items(request.items))
+        return sales_pb2.QuoteResponse(items=_priced(items), amount_fen=total)
 
     @rpc
     async def Hold(self, request, context):
@@ -291,6 +410,8 @@ class SalesService(sales_pb2_grpc.SalesServiceServicer):
 
     @rpc
     async def Confirm(self, request, context):
+        _id(request.order_id, "order_id")
+        self.node.hold(request.hold_id, known=False)
         pay = request.payment
         c = cmd.confirm(request.hold_id, request.order_id, self.node.channel(), method=pay.method,
                         amount_fen=pay.amount_fen, reference=pay.reference,
@@ -298,18 +419,25 @@ class SalesService(sales_pb2_grpc.SalesServiceServicer):
                         signed=not request.short_codes)
         if request.idempotency_key:
             c.idem = request.idempotency_key
-        r = await self.node.submit(c)
+        try:
+            r = await self.node.submit(c)
+        except TurnstileError as e:
+            if e.field == "idempotency_key" and not request.idempotency_key:
+                e.field = "order_id"            # the order id was the retry key
+            raise
         return sales_pb2.ConfirmResponse(order=_order(r.order), tickets=[_ticket(t) for t in r.tickets])
 
     @rpc
     async def Release(self, request, context):
+        self.node.hold(request.hold_id, known=False)
         r = await self.node.submit(cmd.release(request.hold_id, self.node.channel(),
                                                idempotency_key=request.idempotency_key or None))
         return sales_pb2.ReleaseResponse(hold_id=r["hold_id"])
 
     @rpc
     async def Refund(self, request, context):
-        order = self.node.order(request.order_id)
+        _id(request.refund_id, "refund_id")
+        order = self.node.order(request.order_id, request.channel)
         c = cmd.refund(order.order_id, request.refund_id, list(request.ticket_ids), channel=order.channel)
         if request.idempotency_key:
             c.idem = request.idempotency_key
@@ -319,20 +447,27 @@ class SalesService(sales_pb2_grpc.SalesServiceServicer):
 
     @rpc
     async def GetOrder(self, request, context):
-        order = self.node.order(request.order_id)
-        codes = self.node.shard.order_codes(order.order_id)
+        order = self.node.order(request.order_id, request.channel)
+        order, tickets = self.node.shard.order_tickets(order.order_id, order.channel)
         msg = _order(order)
-        for tid, code in zip(order.ticket_ids(), codes):
-            line = next(ln for ln in order.lines
-                        if ln["first_ticket"] <= tid < ln["first_ticket"] + ln["qty"] * ln["ncomp"])
-            msg.tickets.append(sales_pb2.Ticket(ticket_id=tid, product_id=line["product"],
-                                                persons=line["group"], code=code))
+        msg.tickets.extend(sales_pb2.Ticket(
+            ticket_id=t["ticket_id"], product_id=t["product"], persons=t["persons"], code=t["code"],
+            holder=t["holder"], state=sales_pb2.TicketState.Value("TICKET_" + t["state"].upper()),
+            entries_left=t["entries_left"]) for t in tickets)
         return msg
+
+    @rpc
+    async def GetHold(self, request, context):
+        h = self.node.hold(request.hold_id)
+        return sales_pb2.HoldInfo(
+            hold_id=h["hold_id"], status=sales_pb2.HoldStatus.Value("HOLD_" + h["status"].upper()),
+            expires_at=_ts(h["expires_at"]), amount_fen=h["amount_fen"], items=_priced(h["items"]),
+            order_id=h["order_id"], venue_id=h["venue"])
 
 
 def _ticket(t) -> sales_pb2.Ticket:
     return sales_pb2.Ticket(ticket_id=t.ticket_id, product_id=t.product, persons=t.persons,
-                            code=t.code, holder=t.holder)
+                            code=t.code, holder=t.holder, state=sales_pb2.TICKET_ISSUED)
 
 
 def _order(o) -> sales_pb2.Order:
@@ -357,11 +492,12 @@ class InventoryService(inventory_pb2_grpc.InventoryServiceServicer):
     @rpc
     async def Availability(self, request, context):
         venue = self.node.venue(request.venue_id)
-        try:
-            lo = to_day(request.date_from)
-            hi = to_day(request.date_to) if request.date_to else lo
-        except ValueError:
-            raise InvalidArgument("dates are YYYY-MM-DD", field="date_from") from None
+        if request.zone_id:
+            _id(request.zone_id, "zone_id")
+        lo = _date(request.date_from, "date_from")
+        hi = _date(request.date_to, "date_to") if request.date_to else lo
+        if hi < lo:
+            raise InvalidArgument("is before date_from", field="date_to")
         if hi - lo > 366:
             raise InvalidArgument("at most 366 days at once", field="date_to")
         p = auth.current()
@@ -379,6 +515,16 @@ class InventoryService(inventory_pb2_grpc.InventoryServiceServicer):
                 sold=row["sold"], held=row["held"], remaining=row["remaining"],
                 pool_remaining=row["pool_remaining"], allotments=allots))
         return inventory_pb2.AvailabilityResponse(slots=out)
+
+
+def _date(text: str, field: str) -> int:
+    """A venue-local calendar day from YYYY-MM-DD."""
+    try:
+        if len(text) != 10:
+            raise ValueError
+        return to_day(text)
+    except ValueError:
+        raise InvalidArgument("must be a date YYYY-MM-DD", field=field) from None
 
 
 def _venue_msg(v, shard: int) -> admin_pb2.Venue:
@@ -424,39 +570,41 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
 
     @rpc
     async def CreateVenue(self, request, context):
+        _id(request.venue_id, "venue_id")
         if request.HasField("shard") and request.shard != self.node.shard_id:
             raise InvalidArgument(f"this is shard {self.node.shard_id}; send it to shard {request.shard}",
                                   field="shard")
         home = self.node.store.venue_shard(request.venue_id)
         if home is not None and home != self.node.shard_id:
             raise AlreadyExists(f"venue {request.venue_id} exists on shard {home}", field="venue_id")
-        v = await self.node.submit(self._idem(cmd.venue(request.venue_id, request.name or None,
-                                                        request.utc_offset_s), request))
+        await self.node.submit(self._idem(cmd.venue(request.venue_id, request.name or None,
+                                                    request.utc_offset_s), request))
         self.node.store.place_venue(request.venue_id, self.node.shard_id)
-        return _venue_msg(self.node.shard.state.venues[v.id if hasattr(v, "id") else v["id"]],
-                          self.node.shard_id)
+        return _venue_msg(self.node.shard.catalog(request.venue_id)["venue"], self.node.shard_id)
+
+    def _created(self, venue: str, kind: str, id_: str):
+        """The zone, gate or product just created (or answered to a retry)."""
+        return next(x for x in self.node.shard.catalog(venue)[kind] if x.id == id_)
 
     @rpc
     async def CreateZone(self, request, context):
-        self.node.venue(request.venue_id)
-        await self.node.submit(self._idem(cmd.zone(request.venue_id, request.zone_id, request.name or None,
+        venue = self.node.venue(request.venue_id)
+        await self.node.submit(self._idem(cmd.zone(venue, request.zone_id, request.name or None,
                                                    live_capacity=request.live_capacity,
                                                    enforce_exit=request.enforce_exit), request))
-        return _zone_msg(self.node.shard.state.zones[request.zone_id])
+        return _zone_msg(self._created(venue, "zones", request.zone_id))
 
     @rpc
     async def CreateGate(self, request, context):
-        self.node.venue(request.venue_id)
-        z = self.node.shard.state.zones.get(request.zone_id)
-        if z is None or z.venue != request.venue_id:
-            raise NotFound(f"no zone {request.zone_id!r} in venue {request.venue_id}", field="zone_id")
-        await self.node.submit(self._idem(cmd.gate(request.zone_id, request.gate_id, request.mode),
-                                          request))
-        return _gate_msg(self.node.shard.state.gates[request.gate_id])
+        venue = self.node.venue(request.venue_id)
+        await self.node.submit(self._idem(cmd.gate(request.zone_id, request.gate_id, request.mode,
+                                                   venue=venue), request))
+        self.node._gates.clear()        # the id may now name gates of two venues
+        return _gate_msg(self._created(venue, "gates", request.gate_id))
 
     @rpc
     async def CreateProduct(self, request, context):
-        self.node.venue(request.venue_id)
+        venue = self.node.venue(request.venue_id)
         r = request.rule
         rule = EntryRule(max_entries=r.max_entries if request.HasField("rule") else 1,
                          daily_entries=r.daily_entries, reentry=r.reentry, valid_days=r.valid_days or 1,
@@ -467,57 +615,50 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             channels=list(request.channels), real_name=request.real_name,
             max_group=request.max_group or 1, refundable=request.refundable,
             refund_fee_pct=request.refund_fee_pct), request))
-        return _product_msg(self.node.shard.state.products[request.product_id])
+        return _product_msg(self._created(venue, "products", request.product_id))
 
     @rpc
     async def CreateSlots(self, request, context):
-        self.node.venue(request.venue_id)
-        st = self.node.shard.state
+        venue = self.node.venue(request.venue_id)
         slots = []
         for i, sp in enumerate(request.slots):
-            z = st.zones.get(sp.zone_id)
-            if z is None or z.venue != request.venue_id:
-                raise NotFound(f"no zone {sp.zone_id!r} in venue {request.venue_id}",
-                               field=f"slots[{i}].zone_id")
-            try:
-                day = to_day(sp.date)
-            except ValueError:
-                raise InvalidArgument("must be YYYY-MM-DD", field=f"slots[{i}].date") from None
-            slots.append({"id": sp.slot_id, "zone": sp.zone_id, "day": day, "start": sp.start.seconds,
-                          "end": sp.end.seconds, "capacity": sp.capacity})
-        created = await self.node.submit(self._idem(cmd.slots(slots), request))
+            slots.append({"id": sp.slot_id, "zone": sp.zone_id, "day": _date(sp.date, f"slots[{i}].date"),
+                          "start": _seconds(sp.start, f"slots[{i}].start"),
+                          "end": _seconds(sp.end, f"slots[{i}].end"), "capacity": sp.capacity})
+        created = await self.node.submit(self._idem(cmd.slots(slots, venue=venue), request))
         return admin_pb2.CreateSlotsResponse(created=len(created))
 
     @rpc
     async def SetSlotCapacity(self, request, context):
-        self.node.venue(request.venue_id)
-        c = await self.node.submit(self._idem(cmd.slot_capacity(request.slot_id, request.capacity), request))
+        venue = self.node.venue(request.venue_id)
+        c = await self.node.submit(self._idem(cmd.slot_capacity(request.slot_id, request.capacity,
+                                                                venue=venue), request))
         return admin_pb2.SlotCounters(slot_id=request.slot_id, capacity=c["capacity"],
                                       reserved=c["reserved"], sold=c["sold"], held=c["held"])
 
     @rpc
     async def SetAllotment(self, request, context):
-        self.node.venue(request.venue_id)
+        venue = self.node.venue(request.venue_id)
         a = await self.node.submit(self._idem(cmd.allotment(request.slot_id, request.channel,
-                                                            request.capacity), request))
+                                                            request.capacity, venue=venue), request))
         return admin_pb2.AllotmentCounters(slot_id=request.slot_id, channel=request.channel,
                                            capacity=a["capacity"], sold=a["sold"], held=a["held"])
 
     @rpc
     async def BlockTicket(self, request, context):
-        self.node.venue(request.venue_id)
+        # scope on the object: the venue that owns the ticket, not the one the request names
+        venue = self.node.venue(request.venue_id)
+        if self.node.shard.ticket_venue(request.ticket_id) != venue:
+            raise NotFound(f"no ticket {request.ticket_id} in venue {venue}", field="ticket_id")
         r = await self.node.submit(self._idem(cmd.block(request.ticket_id, request.blocked), request))
         return admin_pb2.BlockTicketResponse(ticket_id=r["ticket_id"], blocked=r["blocked"])
 
     @rpc
     async def GetCatalog(self, request, context):
-        venue = self.node.venue(request.venue_id)
-        st = self.node.shard.state
+        c = self.node.shard.catalog(self.node.venue(request.venue_id))
         return admin_pb2.Catalog(
-            venue=_venue_msg(st.venues[venue], self.node.shard_id),
-            zones=[_zone_msg(z) for z in st.zones.values() if z.venue == venue],
-            gates=[_gate_msg(g) for g in st.gates.values() if g.venue == venue],
-            products=[_product_msg(p) for p in st.products.values() if p.venue == venue])
+            venue=_venue_msg(c["venue"], self.node.shard_id), zones=[_zone_msg(z) for z in c["zones"]],
+            gates=[_gate_msg(g) for g in c["gates"]], products=[_product_msg(p) for p in c["products"]])
 
     def _own_shard(self, shard: int) -> None:
         if shard != self.node.shard_id:
@@ -547,6 +688,13 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
 
     @rpc
     async def CreatePrincipal(self, request, context):
+        for name in ("venue_ids", "gate_ids"):
+            for i, x in enumerate(getattr(request, name)):
+                _id(x, f"{name}[{i}]")
+        if request.channel:
+            _id(request.channel, "channel")
+        if request.role not in admin_pb2.Role.values():
+            raise InvalidArgument("not a Role", field="role")
         role = admin_pb2.Role.Name(request.role).lower() if request.role else ""
         p = await self._store_change(lambda: self.store.create_principal(
             request.principal_id, role, venues=list(request.venue_ids), channel=request.channel,
@@ -578,6 +726,8 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
 
     @rpc
     async def QueryAudit(self, request, context):
+        if request.principal_id:
+            _id(request.principal_id, "principal_id")
         limit = min(request.limit or 100, 1000)
         recs = self.node.shard.audit_records(request.after_seq, limit, request.principal_id or None)
         return admin_pb2.QueryAuditResponse(records=[admin_pb2.AuditRecord(
@@ -605,10 +755,7 @@ class ReportService(report_pb2_grpc.ReportServiceServicer):
     @rpc
     async def LiveCounts(self, request, context):
         venue = self.node.venue(request.venue_id)
-        try:
-            day = to_day(request.date) if request.date else None
-        except ValueError:
-            raise InvalidArgument("must be YYYY-MM-DD", field="date") from None
+        day = _date(request.date, "date") if request.date else None
         rows = self.node.shard.live_counts(venue, day)
         if day is None:
             v = self.node.shard.state.venues[venue]
@@ -654,14 +801,14 @@ class MemberService(member_pb2_grpc.MemberServiceServicer):
 
     @rpc
     async def EnrollFace(self, request, context):
-        self.node.venue(request.venue_id)
-        r = await self.node.submit(cmd.enroll_face(request.face_token, request.id_number,
+        venue = self.node.venue(request.venue_id)
+        r = await self.node.submit(cmd.enroll_face(venue, request.face_token, request.id_number,
                                                    idempotency_key=request.idempotency_key or None))
         return member_pb2.EnrollFaceResponse(**r)
 
     @rpc
     async def RemoveFace(self, request, context):
-        self.node.venue(request.venue_id)
-        r = await self.node.submit(cmd.enroll_face(request.face_token, None,
+        venue = self.node.venue(request.venue_id)
+        r = await self.node.submit(cmd.enroll_face(venue, request.face_token, None,
                                                    idempotency_key=request.idempotency_key or None))
         return member_pb2.EnrollFaceResponse(**r)

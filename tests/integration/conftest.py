@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import grpc
 import pytest
 
+from tests.conftest import MASTER_KEY
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -23,6 +25,12 @@ class Server:
     day: dt.date
     proc: subprocess.Popen
 
+    offset: int = 0             # the server's clock minus the machine's (--clock-offset-s)
+
+    def now(self) -> float:
+        """The server's time."""
+        return time.time() + self.offset
+
     def channel(self) -> grpc.Channel:
         return grpc.insecure_channel(self.address)
 
@@ -30,16 +38,41 @@ class Server:
         return (("authorization", f"Bearer {self.keys[principal]}"),)
 
 
-def start_server(data: str, day: dt.date, args: tuple = (), env: dict | None = None) -> Server:
+def master_key_file(data: str) -> str:
+    """The key file beside `data` (as `make run` keeps one), holding the session's master
+    key (tests/conftest.py); made mode 0600 if absent."""
+    path = os.path.abspath(data).rstrip("/") + ".master-key"
+    if not os.path.exists(path):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(MASTER_KEY + "\n")
+    return path
+
+
+def start_server(data: str, day: dt.date, args: tuple = (), env: dict | None = None, *,
+                 clock: bool = True) -> Server:
+    """Seed the demo (from `day`) if `data` is empty and serve it. With `clock`, the
+    server's clock is set to the morning of `day` (day_clock); else it is the machine's."""
+    # the master key as an operator gives it: a file beside the data dir, not the
+    # session's environment variable
+    key = ("--master-key-file", master_key_file(data))
+    if clock and "--clock-offset-s" not in args:
+        args = (*day_clock(day), *args)
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("TURNSTILE_MASTER_KEY")}
+    child_env.update(env or {})
     if not os.path.isdir(os.path.join(data, "shard-0")):
         subprocess.run([sys.executable, "-m", "server.cli", "demo", "--data", data, "--start",
-                        day.isoformat()], cwd=ROOT, check=True, capture_output=True, timeout=60)
+                        day.isoformat(), *key], cwd=ROOT, check=True, capture_output=True,
+                       timeout=60, env=child_env)
     # its own session: a crash test can SIGKILL the supervisor and its shards at once
     proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--data", data, "--port", "0",
-                             *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True, env={**os.environ, **(env or {})})
+                             *key, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True, env=child_env)
     try:
-        return _await_server(proc, data, day)
+        server = _await_server(proc, data, day)
+        if "--clock-offset-s" in args:
+            server.offset = int(args[args.index("--clock-offset-s") + 1])
+        return server
     except BaseException:
         os.killpg(proc.pid, signal.SIGKILL)          # never leave a server behind
         proc.wait(10)
@@ -78,6 +111,16 @@ def kill_server(server: Server) -> None:
     """SIGKILL the supervisor and every shard process."""
     os.killpg(server.proc.pid, signal.SIGKILL)
     server.proc.wait(10)
+
+
+def day_clock(day: dt.date) -> tuple:
+    """`serve` options that set the server's clock to 07:00 venue-local on `day`, before
+    the demo's first slot (a slot that is over can't be sold, whatever hour the suite
+    runs at), and let scans name any time of that day (tests scan at 8:41, 16:30...;
+    never a later day)."""
+    from engine import demo
+    return ("--clock-offset-s", str(int(demo.local_time(day, 7) - time.time())),
+            "--scan-skew-s", "86400")
 
 
 @pytest.fixture(scope="module")

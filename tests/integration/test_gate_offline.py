@@ -42,7 +42,7 @@ def outage(tmp_path_factory):
     data = str(tmp_path_factory.mktemp("gate-data"))
     port = free_port()
     args = ("--port", str(port), "--shards", "1")
-    server = start_server(data, dt.date.today(), args)
+    server = start_server(data, dt.date.today(), args, clock=False)
     address = f"127.0.0.1:{port}"
     conn = Connection(address, server.keys["admin"], timeout=10)
     admin = admin_pb2_grpc.AdminServiceStub(conn.channel())
@@ -140,7 +140,7 @@ def test_gates_through_an_outage(outage, tmp_path):
         assert a.pending() == 7
         b_queue = b.queued()
 
-        outage["server"] = start_server(outage["data"], dt.date.today(), outage["args"])
+        outage["server"] = start_server(outage["data"], dt.date.today(), outage["args"], clock=False)
 
         # back online: gate b's next sync and gate a's next scan upload their queues
         # first, then ask the server

@@ -63,7 +63,7 @@ def test_sale_entry_exit_reentry_refund(server, stubs):
         stubs["sales"].Refund(sales_pb2.RefundRequest(order_id="ota-1", refund_id="r1",
                                                       ticket_ids=[a.ticket_id]), metadata=meta)
     assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert error_info(e.value) == ("TICKET_NOT_REFUNDABLE", "tickets[0]")
+    assert error_info(e.value) == ("TICKET_NOT_REFUNDABLE", "ticket_ids[0]")
     rf = stubs["sales"].Refund(sales_pb2.RefundRequest(order_id="ota-1", refund_id="r2"), metadata=meta)
     assert list(rf.ticket_ids) == [b.ticket_id] and rf.amount_fen == 7600
     assert verify(server, stubs, b.code).reason == R.Value("VOIDED")
@@ -155,8 +155,8 @@ def test_idempotent_hold_is_byte_identical_and_reuse_is_refused(server, stubs):
 
 @pytest.mark.parametrize("field,mutate", [
     ("items[0].qty", lambda r: setattr(r.items[0], "qty", 0)),
-    ("items[0].product", lambda r: setattr(r.items[0], "product_id", "ghost")),
-    ("items[0].slots[0]", lambda r: r.items[0].slot_ids.__setitem__(0, "nope")),
+    ("items[0].product_id", lambda r: setattr(r.items[0], "product_id", "ghost")),
+    ("items[0].slot_ids[0]", lambda r: r.items[0].slot_ids.__setitem__(0, "nope")),
     ("venue_id", lambda r: setattr(r, "venue_id", "atlantis")),
     ("idempotency_key", lambda r: setattr(r, "idempotency_key", "")),
 ])
@@ -206,8 +206,11 @@ def test_every_mutating_call_is_audited_and_the_chain_verifies(server, stubs):
     recs = stubs["admin"].QueryAudit(admin_pb2.QueryAuditRequest(principal_id="demo-window", limit=1000),
                                      metadata=admin).records
     import hashlib
-    mine = [r for r in recs if r.request_digest == hashlib.sha256(req.SerializeToString()).hexdigest()]
-    assert [(r.method, r.result) for r in mine] == [("/turnstile.v1.SalesService/Hold", "OK")]
+    assert (recs[-1].method, recs[-1].result) == ("/turnstile.v1.SalesService/Hold", "OK")
+    # keyed: a plain hash of the request would let anyone holding the log test guesses of
+    # what a request carried (an ID number)
+    assert recs[-1].request_digest and \
+        recs[-1].request_digest != hashlib.sha256(req.SerializeToString()).hexdigest()
     v = stubs["admin"].VerifyAudit(admin_pb2.VerifyAuditRequest(), metadata=admin)
     assert v.ok and v.checked >= len(recs)
     with pytest.raises(grpc.RpcError) as e:
@@ -338,7 +341,7 @@ BAD_CALLS = [
     ("gate", "Verify", "demo-gate", lambda s: gate_pb2.VerifyRequest(code="X", gate_id="south-exit", direction=IN),
      grpc.StatusCode.INVALID_ARGUMENT, "direction"),
     ("gate", "VerifyBatch", "demo-gate", lambda s: gate_pb2.VerifyBatchRequest(
-        codes=["A", "B"], gate_ids=["north-1"], direction=IN), grpc.StatusCode.INVALID_ARGUMENT, "gates"),
+        codes=["A", "B"], gate_ids=["north-1"], direction=IN), grpc.StatusCode.INVALID_ARGUMENT, "gate_ids"),
     ("sales", "Confirm", "demo-ota", lambda s: sales_pb2.ConfirmRequest(
         hold_id=999999, order_id="o-bad", payment=sales_pb2.Payment(method="cash")),
      grpc.StatusCode.NOT_FOUND, "hold_id"),

@@ -72,5 +72,5 @@ def test_replay_check_with_live_holds_confirms_and_refunds(shard):
     shard.run(cmd.hold("ota", "westlake", [HoldItem("adult", (SLOT,), 3)]))
     shard.run(cmd.hold("web", "westlake", [HoldItem("adult", (SLOT,), 2)], idempotency_key="k"))
     sell(shard, qty=2, order="o-1")
-    shard.run(cmd.refund("o-1", "r-1"))
+    shard.run(cmd.refund("o-1", "r-1", channel="web"))
     assert shard.check(replay=True) == []

@@ -1,6 +1,7 @@
 """The turnstile CLI, end to end as a subprocess."""
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -28,7 +29,7 @@ def test_help_of_every_command():
 
 def test_demo_info_check(tmp_path):
     data = str(tmp_path / "data")
-    r = turnstile("demo", "--data", data, "--start", "2026-11-23")
+    r = turnstile("demo", "--data", data, "--start", dt.date.today().isoformat())
     assert r.returncode == 0, r.stderr
     assert "demo-order-1" in r.stdout and "ticket 0:" in r.stdout
     again = turnstile("demo", "--data", data)

@@ -149,7 +149,7 @@ def test_blocked_and_voided(shard):
     shard.run(cmd.block(a.ticket_id))
     assert scan(shard, a.code).reason == Reason.BLOCKED
     shard.run(cmd.block(a.ticket_id, blocked=False))
-    shard.run(cmd.refund("o-bv", "r1", [b.ticket_id]))
+    shard.run(cmd.refund("o-bv", "r1", [b.ticket_id], channel="web"))
     assert scan(shard, b.code).reason == Reason.VOIDED
     assert scan(shard, a.code).reason == Reason.OK
 
@@ -161,7 +161,7 @@ def test_verify_by_id_number(shard, clock):
     assert shard.run(cmd.verify_holder("110101199003071234", "north-1")).reason == Reason.OK
     assert shard.run(cmd.verify_holder("110101199003071234", "north-2")).reason == Reason.ALREADY_USED
     assert shard.run(cmd.verify_holder("999999199003071234", "north-1")).reason == Reason.UNKNOWN
-    order = shard.get_order(res.order.order_id)
+    order = shard.get_order(res.order.order_id, "web")
     assert "110101199003071234" not in repr(order)
 
 
@@ -171,16 +171,16 @@ def test_verify_by_face_token(shard, shard_path, clock):
     token, other = "face-7f3a9c01d2", "face-0000aaaa11"
     res = sell(shard, "night", qty=2, holders=[["110101199003071234", "11010119900307777X"]])
     assert shard.run(cmd.verify_face(token, "north-1")).reason == Reason.UNKNOWN   # not enrolled
-    got = shard.run(cmd.enroll_face(token, "11010119900307777x", idempotency_key="enr-1"))
+    got = shard.run(cmd.enroll_face("westlake", token, "11010119900307777x", idempotency_key="enr-1"))
     assert got == {"enrolled": True, "holder": "110***********777X", "tickets": 1}
     r = shard.run(cmd.verify_face(token, "north-1"))
     assert (r.reason, r.ticket) == (Reason.OK, res.tickets[1].ticket_id)
     assert shard.run(cmd.verify_face(token, "north-2")).reason == Reason.ALREADY_USED
     assert shard.run(cmd.verify_face(other, "north-1")).reason == Reason.UNKNOWN
     # a retry of the enrolment is answered the same; the key reused for another is refused
-    assert shard.run(cmd.enroll_face(token, "11010119900307777x", idempotency_key="enr-1")) == got
+    assert shard.run(cmd.enroll_face("westlake", token, "11010119900307777x", idempotency_key="enr-1")) == got
     with pytest.raises(IdempotencyMismatch):
-        shard.run(cmd.enroll_face(other, "11010119900307777x", idempotency_key="enr-1"))
+        shard.run(cmd.enroll_face("westlake", other, "11010119900307777x", idempotency_key="enr-1"))
     # the token survives a reopen (journal, then snapshot), hashed
     shard.close(snapshot=False)
     again = Shard.open(shard_path, clock=clock)
@@ -194,10 +194,10 @@ def test_verify_by_face_token(shard, shard_path, clock):
         raw = open(os.path.join(shard_path, "data.mdb"), "rb").read()   # journal, rows, snapshot
         assert token.encode() not in raw and b"11010119900307777" not in raw
         # removed: the terminal's token no longer names anybody
-        assert again.run(cmd.enroll_face(token, None)) == {"enrolled": False, "holder": "", "tickets": 0}
+        assert again.run(cmd.enroll_face("westlake", token, None)) == {"enrolled": False, "holder": "", "tickets": 0}
         assert again.run(cmd.verify_face(token, "north-1")).reason == Reason.UNKNOWN
         with pytest.raises(NotFound):
-            again.run(cmd.enroll_face(token, None))
+            again.run(cmd.enroll_face("westlake", token, None))
     finally:
         again.close(snapshot=False)
 

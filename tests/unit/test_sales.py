@@ -133,22 +133,22 @@ def test_refund_unused_returns_stock_with_fee(shard):
     a, b, c = r.tickets
     assert shard.run(cmd.verify(a.code, "north-1")).reason == Reason.OK
     with pytest.raises(TicketUsed):
-        shard.run(cmd.refund("o-night", "r0", [a.ticket_id]))
-    res = shard.run(cmd.refund("o-night", "r1"))
+        shard.run(cmd.refund("o-night", "r0", [a.ticket_id], channel="web"))
+    res = shard.run(cmd.refund("o-night", "r1", channel="web"))
     assert sorted(res.tickets) == sorted([b.ticket_id, c.ticket_id])
     assert (res.amount_fen, res.fee_fen) == (2 * 9000, 2 * 1000)     # 10 % fee
     assert avail(shard)["sold"] == 1
-    assert shard.get_order("o-night").refunded_fen == 18000
-    assert shard.run(cmd.refund("o-night", "r1")) == res               # idempotent
+    assert shard.get_order("o-night", "web").refunded_fen == 18000
+    assert shard.run(cmd.refund("o-night", "r1", channel="web")) == res               # idempotent
     with pytest.raises(TicketUsed):
-        shard.run(cmd.refund("o-night", "r2"))
+        shard.run(cmd.refund("o-night", "r2", channel="web"))
     assert shard.check() == []
 
 
 def test_non_refundable_product(shard):
     sell(shard, "annual", order="o-annual", holders=[["110101199003071234"]])
     with pytest.raises(Exception) as e:
-        shard.run(cmd.refund("o-annual", "r1"))
+        shard.run(cmd.refund("o-annual", "r1", channel="web"))
     assert e.value.code == "FAILED_PRECONDITION"
     assert avail(shard)["sold"] == 1
 
@@ -174,11 +174,11 @@ def test_capacity_cannot_drop_below_taken(shard):
 
 def test_order_lookup_and_codes(shard):
     r = sell(shard, qty=2, order="o-look")
-    o = shard.get_order("o-look")
+    o = shard.get_order("o-look", "web")
     assert o.ticket_ids() == [t.ticket_id for t in r.tickets]
-    assert shard.order_codes("o-look") == [t.code for t in r.tickets]
+    assert shard.order_codes("o-look", "web") == [t.code for t in r.tickets]
     with pytest.raises(NotFound):
-        shard.get_order("nope")
+        shard.get_order("nope", "web")
 
 
 def test_duplicate_catalog_ids(shard):
@@ -194,7 +194,7 @@ def test_confirm_retry_renders_the_same_codes_after_rotation(shard):
     first = shard.run(c)
     shard.run(cmd.rotate_key())
     assert shard.run(c) == first
-    assert shard.order_codes("o-rot") == [t.code for t in first.tickets]
+    assert shard.order_codes("o-rot", "web") == [t.code for t in first.tickets]
 
 
 def test_a_command_cancelled_before_its_batch_is_not_applied(shard):

@@ -40,7 +40,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from engine import (Shard, cmd, HoldItem, Direction, EntryRule, GateMode, Reason, ScanResult,
                     TurnstileError, InvalidArgument, NotFound, AlreadyExists,
                     FailedPrecondition, SoldOut, HoldNotActive, TicketUsed,
-                    IdempotencyMismatch, PermissionDenied)
+                    IdempotencyMismatch, PermissionDenied, SlotClosed)
 
 # -- the venue under test ---------------------------------------------------------------
 DAY = 86400
@@ -227,8 +227,11 @@ class Model:
                 raise Refused(PermissionDenied)
             if group > p["max_group"] or len(slots) != len(p["zones"]):
                 raise Refused(InvalidArgument)
-            if any(SLOTS[s][0] != z for s, z in zip(slots, p["zones"])):
-                raise Refused(InvalidArgument)
+            for s, z in zip(slots, p["zones"]):
+                if SLOTS[s][0] != z:
+                    raise Refused(InvalidArgument)
+                if SLOTS[s][3] <= self.now:         # the slot's window is over
+                    raise Refused(SlotClosed)
             days = [SLOTS[s][1] for s in slots]
             if max(days) - days[0] >= p["valid_days"] or min(days) < days[0]:
                 raise Refused(InvalidArgument)
@@ -276,9 +279,11 @@ class Model:
             if stored_req != request:
                 raise Refused(IdempotencyMismatch)
             return {"same": stored}
-        if order_id in self.orders:
+        if (channel, order_id) in self.orders:      # order ids are the channel's own
             raise Refused(AlreadyExists)
         hold = self.active_hold(hid, channel)
+        if any(SLOTS[s][3] <= self.now for ln in hold["lines"] for s in ln["slots"]):
+            raise Refused(SlotClosed)
         if amount != hold["amount"]:
             raise Refused(InvalidArgument)
         issued = []
@@ -301,7 +306,7 @@ class Model:
                 self.move(s, a, "held", -ln["qty"] * ln["group"])
                 self.move(s, a, "sold", ln["qty"] * ln["group"])
         del self.holds[hid]
-        self.orders[order_id] = {"channel": channel, "hold_id": hid, "amount": amount,
+        self.orders[(channel, order_id)] = {"channel": channel, "hold_id": hid, "amount": amount,
                                  "refunded": 0, "tickets": issued, "refunds": []}
         return {"tickets": [(t, self.tickets[t]["product"], self.tickets[t]["group"])
                             for t in issued], "amount": amount}
@@ -318,8 +323,10 @@ class Model:
             if stored_req != request:
                 raise Refused(IdempotencyMismatch)
             return {"same": stored}
-        order = self.orders.get(order_id)
-        if order is None or (channel is not None and channel != order["channel"]):
+        if channel is None:
+            raise Refused(InvalidArgument)          # order ids are the channel's own
+        order = self.orders.get((channel, order_id))
+        if order is None:
             raise Refused(NotFound)
         if any(r[0] == refund_id for r in order["refunds"]):
             raise Refused(AlreadyExists)
@@ -683,7 +690,7 @@ class ShardMachine(RuleBasedStateMachine):
         channel = hold["channel"] if hold and chan == "own" else CHANNELS[i % 3]
         paid = hold["amount"] if hold else 100 * (i % 50)
         paid = max(0, paid + {"right": 0, "short": -1, "over": 1}[amount])
-        order_id = pick(self.m.orders, i) if order == "old" and self.m.orders else self.fresh("o")
+        order_id = pick(self.m.orders, i)[1] if order == "old" and self.m.orders else self.fresh("o")
         self.one(self.confirm_step(hid, order_id, channel, paid))
 
     def buy_steps(self, channel, items) -> list:
@@ -718,8 +725,8 @@ class ShardMachine(RuleBasedStateMachine):
           rid=st.sampled_from(["new"] * 5 + ["old"]))
     def refund(self, data, i, how, chan, rid):
         """Refund all unused tickets of an order, or named ones (used ones: TicketUsed)."""
-        order_id = pick(self.m.orders, i) if i % 11 else "no-such-order"
-        order = self.m.orders.get(order_id)
+        key = pick(self.m.orders, i) if i % 11 else ("web", "no-such-order")
+        order_id, order = key[1], self.m.orders.get(key)
         tickets = order["tickets"] if order else [0]
         want_t: list[int] = []
         if how == "some":
@@ -749,7 +756,8 @@ class ShardMachine(RuleBasedStateMachine):
             self.one(self.confirm_step(hid, order_id, channel, amount if same else amount + 1))
         elif self.m.refund_idem:
             (_, order_id, refund_id), ((tickets, channel), _) = pick(self.m.refund_idem.items(), i)
-            other = [t for t in self.m.orders[order_id]["tickets"] if t not in tickets][:1]
+            other = [t for t in self.m.orders[(channel, order_id)]["tickets"] if t not in tickets][:1] \
+                if channel is not None else []
             self.one(self.refund_step(order_id, refund_id, list(tickets) if same else other, channel))
 
     @precondition(lambda self: self.m.tickets)
@@ -974,8 +982,8 @@ class ShardMachine(RuleBasedStateMachine):
         self.shard = Shard.open(self.path, clock=lambda: self.clock[0], map_size=64 << 20)
         event(how)
         assert self.shard.check(replay=True) == []
-        for order_id, order in self.m.orders.items():
-            assert self.shard.order_codes(order_id) == [self.codes[t] for t in order["tickets"]]
+        for (channel, order_id), order in self.m.orders.items():
+            assert self.shard.order_codes(order_id, channel) == [self.codes[t] for t in order["tickets"]]
 
     # -- agreement, after every step ------------------------------------------------------
     @invariant()
@@ -1012,8 +1020,8 @@ class ShardMachine(RuleBasedStateMachine):
             assert [(ln["qty"], ln["group"]) for ln in h["lines"]] == \
                 [(ln["qty"], ln["group"]) for ln in mh["lines"]]
         # orders
-        for order_id, o in m.orders.items():
-            got = shard.get_order(order_id)
+        for (channel, order_id), o in m.orders.items():
+            got = shard.get_order(order_id, channel)
             assert got.ticket_ids() == o["tickets"]
             assert (got.channel, got.hold_id, got.amount_fen, got.refunded_fen) == \
                 (o["channel"], o["hold_id"], o["amount"], o["refunded"])

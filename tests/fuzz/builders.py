@@ -1,0 +1,210 @@
+"""A valid request per rpc, built from the world (catalog, stock, real holds, orders and
+codes). The fuzz starts from these and mutates them.
+
+To cover a new rpc, add one line to BUILDERS: "Service.Method": Spec(principal, build,
+readonly). `build(w, rng, cls)` returns a request of class `cls` (use `new`, which sets
+only fields the message has, and fills an empty top-level venue_id with the demo venue,
+so a field added to a request later does not break the table)."""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Callable
+
+from turnstile.v1 import admin_pb2, common_pb2, gate_pb2, member_pb2, sales_pb2
+
+from .protos import is_map
+from .world import HOLDER, VENUE, World, local
+
+
+@dataclass(frozen=True)
+class Spec:
+    principal: str                                   # whose key calls it (World.keys)
+    build: Callable[[World, random.Random, type], object]
+    readonly: bool = False                           # never changes business state, even when OK
+    after_ok: Callable[[World, bytes], None] | None = None   # undo what an accepted call left
+
+
+def _release_held(w: World, response: bytes) -> None:
+    w.release(sales_pb2.HoldResponse.FromString(response).hold_id)
+
+
+def new(cls, **fields):
+    """A `cls` request with the fields it has (others skipped: a builder written for a newer
+    or older proto still builds), and the demo venue in an unset top-level venue_id."""
+    msg = cls()
+    names = cls.DESCRIPTOR.fields_by_name
+    for k, v in fields.items():
+        f = names.get(k)
+        if f is None:
+            continue
+        if is_map(f):
+            getattr(msg, k).update(v)
+        elif f.is_repeated:
+            getattr(msg, k).extend(v)
+        elif f.message_type is not None:
+            getattr(msg, k).CopyFrom(v)
+        else:
+            setattr(msg, k, v)
+    if "venue_id" in names and not names["venue_id"].is_repeated and not msg.venue_id:
+        msg.venue_id = VENUE
+    return msg
+
+
+def _code(w: World, rng) -> str:
+    return rng.choice(w.ota_tickets)[1]
+
+
+def _item(w: World) -> sales_pb2.Item:
+    return sales_pb2.Item(product_id="adult", slot_ids=[w.slot["main"]], qty=1)
+
+
+def _retirable_key(w: World) -> int:
+    """A key id that issued no code the world relies on: the first time, rotate twice and
+    retire the middle key (the demo's key stays); after, rotate once and retire the key
+    issuing until then. The number of keys stays the same however long the run."""
+    def rotate() -> int:
+        return w.admin.RotateTicketKey(admin_pb2.RotateTicketKeyRequest(shard=0),
+                                       metadata=w.meta("admin"), timeout=20).key_id
+
+    def make():
+        prev = w.issuing_key if w.issuing_key is not None else rotate()
+        w.issuing_key = rotate()
+        return prev
+    return w.cached("keyid:retire", make)
+
+
+def _revocable_key(w: World) -> str:
+    return w.cached("key:revoke", lambda: w.admin.CreateApiKey(
+        admin_pb2.CreateApiKeyRequest(principal_id="fuzz-throwaway"), metadata=w.meta("admin"),
+        timeout=20).key_id)
+
+
+def _enrolled_face(w: World) -> str:
+    def make():
+        token = w.uid("fzface")
+        w.member.EnrollFace(new(member_pb2.EnrollFaceRequest,
+                                face_token=token, id_number=HOLDER, idempotency_key=w.uid("fz-idem")),
+                            metadata=w.meta("demo-window"), timeout=20)
+        return token
+    return w.cached("face:remove", make)
+
+
+def _scan(w: World, rng) -> gate_pb2.OfflineScan:
+    return gate_pb2.OfflineScan(nonce=w.uid("fznonce"), sequence=w.counter, code=_code(w, rng),
+                                direction=common_pb2.IN, scan_time=w.ts(-60), admitted=1,
+                                reason=common_pb2.OK)
+
+
+def _verify(w: World, rng, cls):
+    """A scan by code, or (less often) by a real-name holder's ID number or enrolled face."""
+    how = rng.choice(("code", "code", "code", "id_number", "face_token"))
+    cred = {"code": _code(w, rng), "id_number": HOLDER, "face_token": "fzface-setup-0001"}[how]
+    return new(cls, **{how: cred}, gate_id="north-1", direction=common_pb2.IN, scan_time=w.ts(),
+               scan_id=w.uid("fzscan"))
+
+
+def _batch(w: World, rng, cls):
+    """One gate for the batch, or one gate per code."""
+    codes = [_code(w, rng), _code(w, rng)]
+    gates = {"gate_id": "north-1"} if rng.random() < 0.5 else {"gate_ids": ["north-1", "north-2"]}
+    return new(cls, codes=codes, **gates, direction=common_pb2.IN, scan_time=w.ts(),
+               batch_id=w.uid("fzbatch"))
+
+
+def _confirm(w: World, rng, cls):
+    """Pays the OTA's active hold (the same one until an accepted call uses it)."""
+    h = w.hold("confirm")
+    return new(cls, hold_id=h.hold_id, order_id=w.uid("fz-order"), idempotency_key=w.uid("fz-idem"),
+               payment=sales_pb2.Payment(method="alipay", reference="fz-pay", amount_fen=h.amount_fen))
+
+
+def _refund(w: World, rng, cls):
+    """Refunds one ticket of an OTA order of two (the same order until one is accepted)."""
+    o = w.refundable_order()
+    return new(cls, order_id=o.order.order_id, refund_id=w.uid("fz-refund"),
+               ticket_ids=[o.tickets[0].ticket_id], idempotency_key=w.uid("fz-idem"))
+
+
+def _slot_spec(w: World) -> admin_pb2.SlotSpec:
+    d = w.last_day
+    return admin_pb2.SlotSpec(slot_id=w.uid("fzs"), zone_id="main", date=d.isoformat(),
+                              start=local(d, 19), end=local(d, 20), capacity=10)
+
+
+BUILDERS: dict[str, Spec] = {
+    # GateService
+    "GateService.Verify": Spec("demo-gate", _verify),
+    "GateService.VerifyBatch": Spec("demo-gate", _batch),
+    "GateService.VerifyStream": Spec("demo-gate", _batch),
+    "GateService.OfflineBundle": Spec("demo-gate", lambda w, r, c: new(c, venue_id=VENUE), readonly=True),
+    "GateService.UploadScans": Spec("demo-gate", lambda w, r, c: new(c, gate_id="north-1",
+                                                                      scans=[_scan(w, r)])),
+    # SalesService
+    "SalesService.Quote": Spec("demo-ota", lambda w, r, c: new(c, items=[_item(w)]), readonly=True),
+    "SalesService.Hold": Spec("demo-ota", lambda w, r, c: new(
+        c, items=[_item(w)], ttl_s=3600, idempotency_key=w.uid("fz-cart")), after_ok=_release_held),
+    "SalesService.Confirm": Spec("demo-ota", _confirm),
+    "SalesService.Release": Spec("demo-ota", lambda w, r, c: new(
+        c, hold_id=w.hold("release").hold_id, idempotency_key=w.uid("fz-idem"))),
+    "SalesService.Refund": Spec("demo-ota", _refund),
+    "SalesService.GetOrder": Spec("demo-ota", lambda w, r, c: new(c, order_id="fz-ota-1"), readonly=True),
+    "SalesService.GetHold": Spec("demo-ota", lambda w, r, c: new(c, hold_id=w.hold("get").hold_id),
+                                 readonly=True),
+    # InventoryService
+    "InventoryService.Availability": Spec("demo-ota", lambda w, r, c: new(
+        c, date_from=w.tomorrow.isoformat(), date_to=w.last_day.isoformat(), zone_id="main"),
+        readonly=True),
+    # AdminService
+    "AdminService.GetShardMap": Spec("demo-gate", lambda w, r, c: new(c), readonly=True),
+    "AdminService.CreateVenue": Spec("admin", lambda w, r, c: new(
+        c, venue_id=w.uid("fzv"), name="Fuzz venue", utc_offset_s=8 * 3600,
+        idempotency_key=w.uid("fz-idem"))),
+    "AdminService.CreateZone": Spec("fuzz-op", lambda w, r, c: new(
+        c, zone_id=w.uid("fzz"), name="Fuzz zone", live_capacity=100, idempotency_key=w.uid("fz-idem"))),
+    "AdminService.CreateGate": Spec("fuzz-op", lambda w, r, c: new(
+        c, zone_id="main", gate_id=w.uid("fzg"), mode=admin_pb2.GATE_IN, idempotency_key=w.uid("fz-idem"))),
+    "AdminService.CreateProduct": Spec("fuzz-op", lambda w, r, c: new(
+        c, product_id=w.uid("fzp"), name="Fuzz product", zone_ids=["main"],
+        rule=admin_pb2.EntryRule(max_entries=1, valid_days=1, slot_grace_s=600), price_fen=1000,
+        channel_prices={"ota": 900}, refundable=True, refund_fee_pct=10, idempotency_key=w.uid("fz-idem"))),
+    "AdminService.CreateSlots": Spec("fuzz-op", lambda w, r, c: new(
+        c, slots=[_slot_spec(w)], idempotency_key=w.uid("fz-idem"))),
+    "AdminService.SetSlotCapacity": Spec("fuzz-op", lambda w, r, c: new(
+        c, slot_id=w.stock_slot, capacity=r.randint(100, 120), idempotency_key=w.uid("fz-idem"))),
+    "AdminService.SetAllotment": Spec("fuzz-op", lambda w, r, c: new(
+        c, slot_id=w.stock_slot, channel="ota", capacity=r.randint(1, 5), idempotency_key=w.uid("fz-idem"))),
+    "AdminService.BlockTicket": Spec("fuzz-op", lambda w, r, c: new(
+        c, ticket_id=w.ota_tickets[-1][0], blocked=r.random() < 0.5, idempotency_key=w.uid("fz-idem"))),
+    "AdminService.GetCatalog": Spec("fuzz-op", lambda w, r, c: new(c), readonly=True),
+    "AdminService.RotateTicketKey": Spec("admin", lambda w, r, c: new(c, shard=0,
+                                                                       idempotency_key=w.uid("fz-idem"))),
+    "AdminService.RetireTicketKey": Spec("admin", lambda w, r, c: new(
+        c, shard=0, key_id=_retirable_key(w), idempotency_key=w.uid("fz-idem"))),
+    "AdminService.CreatePrincipal": Spec("admin", lambda w, r, c: new(
+        c, principal_id=w.uid("fzpr"), role=admin_pb2.CHANNEL, venue_ids=[VENUE], channel="fzch",
+        idempotency_key=w.uid("fz-idem"))),
+    "AdminService.ListPrincipals": Spec("admin", lambda w, r, c: new(c), readonly=True),
+    "AdminService.CreateApiKey": Spec("admin", lambda w, r, c: new(c, principal_id="fuzz-throwaway")),
+    "AdminService.RevokeApiKey": Spec("admin", lambda w, r, c: new(
+        c, key_id=_revocable_key(w), idempotency_key=w.uid("fz-idem"))),
+    "AdminService.ListApiKeys": Spec("admin", lambda w, r, c: new(c, principal_id="fuzz-throwaway"),
+                                     readonly=True),
+    "AdminService.QueryAudit": Spec("admin", lambda w, r, c: new(c, after_seq=0, limit=5), readonly=True),
+    "AdminService.VerifyAudit": Spec("admin", lambda w, r, c: new(c), readonly=True),
+    # ReportService
+    "ReportService.LiveCounts": Spec("fuzz-op", lambda w, r, c: new(c, date=w.today.isoformat()),
+                                     readonly=True),
+    "ReportService.TicketCounts": Spec("fuzz-op", lambda w, r, c: new(c), readonly=True),
+    "ReportService.Conflicts": Spec("fuzz-op", lambda w, r, c: new(c, limit=10), readonly=True),
+    # MemberService
+    "MemberService.HolderTickets": Spec("demo-window", lambda w, r, c: new(c, id_number=HOLDER),
+                                        readonly=True),
+    "MemberService.EnrollFace": Spec("demo-window", lambda w, r, c: new(
+        c, face_token=w.uid("fzface"), id_number=HOLDER, idempotency_key=w.uid("fz-idem"))),
+    "MemberService.RemoveFace": Spec("demo-window", lambda w, r, c: new(
+        c, face_token=_enrolled_face(w), idempotency_key=w.uid("fz-idem"))),
+}
+
+# rpcs that make later set-up harder when accepted (a retired key, a revoked key) run last
+LAST = ("AdminService.RetireTicketKey", "AdminService.RevokeApiKey", "AdminService.RotateTicketKey")
