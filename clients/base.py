@@ -95,8 +95,9 @@ class ApiError(Exception):
         code: the ``grpc.StatusCode`` (from the server's one error table).
         message: the status message.
         reason: the stable ``google.rpc.ErrorInfo`` reason (``SOLD_OUT``,
-            ``HOLD_NOT_ACTIVE``, ``IDEMPOTENCY_KEY_REUSED``...), or ``""`` when the
-            status carries none (authentication, transport errors).
+            ``HOLD_NOT_ACTIVE``, ``IDEMPOTENCY_KEY_REUSED``, ``API_KEY_INVALID``,
+            ``ROLE_NOT_ALLOWED``...), or ``""`` when the status carries none (transport
+            errors, deadlines).
         domain: the ErrorInfo domain (``"turnstile"``), or ``""``.
         metadata: the ErrorInfo metadata (``field``, ``hint``).
         violations: the ``google.rpc.BadRequest`` field violations.

@@ -45,6 +45,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from engine.keyring import MasterKeyError
+from engine.storage import _fsync
 
 MANIFEST = "manifest.json"
 FORMAT = "turnstile-backup/1"
@@ -119,14 +120,6 @@ def _require_offline(data: str) -> None:
                       f"{'is' if len(held) == 1 else 'are'} held by a running server "
                       f"(owner.lock); stop `turnstile serve --data {data}` first "
                       f"(`turnstile backup` is the one data command that runs beside a server)")
-
-
-def _fsync_path(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _sha256(path: str, bar=None) -> str:
@@ -439,8 +432,8 @@ def cmd_backup(args) -> int:
             info["copy_s"] = round(time.perf_counter() - t, 3)
             info["copied_at"] = dt.datetime.now(dt.UTC).isoformat()
             os.chmod(os.path.join(dst, "data.mdb"), 0o600)
-            _fsync_path(os.path.join(dst, "data.mdb"))
-            _fsync_path(dst)
+            _fsync(os.path.join(dst, "data.mdb"))
+            _fsync(dst)
             copied[name] = info
             bar.update(1)
     # DATA/demo-keys.txt (API keys in clear) is not copied: a backup carries no usable
@@ -498,7 +491,7 @@ def cmd_backup(args) -> int:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, os.path.join(out, MANIFEST))
-    _fsync_path(out)
+    _fsync(out)
 
     print(f"backed up {len(ids)} shard{'s' if len(ids) != 1 else ''}"
           f"{' and the control store' if ctl else ''} of {data} into {out}: "
@@ -608,11 +601,11 @@ def cmd_restore(args) -> int:
         if bad:
             raise Refused(f"{', '.join(bad)} changed while being restored; nothing was restored")
         for root, _, _ in os.walk(staging, topdown=False):
-            _fsync_path(root)
+            _fsync(root)
         if os.path.isdir(target):
             os.rmdir(target)                    # empty (checked): the rename takes its place
         os.rename(staging, target)
-        _fsync_path(parent)
+        _fsync(parent)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -833,7 +826,7 @@ def cmd_shards_set_count(args) -> int:
         store.set_shard_count(n)
     finally:
         store.close()
-    _fsync_path(data)
+    _fsync(data)
     print(f"{data}: shard count {n}"
           + (f"; created shard {', '.join(map(str, created))}" if created else "")
           + (f"; removed empty shard {', '.join(map(str, removed))}" if removed else "")

@@ -61,12 +61,11 @@ def rpc(fn):
 _FIELDS = {"venue": "venue_id", "zone": "zone_id", "zones": "zone_ids", "gate": "gate_id",
            "gates": "gate_ids", "product": "product_id", "slot": "slot_id", "slots": "slot_ids",
            "tickets": "ticket_ids", "at": "scan_time", "seq": "sequence", "day_to": "date_to",
-           "day_from": "date_from", "day": "date", "codes": "codes"}
+           "day_from": "date_from", "day": "date"}
 _FIELDS_OF = {   # where a method's request says it otherwise
     "CreateVenue": {"id": "venue_id"}, "CreateZone": {"id": "zone_id"},
     "CreateGate": {"id": "gate_id"}, "CreateProduct": {"id": "product_id"},
     "CreateSlots": {"slots": "slots", "id": "slot_id"},
-    "EnrollFace": {}, "RemoveFace": {},
 }
 
 
@@ -176,8 +175,8 @@ class ShardNode:
 
     def scan_time(self, request, venue: str) -> int | None:
         """When an online scan is decided: the server's now, or the caller's scan_time
-        if that is within the allowed skew of it and not on a later venue-local day (a
-        gate's clock never rolls a day forward); else INVALID_ARGUMENT."""
+        if that is within the allowed skew of it and on the same venue-local day (a
+        gate's clock never moves a scan to another day); else INVALID_ARGUMENT."""
         if not request.HasField("scan_time"):
             return None
         at = _seconds(request.scan_time, "scan_time")

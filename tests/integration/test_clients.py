@@ -531,7 +531,7 @@ def test_face_terminal_admits_an_enrolled_holder(server, conns, museum, tmp_path
     with pytest.raises(ApiError) as err:                 # the key reused for another request
         members.enroll_face(VENUE, token + "-2", holder, key="face-enrol-1")
     assert err.value.reason == "IDEMPOTENCY_KEY_REUSED"
-    with pytest.raises(ApiError) as err:                 # museum's channel: not its venue
+    with pytest.raises(ApiError) as err:                 # a channel never meets the holder
         MembersClient(museum["conn"]).enroll_face(VENUE, token, holder)
     assert err.value.code == grpc.StatusCode.PERMISSION_DENIED
     at = demo.local_time(server.day, 16, 30)              # inside the ticket's slot
