@@ -194,10 +194,34 @@ class Ticket:
     persons: int
     code: str
     holder: str = ""
+    state: str = "issued"       # issued, used, inside, voided or blocked (as of the answer)
+    entries_left: int = -1      # visits left over its validity, -1 unlimited (GetOrder only)
 
     @classmethod
     def from_proto(cls, t: sales_pb2.Ticket) -> Ticket:
-        return cls(t.ticket_id, t.product_id, t.persons, t.code, t.holder)
+        state = sales_pb2.TicketState.Name(t.state).removeprefix("TICKET_").lower() \
+            if t.state else "issued"
+        return cls(t.ticket_id, t.product_id, t.persons, t.code, t.holder, state, t.entries_left)
+
+
+@dataclasses.dataclass(frozen=True)
+class HoldStatus:
+    """What a hold is now: ``status`` active, confirmed (by ``order_id``), released or
+    expired, with what it held."""
+
+    hold_id: int
+    venue_id: str
+    status: str
+    expires_at: dt.datetime
+    amount_fen: int
+    items: tuple[PricedItem, ...]
+    order_id: str
+
+    @classmethod
+    def from_proto(cls, h: sales_pb2.HoldInfo) -> HoldStatus:
+        return cls(h.hold_id, h.venue_id, sales_pb2.HoldStatus.Name(h.status).removeprefix("HOLD_").lower(),
+                   _utc(h.expires_at), h.amount_fen, tuple(PricedItem.from_proto(i) for i in h.items),
+                   h.order_id)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -311,6 +335,13 @@ class ChannelClient:
         r = self.conn.call(Sales, "GetOrder", sales_pb2.GetOrderRequest(order_id=order_id),
                            venue=venue, retry=True)
         return Order.from_proto(r)
+
+    def hold_status(self, venue: str, hold_id: int) -> HoldStatus:
+        """What became of one of this channel's holds (after a lost answer, say):
+        active, confirmed, released or expired."""
+        r = self.conn.call(Sales, "GetHold", sales_pb2.GetHoldRequest(hold_id=hold_id),
+                           venue=venue, retry=True)
+        return HoldStatus.from_proto(r)
 
     # -- mutations (each with an idempotency key, so each is retried safely) ------------
     def hold(self, venue: str, items: Sequence[Item], *, key: str | None = None,

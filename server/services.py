@@ -114,7 +114,7 @@ class ShardNode:
                  offline_window_s: int = 7 * 86400):
         self.scan_skew_s = scan_skew_s
         self.offline_window_s = offline_window_s
-        # (principal, gate id, venue id) -> (venue, gate) of gates a caller scanned at;
+        # (principal id, gate id, venue id) -> (venue, gate) of gates a caller scanned at;
         # cleared when a gate is created (an id may then name gates of two venues)
         self._gates: dict[tuple, tuple[str, str]] = {}
         self.shard = shard
@@ -150,7 +150,7 @@ class ShardNode:
         """(venue, gate) of a gate the caller may scan at. Gate ids are unique within
         their venue: without a venue, the one venue of the caller's that has it."""
         p = auth.current()
-        hit = self._gates.get((p, gate_id, venue_id))
+        hit = self._gates.get((p.id, gate_id, venue_id))     # principals never change
         if hit is not None:
             return hit
         _id(gate_id, field)
@@ -168,7 +168,7 @@ class ShardNode:
                                   field="venue_id")
         if not p.may_use_gate(gate_id):
             raise PermissionDenied(f"{p.id} may not scan at gate {gate_id}", field=field)
-        key = self._gates[(p, gate_id, venue_id)] = (venues[0], gate_id)
+        key = self._gates[(p.id, gate_id, venue_id)] = (venues[0], gate_id)
         if len(self._gates) > 10_000:
             self._gates.clear()
         return key

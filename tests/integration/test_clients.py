@@ -136,10 +136,13 @@ def test_stock_goes_down_on_hold_and_back_on_release(server, ota):
     assert hold.expires_at > dt.datetime.fromtimestamp(server.now(), dt.UTC) + dt.timedelta(minutes=14)
     mid = slot_row(ota, slot, server.day)
     assert (mid.held, mid.remaining) == (before.held + 3, before.remaining - 3)
+    assert ota.hold_status(VENUE, hold.hold_id).status == "active"
     ota.release(hold)
     ota.release(hold)                                  # a repeated release is answered the same
     after = slot_row(ota, slot, server.day)
     assert (after.held, after.remaining) == (before.held, before.remaining)
+    gone = ota.hold_status(VENUE, hold.hold_id)         # what became of it, read back
+    assert (gone.status, gone.amount_fen, gone.items) == ("released", hold.amount_fen, hold.items)
 
 
 def test_quote_takes_no_stock_and_prices_per_channel(server, conns, ota):
@@ -329,6 +332,7 @@ def test_refund_voids_tickets_and_returns_stock(server, ota):
     got = ota.get_order(VENUE, order.order_id)
     assert got.refunded_fen == 7600 and [x.refund_id for x in got.refunds] == ["rf-1"]
     assert [t.code for t in got.tickets] == [a.code, b.code]
+    assert [(t.state, t.entries_left) for t in got.tickets] == [("inside", 0), ("voided", 1)]
     assert got.line_of(b).product_id == "adult"
 
 

@@ -199,6 +199,29 @@ def test_a_gate_clock_a_day_ahead_does_not_readmit_an_annual_pass(now_api):
     assert {z.zone_id: z.inside for z in counts.zones}["np-lake"] == 1
 
 
+def test_a_gate_clock_never_moves_a_scan_to_the_day_before(tmp_path):
+    """Two minutes after venue-local midnight, within the default 5-minute skew: a
+    scan_time on the day before is refused (a pass used today would be admitted again
+    as yesterday's visit), one on the same day is decided."""
+    day = dt.date.today()
+    at = demo.local_time(day, 0, 2)
+    server = start_server(str(tmp_path / "data"), day, ("--clock-offset-s", str(int(at - time.time())),
+                                                        "--scan-skew-s", "300"))
+    try:
+        gate = gate_pb2_grpc.GateServiceStub(server.channel())
+
+        def verify(when: float):
+            return gate.Verify(gate_pb2.VerifyRequest(code="NOT-A-CODE", gate_id="north-1", direction=IN,
+                                                      scan_time=ts(when)),
+                               metadata=server.meta("demo-gate"), timeout=10)
+        with pytest.raises(grpc.RpcError) as e:
+            verify(server.now() - 240)                   # 23:58 the day before
+        assert (e.value.code(), error_info(e.value)[1]) == (INVALID, "scan_time"), e.value.details()
+        assert verify(server.now() + 60).reason == R.Value("FORGED")   # same day: decided
+    finally:
+        stop_server(server)
+
+
 @pytest.mark.parametrize("bad", [ts(0, -5), ts(0, 1_000_000_000), ts(10**12), ts(-10**12)],
                          ids=["nanos-5", "nanos-1e9", "seconds-1e12", "seconds-minus-1e12"])
 def test_an_invalid_timestamp_is_refused_and_changes_nothing(now_api, bad):
