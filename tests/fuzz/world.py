@@ -11,9 +11,8 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from engine import demo
-from turnstile.v1 import (admin_pb2, admin_pb2_grpc, gate_pb2, gate_pb2_grpc, inventory_pb2,
-                          inventory_pb2_grpc, member_pb2, member_pb2_grpc, report_pb2,
-                          report_pb2_grpc, sales_pb2, sales_pb2_grpc)
+from tests.integration.conftest import Stubs
+from turnstile.v1 import admin_pb2, gate_pb2, inventory_pb2, member_pb2, report_pb2, sales_pb2
 
 VENUE, VENUE_B = demo.VENUE, "fuzzb"
 HOLDER = "110101199003074218"
@@ -42,18 +41,11 @@ def local(day: dt.date, hour: int, minute: int = 0) -> Timestamp:
     return Timestamp(seconds=demo.local_time(day, hour, minute))
 
 
-class World:
+class World(Stubs):
     def __init__(self, server, seed: int):
-        self.server = server
+        super().__init__(server)
         self.seed = seed
-        self.ch = server.channel()
         self.keys = dict(server.keys)
-        self.gate = gate_pb2_grpc.GateServiceStub(self.ch)
-        self.sales = sales_pb2_grpc.SalesServiceStub(self.ch)
-        self.inv = inventory_pb2_grpc.InventoryServiceStub(self.ch)
-        self.admin = admin_pb2_grpc.AdminServiceStub(self.ch)
-        self.report = report_pb2_grpc.ReportServiceStub(self.ch)
-        self.member = member_pb2_grpc.MemberServiceStub(self.ch)
         self.today = server.day
         self.tomorrow = self.today + dt.timedelta(days=1)
         self.last_day = self.today + dt.timedelta(days=6)

@@ -38,6 +38,22 @@ class Server:
         return (("authorization", f"Bearer {self.keys[principal]}"),)
 
 
+class Stubs:
+    """Raw stubs of every service over one channel to a server."""
+
+    def __init__(self, server: Server):
+        from turnstile.v1 import (admin_pb2_grpc, gate_pb2_grpc, inventory_pb2_grpc,
+                                  member_pb2_grpc, report_pb2_grpc, sales_pb2_grpc)
+        self.server = server
+        self.ch = server.channel()
+        self.gate = gate_pb2_grpc.GateServiceStub(self.ch)
+        self.sales = sales_pb2_grpc.SalesServiceStub(self.ch)
+        self.inv = inventory_pb2_grpc.InventoryServiceStub(self.ch)
+        self.admin = admin_pb2_grpc.AdminServiceStub(self.ch)
+        self.report = report_pb2_grpc.ReportServiceStub(self.ch)
+        self.member = member_pb2_grpc.MemberServiceStub(self.ch)
+
+
 def master_key_file(data: str) -> str:
     """The key file beside `data` (as `make run` keeps one), holding the session's master
     key (tests/conftest.py); made mode 0600 if absent."""

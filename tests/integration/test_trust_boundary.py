@@ -21,10 +21,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from engine import demo
 from server.errors import error_info
-from tests.integration.conftest import start_server, stop_server
-from turnstile.v1 import (admin_pb2, admin_pb2_grpc, common_pb2, gate_pb2, gate_pb2_grpc,
-                          inventory_pb2, inventory_pb2_grpc, member_pb2, member_pb2_grpc,
-                          report_pb2, report_pb2_grpc, sales_pb2, sales_pb2_grpc)
+from tests.integration.conftest import Stubs, start_server, stop_server
+from turnstile.v1 import (admin_pb2, common_pb2, gate_pb2, gate_pb2_grpc, inventory_pb2,
+                          member_pb2, report_pb2, sales_pb2)
 
 IN, OUT = common_pb2.IN, common_pb2.OUT
 R = common_pb2.ScanReason
@@ -34,18 +33,8 @@ ID_BOTH = "110101199003071234"       # a holder with tickets in westlake and hil
 ID_HILLS = "110101199003075678"      # a holder with tickets in hills only
 
 
-class Api:
+class Api(Stubs):
     """Raw stubs over one channel to a server, and its keys (demo ones and ours)."""
-
-    def __init__(self, server):
-        self.server = server
-        self.ch = server.channel()
-        self.gate = gate_pb2_grpc.GateServiceStub(self.ch)
-        self.sales = sales_pb2_grpc.SalesServiceStub(self.ch)
-        self.inv = inventory_pb2_grpc.InventoryServiceStub(self.ch)
-        self.admin = admin_pb2_grpc.AdminServiceStub(self.ch)
-        self.report = report_pb2_grpc.ReportServiceStub(self.ch)
-        self.member = member_pb2_grpc.MemberServiceStub(self.ch)
 
     def call(self, method, request, who: str):
         return method(request, metadata=self.server.meta(who), timeout=10)
