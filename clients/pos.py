@@ -12,7 +12,8 @@ print the tickets.
   terminal or provider SDK is wired in by writing another adapter;
 * a text receipt (:meth:`Till.receipt`), tickets as QR PNG (:func:`qr_png`, the code
   in QR alphanumeric mode) and as a printable PDF, one ticket per 80 x 120 mm label
-  (:func:`tickets_pdf`);
+  with its price and entry rule (:func:`tickets_pdf`), Chinese included: the font
+  (WenQuanYi Micro Hei, from a package the project installs) is embedded in the file;
 * shifts: :meth:`Till.open_shift` with a cash float, :meth:`Till.close_shift` with
   totals per payment method and the cash expected in the drawer;
 * refunds at the window (:meth:`Till.refund`): the server voids the tickets, the
@@ -40,7 +41,9 @@ import abc
 import dataclasses
 import datetime as dt
 import enum
+import importlib.resources
 import io
+import itertools
 import random
 import re
 import threading
@@ -73,6 +76,7 @@ __all__ = [
     "TicketView",
     "Till",
     "WindowRefund",
+    "entry_rule_lines",
     "fen",
     "qr_code",
     "qr_png",
@@ -473,79 +477,135 @@ class TicketView:
     persons: int = 1
     holder: str = ""            # masked ID number of a real-name ticket
     order_id: str = ""
+    price_fen: int | None = None        # what the ticket cost, all its persons; None: not printed
+    entry_rule: tuple[str, ...] = ()    # how it admits, a line per language (entry_rule_lines)
 
 
-_CJK_FONT = "STSong-Light"
+def entry_rule_lines(rule: admin_pb2.EntryRule) -> tuple[str, str]:
+    """A product's entry rule as printed on its tickets: a Chinese line and its English
+    twin, e.g. ``("单次入园 · 当日有效", "single entry · valid on the day")``,
+    ``("1 次 · 可再入园 · 当日有效", "1 visit · re-entry · valid on the day")`` or
+    ``("10 次 · 180 日有效", "10 visits · valid 180 days")``."""
+    n = rule.max_entries
+    if n == 1 and not rule.reentry:
+        zh, en = ["单次入园"], ["single entry"]
+    elif n == 0:
+        zh, en = ["不限次数"], ["unlimited visits"]
+    else:
+        zh, en = [f"{n} 次"], [f"{n} visit{'s' if n != 1 else ''}"]
+    if rule.daily_entries and n != 1:
+        zh.append(f"每日 {rule.daily_entries} 次")
+        en.append(f"{rule.daily_entries} a day")
+    if rule.reentry:
+        zh.append("可再入园")
+        en.append("re-entry")
+    days = max(rule.valid_days, 1)
+    zh.append("当日有效" if days == 1 else f"{days} 日有效")
+    en.append("valid on the day" if days == 1 else f"valid {days} days")
+    return " · ".join(zh), " · ".join(en)
+
+
+# The label font: WenQuanYi Micro Hei (Apache-2.0; Latin and some 21,000 Hanzi) from the
+# paperang-p2-fonts-cjk package, a project dependency. Its outlines are TrueType, which
+# reportlab embeds as a subset of the glyphs used, so the ticket shows the same on any
+# viewer or printer; a CID font such as STSong-Light is only named in the file and shows
+# as empty boxes wherever the viewer lacks Adobe's Asian font pack.
+_FONT = "WenQuanYiMicroHei"
+_FONT_PACKAGE, _FONT_FILE = "paperang_p2_fonts_cjk", "fonts/wqy-microhei.ttc"
 _font_lock = threading.Lock()
 
 
-def _font(text: str, bold: bool = False) -> str:
-    """Helvetica for ASCII; for anything else a CID font with Chinese glyphs (the PDF
-    names it, viewers supply it: nothing is embedded)."""
-    if text.isascii():
-        return "Helvetica-Bold" if bold else "Helvetica"
+def _font() -> str:
+    """The label font's name, registered with reportlab on first use."""
     from reportlab.pdfbase import pdfmetrics
-    from reportlab.pdfbase.cidfonts import UnicodeCIDFont
+    from reportlab.pdfbase.ttfonts import TTFont
     with _font_lock:
-        if _CJK_FONT not in pdfmetrics.getRegisteredFontNames():
-            pdfmetrics.registerFont(UnicodeCIDFont(_CJK_FONT))
-    return _CJK_FONT
+        if _FONT not in pdfmetrics.getRegisteredFontNames():
+            try:
+                path = importlib.resources.files(_FONT_PACKAGE).joinpath(_FONT_FILE)
+            except ModuleNotFoundError:
+                raise RuntimeError("printing tickets needs the font package paperang-p2-fonts-cjk "
+                                   "(a dependency of turnstile: pip install -e .)") from None
+            pdfmetrics.registerFont(TTFont(_FONT, str(path), subfontIndex=0))
+    return _FONT
 
 
 def tickets_pdf(tickets: Sequence[TicketView], *, width_mm: float = 80, height_mm: float = 120,
                 title: str = "Tickets") -> bytes:
     """A printable PDF of ``tickets``, one per page sized as a ticket label (80 x 120 mm
     by default, the width of a thermal ticket printer): venue, product, date and time
-    window, persons, holder, the QR code (drawn as vectors, sharp at any printer
-    resolution) and the ticket id."""
+    window, the QR code (drawn as vectors, sharp at any printer resolution, with its
+    4-module quiet zone), the price in yuan, the entry rule, persons, holder and the
+    ticket id. Every text is set in one font embedded in the file (a subset), Chinese
+    included; a line too long for the label is set smaller."""
     from reportlab.lib.units import mm
     from reportlab.pdfbase import pdfmetrics
     from reportlab.pdfgen import canvas
 
     if not tickets:
         raise ValueError("no tickets to print")
+    font = _font()
     out = io.BytesIO()
     W, H = width_mm * mm, height_mm * mm
-    c = canvas.Canvas(out, pagesize=(W, H), pageCompression=1)
+    # the label font from the start too: by default every page opens with Helvetica,
+    # a font that is only named, never embedded
+    c = canvas.Canvas(out, pagesize=(W, H), pageCompression=1, initialFontName=font)
     c.setTitle(title)
     c.setCreator("Turnstile POS")
     margin = 5 * mm
 
+    def fit(s: str, size: float) -> float:
+        while size > 5 and pdfmetrics.stringWidth(s, font, size) > W - 2 * margin:
+            size -= 0.5
+        return size
+
     def text(y: float, s: str, size: float, bold: bool = False) -> None:
-        """One centred line; ASCII runs in Helvetica, other runs in the CJK font."""
-        runs = [(m.group(), _font(m.group(), bold)) for m in re.finditer(r"[\x00-\x7f]+|[^\x00-\x7f]+", s)]
-        x = (W - sum(pdfmetrics.stringWidth(r, f, size) for r, f in runs)) / 2
-        for r, f in runs:
-            c.setFont(f, size)
-            c.drawString(x, y, r)
-            x += pdfmetrics.stringWidth(r, f, size)
+        """One centred line with its baseline at ``y``."""
+        c.saveState()                 # the render mode outlives the text object: keep it here
+        line = c.beginText()
+        line.setFont(font, size)
+        if bold:                      # the face has one weight: stroke the outlines too
+            c.setLineWidth(size * 0.045)
+            line.setTextRenderMode(2)
+        line.setTextOrigin((W - pdfmetrics.stringWidth(s, font, size)) / 2, y)
+        line.textOut(s)
+        c.drawText(line)
+        c.restoreState()
 
     for t in tickets:
-        y = H - margin - 4 * mm
-        if t.venue:
-            text(y, t.venue, 11, bold=True)
-            y -= 6 * mm
-        text(y, t.product, 10)
-        y -= 5.5 * mm
         when = " ".join(x for x in (t.date, t.window) if x)
-        if when:
-            text(y, when, 10, bold=True)
-            y -= 5 * mm
-        # the QR code, drawn module by module
+        above = [(s, fit(s, size), bold) for s, size, bold in
+                 ((t.venue, 12, True), (t.product, 10.5, False), (when, 10, True)) if s]
+        below = [] if t.price_fen is None else [(f"¥{fen(t.price_fen)}", 14, True)]
+        below += [(s, 8.5 if i == 0 else 7.5, False) for i, s in enumerate(t.entry_rule) if s]
+        below.append((f"{t.persons} 人 / {t.persons} person{'s' if t.persons != 1 else ''}"
+                      + (f"  |  {t.holder}" if t.holder else ""), 8.5, False))
+        below.append((f"Ticket {t.ticket_id}" + (f"  |  Order {t.order_id}" if t.order_id else ""),
+                      7, False))
+        below = [(s, fit(s, size), bold) for s, size, bold in below]
+        # lines above the code from the top down, below it from the bottom up; a line
+        # takes 1.4 times its size, its baseline 0.3 of its size above the line's foot
+        top = H - margin
+        for s, size, bold in above:
+            top -= 1.4 * size
+            text(top + 0.3 * size, s, size, bold)
+        foot = margin
+        for s, size, bold in reversed(below):
+            text(foot + 0.3 * size, s, size, bold)
+            foot += 1.4 * size
+        # the QR code in the space between, with 4 modules of quiet zone all round; dark
+        # runs of a row as one rectangle (no hairlines between modules when rasterised)
         matrix = qr_code(t.code, border=0).get_matrix()
-        side = min(W - 24 * mm, y - 22 * mm)     # >= 4 modules of quiet zone each side
-        cell = side / len(matrix)
-        x0, y0 = (W - side) / 2, y - 2 * mm - side
+        n = len(matrix)
+        cell = min(W - 2 * margin, top - foot) / (n + 8)
+        x0, y0 = (W - n * cell) / 2, foot + (top - foot - n * cell) / 2
         c.setFillColorRGB(0, 0, 0)
         for r, row in enumerate(matrix):
-            for k, dark in enumerate(row):
-                if dark:
-                    c.rect(x0 + k * cell, y0 + side - (r + 1) * cell, cell, cell, stroke=0, fill=1)
-        y = y0 - 5 * mm
-        text(y, f"{t.persons} person{'s' if t.persons != 1 else ''}"
-             + (f"  |  {t.holder}" if t.holder else ""), 9)
-        y -= 5 * mm
-        text(y, f"Ticket {t.ticket_id}" + (f"  |  Order {t.order_id}" if t.order_id else ""), 7)
+            y = y0 + (n - r - 1) * cell
+            for k, run in itertools.groupby(enumerate(row), key=lambda kv: kv[1]):
+                run = list(run)
+                if k:
+                    c.rect(x0 + run[0][0] * cell, y, len(run) * cell, cell, stroke=0, fill=1)
         c.showPage()
     c.save()
     return out.getvalue()
@@ -713,10 +773,12 @@ class Till:
         return t.astimezone(dt.timezone(dt.timedelta(seconds=offset)))
 
     def ticket_views(self, order: Order | Sale) -> list[TicketView]:
-        """What to print for each ticket of an order."""
+        """What to print for each ticket of an order: with the price the order line
+        charged for it (all its persons) and its product's entry rule from the catalog
+        (asked once per till, not per ticket)."""
         order = order.order if isinstance(order, Sale) else order
         cat = self.catalog()
-        names = {p.product_id: p.name or p.product_id for p in cat.products}
+        products = {p.product_id: p for p in cat.products}
         out = []
         for t in order.tickets:
             line = order.line_of(t)
@@ -726,9 +788,12 @@ class Till:
                 window = f"{self._local(slot.start):%H:%M}-{self._local(slot.end):%H:%M}"
             else:
                 date, window = "", " ".join(line.slot_ids)
-            out.append(TicketView(t.code, t.ticket_id, names.get(t.product_id, t.product_id),
+            p = products.get(t.product_id)
+            out.append(TicketView(t.code, t.ticket_id, (p.name if p else "") or t.product_id,
                                   cat.venue.name or cat.venue.venue_id, date, window, t.persons,
-                                  t.holder, order.order_id))
+                                  t.holder, order.order_id,
+                                  price_fen=line.unit_price_fen * max(line.group, 1),
+                                  entry_rule=entry_rule_lines(p.rule) if p else ()))
         return out
 
     def tickets_pdf(self, sale: Sale | Order) -> bytes:
