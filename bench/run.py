@@ -4,6 +4,11 @@
     python -m bench.run --quick     # smoke: fewer rounds, 1M-ticket recovery (about 2 minutes)
     python -m bench.run --server-only   # only the gRPC server run (bench/server_scenarios.py)
 
+Only a full run replaces the tracked bench/RESULTS.md (the reference numbers). A quick,
+server-only or partial (--no-micro, --no-scenarios) run writes its report beside its raw
+results, .benchmarks/run-<time>[-quick|-server]/RESULTS.md (git-ignored), and prints
+where; --out names another file.
+
 The micro benches run under pytest-benchmark (JSON with every round kept in
 .benchmarks/, which git ignores); each scenario runs in its own process, so each
 starts with a fresh heap and reports its own max RSS. The machine, versions and commit
@@ -339,7 +344,7 @@ def write_results(path: Path, info: dict, micro: list[dict], scen: list[dict], q
     w("")
     w("```")
     w("make bench                                  # = python -m bench.run (full)")
-    w("python -m bench.run --quick                 # smoke")
+    w("python -m bench.run --quick                 # smoke (report in .benchmarks/)")
     w("python -m bench.run --server-only           # the gRPC server run alone (report in .benchmarks/)")
     w("python -m pytest bench/test_micro.py        # micro benches only")
     w("python -m bench.scenarios durable-scans --loop uvloop --profile /tmp/scans.prof")
@@ -868,17 +873,26 @@ def scenario_plan(quick: bool, *, server_only: bool = False,
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="smaller sizes: a CI-friendly smoke run")
-    ap.add_argument("--no-micro", action="store_true")
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.run", description=__doc__.split("\n")[0],
+        epilog="Only a full run (make bench) replaces bench/RESULTS.md; any other run writes "
+               "its report beside its raw results in .benchmarks/ and prints where.")
+    ap.add_argument("--quick", action="store_true",
+                    help="smaller sizes: a CI-friendly smoke run; its report goes to the run's "
+                         "directory under .benchmarks/, not bench/RESULTS.md, unless --out is given")
+    ap.add_argument("--no-micro", action="store_true",
+                    help="skip the micro benches (report under .benchmarks/ as for --quick)")
     ap.add_argument("--micro-reps", type=int, default=3,
                     help="repetitions of the micro benches, best median kept (full run)")
-    ap.add_argument("--no-scenarios", action="store_true")
+    ap.add_argument("--no-scenarios", action="store_true",
+                    help="skip the scenarios (report under .benchmarks/ as for --quick)")
     ap.add_argument("--no-profile", action="store_true", help="skip the cProfile runs")
     ap.add_argument("--server-only", action="store_true",
                     help="only the gRPC server run (bench/server_scenarios.py); its report goes "
                          "to the run's directory under .benchmarks/ unless --out is given")
-    ap.add_argument("--out", default=None, help="the report (default bench/RESULTS.md)")
+    ap.add_argument("--out", default=None,
+                    help="the report (default: bench/RESULTS.md for a full run; the run's "
+                         "directory under .benchmarks/ for a quick, server-only or partial one)")
     ap.add_argument("--wait-quiet", type=float, default=None, metavar="S",
                     help="wait up to S seconds in all (20 s a step) for other processes to go "
                          "quiet before each step (default 120 for a full run, 0 with --quick)")
@@ -886,16 +900,19 @@ def main(argv=None) -> int:
                     help="only rewrite the report from a finished run's raw results in DIR")
     a = ap.parse_args(argv)
     if a.report_only:
-        return report_only(Path(a.report_only), Path(a.out or HERE / "RESULTS.md"))
+        return report_only(Path(a.report_only), Path(a.out) if a.out else None)
     t0 = time.perf_counter()
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     work = ROOT / ".benchmarks" / (f"run-{stamp}{'-quick' if a.quick else ''}"
                                    f"{'-server' if a.server_only else ''}")
     work.mkdir(parents=True, exist_ok=True)
-    a.out = a.out or str(work / "RESULTS.md" if a.server_only else HERE / "RESULTS.md")
+    # a smoke or partial run must not replace the reference numbers git tracks
+    reference = not (a.quick or a.server_only or a.no_micro or a.no_scenarios)
+    a.out = a.out or str(default_out(work, reference))
     info = machine()
     (work / "machine.json").write_text(json.dumps({**info, "quick": a.quick,
-                                                   "server_only": a.server_only}, indent=2))
+                                                   "server_only": a.server_only,
+                                                   "reference": reference}, indent=2))
     quiet = QuietWait(20, a.wait_quiet if a.wait_quiet is not None else (0 if a.quick else 120))
     ok = True
     micro: list[dict] = []
@@ -937,12 +954,20 @@ PROFILE_LABELS = {"durable-scans": "durable-scans, uvloop, 64 submitters, 20,000
                   "hot-slot-holds": "hot-slot-holds, uvloop, 64 submitters"}
 
 
-def report_only(work: Path, out: Path) -> int:
+def default_out(work: Path, reference: bool) -> Path:
+    """Where a run's report goes without --out: bench/RESULTS.md for a full run only,
+    else beside the run's raw results in `work` (under .benchmarks/, git-ignored)."""
+    return HERE / "RESULTS.md" if reference else work / "RESULTS.md"
+
+
+def report_only(work: Path, out: Path | None) -> int:
     """Rewrite the report from the raw results a run left in `work`."""
     mf = work / "machine.json"
     info = json.loads(mf.read_text()) if mf.exists() else machine()
     quick = bool(info.pop("quick", work.name.endswith("-quick")))
-    server_only = bool(info.pop("server_only", False))
+    server_only = bool(info.pop("server_only", work.name.endswith("-server")))
+    reference = bool(info.pop("reference", not (quick or server_only)))
+    out = out or default_out(work, reference)
     micro = micro_rows(work)
     scen = [json.loads(f.read_text()) for f in sorted(work.glob("scenario-*.json"))]
     profiles = {PROFILE_LABELS.get(f.stem[len("profile-"):], f.stem): profile_top(f)

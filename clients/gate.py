@@ -201,13 +201,29 @@ class GateClient:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def start(self, every_s: float = 60.0) -> None:
-        """Run :meth:`maintain` every ``every_s`` seconds in a background thread."""
+    def start(self, every_s: float = 60.0) -> bool:
+        """Run :meth:`maintain` once now, then in a background thread every ``every_s``
+        seconds -- every ``retry_online_s`` while the server is unreachable.
+
+        The first run is here, before returning, so a gate holds a bundle from its first
+        scan on (a network lost in the first period must not leave it admitting nobody).
+        A server that is down does not stop the gate from starting: start() returns
+        False and the thread keeps trying. A refusal (a wrong key, an unknown venue)
+        raises here, where the installer sees it. Returns :meth:`maintain`'s answer."""
+        if self._thread is not None:
+            raise RuntimeError("the gate's background thread already runs")
+        online = self.maintain()
+
         def loop():
-            while not self._stop.wait(every_s):
-                self.maintain()
+            while not self._stop.wait(every_s if self.online else min(every_s, self.retry_online_s)):
+                try:
+                    self.maintain()
+                except Exception:            # a dead thread would leave the bundle to age out
+                    log.exception("gate %s: refreshing the bundle failed", self.gate_id)
+        self._stop.clear()
         self._thread = threading.Thread(target=loop, name=f"gate-{self.gate_id}", daemon=True)
         self._thread.start()
+        return online
 
     def stop(self) -> None:
         self._stop.set()

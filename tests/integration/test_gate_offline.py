@@ -220,3 +220,46 @@ def test_an_upload_the_server_refuses_does_not_block_the_queue(outage, tmp_path)
         assert g.verify(codes[1]).reason == "OK"                 # east's did not
     finally:
         g.close()
+
+
+def test_a_started_gate_holds_a_bundle_from_its_first_moment(outage, tmp_path):
+    """start() fetches the bundle at once, not after its first period: a gate whose
+    network goes in its first minute still admits a valid code, offline."""
+    codes = buy(outage, 1, "gate-order-3")
+    g = GateClient(outage["address"], outage["keys"]["demo-gate"], "north-1", VENUE,
+                   state_dir=str(tmp_path / "started"), timeout=2.0)
+    try:
+        g.start(every_s=3600)
+        stop_server(outage["server"])                     # the network is gone at once
+        d = g.verify(codes[0])
+        assert (d.reason, d.admitted, d.offline) == ("OK", True, True)
+        assert g.pending() == 1
+    finally:
+        g.close()
+        outage["server"] = start_server(outage["data"], dt.date.today(), outage["args"], clock=False)
+
+
+def test_a_gate_started_while_the_server_is_down_starts_and_keeps_trying(outage, tmp_path):
+    """No server at start: start() returns, the gate says it is offline, admits nobody
+    (it holds no bundle) and gets its bundle once the server is back, by itself."""
+    codes = buy(outage, 1, "gate-order-4")
+    stop_server(outage["server"])
+    g = GateClient(outage["address"], outage["keys"]["demo-gate"], "north-1", VENUE,
+                   state_dir=str(tmp_path / "started"), timeout=2.0, retry_online_s=0.5)
+    try:
+        g.start(every_s=3600)
+        assert not g.online and g.bundle is None
+        with pytest.raises(GateOffline, match="no bundle"):
+            g.verify(codes[0])
+        outage["server"] = start_server(outage["data"], dt.date.today(), outage["args"], clock=False)
+        deadline = time.monotonic() + 30
+        while g.bundle is None:                           # the thread's retry, not an hour
+            assert time.monotonic() < deadline, "the started gate never fetched its bundle"
+            time.sleep(0.1)
+        d = g.verify(codes[0])
+        assert (d.reason, d.offline) == ("OK", False)
+    finally:
+        g.close()
+        if outage["server"].proc.poll() is not None:
+            outage["server"] = start_server(outage["data"], dt.date.today(), outage["args"],
+                                            clock=False)
