@@ -73,6 +73,21 @@ MAX_MESSAGE = 16 << 20
 Stub = TypeVar("Stub")
 
 
+def read_keys_file(path: str) -> dict[str, tuple[str, str]]:
+    """principal -> (role, API key), from a keys file as `turnstile serve` writes
+    DATA/demo-keys.txt: one principal a line, tab-separated principal, role and key;
+    lines starting with '#' are comments."""
+    out = {}
+    with open(path) as f:
+        for n, line in enumerate(f, 1):
+            if line.strip() and not line.startswith("#"):
+                parts = line.split()
+                if len(parts) != 3:
+                    raise ValueError(f"{path}:{n}: expected 'principal role key'")
+                out[parts[0]] = (parts[1], parts[2])
+    return out
+
+
 def new_key() -> str:
     """A fresh idempotency key (a UUID4 in hex). Keep it for every retry of the same
     logical call: a new key makes a new request."""

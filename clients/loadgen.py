@@ -58,6 +58,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from .base import read_keys_file
 from turnstile.v1 import (admin_pb2, admin_pb2_grpc, common_pb2, gate_pb2, gate_pb2_grpc,
                           inventory_pb2, inventory_pb2_grpc, report_pb2, report_pb2_grpc,
                           sales_pb2, sales_pb2_grpc)
@@ -148,14 +149,12 @@ class Keys:
         the admin key, the gate key, and every channel and seller key for sales."""
         k = keys or cls()
         try:
-            with open(path) as f:
-                rows = [ln.split() for ln in f if ln.strip()]
+            rows = read_keys_file(path)
         except OSError as e:
             raise LoadgenError(f"cannot read keys file {path}: {e.strerror}") from None
-        for row in rows:
-            if len(row) != 3:
-                raise LoadgenError(f"{path}: expected 'principal role key' per line")
-            _, role, key = row
+        except ValueError as e:
+            raise LoadgenError(str(e)) from None
+        for role, key in rows.values():
             if role == "admin":
                 k.admin = key
             elif role == "operator" and not k.admin:
@@ -537,8 +536,8 @@ class Venue:
     def buy(self, n: int, product, date: _dt.date, run: str, *, short_codes: bool = False,
             progress: Progress = _QUIET) -> list[tuple[int, str, int]]:
         """Buy n tickets of `product` on `date` through SalesService Hold + Confirm (the
-        first sales key), slot after slot of its zone; (ticket id, code, scan time) each,
-        the scan time inside the ticket's slot."""
+        first sales key), slot after slot of its zone (skipping those the server says are
+        over); (ticket id, code, scan time) each, the scan time inside the ticket's slot."""
         key = self.keys.need("sales")
         zone = product.zone_ids[0]
         out: list[tuple[int, str, int]] = []
@@ -561,14 +560,18 @@ class Venue:
                                                   slot_ids=[s["slot"]], qty=q)]),
                             metadata=meta(key), timeout=SETUP_TIMEOUT)
                     except grpc.RpcError as e:
-                        if error_reason(e) == "SOLD_OUT":        # sold meanwhile: next slot
+                        # sold meanwhile, or over by the server's clock: the next slot
+                        if error_reason(e) in ("SOLD_OUT", "SLOT_CLOSED"):
                             break
                         raise LoadgenError(f"Hold failed: {e.code().name}: {e.details()}") from None
                     c = self._call("Confirm", self.sales.Confirm, sales_pb2.ConfirmRequest(
                         hold_id=h.hold_id, order_id=f"lg-{run}-buy-{k}", short_codes=short_codes,
                         payment=sales_pb2.Payment(method="alipay", reference=f"lg-{run}-{k}",
                                                   amount_fen=h.amount_fen)), key, SETUP_TIMEOUT)
-                    at = s["start"] + min(60, (s["end"] - s["start"]) // 2)
+                    # inside the slot, as near now as it allows: a server takes a scan
+                    # time only near its own clock (a test server's may be set elsewhere)
+                    edge = min(60, (s["end"] - s["start"]) // 2)
+                    at = min(max(int(time.time()), s["start"] + edge), s["end"] - edge)
                     out += [(t.ticket_id, t.code, at) for t in c.tickets]
                     progress.advance(len(c.tickets))
                     left -= q

@@ -1,8 +1,14 @@
 """A demo venue: West Lake scenic area with three zones, six gates, seven products
-and a week of time slots. Used by `turnstile demo`, the tests and the benchmarks."""
+and a week of time slots. Used by `turnstile demo`, the tests and the benchmarks.
+
+Each day has two-hour slots of the main zone from 08:00 to 18:00, hourly ones of the
+pagoda and the boat from 09:00 to 17:00, and one whole-day slot of the main zone
+(`main-YYYYMMDD-day`, 00:00-24:00), so a ticket sold now can be scanned now, at any
+hour."""
 from __future__ import annotations
 
 import datetime as _dt
+from typing import Callable
 
 from . import cmd
 from .journal import Command
@@ -42,6 +48,13 @@ def commands(start: _dt.date | None = None, days: int = 7, *, main_capacity: int
         cmd.product(VENUE, "night", ["main"], name="Night tour, real-name", price_fen=10000,
                     rule=EntryRule(slot_grace_s=900), real_name=True, refund_fee_pct=10),
     ]
+    return out + slot_commands(start, days, main_capacity=main_capacity)
+
+
+def slot_commands(start: _dt.date, days: int = 7, *, main_capacity: int = 2000,
+                  skip: Callable[[str], bool] = lambda slot_id: False) -> list[Command]:
+    """The demo's slots of `days` days from `start` (those `skip` does not refuse),
+    and the OTA's allotment on the first main slot of `start` if that is new."""
     slots = []
     for d in range(days):
         day = start + _dt.timedelta(days=d)
@@ -56,21 +69,26 @@ def commands(start: _dt.date | None = None, days: int = 7, *, main_capacity: int
                           "start": base + h * 3600, "end": base + (h + 1) * 3600, "capacity": 200})
             slots.append({"id": f"boat-{day:%Y%m%d}-{h:02d}", "zone": "boat", "day": dn,
                           "start": base + h * 3600, "end": base + (h + 1) * 3600, "capacity": 100})
-    out.append(cmd.slots(slots))
+        slots.append({"id": day_slot_id(day), "zone": "main", "day": dn, "start": base,
+                      "end": base + 86400, "capacity": main_capacity})
+    slots = [s for s in slots if not skip(s["id"])]
+    if not slots:
+        return []
+    out = [cmd.slots(slots, venue=VENUE)]
     first = f"main-{start:%Y%m%d}-08"
-    out.append(cmd.allotment(first, "ota", 300))
+    if any(s["id"] == first for s in slots):
+        out.append(cmd.allotment(first, "ota", 300, venue=VENUE))
     return out
 
 
-def first_open_main_slot(start: _dt.date, days: int, now: float) -> str | None:
-    """The first main-zone slot of the demo's days that has not ended at `now` (only
-    those can be sold), or None."""
-    for d in range(days):
-        day = start + _dt.timedelta(days=d)
-        for h in range(8, 18, 2):
-            if local_time(day, h + 2) > now:
-                return slot_id("main", day, h)
-    return None
+def day_slot_id(day: _dt.date) -> str:
+    """The main zone's whole-day slot of `day`."""
+    return f"main-{day:%Y%m%d}-day"
+
+
+def venue_today(now: float) -> _dt.date:
+    """The venue-local date at UTC seconds `now`."""
+    return _dt.date.fromordinal(_dt.date(1970, 1, 1).toordinal() + int(now + UTC_OFFSET) // 86400)
 
 
 def slot_id(zone: str, day: _dt.date, hour: int) -> str:

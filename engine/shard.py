@@ -370,6 +370,10 @@ class Shard:
             raise NotFound(f"no ticket {ticket_id}", field="ticket_id")
         return self.state.product_list[t.record(ticket_id)["product"]].venue
 
+    def venues(self) -> list[str]:
+        """The ids of the venues this shard holds."""
+        return list(self.state.venues)
+
     def venue_offset(self, venue: str) -> int:
         """Seconds the venue's local time is ahead of UTC."""
         return self.state.venues[venue].utc_offset_s

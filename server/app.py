@@ -37,11 +37,15 @@ from .services import (AdminService, GateService, InventoryService, MemberServic
                        SalesService, ShardNode)
 
 MAX_MESSAGE = 16 << 20
+# one principal per role (docs/ROLES.md), all but admin scoped to the demo venue
 DEMO_PRINCIPALS = [
     ("admin", "admin", {}),
-    ("demo-gate", "gate", {"venues": ["westlake"]}),
+    ("demo-operator", "operator", {"venues": ["westlake"]}),
     ("demo-ota", "channel", {"venues": ["westlake"], "channel": "ota"}),
     ("demo-window", "seller", {"venues": ["westlake"], "channel": "window"}),
+    ("demo-gate", "gate", {"venues": ["westlake"]}),
+    ("demo-finance", "finance", {"venues": ["westlake"]}),
+    ("demo-auditor", "auditor", {}),
 ]
 
 
@@ -57,6 +61,7 @@ def bootstrap_principals(store: ControlStore, data: str) -> list[tuple[str, str,
     path = os.path.join(data, "demo-keys.txt")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
+        f.write("# principal\trole\tAPI key (clients.base.read_keys_file reads this file)\n")
         for pid, role, key in made:
             f.write(f"{pid}\t{role}\t{key}\n")
     return made

@@ -12,7 +12,10 @@ import datetime as dt
 import os
 import sys
 
-from engine import Shard, TurnstileError, cmd, demo, HoldItem, keyring
+import qrcode
+import qrcode.image.pure
+
+from engine import Shard, TurnstileError, NotFound, cmd, demo, HoldItem, keyring
 
 
 def _shard_dirs(data: str) -> list[str]:
@@ -27,27 +30,45 @@ def _open(path: str, args) -> Shard:
 
 
 def cmd_demo(args) -> int:
+    """Seed the demo venue into DATA/shard-0 once; on every run keep its slots a week
+    ahead of today and print today's demo tickets: codes that verify now, with a QR."""
     path = os.path.join(args.data, "shard-0")
     shard = _open(path, args)
     try:
-        if shard.state.venues:
-            print(f"{path}: already seeded ({', '.join(shard.state.venues)}); left as it is")
+        today = demo.venue_today(shard.clock())
+        start = dt.date.fromisoformat(args.start) if args.start else today
+        if not shard.venues():
+            shard.run_many(demo.commands(start, args.days))
+            print(f"{path}: seeded venue {demo.VENUE} with {args.days} days of slots from {start}")
+        else:
+            print(f"{path}: already seeded ({', '.join(shard.venues())}); its catalog left as it is")
+            new = demo.slot_commands(today, args.days,
+                                     skip=lambda sid: demo.VENUE in shard.venues_with("slot", sid))
+            if new:
+                shard.run_many(new)
+                print(f"  added the demo's slots up to {today + dt.timedelta(days=args.days - 1)}")
+        if demo.VENUE not in shard.venues_with("slot", demo.day_slot_id(today)):
+            print(f"no demo tickets: the demo has no slots on {today} (venue time)")
             return 0
-        start = dt.date.fromisoformat(args.start) if args.start else dt.date.today()
-        shard.run_many(demo.commands(start, args.days))
-        print(f"{path}: seeded venue {demo.VENUE} with {len(shard.state.slot_defs)} slots over "
-              f"{args.days} days from {start}")
-        # a slot that is over can't be sold: the demo order takes the first one still open
-        slot = demo.first_open_main_slot(start, args.days, shard.clock())
-        if slot is None:
-            print("every demo slot is over: no demo order")
-            return 0
-        h = shard.run(cmd.hold("web", demo.VENUE, [HoldItem("adult", (slot,), 2)]))
-        r = shard.run(cmd.confirm(h.hold_id, "demo-order-1", "web", method="cash",
-                                  amount_fen=h.amount_fen))
-        print(f"demo order demo-order-1 of 2 adult tickets in slot {slot}:")
-        for t in r.tickets:
-            print(f"  ticket {t.ticket_id}: {t.code}")
+        # two adult tickets of today's whole-day slot: they verify now, whatever the hour
+        order_id = f"demo-{today:%Y%m%d}"
+        try:
+            codes = shard.order_codes(order_id, "web")
+        except NotFound:
+            h = shard.run(cmd.hold("web", demo.VENUE, [HoldItem("adult", (demo.day_slot_id(today),), 2)]))
+            codes = [t.code for t in shard.run(cmd.confirm(h.hold_id, order_id, "web", method="cash",
+                                                           amount_fen=h.amount_fen)).tickets]
+        print(f"demo order {order_id}: 2 adult tickets for today ({today}, venue time), each "
+              f"admits once (re-entry after an exit) until midnight at gate north-1:")
+        for code in codes:
+            print(f"  {code}")
+        with open(os.path.join(args.data, "demo-tickets.txt"), "w") as f:
+            f.write("".join(c + "\n" for c in codes))
+        print(f"  also in {os.path.join(args.data, 'demo-tickets.txt')}")
+        png = os.path.join(args.data, "demo-ticket.png")
+        with open(png, "wb") as f:
+            qrcode.make(codes[0], image_factory=qrcode.image.pure.PyPNGImage).save(f)
+        print(f"  the first as a QR code: {png}")
         return 0
     finally:
         shard.close()
@@ -164,10 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
     ss.add_argument("--shard", type=int, default=0, help="shard id (default: %(default)s)")
     ss.set_defaults(func=cmd_serve_shard)
 
-    d = sub.add_parser("demo", help="seed the demo venue into an empty data dir",
+    d = sub.add_parser("demo", help="seed the demo venue; print tickets that verify now",
                        description="Seed the demo venue (West Lake: 3 zones, 6 gates, 7 products, "
-                                   "a week of slots) and one demo order into DATA/shard-0, "
-                                   "unless it already holds a venue.")
+                                   "a week of slots) into DATA/shard-0 unless it already holds a "
+                                   "venue; on every run add the demo's slots up to DAYS days from "
+                                   "today, and print today's demo order (2 adult tickets of the "
+                                   "whole-day slot, sold once a day: codes that verify now) with "
+                                   "the first as a QR code in DATA/demo-ticket.png.")
     d.add_argument("--data", default="data", help="data dir (default: %(default)s)")
     d.add_argument("--days", type=int, default=7, help="days of slots (default: %(default)s)")
     d.add_argument("--start", help="first day, YYYY-MM-DD (default: today)")
@@ -207,16 +231,27 @@ def commands(parser: argparse.ArgumentParser | None = None, prefix: tuple[str, .
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; its exit status. A reader that stops reading (``turnstile info |
+    head -1``) ends the command quietly with 141, as a shell reports `cat` or `grep`
+    ended by SIGPIPE (128 + 13): no traceback, and `set -o pipefail` still tells."""
     # whatever the caller's umask, what turnstile creates (data dirs, LMDB files, the
     # control store, demo-keys.txt, backups, key files) is readable by its owner only
     os.umask(0o077)
-    args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
-    except TurnstileError as e:
-        # a missing or wrong master key, a shard held by a running server...: one line
-        print(f"turnstile {args.command}: {e}", file=sys.stderr)
-        return 1
+        args = build_parser().parse_args(argv)
+        try:
+            return args.func(args)
+        except TurnstileError as e:
+            # a missing or wrong master key, a shard held by a running server...: one line
+            print(f"turnstile {args.command}: {e}", file=sys.stderr)
+            return 1
+        finally:
+            sys.stdout.flush()           # a closed pipe shows here, not at interpreter exit
+    except BrokenPipeError:
+        # Python's recipe (signal docs, "Note on SIGPIPE"): what is still buffered goes to
+        # /dev/null, so the flush at exit does not fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -94,8 +94,9 @@ def register(sub) -> None:
     p.add_argument("scenario", choices=list(SCENARIOS), metavar="SCENARIO",
                    help="one of: " + ", ".join(SCENARIOS))
     t = p.add_argument_group("target")
-    t.add_argument("--address", default="127.0.0.1:50051",
-                   help="HOST:PORT of any shard of the server (default: %(default)s)")
+    t.add_argument("--address", default=os.environ.get("TURNSTILE_ADDRESS", "127.0.0.1:50051"),
+                   help="HOST:PORT of any shard of the server (default: $TURNSTILE_ADDRESS, "
+                        "else 127.0.0.1:50051)")
     t.add_argument("--key-file", metavar="FILE",
                    help="file of API keys, one [ROLE=]KEY a line; see 'keys' below")
     t.add_argument("--key", action="append", default=[], metavar="[ROLE=]KEY",

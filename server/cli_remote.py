@@ -47,8 +47,9 @@ class PrincipalRow:
 
 def _common(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("connection")
-    g.add_argument("--address", default=DEFAULT_ADDRESS,
-                   help="host:port of any shard of the server (default: %(default)s)")
+    g.add_argument("--address", default=os.environ.get("TURNSTILE_ADDRESS", DEFAULT_ADDRESS),
+                   help="host:port of any shard of the server (default: $TURNSTILE_ADDRESS, "
+                        f"else {DEFAULT_ADDRESS})")
     add_key_options(g)
     g.add_argument("--timeout", type=float, default=10.0,
                    help="deadline of each call attempt, seconds (default: %(default)s)")

@@ -112,8 +112,9 @@ def _await_server(proc: subprocess.Popen, data: str, day: dt.date) -> Server:
     if os.path.exists(path):
         with open(path) as f:
             for row in f:
-                pid, _role, key = row.split()
-                keys[pid] = key
+                if not row.startswith("#"):
+                    pid, _role, key = row.split()
+                    keys[pid] = key
     return Server(address, data, keys, day, proc)
 
 

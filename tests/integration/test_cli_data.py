@@ -162,7 +162,8 @@ def test_hot_backup_under_load_restores_every_acknowledged_order(tmp_path):
     ok("check", "--data", restored)
     ok("check", "--replay", "--data", restored)
 
-    everything = dict(acked) | {"demo-order-1": [0, 1]}
+    everything = dict(acked) | {"demo-" + day.strftime("%Y%m%d"): [0, 1],     # the demo's 2 tickets
+                                "demo-" + (day + dt.timedelta(days=1)).strftime("%Y%m%d"): [0, 1]}
     for want in manifest["shards"]:
         shard = Shard.open(os.path.join(restored, want["dir"]), shard_id=want["shard"])
         try:
