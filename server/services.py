@@ -37,13 +37,18 @@ def _audit_info(service: str, name: str, request,
     return auth.current().id, f"/turnstile.v1.{service}/{name}", digest
 
 
+MIN_LEFT_S = 0.001      # a call that arrives with less time left is not started
+
+
 def rpc(fn):
     """Engine errors end the call with their gRPC status and google.rpc details; the
     call's commands are audited under its principal and method."""
     @functools.wraps(fn)
     async def wrapper(self, request, context):
         left = context.time_remaining()
-        if left is not None and left <= 0:
+        if left is not None and left < MIN_LEFT_S:
+            # it can't be answered in time (a commit alone takes longer): not applied at all,
+            # rather than applied with its answer lost (grpc's timers are coarser than 1 ms)
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed before the call ran")
         token = _call.set(_audit_info(type(self).__name__, fn.__name__, request, self.node))
         try:
