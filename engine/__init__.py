@@ -16,9 +16,9 @@ from .journal import Command, Op
 from .keyring import MasterKeyError
 from .model import (Reason, Direction, GateMode, EntryRule, Venue, Zone, Gate, Product, Slot,
                     HoldItem, HoldResult, ScanResult, IssuedTicket, Order, RefundResult,
-                    Violation, to_day, day_to_date)
+                    Violation, ID_PATTERN, to_day, day_to_date)
 from .shard import Shard
-from .state import ConfirmResult, BatchScanResult
+from .state import ConfirmResult, BatchScanResult, mask_id
 from .writer import GroupCommit
 
 __all__ = [
@@ -27,7 +27,7 @@ __all__ = [
     "TurnstileError", "InvalidArgument", "NotFound", "AlreadyExists", "FailedPrecondition",
     "SoldOut", "SlotClosed", "HoldNotActive", "TicketUsed", "IdempotencyMismatch", "PermissionDenied",
     "Overloaded", "ShardUnavailable", "StorageError", "CorruptData",
-    "Reason", "Direction", "GateMode", "EntryRule", "Venue", "Zone", "Gate", "Product", "Slot",
+    "ID_PATTERN", "mask_id", "Reason", "Direction", "GateMode", "EntryRule", "Venue", "Zone", "Gate", "Product", "Slot",
     "HoldItem", "HoldResult", "ScanResult", "IssuedTicket", "Order", "RefundResult",
     "Violation", "ConfirmResult", "BatchScanResult", "to_day", "day_to_date",
 ]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import enum
+import re
 from dataclasses import dataclass, field, asdict
 from typing import NamedTuple
 
@@ -62,6 +63,10 @@ def to_day(d: _dt.date | str | int) -> int:
 
 def day_to_date(day: int) -> _dt.date:
     return _dt.date(1970, 1, 1) + _dt.timedelta(days=day)
+
+
+# what an id (venue, zone, gate, product, slot, order, channel...) may be
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/-]{0,63}\Z")
 
 
 @dataclass(frozen=True)

@@ -370,9 +370,39 @@ class Shard:
             raise NotFound(f"no ticket {ticket_id}", field="ticket_id")
         return self.state.product_list[t.record(ticket_id)["product"]].venue
 
+    @property
+    def shard_id(self) -> int:
+        return self.state.shard_id
+
     def venues(self) -> list[str]:
         """The ids of the venues this shard holds."""
         return list(self.state.venues)
+
+    def has_venue(self, venue: str) -> bool:
+        return venue in self.state.venues
+
+    def today(self, venue: str) -> int:
+        """The venue-local day (days since 1970-01-01) at the shard's clock."""
+        return (int(self.clock()) + self.state.venues[venue].utc_offset_s) // 86400
+
+    def product_of(self, ticket_id: int) -> str:
+        """The product id of a code's ticket, or "" if `ticket_id` is not one."""
+        t = self.state.tickets
+        if ticket_id < 0 or not t.is_code(ticket_id):
+            return ""
+        return self.state.product_list[t.record(ticket_id)["product"]].id
+
+    def summary(self) -> dict:
+        """What the shard holds, counted: catalog, active holds, ticket sets, persons
+        inside per (venue, zone), ticket keys, LMDB map use."""
+        st, t = self.state, self.state.tickets
+        return {"venues": len(st.venues), "zones": len(st.zones), "gates": len(st.gates),
+                "products": len(st.products), "slots": len(st.slot_defs), "holds": len(st.holds),
+                **{name: len(getattr(t, name)) for name in ("issued", "used", "inside", "voided",
+                                                             "blocked")},
+                "inside_by_zone": {key: self.inside(key[1], key[0]) for key in st.zones},
+                "keys": sorted(st.codec.keys), "issuing_key": st.codec.issuing_key,
+                "map_use": self.storage.map_use()}
 
     def venue_offset(self, venue: str) -> int:
         """Seconds the venue's local time is ahead of UTC."""
@@ -407,8 +437,7 @@ class Shard:
         venue-local day: whoever was not scanned out by then has left the count."""
         st = self.state
         key = st.find("zone", st.zone_idx, venue, zone, "zone")
-        day = (int(self.clock()) + st.venues[key[0]].utc_offset_s) // 86400
-        return st.tickets.zone_inside(st.zone_idx[key], day)
+        return st.tickets.zone_inside(st.zone_idx[key], self.today(key[0]))
 
     def _zone_table(self) -> np.ndarray:
         """zone index of (product, component)"""
@@ -425,7 +454,7 @@ class Shard:
         v = st.venues.get(venue)
         if v is None:
             raise NotFound(f"no venue {venue}", field="venue_id")
-        today = (int(self.clock()) + v.utc_offset_s) // 86400
+        today = self.today(venue)
         day = today if day is None else to_day(day)
         entered = st.tickets.entered.get(day)
         per_zone = np.zeros(len(st.zones), dtype=np.int64)

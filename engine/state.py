@@ -14,7 +14,6 @@ import hashlib
 import heapq
 import json
 import os
-import re
 from dataclasses import asdict, dataclass, is_dataclass
 from typing import Any, Callable
 
@@ -27,13 +26,13 @@ from .errors import (AlreadyExists, CorruptData, FailedPrecondition, HoldNotActi
                      SlotClosed, SoldOut, TicketUsed)
 from .journal import _HDR, Op, Command, LAST_CATALOG_OP, NO_TICKET, json_record, scan_record, \
     scan_batch_record, decode_scan_batch, hold_record, decode_hold
-from .model import (EntryRule, Gate, GateMode, HoldResult, IssuedTicket, Order, Product,
+from .model import (ID_PATTERN, EntryRule, Gate, GateMode, HoldResult, IssuedTicket, Order, Product,
                     Reason, RefundResult, ScanResult, Slot, Venue, Zone, Direction, REASON_OF)
 
 _VERIFY, _VERIFY_BATCH, _VERIFY_FACE = int(Op.VERIFY), int(Op.VERIFY_BATCH), int(Op.VERIFY_FACE)
 _OP_SCAN = int(Op.SCAN)
 
-_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/-]{0,63}\Z")
+_ID = ID_PATTERN
 MAX_QTY = 10_000
 MAX_TTL = 24 * 3600
 DEFAULT_TTL = 15 * 60

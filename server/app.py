@@ -109,7 +109,7 @@ async def serve_shard(cfg: ServerConfig, shard_id: int = 0) -> None:
                        clock=(lambda: time.time() + offset) if offset else time.time)
     store = ControlStore(os.path.join(cfg.data, "control"))
     moved = set()
-    for venue in shard.state.venues:
+    for venue in shard.venues():
         home = store.venue_shard(venue)
         if home is not None and home != shard_id:
             # left behind by `turnstile shards move`: the map routes it to its new shard
@@ -144,7 +144,7 @@ async def serve_shard(cfg: ServerConfig, shard_id: int = 0) -> None:
     gc.collect()
     gc.freeze()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    print(f"listening on {node.address} (shard {shard_id}, {len(shard.state.venues)} venues"
+    print(f"listening on {node.address} (shard {shard_id}, {len(shard.venues())} venues"
           f"{admin_address}{', TLS' if tls else ''})", flush=True)
 
     stop = asyncio.Event()

@@ -83,18 +83,17 @@ def cmd_info(args) -> int:
     for path in dirs:
         shard = _open(path, args)
         try:
-            st = shard.state
-            t = st.tickets
+            n = shard.summary()
             print(f"{path}: opened in {shard.recovery['total_s'] * 1000:.1f} ms "
                   f"({shard.recovery['replayed']} journal records replayed)")
-            print(f"  venues {len(st.venues)}, zones {len(st.zones)}, gates {len(st.gates)}, "
-                  f"products {len(st.products)}, slots {len(st.slot_defs)}, active holds {len(st.holds)}")
-            print(f"  tickets issued {len(t.issued)}, used {len(t.used)}, inside {len(t.inside)}, "
-                  f"voided {len(t.voided)}, blocked {len(t.blocked)}")
-            for venue, z in st.zones:
-                print(f"  zone {z} of {venue}: {shard.inside(z, venue)} inside")
-            print(f"  ticket keys {sorted(st.codec.keys)} (issuing {st.codec.issuing_key}); "
-                  f"LMDB map used {shard.storage.map_use():.2%}")
+            print(f"  venues {n['venues']}, zones {n['zones']}, gates {n['gates']}, "
+                  f"products {n['products']}, slots {n['slots']}, active holds {n['holds']}")
+            print(f"  tickets issued {n['issued']}, used {n['used']}, inside {n['inside']}, "
+                  f"voided {n['voided']}, blocked {n['blocked']}")
+            for (venue, z), inside in n["inside_by_zone"].items():
+                print(f"  zone {z} of {venue}: {inside} inside")
+            print(f"  ticket keys {n['keys']} (issuing {n['issuing_key']}); "
+                  f"LMDB map used {n['map_use']:.2%}")
         finally:
             shard.close(snapshot=False)
     return 0

@@ -14,8 +14,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from engine import cmd, Shard, GroupCommit, TurnstileError, NotFound, InvalidArgument, AlreadyExists, \
-    PermissionDenied, EntryRule, to_day, day_to_date
-from engine.state import _ID
+    PermissionDenied, EntryRule, ID_PATTERN, mask_id, to_day, day_to_date
 from turnstile.v1 import (admin_pb2, admin_pb2_grpc, gate_pb2, gate_pb2_grpc, inventory_pb2,
                           inventory_pb2_grpc, member_pb2, member_pb2_grpc, report_pb2,
                           report_pb2_grpc, sales_pb2, sales_pb2_grpc)
@@ -101,7 +100,7 @@ def _seconds(ts, field: str) -> int:
 def _id(value: str, field: str) -> str:
     """An id from a request: 1-64 letters, digits or ._:@/-. Checked before it goes
     anywhere (a store lookup, an error message)."""
-    if not _ID.match(value):
+    if not ID_PATTERN.match(value):
         raise InvalidArgument("must be 1-64 letters, digits or ._:@/-, starting with a letter "
                               "or digit" if value else "is required", field=field)
     return value
@@ -126,7 +125,7 @@ class ShardNode:
         self.writer = writer
         self.store = store
         self.address = address
-        self.shard_id = shard.state.shard_id
+        self.shard_id = shard.shard_id
         # venues this shard still holds but the map routes elsewhere (`turnstile shards
         # move` leaves the old catalog behind): served as absent
         self.moved = moved
@@ -141,7 +140,7 @@ class ShardNode:
     def venue(self, venue_id: str, field: str = "venue_id") -> str:
         p = auth.current()
         _id(venue_id, field)
-        if venue_id not in self.shard.state.venues or venue_id in self.moved:
+        if not self.shard.has_venue(venue_id) or venue_id in self.moved:
             home = self.store.venue_shard(venue_id)
             if home is None or home == self.shard_id:
                 raise NotFound(f"no venue {venue_id!r}", field="venue_id")
@@ -242,12 +241,6 @@ class GateService(gate_pb2_grpc.GateServiceServicer):
     def __init__(self, node: ShardNode):
         self.node = node
 
-    def _product_of(self, ticket: int) -> str:
-        t = self.node.shard.state.tickets
-        if ticket < 0 or not t.is_code(ticket):
-            return ""
-        return self.node.shard.state.product_list[t.record(ticket)["product"]].id
-
     @rpc
     async def Verify(self, request, context):
         gate = self.node.gate(request.gate_id, request.venue_id)
@@ -268,7 +261,7 @@ class GateService(gate_pb2_grpc.GateServiceServicer):
                                   field="credential")
         r = await self.node.submit(c)
         return gate_pb2.VerifyResponse(reason=int(r.reason), ticket_id=r.ticket, persons=r.persons,
-                                       product_id=self._product_of(r.ticket),
+                                       product_id=self.node.shard.product_of(r.ticket),
                                        shard=self.node.shard_id)
 
     async def _batch(self, request) -> gate_pb2.VerifyBatchResponse:
@@ -762,8 +755,7 @@ class ReportService(report_pb2_grpc.ReportServiceServicer):
         day = _date(request.date, "date") if request.date else None
         rows = self.node.shard.live_counts(venue, day)
         if day is None:
-            v = self.node.shard.state.venues[venue]
-            day = (int(self.node.shard.clock()) + v.utc_offset_s) // 86400
+            day = self.node.shard.today(venue)
         return report_pb2.LiveCountsResponse(date=day_to_date(day).isoformat(), zones=[
             report_pb2.ZoneCount(zone_id=r["zone"], inside=r["inside"], entered_tickets=r["entered"],
                                  live_capacity=r["live_capacity"]) for r in rows])
@@ -794,7 +786,6 @@ class MemberService(member_pb2_grpc.MemberServiceServicer):
 
     @rpc
     async def HolderTickets(self, request, context):
-        from engine.state import mask_id
         p = auth.current()
         rows = [r for r in self.node.shard.holder_tickets(request.id_number) if p.may_use_venue(r["venue"])]
         return member_pb2.HolderTicketsResponse(holder=mask_id(request.id_number.upper()), tickets=[
