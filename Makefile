@@ -20,7 +20,7 @@ $(PY):
 # Re-install (and rebuild the core and the proto code) when a build input changes.
 $(STAMP): $(PY) $(SOURCES)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
-	$(PY) -m pip install -q "Cython>=3.0,<4" "grpcio-tools>=1.60"
+	$(PY) -m pip install -q "Cython>=3.0,<4" "grpcio-tools>=1.85.1,<1.86"
 	$(PY) -m pip install -q --no-build-isolation -e '.[dev]'
 	touch $(STAMP)
 
