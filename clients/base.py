@@ -49,6 +49,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Self, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from turnstile.v1 import admin_pb2, admin_pb2_grpc
@@ -61,6 +62,7 @@ __all__ = [
     "RetryPolicy",
     "ShardMap",
     "TlsConfig",
+    "error_info",
     "new_key",
 ]
 
@@ -160,14 +162,15 @@ class ApiError(Exception):
     @classmethod
     def from_rpc(cls, err: grpc.RpcError, *, method: str = "", attempts: int = 1) -> ApiError:
         """Convert a ``grpc.RpcError`` (a failed blocking call) into an ApiError, with the
-        ``google.rpc.Status`` details the server put in the trailers."""
+        ``google.rpc.Status`` details the server put in the trailers. The one parser of
+        those details: the server, the loadgen and the tests read them through it."""
         code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
         message = (err.details() if hasattr(err, "details") else str(err)) or ""
         reason, domain, meta, violations = "", "", {}, []
         try:
             status = rpc_status.from_call(err) if hasattr(err, "trailing_metadata") else None
-        except ValueError:            # details that contradict the status: keep the status
-            status = None
+        except (ValueError, DecodeError):   # details that contradict the status, or are not
+            status = None                     # a Status at all: keep the status
         if status is not None:
             message = status.message or message
             for detail in status.details:
@@ -181,6 +184,13 @@ class ApiError(Exception):
                     violations += [FieldViolation(v.field, v.description) for v in br.field_violations]
         return cls(code, message, reason=reason, domain=domain, metadata=meta, violations=violations,
                    method=method, attempts=attempts)
+
+
+def error_info(err: grpc.RpcError) -> tuple[str, str | None]:
+    """(ErrorInfo reason, field at fault) of a failed call made on a raw stub; ``""`` and
+    None when the status carries no details."""
+    e = ApiError.from_rpc(err)
+    return e.reason, e.field
 
 
 # -- configuration -----------------------------------------------------------------------

@@ -55,10 +55,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
-from .base import read_keys_file
+from .base import ApiError, read_keys_file
 from turnstile.v1 import (admin_pb2, admin_pb2_grpc, common_pb2, gate_pb2, gate_pb2_grpc,
                           inventory_pb2, inventory_pb2_grpc, report_pb2, report_pb2_grpc,
                           sales_pb2, sales_pb2_grpc)
@@ -215,18 +213,7 @@ _UNKNOWN_OUTCOME = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADL
 
 def error_reason(err: grpc.RpcError) -> str:
     """The stable reason of a Turnstile error (google.rpc ErrorInfo), else the status name."""
-    try:
-        st = rpc_status.from_call(err)
-    except Exception:           # a status without (or with mismatched) details
-        st = None
-    if st is not None:
-        for d in st.details:
-            if d.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-                info = error_details_pb2.ErrorInfo()
-                d.Unpack(info)
-                if info.reason:
-                    return info.reason
-    return err.code().name
+    return ApiError.from_rpc(err).reason or err.code().name
 
 
 # -- results ---------------------------------------------------------------------------------------

@@ -4,6 +4,8 @@ Every error reaches the client as a gRPC status code from TABLE, a message, and
 `google.rpc.Status` details: ErrorInfo (reason = the engine's stable error code,
 domain "turnstile") always, and BadRequest naming the field when the error is about
 one. A refused scan never comes here: it is a VerifyResponse with a reason.
+Only the encoder lives here: the one reader of these details is `clients.base.ApiError.from_rpc`
+(the server never reads them back; tests use `clients.base.error_info`).
 """
 from __future__ import annotations
 
@@ -63,22 +65,3 @@ def to_status(err: e.TurnstileError) -> grpc.Status:
     st = status_pb2.Status(code=code.value[0], message=str(err), details=details)
     return rpc_status.to_status(st)
 
-
-def error_info(rpc_error: grpc.RpcError) -> tuple[str, str | None]:
-    """(reason, field) of a Turnstile RPC error, for clients and tests."""
-    st = rpc_status.from_call(rpc_error)
-    reason, field = "", None
-    if st is None:
-        return reason, field
-    for d in st.details:
-        if d.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            d.Unpack(info)
-            reason = info.reason
-            field = info.metadata.get("field", field)
-        elif d.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            br = error_details_pb2.BadRequest()
-            d.Unpack(br)
-            if br.field_violations:
-                field = br.field_violations[0].field
-    return reason, field
