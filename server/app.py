@@ -107,7 +107,7 @@ async def serve_shard(cfg: ServerConfig, shard_id: int = 0) -> None:
     shard = Shard.open(os.path.join(cfg.data, f"shard-{shard_id}"), shard_id=shard_id,
                        master_key=keyring.load_master_key(key_file=cfg.master_key_file),
                        clock=(lambda: time.time() + offset) if offset else time.time)
-    store = ControlStore(os.path.join(cfg.data, "control"))
+    store = ControlStore(os.path.join(cfg.data, "control"), cache_s=cfg.auth_cache_s)
     moved = set()
     for venue in shard.venues():
         home = store.venue_shard(venue)

@@ -31,7 +31,7 @@ from engine import cmd
 from engine.errors import InvalidArgument, TurnstileError
 
 from . import errors
-from .control import CACHE_S, Principal, ControlStore
+from .control import Principal, ControlStore
 
 log = logging.getLogger(__name__)
 
@@ -202,8 +202,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         self.store = store
         self.node = node         # services.ShardNode: denied calls are audited through it
         # (method, metadata) -> (handler, good until): a caller's decision and its bound
-        # handler are reused for CACHE_S, as long as a key's principal is cached anyway
-        # (a revoked key still stops within CACHE_S); ~80 µs a call less in the benchmarks.
+        # handler are reused for the store's cache_s, and never past the store's entry for
+        # the key it rests on, so a revoked key still stops within cache_s (not twice
+        # that); ~80 µs a call less in the benchmarks.
         # A denial's handler audits each call it answers, so caching it loses no record.
         self._decided: dict[tuple, tuple] = {}
 
@@ -213,34 +214,37 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         hit = self._decided.get(key)
         if hit is not None and hit[1] > now:
             return hit[0]
-        handler = await self._decide(continuation, details)
-        if len(self._decided) >= 10_000:
-            self._decided.clear()
-        self._decided[key] = (handler, now + CACHE_S)
+        handler, until = await self._decide(continuation, details)
+        if self.store.cache_s > 0:
+            if len(self._decided) >= 10_000:
+                self._decided.clear()
+            self._decided[key] = (handler, min(until, now + self.store.cache_s))
         return handler
 
     async def _decide(self, continuation, details):
+        """(the handler that answers the call, until when that decision may be reused)"""
         method = details.method
+        forever = float("inf")          # no key involved: intercept_service's own bound holds
         handler = await continuation(details)
         if handler is None:
-            return handler
+            return handler, forever
         if method in OPEN:
-            return _bind(handler, None)
+            return _bind(handler, None), forever
         token = ""
         for key, value in details.invocation_metadata or ():
             if key == "authorization" and value.startswith("Bearer "):
                 token = value[7:]
         if not token:
-            return self._denied(handler, method, None, NO_KEY)
-        principal = self.store.authenticate(token)
+            return self._denied(handler, method, None, NO_KEY), forever
+        principal, until = self.store.authenticate_until(token)
         if principal is None:
             # a known key id with a wrong secret, or a revoked key: audited under its owner
-            return self._denied(handler, method, self.store.key_principal(token), BAD_KEY)
+            return self._denied(handler, method, self.store.key_principal(token), BAD_KEY), until
         if principal.role not in TABLE.get(method, ()):
             return self._denied(handler, method, principal, _status(
                 grpc.StatusCode.PERMISSION_DENIED, "ROLE_NOT_ALLOWED",
-                f"role {principal.role} may not call {method} (docs/ROLES.md)"))
-        return _bind(handler, principal)
+                f"role {principal.role} may not call {method} (docs/ROLES.md)")), until
+        return _bind(handler, principal), until
 
     def _denied(self, handler, method: str, principal: Principal | None, status: grpc.Status):
         audit = self.node is not None and principal is not None

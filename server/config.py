@@ -36,6 +36,10 @@ class ServerConfig(BaseSettings):
                            description="commands queued per shard before calls are shed with "
                                        "RESOURCE_EXHAUSTED")
     grace_s: float = Field(5.0, ge=0, description="seconds in-flight calls get on shutdown")
+    auth_cache_s: float = Field(5.0, ge=0,
+                                description="seconds each shard reuses an API key's principal and "
+                                            "a caller's access decision: a revoked key stops "
+                                            "working within this; 0 = no caching")
     scan_skew_s: int = Field(300, ge=0, le=86400,
                              description="seconds an online scan's scan_time may differ from the "
                                          "server's clock (scans are decided at the server's time)")

@@ -22,7 +22,7 @@ import lmdb
 from engine.errors import AlreadyExists, InvalidArgument, NotFound
 
 ROLES = ("admin", "operator", "seller", "channel", "gate", "finance", "auditor")
-CACHE_S = 5.0          # a revoked key stops working in every server process within this
+CACHE_S = 5.0          # default of ServerConfig.auth_cache_s: how long a key's principal is reused
 
 
 def _id(value: str, field: str) -> bytes:
@@ -51,8 +51,11 @@ class Principal:
 class ControlStore:
     """Principals, hashed API keys and the shard map, in an LMDB environment of their own."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, cache_s: float = CACHE_S):
         os.makedirs(path, exist_ok=True)
+        # a key's principal is reused for cache_s (0: read every time), so a revoked key
+        # stops working in every server process within cache_s of its revocation
+        self.cache_s = cache_s
         self.env = lmdb.open(path, map_size=1 << 30, max_dbs=8, subdir=True)
         self.principals = self.env.open_db(b"principals")
         self.keys = self.env.open_db(b"keys")
@@ -165,28 +168,38 @@ class ControlStore:
         """The principal of a presented API key, or None. The secret's hash is compared in
         constant time (hmac.compare_digest), so timing tells nothing about it; whether a key
         id exists may show, but key ids are not secret (`turnstile keys list` shows them)."""
+        return self.authenticate_until(token)[0]
+
+    def authenticate_until(self, token: str) -> tuple[Principal | None, float]:
+        """`authenticate`, and the time.monotonic() until which the answer may be reused:
+        cache_s after the key was read, so a cache built on it ends no later than this one."""
+        now = time.monotonic()
         parts = token.split("_", 2)
         if len(parts) != 3 or parts[0] != "tsk":
-            return None
+            return None, now + self.cache_s
         key_id, secret = parts[1], parts[2]
         if not 0 < len(key_id) <= 64:           # LMDB refuses empty and over-long keys
-            return None
+            return None, now + self.cache_s
         digest = hashlib.sha256(secret.encode()).digest()
         hit = self._cache.get(key_id)
-        if hit is None or time.monotonic() - hit[2] > CACHE_S:
+        if hit is None or now - hit[2] >= self.cache_s:
+            # the time is taken before the read: the entry never outlives a revocation
+            # committed after it by more than cache_s
             with self.env.begin(db=self.keys) as txn:
                 raw = txn.get(key_id.encode())
             if raw is None:
-                return None
+                return None, now + self.cache_s
             d = json.loads(raw)
             if d.get("revoked"):
-                return None
+                return None, now + self.cache_s
             try:
-                hit = (bytes.fromhex(d["sha256"]), self.get_principal(d["principal"]), time.monotonic())
+                hit = (bytes.fromhex(d["sha256"]), self.get_principal(d["principal"]), now)
             except NotFound:
-                return None
-            self._cache[key_id] = hit
-        return hit[1] if hmac.compare_digest(hit[0], digest) else None
+                return None, now + self.cache_s
+            if self.cache_s > 0:
+                self._cache[key_id] = hit
+        until = hit[2] + self.cache_s
+        return (hit[1] if hmac.compare_digest(hit[0], digest) else None), until
 
     def key_principal(self, token: str) -> Principal | None:
         """The principal a presented key's id belongs to, whatever its secret and even if

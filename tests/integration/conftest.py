@@ -140,10 +140,13 @@ def day_clock(day: dt.date) -> tuple:
             "--scan-skew-s", "86400")
 
 
+AUTH_CACHE_S = 0.2      # the servers' key caches (--auth-cache-s): a revocation is waited out in 0.2 s
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     data = str(tmp_path_factory.mktemp("data"))
-    s = start_server(data, dt.date.today())
+    s = start_server(data, dt.date.today(), ("--auth-cache-s", str(AUTH_CACHE_S)))
     yield s
     if s.proc.poll() is None:
         out = stop_server(s)

@@ -1,13 +1,16 @@
 """The server as gates, channels and POS see it: a real process, real gRPC."""
 from __future__ import annotations
 
+import time
+
 import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from clients.base import error_info
 from engine import demo
-from server.errors import error_info
+from tests.integration.conftest import AUTH_CACHE_S
 from turnstile.v1 import (admin_pb2, admin_pb2_grpc, common_pb2, gate_pb2, gate_pb2_grpc,
                           inventory_pb2, inventory_pb2_grpc, report_pb2, report_pb2_grpc, sales_pb2,
                           sales_pb2_grpc)
@@ -257,8 +260,7 @@ def test_operator_sets_up_a_venue_and_sells_it(server, stubs):
         stubs["sales"].Hold(sales_pb2.HoldRequest(venue_id="westlake", idempotency_key="m2"), metadata=till)
     assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
     a.RevokeApiKey(admin_pb2.RevokeApiKeyRequest(key_id=key.key_id), metadata=admin)
-    import time
-    time.sleep(5.5)                                   # revocation reaches every cache within 5 s
+    time.sleep(AUTH_CACHE_S)                          # every cache of every shard ends within it
     with pytest.raises(grpc.RpcError) as e:
         stubs["sales"].Quote(sales_pb2.QuoteRequest(venue_id="museum"), metadata=till)
     assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
