@@ -327,8 +327,8 @@ class Shard:
         holder, state (voided, blocked, inside, used or issued: the first that holds)
         and visits left (-1: unlimited)."""
         st = self.state
-        order = self.get_order(order_id, channel)
-        row = json.loads(st._order_row(channel, order_id)[1])
+        order = self.get_order(order_id, channel)       # checks the id; NotFound
+        row = json.loads(st._order_row(channel, order_id)[1])   # its sealed holders
         t = st.tickets
         out = []
         for i, line in enumerate(order.lines):
@@ -363,12 +363,19 @@ class Shard:
         """Prices of `items` for `channel` now, by the rules a hold applies; takes no stock."""
         return self.state.quote(channel, venue, items, int(self.clock()))
 
-    def ticket_venue(self, ticket_id: int) -> str:
-        """The venue whose ticket (code) `ticket_id` is; NotFound if none."""
+    def _product_of_code(self, ticket_id: int):
+        """The Product of the code whose ticket id is `ticket_id`, or None."""
         t = self.state.tickets
         if type(ticket_id) is not int or not 0 <= ticket_id < 2**32 - 1 or not t.is_code(ticket_id):
+            return None
+        return self.state.product_list[t.record(ticket_id)["product"]]
+
+    def ticket_venue(self, ticket_id: int) -> str:
+        """The venue whose ticket (code) `ticket_id` is; NotFound if none."""
+        p = self._product_of_code(ticket_id)
+        if p is None:
             raise NotFound(f"no ticket {ticket_id}", field="ticket_id")
-        return self.state.product_list[t.record(ticket_id)["product"]].venue
+        return p.venue
 
     @property
     def shard_id(self) -> int:
@@ -387,10 +394,8 @@ class Shard:
 
     def product_of(self, ticket_id: int) -> str:
         """The product id of a code's ticket, or "" if `ticket_id` is not one."""
-        t = self.state.tickets
-        if ticket_id < 0 or not t.is_code(ticket_id):
-            return ""
-        return self.state.product_list[t.record(ticket_id)["product"]].id
+        p = self._product_of_code(ticket_id)
+        return "" if p is None else p.id
 
     def summary(self) -> dict:
         """What the shard holds, counted: catalog, active holds, ticket sets, persons

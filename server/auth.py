@@ -22,13 +22,10 @@ import logging
 import time
 
 import grpc
-from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError
-from google.rpc import error_details_pb2, status_pb2
-from grpc_status import rpc_status
 
 from engine import cmd
-from engine.errors import InvalidArgument, TurnstileError
+from engine.errors import InvalidArgument, PermissionDenied, TurnstileError
 
 from . import errors
 from .control import Principal, ControlStore
@@ -96,21 +93,13 @@ def current() -> Principal:
     return _current.get()
 
 
-def _status(code: grpc.StatusCode, reason: str, message: str) -> grpc.Status:
-    """A refusal of the interceptor with google.rpc details like every other error
-    (server/errors.py): an ErrorInfo with a stable reason."""
-    info = any_pb2.Any()
-    info.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=errors.DOMAIN))
-    return rpc_status.to_status(status_pb2.Status(code=code.value[0], message=message,
-                                                  details=[info]))
-
-
-NO_KEY = _status(grpc.StatusCode.UNAUTHENTICATED, "API_KEY_MISSING",
-                 "no API key (metadata authorization: Bearer tsk_...)")
+# the interceptor's refusals go through the one error table, details and all
+NO_KEY = errors.to_status(errors.Unauthenticated(
+    "no API key (metadata authorization: Bearer tsk_...)", code="API_KEY_MISSING"))
 # one answer for an unknown key id, a wrong secret and a revoked key: which key ids
 # exist is not the caller's business
-BAD_KEY = _status(grpc.StatusCode.UNAUTHENTICATED, "API_KEY_INVALID",
-                  "unknown or revoked API key (metadata authorization: Bearer tsk_...)")
+BAD_KEY = errors.to_status(errors.Unauthenticated(
+    "unknown or revoked API key (metadata authorization: Bearer tsk_...)"))
 
 
 # -- undecodable requests ----------------------------------------------------------------------
@@ -241,9 +230,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             # a known key id with a wrong secret, or a revoked key: audited under its owner
             return self._denied(handler, method, self.store.key_principal(token), BAD_KEY), until
         if principal.role not in TABLE.get(method, ()):
-            return self._denied(handler, method, principal, _status(
-                grpc.StatusCode.PERMISSION_DENIED, "ROLE_NOT_ALLOWED",
-                f"role {principal.role} may not call {method} (docs/ROLES.md)")), until
+            return self._denied(handler, method, principal, errors.to_status(PermissionDenied(
+                f"role {principal.role} may not call {method} (docs/ROLES.md)",
+                code="ROLE_NOT_ALLOWED"))), until
         return _bind(handler, principal), until
 
     def _denied(self, handler, method: str, principal: Principal | None, status: grpc.Status):

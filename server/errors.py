@@ -18,8 +18,16 @@ from engine import errors as e
 
 DOMAIN = "turnstile"
 
-# engine error class -> gRPC status; the most specific class wins (MRO order)
+
+class Unauthenticated(e.TurnstileError):
+    """No API key, or one the server does not accept (the auth interceptor's refusal)."""
+
+    code = "API_KEY_INVALID"
+
+
+# error class -> gRPC status; the most specific class wins (MRO order)
 TABLE: dict[type, grpc.StatusCode] = {
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     e.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     e.NotFound: grpc.StatusCode.NOT_FOUND,
     e.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,

@@ -177,6 +177,10 @@ class ShardNode:
             self._gates.clear()
         return key
 
+    def forget_gates(self) -> None:
+        """Resolve gates afresh (a new gate may share its id with another venue's)."""
+        self._gates.clear()
+
     def scan_time(self, request, venue: str) -> int | None:
         """When an online scan is decided: the server's now, or the caller's scan_time
         if that is within the allowed skew of it and on the same venue-local day (a
@@ -596,7 +600,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         venue = self.node.venue(request.venue_id)
         await self.node.submit(self._idem(cmd.gate(request.zone_id, request.gate_id, request.mode,
                                                    venue=venue), request))
-        self.node._gates.clear()        # the id may now name gates of two venues
+        self.node.forget_gates()        # the id may now name gates of two venues
         return _gate_msg(self._created(venue, "gates", request.gate_id))
 
     @rpc
