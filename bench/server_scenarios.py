@@ -139,7 +139,7 @@ def master_key_file(data: str) -> str:
     """A master key file beside the data dir (as `make run` keeps one), made if absent."""
     path = data.rstrip("/") + ".master-key"
     if not os.path.exists(path):
-        subprocess.run([sys.executable, "-m", "server.cli", "master-key", "create", path],
+        subprocess.run([sys.executable, "-m", "clients.cli", "master-key", "create", path],
                        cwd=ROOT, check=True, capture_output=True, timeout=60)
     return path
 
@@ -163,7 +163,7 @@ class LiveServer:
         # the server reads TURNSTILE_* variables as configuration: none of ours leaks in
         env = {k: v for k, v in os.environ.items() if not k.startswith("TURNSTILE_")}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "server.cli", "serve", "--data", self.data, "--port", "0",
+            [sys.executable, "-m", "clients.cli", "serve", "--data", self.data, "--port", "0",
              "--master-key-file", master_key_file(self.data), *self.clock_args],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             start_new_session=True, env=env, preexec_fn=_die_with_parent)
@@ -694,7 +694,7 @@ def server_bench(*, quick: bool, profile: bool = True, loops=("uvloop", "asyncio
     floors: list[dict] = []
     with TempDir(prefix="turnstile-server-bench-") as data:
         t = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "server.cli", "demo", "--data", data, "--start",
+        subprocess.run([sys.executable, "-m", "clients.cli", "demo", "--data", data, "--start",
                         day.isoformat(), "--master-key-file", master_key_file(data)],
                        cwd=ROOT, check=True, capture_output=True, timeout=120)
         setup["demo_s"] = time.perf_counter() - t

@@ -1,4 +1,4 @@
-"""The `turnstile` command: operate a data dir of shards.
+"""The data-dir commands of `turnstile` (clients/cli is the entry point; it adds these).
 
     turnstile serve --data data     serve every shard over gRPC on 127.0.0.1
     turnstile demo  --data data     seed the demo venue into an empty data dir
@@ -160,11 +160,11 @@ def _master_key_option(p) -> None:
     master_key_option(p)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The `turnstile` parser with every subcommand."""
-    p = argparse.ArgumentParser(prog="turnstile", description="Operate a Turnstile data dir: "
-                                "serve it, seed it, check it, back it up, run load against it.")
-    sub = p.add_subparsers(dest="command", required=True)
+def register(sub) -> None:
+    """Add the data-dir commands to the `turnstile` parser's subcommands `sub` (the
+    one entry point is clients/cli; `main` below parses these alone, for `serve`'s
+    own shard processes). Each is marked to run through `run`."""
+    before = set(sub.choices)
 
     s = sub.add_parser("serve", help="serve every shard of a data dir over gRPC",
                        description="Serve DATA over gRPC: one process per shard (GateService, "
@@ -212,45 +212,35 @@ def build_parser() -> argparse.ArgumentParser:
     _master_key_option(c)
     c.set_defaults(func=cmd_check)
 
-    from . import cli_data, cli_loadgen, cli_remote
-    cli_data.register(sub)       # backup, restore, shards: a data dir, offline
-    cli_remote.register(sub)     # keys, report: a running server, over gRPC
-    cli_loadgen.register(sub)    # loadgen: scenario load against a running server
+    from . import cli_data
+    cli_data.register(sub)       # backup, restore, shards, master-key: a data dir, offline
+    for name in set(sub.choices) - before:
+        sub.choices[name].set_defaults(server_command=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """A parser of the data-dir commands alone (`turnstile` itself is clients/cli)."""
+    p = argparse.ArgumentParser(prog="turnstile", description="Operate a Turnstile data dir: "
+                                "serve it, seed it, check it, back it up.")
+    register(p.add_subparsers(dest="command", required=True))
     return p
 
 
-def commands(parser: argparse.ArgumentParser | None = None, prefix: tuple[str, ...] = ()):
-    """Every command path of the CLI, nested subcommands included: ("shards", "move")..."""
-    parser = parser or build_parser()
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for name, sub in action.choices.items():
-                yield prefix + (name,)
-                yield from commands(sub, prefix + (name,))
+def run(args) -> int:
+    """Run a parsed data-dir command; an engine refusal (a missing or wrong master key,
+    a shard held by a running server...) is one line on stderr and exit status 1."""
+    try:
+        return args.func(args)
+    except TurnstileError as e:
+        print(f"turnstile {args.command}: {e}", file=sys.stderr)
+        return 1
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; its exit status. A reader that stops reading (``turnstile info |
-    head -1``) ends the command quietly with 141, as a shell reports `cat` or `grep`
-    ended by SIGPIPE (128 + 13): no traceback, and `set -o pipefail` still tells."""
-    # whatever the caller's umask, what turnstile creates (data dirs, LMDB files, the
-    # control store, demo-keys.txt, backups, key files) is readable by its owner only
+    """Run one data-dir command (`python -m server.cli serve-shard ...`, as `serve`
+    starts its shards); people run `turnstile`, which is clients/cli."""
     os.umask(0o077)
-    try:
-        args = build_parser().parse_args(argv)
-        try:
-            return args.func(args)
-        except TurnstileError as e:
-            # a missing or wrong master key, a shard held by a running server...: one line
-            print(f"turnstile {args.command}: {e}", file=sys.stderr)
-            return 1
-        finally:
-            sys.stdout.flush()           # a closed pipe shows here, not at interpreter exit
-    except BrokenPipeError:
-        # Python's recipe (signal docs, "Note on SIGPIPE"): what is still buffered goes to
-        # /dev/null, so the flush at exit does not fail again
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
+    return run(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -77,11 +77,11 @@ def start_server(data: str, day: dt.date, args: tuple = (), env: dict | None = N
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("TURNSTILE_MASTER_KEY")}
     child_env.update(env or {})
     if not os.path.isdir(os.path.join(data, "shard-0")):
-        subprocess.run([sys.executable, "-m", "server.cli", "demo", "--data", data, "--start",
+        subprocess.run([sys.executable, "-m", "clients.cli", "demo", "--data", data, "--start",
                         day.isoformat(), *key], cwd=ROOT, check=True, capture_output=True,
                        timeout=60, env=child_env)
     # its own session: a crash test can SIGKILL the supervisor and its shards at once
-    proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--data", data, "--port", "0",
+    proc = subprocess.Popen([sys.executable, "-m", "clients.cli", "serve", "--data", data, "--port", "0",
                              *key, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True, env=child_env)
     try:

@@ -34,7 +34,7 @@ HILLS_DAY = dt.date(2026, 11, 24)
 
 
 def cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "server.cli", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "clients.cli", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout, check=False)
 
 

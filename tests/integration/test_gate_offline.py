@@ -173,7 +173,7 @@ def test_gates_through_an_outage(outage, tmp_path):
             ("north-1", d3.ticket_id, 0, 6)                # admitted offline, ALREADY_USED
         assert used() == 4                                 # codes 0, 1, 3, 5 (2 only went out)
         # the operator's view of it
-        r = subprocess.run([sys.executable, "-m", "server.cli", "report", "conflicts", "--venue", VENUE,
+        r = subprocess.run([sys.executable, "-m", "clients.cli", "report", "conflicts", "--venue", VENUE,
                             "--csv", "--address", outage["address"], "--key", outage["keys"]["admin"]],
                            cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr

@@ -246,7 +246,7 @@ def test_scan_checks_catch_what_is_wrong():
 
 # -- the CLI ----------------------------------------------------------------------------------------
 def turnstile(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "server.cli", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "clients.cli", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=180)
 
 

@@ -32,7 +32,7 @@ def no_key_env() -> dict:
 
 
 def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "server.cli", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "clients.cli", *args], cwd=ROOT,
                           env=no_key_env() if env is None else env, capture_output=True,
                           text=True, timeout=180, check=False)
 

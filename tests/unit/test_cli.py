@@ -10,12 +10,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def turnstile(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "server.cli", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "clients.cli", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
 
 
 def test_help_of_every_command():
-    from server.cli import commands
+    from clients.cli import commands
     paths = list(commands())
     assert {("serve",), ("demo",), ("check",), ("backup",), ("restore",), ("shards", "move"),
             ("keys",), ("report",), ("loadgen",)} <= set(paths)
@@ -63,14 +63,14 @@ def test_a_reader_that_stops_reading_ends_the_command_quietly(tmp_path):
         read, write = os.pipe()
         os.close(read)                                    # head has read its line and gone
         with os.fdopen(write, "wb") as stdout:
-            r = subprocess.run([sys.executable, "-m", "server.cli", *args], cwd=ROOT, stdout=stdout,
+            r = subprocess.run([sys.executable, "-m", "clients.cli", *args], cwd=ROOT, stdout=stdout,
                                stderr=subprocess.PIPE, text=True, timeout=120)
         assert "Traceback" not in r.stderr and "BrokenPipeError" not in r.stderr, (args, r.stderr)
         assert r.stderr == "", (args, r.stderr)
         # info meets the closed pipe; argparse's help swallows the error itself
         assert r.returncode == (141 if args[0] == "info" else 0), args
     # and through a shell, as a user types it: head's line arrives whole
-    r = subprocess.run(f"{sys.executable} -m server.cli info --data {data} | head -1", shell=True,
+    r = subprocess.run(f"{sys.executable} -m clients.cli info --data {data} | head -1", shell=True,
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.stdout.startswith(os.path.join(data, "shard-0")) and r.stdout.count("\n") == 1
     assert "Traceback" not in r.stderr, r.stderr

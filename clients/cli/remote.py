@@ -108,7 +108,7 @@ def api_key(args, prog: str = "turnstile") -> str:
 
 
 def _connect(args):
-    from clients.base import Connection, TlsConfig
+    from ..base import Connection, TlsConfig
     key = api_key(args)
     tls = None
     if args.tls_ca or args.tls_cert or args.tls_key:
@@ -122,7 +122,7 @@ def _connect(args):
 def _run(fn):
     """Run a subcommand with a connection; an API error is one line on stderr, exit 1."""
     def run(args) -> int:
-        from clients.base import ApiError
+        from ..base import ApiError
         try:
             with _connect(args) as conn:
                 return fn(conn, args)
@@ -134,7 +134,7 @@ def _run(fn):
 
 # -- keys ----------------------------------------------------------------------------------
 def keys_create(conn, args) -> int:
-    from clients.admin import AdminClient
+    from ..admin import AdminClient
     k = AdminClient(conn).create_api_key(args.principal)
     print(f"created API key {k.key_id} for {k.principal_id}; it is shown only now:", file=sys.stderr)
     print(k.secret)
@@ -142,7 +142,7 @@ def keys_create(conn, args) -> int:
 
 
 def keys_revoke(conn, args) -> int:
-    from clients.admin import AdminClient
+    from ..admin import AdminClient
     admin = AdminClient(conn)
     for key_id in args.key_id:
         # a whole key is accepted too: tsk_<key id>_<secret>
@@ -153,8 +153,8 @@ def keys_revoke(conn, args) -> int:
 
 
 def keys_principals(conn, args) -> int:
-    from clients.admin import AdminClient
-    from clients.reports import to_csv, to_table
+    from ..admin import AdminClient
+    from ..reports import to_csv, to_table
     rows = AdminClient(conn).list_principals()
     flat = [PrincipalRow(p.principal_id, p.role, ",".join(p.venue_ids) or "*", p.channel or "-",
                           ",".join(p.gate_ids) or "*") for p in rows]
@@ -163,7 +163,7 @@ def keys_principals(conn, args) -> int:
 
 
 def keys_rotate(conn, args) -> int:
-    from clients.admin import AdminClient
+    from ..admin import AdminClient
     admin = AdminClient(conn)
     shards = [args.shard] if args.shard is not None else conn.shards()
     for shard in shards:
@@ -173,7 +173,7 @@ def keys_rotate(conn, args) -> int:
 
 
 def keys_retire(conn, args) -> int:
-    from clients.admin import AdminClient
+    from ..admin import AdminClient
     k = AdminClient(conn).retire_ticket_key(args.shard, args.key_id)
     print(f"shard {k.shard}: ticket key {k.key_id} is now {k.state}")
     return 0
@@ -181,7 +181,7 @@ def keys_retire(conn, args) -> int:
 
 # -- report --------------------------------------------------------------------------------
 def report_live(conn, args) -> int:
-    from clients.reports import ReportsClient, to_csv, to_table
+    from ..reports import ReportsClient, to_csv, to_table
     live = ReportsClient(conn).live_counts(args.venue, args.date)
     if args.csv:
         sys.stdout.write(to_csv(live.zones))
@@ -192,14 +192,14 @@ def report_live(conn, args) -> int:
 
 
 def report_tickets(conn, args) -> int:
-    from clients.reports import ReportsClient, to_csv, to_table
+    from ..reports import ReportsClient, to_csv, to_table
     rows = ReportsClient(conn).ticket_counts(args.venue)
     sys.stdout.write(to_csv(rows) if args.csv else to_table(rows))
     return 0
 
 
 def report_conflicts(conn, args) -> int:
-    from clients.reports import ReportsClient, to_csv, to_table
+    from ..reports import ReportsClient, to_csv, to_table
     rows = ReportsClient(conn).conflicts(args.venue)
     if args.csv:
         sys.stdout.write(to_csv(rows))
@@ -211,8 +211,8 @@ def report_conflicts(conn, args) -> int:
 
 
 def keys_list(conn, args) -> int:
-    from clients.admin import AdminClient
-    from clients.reports import to_csv, to_table
+    from ..admin import AdminClient
+    from ..reports import to_csv, to_table
     rows = [KeyRow(k.key_id, k.principal_id, "revoked" if k.revoked else "active")
             for k in AdminClient(conn).list_api_keys(args.principal or "")]
     sys.stdout.write(to_csv(rows) if args.csv else to_table(rows))

@@ -241,7 +241,7 @@ def _kwargs(a, lg) -> dict:
 
 def _keys(a, lg):
     """The run's keys from --keys-file, --key-file and --key, else TURNSTILE_API_KEY."""
-    from .cli_remote import KEY_ENV, read_key_file
+    from .remote import KEY_ENV, read_key_file
     keys = lg.Keys()
     if a.keys_file:
         lg.Keys.from_file(a.keys_file, keys)
@@ -260,7 +260,7 @@ def _keys(a, lg):
 
 
 def cmd_loadgen(a) -> int:
-    from clients import loadgen as lg
+    from .. import loadgen as lg
     bar = _Bar(enabled=not a.quiet and sys.stderr.isatty())
     try:
         keys = _keys(a, lg)

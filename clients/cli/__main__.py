@@ -1,0 +1,6 @@
+"""`python -m clients.cli ...` is the `turnstile` command."""
+import sys
+
+from . import main
+
+sys.exit(main())
