@@ -6,7 +6,7 @@ annotations, line tracing and bounds checks (slower, for profiling and debugging
 import os
 import pathlib
 
-from setuptools import setup, Extension
+from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext as _build_ext
 from setuptools.command.build_py import build_py as _build_py
 
@@ -84,7 +84,7 @@ core = Extension(
 )
 
 setup(
-    packages=["engine", "server", "clients", "turnstile", "turnstile.v1"],
+    packages=["turnstile", "turnstile.v1"] + find_packages(include=["engine*", "server*", "clients*"]),
     package_dir={"turnstile": "proto/turnstile"},
     package_data={"engine": ["*.pyi", "py.typed"]},
     ext_modules=[core],

@@ -14,18 +14,15 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import resource
 import shutil
 import tempfile
 import time
-
-from clients.loadgen import percentiles  # noqa: F401  (one definition: the load generator's)
 
 # the engine opens a data dir only with its master key: one for this bench run (and the
 # processes it starts), from the environment, as an operator may give it
 os.environ.setdefault("TURNSTILE_MASTER_KEY", os.urandom(32).hex())
 from engine import Shard, cmd, demo
-from engine.journal import Op, json_record
+from engine.journal import Record, json_record
 from engine.model import EntryRule, GateMode, to_day
 from engine.state import Batch, MAX_QTY
 
@@ -84,7 +81,7 @@ def issue_bulk(shard: Shard, count: int, *, product: str = PLAZA_PRODUCT,
     Each block of up to 100 items x 10,000 tickets is a real `cmd.hold` (applied and
     journaled by the engine as any hold), then its confirmation applied through the
     engine's own recovery path: the CONFIRM journal record a real confirm writes, replayed
-    by ShardState.replay (the same `_issue` takes the held stock into sold and issues the
+    by ShardState.replay (the same `sales.issue` takes the held stock into sold and issues the
     tickets) and committed to the journal as its own batch. What is skipped is what a
     buyer needs and a benchmark does not: rendering codes and writing the order and
     idempotency rows (tens of µs per ticket; see RESULTS.md). The state is reproducible
@@ -103,9 +100,9 @@ def issue_bulk(shard: Shard, count: int, *, product: str = PLAZA_PRODUCT,
             left -= q
             n += q
         hold = shard.run(cmd.hold(channel, VENUE, items))
-        blob = json_record(Op.CONFIRM, {"hold_id": hold.hold_id,
-                                        "holder_keys": [[] for _ in items],
-                                        "_now": int(shard.clock())})
+        blob = json_record(Record.CONFIRM, {"hold_id": hold.hold_id,
+                                            "holder_keys": [[] for _ in items],
+                                            "_now": int(shard.clock())})
         shard._usable()
         shard.seq += 1
         batch = Batch(shard.seq)
@@ -145,10 +142,6 @@ def sell_codes(shard: Shard, count: int, *, signed: bool = True, channel: str = 
         k += 1
     assert shard.state.tickets.n == first + count
     return first, codes
-
-
-def max_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class TempDir:

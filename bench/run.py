@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench.cpu import children_cpu_s, machine_busy_s
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
@@ -98,32 +100,16 @@ def machine() -> dict:
     }
 
 
-def _cpu_busy_s() -> float:
-    """CPU seconds all processes of the machine spent busy so far (/proc/stat)."""
-    try:
-        f = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-        user, nice, system, idle, iowait, irq, softirq, steal = (int(x) for x in f[:8])
-        return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError):
-        return float("nan")
-
-
-def _children_cpu_s() -> float:
-    import resource
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
-
 class OtherLoad:
     """CPU used by OTHER processes while a benchmark ran, in cores (0 = quiet machine)."""
 
     def __enter__(self):
-        self.t, self.busy, self.mine = time.perf_counter(), _cpu_busy_s(), _children_cpu_s()
+        self.t, self.busy, self.mine = time.perf_counter(), machine_busy_s(), children_cpu_s()
         return self
 
     def __exit__(self, *exc):
         wall = time.perf_counter() - self.t
-        other = (_cpu_busy_s() - self.busy) - (_children_cpu_s() - self.mine)
+        other = (machine_busy_s() - self.busy) - (children_cpu_s() - self.mine)
         self.cores = max(0.0, other / wall) if wall > 0 else float("nan")
 
 
@@ -643,7 +629,7 @@ def server_section(w, srv: dict) -> None:
       f"10,000); the rest issued through the engine with the server stopped (`bench.issue_bulk`, "
       f"{b.get('total_s', 0):.1f} s with rendering their codes), then the server started again "
       f"({st.get('restart_s', 0):.1f} s). Scans carry an explicit scan_time inside the ticket's "
-      f"slot. The load generator (`clients/loadgen.py`, which `turnstile loadgen` runs too) is "
+      f"slot. The load generator (`clients/loadgen/`, which `turnstile loadgen` runs too) is "
       f"grpc.aio in one process on the same machine (uvloop unless "
       f"marked): its CPU competes with the server's, and is shown. In each unary Verify run 1 % "
       f"of the codes are also sent by a second caller at the same time (exactly one may be "

@@ -26,9 +26,11 @@ import time
 from collections import Counter
 from typing import Any, Callable
 
-from bench import (DAY, bench_clock, PLAZA_IN, PLAZA_OUT, PLAZA_SLOT, SCAN_AT, VENUE, TempDir, dumps,
-                   issue_bulk, max_rss_mb, open_bench_shard, percentiles, render_codes,
-                   sell_codes)
+from bench import (DAY, bench_clock, PLAZA_IN, PLAZA_OUT, SCAN_AT, VENUE, TempDir, dumps,
+                   issue_bulk, open_bench_shard, render_codes, sell_codes)
+from bench.cpu import max_rss_mb
+from clients.loadgen.checks import Checks, scan_checks
+from clients.loadgen.results import percentiles
 from engine import Shard, SoldOut, cmd, demo
 from engine.model import Direction, HoldItem, Reason, to_day
 
@@ -36,21 +38,6 @@ SUBMITTERS = 64
 
 
 # -- helpers ------------------------------------------------------------------------------
-class Checks:
-    """Named correctness checks of one run; all must pass."""
-
-    def __init__(self):
-        self.items: list[dict] = []
-
-    def __call__(self, name: str, passed: bool, detail: Any = "") -> bool:
-        self.items.append({"check": name, "passed": bool(passed), "detail": str(detail)})
-        return bool(passed)
-
-    @property
-    def ok(self) -> bool:
-        return all(c["passed"] for c in self.items)
-
-
 def _batch_stats(before: Counter, after: Counter) -> dict:
     """Batch sizes formed by the writer during the run (sizes counted per batch)."""
     sizes = after - before
@@ -235,17 +222,10 @@ def durable_scans(*, quick: bool, loop: str = "asyncio", submitters: int = SUBMI
         batches = _batch_stats(before, shard.batch_sizes)
 
         done = [(item, r) for out in run["results"] for item, r in out]
-        admitted = Counter(item[0] for item, r in done if r[0] == Reason.OK)
-        refused = Counter(Reason(r[0]).name for item, r in done if r[0] != Reason.OK)
-        seen = {item[0] for item, r in done}
-        checks("every answer is for the ticket asked", all(r[1] == item[0] for item, r in done))
-        checks("no ticket admitted twice", max(admitted.values(), default=0) <= 1,
-               f"{sum(v > 1 for v in admitted.values())} tickets admitted more than once")
-        checks("every scanned ticket admitted exactly once", set(admitted) == seen,
-               f"{len(seen) - len(admitted)} scanned tickets never admitted")
-        checks("refusals are the second scans, ALREADY_USED", set(refused) <= {"ALREADY_USED"}
-               and sum(refused.values()) == len(done) - len(admitted), dict(refused))
-        checks("used bitmap = admitted tickets", len(shard.state.tickets.used) == len(admitted))
+        # the load generator's scan checks: the engine's reasons are the API's numbers
+        _, counts = scan_checks([(item[0], item[1], r[0], r[1]) for item, r in done], "admit", checks)
+        admitted, refused = counts["admitted"], counts["refused"]
+        checks("used bitmap = admitted tickets", len(shard.state.tickets.used) == admitted)
         checks("shard.check(replay=True) == []", (v := shard.check(replay=True)) == [], v)
         used_mem = len(shard.state.tickets.used)
         shard.close(snapshot=False)
@@ -263,8 +243,8 @@ def durable_scans(*, quick: bool, loop: str = "asyncio", submitters: int = SUBMI
         "elapsed_s": run["elapsed"], "throughput_per_s": len(done) / run["elapsed"],
         "latency_us": _us(percentiles(lat)), "batch": batches, "gc": run["gc"],
         "commit_us": _us(percentiles(commits)), "commits": len(commits),
-        "admitted": len(admitted), "refused": dict(refused), "setup_s": setup_s,
-        "checks": checks.items, "ok": checks.ok, "max_rss_mb": max_rss_mb(),
+        "admitted": admitted, "refused": refused, "setup_s": setup_s,
+        "checks": checks.as_dicts(), "ok": checks.ok, "max_rss_mb": max_rss_mb(),
     }
 
 
@@ -314,7 +294,7 @@ def durable_batch_scans(*, quick: bool, loop: str = "asyncio", submitters: int =
         "calls_per_s": len(done) / run["elapsed"],
         "latency_us": _us(percentiles(run["lat"])), "batch": batches, "gc": run["gc"],
         "commit_us": _us(percentiles(commits)), "commits": len(commits), "setup_s": setup_s,
-        "checks": checks.items, "ok": checks.ok, "max_rss_mb": max_rss_mb(),
+        "checks": checks.as_dicts(), "ok": checks.ok, "max_rss_mb": max_rss_mb(),
     }
 
 
@@ -397,7 +377,7 @@ def _holds(kind: str, *, quick: bool, loop: str, submitters: int, deadline_s: fl
         "elapsed_s": run["elapsed"], "throughput_per_s": len(done) / run["elapsed"],
         "latency_us": _us(percentiles(lat)), "batch": batches, "gc": run["gc"],
         "commit_us": _us(percentiles(commits)), "commits": len(commits),
-        "checks": checks.items, "ok": checks.ok, "max_rss_mb": max_rss_mb(),
+        "checks": checks.as_dicts(), "ok": checks.ok, "max_rss_mb": max_rss_mb(),
     }
 
 
@@ -526,7 +506,7 @@ def recovery(*, quick: bool, tickets: int | None = None, journal: int | None = N
         "scenario": "recovery", "tickets": n, "journal_records": j,
         "journal_batches": journal_records, "data_mb": size_mb, "build": build,
         "opens": runs, "open_cold_s": runs[0]["open_s"] if runs[0]["cold"] else None,
-        "open_warm_s": min(warm), "checks": checks.items, "ok": checks.ok,
+        "open_warm_s": min(warm), "checks": checks.as_dicts(), "ok": checks.ok,
         "max_rss_mb": max_rss_mb(),
     }
 

@@ -33,8 +33,10 @@ gate client) wrap :meth:`Connection.call`::
 
 Streaming calls (a gate concentrator's ``VerifyStream``) take a stub bound to the
 right shard from :meth:`Connection.stub` and pass :attr:`Connection.metadata` and a
-deadline themselves. This module imports only grpc, the generated ``turnstile.v1``
-modules and google.rpc: never the engine or the server.
+deadline themselves; asyncio callers (the load generator's hot loops) take a
+``grpc.aio`` channel from :meth:`Connection.aio_channel`, with the same options, TLS
+and routing as the blocking channels. This module imports only grpc, the generated
+``turnstile.v1`` modules and google.rpc: never the engine or the server.
 """
 from __future__ import annotations
 
@@ -62,6 +64,7 @@ __all__ = [
     "RetryPolicy",
     "ShardMap",
     "TlsConfig",
+    "auth_metadata",
     "error_info",
     "new_key",
 ]
@@ -88,6 +91,12 @@ def read_keys_file(path: str) -> dict[str, tuple[str, str]]:
                     raise ValueError(f"{path}:{n}: expected 'principal role key'")
                 out[parts[0]] = (parts[1], parts[2])
     return out
+
+
+def auth_metadata(api_key: str | None) -> tuple[tuple[str, str], ...]:
+    """The metadata that makes a call the caller's: ``authorization: Bearer <key>``
+    (none without a key)."""
+    return (("authorization", f"Bearer {api_key}"),) if api_key else ()
 
 
 def new_key() -> str:
@@ -304,8 +313,7 @@ class Connection:
         self.timeout = timeout
         self.retry = retry
         self.tls = tls
-        self.metadata: tuple[tuple[str, str], ...] = tuple(metadata) + (
-            (("authorization", f"Bearer {api_key}"),) if api_key else ())
+        self.metadata: tuple[tuple[str, str], ...] = tuple(metadata) + auth_metadata(api_key)
         # reconnect soon after a refused connection (gRPC's default waits 1 s and more,
         # and a call on a channel that waits fails at once: retries would be wasted)
         opts = {"grpc.max_receive_message_length": MAX_MESSAGE,
@@ -363,6 +371,24 @@ class Connection:
                     ch = grpc.secure_channel(address, self._credentials, options=self._options)
                 self._channels[address] = ch
             return ch
+
+    def aio_channel(self, *, venue: str | None = None, shard: int | None = None,
+                    address: str | None = None, own_connection: bool = False) -> grpc.aio.Channel:
+        """A new ``grpc.aio`` channel to the shard of ``venue``, or to shard ``shard``, or
+        to ``address`` (none given: the bootstrap address), with this connection's
+        options and TLS. It is not kept: the caller closes it (``async with``) in the
+        event loop that uses it, and sends :attr:`metadata` and a deadline with each
+        call. ``own_connection``: a TCP connection of its own, not shared with other
+        channels to the same address (``grpc.use_local_subchannel_pool``)."""
+        if address is not None and (venue is not None or shard is not None):
+            raise ValueError("give an address, or route by venue or shard, not both")
+        if self._closed:
+            raise ValueError("connection is closed")
+        target = address or self.address_of(venue=venue, shard=shard)
+        options = self._options + ([("grpc.use_local_subchannel_pool", 1)] if own_connection else [])
+        if self._credentials is None:
+            return grpc.aio.insecure_channel(target, options=options)
+        return grpc.aio.secure_channel(target, self._credentials, options=options)
 
     def stub(self, stub_class: type[Stub], *, venue: str | None = None,
              shard: int | None = None) -> Stub:

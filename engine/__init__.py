@@ -12,7 +12,7 @@ from .errors import (TurnstileError, InvalidArgument, NotFound, AlreadyExists,
                      FailedPrecondition, SoldOut, SlotClosed, HoldNotActive, TicketUsed,
                      IdempotencyMismatch, PermissionDenied, Overloaded, ShardUnavailable,
                      StorageError, CorruptData)
-from .journal import Command, Op
+from .journal import Command, CommandKind, Record
 from .keyring import MasterKeyError
 from .model import (Reason, Direction, GateMode, EntryRule, Venue, Zone, Gate, Product, Slot,
                     HoldItem, HoldResult, ScanResult, IssuedTicket, Order, RefundResult,
@@ -20,9 +20,10 @@ from .model import (Reason, Direction, GateMode, EntryRule, Venue, Zone, Gate, P
 from .shard import Shard
 from .state import ConfirmResult, BatchScanResult, mask_id
 from .writer import GroupCommit
+from . import datadir              # backup, restore, shard count, venue moves (over Shard)
 
 __all__ = [
-    "audit", "cmd", "keyring", "MasterKeyError", "Shard", "GroupCommit", "Command", "Op",
+    "audit", "cmd", "datadir", "keyring", "MasterKeyError", "Shard", "GroupCommit", "Command", "CommandKind", "Record",
     "CodeFields", "TicketCodec", "verify_offline", "parse_unverified",
     "TurnstileError", "InvalidArgument", "NotFound", "AlreadyExists", "FailedPrecondition",
     "SoldOut", "SlotClosed", "HoldNotActive", "TicketUsed", "IdempotencyMismatch", "PermissionDenied",

@@ -1,4 +1,4 @@
-"""Builders of the commands a shard applies (engine.journal.Command).
+"""Builders of the commands a shard applies (engine.journal.Command, by CommandKind).
 
 Each function names one thing a caller can ask; `Shard.run(cmd)` applies it
 synchronously, `await shard.writer().submit(cmd)` through group commit. Arguments
@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 from typing import Iterable, Sequence
 
-from .journal import Command, Op
+from .journal import Command, CommandKind
 from .model import Direction, EntryRule, GateMode, HoldItem, Slot, to_day
 
 
@@ -25,12 +25,12 @@ def _time(at) -> int | None:
 
 
 def venue(id: str, name: str | None = None, utc_offset_s: int = 8 * 3600) -> Command:
-    return Command(Op.VENUE, {"id": id, "name": name or id, "utc_offset_s": utc_offset_s})
+    return Command(CommandKind.VENUE, {"id": id, "name": name or id, "utc_offset_s": utc_offset_s})
 
 
 def zone(venue: str, id: str, name: str | None = None, *, live_capacity: int = 0,
          enforce_exit: bool = False) -> Command:
-    return Command(Op.ZONE, {"venue": venue, "id": id, "name": name or id,
+    return Command(CommandKind.ZONE, {"venue": venue, "id": id, "name": name or id,
                              "live_capacity": live_capacity, "enforce_exit": enforce_exit})
 
 
@@ -43,7 +43,7 @@ def _in(venue: str | None, args: dict) -> dict:
 
 
 def gate(zone: str, id: str, mode: GateMode = GateMode.BOTH, *, venue: str | None = None) -> Command:
-    return Command(Op.GATE, _in(venue, {"zone": zone, "id": id, "mode": int(mode)}))
+    return Command(CommandKind.GATE, _in(venue, {"zone": zone, "id": id, "mode": int(mode)}))
 
 
 def product(venue: str, id: str, zones: Sequence[str], *, name: str | None = None,
@@ -51,7 +51,7 @@ def product(venue: str, id: str, zones: Sequence[str], *, name: str | None = Non
             channel_prices: dict[str, int] | None = None, channels: Iterable[str] = (),
             real_name: bool = False, max_group: int = 1, refundable: bool = True,
             refund_fee_pct: int = 0) -> Command:
-    return Command(Op.PRODUCT, {
+    return Command(CommandKind.PRODUCT, {
         "venue": venue, "id": id, "name": name or id, "zones": list(zones),
         "rule": {"max_entries": rule.max_entries, "daily_entries": rule.daily_entries,
                  "reentry": rule.reentry, "valid_days": rule.valid_days,
@@ -71,43 +71,44 @@ def slots(items: Iterable[Slot | dict], *, venue: str | None = None) -> Command:
         elif isinstance(s, dict) and isinstance(s.get("day"), (str, _dt.date)):
             s = {**s, "day": to_day(s["day"])}
         out.append(s)
-    return Command(Op.SLOTS, _in(venue, {"slots": out}))
+    return Command(CommandKind.SLOTS, _in(venue, {"slots": out}))
 
 
 def slot_capacity(slot: str, capacity: int, *, venue: str | None = None) -> Command:
-    return Command(Op.SLOT_CAPACITY, _in(venue, {"slot": slot, "capacity": capacity}))
+    return Command(CommandKind.SLOT_CAPACITY, _in(venue, {"slot": slot, "capacity": capacity}))
 
 
 def allotment(slot: str, channel: str, capacity: int, *, venue: str | None = None) -> Command:
     """Reserve `capacity` of a slot for one channel (create or change)."""
-    return Command(Op.ALLOTMENT, _in(venue, {"slot": slot, "channel": channel, "capacity": capacity}))
+    return Command(CommandKind.ALLOTMENT,
+                   _in(venue, {"slot": slot, "channel": channel, "capacity": capacity}))
 
 
 def rotate_key() -> Command:
     """New issuing ticket key; the previous ones stay accepted until retired."""
-    return Command(Op.KEY, {"action": "rotate"})
+    return Command(CommandKind.KEY, {"action": "rotate"})
 
 
 def retire_key(key_id: int) -> Command:
     """Stop accepting codes of a key (codes issued with it then read as FORGED)."""
-    return Command(Op.KEY, {"key_id": key_id, "state": 0})
+    return Command(CommandKind.KEY, {"key_id": key_id, "state": 0})
 
 
 def hold(channel: str, venue: str, items: Iterable[HoldItem | dict], *, ttl_s: int = 900,
          idempotency_key: str | None = None) -> Command:
     its = [{"product": i.product, "slots": list(i.slots), "qty": i.qty, "group": i.group}
            if isinstance(i, HoldItem) else i for i in items]
-    return Command(Op.HOLD, {"channel": channel, "venue": venue, "items": its, "ttl_s": ttl_s},
+    return Command(CommandKind.HOLD, {"channel": channel, "venue": venue, "items": its, "ttl_s": ttl_s},
                    idempotency_key)
 
 
 def release(hold_id: int, channel: str, *, idempotency_key: str | None = None) -> Command:
-    return Command(Op.RELEASE, {"hold_id": hold_id, "channel": channel}, idempotency_key)
+    return Command(CommandKind.RELEASE, {"hold_id": hold_id, "channel": channel}, idempotency_key)
 
 
 def expire() -> Command:
     """Release every hold whose time is up (the writer also does this by itself)."""
-    return Command(Op.EXPIRE, {})
+    return Command(CommandKind.EXPIRE, {})
 
 
 def confirm(hold_id: int, order_id: str, channel: str, *, method: str, amount_fen: int,
@@ -120,7 +121,7 @@ def confirm(hold_id: int, order_id: str, channel: str, *, method: str, amount_fe
             "signed": signed}
     if holders is not None:
         args["holders"] = holders
-    return Command(Op.CONFIRM, args, order_id)
+    return Command(CommandKind.CONFIRM, args, order_id)
 
 
 def refund(order_id: str, refund_id: str, tickets: Sequence[int] = (), *,
@@ -129,16 +130,16 @@ def refund(order_id: str, refund_id: str, tickets: Sequence[int] = (), *,
     the order `order_id` of `channel` (order ids are the channel's own)."""
     args = {"order_id": order_id, "refund_id": refund_id, "tickets": list(tickets),
             "channel": channel}
-    return Command(Op.REFUND, args, f"{order_id}/{refund_id}")
+    return Command(CommandKind.REFUND, args, f"{order_id}/{refund_id}")
 
 
 def note(result: str = "OK") -> Command:
     """Changes nothing; with an audit tuple it records a call made outside the shard."""
-    return Command(Op.NOTE, {"result": result})
+    return Command(CommandKind.NOTE, {"result": result})
 
 
 def block(ticket_id: int, blocked: bool = True) -> Command:
-    return Command(Op.BLOCK, {"ticket_id": ticket_id, "blocked": blocked})
+    return Command(CommandKind.BLOCK, {"ticket_id": ticket_id, "blocked": blocked})
 
 
 def verify(code: str, gate: str | tuple[str, str], direction: Direction = Direction.IN, *, at=None,
@@ -148,20 +149,20 @@ def verify(code: str, gate: str | tuple[str, str], direction: Direction = Direct
     persons=0 admits (or lets out) the whole group. `scan_id` (the gate's own id for
     this scan, unique per gate) makes a retry get the first answer; it is also the
     nonce the scan would carry if the gate queued it offline."""
-    return Command(Op.VERIFY, (code, gate, int(direction), _time(at), persons), scan_id)
+    return Command(CommandKind.VERIFY, (code, gate, int(direction), _time(at), persons), scan_id)
 
 
 def verify_holder(id_number: str, gate: str, direction: Direction = Direction.IN, *, at=None,
                   persons: int = 0, scan_id: str | None = None) -> Command:
     """Scan a real-name holder's ID number (ID-card reader)."""
-    return Command(Op.VERIFY_HOLDER, (id_number, gate, int(direction), _time(at), persons),
+    return Command(CommandKind.VERIFY_HOLDER, (id_number, gate, int(direction), _time(at), persons),
                    scan_id)
 
 
 def verify_face(face_token: str, gate: str, direction: Direction = Direction.IN, *, at=None,
                 persons: int = 0, scan_id: str | None = None) -> Command:
     """Scan a face token (a face terminal's match, enrolled with `enroll_face`)."""
-    return Command(Op.VERIFY_FACE, (face_token, gate, int(direction), _time(at), persons),
+    return Command(CommandKind.VERIFY_FACE, (face_token, gate, int(direction), _time(at), persons),
                    scan_id)
 
 
@@ -172,7 +173,7 @@ def enroll_face(venue: str, face_token: str, id_number: str | None, *,
     holder's ID card. `id_number=None` removes the token. Only for a holder with a
     ticket of `venue`. The shard keeps keyed hashes of both, never the token or the ID
     number."""
-    return Command(Op.FACE, {"venue": venue, "face_token": face_token, "id_number": id_number},
+    return Command(CommandKind.FACE, {"venue": venue, "face_token": face_token, "id_number": id_number},
                    idempotency_key)
 
 
@@ -181,7 +182,7 @@ def verify_batch(codes: Sequence[str], gates: str | Sequence[str],
                  batch_id: str | None = None) -> Command:
     """Scan many codes in order, at one gate or one gate per code. `batch_id` (unique
     per shard; a concentrator's own) makes a resent batch get its first answers."""
-    return Command(Op.VERIFY_BATCH, (list(codes), gates, int(direction), _time(at), persons),
+    return Command(CommandKind.VERIFY_BATCH, (list(codes), gates, int(direction), _time(at), persons),
                    batch_id)
 
 
@@ -190,4 +191,5 @@ def offline_scans(gate: str, scans: Sequence[dict], *, venue: str | None = None)
     gate), seq (the gate's sequence number), code, direction, at (UTC seconds), persons
     (asked; 0 = the whole group), admitted (persons the gate let through; 0 if it
     refused) and reason (the gate's offline Reason)."""
-    return Command(Op.OFFLINE_SCANS, _in(venue, {"gate": gate, "scans": [dict(s) for s in scans]}))
+    return Command(CommandKind.OFFLINE_SCANS,
+                   _in(venue, {"gate": gate, "scans": [dict(s) for s in scans]}))

@@ -1,9 +1,10 @@
-"""Commands and their journal records.
+"""Commands, their journal records, and the batches that carry both.
 
-A command is what a caller asks the shard to do; the writer applies commands in
-batches and journals each applied one as a record `u32 length | u8 op | payload`.
-Replaying the records of every batch after the last snapshot rebuilds memory exactly.
-Scans (the bulk of the journal) have a fixed binary payload; the rest are JSON.
+A command is what a caller asks the shard to do; its kind is a `CommandKind`. The writer
+applies commands in batches and journals what each applied one decided as records
+`u32 length | u8 kind | payload`, the kind a `Record`. Replaying the records of every
+batch after the last snapshot rebuilds memory exactly. Scans (the bulk of the journal)
+have a fixed binary payload; the rest are JSON.
 """
 from __future__ import annotations
 
@@ -15,8 +16,47 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 
-class Op(enum.IntEnum):
+class Record(enum.IntEnum):
+    """The kind of a journal record: the u8 of its header, on disk (never renumbered).
+
+    A command that changes the shard is journaled as records of its own number (SECRETS
+    to FACE, and OFFLINE_SCANS, are both a CommandKind and a Record). A record holds what
+    the command decided, not what it asked (a key rotation as the keys it made, a
+    confirm with holder keys, a refund with the stock it returned), and replay hands a
+    JSON record to the handler of the command of its number. The VERIFY commands are
+    journaled as SCAN and SCAN_BATCH records, which no command asks for by name."""
+
     # catalog (kept in the snapshot as records, replayed on open)
+    SECRETS = 1
+    KEY = 2
+    VENUE = 3
+    ZONE = 4
+    GATE = 5
+    PRODUCT = 6
+    SLOTS = 7
+    SLOT_CAPACITY = 8
+    ALLOTMENT = 9
+    # sales
+    HOLD = 20                  # binary: the hold as applied (hold_record)
+    RELEASE = 21
+    EXPIRE = 22
+    CONFIRM = 23
+    REFUND = 24
+    BLOCK = 25
+    FACE = 26                  # a face key bound to (or taken from) a holder key
+    # gates
+    SCAN = 30                  # binary, fixed size (scan_record); native/tickets.pxi replays runs of them
+    SCAN_BATCH = 31            # binary (scan_batch_record)
+    OFFLINE_SCANS = 32         # scans an offline gate made, uploaded later (JSON)
+
+
+class CommandKind(enum.IntEnum):
+    """What a command asks (`Command.op`): what engine/cmd.py builds and
+    ShardState.apply dispatches on. The numbers are kept too: idempotency rows are keyed
+    and fingerprinted by them, and each kind from SECRETS to FACE, and OFFLINE_SCANS, is
+    journaled as the Record of the same number."""
+
+    # catalog
     SECRETS = 1
     KEY = 2
     VENUE = 3
@@ -33,21 +73,19 @@ class Op(enum.IntEnum):
     CONFIRM = 23
     REFUND = 24
     BLOCK = 25
-    FACE = 26                  # a face token bound to (or taken from) a real-name holder
+    FACE = 26                  # bind a face token to (or take it from) a real-name holder
     # gates
-    SCAN = 30
-    SCAN_BATCH = 31
-    OFFLINE_SCANS = 32         # scans an offline gate made, uploaded later (JSON)
+    OFFLINE_SCANS = 32         # scans an offline gate made, uploaded later
     # not journaled
     NOTE = 39                  # an audited call that changed nothing in the shard
-    # not journaled: resolved to SCAN records
+    # journaled as the SCAN or SCAN_BATCH records they resolve to
     VERIFY = 40
     VERIFY_HOLDER = 41
     VERIFY_BATCH = 42
     VERIFY_FACE = 43
 
 
-LAST_CATALOG_OP = 9                      # ops 1..9 are catalog records (kept in snapshots)
+LAST_CATALOG = int(Record.ALLOTMENT)     # records 1..9 are catalog records (kept in snapshots)
 
 _HDR = struct.Struct("<IB")
 SCAN = struct.Struct("<IHBHqB")          # base, gate, direction, persons, at, reason
@@ -57,31 +95,48 @@ _HOLD = struct.Struct("<qqqqHH")         # id, expires_at, created, amount, venu
 _LINE = struct.Struct("<HIHqB")          # product idx, qty, group, unit price, n components
 _COMP = struct.Struct("<Iq")             # slot idx, allotment idx (-1: pool)
 NO_TICKET = 0xFFFFFFFF
-OP_SCAN = int(Op.SCAN)
+_SCAN_KIND = int(Record.SCAN)
 
 
 @dataclass(slots=True)
 class Command:
-    """One request to the shard's writer. `args` is a dict (JSON ops) or a tuple.
-    `audit` (principal, method, request digest) makes the writer append an audit
-    record for it, in the same transaction as its batch."""
+    """One request to the shard's writer: `op` is what it asks, `args` a dict (the JSON
+    kinds) or a tuple (the VERIFY kinds). `audit` (principal, method, request digest)
+    makes the writer append an audit record for it, in the same transaction as its batch."""
 
-    op: Op
+    op: CommandKind
     args: Any
     idem: str | None = None
     audit: tuple[str, str, str] | None = None
 
 
-def record(op: Op, payload: bytes) -> bytes:
-    return _HDR.pack(len(payload), op) + payload
+class Batch:
+    """What one writer batch will write in its one LMDB transaction: its journal records
+    and the rows it changed."""
+
+    __slots__ = ("seq", "records", "rows", "n_commands", "n_calls")
+
+    def __init__(self, seq: int):
+        self.seq = seq
+        self.records: list[bytes] = []
+        self.rows: dict[bytes, bytes | None] = {}
+        self.n_commands = 0          # journaled commands (an expiry sweep counts too)
+        self.n_calls = 0             # commands submitted, answered when the batch commits
+
+    def blob(self) -> bytes:
+        return b"".join(self.records)
 
 
-def json_record(op: Op, args: dict) -> bytes:
-    return record(op, json.dumps(args, separators=(",", ":")).encode())
+def record(kind: Record, payload: bytes) -> bytes:
+    return _HDR.pack(len(payload), kind) + payload
+
+
+def json_record(kind: Record, args: dict) -> bytes:
+    return record(kind, json.dumps(args, separators=(",", ":")).encode())
 
 
 def scan_record(base: int, gate: int, direction: int, persons: int, at: int, reason: int) -> bytes:
-    return _SCAN_REC.pack(SCAN.size, OP_SCAN, base, gate, direction, persons, at, reason)
+    return _SCAN_REC.pack(SCAN.size, _SCAN_KIND, base, gate, direction, persons, at, reason)
 
 
 def hold_record(hold: dict, venue: int) -> bytes:
@@ -94,7 +149,7 @@ def hold_record(hold: dict, venue: int) -> bytes:
         for s, a in zip(ln["slots"], ln["allots"]):
             parts.append(_COMP.pack(s, a))
     payload = b"".join(parts)
-    return _HDR.pack(len(payload), Op.HOLD) + payload
+    return _HDR.pack(len(payload), Record.HOLD) + payload
 
 
 def decode_hold(payload: bytes) -> tuple[dict, int]:
@@ -126,7 +181,7 @@ def scan_batch_record(ids: array.array, gates, direction: int, at: int, persons:
     if one < 0:
         parts.append(gates.tobytes())
     parts.append(reasons)
-    return record(Op.SCAN_BATCH, b"".join(parts))
+    return record(Record.SCAN_BATCH, b"".join(parts))
 
 
 def decode_scan_batch(payload: bytes):
@@ -145,11 +200,11 @@ def decode_scan_batch(payload: bytes):
 
 
 def records(blob: bytes) -> Iterator[tuple[int, memoryview]]:
-    """(op, payload) of every record in a batch blob."""
+    """(kind, payload) of every record in a batch blob."""
     view = memoryview(blob)
     off, end = 0, len(blob)
     while off < end:
-        n, op = _HDR.unpack_from(view, off)
+        n, kind = _HDR.unpack_from(view, off)
         off += _HDR.size
-        yield op, view[off:off + n]
+        yield kind, view[off:off + n]
         off += n

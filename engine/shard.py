@@ -22,11 +22,11 @@ import numpy as np
 from pyroaring import BitMap
 
 from . import _core, audit, keyring
-from .errors import ShardUnavailable, TurnstileError, NotFound, InvalidArgument
-from .journal import Command, Op
+from .errors import CorruptData, ShardUnavailable, TurnstileError, NotFound, InvalidArgument
+from .journal import Command, CommandKind
 from .model import Order, Violation, to_day
 from .state import Batch, ShardState, mask_id
-from .storage import Storage
+from .storage import SHARD_MAP_SIZE, Storage
 
 RECORD_DTYPE = np.dtype([
     ("slot", "<u4"), ("first_day", "<i4"), ("last_day", "<i4"), ("visit_day", "<i4"),
@@ -36,6 +36,32 @@ assert RECORD_DTYPE.itemsize == _core.RECORD_SIZE
 # a ticket's state as GetOrder shows it: the first of these that holds, else issued
 _STATES = (("voided", _core.STATE_VOIDED), ("blocked", _core.STATE_BLOCKED),
            ("inside", _core.STATE_INSIDE), ("used", _core.STATE_USED))
+
+
+def _recover(storage: Storage, shard_id: int,
+             ring: keyring.Keyring) -> tuple[ShardState, int, int, tuple[float, float, float]]:
+    """The state of the shard in `storage`: its last snapshot loaded, then every journal
+    batch after it replayed. Returns (state, last batch, commands replayed, the
+    perf_counter times at which the snapshot was read, loaded and the journal replayed)."""
+    state = ShardState(shard_id, storage.get_row)
+    state.keyring = ring
+    snap = storage.read_snapshot()
+    seq = 0
+    t1 = time.perf_counter()
+    if snap is not None:
+        seq, blobs = snap
+        state.load(blobs)
+    t2 = time.perf_counter()
+    replayed = 0
+    state.replaying = True
+    try:
+        for seq, blob in storage.journal_after(seq):
+            b = Batch(seq)
+            state.replay(blob, b)
+            replayed += b.n_commands
+    finally:
+        state.replaying = False
+    return state, seq, replayed, (t1, t2, time.perf_counter())
 
 
 class Shard:
@@ -70,7 +96,7 @@ class Shard:
     # -- open / close ----------------------------------------------------------------
     @classmethod
     def open(cls, path: str, *, shard_id: int = 0, clock: Callable[[], float] = time.time,
-             durable: bool = True, map_size: int = 64 << 30,
+             durable: bool = True, map_size: int = SHARD_MAP_SIZE,
              snapshot_every: int = 1_000_000, master_key: bytes | str | None = None) -> "Shard":
         """Open (creating if needed) the shard in directory `path` and recover it.
 
@@ -95,32 +121,14 @@ class Shard:
             if storage.get_meta_bytes("compact") is not None:   # a migration or rotation
                 storage.compact()                              # stopped before compacting
                 storage.put_meta({"compact": None})
-            state = ShardState(shard_id, storage.get_row)
-            state.keyring = keyring.Keyring(dek)
-            snap = storage.read_snapshot()
-            seq = 0
-            t1 = time.perf_counter()
-            if snap is not None:
-                seq, blobs = snap
-                state.load(blobs)
-            t2 = time.perf_counter()
-            replayed = 0
-            state.replaying = True
-            try:
-                for seq, blob in storage.journal_after(seq):
-                    b = Batch(seq)
-                    state.replay(blob, b)
-                    replayed += b.n_commands
-            finally:
-                state.replaying = False
-            t3 = time.perf_counter()
+            state, seq, replayed, (t1, t2, t3) = _recover(storage, shard_id, keyring.Keyring(dek))
             shard = cls(storage, state, seq, clock=clock, snapshot_every=snapshot_every)
             shard.since_snapshot = replayed
             shard.recovery = {"read_snapshot_s": t1 - t0, "load_snapshot_s": t2 - t1,
                               "replay_s": t3 - t2, "replayed": replayed, "total_s": t3 - t0}
             if not state.holder_secret:
-                shard.run_many([Command(Op.SECRETS, ShardState.new_secrets()),
-                                Command(Op.KEY, {"action": "rotate"})])
+                shard.run_many([Command(CommandKind.SECRETS, ShardState.new_secrets()),
+                                Command(CommandKind.KEY, {"action": "rotate"})])
             if legacy:
                 # the catalog in memory was sealed as it replayed: the snapshot of it, the
                 # wrapped data key and the mark to compact go in one transaction, the journal
@@ -136,6 +144,39 @@ class Shard:
             raise
         return shard
 
+    @classmethod
+    def open_readonly(cls, path: str, *, lock: bool = True, clock: Callable[[], float] = time.time,
+                      master_key: bytes | str | None = None) -> "Shard":
+        """Recover the shard in `path` as Shard.open recovers it, without writing its
+        data: the environment read-only, its owner.lock not taken (a running server may
+        hold it), its shard id from its meta. With `lock` its readers are registered in
+        LMDB's lock file, so a server writing it meanwhile never reuses a page they read;
+        lock=False is for a copy nobody else opens (a backup), which it leaves untouched.
+
+        Queries, check() and summaries work; commands and snapshots are refused
+        (ShardUnavailable), and closing writes nothing. A shard made before master keys
+        replays its secrets as they are, in clear (Shard.open would migrate it). The
+        master key as for Shard.open; CorruptData if `path` holds no shard id."""
+        master = keyring.load_master_key(master_key)
+        storage = Storage(path, readonly=True, lock=lock)
+        try:
+            shard_id = storage.get_meta("shard")
+            if shard_id is None:
+                raise CorruptData(f"{path} is not a shard (no shard id in its meta)")
+            wrapped = storage.get_meta_bytes("dek")
+            dek = (keyring.unwrap_dek(master, wrapped, path) if wrapped is not None
+                   else keyring.new_dek())
+            state, seq = _recover(storage, int(shard_id), keyring.Keyring(dek))[:2]
+            return cls(storage, state, seq, clock=clock, snapshot_every=1 << 62)
+        except BaseException:
+            storage.close()
+            raise
+
+    @property
+    def readonly(self) -> bool:
+        """Opened with open_readonly: no command, no snapshot."""
+        return self.storage.readonly
+
     def request_digest(self, data: bytes) -> str:
         """The audit log's digest of a request (DESIGN.md 5): keyed -- BLAKE2b under the
         shard's holder secret, personalised for this use -- so that nobody who reads the
@@ -149,7 +190,7 @@ class Shard:
             return
         if self._writer is not None and self._writer.running:
             raise ShardUnavailable("stop the writer before closing the shard")
-        if snapshot and self.failed is None and self.since_snapshot:
+        if snapshot and self.failed is None and self.since_snapshot and not self.readonly:
             self.snapshot()
         self.closed = True
         self.storage.close()
@@ -164,6 +205,8 @@ class Shard:
     def _usable(self) -> None:
         if self.closed:
             raise ShardUnavailable("the shard is closed")
+        if self.readonly:
+            raise ShardUnavailable("the shard is open read-only")
         if self.failed is not None:
             raise ShardUnavailable(f"the shard stopped after a failure: {self.failed}",
                                    hint="reopen it to recover from disk")
@@ -182,7 +225,7 @@ class Shard:
         n_before = batch.n_commands
         try:
             if state.due_expiry(now):
-                state.apply(Command(Op.EXPIRE, {}), now, batch)
+                state.apply(Command(CommandKind.EXPIRE, {}), now, batch)
             for c in cmds:
                 try:
                     r = state.apply(c, now, batch)
@@ -328,7 +371,7 @@ class Shard:
         and visits left (-1: unlimited)."""
         st = self.state
         order = self.get_order(order_id, channel)       # checks the id; NotFound
-        row = json.loads(st._order_row(channel, order_id)[1])   # its sealed holders
+        row = json.loads(st.order_row(channel, order_id)[1])   # its sealed holders
         t = st.tickets
         out = []
         for i, line in enumerate(order.lines):
@@ -415,7 +458,7 @@ class Shard:
 
     def venues_with(self, kind: str, id_: str) -> list[str]:
         """The venues that have a zone, gate, product or slot (`kind`) of this id."""
-        return list(self.state._names[kind].get(id_, ()))
+        return list(self.state.names[kind].get(id_, ()))
 
     def catalog(self, venue: str) -> dict:
         """A venue's catalog: {"venue", "zones", "gates", "products"} (model records)."""
@@ -694,17 +737,7 @@ class Shard:
         return out
 
     def _check_replay(self) -> list[Violation]:
-        fresh = ShardState(self.state.shard_id, self.storage.get_row)
-        fresh.keyring = self.state.keyring
-        snap = self.storage.read_snapshot()
-        seq = 0
-        if snap is not None:
-            seq, blobs = snap
-            fresh.load(blobs)
-        fresh.replaying = True
-        for seq, blob in self.storage.journal_after(seq):
-            fresh.replay(blob, Batch(seq))
-        fresh.replaying = False
+        fresh = _recover(self.storage, self.state.shard_id, self.state.keyring)[0]
         mine, theirs = self.state.dump(), fresh.dump()
         return [Violation("journal replay reproduces state", f"{k} differs")
                 for k in sorted(set(mine) | set(theirs))

@@ -12,6 +12,11 @@ LMDB's full sync: when commit() returns, the batch survives kill -9 and power lo
 
 A shard dir (and any missing parent) is created mode 0700 and its files 0600, whatever
 the umask: the dir holds wrapped keys, sealed ID numbers and the business itself.
+
+Opened read-only (`readonly=True`) a shard's data is not written: it is read beside
+whoever owns it (a running server: its owner.lock is not taken, its readers are
+registered in LMDB's lock file) or, with `lock=False`, as a copy nobody else opens (a
+backup), whose lock file is not touched either.
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ import lmdb
 from .errors import StorageError, CorruptData
 
 SCHEMA = 1
+SHARD_MAP_SIZE = 64 << 30        # the LMDB map size a shard opens with (a sparse file)
 CHUNK = 64 << 20
 _U64 = struct.Struct(">Q")
 
@@ -54,7 +60,22 @@ def make_private_dir(path: str) -> None:
 
 
 class Storage:
-    def __init__(self, path: str, *, map_size: int = 64 << 30, durable: bool = True):
+    def __init__(self, path: str, *, map_size: int = SHARD_MAP_SIZE, durable: bool = True,
+                 readonly: bool = False, lock: bool = True):
+        """Open the shard environment in `path`, creating it unless `readonly`.
+
+        Read-write, the shard's owner.lock is taken (ShardUnavailable if a running server
+        holds it). `readonly` opens an existing environment without its owner.lock and
+        writes nothing; `lock` (read-only only) registers its readers in LMDB's lock file,
+        so a writer in another process never reuses a page they still read: lock=False is
+        for a copy nobody else opens."""
+        self.path = path
+        self.readonly = readonly
+        self._map_size, self._durable, self._lmdb_lock = map_size, durable, lock
+        self._lock = None
+        if readonly:
+            self._open_env()
+            return
         make_private_dir(path)
         # one process per shard: a second one would hold its own, diverging memory
         lock_path = os.path.join(path, "owner.lock")
@@ -68,11 +89,20 @@ class Storage:
                                    f"`turnstile serve` holds its shards)",
                                    hint="stop that server first, or use `turnstile backup`, "
                                         "which runs beside it") from None
-        self.path = path
-        self._map_size, self._durable = map_size, durable
         self._open_env()
 
     def _open_env(self) -> None:
+        if self.readonly:
+            self.env = lmdb.open(self.path, map_size=self._map_size, max_dbs=8, subdir=True,
+                                 readonly=True, lock=self._lmdb_lock, readahead=True, mode=0o600)
+            try:
+                self.meta, self.journal, self.rows, self.snapshot = (
+                    self.env.open_db(name, create=False)
+                    for name in (b"meta", b"journal", b"rows", b"snapshot"))
+            except lmdb.Error:
+                self.env.close()
+                raise
+            return
         new = {f for f in ("data.mdb", "lock.mdb") if not os.path.exists(os.path.join(self.path, f))}
         # durable=False trades D of ACID for speed: a crash may lose the last batches
         # that were acknowledged (never a torn state); only for benchmarks/tests.
@@ -96,7 +126,7 @@ class Storage:
         shard there or no such row."""
         if not os.path.exists(os.path.join(path, "data.mdb")):
             return None
-        env = lmdb.open(path, map_size=64 << 30, max_dbs=8, subdir=True, readonly=True,
+        env = lmdb.open(path, map_size=SHARD_MAP_SIZE, max_dbs=8, subdir=True, readonly=True,
                         lock=lock)
         try:
             try:
@@ -247,10 +277,25 @@ class Storage:
             return seq, {n: b"".join(p) for n, p in parts.items()}
 
     # -- ops ----------------------------------------------------------------------
+    def used_bytes(self) -> int:
+        """The part of the LMDB file in use (its pages up to the last one written)."""
+        return (self.env.info()["last_pgno"] + 1) * self.env.stat()["psize"]
+
     def map_use(self) -> float:
-        info = self.env.info()
-        stat = self.env.stat()
-        return (info["last_pgno"] + 1) * stat["psize"] / info["map_size"]
+        return self.used_bytes() / self.env.info()["map_size"]
+
+    def copy(self, dst: str) -> tuple[int, int | None]:
+        """LMDB's compacting copy (mdb_env_copy2, MDB_CP_COMPACT: free pages left out) of
+        the environment into the directory `dst`, inside ONE read transaction: one
+        committed batch of the shard, never a torn one. Returns that transaction's id and
+        the last journal batch it saw (None: an empty journal). Beside a running server,
+        open the storage read-only with its lock (readers registered): the server's
+        writer then never reuses a page the copy still reads."""
+        with self.env.begin() as txn:
+            cur = txn.cursor(db=self.journal)
+            last = _U64.unpack(cur.key())[0] if cur.last() else None
+            self.env.copy(dst, compact=True, txn=txn)
+            return txn.id(), last
 
     def compact(self) -> None:
         """Rewrite the file with its live pages only (LMDB's compacting copy), so that
@@ -278,4 +323,5 @@ class Storage:
 
     def close(self) -> None:
         self.env.close()
-        self._lock.close()
+        if self._lock is not None:
+            self._lock.close()

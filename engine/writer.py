@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .errors import Overloaded, ShardUnavailable, StorageError, TurnstileError
-from .journal import Command, Op
+from .journal import Command, CommandKind
 
 
 class GroupCommit:
@@ -84,7 +84,7 @@ class GroupCommit:
             await asyncio.sleep(self.expire_every)
             if not self._queue and self.shard.state.due_expiry(int(self.shard.clock())):
                 try:
-                    await self.submit(Command(Op.EXPIRE, {}))
+                    await self.submit(Command(CommandKind.EXPIRE, {}))
                 except TurnstileError:
                     return
 

@@ -117,7 +117,7 @@ def cmd_check(args) -> int:
         bad += len(found)
         if not found:
             print(f"{path}: ok")
-    from .cli_data import mode_warnings
+    from engine.datadir import mode_warnings
     for w in mode_warnings(args.data, keyring.key_source(args.master_key_file)):
         print(f"warning: {w}", file=sys.stderr)
     return 1 if bad else 0

@@ -1,4 +1,4 @@
-"""`turnstile loadgen`: run a scenario of clients/loadgen.py against a running server."""
+"""`turnstile loadgen`: run a scenario of clients/loadgen/ against a running server."""
 from __future__ import annotations
 
 import argparse
@@ -86,7 +86,7 @@ def register(sub) -> None:
         "loadgen", help="run a load scenario against a running server (127.0.0.1)",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
         description=textwrap.fill(
-            "Run a scenario of the load generator (clients/loadgen.py, the one bench/ uses) "
+            "Run a scenario of the load generator (clients/loadgen/, the one bench/ uses) "
             "against a running server over gRPC, then print throughput, latency p50/p99/p99.9 "
             "and the correctness verdict.", 88) + "\n\nscenarios:\n" + "\n".join(
                 textwrap.fill(v, 88, initial_indent=f"  {k:15}", subsequent_indent=" " * 17)

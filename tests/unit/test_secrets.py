@@ -13,8 +13,8 @@ import stat
 
 import pytest
 
-from engine import (Command, InvalidArgument, MasterKeyError, Op, Reason, Shard, cmd, demo,
-                    keyring)
+from engine import (Command, CommandKind, InvalidArgument, MasterKeyError, Reason, Record, Shard,
+                    cmd, demo, keyring)
 from engine.journal import _HDR, json_record
 from tests.conftest import TODAY, sell
 
@@ -182,11 +182,11 @@ def _as_before_master_keys(path: str, secrets_of) -> None:
             length, op = _HDR.unpack_from(blob, off)
             end = off + _HDR.size + length
             rec = blob[off:end]
-            if op in (Op.SECRETS, Op.KEY):
+            if op in (Record.SECRETS, Record.KEY):
                 args = json.loads(blob[off + _HDR.size:end])
                 if "sealed" in args:
                     del args["sealed"]
-                    if op == Op.SECRETS:
+                    if op == Record.SECRETS:
                         args = {"holder_secret": holder.hex(), "data_key": data_key.hex()}
                     else:
                         mac, seed = keys[args["key_id"]]
@@ -240,8 +240,8 @@ def test_a_shard_from_before_master_keys_is_migrated_on_open(tmp_path, clock, ma
 
 def test_sealed_secrets_are_not_taken_from_a_caller(shard):
     before = (shard.state.holder_secret, dict(shard.state.codec.keys))
-    for command in (Command(Op.SECRETS, {"sealed": "AAAA"}),
-                    Command(Op.KEY, {"key_id": 9, "state": 1, "sealed": "AAAA"})):
+    for command in (Command(CommandKind.SECRETS, {"sealed": "AAAA"}),
+                    Command(CommandKind.KEY, {"key_id": 9, "state": 1, "sealed": "AAAA"})):
         with pytest.raises(InvalidArgument) as e:
             shard.run(command)
         assert e.value.field == "sealed"

@@ -1,0 +1,206 @@
+"""The shard's one state object and its one dispatch table.
+
+ShardState holds all state of one shard. `apply(cmd, now, batch)` is the only way it
+changes and `replay(blob, batch)` the way the journal rebuilds it; both go through
+HANDLERS, command kind -> the function, in the module of its concern, that validates the
+command and applies it to the state.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+from .. import _core
+from ..codes import TicketCodec
+from ..errors import CorruptData, InvalidArgument
+from ..journal import _HDR, LAST_CATALOG, Batch, Command, CommandKind, Record
+from ..model import Gate, Product, Slot, Venue, Zone
+from . import catalog, idem, offline, sales, scans, secrets, snapshot
+from .validate import text_arg
+
+_VERIFY, _VERIFY_FACE = int(CommandKind.VERIFY), int(CommandKind.VERIFY_FACE)
+_verify = scans.verify                  # the hot path, called without a table look-up
+
+
+def note(st: ShardState, args: dict, now: int) -> dict:
+    """Changes nothing: carries the audit record of a change made outside the shard
+    (principals, API keys), with that change's result."""
+    result = text_arg(args, "result", "OK", 64)
+    return {"audit_result": result}
+
+
+# The one dispatch table. The JSON kinds are called handler(state, args, now), the VERIFY
+# kinds handler(state, what, gate, direction, at, persons). Replay hands a JSON record to
+# the handler of the command of its number (journal.Record), with `replaying` set.
+HANDLERS: dict[int, Callable[..., Any]] = {
+    CommandKind.SECRETS: secrets.set_secrets,
+    CommandKind.KEY: secrets.set_key,
+    CommandKind.VENUE: catalog.add_venue,
+    CommandKind.ZONE: catalog.add_zone,
+    CommandKind.GATE: catalog.add_gate,
+    CommandKind.PRODUCT: catalog.add_product,
+    CommandKind.SLOTS: catalog.add_slots,
+    CommandKind.SLOT_CAPACITY: catalog.set_slot_capacity,
+    CommandKind.ALLOTMENT: catalog.set_allotment,
+    CommandKind.HOLD: sales.take_hold,
+    CommandKind.RELEASE: sales.release_hold,
+    CommandKind.EXPIRE: sales.expire_holds,
+    CommandKind.CONFIRM: sales.confirm_hold,
+    CommandKind.REFUND: sales.refund_order,
+    CommandKind.BLOCK: sales.block_ticket,
+    CommandKind.FACE: scans.enrol_face,
+    CommandKind.OFFLINE_SCANS: offline.upload,
+    CommandKind.NOTE: note,
+    CommandKind.VERIFY: scans.verify,
+    CommandKind.VERIFY_HOLDER: scans.verify_holder,
+    CommandKind.VERIFY_BATCH: scans.verify_batch,
+    CommandKind.VERIFY_FACE: scans.verify_face,
+}
+
+
+class ShardState:
+    """All state of one shard; see the package docstring (engine/state/__init__.py)."""
+
+    def __init__(self, shard_id: int, read_row: Callable[[bytes], bytes | None]):
+        self.shard_id = shard_id
+        self._read_committed = read_row
+        self.slots = _core.Slots()
+        self.tickets = _core.Tickets(self.slots)
+        self.codec = TicketCodec(shard_id)
+        self.venues: dict[str, Venue] = {}
+        # zone, gate, product and slot ids are unique within their venue (DESIGN.md 4.1):
+        # objects are keyed (venue, id); the index maps also hold the bare id while it
+        # names one object on the shard (data dirs from before, single-venue callers)
+        self.zones: dict[tuple[str, str], Zone] = {}
+        self.gates: dict[tuple[str, str], Gate] = {}
+        self.products: dict[tuple[str, str], Product] = {}
+        self.slot_defs: dict[tuple[str, str], Slot] = {}
+        self.venue_idx: dict[str, int] = {}
+        self.zone_idx: dict[Any, int] = {}
+        self.gate_idx: dict[Any, int] = {}
+        self.product_idx: dict[Any, int] = {}
+        self.product_list: list[Product] = []
+        self.slot_idx: dict[Any, int] = {}
+        self.slot_list: list[str] = []
+        self.gate_list: list[Gate] = []
+        self.gate_mode: list[int] = []
+        # kind -> id -> the venues with an object of that kind and id (catalog.find)
+        self.names: dict[str, dict[str, list[str]]] = {k: {} for k in ("zone", "gate", "product", "slot")}
+        self.allot_idx: dict[tuple[int, str], int] = {}
+        self.holds: dict[int, dict] = {}
+        self.expiry: list[tuple[int, int]] = []
+        self.next_hold_id = 1
+        self.holders: dict[str, list[int]] = {}
+        # "venue\0face key" -> holder key: a face is enrolled for one venue's terminals
+        # (a bare face key: enrolled shard-wide, before faces were per venue)
+        self.faces: dict[str, str] = {}
+        self.holder_secret = b""
+        self.data_key = b""
+        self.keyring = None        # engine.keyring.Keyring: seals SECRETS/KEY records (Shard.open)
+        self.catalog_log: list[bytes] = []
+        self.venue_list: list[str] = []
+        self.known_channels: set[str] = set()
+        self.replaying = False
+        self.pending: dict[bytes, tuple[int, bytes | None]] = {}
+        self.batch: Batch | None = None
+
+    # -- the entry points ------------------------------------------------------------
+    def apply(self, cmd: Command, now: int, batch: Batch) -> Any:
+        """Apply one command at time `now`, journaling into `batch`; returns its result."""
+        self.batch = batch
+        op = cmd.op
+        if _VERIFY <= op <= _VERIFY_FACE:
+            what, gate, direction, at, persons = cmd.args
+            if at is None:
+                at = now
+            elif type(at) is not int or not 0 <= at < 2**40:
+                raise InvalidArgument("must be UTC seconds", field="at")
+            if cmd.idem is not None:
+                return scans.scan_once(self, cmd, HANDLERS[op], what, gate, direction, at, persons)
+            if op == _VERIFY:
+                return _verify(self, what, gate, direction, at, persons)
+            return HANDLERS[op](self, what, gate, direction, at, persons)
+        handler = HANDLERS.get(op)
+        if handler is None:
+            raise InvalidArgument(f"unknown operation {op}")
+        if not isinstance(cmd.args, dict):
+            raise InvalidArgument("request must be an object")
+        for k in cmd.args:
+            if not isinstance(k, str) or k.startswith("_"):
+                raise InvalidArgument("unknown field", field=str(k))
+        if cmd.idem is None:
+            return handler(self, cmd.args, now)
+        return idem.command_once(self, cmd, handler, now)
+
+    def replay(self, blob: bytes, batch: Batch) -> None:
+        """Re-apply the records of one committed batch. Runs of scan records are
+        replayed in the core; the rest here."""
+        self.batch = batch
+        off, end = 0, len(blob)
+        view = memoryview(blob)
+        while off < end:
+            off, n, bad = self.tickets.replay_scans(blob, off)
+            batch.n_commands += n
+            if bad >= 0:
+                raise CorruptData(f"a replayed scan of ticket {bad} disagrees with the journal")
+            if off >= end:
+                break
+            length, kind = _HDR.unpack_from(view, off)
+            payload = view[off + _HDR.size:off + _HDR.size + length]
+            off += _HDR.size + length
+            if kind == Record.SCAN_BATCH:
+                scans.replay_batch(self, payload)
+            elif kind == Record.HOLD:
+                sales.replay_hold(self, payload)
+            else:
+                args = json.loads(bytes(payload))
+                if kind == Record.CONFIRM:
+                    sales.replay_confirm(self, args)
+                else:
+                    HANDLERS[kind](self, args, 0)
+
+    # -- journal and rows --------------------------------------------------------------
+    def journal(self, rec: bytes, kind: int) -> None:
+        """Count a journaled command, keep a catalog record for snapshots, and (unless
+        replaying it) append `rec`, a record of `kind`, to the batch."""
+        batch = self.batch
+        batch.n_commands += 1
+        if kind <= LAST_CATALOG:
+            self.catalog_log.append(rec)
+        if not self.replaying:
+            batch.records.append(rec)
+
+    def get_row(self, key: bytes) -> bytes | None:
+        p = self.pending.get(key)
+        if p is not None:
+            return p[1]
+        return self._read_committed(key)
+
+    def put_row(self, key: bytes, value: bytes | None) -> None:
+        if self.replaying:
+            return
+        self.batch.rows[key] = value
+        self.pending[key] = (self.batch.seq, value)
+
+    def committed(self, batch: Batch) -> None:
+        """Rows of `batch` are durable: reads may go to storage again."""
+        for k in batch.rows:
+            p = self.pending.get(k)
+            if p is not None and p[0] == batch.seq:
+                del self.pending[k]
+
+    # -- what the shard reads and calls, each defined with its concern -----------------
+    new_secrets = staticmethod(secrets.new_secrets)
+    holder_key = secrets.holder_key
+    unseal = secrets.unseal
+    render = secrets.render
+    render_if_valid = secrets.render_if_valid
+    find = catalog.find
+    quote = sales.quote
+    hold_info = sales.hold_info
+    due_expiry = sales.due_expiry
+    order_row = sales.order_row
+    get_order = sales.get_order
+    tickets_of = scans.tickets_of
+    dump = snapshot.dump
+    load = snapshot.load

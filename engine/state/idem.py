@@ -1,0 +1,86 @@
+"""Idempotency, the one mechanism: a request under a key (an idempotency key, a channel's
+order id, a gate's scan id or batch id, an offline nonce) is decided once; its answer is
+kept in a row, and a retry gets that answer back.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, is_dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+from ..errors import IdempotencyMismatch, InvalidArgument
+from ..journal import Command, CommandKind
+from ..model import HoldResult, IssuedTicket, Order, RefundResult
+from .sales import ConfirmResult
+from .secrets import render_if_valid
+
+if TYPE_CHECKING:
+    from .core import ShardState
+
+
+def fingerprint(op: int, args: Any, secret: bytes) -> str:
+    """Keyed digest of a request (requests may carry ID numbers: never a plain hash)."""
+    body = json.dumps([op, args], sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.blake2b(body.encode(), key=secret, digest_size=20).hexdigest()
+
+
+def once(st: ShardState, key: bytes, fp: str, field: str, run: Callable[[], Any],
+         dump: Callable[[Any], dict], load: Callable[[dict], Any]) -> Any:
+    """The first request under `key` runs and its answer is stored (`dump`, with the
+    request's fingerprint); a retry gets it back (`load`); another request under the
+    same key is refused, naming `field`. A row without a fingerprint (an offline
+    scan's) is answered to any request."""
+    row = st.get_row(key)
+    if row is not None:
+        stored = json.loads(row)
+        if stored.get("fp", fp) != fp:
+            raise IdempotencyMismatch(f"this {field.replace('_', ' ')} was used with a different request",
+                                      field=field, hint="use a new key for a new request")
+        return load(stored)
+    result = run()
+    st.put_row(key, json.dumps({**dump(result), "fp": fp}).encode())
+    return result
+
+
+def command_once(st: ShardState, cmd: Command, handler: Callable[..., Any], now: int) -> Any:
+    """A command with an idempotency key (`cmd.idem`), scoped by the calling principal
+    (DESIGN.md 4.6), or by channel for engine callers."""
+    if not isinstance(cmd.idem, str) or not 1 <= len(cmd.idem) <= 128:
+        raise InvalidArgument("must be 1-128 characters", field="idempotency_key")
+    op = cmd.op
+    scope = cmd.audit[0] if cmd.audit is not None else cmd.args.get("channel", "")
+    return once(
+        st, f"idem/{int(op)}/{scope}\0{cmd.idem}".encode(), fingerprint(op, cmd.args, st.holder_secret),
+        "idempotency_key", lambda: handler(st, cmd.args, now),
+        lambda r: {"result": serialise(r)}, lambda row: restore(st, op, row["result"]))
+
+
+def serialise(result: Any) -> Any:
+    if hasattr(result, "to_dict"):
+        return result.to_dict()
+    if is_dataclass(result):
+        return asdict(result)
+    if isinstance(result, list):
+        return [serialise(x) for x in result]
+    return result
+
+
+def restore(st: ShardState, op: CommandKind, data: Any) -> Any:
+    """The result `serialise` stored, as the command first returned it."""
+    if op == CommandKind.HOLD:
+        return HoldResult(**data)
+    if op == CommandKind.CONFIRM:
+        order = Order(**data["order"])
+        lines = [(ln["first_ticket"], ln["first_ticket"] + ln["qty"] * ln["ncomp"], ln)
+                 for ln in order.lines]
+        tickets = []
+        for tid, product, persons, holder in data["tickets"]:
+            ln = next(ln for lo, hi, ln in lines if lo <= tid < hi)
+            tickets.append(IssuedTicket(tid, product, persons,
+                                        render_if_valid(st, tid, ln["key_id"], ln["signed"]),
+                                        holder))
+        return ConfirmResult(order, tickets)
+    if op == CommandKind.REFUND:
+        return RefundResult(**data)
+    return data

@@ -1,0 +1,415 @@
+"""Sales: quotes, holds (take, release, expire), confirmation (tickets issued, order
+written), orders, refunds and blocked tickets.
+
+A hold is kept as a dict (`holds`): the snapshot stores it as JSON and the journal as a
+binary HOLD record (journal.hold_record), so replay needs no look-ups.
+"""
+from __future__ import annotations
+
+import heapq
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .. import _core
+from ..errors import (AlreadyExists, CorruptData, FailedPrecondition, HoldNotActive,
+                      InvalidArgument, NotFound, PermissionDenied, SlotClosed, SoldOut, TicketUsed)
+from ..journal import Record, decode_hold, hold_record, json_record
+from ..model import HoldResult, IssuedTicket, Order, RefundResult, Venue
+from .catalog import channel_of, find, venue_of
+from .secrets import holder_key, mask_id, render, seal
+from .validate import ID, U16, arg, ident_arg, int_arg, text_arg
+
+if TYPE_CHECKING:
+    from .core import ShardState
+
+MAX_QTY = 10_000
+MAX_TTL = 24 * 3600
+DEFAULT_TTL = 15 * 60
+
+
+@dataclass(frozen=True)
+class ConfirmResult:
+    order: Order
+    tickets: list[IssuedTicket]
+
+    def to_dict(self) -> dict:
+        """Stored for idempotent retries without the codes: they are rendered again
+        (deterministic), so an order of 100,000 tickets does not store 15 MB of text."""
+        return {"order": vars(self.order),
+                "tickets": [[t.ticket_id, t.product, t.persons, t.holder] for t in self.tickets]}
+
+
+def order_key(channel: str, order_id: str) -> bytes:
+    """Order ids are the channel's own: unique per channel (NUL: ids may hold '/')."""
+    return f"order/{channel}\0{order_id}".encode()
+
+
+# -- holds -----------------------------------------------------------------------------
+def take_hold(st: ShardState, args: dict, now: int) -> HoldResult:
+    channel = channel_of(st, args)
+    venue = venue_of(st, args)
+    ttl = int_arg(args, "ttl_s", 1, MAX_TTL, DEFAULT_TTL)
+    lines = hold_lines(st, channel, venue, args, now)
+    # take stock line by line, component by component; undo all if any is short
+    taken = []
+    for i, ln in enumerate(lines):
+        need = ln["qty"] * ln["group"]
+        for s, a in zip(ln["slots"], ln["allots"]):
+            if not st.slots.take(s, a, need):
+                for ts, ta, tq in taken:
+                    st.slots.release(ts, ta, tq)
+                raise SoldOut(f"slot {st.slot_list[s]} has not {need} left"
+                              + (f" in the {channel} allotment" if a >= 0 else ""),
+                              field=f"items[{i}].qty")
+            taken.append((s, a, need))
+    hid = st.next_hold_id
+    st.next_hold_id += 1
+    amount = 0
+    for ln in lines:
+        amount += ln["price"] * ln["qty"] * ln["group"]
+    hold = {"id": hid, "channel": channel, "venue": venue.id, "expires_at": now + ttl,
+            "created": now, "amount": amount, "lines": lines}
+    st.holds[hid] = hold
+    heapq.heappush(st.expiry, (now + ttl, hid))
+    st.journal(hold_record(hold, st.venue_idx[venue.id]), Record.HOLD)
+    return hold_result(st, hold)
+
+
+def quote(st: ShardState, channel: str, venue_id: str, items: Any, now: int) -> tuple[list[dict], int]:
+    """What a hold of `items` would cost the channel now, by the same rules as a
+    hold (validated alike); takes no stock. ([{product, slots, qty, group,
+    unit_price_fen}], total fen)"""
+    venue = venue_of(st, {"venue": venue_id})
+    lines = hold_lines(st, channel_of(st, {"channel": channel}), venue, {"items": items}, now)
+    return hold_result(st, {"id": 0, "expires_at": 0, "amount": 0, "lines": lines}).items, \
+        sum(ln["price"] * ln["qty"] * ln["group"] for ln in lines)
+
+
+def hold_lines(st: ShardState, channel: str, venue: Venue, args: dict, now: int) -> list[dict]:
+    """The validated item lines of a hold (or quote): product, stock per component,
+    price for the channel."""
+    items = arg(args, "items", list)
+    if not 1 <= len(items) <= 100:
+        raise InvalidArgument("between 1 and 100 items", field="items")
+    lines = []
+    for i, it in enumerate(items):
+        f = f"items[{i}]"
+        try:
+            pid = it.get("product") if type(it) is dict else None
+            if (venue.id, pid) not in st.products:
+                pid = ident_arg(it, "product")
+            qty = int_arg(it, "qty", 1, MAX_QTY, 1)
+            group = int_arg(it, "group", 1, U16, 1)
+            slot_ids = arg(it, "slots", list)
+        except InvalidArgument as e:
+            raise InvalidArgument(e.message, field=f"{f}.{e.field}") from None
+        p = st.products.get((venue.id, pid))
+        if p is None:
+            raise NotFound(f"no product {pid} in venue {venue.id}", field=f"{f}.product")
+        if p.channels and channel not in p.channels:
+            raise PermissionDenied(f"channel {channel} may not sell {pid}", field="channel")
+        if group > p.max_group:
+            raise InvalidArgument(f"{pid} admits at most {p.max_group} per code", field=f"{f}.group")
+        if len(slot_ids) != len(p.zones):
+            raise InvalidArgument(f"{pid} needs one slot for each of its {len(p.zones)} zones",
+                                  field=f"{f}.slots")
+        sidx, allots = [], []
+        for c, sid in enumerate(slot_ids):
+            s = st.slot_defs.get((venue.id, sid)) if isinstance(sid, str) else None
+            if s is None:
+                find(st, "slot", st.slot_idx, venue.id, sid, f"{f}.slots[{c}]")
+            if s.zone != p.zones[c]:
+                raise InvalidArgument(f"slot {sid} is not in zone {p.zones[c]}", field=f"{f}.slots[{c}]")
+            if s.end <= now:
+                raise SlotClosed(f"slot {sid} ended at {s.end}: it can no longer be sold",
+                                 field=f"{f}.slots[{c}]")
+            k = st.slot_idx[(venue.id, sid)]
+            sidx.append(k)
+            allots.append(st.allot_idx.get((k, channel), -1))
+        if len(slot_ids) > 1:
+            days = [st.slot_defs[(venue.id, s)].day for s in slot_ids]
+            if max(days) - days[0] >= p.rule.valid_days or min(days) < days[0]:
+                raise InvalidArgument("slots fall outside the ticket's validity", field=f"{f}.slots")
+        lines.append({"p": st.product_idx[(venue.id, pid)], "qty": qty, "group": group, "slots": sidx,
+                      "allots": allots, "price": p.price_for(channel)})
+    return lines
+
+
+def replay_hold(st: ShardState, payload) -> None:
+    """A HOLD record: the hold as it was applied (resolved indices, no look-ups)."""
+    hold, venue = decode_hold(payload)
+    hold["venue"] = st.venue_list[venue]
+    for ln in hold["lines"]:
+        need = ln["qty"] * ln["group"]
+        for s, a in zip(ln["slots"], ln["allots"]):
+            if not st.slots.take(s, a, need):
+                raise CorruptData(f"replayed hold {hold['id']} does not fit its slot")
+    st.holds[hold["id"]] = hold
+    st.next_hold_id = max(st.next_hold_id, hold["id"] + 1)
+    heapq.heappush(st.expiry, (hold["expires_at"], hold["id"]))
+    st.batch.n_commands += 1
+
+
+def hold_result(st: ShardState, hold: dict) -> HoldResult:
+    return HoldResult(hold["id"], hold["expires_at"], hold["amount"], [
+        {"product": st.product_list[ln["p"]].id, "qty": ln["qty"], "group": ln["group"],
+         "slots": [st.slot_list[s] for s in ln["slots"]], "unit_price_fen": ln["price"]}
+        for ln in hold["lines"]])
+
+
+def active_hold(st: ShardState, args: dict, now: int) -> dict:
+    hid = int_arg(args, "hold_id", 1, 2**62)
+    channel = channel_of(st, args)
+    hold = st.holds.get(hid)
+    if hold is not None and hold["expires_at"] <= now:
+        hold = None                 # due: the next EXPIRE releases its stock
+    if hold is None:
+        if hid < st.next_hold_id:
+            raise HoldNotActive(f"hold {hid} expired, was released or confirmed", field="hold_id")
+        raise NotFound(f"no hold {hid}", field="hold_id")
+    if hold["channel"] != channel:
+        raise NotFound(f"no hold {hid} for channel {channel}", field="hold_id")
+    return hold
+
+
+def drop_hold(st: ShardState, hold: dict, status: str) -> None:
+    for ln in hold["lines"]:
+        need = ln["qty"] * ln["group"]
+        for s, a in zip(ln["slots"], ln["allots"]):
+            st.slots.release(s, a, need)
+    del st.holds[hold["id"]]
+    end_hold(st, hold, status)
+
+
+def end_hold(st: ShardState, hold: dict, status: str, order_id: str = "") -> None:
+    """Keep what a hold was and what became of it (GetHold after it ended)."""
+    st.put_row(b"hold/%d" % hold["id"], json.dumps({
+        "status": status, "order_id": order_id, "channel": hold["channel"],
+        "venue": hold["venue"], **hold_result(st, hold).to_dict()}).encode())
+
+
+def hold_info(st: ShardState, hold_id: int, now: int) -> dict:
+    """A hold as its channel may read it back: status active, confirmed, released
+    or expired, with its items."""
+    hold = st.holds.get(hold_id)
+    if hold is not None:
+        status = "expired" if hold["expires_at"] <= now else "active"
+        return {"status": status, "order_id": "", "channel": hold["channel"],
+                "venue": hold["venue"], **hold_result(st, hold).to_dict()}
+    row = st.get_row(b"hold/%d" % hold_id)
+    if row is None:
+        raise NotFound(f"no hold {hold_id}", field="hold_id")
+    return json.loads(row)
+
+
+def release_hold(st: ShardState, args: dict, now: int) -> dict:
+    hold = active_hold(st, args, now)
+    drop_hold(st, hold, "released")
+    st.journal(json_record(Record.RELEASE, args), Record.RELEASE)
+    return {"hold_id": hold["id"], "released": True}
+
+
+def due_expiry(st: ShardState, now: int) -> bool:
+    return bool(st.expiry) and st.expiry[0][0] <= now
+
+
+def expire_holds(st: ShardState, args: dict, now: int) -> dict:
+    at = args.get("_at", now)          # set in journal records only
+    n = 0
+    while st.expiry and st.expiry[0][0] <= at:
+        exp, hid = heapq.heappop(st.expiry)
+        hold = st.holds.get(hid)
+        if hold is not None and hold["expires_at"] == exp:
+            drop_hold(st, hold, "expired")
+            n += 1
+    st.journal(json_record(Record.EXPIRE, {"_at": at}), Record.EXPIRE)
+    return {"expired": n}
+
+
+# -- orders ----------------------------------------------------------------------------
+def confirm_hold(st: ShardState, args: dict, now: int) -> ConfirmResult:
+    order_id = ident_arg(args, "order_id")
+    pay = arg(args, "payment", dict)
+    try:
+        method = ident_arg(pay, "method")
+        reference = text_arg(pay, "reference", "", 128)
+        amount = int_arg(pay, "amount_fen", 0, 10**12)
+    except InvalidArgument as e:
+        raise InvalidArgument(e.message, field=f"payment.{e.field}") from None
+    signed = bool(arg(args, "signed", bool, True))
+    holders = arg(args, "holders", list, [])
+    channel = channel_of(st, args)
+    if order_row(st, channel, order_id)[1] is not None:
+        raise AlreadyExists(f"order {order_id} exists", field="order_id",
+                            hint="retry with the same idempotency key to get the first answer")
+    hold = active_hold(st, args, now)
+    for ln in hold["lines"]:
+        for s in ln["slots"]:
+            if st.slots.slot(s)["end"] <= now:
+                raise SlotClosed(f"slot {st.slot_list[s]} ended while held: it can no longer "
+                                 "be sold", field="hold_id", hint="release the hold")
+    key = order_key(channel, order_id)
+    if amount != hold["amount"]:
+        raise InvalidArgument(f"paid {amount} fen, the hold costs {hold['amount']} fen",
+                              field="payment.amount_fen")
+    # holder ID numbers per line for real-name products (or given anyway)
+    per_line: list[list[str]] = []
+    for i, ln in enumerate(hold["lines"]):
+        p = st.product_list[ln["p"]]
+        ids = holders[i] if i < len(holders) else []
+        if not isinstance(ids, list) or not all(isinstance(x, str) and 6 <= len(x) <= 32
+                                                and x.isalnum() for x in ids):
+            raise InvalidArgument("must be lists of ID numbers", field=f"holders[{i}]")
+        if (p.real_name or ids) and len(ids) != ln["qty"]:
+            raise InvalidArgument(f"{p.id} is real-name: one ID number per ticket",
+                                  field=f"holders[{i}]")
+        per_line.append([x.upper() for x in ids])
+    # the journal carries holder keys, never ID numbers
+    hkeys = [[holder_key(st, x) for x in ids] for ids in per_line]
+    end_hold(st, hold, "confirmed", order_id)
+    issue(st, hold, hkeys)
+    key_id = st.codec.issuing_key if st.codec.keys else -1
+    lines, tickets = [], []
+    for ln, ids, keys in zip(hold["lines"], per_line, hkeys):
+        p = st.product_list[ln["p"]]
+        lines.append({"product": p.id, "qty": ln["qty"], "group": ln["group"],
+                      "slots": [st.slot_list[s] for s in ln["slots"]], "allots": ln["allots"],
+                      "unit_price_fen": ln["price"], "first_ticket": ln["first"],
+                      "ncomp": len(p.zones), "key_id": key_id, "signed": signed})
+        for k in range(ln["qty"]):
+            tid = ln["first"] + k * len(p.zones)
+            code = "" if st.replaying else render(st, tid, key_id, signed)
+            tickets.append(IssuedTicket(tid, p.id, ln["group"], code,
+                                        mask_id(ids[k]) if ids else ""))
+    order = Order(order_id, hold["channel"], hold["venue"], hold["id"], amount, 0,
+                  {"method": method, "reference": reference, "amount_fen": amount},
+                  lines, [], now)
+    if not st.replaying:
+        row = dict(vars(order))
+        row["holders"] = [[seal(st, x) for x in ids] for ids in per_line]
+        st.put_row(key, json.dumps(row).encode())
+    st.journal(json_record(Record.CONFIRM, {"hold_id": hold["id"], "holder_keys": hkeys,
+                                            "_now": now}), Record.CONFIRM)
+    return ConfirmResult(order, tickets)
+
+
+def issue(st: ShardState, hold: dict, hkeys: list[list[str]]) -> None:
+    """Issue the tickets of a hold and turn its held stock into sold stock."""
+    for ln, keys in zip(hold["lines"], hkeys):
+        p = st.product_list[ln["p"]]
+        first_day = st.slots.slot(ln["slots"][0])["day"]
+        ln["first"] = st.tickets.issue(ln["p"], ln["group"], first_day,
+                                       first_day + p.rule.valid_days - 1, ln["slots"], ln["qty"])
+        need = ln["qty"] * ln["group"]
+        for s, a in zip(ln["slots"], ln["allots"]):
+            st.slots.sell(s, a, need)
+        for k, hk in enumerate(keys):
+            st.holders.setdefault(hk, []).append(ln["first"] + k * len(p.zones))
+    del st.holds[hold["id"]]
+
+
+def replay_confirm(st: ShardState, args: dict) -> None:
+    """A CONFIRM record: the hold's tickets issued to the holder keys it carries."""
+    issue(st, st.holds[args["hold_id"]], args["holder_keys"])
+    st.journal(json_record(Record.CONFIRM, args), Record.CONFIRM)
+
+
+def order_row(st: ShardState, channel: str, order_id: str) -> tuple[bytes, bytes | None]:
+    """(key, row) of a channel's order; orders confirmed before order ids were
+    scoped by channel are found under their bare id."""
+    key = order_key(channel, order_id)
+    row = st.get_row(key)
+    if row is None:
+        old = st.get_row(b"order/" + order_id.encode())
+        if old is not None and json.loads(old)["channel"] == channel:
+            return b"order/" + order_id.encode(), old
+    return key, row
+
+
+def get_order(st: ShardState, order_id: str, channel: str) -> Order:
+    if type(order_id) is not str or not ID.match(order_id):
+        raise InvalidArgument("must be 1-64 letters, digits or ._:@/-", field="order_id")
+    row = order_row(st, channel, order_id)[1]
+    if row is None:
+        raise NotFound(f"no order {order_id} of channel {channel}", field="order_id")
+    return Order.from_row(json.loads(row))
+
+
+def refund_order(st: ShardState, args: dict, now: int) -> RefundResult:
+    if "_returns" in args:      # replay: the journal carries the resolved effects
+        for tid in args["tickets"]:
+            st.tickets.void(tid)
+        for s, a, q in args["_returns"]:
+            st.slots.unsell(s, a, q)
+        st.journal(json_record(Record.REFUND, args), Record.REFUND)
+        return RefundResult(args["order_id"], args["refund_id"], args["tickets"], 0, 0)
+    order_id = ident_arg(args, "order_id")
+    refund_id = ident_arg(args, "refund_id")
+    want = arg(args, "tickets", list, [])
+    channel = channel_of(st, args)
+    key, raw = order_row(st, channel, order_id)
+    if raw is None:
+        raise NotFound(f"no order {order_id} of channel {channel}", field="order_id")
+    row = json.loads(raw)
+    if any(r["refund_id"] == refund_id for r in row["refunds"]):
+        raise AlreadyExists(f"refund {refund_id} exists", field="refund_id")
+    by_ticket = {}
+    for ln in row["lines"]:
+        for k in range(ln["qty"]):
+            by_ticket[ln["first_ticket"] + k * ln["ncomp"]] = ln
+    refunded = {t for r in row["refunds"] for t in r["tickets"]}
+    if want:
+        for i, t in enumerate(want):
+            if not isinstance(t, int) or t not in by_ticket:
+                raise InvalidArgument(f"ticket {t!r} is not in order {order_id}", field=f"tickets[{i}]")
+        if len(set(want)) != len(want):
+            raise InvalidArgument("a ticket is listed twice", field="tickets")
+        for i, t in enumerate(want):
+            state = st.tickets.code_state(t)
+            if t in refunded or state & (_core.STATE_USED | _core.STATE_VOIDED):
+                raise TicketUsed(f"ticket {t} was used or refunded", field=f"tickets[{i}]")
+        chosen = list(want)
+    else:
+        chosen = [t for t in by_ticket if t not in refunded
+                  and not st.tickets.code_state(t) & (_core.STATE_USED | _core.STATE_VOIDED)]
+        if not chosen:
+            raise TicketUsed(f"order {order_id} has no unused tickets left", field="tickets")
+    for t in chosen:
+        p = st.products[(row["venue"], by_ticket[t]["product"])]
+        if not p.refundable:
+            raise FailedPrecondition(f"{p.id} is not refundable", field="tickets")
+    amount = fee = 0
+    returns = []
+    for t in chosen:
+        ln = by_ticket[t]
+        p = st.products[(row["venue"], ln["product"])]
+        price = ln["unit_price_fen"] * ln["group"]
+        f = (price * p.refund_fee_pct + 50) // 100
+        amount += price - f
+        fee += f
+        for sid, a in zip(ln["slots"], ln["allots"]):
+            returns.append([st.slot_idx[(row["venue"], sid)], a, ln["group"]])
+    for t in chosen:
+        st.tickets.void(t)
+    for s, a, q in returns:
+        st.slots.unsell(s, a, q)
+    result = RefundResult(order_id, refund_id, chosen, amount, fee)
+    row["refunds"].append({"refund_id": refund_id, "tickets": chosen, "amount_fen": amount,
+                           "fee_fen": fee, "at": now})
+    row["refunded_fen"] += amount
+    st.put_row(key, json.dumps(row).encode())
+    st.journal(json_record(Record.REFUND, {"order_id": order_id, "refund_id": refund_id,
+                                           "tickets": chosen, "_returns": returns}), Record.REFUND)
+    return result
+
+
+# -- tickets ---------------------------------------------------------------------------
+def block_ticket(st: ShardState, args: dict, now: int) -> dict:
+    tid = int_arg(args, "ticket_id", 0, 2**32 - 2)
+    blocked = bool(arg(args, "blocked", bool, True))
+    if not st.tickets.is_code(tid):
+        raise NotFound(f"no ticket {tid}", field="ticket_id")
+    st.tickets.set_blocked(tid, blocked)
+    st.journal(json_record(Record.BLOCK, args), Record.BLOCK)
+    return {"ticket_id": tid, "blocked": blocked}

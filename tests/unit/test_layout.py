@@ -1,0 +1,62 @@
+"""The arrows point one way (README, Development): clients talk to the server over
+gRPC only, the server calls the engine, the engine knows neither. Read from the source's
+import statements, so a lazy import inside a function counts as much as one at the top."""
+from __future__ import annotations
+
+import ast
+import pathlib
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+# package -> packages of this repo it must never import (DESIGN.md 1, issue 11)
+FORBIDDEN = {
+    "engine": {"server", "clients", "bench", "tests"},
+    "server": {"clients", "bench", "tests"},
+    "clients": {"engine", "bench", "tests"},
+}
+# the one entry point dispatches to the data-dir commands of an install that has them
+ALLOWED = {("clients/cli/__init__.py", "server")}
+
+
+def _imports(path: pathlib.Path):
+    """(line, top-level package) of every absolute import in `path`."""
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                yield node.lineno, a.name.split(".")[0]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            yield node.lineno, node.module.split(".")[0]
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_no_package_imports_against_the_arrows(package):
+    bad = []
+    files = sorted((ROOT / package).rglob("*.py"))
+    assert files, package
+    for path in files:
+        rel = path.relative_to(ROOT).as_posix()
+        for line, top in _imports(path):
+            if top in FORBIDDEN[package] and (rel, top) not in ALLOWED:
+                bad.append(f"{rel}:{line} imports {top}")
+    assert not bad, "\n".join(bad)
+
+
+def test_the_server_does_not_reach_into_shard_state():
+    """Shard is the engine's one face: server/ calls its methods, never `shard.state`."""
+    bad = [f"{p.relative_to(ROOT)}:{i}" for p in sorted((ROOT / "server").rglob("*.py"))
+           for i, line in enumerate(p.read_text().splitlines(), 1)
+           if ".state." in line or line.rstrip().endswith(".state")]
+    assert not bad, bad
+
+
+def test_one_entry_point_has_every_command():
+    """`turnstile` (clients/cli) carries the server's data-dir commands and the remote ones."""
+    from clients.cli import build_parser
+    names = set()
+    for action in build_parser()._actions:
+        if hasattr(action, "choices") and isinstance(action.choices, dict):
+            names |= set(action.choices)
+    assert {"serve", "demo", "info", "check", "backup", "restore", "shards", "master-key",
+            "keys", "report", "loadgen"} <= names
