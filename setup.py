@@ -1,4 +1,4 @@
-"""Build: cythonize native/ into engine._core and generate proto/**/*.proto code.
+"""Build: cythonize native/ into turnstile.engine._core (the file engine/_core*.so) and generate proto/**/*.proto code.
 
 Nothing produced here is committed. `TURNSTILE_DEBUG=1` builds the core with
 annotations, line tracing and bounds checks (slower, for profiling and debugging).
@@ -76,17 +76,24 @@ class build_ext(_build_ext):
         super().finalize_options()
 
 
+NAMESPACED = ("engine", "server", "clients")
+
 core = Extension(
-    "engine._core",
+    "turnstile.engine._core",
     ["native/_core.pyx"],
     extra_compile_args=["-O2"] + (["-DCYTHON_TRACE_NOGIL=1"] if DEBUG else []),
     depends=[str(p) for p in (HERE / "native").glob("*.p*")],
 )
 
 setup(
-    packages=["turnstile", "turnstile.v1"] + find_packages(include=["engine*", "server*", "clients*"]),
-    package_dir={"turnstile": "proto/turnstile"},
-    package_data={"engine": ["*.pyi", "py.typed"]},
+    # the repo's top-level folders install under the project's namespace, so nothing
+    # called `engine`, `server` or `clients` lands in site-packages: engine/ is
+    # turnstile.engine, server/ turnstile.server, clients/ turnstile.clients, and the
+    # generated API code (proto/turnstile) is turnstile.v1
+    packages=["turnstile", "turnstile.v1"] + [
+        f"turnstile.{p}" for p in find_packages(include=[f"{t}*" for t in NAMESPACED])],
+    package_dir={"turnstile": "proto/turnstile", **{f"turnstile.{t}": t for t in NAMESPACED}},
+    package_data={"turnstile.engine": ["*.pyi", "py.typed"]},
     ext_modules=[core],
     cmdclass={"build_py": build_py, "build_ext": build_ext},
 )

@@ -21,10 +21,10 @@ import time
 # the engine opens a data dir only with its master key: one for this bench run (and the
 # processes it starts), from the environment, as an operator may give it
 os.environ.setdefault("TURNSTILE_MASTER_KEY", os.urandom(32).hex())
-from engine import Shard, cmd, demo
-from engine.journal import Record, json_record
-from engine.model import EntryRule, GateMode, to_day
-from engine.state import Batch, MAX_QTY
+from turnstile.engine import Shard, cmd, demo
+from turnstile.engine.journal import Record, json_record
+from turnstile.engine.model import EntryRule, GateMode, to_day
+from turnstile.engine.state import Batch, MAX_QTY
 
 # A fixed day keeps every run identical (codes, slots, scan times): National Day.
 DAY = _dt.date(2025, 10, 1)

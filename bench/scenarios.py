@@ -29,10 +29,10 @@ from typing import Any, Callable
 from bench import (DAY, bench_clock, PLAZA_IN, PLAZA_OUT, SCAN_AT, VENUE, TempDir, dumps,
                    issue_bulk, open_bench_shard, render_codes, sell_codes)
 from bench.cpu import max_rss_mb
-from clients.loadgen.checks import Checks, scan_checks
-from clients.loadgen.results import percentiles
-from engine import Shard, SoldOut, cmd, demo
-from engine.model import Direction, HoldItem, Reason, to_day
+from turnstile.clients.loadgen.checks import Checks, scan_checks
+from turnstile.clients.loadgen.results import percentiles
+from turnstile.engine import Shard, SoldOut, cmd, demo
+from turnstile.engine.model import Direction, HoldItem, Reason, to_day
 
 SUBMITTERS = 64
 

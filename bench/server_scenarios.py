@@ -58,12 +58,12 @@ import grpc
 
 from bench import TempDir, dumps, issue_bulk, render_codes
 from bench.cpu import children, machine_busy_s, max_rss_mb, proc_cpu_s, self_cpu_s, thread_cpu_s
-from clients import loadgen
-from clients.admin import AdminClient, SlotSpec
-from clients.base import Connection
-from clients.loadgen.checks import Checks, scan_checks
-from engine import Shard, demo, keyring
-from server.testing import (Server, day_clock, master_key_file, seed_demo, start_server,
+from turnstile.clients import loadgen
+from turnstile.clients.admin import AdminClient, SlotSpec
+from turnstile.clients.base import Connection
+from turnstile.clients.loadgen.checks import Checks, scan_checks
+from turnstile.engine import Shard, demo, keyring
+from turnstile.server.testing import (Server, day_clock, master_key_file, seed_demo, start_server,
                             stop_server, term_on_parent_death)
 from turnstile.v1 import admin_pb2, common_pb2, gate_pb2, gate_pb2_grpc
 
@@ -127,7 +127,7 @@ class ShardPeek:
 
     def batches(self, after: int) -> list[int]:
         """Records (commands) per journal batch committed after `after`."""
-        from engine.journal import records
+        from turnstile.engine.journal import records
         out = []
         with self.env.begin(db=self.journal) as txn:
             cur = txn.cursor()
@@ -369,8 +369,8 @@ def floor_server(mode: str, control: str | None) -> None:
     async def main():
         interceptors = []
         if mode == "auth":
-            from server.auth import AuthInterceptor
-            from server.control import ControlStore
+            from turnstile.server.auth import AuthInterceptor
+            from turnstile.server.control import ControlStore
             interceptors = [AuthInterceptor(ControlStore(control))]
         server = grpc.aio.server(interceptors=interceptors, options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE),

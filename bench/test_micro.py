@@ -18,9 +18,9 @@ import pytest
 from bench import (PLAZA_IN, PLAZA_PRODUCT, PLAZA_SLOT, SCAN_AT, VENUE, issue_bulk,
                    render_codes)
 from bench.conftest import scaled
-from engine import _core, cmd
-from engine.model import HoldResult, Reason, ScanResult
-from engine.state import Batch, ConfirmResult
+from turnstile.engine import _core, cmd
+from turnstile.engine.model import HoldResult, Reason, ScanResult
+from turnstile.engine.state import Batch, ConfirmResult
 
 OK = int(Reason.OK)
 ALREADY_USED = int(Reason.ALREADY_USED)
@@ -353,8 +353,8 @@ def test_commit_durable(benchmark, shard):
     """One durable LMDB commit (fsync) of a 64-scan journal batch: what group commit pays
     once per batch. Timed on its own durable shard in a temp dir."""
     from bench import TempDir
-    from engine.journal import scan_record
-    from engine.storage import Storage
+    from turnstile.engine.journal import scan_record
+    from turnstile.engine.storage import Storage
 
     blob = b"".join(scan_record(k, 0, IN, 0, SCAN_AT, OK) for k in range(64))
     rounds = scaled(300, 30)

@@ -3,7 +3,7 @@ sections 1 and 5): the shard map, venue set-up (venues, zones, gates, products,
 slots, capacity, allotments), ticket blocks, ticket keys, principals and API keys,
 and the audit log.
 
-    from clients.admin import AdminClient, SlotSpec
+    from turnstile.clients.admin import AdminClient, SlotSpec
 
     admin = AdminClient(Connection("127.0.0.1:50051", admin_key))
     admin.create_venue("museum", "City Museum")

@@ -23,7 +23,7 @@ A :class:`Connection` is one caller (one API key) talking to one Turnstile node:
 The role clients (``channel``, ``pos``, ``admin``, ``reports``, ``members``, and the
 gate client) wrap :meth:`Connection.call`::
 
-    from clients.base import Connection
+    from turnstile.clients.base import Connection
     from turnstile.v1 import inventory_pb2, inventory_pb2_grpc
 
     with Connection("127.0.0.1:50051", api_key) as conn:

@@ -1,8 +1,8 @@
 """The sales channel client: an OTA, a mini-program, a travel agency, the official site
 (DESIGN.md sections 1 and 4.6) over ``InventoryService`` and ``SalesService``.
 
-    from clients.base import Connection
-    from clients.channel import ChannelClient, Item
+    from turnstile.clients.base import Connection
+    from turnstile.clients.channel import ChannelClient, Item
 
     with Connection("127.0.0.1:50051", ota_key) as conn:
         ota = ChannelClient(conn)

@@ -2,7 +2,7 @@
 holder's ID number (DESIGN.md 4.4: the number is stored only encrypted and shown
 masked), and the face tokens that let face terminals admit a holder.
 
-    from clients.members import MembersClient
+    from turnstile.clients.members import MembersClient
 
     members = MembersClient(Connection("127.0.0.1:50051", window_key))
     h = members.holder_tickets("110101199003071234")

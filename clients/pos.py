@@ -19,8 +19,8 @@ print the tickets.
 * refunds at the window (:meth:`Till.refund`): the server voids the tickets, the
   money goes back the way it came.
 
-    from clients.base import Connection
-    from clients.pos import Till, SandboxPaymentAdapter
+    from turnstile.clients.base import Connection
+    from turnstile.clients.pos import Till, SandboxPaymentAdapter
 
     till = Till(Connection("127.0.0.1:50051", window_key), "westlake",
                 SandboxPaymentAdapter(), station="window-1")

@@ -3,7 +3,7 @@ what entered today per zone (``LiveCounts``), and tickets issued, used, voided a
 blocked per product (``TicketCounts``), with table and CSV rendering for people and
 spreadsheets.
 
-    from clients.reports import ReportsClient, to_csv, to_table
+    from turnstile.clients.reports import ReportsClient, to_csv, to_table
 
     reports = ReportsClient(Connection("127.0.0.1:50051", finance_key))
     live = reports.live_counts("westlake")

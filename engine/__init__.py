@@ -1,6 +1,6 @@
 """Turnstile's embeddable engine: shards, stock, holds, orders, ticket codes, scans.
 
-    from engine import Shard, cmd
+    from turnstile.engine import Shard, cmd
     shard = Shard.open("data/shard-0")
     hold = shard.run(cmd.hold("ota", "westlake", [HoldItem("adult", ("am-0900",), qty=2)]))
 

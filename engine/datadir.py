@@ -43,7 +43,7 @@ from .storage import Storage, _fsync
 MANIFEST = "manifest.json"
 FORMAT = "turnstile-backup/1"
 CONTROL = "control"              # DATA/control: the node's control store
-CONTROL_MAP_SIZE = 1 << 30       # what server.control.ControlStore opens it with
+CONTROL_MAP_SIZE = 1 << 30       # DATA/control's map size (server.control.ControlStore)
 CHUNK = 4 << 20
 _SHARD_DIR = re.compile(r"shard-(\d+)\Z")
 

@@ -26,7 +26,7 @@ import time
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from engine import Shard, keyring
+from turnstile.engine import Shard, keyring
 from turnstile.v1 import (admin_pb2_grpc, gate_pb2_grpc, inventory_pb2_grpc, member_pb2_grpc,
                           report_pb2_grpc, sales_pb2_grpc)
 
@@ -226,7 +226,7 @@ def supervise(cfg: ServerConfig, config_file: str | None = None) -> int:
     for k in range(shards):
         own = cfg.model_copy(update={"port": cfg.port + k if cfg.port else 0,
                                      "admin_port": cfg.admin_port + k if cfg.admin_port else 0})
-        argv = [sys.executable, "-m", "server.cli", "serve-shard", "--shard", str(k)]
+        argv = [sys.executable, "-m", "turnstile.server.cli", "serve-shard", "--shard", str(k)]
         for name, value in own.model_dump().items():
             if value is not None:
                 argv += ["--" + name.replace("_", "-"), str(value)]

@@ -24,8 +24,8 @@ import time
 import grpc
 from google.protobuf.message import DecodeError
 
-from engine import cmd
-from engine.errors import InvalidArgument, PermissionDenied, TurnstileError
+from turnstile.engine import cmd
+from turnstile.engine.errors import InvalidArgument, PermissionDenied, TurnstileError
 
 from . import errors
 from .control import Principal, ControlStore

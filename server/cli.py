@@ -15,7 +15,7 @@ import sys
 import qrcode
 import qrcode.image.pure
 
-from engine import Shard, TurnstileError, NotFound, cmd, demo, HoldItem, keyring
+from turnstile.engine import Shard, TurnstileError, NotFound, cmd, demo, HoldItem, keyring
 
 
 def _shard_dirs(data: str) -> list[str]:
@@ -117,7 +117,7 @@ def cmd_check(args) -> int:
         bad += len(found)
         if not found:
             print(f"{path}: ok")
-    from engine.datadir import mode_warnings
+    from turnstile.engine.datadir import mode_warnings
     for w in mode_warnings(args.data, keyring.key_source(args.master_key_file)):
         print(f"warning: {w}", file=sys.stderr)
     return 1 if bad else 0
@@ -237,7 +237,7 @@ def run(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one data-dir command (`python -m server.cli serve-shard ...`, as `serve`
+    """Run one data-dir command (`python -m turnstile.server.cli serve-shard ...`, as `serve`
     starts its shards); people run `turnstile`, which is clients/cli."""
     os.umask(0o077)
     return run(build_parser().parse_args(argv))

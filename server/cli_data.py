@@ -28,8 +28,9 @@ import os
 import sys
 from dataclasses import asdict
 
-from engine import datadir, keyring
-from engine.datadir import Refused
+from turnstile.engine import datadir, keyring
+from turnstile.engine.datadir import Refused
+from .control import ControlStore
 
 
 # -- helpers ----------------------------------------------------------------------------
@@ -74,35 +75,6 @@ def _human(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TiB"
-
-
-class _ShardMap:
-    """DATA/control as engine.datadir.ShardMap: server.control.ControlStore, and
-    route_venue, which re-places a venue (ControlStore.place_venue refuses a venue that
-    is already placed elsewhere)."""
-
-    def __init__(self, path: str):
-        from .control import ControlStore
-        self.store = ControlStore(path)
-
-    def shard_count(self) -> int | None:
-        return self.store.shard_count()
-
-    def set_shard_count(self, n: int) -> None:
-        self.store.set_shard_count(n)
-
-    def venue_shard(self, venue: str) -> int | None:
-        return self.store.venue_shard(venue)
-
-    def shard_map(self) -> tuple[dict[int, str], dict[str, int]]:
-        return self.store.shard_map()
-
-    def route_venue(self, venue: str, shard: int) -> None:
-        with self.store.env.begin(write=True, db=self.store.venue_map) as txn:
-            txn.put(venue.encode(), str(shard).encode())
-
-    def close(self) -> None:
-        self.store.close()
 
 
 # -- the master key (engine/keyring.py) ---------------------------------------------------
@@ -230,7 +202,7 @@ def cmd_shards_list(args) -> int:
 def cmd_shards_set_count(args) -> int:
     data, n = args.data, args.count
     with _Bars(args) as bars:
-        r = datadir.set_shard_count(data, n, open_map=_ShardMap, progress=bars, **_key(args))
+        r = datadir.set_shard_count(data, n, open_map=ControlStore, progress=bars, **_key(args))
     print(f"{data}: shard count {n}"
           + (f"; created shard {', '.join(map(str, r.created))}" if r.created else "")
           + (f"; removed empty shard {', '.join(map(str, r.removed))}" if r.removed else "")
@@ -244,7 +216,7 @@ def cmd_shards_set_count(args) -> int:
 
 def cmd_shards_move(args) -> int:
     with _Bars(args) as bars:
-        m = datadir.move_venue(args.data, args.venue, args.to, open_map=_ShardMap,
+        m = datadir.move_venue(args.data, args.venue, args.to, open_map=ControlStore,
                                progress=bars, **_key(args))
     print(f"moved venue {m.venue} from shard {m.source} to shard {m.target} ("
           + ", ".join(f"{k} {n}" for k, n in m.sizes.items()) + "); the venue map now routes it "

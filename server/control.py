@@ -19,7 +19,8 @@ from dataclasses import dataclass, asdict
 
 import lmdb
 
-from engine.errors import AlreadyExists, InvalidArgument, NotFound
+from turnstile.engine.datadir import CONTROL_MAP_SIZE
+from turnstile.engine.errors import AlreadyExists, InvalidArgument, NotFound
 
 ROLES = ("admin", "operator", "seller", "channel", "gate", "finance", "auditor")
 CACHE_S = 5.0          # default of ServerConfig.auth_cache_s: how long a key's principal is reused
@@ -56,7 +57,7 @@ class ControlStore:
         # a key's principal is reused for cache_s (0: read every time), so a revoked key
         # stops working in every server process within cache_s of its revocation
         self.cache_s = cache_s
-        self.env = lmdb.open(path, map_size=1 << 30, max_dbs=8, subdir=True)
+        self.env = lmdb.open(path, map_size=CONTROL_MAP_SIZE, max_dbs=8, subdir=True)
         self.principals = self.env.open_db(b"principals")
         self.keys = self.env.open_db(b"keys")
         self.endpoints = self.env.open_db(b"endpoints")
@@ -75,6 +76,11 @@ class ControlStore:
             old = txn.get(venue.encode())
             if old is not None and int(old) != shard:
                 raise AlreadyExists(f"venue {venue} exists on shard {int(old)}", field="venue_id")
+            txn.put(venue.encode(), str(shard).encode())
+
+    def route_venue(self, venue: str, shard: int) -> None:
+        """Re-place `venue` on `shard` (`turnstile shards move`, once its catalog is there)."""
+        with self.env.begin(write=True, db=self.venue_map) as txn:
             txn.put(venue.encode(), str(shard).encode())
 
     def venue_shard(self, venue: str) -> int | None:

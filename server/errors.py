@@ -14,7 +14,7 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from engine import errors as e
+from turnstile.engine import errors as e
 
 DOMAIN = "turnstile"
 

@@ -2,7 +2,7 @@
 127.0.0.1:0 over a data dir (DESIGN.md 10), as grpc_testing or aiohttp.test_utils give
 theirs.
 
-    from server.testing import start_server, stop_server
+    from turnstile.server.testing import start_server, stop_server
 
     server = start_server(data, dt.date.today())     # seeds the demo into an empty dir
     with server.channel() as ch:
@@ -16,7 +16,7 @@ the API keys `serve` wrote for the demo principals. A thread keeps reading the s
 output into `Server.log`, so a full pipe never stops it. The server reads TURNSTILE_*
 variables as its configuration: none of the caller's reach it, only those given in `env`.
 
-The server runs as `python -m server.cli` (the data-dir commands): this module needs the
+The server runs as `python -m turnstile.server.cli` (the data-dir commands): this module needs the
 server's install and never imports `clients`.
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from engine import demo, keyring
+from turnstile.engine import demo, keyring
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _SHARD = re.compile(r"(\d+)@(\S+?)[,;)]")
@@ -102,7 +102,7 @@ def _env(env: dict | None) -> dict:
 def seed_demo(data: str, day: dt.date, *, master_key: str | None = None,
               env: dict | None = None) -> None:
     """`demo --data DATA --start DAY`: the demo venue with slots from `day`."""
-    r = subprocess.run([sys.executable, "-m", "server.cli", "demo", "--data", data, "--start",
+    r = subprocess.run([sys.executable, "-m", "turnstile.server.cli", "demo", "--data", data, "--start",
                         day.isoformat(), "--master-key-file", master_key_file(data, master_key)],
                        cwd=ROOT, capture_output=True, text=True, timeout=120, env=_env(env))
     if r.returncode:
@@ -139,7 +139,7 @@ def start_server(data: str, day: dt.date, args: tuple = (), env: dict | None = N
     if not os.path.isdir(os.path.join(data, "shard-0")):
         seed_demo(data, day, master_key=master_key, env=env)
     # its own session: a crash test can SIGKILL the supervisor and its shards at once
-    proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--data", data,
+    proc = subprocess.Popen([sys.executable, "-m", "turnstile.server.cli", "serve", "--data", data,
                              "--port", "0", *key, *args], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True,
                             env=_env(env), preexec_fn=term_on_parent_death if die_with_parent else None)

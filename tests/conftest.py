@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from engine import Shard, cmd, demo, HoldItem
+from turnstile.engine import Shard, cmd, demo, HoldItem
 
 TODAY = dt.date(2026, 11, 23)
 

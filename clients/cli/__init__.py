@@ -6,9 +6,9 @@
     turnstile loadgen                                       clients/cli/loadgen.py: over gRPC
 
 The remote commands are clients of the API like any other and need only the base
-install. The data-dir commands belong to the server: they are added from `server.cli`
+install. The data-dir commands belong to the server: they are added from `turnstile.server.cli`
 when the server is installed (`turnstile[server]`), and run there. The arrows point
-one way: this module knows `server.cli`'s `register` and `run`, the server never
+one way: this module knows `turnstile.server.cli`'s `register` and `run`, the server never
 imports `clients`.
 """
 from __future__ import annotations
@@ -21,9 +21,9 @@ from . import loadgen, remote
 
 
 def _server_cli():
-    """`server.cli`, or None on an install without the server (a gate vendor's)."""
+    """`turnstile.server.cli`, or None on an install without the server (a gate vendor's)."""
     try:
-        from server import cli
+        from turnstile.server import cli
     except ImportError:
         return None
     return cli

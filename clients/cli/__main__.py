@@ -1,4 +1,4 @@
-"""`python -m clients.cli ...` is the `turnstile` command."""
+"""`python -m turnstile.clients.cli ...` is the `turnstile` command."""
 import sys
 
 from . import main

@@ -35,7 +35,7 @@ Keys (`Keys`): `gate` scans, `sales` (one or more channel / seller keys) buys, `
 single admin key can do all of it. Without an admin key the report and audit checks are
 skipped (and said so).
 
-    from clients import loadgen
+    from turnstile.clients import loadgen
     t = loadgen.Target("127.0.0.1:50051", loadgen.Keys.from_file("data/demo-keys.txt"))
     r = loadgen.flash_sale(t, capacity=1000, inflight=64)
     print(r.summary()); assert r.ok

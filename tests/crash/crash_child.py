@@ -13,7 +13,7 @@ import asyncio
 import random
 import sys
 
-from engine import Shard, cmd, HoldItem, SoldOut, TurnstileError, demo
+from turnstile.engine import Shard, cmd, HoldItem, SoldOut, TurnstileError, demo
 
 
 async def main(path: str, codes_file: str, hot_slot: str, scan_at: int, seed: int) -> None:

@@ -12,7 +12,7 @@ import threading
 import time
 from collections import Counter
 
-from engine import Shard, cmd, demo, HoldItem, Reason, _core, keyring
+from turnstile.engine import Shard, cmd, demo, HoldItem, Reason, _core, keyring
 
 # the shard runs on the real clock (a SIGKILLed child has no other): venue-local tomorrow,
 # whose slots are on sale whatever the hour the test runs

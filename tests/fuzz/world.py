@@ -10,7 +10,7 @@ import time
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from engine import demo
+from turnstile.engine import demo
 from tests.integration.conftest import Stubs
 from turnstile.v1 import admin_pb2, gate_pb2, inventory_pb2, member_pb2, report_pb2, sales_pb2
 

@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from server import testing
-from server.testing import Server, kill_server, stop_server  # noqa: F401  (the tests use them from here)
+from turnstile.server import testing
+from turnstile.server.testing import Server, kill_server, stop_server  # noqa: F401  (the tests use them from here)
 from tests.conftest import MASTER_KEY
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

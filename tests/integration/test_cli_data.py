@@ -26,7 +26,7 @@ from turnstile.v1 import (
     sales_pb2_grpc,
 )
 
-from engine import GateMode, Shard, cmd, demo
+from turnstile.engine import GateMode, Shard, cmd, demo
 from tests.integration.conftest import ROOT, kill_server, start_server, stop_server
 
 OK = common_pb2.ScanReason.Value("OK")
@@ -34,7 +34,7 @@ HILLS_DAY = dt.date(2026, 11, 24)
 
 
 def cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "clients.cli", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "turnstile.clients.cli", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout, check=False)
 
 
@@ -201,7 +201,7 @@ def test_hot_backup_under_load_restores_every_acknowledged_order(tmp_path):
 WRITER = """
 import sys, time
 import datetime as dt
-from engine import Shard, cmd, demo, HoldItem, TurnstileError
+from turnstile.engine import Shard, cmd, demo, HoldItem, TurnstileError
 # on the real clock: venue-local tomorrow, whose slots are on sale whatever the hour
 DAY = dt.datetime.now(dt.timezone(dt.timedelta(hours=8))).date() + dt.timedelta(days=1)
 s = Shard.open(sys.argv[1], shard_id=0, snapshot_every=400)     # snapshots: journal dropped often

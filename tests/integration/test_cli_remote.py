@@ -13,9 +13,9 @@ import time
 import grpc
 import pytest
 
-from clients.base import ApiError, Connection
-from clients.channel import ChannelClient, Item
-from engine import demo
+from turnstile.clients.base import ApiError, Connection
+from turnstile.clients.channel import ChannelClient, Item
+from turnstile.engine import demo
 from tests.integration.conftest import AUTH_CACHE_S, ROOT
 
 VENUE = "westlake"
@@ -24,7 +24,7 @@ def turnstile(*args: str, key: str | None = None, env_key: str | None = None,
     env = {k: v for k, v in os.environ.items() if k != "TURNSTILE_API_KEY"}
     if env_key:
         env["TURNSTILE_API_KEY"] = env_key
-    argv = [sys.executable, "-m", "clients.cli", *args]
+    argv = [sys.executable, "-m", "turnstile.clients.cli", *args]
     if address:
         argv += ["--address", address]
     if key:
@@ -229,7 +229,7 @@ def test_ps_shows_no_secret(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TURNSTILE_API_KEY"}
     try:
         for argv, extra in ((("--key-file", path), {}), ((), {"TURNSTILE_API_KEY": secret})):
-            proc = subprocess.Popen([sys.executable, "-m", "clients.cli", "keys", "principals",
+            proc = subprocess.Popen([sys.executable, "-m", "turnstile.clients.cli", "keys", "principals",
                                      "--address", address, "--timeout", "30", *argv],
                                     cwd=ROOT, env={**env, **extra}, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True)
@@ -238,7 +238,7 @@ def test_ps_shows_no_secret(tmp_path):
                 conn, _ = silent.accept()        # it has its key and is calling
                 ps = subprocess.run(["ps", "-ww", "-o", "args=", "-p", str(proc.pid)],
                                     capture_output=True, text=True, check=True).stdout
-                assert "clients.cli keys principals" in ps and secret not in ps
+                assert "turnstile.clients.cli keys principals" in ps and secret not in ps
                 assert secret.split("_")[2] not in ps
             finally:
                 proc.kill()

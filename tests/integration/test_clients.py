@@ -26,13 +26,13 @@ from turnstile.v1 import (
     sales_pb2,
 )
 
-from clients.admin import AdminClient, SlotSpec
-from clients.base import ApiError, Connection, RetryPolicy, TlsConfig
-from clients.channel import ChannelClient, Item
-from clients.gate import GateClient
-from clients.members import MembersClient
-from clients.reports import ReportsClient, to_csv, to_table
-from engine import demo
+from turnstile.clients.admin import AdminClient, SlotSpec
+from turnstile.clients.base import ApiError, Connection, RetryPolicy, TlsConfig
+from turnstile.clients.channel import ChannelClient, Item
+from turnstile.clients.gate import GateClient
+from turnstile.clients.members import MembersClient
+from turnstile.clients.reports import ReportsClient, to_csv, to_table
+from turnstile.engine import demo
 from tests.integration.conftest import AUTH_CACHE_S, start_server, stop_server
 
 VENUE = "westlake"

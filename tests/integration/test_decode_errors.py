@@ -7,7 +7,7 @@ import grpc
 import pytest
 from google.protobuf.descriptor import FieldDescriptor
 
-from clients.base import error_info
+from turnstile.clients.base import error_info
 from turnstile.v1 import admin_pb2, common_pb2, gate_pb2, inventory_pb2, member_pb2, report_pb2, sales_pb2
 
 SERVICES = [m.DESCRIPTOR.services_by_name[n] for m, n in (

@@ -10,8 +10,8 @@ import time
 import grpc
 import pytest
 
-from clients.admin import AdminClient
-from clients.base import Connection
+from turnstile.clients.admin import AdminClient
+from turnstile.clients.base import Connection
 from turnstile.v1 import (common_pb2, gate_pb2, gate_pb2_grpc, inventory_pb2, inventory_pb2_grpc,
                           report_pb2, report_pb2_grpc, sales_pb2, sales_pb2_grpc)
 

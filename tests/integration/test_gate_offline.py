@@ -15,8 +15,8 @@ import time
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from clients.base import Connection
-from clients.gate import GateClient, GateOffline, OUT
+from turnstile.clients.base import Connection
+from turnstile.clients.gate import GateClient, GateOffline, OUT
 from tests.integration.conftest import ROOT, start_server, stop_server
 from turnstile.v1 import (admin_pb2, admin_pb2_grpc, gate_pb2, gate_pb2_grpc, report_pb2,
                           report_pb2_grpc, sales_pb2, sales_pb2_grpc)
@@ -173,7 +173,7 @@ def test_gates_through_an_outage(outage, tmp_path):
             ("north-1", d3.ticket_id, 0, 6)                # admitted offline, ALREADY_USED
         assert used() == 4                                 # codes 0, 1, 3, 5 (2 only went out)
         # the operator's view of it
-        r = subprocess.run([sys.executable, "-m", "clients.cli", "report", "conflicts", "--venue", VENUE,
+        r = subprocess.run([sys.executable, "-m", "turnstile.clients.cli", "report", "conflicts", "--venue", VENUE,
                             "--csv", "--address", outage["address"], "--key", outage["keys"]["admin"]],
                            cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr

@@ -1,4 +1,4 @@
-"""clients/loadgen.py and `turnstile loadgen` against a real server (demo venue westlake).
+"""clients/loadgen/ and `turnstile loadgen` against a real server (demo venue westlake).
 
 Each scenario runs small (a few hundred calls, a few seconds); the test then asks the
 server itself (ReportService, InventoryService) whether the counts match what the load
@@ -15,7 +15,7 @@ from collections import Counter
 
 import pytest
 
-from clients import loadgen
+from turnstile.clients import loadgen
 from turnstile.v1 import common_pb2, inventory_pb2, inventory_pb2_grpc, report_pb2, report_pb2_grpc
 
 from .conftest import ROOT
@@ -246,7 +246,7 @@ def test_scan_checks_catch_what_is_wrong():
 
 # -- the CLI ----------------------------------------------------------------------------------------
 def turnstile(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "clients.cli", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "turnstile.clients.cli", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=180)
 
 

@@ -13,9 +13,9 @@ import qrcode.util
 from google.protobuf.timestamp_pb2 import Timestamp
 from turnstile.v1 import common_pb2, gate_pb2, gate_pb2_grpc
 
-from clients.base import ApiError, Connection
-from clients.channel import ChannelClient
-from clients.pos import (
+from turnstile.clients.base import ApiError, Connection
+from turnstile.clients.channel import ChannelClient
+from turnstile.clients.pos import (
     PaymentDeclined,
     SandboxPaymentAdapter,
     ShiftError,
@@ -25,7 +25,7 @@ from clients.pos import (
     qr_png,
     tickets_pdf,
 )
-from engine import demo
+from turnstile.engine import demo
 
 VENUE = "westlake"
 ALIPAY_CODE = "281234567890123456"          # an Alipay payment code: 18 digits, 25-30...

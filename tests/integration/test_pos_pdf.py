@@ -11,10 +11,10 @@ import pypdf
 import pytest
 from turnstile.v1 import admin_pb2
 
-from clients.admin import AdminClient, SlotSpec
-from clients.base import Connection
-from clients.pos import SandboxPaymentAdapter, Till
-from engine import demo
+from turnstile.clients.admin import AdminClient, SlotSpec
+from turnstile.clients.base import Connection
+from turnstile.clients.pos import SandboxPaymentAdapter, Till
+from turnstile.engine import demo
 
 VENUE = "xihu"
 VENUE_NAME = "西湖风景名胜区"

@@ -13,8 +13,8 @@ import grpc
 import pytest
 from google.protobuf import message_factory
 
-from clients.admin import AdminClient
-from clients.base import Connection, error_info
+from turnstile.clients.admin import AdminClient
+from turnstile.clients.base import Connection, error_info
 from tests.integration.conftest import ROOT, start_server, stop_server
 from turnstile.v1 import admin_pb2, gate_pb2, inventory_pb2, member_pb2, report_pb2, sales_pb2
 

@@ -15,7 +15,7 @@ import sys
 import pytest
 from turnstile.v1 import admin_pb2, admin_pb2_grpc, sales_pb2, sales_pb2_grpc
 
-from engine import Reason, Shard, cmd, demo
+from turnstile.engine import Reason, Shard, cmd, demo
 from tests.conftest import MASTER_KEY
 from tests.integration.conftest import ROOT, master_key_file, start_server, stop_server
 from tests.unit.test_secrets import (_as_before_master_keys, files_under, found_secrets,
@@ -32,7 +32,7 @@ def no_key_env() -> dict:
 
 
 def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "clients.cli", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "turnstile.clients.cli", *args], cwd=ROOT,
                           env=no_key_env() if env is None else env, capture_output=True,
                           text=True, timeout=180, check=False)
 

@@ -8,8 +8,8 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from clients.base import error_info
-from engine import demo
+from turnstile.clients.base import error_info
+from turnstile.engine import demo
 from tests.integration.conftest import AUTH_CACHE_S
 from turnstile.v1 import (admin_pb2, admin_pb2_grpc, common_pb2, gate_pb2, gate_pb2_grpc,
                           inventory_pb2, inventory_pb2_grpc, report_pb2, report_pb2_grpc, sales_pb2,

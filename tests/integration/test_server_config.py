@@ -121,6 +121,6 @@ def test_reflection_on_the_admin_port_only(tmp_path):
 def test_bad_config_is_refused_before_serving(tmp_path):
     import subprocess, sys
     from tests.integration.conftest import ROOT
-    r = subprocess.run([sys.executable, "-m", "clients.cli", "serve", "--data", str(tmp_path), "--port", "-5"],
+    r = subprocess.run([sys.executable, "-m", "turnstile.clients.cli", "serve", "--data", str(tmp_path), "--port", "-5"],
                        cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and "port" in (r.stderr + r.stdout)

@@ -9,7 +9,7 @@ import time
 import grpc
 import pytest
 
-from engine import demo
+from turnstile.engine import demo
 from tests.integration.conftest import kill_server, start_server, stop_server
 from turnstile.v1 import sales_pb2, sales_pb2_grpc
 
@@ -68,7 +68,7 @@ def test_sigkill_under_load_keeps_acknowledged_orders(tmp_path):
 def test_tampered_audit_record_is_reported_by_the_server(tmp_path):
     import json
     import lmdb
-    from engine import audit
+    from turnstile.engine import audit
     from turnstile.v1 import admin_pb2, admin_pb2_grpc
     data = str(tmp_path / "data")
     server = start_server(data, dt.date.today())

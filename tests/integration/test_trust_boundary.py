@@ -19,8 +19,8 @@ import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from clients.base import error_info
-from engine import demo
+from turnstile.clients.base import error_info
+from turnstile.engine import demo
 from tests.integration.conftest import Stubs, start_server, stop_server
 from turnstile.v1 import (admin_pb2, common_pb2, gate_pb2, gate_pb2_grpc, inventory_pb2,
                           member_pb2, report_pb2, sales_pb2)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from engine import cmd, demo, HoldItem, Shard, audit
+from turnstile.engine import cmd, demo, HoldItem, Shard, audit
 from tests.conftest import TODAY
 
 SLOT = demo.slot_id("main", TODAY, 8)

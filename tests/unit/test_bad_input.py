@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine import (cmd, demo, Command, CommandKind, TurnstileError, InvalidArgument, NotFound,
+from turnstile.engine import (cmd, demo, Command, CommandKind, TurnstileError, InvalidArgument, NotFound,
                     SoldOut, HoldItem, Direction)
 from tests.conftest import TODAY, sell
 

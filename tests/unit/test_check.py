@@ -2,7 +2,7 @@
 back (as a bug or a bad disk would) and expects check() to name it."""
 from __future__ import annotations
 
-from engine import cmd, demo, Shard
+from turnstile.engine import cmd, demo, Shard
 from tests.conftest import TODAY, sell
 
 SLOT = demo.slot_id("main", TODAY, 8)
@@ -68,7 +68,7 @@ def test_reopen_of_clean_data_stays_clean(shard, shard_path, clock):
 
 
 def test_replay_check_with_live_holds_confirms_and_refunds(shard):
-    from engine import HoldItem
+    from turnstile.engine import HoldItem
     shard.run(cmd.hold("ota", "westlake", [HoldItem("adult", (SLOT,), 3)]))
     shard.run(cmd.hold("web", "westlake", [HoldItem("adult", (SLOT,), 2)], idempotency_key="k"))
     sell(shard, qty=2, order="o-1")

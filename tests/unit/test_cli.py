@@ -10,12 +10,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def turnstile(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "clients.cli", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "turnstile.clients.cli", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
 
 
 def test_help_of_every_command():
-    from clients.cli import commands
+    from turnstile.clients.cli import commands
     paths = list(commands())
     assert {("serve",), ("demo",), ("check",), ("backup",), ("restore",), ("shards", "move"),
             ("keys",), ("report",), ("loadgen",)} <= set(paths)
@@ -42,7 +42,7 @@ def test_demo_info_check(tmp_path):
     chk = turnstile("check", "--data", data, "--replay")
     assert chk.returncode == 0 and chk.stdout.strip().endswith("ok")
     assert all(c in again.stdout for c in codes)         # the same order, printed again
-    from engine import Reason, Shard, cmd
+    from turnstile.engine import Reason, Shard, cmd
     with Shard.open(os.path.join(data, "shard-0")) as shard:     # now, whatever the hour
         assert shard.run(cmd.verify(codes[0], "north-1")).reason == Reason.OK
 
@@ -63,14 +63,14 @@ def test_a_reader_that_stops_reading_ends_the_command_quietly(tmp_path):
         read, write = os.pipe()
         os.close(read)                                    # head has read its line and gone
         with os.fdopen(write, "wb") as stdout:
-            r = subprocess.run([sys.executable, "-m", "clients.cli", *args], cwd=ROOT, stdout=stdout,
+            r = subprocess.run([sys.executable, "-m", "turnstile.clients.cli", *args], cwd=ROOT, stdout=stdout,
                                stderr=subprocess.PIPE, text=True, timeout=120)
         assert "Traceback" not in r.stderr and "BrokenPipeError" not in r.stderr, (args, r.stderr)
         assert r.stderr == "", (args, r.stderr)
         # info meets the closed pipe; argparse's help swallows the error itself
         assert r.returncode == (141 if args[0] == "info" else 0), args
     # and through a shell, as a user types it: head's line arrives whole
-    r = subprocess.run(f"{sys.executable} -m clients.cli info --data {data} | head -1", shell=True,
+    r = subprocess.run(f"{sys.executable} -m turnstile.clients.cli info --data {data} | head -1", shell=True,
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.stdout.startswith(os.path.join(data, "shard-0")) and r.stdout.count("\n") == 1
     assert "Traceback" not in r.stderr, r.stderr

@@ -17,10 +17,10 @@ import shutil
 
 import pytest
 
-from clients.gate import GateClient, _Bundle
-from engine import Shard, cmd, demo, Direction, Reason
-from engine.codes import TicketCodec, TicketKey
-from server.services import bundle_message
+from turnstile.clients.gate import GateClient, _Bundle
+from turnstile.engine import Shard, cmd, demo, Direction, Reason
+from turnstile.engine.codes import TicketCodec, TicketKey
+from turnstile.server.services import bundle_message
 from tests.conftest import TODAY, sell
 from turnstile import ticketcode
 

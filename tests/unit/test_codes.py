@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine import _core, cmd, Reason, verify_offline, parse_unverified, Shard
-from engine.codes import TicketCodec, TicketKey
+from turnstile.engine import _core, cmd, Reason, verify_offline, parse_unverified, Shard
+from turnstile.engine.codes import TicketCodec, TicketKey
 from tests.conftest import sell
 
 
@@ -102,7 +102,7 @@ def test_code_of_another_shard(tmp_path, shard, clock):
     # are not here to check it), as common.proto documents UNKNOWN
     other = Shard.open(str(tmp_path / "shard-1"), shard_id=1, clock=clock)
     try:
-        from engine import demo
+        from turnstile.engine import demo
         from tests.conftest import TODAY
         other.run_many(demo.commands(TODAY))
         code = sell(other).tickets[0].code

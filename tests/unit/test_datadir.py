@@ -13,11 +13,11 @@ import sys
 
 import pytest
 
-from engine import (GateMode, HoldItem, MasterKeyError, Shard, ShardUnavailable, cmd, datadir,
+from turnstile.engine import (GateMode, HoldItem, MasterKeyError, Shard, ShardUnavailable, cmd, datadir,
                     demo, keyring)
-from engine.datadir import BackupDamaged, Refused
-from server.cli_data import _ShardMap
-from server.control import ControlStore
+from turnstile.engine.datadir import BackupDamaged, Refused
+from turnstile.server.cli_data import _ShardMap
+from turnstile.server.control import ControlStore
 from tests.conftest import TODAY, sell
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -10,10 +10,10 @@ import datetime as dt
 
 from hypothesis import given, settings, HealthCheck, strategies as st
 
-from clients.gate import GateClient, IN, OUT
-from clients.gate import _Bundle
-from engine import Shard, cmd, demo, Direction, HoldItem
-from server.services import bundle_message
+from turnstile.clients.gate import GateClient, IN, OUT
+from turnstile.clients.gate import _Bundle
+from turnstile.engine import Shard, cmd, demo, Direction, HoldItem
+from turnstile.server.services import bundle_message
 from tests.conftest import Clock, TODAY
 
 # (gate, direction) pairs of the demo venue

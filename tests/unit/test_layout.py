@@ -20,14 +20,28 @@ FORBIDDEN = {
 ALLOWED = {("clients/cli/__init__.py", "server")}
 
 
-def _imports(path: pathlib.Path):
-    """(line, top-level package) of every absolute import in `path`."""
+def _modules(path: pathlib.Path):
+    """(line, dotted name) of every absolute import in `path`; `from turnstile import
+    engine` counts as turnstile.engine."""
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             for a in node.names:
-                yield node.lineno, a.name.split(".")[0]
+                yield node.lineno, a.name
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            yield node.lineno, node.module.split(".")[0]
+            yield node.lineno, node.module
+            for a in node.names:
+                yield node.lineno, f"{node.module}.{a.name}"
+
+
+def _imports(path: pathlib.Path):
+    """(line, package of this repo) of every absolute import in `path`: engine, server,
+    clients as installed (turnstile.engine...), bench and tests as they are."""
+    for line, name in _modules(path):
+        parts = name.split(".")
+        if parts[0] == "turnstile" and len(parts) > 1:
+            yield line, parts[1]
+        else:
+            yield line, parts[0]
 
 
 @pytest.mark.parametrize("package", sorted(FORBIDDEN))
@@ -43,6 +57,17 @@ def test_no_package_imports_against_the_arrows(package):
     assert not bad, "\n".join(bad)
 
 
+def test_the_packages_are_imported_under_the_project_namespace():
+    """engine, server and clients install as turnstile.engine, turnstile.server and
+    turnstile.clients (setup.py): a bare `import engine` would find the repo's folder
+    from the working directory only, and load a second copy of every module."""
+    bad = [f"{p.relative_to(ROOT)}:{line} imports {name}"
+           for d in ("engine", "server", "clients", "tests", "bench")
+           for p in sorted((ROOT / d).rglob("*.py"))
+           for line, name in _modules(p) if name.split(".")[0] in FORBIDDEN]
+    assert not bad, "\n".join(bad)
+
+
 def test_the_server_does_not_reach_into_shard_state():
     """Shard is the engine's one face: server/ calls its methods, never `shard.state`."""
     bad = [f"{p.relative_to(ROOT)}:{i}" for p in sorted((ROOT / "server").rglob("*.py"))
@@ -53,7 +78,7 @@ def test_the_server_does_not_reach_into_shard_state():
 
 def test_one_entry_point_has_every_command():
     """`turnstile` (clients/cli) carries the server's data-dir commands and the remote ones."""
-    from clients.cli import build_parser
+    from turnstile.clients.cli import build_parser
     names = set()
     for action in build_parser()._actions:
         if hasattr(action, "choices") and isinstance(action.choices, dict):

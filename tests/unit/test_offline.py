@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pyroaring import BitMap
 
-from engine import cmd, Direction, Reason, Shard, InvalidArgument, NotFound, demo
+from turnstile.engine import cmd, Direction, Reason, Shard, InvalidArgument, NotFound, demo
 from tests.conftest import TODAY, sell
 
 IN, OUT = Direction.IN, Direction.OUT

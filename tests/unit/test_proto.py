@@ -1,5 +1,5 @@
 """The generated API code exists and agrees with the engine's closed sets."""
-from engine import Reason, Direction
+from turnstile.engine import Reason, Direction
 
 
 def test_scan_reasons_match_the_engine():

@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 import sys
 
-from server import auth
-from server.control import ROLES
+from turnstile.server import auth
+from turnstile.server.control import ROLES
 from turnstile.v1 import admin_pb2, gate_pb2, inventory_pb2, member_pb2, report_pb2, sales_pb2
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

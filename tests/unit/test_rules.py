@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from engine import cmd, demo, Direction, Reason, HoldItem, IdempotencyMismatch, InvalidArgument, \
+from turnstile.engine import cmd, demo, Direction, Reason, HoldItem, IdempotencyMismatch, InvalidArgument, \
     NotFound, Shard
 from tests.conftest import TODAY, sell
 
@@ -237,7 +237,7 @@ def test_gate_direction_and_unknown_gate_are_errors(shard):
 
 
 def test_scans_survive_reopen(shard, shard_path, clock):
-    from engine import Shard
+    from turnstile.engine import Shard
     codes = [t.code for t in sell(shard, qty=3).tickets]
     scan(shard, codes[0])
     shard.run(cmd.verify_batch(codes[1:], "north-2"))

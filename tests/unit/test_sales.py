@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine import (cmd, demo, HoldItem, Shard, SoldOut, HoldNotActive, NotFound, AlreadyExists,
+from turnstile.engine import (cmd, demo, HoldItem, Shard, SoldOut, HoldNotActive, NotFound, AlreadyExists,
                     IdempotencyMismatch, InvalidArgument, PermissionDenied, TicketUsed, Reason)
 from tests.conftest import TODAY, sell
 

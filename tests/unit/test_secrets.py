@@ -13,9 +13,9 @@ import stat
 
 import pytest
 
-from engine import (Command, CommandKind, InvalidArgument, MasterKeyError, Reason, Record, Shard,
+from turnstile.engine import (Command, CommandKind, InvalidArgument, MasterKeyError, Reason, Record, Shard,
                     cmd, demo, keyring)
-from engine.journal import _HDR, json_record
+from turnstile.engine.journal import _HDR, json_record
 from tests.conftest import TODAY, sell
 
 
@@ -165,7 +165,7 @@ def test_rotating_the_master_key(tmp_path, clock, master):
 
 
 def Storage_meta(path: str, key: str) -> bytes:
-    from engine.storage import Storage
+    from turnstile.engine.storage import Storage
     return Storage.peek_meta(path, key)
 
 
@@ -173,7 +173,7 @@ def _as_before_master_keys(path: str, secrets_of) -> None:
     """Rewrite a closed shard the way builds before master keys stored it: SECRETS and
     KEY records with their secrets in clear (snapshot catalog and journal), no wrapped
     data key."""
-    from engine.storage import Storage
+    from turnstile.engine.storage import Storage
     holder, data_key, keys = secrets_of
 
     def clear(blob: bytes) -> bytes:

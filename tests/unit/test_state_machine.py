@@ -37,7 +37,7 @@ import pytest
 from hypothesis import HealthCheck, event, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from engine import (Shard, cmd, HoldItem, Direction, EntryRule, GateMode, Reason, ScanResult,
+from turnstile.engine import (Shard, cmd, HoldItem, Direction, EntryRule, GateMode, Reason, ScanResult,
                     TurnstileError, InvalidArgument, NotFound, AlreadyExists,
                     FailedPrecondition, SoldOut, HoldNotActive, TicketUsed,
                     IdempotencyMismatch, PermissionDenied, SlotClosed)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine import AlreadyExists, GateMode, HoldItem, InvalidArgument, NotFound, Reason, Shard, cmd, demo
+from turnstile.engine import AlreadyExists, GateMode, HoldItem, InvalidArgument, NotFound, Reason, Shard, cmd, demo
 
 from tests.conftest import TODAY
 

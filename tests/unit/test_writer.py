@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from engine import cmd, demo, HoldItem, Shard, ShardUnavailable, StorageError
+from turnstile.engine import cmd, demo, HoldItem, Shard, ShardUnavailable, StorageError
 from tests.conftest import TODAY
 
 SLOT = demo.slot_id("main", TODAY, 8)
