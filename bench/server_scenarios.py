@@ -46,7 +46,6 @@ import os
 import random
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import time
@@ -97,52 +96,26 @@ def server_pids(server: Server) -> list[int]:
 # -- the shard's LMDB, read-only, while the server runs -------------------------------------------
 class ShardPeek:
     """Batches the writer committed, audit rows and LMDB size, read from the shard's LMDB
-    environment in read-only transactions (LMDB allows readers in other processes; the
-    server's own lock is on writing). Diagnostics only."""
-
-    _U64 = struct.Struct(">Q")
+    environment read-only beside the running server (engine.storage.Storage with
+    readonly=True: readers registered in LMDB's lock file, the owner.lock untouched).
+    Diagnostics only."""
 
     def __init__(self, path: str):
-        import lmdb
-        self.env = lmdb.open(path, readonly=True, lock=True, max_dbs=8, subdir=True,
-                             map_size=64 << 30)    # as the server maps it: room to grow
-        self.journal = self.env.open_db(b"journal", create=False)
-        self.rows = self.env.open_db(b"rows", create=False)
+        from turnstile.engine.storage import Storage
+        self.storage = Storage(path, readonly=True)
 
     def mark(self) -> dict:
-        with self.env.begin() as txn:
-            cur = txn.cursor(db=self.journal)
-            seq = self._U64.unpack(cur.key())[0] if cur.last() else 0
-            cur = txn.cursor(db=self.rows)
-            audit = 0
-            if cur.set_range(b"audit/\xff"):
-                ok = cur.prev()
-            else:
-                ok = cur.last()
-            if ok and cur.key().startswith(b"audit/"):
-                audit = int(cur.key()[6:], 16)
-        info, st = self.env.info(), self.env.stat()
-        return {"seq": seq, "audit": audit, "bytes": (info["last_pgno"] + 1) * st["psize"],
-                "rows": txn_rows(self.env, self.rows)}
+        last = self.storage.last_row(b"audit/")
+        return {"seq": self.storage.last_seq(), "audit": int(last[0][6:], 16) if last else 0,
+                "bytes": self.storage.used_bytes(), "rows": self.storage.row_count()}
 
     def batches(self, after: int) -> list[int]:
         """Records (commands) per journal batch committed after `after`."""
         from turnstile.engine.journal import records
-        out = []
-        with self.env.begin(db=self.journal) as txn:
-            cur = txn.cursor()
-            if cur.set_range(self._U64.pack(after + 1)):
-                for _, v in cur:
-                    out.append(sum(1 for _ in records(bytes(v))))
-        return out
+        return [sum(1 for _ in records(bytes(v))) for _, v in self.storage.journal_after(after)]
 
     def close(self) -> None:
-        self.env.close()
-
-
-def txn_rows(env, db) -> int:
-    with env.begin() as txn:
-        return txn.stat(db)["entries"]
+        self.storage.close()
 
 
 def batch_stats(sizes: list[int]) -> dict:

@@ -949,7 +949,7 @@ def move_venue(data: str, venue: str, to: int, *, open_map: Callable[[str], Shar
         try:
             if not source.has_venue(venue):
                 raise Refused(f"the venue map puts {venue} on shard {src}, whose catalog lacks it")
-            tickets = sum(r["issued"] for r in source.ticket_counts(venue))
+            tickets = sum(r.issued for r in source.ticket_counts(venue))
             holds = _active_holds(source, venue, time.time())
             if tickets or holds:
                 what = " and ".join(x for x in (

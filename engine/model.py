@@ -4,8 +4,8 @@ from __future__ import annotations
 import datetime as _dt
 import enum
 import re
-from dataclasses import dataclass, field, asdict
-from typing import NamedTuple
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 from . import _core
 
@@ -168,18 +168,134 @@ class ScanResult(NamedTuple):
         return self.reason <= Reason.OK_REENTRY
 
 
+# -- what commands answer (Shard.run, GroupCommit.submit) --------------------------------
+# Each is the answer of one command kind. An answer kept for idempotent retries is stored
+# as JSON -- its to_dict(), else dataclasses.asdict or NamedTuple._asdict, keys in field
+# order -- and built again from that (engine/state/idem.py): its fields are the stored keys.
+
+class PricedItem(NamedTuple):
+    """One item line of a hold or quote, priced for the channel (a tuple: a hold makes
+    one per line)."""
+
+    product: str
+    qty: int
+    group: int
+    slots: list[str]
+    unit_price_fen: int
+
+    def to_dict(self) -> dict:
+        return {"product": self.product, "qty": self.qty, "group": self.group,
+                "slots": self.slots, "unit_price_fen": self.unit_price_fen}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PricedItem":
+        return cls(d["product"], d["qty"], d["group"], d["slots"], d["unit_price_fen"])
+
+
 @dataclass(slots=True)
 class HoldResult:
     hold_id: int
     expires_at: int
     amount_fen: int
-    items: list[dict]
+    items: list[PricedItem]
 
     def to_dict(self) -> dict:
         # what the idempotency row stores; dataclasses.asdict's deep copy was half the
-        # engine's cost of an idempotent hold (items are plain JSON values, made per result)
+        # engine's cost of an idempotent hold
         return {"hold_id": self.hold_id, "expires_at": self.expires_at,
-                "amount_fen": self.amount_fen, "items": self.items}
+                "amount_fen": self.amount_fen, "items": [it.to_dict() for it in self.items]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "HoldResult":
+        return cls(d["hold_id"], d["expires_at"], d["amount_fen"],
+                   [PricedItem.from_dict(it) for it in d["items"]])
+
+
+class Quote(NamedTuple):
+    """What a hold of some items would cost a channel now (Shard.quote)."""
+
+    items: list[PricedItem]
+    amount_fen: int
+
+
+@dataclass(frozen=True)
+class ReleaseResult:
+    hold_id: int
+    released: bool = True
+
+
+@dataclass(frozen=True)
+class ExpireResult:
+    expired: int                # holds expired (their stock released)
+
+
+@dataclass(frozen=True)
+class KeyResult:
+    """A ticket key after a rotation (the new issuing key) or a retirement."""
+
+    key_id: int
+    state: int                  # 0 retired, 1 accepting (engine.codes KEY_ACCEPTING), 2 issuing
+
+
+@dataclass(frozen=True)
+class BlockResult:
+    ticket_id: int
+    blocked: bool
+
+
+@dataclass(frozen=True)
+class FaceResult:
+    """A face token enrolled (or removed, enrolled=False) for a venue's terminals."""
+
+    enrolled: bool
+    holder: str                 # the holder's masked ID number, "" on removal
+    tickets: int                # the holder's tickets of the venue
+
+
+@dataclass(frozen=True)
+class AuditNote:
+    """The answer of a NOTE: the outcome its audit record carries."""
+
+    audit_result: str
+
+
+@dataclass(frozen=True)
+class SlotCounters:
+    """A slot's counters as the core keeps them (zone: the zone's index in the shard)."""
+
+    zone: int
+    day: int
+    start: int
+    end: int
+    capacity: int
+    reserved: int               # allotted to channels
+    sold: int
+    held: int
+    allot_used: int             # sold + held within allotments
+
+
+@dataclass(frozen=True)
+class AllotmentCounters:
+    """A channel's allotment of a slot as the core keeps it (slot: the slot's index)."""
+
+    slot: int
+    capacity: int
+    sold: int
+    held: int
+
+
+class UploadResult(NamedTuple):
+    """What became of one scan an offline gate uploaded."""
+
+    nonce: str
+    status: str                 # APPLIED, CONFLICT or DUPLICATE
+    reason: int                 # Reason value, as decided here (or first, for a DUPLICATE)
+    ticket_id: int
+    persons: int
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "UploadResult":
+        return cls(d["nonce"], d["status"], d["reason"], d["ticket_id"], d["persons"])
 
 
 @dataclass(frozen=True)
@@ -224,6 +340,235 @@ class RefundResult:
     def to_dict(self) -> dict:
         return {"order_id": self.order_id, "refund_id": self.refund_id,
                 "tickets": list(self.tickets), "amount_fen": self.amount_fen, "fee_fen": self.fee_fen}
+
+
+# -- what the shard's queries answer -----------------------------------------------------
+@dataclass(frozen=True)
+class HoldInfo:
+    """A hold as its channel may read it back (Shard.hold_info)."""
+
+    status: str                 # active, expired, released or confirmed
+    order_id: str               # the order that paid it (confirmed), else ""
+    channel: str
+    venue: str
+    hold_id: int
+    expires_at: int
+    amount_fen: int
+    items: list[PricedItem]
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "HoldInfo":
+        """From a stored hold row (engine/state/sales.py end_hold)."""
+        return cls(d["status"], d["order_id"], d["channel"], d["venue"], d["hold_id"],
+                   d["expires_at"], d["amount_fen"], [PricedItem.from_dict(it) for it in d["items"]])
+
+
+@dataclass(frozen=True)
+class AllotmentStock:
+    capacity: int
+    sold: int
+    held: int
+    remaining: int
+
+
+@dataclass(frozen=True)
+class SlotStock:
+    """Stock of one slot (Shard.availability)."""
+
+    slot: str
+    zone: str
+    day: int
+    start: int
+    end: int
+    capacity: int
+    sold: int
+    held: int
+    pool_remaining: int                     # left outside the allotments
+    allotments: dict[str, AllotmentStock]   # by channel
+    remaining: int | None = None            # left for the channel asked about, if one was
+
+
+@dataclass(frozen=True)
+class OrderTicket:
+    """A ticket of an order as it is now (Shard.order_tickets)."""
+
+    ticket_id: int
+    product: str
+    persons: int
+    code: str                   # "" if its key was retired since
+    holder: str                 # masked ID number of a real-name ticket
+    state: str                  # voided, blocked, inside, used or issued: the first that holds
+    entries_left: int           # -1: unlimited
+
+
+@dataclass(frozen=True)
+class TicketRecord:
+    """A code's state (Shard.ticket): the core's records of its components, one per zone."""
+
+    ticket_id: int
+    product: str
+    components: list[dict]
+    zones: list[str]
+    state: int                  # _core.STATE_* bits of the code
+
+
+@dataclass(frozen=True)
+class ZoneCount:
+    zone: str
+    inside: int                 # persons inside now (0 for another day than today)
+    entered: int                # tickets entered on the day
+    live_capacity: int
+
+
+@dataclass(frozen=True)
+class ProductCount:
+    product: str
+    issued: int                 # codes
+    used: int
+    voided: int
+    blocked: int
+
+
+@dataclass(frozen=True)
+class HolderTicket:
+    """A code bound to a real-name holder (Shard.holder_tickets)."""
+
+    ticket_id: int
+    product: str
+    venue: str
+    first_day: int
+    last_day: int
+    used: bool
+    voided: bool
+    blocked: bool
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """An offline scan the server refused though the gate admitted it (Shard.conflicts)."""
+
+    key: str                    # its row: the `after` of the next page
+    venue: str
+    gate: str
+    nonce: str
+    seq: int                    # the gate's sequence number of the scan
+    at: int
+    ticket_id: int
+    direction: int
+    persons: int                # persons the gate admitted
+    offline_reason: int
+    server_reason: int
+
+    @classmethod
+    def from_dict(cls, d: dict, key: str) -> "Conflict":
+        return cls(key, d["venue"], d["gate"], d["nonce"], d["seq"], d["at"], d["ticket_id"],
+                   d["direction"], d["persons"], d["offline_reason"], d["server_reason"])
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One record of the audit log (engine/audit.py)."""
+
+    seq: int
+    at: int
+    principal: str
+    method: str
+    digest: str
+    result: str
+    prev: str
+    hash: str
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "AuditRecord":
+        return cls(d["seq"], d["at"], d["principal"], d["method"], d["digest"], d["result"],
+                   d["prev"], d["hash"])
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """A venue's catalog (Shard.catalog)."""
+
+    venue: Venue
+    zones: list[Zone]
+    gates: list[Gate]
+    products: list[Product]
+
+
+@dataclass(frozen=True)
+class ShardCounts:
+    """What a shard holds, counted (Shard.summary)."""
+
+    venues: int
+    zones: int
+    gates: int
+    products: int
+    slots: int
+    holds: int                  # active
+    issued: int                 # ticket ids (components included)
+    used: int
+    inside: int
+    voided: int
+    blocked: int
+    inside_by_zone: dict[tuple[str, str], int]      # (venue, zone) -> persons inside
+    keys: list[int]             # ticket key ids
+    issuing_key: int
+    map_use: float              # share of the LMDB map in use
+
+
+# what an offline gate needs (Shard.offline_bundle, DESIGN.md 6)
+@dataclass(frozen=True)
+class BundleZone:
+    id: str
+    enforce_exit: bool
+
+
+@dataclass(frozen=True)
+class BundleGate:
+    id: str
+    zone: str
+    mode: int
+
+
+@dataclass(frozen=True)
+class BundleProduct:
+    index: int                  # the product's index in codes
+    id: str
+    zones: list[str]
+    max_entries: int
+    daily_entries: int
+    reentry: bool
+    slot_grace_s: int
+
+
+@dataclass(frozen=True)
+class BundleSlot:
+    index: int                  # the slot's index in codes
+    id: str
+    zone: str
+    day: int
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class OfflineBundle:
+    """See Shard.offline_bundle. `sets` maps voided, blocked, used, entered, inside,
+    exhausted and changed to BitMaps of ticket ids (changed: None in a whole bundle)."""
+
+    venue: str
+    shard: int
+    day: int
+    epoch: int
+    version: int
+    full: bool
+    cut_at: int
+    utc_offset_s: int
+    public_keys: dict[int, bytes]
+    zones: list[BundleZone]
+    gates: list[BundleGate]
+    products: list[BundleProduct]
+    slots: list[BundleSlot]
+    sets: dict[str, Any]
 
 
 @dataclass(frozen=True)

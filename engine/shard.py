@@ -24,7 +24,10 @@ from pyroaring import BitMap
 from . import _core, audit, keyring
 from .errors import CorruptData, ShardUnavailable, TurnstileError, NotFound, InvalidArgument
 from .journal import Command, CommandKind
-from .model import Order, Violation, to_day
+from .model import (AllotmentStock, AuditNote, AuditRecord, BundleGate, BundleProduct, BundleSlot,
+                    BundleZone, Catalog, Conflict, HoldInfo, HolderTicket, OfflineBundle, Order,
+                    OrderTicket, ProductCount, Quote, ShardCounts, SlotStock, TicketRecord, Violation,
+                    ZoneCount, to_day)
 from .state import Batch, ShardState, mask_id
 from .storage import SHARD_MAP_SIZE, Storage
 
@@ -250,8 +253,8 @@ class Shard:
         self.audit_seq += 1
         if isinstance(result, TurnstileError):
             outcome = result.code
-        elif isinstance(result, dict) and "audit_result" in result:
-            outcome = result["audit_result"]
+        elif isinstance(result, AuditNote):
+            outcome = result.audit_result
         else:
             outcome = "OK"
         self.audit_head, row = audit.make(self.audit_seq, self.audit_head, now, who[0], who[1],
@@ -260,14 +263,14 @@ class Shard:
         self.state.put_row(audit.key(self.audit_seq), row)
 
     def audit_records(self, after_seq: int = 0, limit: int = 100,
-                      principal: str | None = None) -> list[dict]:
+                      principal: str | None = None) -> list[AuditRecord]:
         """Committed audit records after `after_seq`, oldest first."""
         out = []
         for _, raw in self.storage.rows_with_prefix(audit.PREFIX, audit.key(after_seq + 1)):
             rec = json.loads(raw)
             if principal and rec["principal"] != principal:
                 continue
-            out.append(rec)
+            out.append(AuditRecord.from_dict(rec))
             if len(out) >= limit:
                 break
         return out
@@ -323,8 +326,10 @@ class Shard:
         return self._writer
 
     # -- queries (memory and committed rows; no writer needed) --------------------------
-    def availability(self, venue: str, day_from, day_to=None, channel: str | None = None) -> list[dict]:
-        """Stock of every slot of `venue` between two venue-local days (inclusive)."""
+    def availability(self, venue: str, day_from, day_to=None,
+                     channel: str | None = None) -> list[SlotStock]:
+        """Stock of every slot of `venue` between two venue-local days (inclusive), by
+        day, start and id; with `channel`, what is left for that channel too."""
         st = self.state
         if venue not in st.venues:
             raise NotFound(f"no venue {venue}", field="venue")
@@ -339,19 +344,21 @@ class Shard:
         for key, s in st.slot_defs.items():
             if s.venue != venue or not lo <= s.day <= hi:
                 continue
-            sid, idx = s.id, st.slot_idx[key]
+            idx = st.slot_idx[key]
             c = st.slots.slot(idx)
             mine = allots.get(idx, {})
-            row = {"slot": sid, "zone": s.zone, "day": s.day, "start": s.start, "end": s.end,
-                   "capacity": c["capacity"], "sold": c["sold"], "held": c["held"],
-                   "pool_remaining": st.slots.pool_free(idx),
-                   "allotments": {ch: st.slots.allotment(a) | {"remaining": st.slots.allot_free(a)}
-                                  for ch, a in mine.items()}}
+            pool = st.slots.pool_free(idx)
+            remaining = None
             if channel is not None:
                 a = mine.get(channel)
-                row["remaining"] = st.slots.allot_free(a) if a is not None else row["pool_remaining"]
-            out.append(row)
-        out.sort(key=lambda r: (r["day"], r["start"], r["slot"]))
+                remaining = st.slots.allot_free(a) if a is not None else pool
+            stock = {}
+            for ch, a in mine.items():
+                ac = st.slots.allotment(a)
+                stock[ch] = AllotmentStock(ac["capacity"], ac["sold"], ac["held"], st.slots.allot_free(a))
+            out.append(SlotStock(s.id, s.zone, s.day, s.start, s.end, c["capacity"], c["sold"],
+                                 c["held"], pool, stock, remaining))
+        out.sort(key=lambda r: (r.day, r.start, r.slot))
         return out
 
     def get_order(self, order_id: str, channel: str) -> Order:
@@ -365,7 +372,7 @@ class Shard:
                                            line["key_id"], line["signed"])
                 for line in order.lines for k in range(line["qty"])]
 
-    def order_tickets(self, order_id: str, channel: str) -> tuple[Order, list[dict]]:
+    def order_tickets(self, order_id: str, channel: str) -> tuple[Order, list[OrderTicket]]:
         """An order and its tickets as they are now: id, product, persons, code, masked
         holder, state (voided, blocked, inside, used or issued: the first that holds)
         and visits left (-1: unlimited)."""
@@ -383,26 +390,28 @@ class Shard:
                 bits = t.code_state(tid)
                 state = next((name for name, bit in _STATES if bits & bit), "issued")
                 used = max(t.record(tid + c)["entries"] for c in range(line["ncomp"]))
-                out.append({"ticket_id": tid, "product": line["product"], "persons": line["group"],
-                            "code": st.render_if_valid(tid, line["key_id"], line["signed"]),
-                            "holder": mask_id(st.unseal(sealed[k]).upper()) if sealed else "",
-                            "state": state,
-                            "entries_left": -1 if p.rule.max_entries == 0
-                            else max(p.rule.max_entries - used, 0)})
+                out.append(OrderTicket(
+                    tid, line["product"], line["group"],
+                    st.render_if_valid(tid, line["key_id"], line["signed"]),
+                    mask_id(st.unseal(sealed[k]).upper()) if sealed else "", state,
+                    -1 if p.rule.max_entries == 0 else max(p.rule.max_entries - used, 0)))
         return order, out
 
     def hold(self, hold_id: int) -> dict | None:
+        """A copy of an active hold as the state keeps it (and snapshots it): id, channel,
+        venue, expires_at, created, amount, lines of resolved indices. For tests and
+        checks; hold_info is what a channel reads."""
         h = self.state.holds.get(hold_id)
         return None if h is None else dict(h)
 
-    def hold_info(self, hold_id: int) -> dict:
+    def hold_info(self, hold_id: int) -> HoldInfo:
         """A hold as its channel may read it back (status active, confirmed, released
         or expired; items, amount, expiry; the order that paid it)."""
         if type(hold_id) is not int or not 1 <= hold_id < 2**62:
             raise InvalidArgument("must be a hold id", field="hold_id")
         return self.state.hold_info(hold_id, int(self.clock()))
 
-    def quote(self, venue: str, channel: str, items: list) -> tuple[list[dict], int]:
+    def quote(self, venue: str, channel: str, items: list) -> Quote:
         """Prices of `items` for `channel` now, by the rules a hold applies; takes no stock."""
         return self.state.quote(channel, venue, items, int(self.clock()))
 
@@ -440,17 +449,15 @@ class Shard:
         p = self._product_of_code(ticket_id)
         return "" if p is None else p.id
 
-    def summary(self) -> dict:
+    def summary(self) -> ShardCounts:
         """What the shard holds, counted: catalog, active holds, ticket sets, persons
         inside per (venue, zone), ticket keys, LMDB map use."""
         st, t = self.state, self.state.tickets
-        return {"venues": len(st.venues), "zones": len(st.zones), "gates": len(st.gates),
-                "products": len(st.products), "slots": len(st.slot_defs), "holds": len(st.holds),
-                **{name: len(getattr(t, name)) for name in ("issued", "used", "inside", "voided",
-                                                             "blocked")},
-                "inside_by_zone": {key: self.inside(key[1], key[0]) for key in st.zones},
-                "keys": sorted(st.codec.keys), "issuing_key": st.codec.issuing_key,
-                "map_use": self.storage.map_use()}
+        return ShardCounts(
+            len(st.venues), len(st.zones), len(st.gates), len(st.products), len(st.slot_defs),
+            len(st.holds), len(t.issued), len(t.used), len(t.inside), len(t.voided), len(t.blocked),
+            {key: self.inside(key[1], key[0]) for key in st.zones}, sorted(st.codec.keys),
+            st.codec.issuing_key, self.storage.map_use())
 
     def venue_offset(self, venue: str) -> int:
         """Seconds the venue's local time is ahead of UTC."""
@@ -460,25 +467,23 @@ class Shard:
         """The venues that have a zone, gate, product or slot (`kind`) of this id."""
         return list(self.state.names[kind].get(id_, ()))
 
-    def catalog(self, venue: str) -> dict:
-        """A venue's catalog: {"venue", "zones", "gates", "products"} (model records)."""
+    def catalog(self, venue: str) -> Catalog:
+        """A venue's catalog: the venue, its zones, gates and products."""
         st = self.state
         if venue not in st.venues:
             raise NotFound(f"no venue {venue}", field="venue_id")
-        return {"venue": st.venues[venue],
-                "zones": [z for z in st.zones.values() if z.venue == venue],
-                "gates": [g for g in st.gates.values() if g.venue == venue],
-                "products": [p for p in st.products.values() if p.venue == venue]}
+        return Catalog(st.venues[venue], [z for z in st.zones.values() if z.venue == venue],
+                       [g for g in st.gates.values() if g.venue == venue],
+                       [p for p in st.products.values() if p.venue == venue])
 
-    def ticket(self, ticket_id: int) -> dict:
+    def ticket(self, ticket_id: int) -> TicketRecord:
         """A code's state: its components' records and state flags."""
         t = self.state.tickets
         if not t.is_code(ticket_id):
             raise NotFound(f"no ticket {ticket_id}", field="ticket_id")
         comps = [t.record(ticket_id + c) for c in range(t.ncomp(ticket_id))]
         p = self.state.product_list[comps[0]["product"]]
-        return {"ticket_id": ticket_id, "product": p.id, "components": comps,
-                "zones": list(p.zones), "state": t.code_state(ticket_id)}
+        return TicketRecord(ticket_id, p.id, comps, list(p.zones), t.code_state(ticket_id))
 
     def inside(self, zone: str, venue: str | None = None) -> int:
         """Persons inside a zone now (live head count). The count starts afresh on each
@@ -496,7 +501,7 @@ class Shard:
                 table[pi, c] = st.zone_idx[(p.venue, z)]
         return table
 
-    def live_counts(self, venue: str, day=None) -> list[dict]:
+    def live_counts(self, venue: str, day=None) -> list[ZoneCount]:
         """Per zone of `venue`: persons inside (today) and tickets entered on `day`."""
         st = self.state
         v = st.venues.get(venue)
@@ -515,11 +520,11 @@ class Shard:
         for key, z in st.zones.items():
             if z.venue == venue:
                 zi = st.zone_idx[key]
-                out.append({"zone": z.id, "inside": st.tickets.zone_inside(zi, day) if day == today else 0,
-                            "entered": int(per_zone[zi]), "live_capacity": z.live_capacity})
+                out.append(ZoneCount(z.id, st.tickets.zone_inside(zi, day) if day == today else 0,
+                                     int(per_zone[zi]), z.live_capacity))
         return out
 
-    def ticket_counts(self, venue: str) -> list[dict]:
+    def ticket_counts(self, venue: str) -> list[ProductCount]:
         """Per product of `venue`: codes issued, used, voided, blocked."""
         st = self.state
         if venue not in st.venues:
@@ -536,12 +541,12 @@ class Shard:
             if len(mine):
                 used = len(np.unique((np.flatnonzero(recs["product"] == pi)
                                       - mine["comp"])[(mine["state"] & _core.STATE_USED) != 0]))
-            out.append({"product": p.id, "issued": len(codes), "used": used,
-                        "voided": int(((codes["state"] & _core.STATE_VOIDED) != 0).sum()),
-                        "blocked": int(((codes["state"] & _core.STATE_BLOCKED) != 0).sum())})
+            out.append(ProductCount(p.id, len(codes), used,
+                                    int(((codes["state"] & _core.STATE_VOIDED) != 0).sum()),
+                                    int(((codes["state"] & _core.STATE_BLOCKED) != 0).sum())))
         return out
 
-    def holder_tickets(self, id_number: str) -> list[dict]:
+    def holder_tickets(self, id_number: str) -> list[HolderTicket]:
         """The codes bound to a real-name holder's ID number."""
         st = self.state
         if not isinstance(id_number, str) or not 6 <= len(id_number) <= 32:
@@ -551,10 +556,9 @@ class Shard:
             rec = st.tickets.record(base)
             p = st.product_list[rec["product"]]
             state = st.tickets.code_state(base)
-            out.append({"ticket_id": base, "product": p.id, "venue": p.venue,
-                        "first_day": rec["first_day"], "last_day": rec["last_day"],
-                        "used": bool(state & _core.STATE_USED), "voided": bool(state & _core.STATE_VOIDED),
-                        "blocked": bool(state & _core.STATE_BLOCKED)})
+            out.append(HolderTicket(base, p.id, p.venue, rec["first_day"], rec["last_day"],
+                                    bool(state & _core.STATE_USED), bool(state & _core.STATE_VOIDED),
+                                    bool(state & _core.STATE_BLOCKED)))
         return out
 
     def public_keys(self) -> dict[int, bytes]:
@@ -577,7 +581,7 @@ class Shard:
                 sum(len(b) for _, b in self._cuts) > self.MAX_CUT_IDS:
             self._cut_floor = self._cuts.pop(0)[0]
 
-    def offline_bundle(self, venue: str, since_epoch: int = 0, since_version: int = 0) -> dict:
+    def offline_bundle(self, venue: str, since_epoch: int = 0, since_version: int = 0) -> OfflineBundle:
         """What an offline gate of `venue` needs (DESIGN.md 6): public keys, the rules of
         its zones, gates and products, today's slots, and the ticket sets of today --
         voided, blocked, used, entered today, inside, exhausted (no visit left).
@@ -585,7 +589,7 @@ class Shard:
         Given the epoch and version of the bundle a gate holds, and if that bundle is of
         this process and this venue-local day, the sets are a delta: `changed` lists the
         ids whose membership may differ, and each set gives its members among them.
-        Otherwise the whole bundle (`changed` is None)."""
+        Otherwise the whole bundle (`changed` is None, `full` True)."""
         st = self.state
         v = st.venues.get(venue)
         if v is None:
@@ -615,25 +619,19 @@ class Shard:
         sets["inside"] = t.inside & sets["entered"]
         sets["exhausted"] = t.select(sets["used"], vi, True)
         sets["changed"] = changed
-        zones = [z for z in st.zones.values() if z.venue == venue]
-        return {
-            "venue": venue, "shard": st.shard_id, "day": day, "epoch": epoch,
-            "version": self.seq, "full": full, "cut_at": now, "utc_offset_s": v.utc_offset_s,
-            "public_keys": st.codec.public_keys(),
-            "zones": [{"id": z.id, "enforce_exit": z.enforce_exit} for z in zones],
-            "gates": [{"id": g.id, "zone": g.zone, "mode": int(g.mode)}
-                      for g in st.gates.values() if g.venue == venue],
-            "products": [{"index": i, "id": p.id, "zones": list(p.zones),
-                          "max_entries": p.rule.max_entries, "daily_entries": p.rule.daily_entries,
-                          "reentry": p.rule.reentry, "slot_grace_s": p.rule.slot_grace_s}
-                         for i, p in enumerate(st.product_list) if p.venue == venue],
-            "slots": [{"index": st.slot_idx[key], "id": s.id, "zone": s.zone, "day": s.day,
-                       "start": s.start, "end": s.end}
-                      for key, s in st.slot_defs.items() if s.venue == venue and abs(s.day - day) <= 1],
-            "sets": sets,
-        }
+        return OfflineBundle(
+            venue, st.shard_id, day, epoch, self.seq, full, now, v.utc_offset_s,
+            st.codec.public_keys(),
+            [BundleZone(z.id, z.enforce_exit) for z in st.zones.values() if z.venue == venue],
+            [BundleGate(g.id, g.zone, int(g.mode)) for g in st.gates.values() if g.venue == venue],
+            [BundleProduct(i, p.id, list(p.zones), p.rule.max_entries, p.rule.daily_entries,
+                           p.rule.reentry, p.rule.slot_grace_s)
+             for i, p in enumerate(st.product_list) if p.venue == venue],
+            [BundleSlot(st.slot_idx[key], s.id, s.zone, s.day, s.start, s.end)
+             for key, s in st.slot_defs.items() if s.venue == venue and abs(s.day - day) <= 1],
+            sets)
 
-    def conflicts(self, venue: str, after: str = "", limit: int = 1000) -> list[dict]:
+    def conflicts(self, venue: str, after: str = "", limit: int = 1000) -> list[Conflict]:
         """Offline scans the server refused though a gate admitted them (a ticket admitted
         at two offline gates, a ticket revoked while the gate was offline), oldest first.
         `after` is the `key` of the last conflict already seen."""
@@ -643,7 +641,7 @@ class Shard:
         start = after.encode() + b"\0" if after else prefix
         out = []
         for key, raw in self.storage.rows_with_prefix(prefix, start):
-            out.append({**json.loads(raw), "key": key.decode()})
+            out.append(Conflict.from_dict(json.loads(raw), key.decode()))
             if len(out) >= limit:
                 break
         return out

@@ -242,6 +242,11 @@ class Storage:
         with self.env.begin() as txn:
             return txn.stat(self.journal)["entries"]
 
+    def row_count(self) -> int:
+        """Rows of every kind (orders, idempotency, audit, scan ids...)."""
+        with self.env.begin() as txn:
+            return txn.stat(self.rows)["entries"]
+
     # -- snapshots ----------------------------------------------------------------
     def write_snapshot(self, seq: int, blobs: dict[str, bytes], prune: bool = True,
                        meta: dict[str, bytes] | None = None) -> None:

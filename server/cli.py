@@ -86,14 +86,14 @@ def cmd_info(args) -> int:
             n = shard.summary()
             print(f"{path}: opened in {shard.recovery['total_s'] * 1000:.1f} ms "
                   f"({shard.recovery['replayed']} journal records replayed)")
-            print(f"  venues {n['venues']}, zones {n['zones']}, gates {n['gates']}, "
-                  f"products {n['products']}, slots {n['slots']}, active holds {n['holds']}")
-            print(f"  tickets issued {n['issued']}, used {n['used']}, inside {n['inside']}, "
-                  f"voided {n['voided']}, blocked {n['blocked']}")
-            for (venue, z), inside in n["inside_by_zone"].items():
+            print(f"  venues {n.venues}, zones {n.zones}, gates {n.gates}, "
+                  f"products {n.products}, slots {n.slots}, active holds {n.holds}")
+            print(f"  tickets issued {n.issued}, used {n.used}, inside {n.inside}, "
+                  f"voided {n.voided}, blocked {n.blocked}")
+            for (venue, z), inside in n.inside_by_zone.items():
                 print(f"  zone {z} of {venue}: {inside} inside")
-            print(f"  ticket keys {n['keys']} (issuing {n['issuing_key']}); "
-                  f"LMDB map used {n['map_use']:.2%}")
+            print(f"  ticket keys {n.keys} (issuing {n.issuing_key}); "
+                  f"LMDB map used {n.map_use:.2%}")
         finally:
             shard.close(snapshot=False)
     return 0

@@ -15,6 +15,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from turnstile.engine import cmd, Shard, GroupCommit, TurnstileError, NotFound, InvalidArgument, AlreadyExists, \
     PermissionDenied, EntryRule, ID_PATTERN, mask_id, to_day, day_to_date
+from turnstile.engine.model import HoldInfo, OfflineBundle, PricedItem
 from turnstile.v1 import (admin_pb2, admin_pb2_grpc, gate_pb2, gate_pb2_grpc, inventory_pb2,
                           inventory_pb2_grpc, member_pb2, member_pb2_grpc, report_pb2,
                           report_pb2_grpc, sales_pb2, sales_pb2_grpc)
@@ -226,7 +227,7 @@ class ShardNode:
             raise NotFound(f"no order {order_id} of channel {channel}", field="order_id")
         return order
 
-    def hold(self, hold_id: int, *, known: bool = True) -> dict | None:
+    def hold(self, hold_id: int, *, known: bool = True) -> HoldInfo | None:
         """A hold the caller may act on: its channel's own, in its venues. With
         known=False, a hold the shard has no record of is left to the command to refuse."""
         p = auth.current()
@@ -236,7 +237,7 @@ class ShardNode:
             if known:
                 raise
             return None
-        if p.role != "admin" and h["channel"] != self.channel() or not p.may_use_venue(h["venue"]):
+        if p.role != "admin" and h.channel != self.channel() or not p.may_use_venue(h.venue):
             raise NotFound(f"no hold {hold_id}", field="hold_id")
         return h
 
@@ -351,29 +352,27 @@ class GateService(gate_pb2_grpc.GateServiceServicer):
                           "persons": s.persons, "admitted": s.admitted, "reason": s.reason})
         results = await self.node.submit(cmd.offline_scans(gate, scans, venue=venue))
         return gate_pb2.UploadScansResponse(results=[
-            gate_pb2.UploadResult(nonce=r["nonce"], status=gate_pb2.UploadStatus.Value(r["status"]),
-                                  reason=r["reason"], ticket_id=r["ticket_id"], persons=r["persons"])
+            gate_pb2.UploadResult(nonce=r.nonce, status=gate_pb2.UploadStatus.Value(r.status),
+                                  reason=r.reason, ticket_id=r.ticket_id, persons=r.persons)
             for r in results])
 
 
-def bundle_message(b: dict) -> gate_pb2.OfflineBundleResponse:
+def bundle_message(b: OfflineBundle) -> gate_pb2.OfflineBundleResponse:
     """Shard.offline_bundle() as the GateService.OfflineBundle answer."""
     return gate_pb2.OfflineBundleResponse(
-        venue_id=b["venue"], shard=b["shard"], day=b["day"], epoch=b["epoch"], version=b["version"],
-        full=b["full"], cut_at=_ts(b["cut_at"]), utc_offset_s=b["utc_offset_s"],
-        public_keys=b["public_keys"],
-        zones=[gate_pb2.BundleZone(zone_id=z["id"], enforce_exit=z["enforce_exit"])
-               for z in b["zones"]],
-        gates=[gate_pb2.BundleGate(gate_id=g["id"], zone_id=g["zone"], mode=g["mode"])
-               for g in b["gates"]],
+        venue_id=b.venue, shard=b.shard, day=b.day, epoch=b.epoch, version=b.version,
+        full=b.full, cut_at=_ts(b.cut_at), utc_offset_s=b.utc_offset_s,
+        public_keys=b.public_keys,
+        zones=[gate_pb2.BundleZone(zone_id=z.id, enforce_exit=z.enforce_exit) for z in b.zones],
+        gates=[gate_pb2.BundleGate(gate_id=g.id, zone_id=g.zone, mode=g.mode) for g in b.gates],
         products=[gate_pb2.BundleProduct(
-            index=p["index"], product_id=p["id"], zone_ids=p["zones"],
-            max_entries=p["max_entries"], daily_entries=p["daily_entries"],
-            reentry=p["reentry"], slot_grace_s=p["slot_grace_s"]) for p in b["products"]],
-        slots=[gate_pb2.BundleSlot(index=s["index"], slot_id=s["id"], zone_id=s["zone"],
-                                   day=s["day"], start=_ts(s["start"]), end=_ts(s["end"]))
-               for s in b["slots"]],
-        sets=gate_pb2.TicketSets(**{name: bm.serialize() for name, bm in b["sets"].items()
+            index=p.index, product_id=p.id, zone_ids=p.zones, max_entries=p.max_entries,
+            daily_entries=p.daily_entries, reentry=p.reentry, slot_grace_s=p.slot_grace_s)
+            for p in b.products],
+        slots=[gate_pb2.BundleSlot(index=s.index, slot_id=s.id, zone_id=s.zone, day=s.day,
+                                   start=_ts(s.start), end=_ts(s.end))
+               for s in b.slots],
+        sets=gate_pb2.TicketSets(**{name: bm.serialize() for name, bm in b.sets.items()
                                     if bm is not None}))
 
 
@@ -382,9 +381,9 @@ def _items(request_items) -> list[dict]:
              "group": it.group or 1} for it in request_items]
 
 
-def _priced(items: list[dict]) -> list[sales_pb2.PricedItem]:
-    return [sales_pb2.PricedItem(product_id=it["product"], slot_ids=it["slots"], qty=it["qty"],
-                                 group=it["group"], unit_price_fen=it["unit_price_fen"])
+def _priced(items: list[PricedItem]) -> list[sales_pb2.PricedItem]:
+    return [sales_pb2.PricedItem(product_id=it.product, slot_ids=it.slots, qty=it.qty,
+                                 group=it.group, unit_price_fen=it.unit_price_fen)
             for it in items]
 
 
@@ -395,8 +394,8 @@ class SalesService(sales_pb2_grpc.SalesServiceServicer):
     @rpc
     async def Quote(self, request, context):
         venue = self.node.venue(request.venue_id)
-        items, total = self.node.shard.quote(venue, self.node.channel(), _items(request.items))
-        return sales_pb2.QuoteResponse(items=_priced(items), amount_fen=total)
+        q = self.node.shard.quote(venue, self.node.channel(), _items(request.items))
+        return sales_pb2.QuoteResponse(items=_priced(q.items), amount_fen=q.amount_fen)
 
     @rpc
     async def Hold(self, request, context):
@@ -433,7 +432,7 @@ class SalesService(sales_pb2_grpc.SalesServiceServicer):
         self.node.hold(request.hold_id, known=False)
         r = await self.node.submit(cmd.release(request.hold_id, self.node.channel(),
                                                idempotency_key=request.idempotency_key or None))
-        return sales_pb2.ReleaseResponse(hold_id=r["hold_id"])
+        return sales_pb2.ReleaseResponse(hold_id=r.hold_id)
 
     @rpc
     async def Refund(self, request, context):
@@ -452,18 +451,18 @@ class SalesService(sales_pb2_grpc.SalesServiceServicer):
         order, tickets = self.node.shard.order_tickets(order.order_id, order.channel)
         msg = _order(order)
         msg.tickets.extend(sales_pb2.Ticket(
-            ticket_id=t["ticket_id"], product_id=t["product"], persons=t["persons"], code=t["code"],
-            holder=t["holder"], state=sales_pb2.TicketState.Value("TICKET_" + t["state"].upper()),
-            entries_left=t["entries_left"]) for t in tickets)
+            ticket_id=t.ticket_id, product_id=t.product, persons=t.persons, code=t.code,
+            holder=t.holder, state=sales_pb2.TicketState.Value("TICKET_" + t.state.upper()),
+            entries_left=t.entries_left) for t in tickets)
         return msg
 
     @rpc
     async def GetHold(self, request, context):
         h = self.node.hold(request.hold_id)
         return sales_pb2.HoldInfo(
-            hold_id=h["hold_id"], status=sales_pb2.HoldStatus.Value("HOLD_" + h["status"].upper()),
-            expires_at=_ts(h["expires_at"]), amount_fen=h["amount_fen"], items=_priced(h["items"]),
-            order_id=h["order_id"], venue_id=h["venue"])
+            hold_id=h.hold_id, status=sales_pb2.HoldStatus.Value("HOLD_" + h.status.upper()),
+            expires_at=_ts(h.expires_at), amount_fen=h.amount_fen, items=_priced(h.items),
+            order_id=h.order_id, venue_id=h.venue)
 
 
 def _ticket(t) -> sales_pb2.Ticket:
@@ -505,16 +504,16 @@ class InventoryService(inventory_pb2_grpc.InventoryServiceServicer):
         mine = p.channel if p.role in ("seller", "channel") else None
         out = []
         for row in self.node.shard.availability(venue, lo, hi, channel=self.node.channel()):
-            if request.zone_id and row["zone"] != request.zone_id:
+            if request.zone_id and row.zone != request.zone_id:
                 continue
-            allots = [inventory_pb2.AllotmentStock(channel=ch, capacity=a["capacity"], sold=a["sold"],
-                                                   held=a["held"], remaining=a["remaining"])
-                      for ch, a in sorted(row["allotments"].items()) if mine is None or ch == mine]
+            allots = [inventory_pb2.AllotmentStock(channel=ch, capacity=a.capacity, sold=a.sold,
+                                                   held=a.held, remaining=a.remaining)
+                      for ch, a in sorted(row.allotments.items()) if mine is None or ch == mine]
             out.append(inventory_pb2.SlotStock(
-                slot_id=row["slot"], zone_id=row["zone"], date=day_to_date(row["day"]).isoformat(),
-                start=_ts(row["start"]), end=_ts(row["end"]), capacity=row["capacity"],
-                sold=row["sold"], held=row["held"], remaining=row["remaining"],
-                pool_remaining=row["pool_remaining"], allotments=allots))
+                slot_id=row.slot, zone_id=row.zone, date=day_to_date(row.day).isoformat(),
+                start=_ts(row.start), end=_ts(row.end), capacity=row.capacity,
+                sold=row.sold, held=row.held, remaining=row.remaining,
+                pool_remaining=row.pool_remaining, allotments=allots))
         return inventory_pb2.AvailabilityResponse(slots=out)
 
 
@@ -581,11 +580,12 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         await self.node.submit(self._idem(cmd.venue(request.venue_id, request.name or None,
                                                     request.utc_offset_s), request))
         self.node.store.place_venue(request.venue_id, self.node.shard_id)
-        return _venue_msg(self.node.shard.catalog(request.venue_id)["venue"], self.node.shard_id)
+        return _venue_msg(self.node.shard.catalog(request.venue_id).venue, self.node.shard_id)
 
     def _created(self, venue: str, kind: str, id_: str):
-        """The zone, gate or product just created (or answered to a retry)."""
-        return next(x for x in self.node.shard.catalog(venue)[kind] if x.id == id_)
+        """The zone, gate or product (`kind`: zones, gates or products) just created (or
+        answered to a retry)."""
+        return next(x for x in getattr(self.node.shard.catalog(venue), kind) if x.id == id_)
 
     @rpc
     async def CreateZone(self, request, context):
@@ -634,8 +634,8 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         venue = self.node.venue(request.venue_id)
         c = await self.node.submit(self._idem(cmd.slot_capacity(request.slot_id, request.capacity,
                                                                 venue=venue), request))
-        return admin_pb2.SlotCounters(slot_id=request.slot_id, capacity=c["capacity"],
-                                      reserved=c["reserved"], sold=c["sold"], held=c["held"])
+        return admin_pb2.SlotCounters(slot_id=request.slot_id, capacity=c.capacity,
+                                      reserved=c.reserved, sold=c.sold, held=c.held)
 
     @rpc
     async def SetAllotment(self, request, context):
@@ -643,7 +643,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         a = await self.node.submit(self._idem(cmd.allotment(request.slot_id, request.channel,
                                                             request.capacity, venue=venue), request))
         return admin_pb2.AllotmentCounters(slot_id=request.slot_id, channel=request.channel,
-                                           capacity=a["capacity"], sold=a["sold"], held=a["held"])
+                                           capacity=a.capacity, sold=a.sold, held=a.held)
 
     @rpc
     async def BlockTicket(self, request, context):
@@ -652,14 +652,14 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         if self.node.shard.ticket_venue(request.ticket_id) != venue:
             raise NotFound(f"no ticket {request.ticket_id} in venue {venue}", field="ticket_id")
         r = await self.node.submit(self._idem(cmd.block(request.ticket_id, request.blocked), request))
-        return admin_pb2.BlockTicketResponse(ticket_id=r["ticket_id"], blocked=r["blocked"])
+        return admin_pb2.BlockTicketResponse(ticket_id=r.ticket_id, blocked=r.blocked)
 
     @rpc
     async def GetCatalog(self, request, context):
         c = self.node.shard.catalog(self.node.venue(request.venue_id))
         return admin_pb2.Catalog(
-            venue=_venue_msg(c["venue"], self.node.shard_id), zones=[_zone_msg(z) for z in c["zones"]],
-            gates=[_gate_msg(g) for g in c["gates"]], products=[_product_msg(p) for p in c["products"]])
+            venue=_venue_msg(c.venue, self.node.shard_id), zones=[_zone_msg(z) for z in c.zones],
+            gates=[_gate_msg(g) for g in c.gates], products=[_product_msg(p) for p in c.products])
 
     def _own_shard(self, shard: int) -> None:
         if shard != self.node.shard_id:
@@ -669,13 +669,13 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     async def RotateTicketKey(self, request, context):
         self._own_shard(request.shard)
         r = await self.node.submit(self._idem(cmd.rotate_key(), request))
-        return admin_pb2.TicketKeyInfo(shard=self.node.shard_id, key_id=r["key_id"], state=r["state"])
+        return admin_pb2.TicketKeyInfo(shard=self.node.shard_id, key_id=r.key_id, state=r.state)
 
     @rpc
     async def RetireTicketKey(self, request, context):
         self._own_shard(request.shard)
         r = await self.node.submit(self._idem(cmd.retire_key(request.key_id), request))
-        return admin_pb2.TicketKeyInfo(shard=self.node.shard_id, key_id=r["key_id"], state=r["state"])
+        return admin_pb2.TicketKeyInfo(shard=self.node.shard_id, key_id=r.key_id, state=r.state)
 
     async def _store_change(self, change):
         """Run a change of the principal store and audit it through the shard."""
@@ -732,8 +732,8 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         limit = min(request.limit or 100, 1000)
         recs = self.node.shard.audit_records(request.after_seq, limit, request.principal_id or None)
         return admin_pb2.QueryAuditResponse(records=[admin_pb2.AuditRecord(
-            seq=r["seq"], at=_ts(r["at"]), principal_id=r["principal"], method=r["method"],
-            request_digest=r["digest"], result=r["result"], prev_hash=r["prev"], hash=r["hash"])
+            seq=r.seq, at=_ts(r.at), principal_id=r.principal, method=r.method,
+            request_digest=r.digest, result=r.result, prev_hash=r.prev, hash=r.hash)
             for r in recs])
 
     @rpc
@@ -761,15 +761,15 @@ class ReportService(report_pb2_grpc.ReportServiceServicer):
         if day is None:
             day = self.node.shard.today(venue)
         return report_pb2.LiveCountsResponse(date=day_to_date(day).isoformat(), zones=[
-            report_pb2.ZoneCount(zone_id=r["zone"], inside=r["inside"], entered_tickets=r["entered"],
-                                 live_capacity=r["live_capacity"]) for r in rows])
+            report_pb2.ZoneCount(zone_id=r.zone, inside=r.inside, entered_tickets=r.entered,
+                                 live_capacity=r.live_capacity) for r in rows])
 
     @rpc
     async def TicketCounts(self, request, context):
         venue = self.node.venue(request.venue_id)
         return report_pb2.TicketCountsResponse(products=[
-            report_pb2.ProductCount(product_id=r["product"], issued=r["issued"], used=r["used"],
-                                    voided=r["voided"], blocked=r["blocked"])
+            report_pb2.ProductCount(product_id=r.product, issued=r.issued, used=r.used,
+                                    voided=r.voided, blocked=r.blocked)
             for r in self.node.shard.ticket_counts(venue)])
 
     @rpc
@@ -777,10 +777,10 @@ class ReportService(report_pb2_grpc.ReportServiceServicer):
         venue = self.node.venue(request.venue_id)
         rows = self.node.shard.conflicts(venue, request.after, min(request.limit or 1000, 10_000))
         return report_pb2.ConflictsResponse(conflicts=[
-            report_pb2.Conflict(key=r["key"], gate_id=r["gate"], nonce=r["nonce"], sequence=r["seq"],
-                                scan_time=_ts(r["at"]), ticket_id=r["ticket_id"],
-                                direction=r["direction"], persons=r["persons"],
-                                offline_reason=r["offline_reason"], server_reason=r["server_reason"])
+            report_pb2.Conflict(key=r.key, gate_id=r.gate, nonce=r.nonce, sequence=r.seq,
+                                scan_time=_ts(r.at), ticket_id=r.ticket_id,
+                                direction=r.direction, persons=r.persons,
+                                offline_reason=r.offline_reason, server_reason=r.server_reason)
             for r in rows])
 
 
@@ -791,23 +791,23 @@ class MemberService(member_pb2_grpc.MemberServiceServicer):
     @rpc
     async def HolderTickets(self, request, context):
         p = auth.current()
-        rows = [r for r in self.node.shard.holder_tickets(request.id_number) if p.may_use_venue(r["venue"])]
+        rows = [r for r in self.node.shard.holder_tickets(request.id_number) if p.may_use_venue(r.venue)]
         return member_pb2.HolderTicketsResponse(holder=mask_id(request.id_number.upper()), tickets=[
-            member_pb2.HolderTicket(ticket_id=r["ticket_id"], product_id=r["product"], venue_id=r["venue"],
-                                    first_day=day_to_date(r["first_day"]).isoformat(),
-                                    last_day=day_to_date(r["last_day"]).isoformat(), used=r["used"],
-                                    voided=r["voided"], blocked=r["blocked"]) for r in rows])
+            member_pb2.HolderTicket(ticket_id=r.ticket_id, product_id=r.product, venue_id=r.venue,
+                                    first_day=day_to_date(r.first_day).isoformat(),
+                                    last_day=day_to_date(r.last_day).isoformat(), used=r.used,
+                                    voided=r.voided, blocked=r.blocked) for r in rows])
 
     @rpc
     async def EnrollFace(self, request, context):
         venue = self.node.venue(request.venue_id)
         r = await self.node.submit(cmd.enroll_face(venue, request.face_token, request.id_number,
                                                    idempotency_key=request.idempotency_key or None))
-        return member_pb2.EnrollFaceResponse(**r)
+        return member_pb2.EnrollFaceResponse(enrolled=r.enrolled, holder=r.holder, tickets=r.tickets)
 
     @rpc
     async def RemoveFace(self, request, context):
         venue = self.node.venue(request.venue_id)
         r = await self.node.submit(cmd.enroll_face(venue, request.face_token, None,
                                                    idempotency_key=request.idempotency_key or None))
-        return member_pb2.EnrollFaceResponse(**r)
+        return member_pb2.EnrollFaceResponse(enrolled=r.enrolled, holder=r.holder, tickets=r.tickets)

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from turnstile.engine import Shard, cmd, demo, HoldItem
+from turnstile.engine import GateMode, HoldItem, Shard, cmd, demo
 
 TODAY = dt.date(2026, 11, 23)
 
@@ -65,3 +65,22 @@ def sell(shard: Shard, product: str = "adult", slots: tuple[str, ...] | None = N
     order = order or f"order-{h.hold_id}"
     return shard.run(cmd.confirm(h.hold_id, order, channel, method="cash",
                                  amount_fen=h.amount_fen, holders=holders))
+
+
+def add_hills(shard: Shard, day: dt.date) -> None:
+    """A second venue, with no sales: a zone, two gates, a product, two slots on `day`
+    (one with a changed capacity) and an OTA allotment."""
+    start = demo.local_time(day, 9)
+    shard.run_many([
+        cmd.venue("hills", "Fragrant Hills", 8 * 3600),
+        cmd.zone("hills", "summit", "Summit", live_capacity=500, enforce_exit=True),
+        cmd.gate("summit", "summit-in", GateMode.IN),
+        cmd.gate("summit", "summit-out", GateMode.OUT),
+        cmd.product("hills", "hike", ["summit"], price_fen=3000, channel_prices={"ota": 2800},
+                    channels=["ota", "admin"]),
+        cmd.slots([{"id": f"summit-{h}", "zone": "summit", "day": day,
+                    "start": start + h * 3600, "end": start + (h + 2) * 3600, "capacity": 100}
+                   for h in (0, 2)]),
+        cmd.allotment("summit-0", "ota", 20),
+        cmd.slot_capacity("summit-0", 150),
+    ])

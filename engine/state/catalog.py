@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 from .. import _core
 from ..errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, SoldOut
 from ..journal import Record, json_record
-from ..model import EntryRule, Gate, GateMode, Product, Slot, Venue, Zone
+from ..model import (AllotmentCounters, EntryRule, Gate, GateMode, Product, Slot, SlotCounters, Venue,
+                     Zone)
 from .validate import ID, U16, arg, ident_arg, int_arg, text_arg
 
 if TYPE_CHECKING:
@@ -213,17 +214,17 @@ def slot_of(st: ShardState, args: dict, name: str = "slot") -> int:
     return st.slot_idx[find(st, "slot", st.slot_idx, venue_arg(st, args), args.get(name), name)]
 
 
-def set_slot_capacity(st: ShardState, args: dict, now: int) -> dict:
+def set_slot_capacity(st: ShardState, args: dict, now: int) -> SlotCounters:
     idx = slot_of(st, args)
     cap = int_arg(args, "capacity", 0, 10**9)
     if not st.slots.set_capacity(idx, cap):
         raise FailedPrecondition("capacity below stock already sold, held or allotted",
                                  field="capacity")
     st.journal(json_record(Record.SLOT_CAPACITY, args), Record.SLOT_CAPACITY)
-    return st.slots.slot(idx)
+    return SlotCounters(**st.slots.slot(idx))
 
 
-def set_allotment(st: ShardState, args: dict, now: int) -> dict:
+def set_allotment(st: ShardState, args: dict, now: int) -> AllotmentCounters:
     idx = slot_of(st, args)
     channel = ident_arg(args, "channel")
     cap = int_arg(args, "capacity", 0, 10**9)
@@ -237,4 +238,4 @@ def set_allotment(st: ShardState, args: dict, now: int) -> dict:
         raise FailedPrecondition("allotment below its sold and held stock, or the pool is short",
                                  field="capacity")
     st.journal(json_record(Record.ALLOTMENT, args), Record.ALLOTMENT)
-    return st.slots.allotment(a)
+    return AllotmentCounters(**st.slots.allotment(a))

@@ -14,7 +14,7 @@ from .. import _core
 from ..codes import TicketCodec
 from ..errors import CorruptData, InvalidArgument
 from ..journal import _HDR, LAST_CATALOG, Batch, Command, CommandKind, Record
-from ..model import Gate, Product, Slot, Venue, Zone
+from ..model import AuditNote, Gate, Product, Slot, Venue, Zone
 from . import catalog, idem, offline, sales, scans, secrets, snapshot
 from .validate import text_arg
 
@@ -22,11 +22,11 @@ _VERIFY, _VERIFY_FACE = int(CommandKind.VERIFY), int(CommandKind.VERIFY_FACE)
 _verify = scans.verify                  # the hot path, called without a table look-up
 
 
-def note(st: ShardState, args: dict, now: int) -> dict:
+def note(st: ShardState, args: dict, now: int) -> AuditNote:
     """Changes nothing: carries the audit record of a change made outside the shard
     (principals, API keys), with that change's result."""
     result = text_arg(args, "result", "OK", 64)
-    return {"audit_result": result}
+    return AuditNote(result)
 
 
 # The one dispatch table. The JSON kinds are called handler(state, args, now), the VERIFY

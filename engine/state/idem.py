@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import IdempotencyMismatch, InvalidArgument
 from ..journal import Command, CommandKind
-from ..model import HoldResult, IssuedTicket, Order, RefundResult
+from ..model import (AllotmentCounters, AuditNote, BlockResult, EntryRule, ExpireResult, FaceResult,
+                     Gate, GateMode, HoldResult, IssuedTicket, KeyResult, Order, Product, RefundResult,
+                     ReleaseResult, Slot, SlotCounters, UploadResult, Venue, Zone)
 from .sales import ConfirmResult
 from .secrets import render_if_valid
 
@@ -57,30 +59,59 @@ def command_once(st: ShardState, cmd: Command, handler: Callable[..., Any], now:
 
 
 def serialise(result: Any) -> Any:
+    """A command's answer as the JSON value its idempotency row stores."""
     if hasattr(result, "to_dict"):
         return result.to_dict()
     if is_dataclass(result):
         return asdict(result)
+    if hasattr(result, "_asdict"):              # a NamedTuple record
+        return result._asdict()
     if isinstance(result, list):
         return [serialise(x) for x in result]
     return result
 
 
+def _confirmed(st: ShardState, data: dict) -> ConfirmResult:
+    order = Order(**data["order"])
+    lines = [(ln["first_ticket"], ln["first_ticket"] + ln["qty"] * ln["ncomp"], ln)
+             for ln in order.lines]
+    tickets = []
+    for tid, product, persons, holder in data["tickets"]:
+        ln = next(ln for lo, hi, ln in lines if lo <= tid < hi)
+        tickets.append(IssuedTicket(tid, product, persons,
+                                    render_if_valid(st, tid, ln["key_id"], ln["signed"]), holder))
+    return ConfirmResult(order, tickets)
+
+
+def _product(d: dict) -> Product:
+    return Product(**{**d, "zones": tuple(d["zones"]), "rule": EntryRule(**d["rule"]),
+                      "channels": tuple(d["channels"])})
+
+
+# command kind -> the record its stored answer is built into again (from the dict
+# `serialise` stored, rows written before answers were records included)
+_RESTORE: dict[int, Callable[[ShardState, Any], Any]] = {
+    CommandKind.SECRETS: lambda st, d: d,
+    CommandKind.KEY: lambda st, d: KeyResult(**d),
+    CommandKind.VENUE: lambda st, d: Venue(**d),
+    CommandKind.ZONE: lambda st, d: Zone(**d),
+    CommandKind.GATE: lambda st, d: Gate(d["id"], d["venue"], d["zone"], GateMode(d["mode"])),
+    CommandKind.PRODUCT: lambda st, d: _product(d),
+    CommandKind.SLOTS: lambda st, d: [Slot(**s) for s in d],
+    CommandKind.SLOT_CAPACITY: lambda st, d: SlotCounters(**d),
+    CommandKind.ALLOTMENT: lambda st, d: AllotmentCounters(**d),
+    CommandKind.HOLD: lambda st, d: HoldResult.from_dict(d),
+    CommandKind.RELEASE: lambda st, d: ReleaseResult(**d),
+    CommandKind.EXPIRE: lambda st, d: ExpireResult(**d),
+    CommandKind.CONFIRM: _confirmed,
+    CommandKind.REFUND: lambda st, d: RefundResult(**d),
+    CommandKind.BLOCK: lambda st, d: BlockResult(**d),
+    CommandKind.FACE: lambda st, d: FaceResult(**d),
+    CommandKind.OFFLINE_SCANS: lambda st, d: [UploadResult.from_dict(r) for r in d],
+    CommandKind.NOTE: lambda st, d: AuditNote(**d),
+}
+
+
 def restore(st: ShardState, op: CommandKind, data: Any) -> Any:
     """The result `serialise` stored, as the command first returned it."""
-    if op == CommandKind.HOLD:
-        return HoldResult(**data)
-    if op == CommandKind.CONFIRM:
-        order = Order(**data["order"])
-        lines = [(ln["first_ticket"], ln["first_ticket"] + ln["qty"] * ln["ncomp"], ln)
-                 for ln in order.lines]
-        tickets = []
-        for tid, product, persons, holder in data["tickets"]:
-            ln = next(ln for lo, hi, ln in lines if lo <= tid < hi)
-            tickets.append(IssuedTicket(tid, product, persons,
-                                        render_if_valid(st, tid, ln["key_id"], ln["signed"]),
-                                        holder))
-        return ConfirmResult(order, tickets)
-    if op == CommandKind.REFUND:
-        return RefundResult(**data)
-    return data
+    return _RESTORE[op](st, data)

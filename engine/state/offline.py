@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import InvalidArgument
 from ..journal import Record, json_record
-from ..model import REASON_OF, Direction, Reason
+from ..model import REASON_OF, Direction, Reason, UploadResult
 from .catalog import find, venue_arg
 from .scans import offline_key
 from .validate import U16, arg, ident_arg, int_arg, text_arg
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from .core import ShardState
 
 
-def upload(st: ShardState, args: dict, now: int) -> list[dict]:
+def upload(st: ShardState, args: dict, now: int) -> list[UploadResult]:
     """Scans an offline gate made, uploaded once it is back online.
 
     They are facts: each is decided again in scan-time order (live capacity aside:
@@ -44,7 +44,7 @@ def upload(st: ShardState, args: dict, now: int) -> list[dict]:
             raise InvalidArgument(f"gate {gate} does not scan {Direction(direction).name}",
                                   field=f"scans[{i}].direction")
         scans.append((scan, i))
-    results: list[dict | None] = [None] * len(scans)
+    results: list[UploadResult | None] = [None] * len(scans)
     applied, seen = [], {}
     tickets = st.tickets
     tickets.facts = True
@@ -58,14 +58,15 @@ def upload(st: ShardState, args: dict, now: int) -> list[dict]:
                 row = st.get_row(key) or st.get_row(f"offline/{gate}/{nonce}".encode())
                 first = json.loads(row) if row is not None else None
             if first is not None:
-                results[i] = {**first, "status": "DUPLICATE"}
+                results[i] = UploadResult.from_dict({**first, "status": "DUPLICATE"})
                 continue
             reason, base, k = tickets.verify(st.codec.core, code, st.shard_id, g,
                                              direction, at, persons)
             conflict = admitted > 0 and not REASON_OF[reason].admitted
             res = {"nonce": nonce, "status": "CONFLICT" if conflict else "APPLIED",
                    "reason": reason, "ticket_id": base, "persons": k}
-            results[i] = seen[nonce] = res
+            seen[nonce] = res
+            results[i] = UploadResult.from_dict(res)
             st.put_row(key, json.dumps(res).encode())
             if conflict:
                 st.put_row(f"conflict/{venue}/{at:012d}/{gate}/{nonce}".encode(), json.dumps({

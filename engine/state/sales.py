@@ -15,7 +15,8 @@ from .. import _core
 from ..errors import (AlreadyExists, CorruptData, FailedPrecondition, HoldNotActive,
                       InvalidArgument, NotFound, PermissionDenied, SlotClosed, SoldOut, TicketUsed)
 from ..journal import Record, decode_hold, hold_record, json_record
-from ..model import HoldResult, IssuedTicket, Order, RefundResult, Venue
+from ..model import (BlockResult, ExpireResult, HoldInfo, HoldResult, IssuedTicket, Order, PricedItem,
+                     Quote, RefundResult, ReleaseResult, Venue)
 from .catalog import channel_of, find, venue_of
 from .secrets import holder_key, mask_id, render, seal
 from .validate import ID, U16, arg, ident_arg, int_arg, text_arg
@@ -76,14 +77,13 @@ def take_hold(st: ShardState, args: dict, now: int) -> HoldResult:
     return hold_result(st, hold)
 
 
-def quote(st: ShardState, channel: str, venue_id: str, items: Any, now: int) -> tuple[list[dict], int]:
+def quote(st: ShardState, channel: str, venue_id: str, items: Any, now: int) -> Quote:
     """What a hold of `items` would cost the channel now, by the same rules as a
-    hold (validated alike); takes no stock. ([{product, slots, qty, group,
-    unit_price_fen}], total fen)"""
+    hold (validated alike); takes no stock."""
     venue = venue_of(st, {"venue": venue_id})
     lines = hold_lines(st, channel_of(st, {"channel": channel}), venue, {"items": items}, now)
-    return hold_result(st, {"id": 0, "expires_at": 0, "amount": 0, "lines": lines}).items, \
-        sum(ln["price"] * ln["qty"] * ln["group"] for ln in lines)
+    return Quote(hold_result(st, {"id": 0, "expires_at": 0, "amount": 0, "lines": lines}).items,
+                 sum(ln["price"] * ln["qty"] * ln["group"] for ln in lines))
 
 
 def hold_lines(st: ShardState, channel: str, venue: Venue, args: dict, now: int) -> list[dict]:
@@ -153,8 +153,8 @@ def replay_hold(st: ShardState, payload) -> None:
 
 def hold_result(st: ShardState, hold: dict) -> HoldResult:
     return HoldResult(hold["id"], hold["expires_at"], hold["amount"], [
-        {"product": st.product_list[ln["p"]].id, "qty": ln["qty"], "group": ln["group"],
-         "slots": [st.slot_list[s] for s in ln["slots"]], "unit_price_fen": ln["price"]}
+        PricedItem(st.product_list[ln["p"]].id, ln["qty"], ln["group"],
+                   [st.slot_list[s] for s in ln["slots"]], ln["price"])
         for ln in hold["lines"]])
 
 
@@ -189,32 +189,32 @@ def end_hold(st: ShardState, hold: dict, status: str, order_id: str = "") -> Non
         "venue": hold["venue"], **hold_result(st, hold).to_dict()}).encode())
 
 
-def hold_info(st: ShardState, hold_id: int, now: int) -> dict:
+def hold_info(st: ShardState, hold_id: int, now: int) -> HoldInfo:
     """A hold as its channel may read it back: status active, confirmed, released
     or expired, with its items."""
     hold = st.holds.get(hold_id)
     if hold is not None:
-        status = "expired" if hold["expires_at"] <= now else "active"
-        return {"status": status, "order_id": "", "channel": hold["channel"],
-                "venue": hold["venue"], **hold_result(st, hold).to_dict()}
+        r = hold_result(st, hold)
+        return HoldInfo("expired" if hold["expires_at"] <= now else "active", "", hold["channel"],
+                        hold["venue"], r.hold_id, r.expires_at, r.amount_fen, r.items)
     row = st.get_row(b"hold/%d" % hold_id)
     if row is None:
         raise NotFound(f"no hold {hold_id}", field="hold_id")
-    return json.loads(row)
+    return HoldInfo.from_dict(json.loads(row))
 
 
-def release_hold(st: ShardState, args: dict, now: int) -> dict:
+def release_hold(st: ShardState, args: dict, now: int) -> ReleaseResult:
     hold = active_hold(st, args, now)
     drop_hold(st, hold, "released")
     st.journal(json_record(Record.RELEASE, args), Record.RELEASE)
-    return {"hold_id": hold["id"], "released": True}
+    return ReleaseResult(hold["id"], True)
 
 
 def due_expiry(st: ShardState, now: int) -> bool:
     return bool(st.expiry) and st.expiry[0][0] <= now
 
 
-def expire_holds(st: ShardState, args: dict, now: int) -> dict:
+def expire_holds(st: ShardState, args: dict, now: int) -> ExpireResult:
     at = args.get("_at", now)          # set in journal records only
     n = 0
     while st.expiry and st.expiry[0][0] <= at:
@@ -224,7 +224,7 @@ def expire_holds(st: ShardState, args: dict, now: int) -> dict:
             drop_hold(st, hold, "expired")
             n += 1
     st.journal(json_record(Record.EXPIRE, {"_at": at}), Record.EXPIRE)
-    return {"expired": n}
+    return ExpireResult(n)
 
 
 # -- orders ----------------------------------------------------------------------------
@@ -405,11 +405,11 @@ def refund_order(st: ShardState, args: dict, now: int) -> RefundResult:
 
 
 # -- tickets ---------------------------------------------------------------------------
-def block_ticket(st: ShardState, args: dict, now: int) -> dict:
+def block_ticket(st: ShardState, args: dict, now: int) -> BlockResult:
     tid = int_arg(args, "ticket_id", 0, 2**32 - 2)
     blocked = bool(arg(args, "blocked", bool, True))
     if not st.tickets.is_code(tid):
         raise NotFound(f"no ticket {tid}", field="ticket_id")
     st.tickets.set_blocked(tid, blocked)
     st.journal(json_record(Record.BLOCK, args), Record.BLOCK)
-    return {"ticket_id": tid, "blocked": blocked}
+    return BlockResult(tid, blocked)

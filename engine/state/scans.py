@@ -17,7 +17,7 @@ from .. import _core
 from ..errors import CorruptData, InvalidArgument, NotFound
 from ..journal import (NO_TICKET, Command, CommandKind, Record, decode_scan_batch, json_record,
                        scan_batch_record, scan_record)
-from ..model import REASON_OF, Direction, Gate, Reason, ScanResult
+from ..model import REASON_OF, Direction, FaceResult, Gate, Reason, ScanResult
 from .catalog import find, venue_of
 from .idem import fingerprint, once
 from .secrets import face_key, holder_key, mask_id
@@ -194,9 +194,9 @@ def tickets_of(st: ShardState, codes) -> array.array:
 
 
 # -- faces -----------------------------------------------------------------------------
-def enrol_face(st: ShardState, args: dict, now: int) -> dict:
+def enrol_face(st: ShardState, args: dict, now: int) -> FaceResult | None:
     """Enroll or remove a face token. Journaled as keyed hashes only, so replay
-    needs neither the token nor the ID number."""
+    needs neither the token nor the ID number (and answers nothing)."""
     if st.replaying:
         venue, fk, hk = args.get("venue", ""), args["face_key"], args["holder_key"]
     else:
@@ -224,11 +224,10 @@ def enrol_face(st: ShardState, args: dict, now: int) -> dict:
         st.faces[key] = hk
     st.journal(json_record(Record.FACE, {"venue": venue, "face_key": fk, "holder_key": hk}), Record.FACE)
     if st.replaying:
-        return {}
+        return None
     id_number = args.get("id_number")
-    return {"enrolled": hk is not None,
-            "holder": mask_id(id_number.upper()) if id_number else "",
-            "tickets": holds_in(st, hk, args["venue"]) if hk else 0}
+    return FaceResult(hk is not None, mask_id(id_number.upper()) if id_number else "",
+                      holds_in(st, hk, args["venue"]) if hk else 0)
 
 
 def holds_in(st: ShardState, hk: str, venue: str) -> int:

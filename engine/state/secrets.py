@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from ..codes import KEY_ACCEPTING, KEY_ACTIVE, TicketKey
 from ..errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from ..journal import Record, json_record
+from ..model import KeyResult
 from .validate import int_arg
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ def new_secrets() -> dict:
     return {"holder_secret": os.urandom(16).hex(), "data_key": os.urandom(32).hex()}
 
 
-def set_key(st: ShardState, args: dict, now: int) -> dict:
+def set_key(st: ShardState, args: dict, now: int) -> KeyResult:
     """Create, rotate, demote or retire a ticket key. A rotation makes a new key the
     issuing one and keeps the previous ones accepted; it is journaled as the explicit
     records it resolves to, so replay never generates key material."""
@@ -97,7 +98,7 @@ def set_key(st: ShardState, args: dict, now: int) -> dict:
         rec["sealed"] = sealed or st.keyring.seal_json(
             {"mac_key": args["mac_key"], "seed": args["seed"]}, label)
     st.journal(json_record(Record.KEY, rec), Record.KEY)
-    return {"key_id": key_id, "state": state}
+    return KeyResult(key_id, state)
 
 
 # -- ID numbers and face tokens ------------------------------------------------------

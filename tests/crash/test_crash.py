@@ -99,10 +99,10 @@ def test_sigkill_under_load_loses_nothing_acknowledged(tmp_path):
             # every acknowledged admission is recorded; nobody got in twice
             assert all(n == 1 for n in admitted.values()), admitted.most_common(3)
             for tid in admitted:
-                assert shard.ticket(tid)["state"] & _core.STATE_USED, tid
-            slot = next(r for r in shard.availability(demo.VENUE, DAY) if r["slot"] == HOT)
-            assert slot["sold"] + slot["held"] <= slot["capacity"]
-            assert sum(holds.values()) <= slot["capacity"]
+                assert shard.ticket(tid).state & _core.STATE_USED, tid
+            slot = next(r for r in shard.availability(demo.VENUE, DAY) if r.slot == HOT)
+            assert slot.sold + slot.held <= slot.capacity
+            assert sum(holds.values()) <= slot.capacity
             assert shard.check() == []
             if i % 5 == 4:
                 assert shard.check(replay=True) == []

@@ -26,8 +26,9 @@ from turnstile.v1 import (
     sales_pb2_grpc,
 )
 
-from turnstile.engine import GateMode, Shard, cmd, demo
+from turnstile.engine import Shard, demo
 from tests.integration.conftest import ROOT, kill_server, start_server, stop_server
+from tests.conftest import add_hills
 
 OK = common_pb2.ScanReason.Value("OK")
 HILLS_DAY = dt.date(2026, 11, 24)
@@ -168,7 +169,7 @@ def test_hot_backup_under_load_restores_every_acknowledged_order(tmp_path):
         shard = Shard.open(os.path.join(restored, want["dir"]), shard_id=want["shard"])
         try:
             st = shard.state
-            codes = sum(r["issued"] for v in st.venues for r in shard.ticket_counts(v))
+            codes = sum(r.issued for v in st.venues for r in shard.ticket_counts(v))
             # order rows: order/<channel>\0<order id> (order ids are the channel's own)
             orders = [k.decode()[6:].split("\0", 1) for k, _ in shard.storage.rows_with_prefix(b"order/")]
             assert (shard.storage.last_seq(), codes, len(st.holds), len(orders),
@@ -313,26 +314,9 @@ def test_restore_refuses_a_non_empty_target(offline_backup, tmp_path):
 
 # -- shards ---------------------------------------------------------------------------------
 def _add_hills(data: str) -> None:
-    """A second venue on shard 0, with no sales: a zone, a gate, a product, two slots (one
-    with a changed capacity) and an OTA allotment."""
-    s = Shard.open(os.path.join(data, "shard-0"), shard_id=0)
-    try:
-        start = demo.local_time(HILLS_DAY, 9)
-        s.run_many([
-            cmd.venue("hills", "Fragrant Hills", 8 * 3600),
-            cmd.zone("hills", "summit", "Summit", live_capacity=500, enforce_exit=True),
-            cmd.gate("summit", "summit-in", GateMode.IN),
-            cmd.gate("summit", "summit-out", GateMode.OUT),
-            cmd.product("hills", "hike", ["summit"], price_fen=3000, channel_prices={"ota": 2800},
-                        channels=["ota", "admin"]),
-            cmd.slots([{"id": f"summit-{h}", "zone": "summit", "day": HILLS_DAY,
-                        "start": start + h * 3600, "end": start + (h + 2) * 3600, "capacity": 100}
-                       for h in (0, 2)]),
-            cmd.allotment("summit-0", "ota", 20),
-            cmd.slot_capacity("summit-0", 150),
-        ])
-    finally:
-        s.close()
+    """tests.conftest.add_hills on shard 0 of `data`."""
+    with Shard.open(os.path.join(data, "shard-0"), shard_id=0) as s:
+        add_hills(s, HILLS_DAY)
 
 
 def _catalog(st, venue: str) -> dict:

@@ -19,16 +19,16 @@ def test_audit_records_chain_and_survive_reopen(shard, shard_path, clock):
     shard.run_many([audited(cmd.hold("ota", "westlake", [HoldItem("adult", (SLOT,), 1)])),
                     audited(cmd.hold("ota", "westlake", [HoldItem("adult", (SLOT,), 0)]))])
     recs = shard.audit_records()
-    assert [(r["seq"], r["principal"], r["result"]) for r in recs] == \
+    assert [(r.seq, r.principal, r.result) for r in recs] == \
         [(1, "ota-1", "OK"), (2, "ota-1", "INVALID_ARGUMENT")]
     assert shard.verify_audit() == (True, 2, 0)
     shard.close()
     s2 = Shard.open(shard_path, clock=clock)
     try:
         s2.run(audited(cmd.expire(), "admin", "/x/Expire"))
-        assert [r["seq"] for r in s2.audit_records()] == [1, 2, 3]
+        assert [r.seq for r in s2.audit_records()] == [1, 2, 3]
         assert s2.verify_audit() == (True, 3, 0)
-        assert s2.audit_records(after_seq=1, principal="admin")[0]["method"] == "/x/Expire"
+        assert s2.audit_records(after_seq=1, principal="admin")[0].method == "/x/Expire"
     finally:
         s2.close()
 

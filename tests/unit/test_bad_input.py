@@ -116,4 +116,4 @@ def test_errors_in_a_batch_do_not_disturb_their_neighbours(shard):
     results = shard.run_many([good, bad, good])
     assert isinstance(results[1], InvalidArgument)
     assert results[0].hold_id + 1 == results[2].hold_id
-    assert next(r for r in shard.availability("westlake", TODAY) if r["slot"] == SLOT)["held"] == 4
+    assert next(r for r in shard.availability("westlake", TODAY) if r.slot == SLOT).held == 4

@@ -187,6 +187,6 @@ def test_single_batch_and_offline_scans_answer_alike(table, tmp_path, clock):
         {"nonce": s.nonce, "seq": s.sequence, "code": s.code, "direction": int(Direction.IN),
          "at": s.scan_time.seconds, "persons": s.persons, "admitted": s.admitted,
          "reason": s.reason} for _, s in queued]))
-    assert [Reason(r["reason"]) for r in uploaded] == [online for _, _, online, _ in rows]
-    assert [name for (name, *_), r in zip(rows, uploaded) if r["status"] == "CONFLICT"] \
+    assert [Reason(r.reason) for r in uploaded] == [online for _, _, online, _ in rows]
+    assert [name for (name, *_), r in zip(rows, uploaded) if r.status == "CONFLICT"] \
         == ["never issued"]

@@ -13,12 +13,11 @@ import sys
 
 import pytest
 
-from turnstile.engine import (GateMode, HoldItem, MasterKeyError, Shard, ShardUnavailable, cmd, datadir,
+from turnstile.engine import (HoldItem, MasterKeyError, Shard, ShardUnavailable, cmd, datadir,
                     demo, keyring)
 from turnstile.engine.datadir import BackupDamaged, Refused
-from turnstile.server.cli_data import _ShardMap
 from turnstile.server.control import ControlStore
-from tests.conftest import TODAY, sell
+from tests.conftest import TODAY, add_hills, sell
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -34,25 +33,6 @@ def tree(path: str) -> dict[str, bytes]:
             with open(p, "rb") as fh:
                 out[os.path.relpath(p, path)] = fh.read()
     return out
-
-
-def add_hills(shard: Shard) -> None:
-    """A second venue, with no sales: a zone, two gates, a product, two slots (one with a
-    changed capacity) and an OTA allotment."""
-    start = demo.local_time(HILLS_DAY, 9)
-    shard.run_many([
-        cmd.venue("hills", "Fragrant Hills", 8 * 3600),
-        cmd.zone("hills", "summit", "Summit", live_capacity=500, enforce_exit=True),
-        cmd.gate("summit", "summit-in", GateMode.IN),
-        cmd.gate("summit", "summit-out", GateMode.OUT),
-        cmd.product("hills", "hike", ["summit"], price_fen=3000, channel_prices={"ota": 2800},
-                    channels=["ota", "admin"]),
-        cmd.slots([{"id": f"summit-{h}", "zone": "summit", "day": HILLS_DAY,
-                    "start": start + h * 3600, "end": start + (h + 2) * 3600, "capacity": 100}
-                   for h in (0, 2)]),
-        cmd.allotment("summit-0", "ota", 20),
-        cmd.slot_capacity("summit-0", 150),
-    ])
 
 
 @contextlib.contextmanager
@@ -81,7 +61,7 @@ def data(tmp_path, clock):
         s.run_many(demo.commands(TODAY))
         sell(s, qty=2)
         sell(s)
-        add_hills(s)
+        add_hills(s, HILLS_DAY)
     finally:
         s.close()
     store = ControlStore(os.path.join(path, "control"))
@@ -134,7 +114,7 @@ def test_a_backup_runs_beside_the_shards_owner(data, tmp_path):
         with pytest.raises(Refused, match="held by a running server"):
             datadir.list_shards(data)
         with pytest.raises(Refused, match="held by a running server"):
-            datadir.set_shard_count(data, 2, open_map=_ShardMap)
+            datadir.set_shard_count(data, 2, open_map=ControlStore)
     assert not os.path.exists(os.path.join(data, "shard-1"))
 
 
@@ -226,32 +206,32 @@ def test_a_readonly_shard_reads_beside_its_owner_and_writes_nothing(data, tmp_pa
 # -- shards ---------------------------------------------------------------------------------
 def test_set_count_list_and_move_a_venue(data):
     with pytest.raises(Refused, match="at least 1"):
-        datadir.set_shard_count(data, 0, open_map=_ShardMap)
-    r = datadir.set_shard_count(data, 4, open_map=_ShardMap)
+        datadir.set_shard_count(data, 0, open_map=ControlStore)
+    r = datadir.set_shard_count(data, 4, open_map=ControlStore)
     assert (r.count, r.created, r.removed) == (4, [1, 2, 3], [])
     listing = datadir.list_shards(data)
     assert listing.shard_count == 4 and [s.shard for s in listing.shards] == [0, 1, 2, 3]
     assert [s.empty for s in listing.shards] == [False, True, True, True]
     assert listing.shards[0].venues == ["westlake", "hills"] and listing.problems == []
     assert 0 < listing.shards[0].used_bytes <= listing.shards[0].file_bytes
-    r = datadir.set_shard_count(data, 3, open_map=_ShardMap)
+    r = datadir.set_shard_count(data, 3, open_map=ControlStore)
     assert (r.created, r.removed) == ([], [3]) and datadir.shard_ids(data) == [0, 1, 2]
 
     # a venue that has sold cannot move: its codes carry shard 0
     with pytest.raises(Refused, match="venue westlake on shard 0 has 3 issued tickets"):
-        datadir.move_venue(data, "westlake", 1, open_map=_ShardMap)
+        datadir.move_venue(data, "westlake", 1, open_map=ControlStore)
     with pytest.raises(Refused, match="there is no shard 7"):
-        datadir.move_venue(data, "hills", 7, open_map=_ShardMap)
+        datadir.move_venue(data, "hills", 7, open_map=ControlStore)
     with pytest.raises(Refused, match="no venue ghost"):
-        datadir.move_venue(data, "ghost", 1, open_map=_ShardMap)
+        datadir.move_venue(data, "ghost", 1, open_map=ControlStore)
 
-    m = datadir.move_venue(data, "hills", 2, open_map=_ShardMap)
+    m = datadir.move_venue(data, "hills", 2, open_map=ControlStore)
     assert (m.source, m.target) == (0, 2)
     assert m.sizes == {"zones": 1, "gates": 2, "products": 1, "slots": 2, "allotments": 1}
     s0, s2 = (Shard.open(datadir.shard_path(data, k), shard_id=k) for k in (0, 2))
     try:
         assert s2.catalog("hills") == s0.catalog("hills")
-        assert {r["slot"]: (r["capacity"], r["allotments"].get("ota", {}).get("capacity"))
+        assert {r.slot: (r.capacity, getattr(r.allotments.get("ota"), "capacity", None))
                 for r in s2.availability("hills", HILLS_DAY)} == {"summit-0": (150, 20),
                                                                   "summit-2": (100, None)}
         assert s2.check() == []
@@ -263,23 +243,23 @@ def test_set_count_list_and_move_a_venue(data):
     assert listing.shards[0].unmapped == {"hills": 2} and listing.shards[2].venues == ["hills"]
 
     with pytest.raises(Refused, match="already on shard 2"):
-        datadir.move_venue(data, "hills", 2, open_map=_ShardMap)
+        datadir.move_venue(data, "hills", 2, open_map=ControlStore)
     with pytest.raises(Refused, match="shard 0 already has venue hills"):
-        datadir.move_venue(data, "hills", 0, open_map=_ShardMap)
+        datadir.move_venue(data, "hills", 0, open_map=ControlStore)
     with pytest.raises(Refused, match="shard 2 holds hills"):
-        datadir.set_shard_count(data, 2, open_map=_ShardMap)
+        datadir.set_shard_count(data, 2, open_map=ControlStore)
     assert datadir.shard_ids(data) == [0, 1, 2]
 
 
 def test_a_venue_with_an_active_hold_does_not_move(data):
-    datadir.set_shard_count(data, 2, open_map=_ShardMap)
+    datadir.set_shard_count(data, 2, open_map=ControlStore)
     s = Shard.open(datadir.shard_path(data, 0))          # the real clock, as datadir's
     try:
         s.run(cmd.hold("ota", "hills", [HoldItem("hike", ("summit-0",), 1)]))
     finally:
         s.close()
     with pytest.raises(Refused, match="venue hills on shard 0 has 1 active hold"):
-        datadir.move_venue(data, "hills", 1, open_map=_ShardMap)
+        datadir.move_venue(data, "hills", 1, open_map=ControlStore)
     assert datadir.list_shards(data).shards[1].empty
 
 

@@ -101,8 +101,8 @@ def test_group_ticket_partial_admits(shard):
 def test_group_stock_counts_persons(shard):
     sell(shard, "group", qty=2, group=40, channel="agency")
     row = next(r for r in shard.availability("westlake", TODAY)
-               if r["slot"] == demo.slot_id("main", TODAY, 8))
-    assert row["sold"] == 80
+               if r.slot == demo.slot_id("main", TODAY, 8))
+    assert row.sold == 80
 
 
 def test_combo_admits_each_zone_once(shard, clock):
@@ -172,7 +172,7 @@ def test_verify_by_face_token(shard, shard_path, clock):
     res = sell(shard, "night", qty=2, holders=[["110101199003071234", "11010119900307777X"]])
     assert shard.run(cmd.verify_face(token, "north-1")).reason == Reason.UNKNOWN   # not enrolled
     got = shard.run(cmd.enroll_face("westlake", token, "11010119900307777x", idempotency_key="enr-1"))
-    assert got == {"enrolled": True, "holder": "110***********777X", "tickets": 1}
+    assert vars(got) == {"enrolled": True, "holder": "110***********777X", "tickets": 1}
     r = shard.run(cmd.verify_face(token, "north-1"))
     assert (r.reason, r.ticket) == (Reason.OK, res.tickets[1].ticket_id)
     assert shard.run(cmd.verify_face(token, "north-2")).reason == Reason.ALREADY_USED
@@ -194,7 +194,7 @@ def test_verify_by_face_token(shard, shard_path, clock):
         raw = open(os.path.join(shard_path, "data.mdb"), "rb").read()   # journal, rows, snapshot
         assert token.encode() not in raw and b"11010119900307777" not in raw
         # removed: the terminal's token no longer names anybody
-        assert again.run(cmd.enroll_face("westlake", token, None)) == {"enrolled": False, "holder": "", "tickets": 0}
+        assert vars(again.run(cmd.enroll_face("westlake", token, None))) == {"enrolled": False, "holder": "", "tickets": 0}
         assert again.run(cmd.verify_face(token, "north-1")).reason == Reason.UNKNOWN
         with pytest.raises(NotFound):
             again.run(cmd.enroll_face("westlake", token, None))
@@ -304,5 +304,5 @@ def test_an_offline_upload_of_a_scan_decided_online_is_a_duplicate(shard):
     up = shard.run(cmd.offline_scans("north-1", [
         {"nonce": "n1-lost", "seq": 1, "code": code, "direction": 1, "at": int(at), "persons": 0,
          "admitted": 1, "reason": int(Reason.OK)}]))
-    assert up[0]["status"] == "DUPLICATE" and up[0]["reason"] == online.reason
+    assert up[0].status == "DUPLICATE" and up[0].reason == online.reason
     assert shard.conflicts("westlake") == []

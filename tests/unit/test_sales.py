@@ -11,7 +11,7 @@ SLOT = demo.slot_id("main", TODAY, 8)
 
 
 def avail(shard, slot=SLOT, channel=None):
-    return next(r for r in shard.availability("westlake", TODAY, channel=channel) if r["slot"] == slot)
+    return next(r for r in shard.availability("westlake", TODAY, channel=channel) if r.slot == slot)
 
 
 def hold(shard, qty=1, channel="web", product="adult", slots=(SLOT,), **kw):
@@ -20,10 +20,10 @@ def hold(shard, qty=1, channel="web", product="adult", slots=(SLOT,), **kw):
 
 def test_hold_takes_stock_and_expires_by_itself(shard, clock):
     hold(shard, 5, ttl_s=60)
-    assert avail(shard)["held"] == 5
+    assert avail(shard).held == 5
     clock.t += 61
     shard.run(cmd.expire())
-    assert avail(shard)["held"] == 0
+    assert avail(shard).held == 0
     assert shard.check() == []
 
 
@@ -32,7 +32,7 @@ def test_expired_hold_cannot_be_confirmed(shard, clock):
     clock.t += 60
     with pytest.raises(HoldNotActive):
         shard.run(cmd.confirm(h.hold_id, "o1", "web", method="cash", amount_fen=h.amount_fen))
-    assert avail(shard)["held"] == 0 and avail(shard)["sold"] == 0
+    assert avail(shard).held == 0 and avail(shard).sold == 0
 
 
 def test_never_oversold_and_sold_out_changes_nothing(shard):
@@ -42,9 +42,9 @@ def test_never_oversold_and_sold_out_changes_nothing(shard):
     with pytest.raises(SoldOut) as e:
         hold(shard, 4, slots=(ten,))
     assert e.value.field == "items[0].qty"
-    assert avail(shard, ten)["held"] == 7
+    assert avail(shard, ten).held == 7
     hold(shard, 3, slots=(ten,))
-    assert avail(shard, ten)["pool_remaining"] == 0
+    assert avail(shard, ten).pool_remaining == 0
 
 
 def test_combo_hold_is_atomic_over_slots(shard):
@@ -53,14 +53,14 @@ def test_combo_hold_is_atomic_over_slots(shard):
     with pytest.raises(SoldOut):
         shard.run(cmd.hold("web", "westlake", [HoldItem("combo", (SLOT, pagoda,
                                                                   demo.slot_id("boat", TODAY, 9)), 2)]))
-    assert avail(shard)["held"] == 0
-    assert avail(shard, pagoda)["held"] == 0
+    assert avail(shard).held == 0
+    assert avail(shard, pagoda).held == 0
 
 
 def test_allotment_is_reserved_for_its_channel(shard):
     # the demo gives ota 300 of the 2000 in SLOT
-    assert avail(shard, channel="ota")["remaining"] == 300
-    assert avail(shard, channel="web")["remaining"] == 1700
+    assert avail(shard, channel="ota").remaining == 300
+    assert avail(shard, channel="web").remaining == 1700
     hold(shard, 1700)
     with pytest.raises(SoldOut):
         hold(shard, 1)
@@ -87,19 +87,19 @@ def test_confirm_checks_amount_and_channel(shard):
         shard.run(cmd.confirm(h.hold_id, "o1", "ota", method="cash", amount_fen=h.amount_fen))
     r = shard.run(cmd.confirm(h.hold_id, "o1", "web", method="cash", amount_fen=h.amount_fen))
     assert len(r.tickets) == 2
-    assert avail(shard)["sold"] == 2 and avail(shard)["held"] == 0
+    assert avail(shard).sold == 2 and avail(shard).held == 0
 
 
 def test_channel_restricted_product(shard):
     with pytest.raises(PermissionDenied):
         hold(shard, 1, product="group")
-    assert avail(shard)["held"] == 0
+    assert avail(shard).held == 0
 
 
 def test_idempotent_hold_and_confirm(shard):
     h1 = hold(shard, 2, idempotency_key="cart-1")
     h2 = hold(shard, 2, idempotency_key="cart-1")
-    assert h1 == h2 and avail(shard)["held"] == 2
+    assert h1 == h2 and avail(shard).held == 2
     with pytest.raises(IdempotencyMismatch) as e:
         hold(shard, 3, idempotency_key="cart-1")
     assert e.value.field == "idempotency_key"
@@ -107,7 +107,7 @@ def test_idempotent_hold_and_confirm(shard):
     r1 = shard.run(c)
     r2 = shard.run(c)
     assert r1 == r2                                   # same tickets, same codes
-    assert avail(shard)["sold"] == 2
+    assert avail(shard).sold == 2
     with pytest.raises(IdempotencyMismatch):
         shard.run(cmd.confirm(h1.hold_id, "ota-778", "web", method="alipay", amount_fen=h1.amount_fen))
 
@@ -122,7 +122,7 @@ def test_idempotent_answers_survive_reopen(shard, shard_path, clock):
         assert s2.run(cmd.hold("web", "westlake", [HoldItem("adult", (SLOT,), 2)],
                                idempotency_key="cart-9")) == h1
         assert s2.run(c) == r1
-        assert avail(s2)["sold"] == 2
+        assert avail(s2).sold == 2
     finally:
         s2.close()
 
@@ -137,7 +137,7 @@ def test_refund_unused_returns_stock_with_fee(shard):
     res = shard.run(cmd.refund("o-night", "r1", channel="web"))
     assert sorted(res.tickets) == sorted([b.ticket_id, c.ticket_id])
     assert (res.amount_fen, res.fee_fen) == (2 * 9000, 2 * 1000)     # 10 % fee
-    assert avail(shard)["sold"] == 1
+    assert avail(shard).sold == 1
     assert shard.get_order("o-night", "web").refunded_fen == 18000
     assert shard.run(cmd.refund("o-night", "r1", channel="web")) == res               # idempotent
     with pytest.raises(TicketUsed):
@@ -150,13 +150,13 @@ def test_non_refundable_product(shard):
     with pytest.raises(Exception) as e:
         shard.run(cmd.refund("o-annual", "r1", channel="web"))
     assert e.value.code == "FAILED_PRECONDITION"
-    assert avail(shard)["sold"] == 1
+    assert avail(shard).sold == 1
 
 
 def test_release_returns_stock_once(shard):
     h = hold(shard, 4)
     shard.run(cmd.release(h.hold_id, "web"))
-    assert avail(shard)["held"] == 0
+    assert avail(shard).held == 0
     with pytest.raises(HoldNotActive):
         shard.run(cmd.release(h.hold_id, "web"))
     with pytest.raises(NotFound):
@@ -169,7 +169,7 @@ def test_capacity_cannot_drop_below_taken(shard):
         shard.run(cmd.slot_capacity(SLOT, 4 + 300))    # 300 are allotted to ota
     assert e.value.field == "capacity"
     shard.run(cmd.slot_capacity(SLOT, 5 + 300))
-    assert avail(shard)["pool_remaining"] == 0
+    assert avail(shard).pool_remaining == 0
 
 
 def test_order_lookup_and_codes(shard):
@@ -207,4 +207,4 @@ def test_a_command_cancelled_before_its_batch_is_not_applied(shard):
             gone.cancel()                     # before the writer ran: never applied
             return await kept
     kept = asyncio.run(go())
-    assert kept.hold_id == 1 and avail(shard)["held"] == 1
+    assert kept.hold_id == 1 and avail(shard).held == 1

@@ -25,7 +25,8 @@ dump is compared byte for byte before and after.
 
 `pytest --hypothesis-show-statistics` lists how often each command was accepted or
 refused, each scan reason, and rare model paths. Engine bugs found while writing it are at
-the end of the file as strict-xfail tests.
+the end of the file as strict-xfail tests. tests/unit/test_writer_machine.py runs this
+machine through the shard's group-commit writer (`open` and `execute` are its hooks).
 """
 from __future__ import annotations
 
@@ -500,7 +501,7 @@ class ShardMachine(RuleBasedStateMachine):
     def open_shard(self, data):
         self.clock = [START]
         self.path = tempfile.mkdtemp(prefix="turnstile-sm-")
-        self.shard = Shard.open(self.path, clock=lambda: self.clock[0], map_size=64 << 20)
+        self.shard = self.open()
         for r in self.shard.run_many(catalog()):
             assert not isinstance(r, BaseException), r
         self.m = Model(START, event)
@@ -526,6 +527,10 @@ class ShardMachine(RuleBasedStateMachine):
         if getattr(self, "path", None):
             shutil.rmtree(self.path, ignore_errors=True)
 
+    def open(self) -> Shard:
+        """Open (or reopen) the shard in self.path, on the machine's clock."""
+        return Shard.open(self.path, clock=lambda: self.clock[0], map_size=64 << 20)
+
     def fresh(self, prefix: str) -> str:
         self.n += 1
         return f"{prefix}{self.n}"
@@ -541,6 +546,19 @@ class ShardMachine(RuleBasedStateMachine):
         self.m.now = self.clock[0]
         due = self.m.expire_due()            # every batch starts by expiring due holds
         before_shard = None if due or len(steps) > 1 else self.shard.state.dump()
+        made, wants = self.expect(steps)
+        results = self.execute([s.command for s in made])
+        self.check_answers(made, wants, results)
+        if before_shard is not None and isinstance(results[0], TurnstileError):
+            after = self.shard.state.dump()
+            assert after == before_shard, f"refused {made[0].command.op.name} changed " \
+                f"{sorted(k for k in after if after[k] != before_shard.get(k))}"
+        return results
+
+    def expect(self, steps: list) -> tuple[list[Step], list[tuple]]:
+        """Make the Steps (a callable makes its Step from the model as the earlier steps
+        left it) and apply each to the model, in order: the Steps, and per Step the
+        model's (answer, None) or (None, the error type it must be refused with)."""
         made, wants = [], []
         for s in steps:
             s = s if isinstance(s, Step) else s()
@@ -551,7 +569,10 @@ class ShardMachine(RuleBasedStateMachine):
                 wants.append((None, r.kind))
                 assert self.m.state() == before, "the model changed on a refusal"
             made.append(s)
-        results = self.shard.run_many([s.command for s in made])
+        return made, wants
+
+    def check_answers(self, made: list[Step], wants: list[tuple], results: list) -> None:
+        """The shard's answers against the model's (see `expect`)."""
         for s, (want, refused), got in zip(made, wants, results):
             name = s.command.op.name
             if isinstance(got, TurnstileError):
@@ -563,14 +584,13 @@ class ShardMachine(RuleBasedStateMachine):
                 assert refused is None, f"shard accepted {name} ({got!r}); model says {refused.__name__}"
                 event(f"done {name}" + (f" {got.reason.name}" if isinstance(got, ScanResult) else ""))
                 s.check(want, got)
-        if before_shard is not None and isinstance(results[0], TurnstileError):
-            after = self.shard.state.dump()
-            assert after == before_shard, f"refused {made[0].command.op.name} changed " \
-                f"{sorted(k for k in after if after[k] != before_shard.get(k))}"
-        return results
 
     def one(self, step):
         return self.run([step])[0]
+
+    def execute(self, commands: list) -> list:
+        """The shard's answers to `commands`, applied as one batch (errors as values)."""
+        return self.shard.run_many(commands)
 
     # -- clock ------------------------------------------------------------------------------
     @rule(seconds=st.sampled_from([30, 120, 600, 900, 1800, 3600, 3 * 3600, 10 * 3600,
@@ -586,7 +606,7 @@ class ShardMachine(RuleBasedStateMachine):
             seconds = max(target - self.clock[0], 0)
         self.clock[0] += seconds
         if force:      # the batch expired the due holds before EXPIRE ran
-            self.one(Step(cmd.expire(), lambda: {"expired": 0}, lambda w, g: self.same(g, w)))
+            self.one(Step(cmd.expire(), lambda: {"expired": 0}, lambda w, g: self.same(vars(g), w)))
 
     @staticmethod
     def same(got, want):
@@ -716,7 +736,7 @@ class ShardMachine(RuleBasedStateMachine):
         hold = self.m.holds.get(hid)
         channel = hold["channel"] if hold and chan == "own" else CHANNELS[i % 3]
         self.one(Step(cmd.release(hid, channel), lambda: self.m.release(hid, channel),
-                      lambda w, g: self.same(g, {"hold_id": hid, "released": True})))
+                      lambda w, g: self.same(vars(g), {"hold_id": hid, "released": True})))
 
     @precondition(lambda self: self.m.orders)
     @rule(data=st.data(), i=picks,
@@ -769,7 +789,7 @@ class ShardMachine(RuleBasedStateMachine):
             combos = [x for x in self.m.tickets if len(self.m.tickets[x]["comps"]) > 1]
             t = min(combos) + 1 if combos and i % 2 else self.m.next_ticket + i % 5
         self.one(Step(cmd.block(t, blocked), lambda: self.m.block(t, blocked),
-                      lambda w, g: self.same(g, {"ticket_id": t, "blocked": blocked})))
+                      lambda w, g: self.same(vars(g), {"ticket_id": t, "blocked": blocked})))
 
     # -- gates ------------------------------------------------------------------------------
     ENTRY_GATES = {"main": ["main-in", "main-both"], "tower": ["tower-both"]}
@@ -942,6 +962,10 @@ class ShardMachine(RuleBasedStateMachine):
         """Several requests in one writer batch (group commit): each answered as if
         alone and in order, e.g. a hold and its confirm, a refund of an order made in
         the same batch, scans of one code in and out."""
+        self.run(self.burst_steps(data, kinds))
+
+    def burst_steps(self, data, kinds) -> list:
+        """Steps for `burst`, one or two per kind (a buy is a hold and its confirm)."""
         steps = []
         for kind in kinds:
             i = data.draw(picks, label="i")
@@ -961,7 +985,7 @@ class ShardMachine(RuleBasedStateMachine):
                 direction = Direction.IN if kind == "enter" else Direction.OUT
                 steps.append(self.scan_step(t, gates[i % len(gates)], direction,
                                             self.scan_time(t, zone, "in"), 0))
-        self.run(steps)
+        return steps
 
     def release_step(self, i) -> Step:
         live = self.live_holds()
@@ -979,7 +1003,7 @@ class ShardMachine(RuleBasedStateMachine):
             assert self.shard.check(replay=True) == []
             return
         self.shard.close(snapshot=how == "reopen")
-        self.shard = Shard.open(self.path, clock=lambda: self.clock[0], map_size=64 << 20)
+        self.shard = self.open()
         event(how)
         assert self.shard.check(replay=True) == []
         for (channel, order_id), order in self.m.orders.items():
@@ -990,24 +1014,24 @@ class ShardMachine(RuleBasedStateMachine):
     def agrees(self):
         m, shard = self.m, self.shard
         # stock, per slot and per allotment, seen by each channel
-        rows = {r["slot"]: r for r in shard.availability(PARK, D0, D0 + 1)}
+        rows = {r.slot: r for r in shard.availability(PARK, D0, D0 + 1)}
         assert set(rows) == set(SLOTS)
         for sid, s in m.slots.items():
             r = rows[sid]
-            assert (r["capacity"], r["sold"], r["held"], r["pool_remaining"]) == \
+            assert (r.capacity, r.sold, r.held, r.pool_remaining) == \
                 (s["capacity"], s["sold"], s["held"], m.pool_free(sid)), f"slot {sid}: {r} vs {s}"
             want = {ch: {"capacity": a["capacity"], "sold": a["sold"], "held": a["held"],
                          "remaining": m.allot_free((x, ch))}
                     for (x, ch), a in m.allots.items() if x == sid}
-            got = {ch: {k: v for k, v in a.items() if k != "slot"}
-                   for ch, a in r["allotments"].items()}
+            got = {ch: {k: v for k, v in vars(a).items() if k != "slot"}
+                   for ch, a in r.allotments.items()}
             assert got == want, f"allotments of {sid}"
-            assert r["sold"] + r["held"] <= r["capacity"], f"oversold {sid}"
+            assert r.sold + r.held <= r.capacity, f"oversold {sid}"
         for ch in CHANNELS:
             for r in shard.availability(PARK, D0, D0 + 1, channel=ch):
-                key = (r["slot"], ch)
-                assert r["remaining"] == (m.allot_free(key) if key in m.allots
-                                          else m.pool_free(r["slot"])), f"{key} remaining"
+                key = (r.slot, ch)
+                assert r.remaining == (m.allot_free(key) if key in m.allots
+                                       else m.pool_free(r.slot)), f"{key} remaining"
         # holds: the live ones, and no others
         for hid in range(1, m.next_hold + 2):
             h, mh = shard.hold(hid), m.holds.get(hid)
@@ -1032,8 +1056,8 @@ class ShardMachine(RuleBasedStateMachine):
                   "entries", "day_entries", "state")
         for t, tk in m.tickets.items():
             got = shard.ticket(t)
-            assert got["product"] == tk["product"]
-            assert [{f: c[f] for f in fields} | {"group": c["group"]} for c in got["components"]] \
+            assert got.product == tk["product"]
+            assert [{f: c[f] for f in fields} | {"group": c["group"]} for c in got.components] \
                 == [{**c, "group": tk["group"]} for c in tk["comps"]], f"ticket {t}"
         # live head counts
         today = (self.clock[0] + OFFSET) // DAY          # both venues are UTC+8

@@ -46,10 +46,10 @@ def test_a_second_venue_uses_the_same_names(shard, clock):
     assert shard.run(cmd.verify(theirs, (HILLS, "north-1"))).reason == Reason.OK
     # stock calls name the slot within a venue
     shard.run(cmd.slot_capacity(SLOT, 3, venue=HILLS))
-    rows = {r["slot"]: r for r in shard.availability(HILLS, TODAY)}
-    assert rows[SLOT]["capacity"] == 3
-    west = {r["slot"]: r for r in shard.availability(demo.VENUE, TODAY)}[SLOT]
-    assert west["capacity"] == 2000               # the demo's, untouched
+    rows = {r.slot: r for r in shard.availability(HILLS, TODAY)}
+    assert rows[SLOT].capacity == 3
+    west = {r.slot: r for r in shard.availability(demo.VENUE, TODAY)}[SLOT]
+    assert west.capacity == 2000               # the demo's, untouched
     with pytest.raises(NotFound):
         shard.run(cmd.slot_capacity("main-nowhere", 3, venue=HILLS))
     assert shard.inside("main", HILLS) == 1 and shard.inside("main", demo.VENUE) == 1

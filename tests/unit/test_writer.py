@@ -19,7 +19,7 @@ def _hold(qty: int = 1):
 
 
 def _held(shard: Shard) -> int:
-    return next(r for r in shard.availability("westlake", TODAY) if r["slot"] == SLOT)["held"]
+    return next(r for r in shard.availability("westlake", TODAY) if r.slot == SLOT).held
 
 
 def test_callers_arriving_during_a_commit_share_the_next_one(shard):
