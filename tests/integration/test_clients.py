@@ -2,6 +2,7 @@
 server process with two shards: what an OTA, an operator and a member desk notice."""
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import ipaddress
@@ -23,6 +24,8 @@ from turnstile.v1 import (
     common_pb2,
     gate_pb2,
     gate_pb2_grpc,
+    inventory_pb2,
+    inventory_pb2_grpc,
     sales_pb2,
 )
 
@@ -588,6 +591,15 @@ def test_mtls_connection(tmp_path):
         with Connection(srv.address, srv.keys["demo-ota"], tls=tls) as conn:
             rows = ChannelClient(conn).availability(VENUE, srv.day, zone="pagoda")
             assert len(rows) == 8 and all(r.zone_id == "pagoda" for r in rows)
+
+            async def availability_over_aio():
+                """The load generator's channel (Connection.aio_channel): the same TLS."""
+                async with conn.aio_channel(venue=VENUE) as ch:
+                    return await inventory_pb2_grpc.InventoryServiceStub(ch).Availability(
+                        inventory_pb2.AvailabilityRequest(venue_id=VENUE, zone_id="pagoda",
+                                                          date_from=srv.day.isoformat()),
+                        metadata=conn.metadata, timeout=10)
+            assert len(asyncio.run(availability_over_aio()).slots) == 8
         no_cert = TlsConfig(root_certificates=files["ca.pem"])
         with Connection(srv.address, srv.keys["demo-ota"], tls=no_cert, timeout=2,
                         retry=RetryPolicy(max_attempts=2, total_s=5)) as conn, pytest.raises(ApiError) as e:
