@@ -84,3 +84,14 @@ def add_hills(shard: Shard, day: dt.date) -> None:
         cmd.allotment("summit-0", "ota", 20),
         cmd.slot_capacity("summit-0", 150),
     ])
+
+
+def tree(path: str) -> dict[str, bytes]:
+    """Every file below `path` and its bytes: what a refused command must leave as it was."""
+    out = {}
+    for root, _, files in os.walk(path):
+        for f in files:
+            p = os.path.join(root, f)
+            with open(p, "rb") as fh:
+                out[os.path.relpath(p, path)] = fh.read()
+    return out

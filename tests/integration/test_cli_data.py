@@ -28,7 +28,7 @@ from turnstile.v1 import (
 
 from turnstile.engine import Shard, demo
 from tests.integration.conftest import ROOT, kill_server, start_server, stop_server
-from tests.conftest import add_hills
+from tests.conftest import add_hills, tree
 
 OK = common_pb2.ScanReason.Value("OK")
 HILLS_DAY = dt.date(2026, 11, 24)
@@ -50,16 +50,6 @@ def refused(*args: str, words: str) -> subprocess.CompletedProcess:
     assert r.returncode == 1, f"turnstile {' '.join(args)} was not refused: {r.stdout}\n{r.stderr}"
     assert words in r.stderr, r.stderr
     return r
-
-
-def tree(path: str) -> dict[str, bytes]:
-    out = {}
-    for root, _, files in os.walk(path):
-        for f in files:
-            p = os.path.join(root, f)
-            with open(p, "rb") as fh:
-                out[os.path.relpath(p, path)] = fh.read()
-    return out
 
 
 @pytest.mark.parametrize("argv,words", [

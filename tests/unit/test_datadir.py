@@ -17,22 +17,12 @@ from turnstile.engine import (HoldItem, MasterKeyError, Shard, ShardUnavailable,
                     demo, keyring)
 from turnstile.engine.datadir import BackupDamaged, Refused
 from turnstile.server.control import ControlStore
-from tests.conftest import TODAY, add_hills, sell
+from tests.conftest import TODAY, add_hills, sell, tree
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # hills sells tomorrow, venue time, on the real clock (datadir's shards run on it)
 HILLS_DAY = dt.date.today() + dt.timedelta(days=1)
-
-
-def tree(path: str) -> dict[str, bytes]:
-    out = {}
-    for root, _, files in os.walk(path):
-        for f in files:
-            p = os.path.join(root, f)
-            with open(p, "rb") as fh:
-                out[os.path.relpath(p, path)] = fh.read()
-    return out
 
 
 @contextlib.contextmanager
