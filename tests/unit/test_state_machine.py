@@ -763,6 +763,11 @@ class ShardMachine(RuleBasedStateMachine):
             refund_id = order["refunds"][i % len(order["refunds"])][0]
         self.one(self.refund_step(order_id, refund_id, want_t, channel))
 
+    def _burst_refund(self, key: tuple[str, str]) -> tuple:
+        """A refund of every unused ticket of the order `key` ((channel, order id)), by its
+        own channel."""
+        return key[1], self.fresh("r"), [], key[0]
+
     @precondition(lambda self: self.m.hold_idem or self.m.confirm_idem or self.m.refund_idem)
     @rule(i=picks, what=st.sampled_from(["hold", "confirm", "refund"]), same=st.booleans())
     def retry(self, i, what, same):
@@ -972,7 +977,8 @@ class ShardMachine(RuleBasedStateMachine):
             if kind == "buy":
                 steps += self.buy_steps(CHANNELS[i % 3], self.draw_items(data, valid=True))
             elif kind == "refund":
-                steps.append(lambda i=i: self.refund_step(pick(self.m.orders, i), self.fresh("r"), [], None))
+                steps.append(lambda i=i: self.refund_step(
+                    *self._burst_refund(pick(self.m.orders, i))))
             elif kind == "release":
                 steps.append(lambda i=i: self.release_step(i))
             elif kind == "block":
