@@ -7,16 +7,26 @@ commits, batch N+1 is applied in memory (pipelining); once N is durable, what ar
 meanwhile is applied into N+1 too, and N+1 goes to commit whole. Commits stay in
 order, and a commit failure stops the shard before anything later is answered. Under
 light load a batch is one command; under load it grows, so throughput follows.
+
+A snapshot that falls due with a batch is taken from memory when the batch is sealed
+and written by the same I/O thread only after the batch's callers are answered, as a
+job of its own: it never delays their answers, and a snapshot that fails to write is
+logged and counted (`stats()["snapshot_failures"]`), never an error for a batch that is
+durable. The journal still holds everything; the next snapshot falls due
+`snapshot_every` batches later.
 """
 from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .errors import Overloaded, ShardUnavailable, StorageError, TurnstileError
 from .journal import Command, CommandKind
+
+log = logging.getLogger(__name__)
 
 
 class GroupCommit:
@@ -33,6 +43,8 @@ class GroupCommit:
         self._ticker: asyncio.Task | None = None
         self._closing = False
         self.running = False
+        self.snapshots = 0
+        self.snapshot_failures = 0
 
     async def __aenter__(self) -> "GroupCommit":
         await self.start()
@@ -130,21 +142,28 @@ class GroupCommit:
             blobs = shard.state.dump() if snapshot else None
             if snapshot:
                 shard.since_snapshot = 0
-            inflight = self._loop.run_in_executor(self._io, self._commit, batch, blobs)
+            inflight = self._loop.run_in_executor(self._io, shard._commit, batch)
             inflight.add_done_callback(
-                lambda f, b=batch, it=items, r=results: self._answer(f, b, it, r))
+                lambda f, b=batch, it=items, r=results, s=blobs: self._answer(f, b, it, r, s))
         if inflight is not None:
             await asyncio.wait([inflight])
         if shard.failed is not None:
             self._fail_all(list(self._queue), ShardUnavailable(f"the shard stopped: {shard.failed}"))
             self._queue.clear()
 
-    def _commit(self, batch, blobs) -> None:
-        self.shard._commit(batch)
-        if blobs is not None:
-            self.shard.storage.write_snapshot(batch.seq, blobs)
+    def _write_snapshot(self, seq: int, blobs: dict[str, bytes]) -> None:
+        """In the I/O thread, after the callers of batch `seq` were answered."""
+        try:
+            self.shard.storage.write_snapshot(seq, blobs)
+        except Exception as e:          # the journal holds it all: log, count, go on
+            self.snapshot_failures += 1
+            log.warning("shard %s: snapshot after batch %d not written (%s); the journal "
+                        "keeps every batch, the next snapshot is due in %d batches",
+                        self.shard.shard_id, seq, e, self.shard.snapshot_every)
+        else:
+            self.snapshots += 1
 
-    def _answer(self, f: asyncio.Future, batch, items, results) -> None:
+    def _answer(self, f: asyncio.Future, batch, items, results, blobs=None) -> None:
         exc = f.exception()
         if exc is not None:
             self.shard.failed = exc
@@ -160,6 +179,9 @@ class GroupCommit:
                 fut.set_exception(r)
             else:
                 fut.set_result(r)
+        if blobs is not None:
+            # queued on the I/O thread behind this commit and before the next one
+            self._loop.run_in_executor(self._io, self._write_snapshot, batch.seq, blobs)
 
     @staticmethod
     def _fail_all(items, err: BaseException) -> None:
@@ -173,4 +195,5 @@ class GroupCommit:
         batches = sum(sizes.values())
         return {"batches": batches, "commands": total,
                 "mean_batch": total / batches if batches else 0.0,
-                "max_batch": max(sizes) if sizes else 0}
+                "max_batch": max(sizes) if sizes else 0,
+                "snapshots": self.snapshots, "snapshot_failures": self.snapshot_failures}
