@@ -24,8 +24,10 @@ def _server_cli():
     """`turnstile.server.cli`, or None on an install without the server (a gate vendor's)."""
     try:
         from turnstile.server import cli
-    except ImportError:
-        return None
+    except ImportError as e:
+        if (e.name or "").split(".")[0] == "turnstile":
+            raise                    # our own code is broken: say so, don't hide the commands
+        return None                  # a dependency of turnstile[server] is not installed
     return cli
 
 

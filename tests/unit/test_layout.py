@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import re
 import pathlib
+import sys
 
 import pytest
 
@@ -86,3 +87,26 @@ def test_one_entry_point_has_every_command():
             names |= set(action.choices)
     assert {"serve", "demo", "info", "check", "backup", "restore", "shards", "master-key",
             "keys", "report", "loadgen"} <= names
+
+
+def test_an_install_without_the_server_deps_has_the_remote_commands_only(monkeypatch):
+    """A gate vendor's install (no turnstile[server]: qrcode, numpy, uvloop... missing)
+    gets keys, report and loadgen, and the epilog that names turnstile[server]."""
+    from turnstile import server
+    from turnstile.clients import cli
+    monkeypatch.delattr(server, "cli", raising=False)       # as if never imported
+    monkeypatch.delitem(sys.modules, "turnstile.server.cli", raising=False)
+    monkeypatch.setitem(sys.modules, "qrcode", None)          # import qrcode -> ImportError
+    p = cli.build_parser()
+    names = set(next(a for a in p._actions if isinstance(a.choices, dict)).choices)
+    assert names == {"keys", "report", "loadgen"} and "turnstile[server]" in p.epilog
+
+
+def test_a_broken_server_module_is_an_error_not_a_missing_extra(monkeypatch):
+    """An ImportError inside turnstile itself is a bug to show, not an absent extra."""
+    from turnstile import server
+    from turnstile.clients import cli
+    monkeypatch.delattr(server, "cli", raising=False)
+    monkeypatch.setitem(sys.modules, "turnstile.server.cli", None)
+    with pytest.raises(ImportError):
+        cli.build_parser()
