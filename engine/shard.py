@@ -67,6 +67,21 @@ def _recover(storage: Storage, shard_id: int,
     return state, seq, replayed, (t1, t2, time.perf_counter())
 
 
+class _Stopped:
+    """The state of a shard that stopped after a failure: its memory may hold a batch
+    that never became durable, so nothing is read from it any more. Every query (and
+    command) is ShardUnavailable until the shard is opened again from disk."""
+
+    __slots__ = ("_why",)
+
+    def __init__(self, why: BaseException):
+        self._why = why
+
+    def __getattr__(self, name):
+        raise ShardUnavailable(f"the shard stopped after a failure: {self._why!r}",
+                               hint="reopen it to recover from disk")
+
+
 class Shard:
     """One shard; see the module docstring. Not thread-safe: one writer at a time."""
 
@@ -79,6 +94,7 @@ class Shard:
         self.snapshot_every = snapshot_every
         self.since_snapshot = 0
         self.failed: BaseException | None = None
+        self._shard_id = state.shard_id
         self.closed = False
         self.batch_sizes: Counter[int] = Counter()
         self.recovery: dict[str, float] = {}
@@ -239,11 +255,22 @@ class Shard:
                     self._audit(c.audit, now, r, batch)
         except BaseException as e:
             # memory may be half-changed: stop, so nothing untrue is ever answered
-            self.failed = e
+            self._fail(e)
             raise ShardUnavailable(f"the shard stopped: {e!r}") from e
         self.since_snapshot += batch.n_commands - n_before
         batch.n_calls += len(results)
         return batch, results
+
+    def _fail(self, exc: BaseException) -> None:
+        """Stop after an unexpected failure (a commit that did not happen, a command that
+        broke off half-applied): memory is dropped -- queries are ShardUnavailable, never
+        an answer from a batch that is not durable -- and the writer, if any, is told
+        (GroupCommit.wait_failed), so that whoever serves the shard stops serving it."""
+        if self.failed is None:
+            self.failed = exc
+            self.state = _Stopped(exc)
+            if self._writer is not None:
+                self._writer._failed(exc)
 
     def _seal(self, batch: Batch) -> None:
         """No more commands join `batch`: it goes to commit."""
@@ -299,7 +326,7 @@ class Shard:
         try:
             self._commit(batch)
         except BaseException as e:
-            self.failed = e
+            self._fail(e)
             raise
         self._committed(batch)
         if self._snapshot_due():
@@ -431,7 +458,7 @@ class Shard:
 
     @property
     def shard_id(self) -> int:
-        return self.state.shard_id
+        return self._shard_id
 
     def venues(self) -> list[str]:
         """The ids of the venues this shard holds."""

@@ -5,7 +5,11 @@ memory, and hands the batch to one I/O thread that writes it in ONE LMDB transac
 (fsync'd). Callers are answered only after their batch committed. While batch N
 commits, batch N+1 is applied in memory (pipelining); once N is durable, what arrived
 meanwhile is applied into N+1 too, and N+1 goes to commit whole. Commits stay in
-order, and a commit failure stops the shard before anything later is answered. Under
+order, and a commit failure stops the shard before anything later is answered.
+Every command taken into a batch is answered, whatever happens: with its result once the
+batch is durable, else with the error that stopped the shard (ShardUnavailable,
+StorageError). A shard that stopped drops its memory (Shard._fail) and `wait_failed`
+returns, so its server stops serving it and a new process recovers it from disk. Under
 light load a batch is one command; under load it grows, so throughput follows.
 
 A snapshot that falls due with a batch is taken from memory when the batch is sealed
@@ -20,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -45,6 +50,11 @@ class GroupCommit:
         self.running = False
         self.snapshots = 0
         self.snapshot_failures = 0
+        self._failure: asyncio.Future | None = None
+        # metrics hooks (server/metrics.py): observer.batch(calls, commit_seconds) on the
+        # event loop after a batch is answered, observer.snapshot(seconds, ok) on the
+        # I/O thread after a snapshot write
+        self.observer = None
 
     async def __aenter__(self) -> "GroupCommit":
         await self.start()
@@ -56,6 +66,7 @@ class GroupCommit:
     async def start(self) -> None:
         self.shard._usable()
         self._loop = asyncio.get_running_loop()
+        self._failure = self._loop.create_future()
         self.running = True
         self._task = asyncio.create_task(self._run(), name="turnstile-writer")
         self._ticker = asyncio.create_task(self._tick(), name="turnstile-expiry")
@@ -94,6 +105,8 @@ class GroupCommit:
         # holds expire by themselves even when no traffic arrives
         while True:
             await asyncio.sleep(self.expire_every)
+            if self.shard.failed is not None:
+                return
             if not self._queue and self.shard.state.due_expiry(int(self.shard.clock())):
                 try:
                     await self.submit(Command(CommandKind.EXPIRE, {}))
@@ -108,51 +121,66 @@ class GroupCommit:
     async def _run(self) -> None:
         inflight: asyncio.Future | None = None
         shard = self.shard
-        while True:
-            if not self._queue:
-                if self._closing:
-                    break
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            items = self._take(self.max_batch)
-            if not items:
-                continue
-            try:
+        taken: list = []            # commands taken into the batch being staged
+        try:
+            while True:
+                if not self._queue:
+                    if self._closing:
+                        break
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                taken = items = self._take(self.max_batch)
+                if not items:
+                    continue
                 batch, results = shard._stage([c for c, _ in items])
                 if inflight is not None:
                     await asyncio.wait([inflight])
                     if shard.failed is not None:
-                        self._fail_all(items, ShardUnavailable("an earlier commit failed"))
-                        break
+                        break           # an earlier commit failed: `taken` is answered below
                     # what arrived while that batch committed joins this one, which goes to
                     # commit next: a caller that arrives mid-commit waits for one commit
                     # after it, not for a queue of small ones
                     if self._queue and len(items) < self.max_batch:
                         more = self._take(self.max_batch - len(items))
                         if more:
-                            _, r = shard._stage([c for c, _ in more], batch)
                             items += more
-                            results += r
-            except TurnstileError as e:
-                self._fail_all(items, e)
-                break
-            shard._seal(batch)
-            snapshot = shard._snapshot_due()
-            blobs = shard.state.dump() if snapshot else None
-            if snapshot:
-                shard.since_snapshot = 0
-            inflight = self._loop.run_in_executor(self._io, shard._commit, batch)
-            inflight.add_done_callback(
-                lambda f, b=batch, it=items, r=results, s=blobs: self._answer(f, b, it, r, s))
-        if inflight is not None:
-            await asyncio.wait([inflight])
-        if shard.failed is not None:
-            self._fail_all(list(self._queue), ShardUnavailable(f"the shard stopped: {shard.failed}"))
-            self._queue.clear()
+                            results += shard._stage([c for c, _ in more], batch)[1]
+                shard._seal(batch)
+                snapshot = shard._snapshot_due()
+                blobs = shard.state.dump() if snapshot else None
+                if snapshot:
+                    shard.since_snapshot = 0
+                inflight = self._loop.run_in_executor(self._io, self._commit, batch)
+                inflight.add_done_callback(
+                    lambda f, b=batch, it=items, r=results, s=blobs: self._answer(f, b, it, r, s))
+                taken = []
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:
+            # staging refused (the shard stopped) or the writer itself broke: the shard
+            # stops, and no caller is left waiting
+            if shard.failed is None:
+                log.exception("shard %s: the writer failed", shard.shard_id)
+                shard._fail(e)
+        finally:
+            if inflight is not None and not inflight.done():
+                await asyncio.wait([inflight])
+            if shard.failed is not None:
+                err = ShardUnavailable(f"the shard stopped: {shard.failed!r}")
+                self._fail_all(taken, err)
+                self._fail_all(list(self._queue), err)
+                self._queue.clear()
+
+    def _commit(self, batch) -> float:
+        """In the I/O thread: the batch made durable; returns the seconds it took."""
+        t = time.perf_counter()
+        self.shard._commit(batch)
+        return time.perf_counter() - t
 
     def _write_snapshot(self, seq: int, blobs: dict[str, bytes]) -> None:
         """In the I/O thread, after the callers of batch `seq` were answered."""
+        t = time.perf_counter()
         try:
             self.shard.storage.write_snapshot(seq, blobs)
         except Exception as e:          # the journal holds it all: log, count, go on
@@ -160,18 +188,24 @@ class GroupCommit:
             log.warning("shard %s: snapshot after batch %d not written (%s); the journal "
                         "keeps every batch, the next snapshot is due in %d batches",
                         self.shard.shard_id, seq, e, self.shard.snapshot_every)
+            ok = False
         else:
             self.snapshots += 1
+            ok = True
+        if self.observer is not None:
+            self.observer.snapshot(time.perf_counter() - t, ok)
 
     def _answer(self, f: asyncio.Future, batch, items, results, blobs=None) -> None:
         exc = f.exception()
         if exc is not None:
-            self.shard.failed = exc
             err = exc if isinstance(exc, StorageError) else StorageError(repr(exc))
             self._fail_all(items, err)
+            self.shard._fail(exc)
             self._wake.set()
             return
-        self.shard._committed(batch)
+        if self.shard.failed is None:
+            self.shard._committed(batch)
+        # durable: its callers get their answers even if a later batch broke the shard
         for (_, fut), r in zip(items, results):
             if fut.done():
                 continue
@@ -179,9 +213,24 @@ class GroupCommit:
                 fut.set_exception(r)
             else:
                 fut.set_result(r)
-        if blobs is not None:
+        if self.observer is not None:
+            self.observer.batch(batch.n_calls, f.result())
+        if blobs is not None and self.shard.failed is None:
             # queued on the I/O thread behind this commit and before the next one
             self._loop.run_in_executor(self._io, self._write_snapshot, batch.seq, blobs)
+
+    def _failed(self, exc: BaseException) -> None:
+        """The shard stopped (Shard._fail): wake whoever waits in wait_failed."""
+        fut = self._failure
+        if fut is not None and not fut.done():
+            fut.set_result(exc)
+        self._wake.set()
+
+    async def wait_failed(self) -> BaseException:
+        """Wait until the shard stops after a failure; returns its cause. A server
+        stops serving the shard then (health NOT_SERVING, exit): its memory is gone,
+        and a fresh process recovers it from disk."""
+        return await asyncio.shield(self._failure)
 
     @staticmethod
     def _fail_all(items, err: BaseException) -> None:
