@@ -28,9 +28,10 @@ from .model import (AllotmentStock, AuditNote, AuditRecord, BundleGate, BundlePr
                     BundleZone, Catalog, Conflict, HoldInfo, HolderTicket, OfflineBundle, Order,
                     OrderTicket, ProductCount, Quote, ShardCounts, SlotStock, TicketRecord, Violation,
                     ZoneCount, to_day)
-from .state import Batch, ShardState, mask_id
+from .state import Batch, ShardState, mask_id, retry
 from .storage import SHARD_MAP_SIZE, Storage
 
+_FIRST_VERIFY = CommandKind.VERIFY
 RECORD_DTYPE = np.dtype([
     ("slot", "<u4"), ("first_day", "<i4"), ("last_day", "<i4"), ("visit_day", "<i4"),
     ("product", "<u2"), ("group", "<u2"), ("persons_in", "<u2"), ("visit_admitted", "<u2"),
@@ -105,6 +106,8 @@ class Shard:
         self._cuts: list[tuple[int, BitMap]] = []
         self._cut_floor = seq
         state.tickets.changed = BitMap()
+        state.retry_buckets = retry.find_buckets(storage.rows_with_prefix)
+        self.pruned = 0                  # retry rows deleted since open
         last = storage.last_row(audit.PREFIX)
         if last is None:
             self.audit_seq, self.audit_head = 0, audit.GENESIS
@@ -116,7 +119,8 @@ class Shard:
     @classmethod
     def open(cls, path: str, *, shard_id: int = 0, clock: Callable[[], float] = time.time,
              durable: bool = True, map_size: int = SHARD_MAP_SIZE,
-             snapshot_every: int = 1_000_000, master_key: bytes | str | None = None) -> "Shard":
+             snapshot_every: int = 1_000_000, master_key: bytes | str | None = None,
+             retry_window_s: int = retry.DEFAULT_WINDOW_S) -> "Shard":
         """Open (creating if needed) the shard in directory `path` and recover it.
 
         `master_key` (32 bytes or 64 hex digits; default: the file TURNSTILE_MASTER_KEY_FILE
@@ -124,7 +128,13 @@ class Shard:
         Without one, or with another key than the shard is wrapped under, MasterKeyError is
         raised and nothing is opened or created. A shard made before master keys (secrets
         in clear) is migrated on open: its data key is made and wrapped, its catalog sealed
-        into a new snapshot, its journal dropped and its file compacted."""
+        into a new snapshot, its journal dropped and its file compacted.
+
+        `retry_window_s`: how long rows kept only to answer retries (idempotency keys,
+        scan ids, batch ids, offline nonces, ended holds) are kept at least; they are
+        pruned after at most twice that (engine/state/retry.py)."""
+        if type(retry_window_s) is not int or retry_window_s < 1:
+            raise InvalidArgument("must be a positive number of seconds", field="retry_window_s")
         master = keyring.load_master_key(master_key)
         t0 = time.perf_counter()
         storage = Storage(path, map_size=map_size, durable=durable)
@@ -142,6 +152,7 @@ class Shard:
                 storage.put_meta({"compact": None})
             state, seq, replayed, (t1, t2, t3) = _recover(storage, shard_id, keyring.Keyring(dek))
             shard = cls(storage, state, seq, clock=clock, snapshot_every=snapshot_every)
+            state.retry_window = retry_window_s
             shard.since_snapshot = replayed
             shard.recovery = {"read_snapshot_s": t1 - t0, "load_snapshot_s": t2 - t1,
                               "replay_s": t3 - t2, "replayed": replayed, "total_s": t3 - t0}
@@ -240,9 +251,12 @@ class Shard:
             batch = Batch(self.seq)
         now = int(self.clock())
         state = self.state
+        state.now, state.batch = now, batch
         results: list[Any] = []
         n_before = batch.n_commands
         try:
+            if n_before == 0 and len(state.retry_buckets) > 2:
+                self.pruned += retry.prune(state, self.storage.rows_with_prefix)
             if state.due_expiry(now):
                 state.apply(Command(CommandKind.EXPIRE, {}), now, batch)
             for c in cmds:
@@ -251,7 +265,9 @@ class Shard:
                 except TurnstileError as e:
                     r = e
                 results.append(r)
-                if c.audit is not None:
+                if c.audit is not None and c.op < _FIRST_VERIFY:
+                    # the record of a scan is its journal record: the audit log is for
+                    # administrative and sales changes
                     self._audit(c.audit, now, r, batch)
         except BaseException as e:
             # memory may be half-changed: stop, so nothing untrue is ever answered

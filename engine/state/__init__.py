@@ -11,6 +11,7 @@ the state; at run time each module imports only modules listed above it:
 
     validate.py  argument checks, each naming the field it refuses
     secrets.py   the holder secret, ticket keys, keyed hashes, sealed ID numbers, codes
+    retry.py     retry rows: kept in time buckets, read for a window, pruned by slices
     catalog.py   venues, zones, gates, products, slots, capacity, allotments; find by name
     sales.py     quotes, holds, expiry, confirm (tickets issued), orders, refunds, blocks
     idem.py      idempotency: decided once, a retry gets the first answer

@@ -15,7 +15,7 @@ from ..codes import TicketCodec
 from ..errors import CorruptData, InvalidArgument
 from ..journal import _HDR, LAST_CATALOG, Batch, Command, CommandKind, Record
 from ..model import AuditNote, Gate, Product, Slot, Venue, Zone
-from . import catalog, idem, offline, sales, scans, secrets, snapshot
+from . import catalog, idem, offline, retry, sales, scans, secrets, snapshot
 from .validate import text_arg
 
 _VERIFY, _VERIFY_FACE = int(CommandKind.VERIFY), int(CommandKind.VERIFY_FACE)
@@ -102,6 +102,12 @@ class ShardState:
         self.known_channels: set[str] = set()
         self.replaying = False
         self.pending: dict[bytes, tuple[int, bytes | None]] = {}
+        # retry rows (retry.py): the buckets kept, oldest first; the window; where
+        # pruning goes on; the time of the batch being staged (Shard._stage sets it)
+        self.retry_buckets: list[int] = []
+        self.retry_window = retry.DEFAULT_WINDOW_S
+        self.prune_from = b""
+        self.now = 0
         self.batch: Batch | None = None
 
     # -- the entry points ------------------------------------------------------------

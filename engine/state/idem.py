@@ -1,6 +1,7 @@
 """Idempotency, the one mechanism: a request under a key (an idempotency key, a channel's
 order id, a gate's scan id or batch id, an offline nonce) is decided once; its answer is
-kept in a row, and a retry gets that answer back.
+kept in a row, and a retry gets that answer back. These are retry rows: they live in
+time buckets and are pruned once older than the retry window live in time buckets and are pruned (retry.py).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from ..model import (AllotmentCounters, AuditNote, BlockResult, EntryRule, Expir
                      Gate, GateMode, HoldResult, IssuedTicket, KeyResult, Order, Product, RefundResult,
                      ReleaseResult, Slot, SlotCounters, UploadResult, Venue, Zone)
 from .sales import ConfirmResult
+from .retry import get_retry, put_retry
 from .secrets import render_if_valid
 
 if TYPE_CHECKING:
@@ -33,7 +35,7 @@ def once(st: ShardState, key: bytes, fp: str, field: str, run: Callable[[], Any]
     request's fingerprint); a retry gets it back (`load`); another request under the
     same key is refused, naming `field`. A row without a fingerprint (an offline
     scan's) is answered to any request."""
-    row = st.get_row(key)
+    row = get_retry(st, key)
     if row is not None:
         stored = json.loads(row)
         if stored.get("fp", fp) != fp:
@@ -41,7 +43,7 @@ def once(st: ShardState, key: bytes, fp: str, field: str, run: Callable[[], Any]
                                       field=field, hint="use a new key for a new request")
         return load(stored)
     result = run()
-    st.put_row(key, json.dumps({**dump(result), "fp": fp}).encode())
+    put_retry(st, key, json.dumps({**dump(result), "fp": fp}).encode())
     return result
 
 

@@ -9,6 +9,7 @@ from ..errors import InvalidArgument
 from ..journal import Record, json_record
 from ..model import REASON_OF, Direction, Reason, UploadResult
 from .catalog import find, venue_arg
+from .retry import get_retry, put_retry
 from .scans import offline_key
 from .validate import U16, arg, ident_arg, int_arg, text_arg
 
@@ -55,7 +56,7 @@ def upload(st: ShardState, args: dict, now: int) -> list[UploadResult]:
             first = seen.get(nonce) if not st.replaying else None
             if first is None and not st.replaying:
                 # rows from before per-venue gate ids were keyed by the bare gate id
-                row = st.get_row(key) or st.get_row(f"offline/{gate}/{nonce}".encode())
+                row = get_retry(st, key) or get_retry(st, f"offline/{gate}/{nonce}".encode())
                 first = json.loads(row) if row is not None else None
             if first is not None:
                 results[i] = UploadResult.from_dict({**first, "status": "DUPLICATE"})
@@ -67,7 +68,7 @@ def upload(st: ShardState, args: dict, now: int) -> list[UploadResult]:
                    "reason": reason, "ticket_id": base, "persons": k}
             seen[nonce] = res
             results[i] = UploadResult.from_dict(res)
-            st.put_row(key, json.dumps(res).encode())
+            put_retry(st, key, json.dumps(res).encode())
             if conflict:
                 st.put_row(f"conflict/{venue}/{at:012d}/{gate}/{nonce}".encode(), json.dumps({
                     "venue": venue, "gate": gate, "nonce": nonce, "seq": seq, "at": at,

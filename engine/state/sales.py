@@ -18,6 +18,7 @@ from ..journal import Record, decode_hold, hold_record, json_record
 from ..model import (BlockResult, ExpireResult, HoldInfo, HoldResult, IssuedTicket, Order, PricedItem,
                      Quote, RefundResult, ReleaseResult, Venue)
 from .catalog import channel_of, find, venue_of
+from .retry import get_retry, put_retry
 from .secrets import holder_key, mask_id, render, seal
 from .validate import ID, U16, arg, ident_arg, int_arg, text_arg
 
@@ -184,7 +185,7 @@ def drop_hold(st: ShardState, hold: dict, status: str) -> None:
 
 def end_hold(st: ShardState, hold: dict, status: str, order_id: str = "") -> None:
     """Keep what a hold was and what became of it (GetHold after it ended)."""
-    st.put_row(b"hold/%d" % hold["id"], json.dumps({
+    put_retry(st, b"hold/%d" % hold["id"], json.dumps({
         "status": status, "order_id": order_id, "channel": hold["channel"],
         "venue": hold["venue"], **hold_result(st, hold).to_dict()}).encode())
 
@@ -197,7 +198,7 @@ def hold_info(st: ShardState, hold_id: int, now: int) -> HoldInfo:
         r = hold_result(st, hold)
         return HoldInfo("expired" if hold["expires_at"] <= now else "active", "", hold["channel"],
                         hold["venue"], r.hold_id, r.expires_at, r.amount_fen, r.items)
-    row = st.get_row(b"hold/%d" % hold_id)
+    row = get_retry(st, b"hold/%d" % hold_id)
     if row is None:
         raise NotFound(f"no hold {hold_id}", field="hold_id")
     return HoldInfo.from_dict(json.loads(row))
