@@ -101,6 +101,13 @@ class Overloaded(TurnstileError):
     code = "OVERLOADED"
 
 
+class StorageFull(TurnstileError):
+    """The shard's LMDB map is nearly full: every command is refused whole, before any of
+    it is applied, until the shard is opened with a larger map (map_size); queries go on."""
+
+    code = "STORAGE_FULL"
+
+
 class ShardUnavailable(TurnstileError):
     """The shard is closed, or stopped after a storage failure and must be reopened."""
 

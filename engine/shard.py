@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 from collections import Counter
@@ -22,7 +23,8 @@ import numpy as np
 from pyroaring import BitMap
 
 from . import _core, audit, keyring
-from .errors import CorruptData, ShardUnavailable, TurnstileError, NotFound, InvalidArgument
+from .errors import (CorruptData, ShardUnavailable, StorageFull, TurnstileError, NotFound,
+                     InvalidArgument)
 from .journal import Command, CommandKind
 from .model import (AllotmentStock, AuditNote, AuditRecord, BundleGate, BundleProduct, BundleSlot,
                     BundleZone, Catalog, Conflict, HoldInfo, HolderTicket, OfflineBundle, Order,
@@ -31,7 +33,19 @@ from .model import (AllotmentStock, AuditNote, AuditRecord, BundleGate, BundlePr
 from .state import Batch, ShardState, mask_id, retry
 from .storage import SHARD_MAP_SIZE, Storage
 
+log = logging.getLogger(__name__)
 _FIRST_VERIFY = CommandKind.VERIFY
+MAP_WARN = (0.8, 0.9, 0.95)        # map use at which a shard warns, once per level
+
+
+def map_reserve(map_size: int) -> int:
+    """Bytes of the map kept free: commands are refused (StorageFull) once less is free,
+    before LMDB itself would fail. A write transaction needs room for a new copy of every
+    page it changes beside the old one (a page per changed row at worst), so the reserve
+    must hold the biggest batch: 64 MiB holds 10,000 scattered rows (an offline upload of
+    10,000 scans). A batch that still does not fit makes LMDB fail its transaction:
+    nothing of it is written, and the shard stops and is restarted (loud, not torn)."""
+    return min(max(64 << 20, map_size // 100), map_size // 4)
 RECORD_DTYPE = np.dtype([
     ("slot", "<u4"), ("first_day", "<i4"), ("last_day", "<i4"), ("visit_day", "<i4"),
     ("product", "<u2"), ("group", "<u2"), ("persons_in", "<u2"), ("visit_admitted", "<u2"),
@@ -108,6 +122,11 @@ class Shard:
         state.tickets.changed = BitMap()
         state.retry_buckets = retry.find_buckets(storage.rows_with_prefix)
         self.pruned = 0                  # retry rows deleted since open
+        self.map_used = 0.0              # the file's high-water mark / the map, after each commit
+        self.storage_full = False
+        self._warned = 0                 # MAP_WARN levels warned of
+        if not storage.readonly:
+            self._measure()
         last = storage.last_row(audit.PREFIX)
         if last is None:
             self.audit_seq, self.audit_head = 0, audit.GENESIS
@@ -257,6 +276,13 @@ class Shard:
         try:
             if n_before == 0 and len(state.retry_buckets) > 2:
                 self.pruned += retry.prune(state, self.storage.rows_with_prefix)
+            if self.storage_full:
+                # refused whole, before any of it is applied: nothing half-written
+                full = StorageFull(f"storage full ({self.map_used:.0%} of the LMDB map in use)",
+                                   hint="the operator must restart the shard with a larger map (map_size)")
+                results = [full for _ in cmds]
+                batch.n_calls += len(results)
+                return batch, results
             if state.due_expiry(now):
                 state.apply(Command(CommandKind.EXPIRE, {}), now, batch)
             for c in cmds:
@@ -326,6 +352,39 @@ class Shard:
         """Make a staged batch durable (I/O thread): one LMDB transaction, fsync'd."""
         if batch.records or batch.rows:
             self.storage.commit(batch.seq, batch.blob(), batch.rows)
+            self._measure()
+
+    def _measure(self) -> None:
+        """How full the LMDB map is (after a commit, on the I/O thread): a warning in the
+        log at 80, 90 and 95 % in use, and `storage_full` once less than the reserve is
+        free -- from then on each batch is refused whole (StorageFull) until the shard is
+        opened with a larger map_size (pruning keeps the mark from rising; it never
+        lowers it: LMDB files do not shrink)."""
+        # the file's high-water mark, not the pages holding data: LMDB fails a write once
+        # it must grow past the map, and freed pages do not always serve (a large value
+        # needs a run of them), so the mark is what must stay below the map
+        used, total = self.storage.used_bytes(), self.storage.env.info()["map_size"]
+        use = used / total
+        self.map_used = use
+        full = total - used < map_reserve(total)
+        if full != self.storage_full:
+            self.storage_full = full
+            if full:
+                log.error("shard %d: storage full: %.1f %% of the LMDB map in use; every "
+                          "command is refused (RESOURCE_EXHAUSTED, STORAGE_FULL) until the "
+                          "shard is restarted with a larger map size (--map-size-mib)",
+                          self._shard_id, use * 100)
+            else:
+                log.warning("shard %d: storage no longer full (%.1f %% in use)",
+                            self._shard_id, use * 100)
+        level = sum(use >= w for w in MAP_WARN)
+        if level > self._warned:
+            self._warned = level
+            log.warning("shard %d: %.1f %% of the LMDB map in use (%d MiB of %d MiB); raise "
+                        "the map size (--map-size-mib) before it fills", self._shard_id,
+                        use * 100, used >> 20, total >> 20)
+        elif use < MAP_WARN[0] - 0.05:
+            self._warned = 0
 
     def _committed(self, batch: Batch) -> None:
         self.state.committed(batch)

@@ -287,6 +287,8 @@ class Storage:
         return (self.env.info()["last_pgno"] + 1) * self.env.stat()["psize"]
 
     def map_use(self) -> float:
+        """The file's high-water mark over the map size: what must stay below the map
+        (pages freed below the mark are reused, but not every write fits in them)."""
         return self.used_bytes() / self.env.info()["map_size"]
 
     def copy(self, dst: str) -> tuple[int, int | None]:

@@ -34,6 +34,7 @@ TABLE: dict[type, grpc.StatusCode] = {
     e.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     e.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     e.Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    e.StorageFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
     e.ShardUnavailable: grpc.StatusCode.UNAVAILABLE,
     e.StorageError: grpc.StatusCode.INTERNAL,
     e.CorruptData: grpc.StatusCode.DATA_LOSS,
