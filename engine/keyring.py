@@ -17,7 +17,10 @@ Three layers of keys:
               ticket key's MAC key and Ed25519 seed (KEY records). Journal records and the
               snapshot's catalog keep their other fields readable; the secret ones are one
               `sealed` field: AES-256-GCM under the DEK, bound to the record kind (and key
-              id), so a sealed value cannot be moved to another record.
+              id), so a sealed value cannot be moved to another record. The audit key
+              (engine/audit.py), which signs the audit log's checkpoints, likewise: its
+              Ed25519 seed sealed in the `audit_key` meta row, bound to the row's public
+              fields (the public key stays readable, for auditors).
 
 So a data dir or a backup alone reveals no secret and, with it, no ID number (they are
 AES-GCM under the data key). Rotating the master key re-wraps each shard's DEK: one row,

@@ -127,12 +127,7 @@ class Shard:
         self._warned = 0                 # MAP_WARN levels warned of
         if not storage.readonly:
             self._measure()
-        last = storage.last_row(audit.PREFIX)
-        if last is None:
-            self.audit_seq, self.audit_head = 0, audit.GENESIS
-        else:
-            rec = json.loads(last[1])
-            self.audit_seq, self.audit_head = rec["seq"], rec["hash"]
+        self._audit_open(state.keyring)
 
     # -- open / close ----------------------------------------------------------------
     @classmethod
@@ -239,6 +234,7 @@ class Shard:
             return
         if self._writer is not None and self._writer.running:
             raise ShardUnavailable("stop the writer before closing the shard")
+        self._audit_close()
         if snapshot and self.failed is None and self.since_snapshot and not self.readonly:
             self.snapshot()
         self.closed = True
@@ -318,6 +314,65 @@ class Shard:
         """No more commands join `batch`: it goes to commit."""
         self.batch_sizes[batch.n_calls] += 1
 
+    # -- the audit log (engine/audit.py) -------------------------------------------------
+    AUDIT_PRUNE_SLICE = 512         # archived audit rows a batch deletes at most
+
+    def _audit_open(self, ring: keyring.Keyring) -> None:
+        """The audit log's state: its head (the head row; a shard from before it: the
+        last record), its signing key (made now for a new shard or one from before
+        checkpoints), when the next checkpoint is due, and what is archived but still
+        to prune. Reads a few rows; writes only a new key and its head row."""
+        storage = self.storage
+        self.audit_every = audit.EVERY          # records between checkpoints
+        self.audit_dir = os.path.join(storage.path, audit.ARCHIVE_DIR)
+        self._audit_ring = ring
+        raw_head = storage.get_row(audit.HEAD)
+        last = raw_head if raw_head is not None else (storage.last_row(audit.PREFIX) or (b"", None))[1]
+        if last is None:
+            self.audit_seq, self.audit_head = 0, audit.GENESIS
+        else:
+            rec = json.loads(last)
+            self.audit_seq, self.audit_head = rec["seq"], rec["hash"]
+        self._audit_signer, self._audit_kid, due = None, "", 0
+        raw_key = storage.get_meta_bytes(audit.KEY_META)
+        if storage.readonly:
+            pass                                # verifies, never signs
+        elif raw_key is not None and storage.get_meta_bytes("dek") is not None:
+            try:
+                k = audit.AuditKey.parse(raw_key)
+                self._audit_signer, self._audit_kid, due = k.signer(ring), k.key, k.first_by
+            except (ValueError, CorruptData) as e:
+                # the shard serves on; its checkpoints stop and verification says why
+                import logging
+                logging.getLogger(__name__).error(
+                    "shard %s: its audit key does not open (%s): no audit checkpoints are "
+                    "signed; `turnstile check` reports the chain", self._shard_id, e)
+        elif raw_head is None or raw_key is not None:
+            # a new shard, or one from before checkpoints: its chain from here on is signed
+            # (or one being given its first data key, Shard.open: no key sealed before
+            # it can open)
+            due = self.audit_seq + self.audit_every
+            self._audit_signer, row = audit.new_key(ring, self._shard_id, due)
+            self._audit_kid = audit.AuditKey.parse(row).key
+            audit.install_key(storage.env, storage.meta, storage.rows, row, self.audit_seq,
+                              self.audit_head)
+        # (a head row without a key row: the key was removed; nothing is signed again)
+        cp = storage.last_row(audit.CP_PREFIX)
+        self._audit_cp_seq = 0
+        if cp is not None:
+            cp = json.loads(cp[1])
+            self._audit_cp_seq, due = cp["seq"], cp["next_by"]
+        self._audit_cp_due = due
+        self._audit_archived = audit.archived_end(self.audit_dir)
+        first = storage.rows_with_prefix(audit.PREFIX)
+        try:
+            hot = next(first, None)
+        finally:
+            first.close()
+        self._audit_pruned = min(self._audit_archived,
+                                 self._audit_archived if hot is None else json.loads(hot[1])["seq"] - 1)
+        self._audit_prune_batch = -1
+
     def _audit(self, who: tuple[str, str, str], now: int, result: Any, batch: Batch) -> None:
         self.audit_seq += 1
         if isinstance(result, TurnstileError):
@@ -328,25 +383,127 @@ class Shard:
             outcome = "OK"
         self.audit_head, row = audit.make(self.audit_seq, self.audit_head, now, who[0], who[1],
                                           who[2], outcome)
-        self.state.batch = batch
-        self.state.put_row(audit.key(self.audit_seq), row)
+        state = self.state
+        state.batch = batch
+        state.put_row(audit.key(self.audit_seq), row)
+        state.put_row(audit.HEAD, audit.head_row(self.audit_seq, self.audit_head))
+        if self.audit_seq >= self._audit_cp_due and self._audit_signer is not None:
+            self._audit_checkpoint(now, state.put_row)
+        if self._audit_pruned < self._audit_archived and batch.seq != self._audit_prune_batch:
+            self._audit_prune_batch = batch.seq
+            for k in self._audit_prune_slice():
+                state.put_row(k, None)
+
+    def _audit_checkpoint(self, now: int, put: Callable[[bytes, bytes], None]) -> None:
+        """Sign the chain as it stands: a checkpoint row, the next one due `audit_every`
+        records later."""
+        next_by = self.audit_seq + max(int(self.audit_every), 1)
+        put(audit.cp_key(self.audit_seq),
+            audit.make_checkpoint(self._audit_signer, self._audit_kid, self._shard_id,
+                                  self.audit_seq, self.audit_head, now, next_by))
+        self._audit_cp_seq, self._audit_cp_due = self.audit_seq, next_by
+
+    def _audit_prune_slice(self) -> list[bytes]:
+        """Keys of the next slice of hot audit rows the archive holds (records at or
+        before its end, checkpoints before it). They were committed before they were
+        archived, so no batch still being written holds them."""
+        lo, upto = self._audit_pruned + 1, self._audit_archived
+        hi = min(upto, lo + self.AUDIT_PRUNE_SLICE - 1)
+        keys = [audit.key(s) for s in range(lo, hi + 1)]
+        if hi == upto:
+            with self.storage.env.begin(db=self.storage.rows) as txn:
+                keys += audit.prune_keys(txn, self.storage.rows, upto, 1 << 30,
+                                         records=False)
+        self._audit_pruned = hi
+        return keys
+
+    def archive_audit(self, *, keep: int = 10_000, segment_records: int = 10_000) -> list[audit.Segment]:
+        """Archive the old part of the audit log to files in DIR/audit (engine/audit.py):
+        every record up to a checkpoint at least `keep` records behind the head, in files
+        of at least `segment_records` records that each end at a checkpoint, each
+        fsync'd, read back and verified before it counts. Their rows are then pruned a
+        slice per audited batch (AUDIT_PRUNE_SLICE), or at once by prune_audit when no
+        writer runs. It reads one LMDB read transaction and touches no memory of the
+        writer, so it may run in a thread beside it. CorruptData if the records to
+        archive do not verify (they stay hot, as evidence)."""
+        if self.readonly:
+            raise ShardUnavailable("the shard is open read-only")
+        written = audit.archive(self._shard_id, self.storage.env, self.storage.rows,
+                                self.storage.meta, self.audit_dir, keep=keep,
+                                segment_records=segment_records)
+        self._audit_archived = audit.archived_end(self.audit_dir)
+        return written
+
+    def prune_audit(self) -> int:
+        """Delete every hot audit row the archive holds, a slice per transaction (no
+        writer may run). Returns the rows deleted."""
+        if self._writer is not None and self._writer.running:
+            raise ShardUnavailable("the async writer owns this shard; it prunes as it goes")
+        self._usable()
+        n = 0
+        while self._audit_pruned < self._audit_archived:
+            keys = self._audit_prune_slice()
+            self.storage.commit(self.seq, None, dict.fromkeys(keys))
+            n += len(keys)
+        return n
+
+    def _audit_close(self) -> None:
+        """On close: sign the records after the last checkpoint."""
+        if self._audit_signer is not None and self.audit_seq > self._audit_cp_seq \
+                and self.failed is None and not self.readonly:
+            rows: dict[bytes, bytes | None] = {}
+            self._audit_checkpoint(int(self.clock()), rows.__setitem__)
+            self.storage.commit(self.seq, None, rows)
 
     def audit_records(self, after_seq: int = 0, limit: int = 100,
                       principal: str | None = None) -> list[AuditRecord]:
-        """Committed audit records after `after_seq`, oldest first."""
-        out = []
-        for _, raw in self.storage.rows_with_prefix(audit.PREFIX, audit.key(after_seq + 1)):
-            rec = json.loads(raw)
-            if principal and rec["principal"] != principal:
-                continue
-            out.append(AuditRecord.from_dict(rec))
-            if len(out) >= limit:
-                break
+        """Audit records after `after_seq`, oldest first: archived ones from their files,
+        then the committed rows, read in ONE LMDB read transaction. It touches no memory
+        of the writer: safe in a thread beside it."""
+        out: list[AuditRecord] = []
+
+        def take(rec: dict) -> bool:
+            if not principal or rec["principal"] == principal:
+                out.append(AuditRecord.from_dict(rec))
+            return len(out) >= limit
+
+        st = self.storage
+        with st.env.begin(db=st.rows) as txn:
+            cur = txn.cursor()
+            first = None
+            if cur.set_range(audit.PREFIX) and cur.key().startswith(audit.PREFIX):
+                first = int(cur.key()[len(audit.PREFIX):], 16)
+            if first is None or after_seq + 1 < first:
+                try:
+                    for rec in audit.iter_archived(self.audit_dir, after_seq):
+                        if first is not None and rec["seq"] >= first:
+                            break
+                        if take(rec):
+                            return out
+                except (OSError, ValueError) as e:
+                    raise CorruptData(f"the audit archive in {self.audit_dir} is unreadable: {e}") from None
+            if cur.set_range(audit.key(after_seq + 1)):
+                for k, raw in cur:
+                    if not k.startswith(audit.PREFIX):
+                        break
+                    if take(json.loads(raw)):
+                        break
         return out
 
+    def check_audit(self) -> audit.Report:
+        """Verify the whole audit log (engine/audit.py verify_chain): the archive files
+        and the hot rows as one chain, every checkpoint's signature, the head, the key
+        row against its sealed seed; in ONE LMDB read transaction, touching no memory
+        of the writer: safe in a thread beside it."""
+        st = self.storage
+        with st.env.begin() as txn:
+            return audit.verify_chain(self._shard_id, txn, st.rows, st.meta, self.audit_dir,
+                                      self._audit_ring)
+
     def verify_audit(self) -> tuple[bool, int, int]:
-        """Check the whole audit chain: (ok, records checked, first bad seq or 0)."""
-        return audit.verify(json.loads(raw) for _, raw in self.storage.rows_with_prefix(audit.PREFIX))
+        """check_audit in short: (ok, records checked, first bad seq or 0)."""
+        r = self.check_audit()
+        return r.ok, r.checked, r.first_bad_seq
 
     def _commit(self, batch: Batch) -> None:
         """Make a staged batch durable (I/O thread): one LMDB transaction, fsync'd."""

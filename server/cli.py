@@ -3,7 +3,8 @@
     turnstile serve --data data     serve every shard over gRPC on 127.0.0.1
     turnstile demo  --data data     seed the demo venue into an empty data dir
     turnstile info  --data data     what each shard holds
-    turnstile check --data data     verify every invariant (exit 1 on a violation)
+    turnstile check --data data     verify every invariant and audit chain (exit 1 if broken)
+    turnstile audit verify|archive  verify the audit chains read-only; archive old segments
 """
 from __future__ import annotations
 
@@ -110,16 +111,83 @@ def cmd_check(args) -> int:
         shard = _open(path, args)
         try:
             found = shard.check(replay=args.replay)
+            chain = shard.check_audit()
         finally:
             shard.close(snapshot=False)
         for v in found:
             print(f"{path}: {v.invariant}: {v.detail}")
-        bad += len(found)
-        if not found:
+        print(f"{path}: {chain.summary()}")
+        bad += len(found) + (not chain.ok)
+        if not found and chain.ok:
             print(f"{path}: ok")
     from turnstile.engine.datadir import mode_warnings
     for w in mode_warnings(args.data, keyring.key_source(args.master_key_file)):
         print(f"warning: {w}", file=sys.stderr)
+    return 1 if bad else 0
+
+
+def cmd_audit_verify(args) -> int:
+    """Verify every shard's audit chain read-only, beside a running server or not."""
+    from turnstile.engine import audit
+    from turnstile.engine.storage import Storage
+    dirs = _shard_dirs(args.data)
+    if not dirs:
+        print(f"no shards in {args.data}", file=sys.stderr)
+        return 1
+    try:
+        master = keyring.load_master_key(key_file=args.master_key_file)
+    except keyring.MasterKeyError:
+        if args.master_key_file:
+            raise
+        master = None
+        print("no master key: checkpoints are verified with each shard's public audit key; "
+              "that key row itself is checked against its sealed seed only with the master "
+              "key", file=sys.stderr)
+    bad = 0
+    for path in dirs:
+        if not os.path.exists(os.path.join(path, "data.mdb")):
+            print(f"{path}: not a shard (no data.mdb)")
+            bad += 1
+            continue
+        storage = Storage(path, readonly=True, lock=True)
+        try:
+            ring = None
+            wrapped = storage.get_meta_bytes("dek")
+            if master is not None and wrapped is not None:
+                ring = keyring.Keyring(keyring.unwrap_dek(master, wrapped, path))
+            with storage.env.begin() as txn:
+                chain = audit.verify_chain(int(os.path.basename(path).split("-")[1]), txn,
+                                           storage.rows, storage.meta,
+                                           os.path.join(path, audit.ARCHIVE_DIR), ring)
+        finally:
+            storage.close()
+        print(f"{path}: {chain.summary()}")
+        bad += not chain.ok
+    return 1 if bad else 0
+
+
+def cmd_audit_archive(args) -> int:
+    """Archive every shard's old audit segments to files, verified, then prune them."""
+    from turnstile.engine.datadir import require_offline
+    dirs = _shard_dirs(args.data)
+    if not dirs:
+        print(f"no shards in {args.data}", file=sys.stderr)
+        return 1
+    require_offline(args.data)
+    keyring.load_master_key(key_file=args.master_key_file)   # before any shard
+    bad = 0
+    for path in dirs:
+        shard = _open(path, args)
+        try:
+            written = shard.archive_audit(keep=args.keep, segment_records=args.segment)
+            pruned = shard.prune_audit()
+            chain = shard.check_audit()
+        finally:
+            shard.close(snapshot=False)
+        n = sum(s.last - s.first + 1 for s in written)
+        print(f"{path}: archived {n} records in {len(written)} new segments, pruned "
+              f"{pruned} rows; {chain.summary()}")
+        bad += not chain.ok
     return 1 if bad else 0
 
 
@@ -205,12 +273,51 @@ def register(sub) -> None:
 
     c = sub.add_parser("check", help="verify every invariant",
                        description="Verify the invariants of every shard in DATA (stock, ticket "
-                                   "state sets, head counts); exit status 1 if any is violated.")
+                                   "state sets, head counts) and its audit chain (archive files "
+                                   "and hot rows, signed checkpoints, head); exit status 1 if "
+                                   "any is violated.")
     c.add_argument("--data", default="data", help="data dir (default: %(default)s)")
     c.add_argument("--replay", action="store_true",
                    help="also rebuild each shard from snapshot + journal and compare")
     _master_key_option(c)
     c.set_defaults(func=cmd_check)
+
+    a = sub.add_parser("audit", help="verify or archive the audit log",
+                       description="The audit log of each shard is hash-chained with signed "
+                                   "checkpoints (every 1000 records and on close); old segments "
+                                   "are archived to files in DATA/shard-N/audit and pruned from "
+                                   "the shard. `check` verifies the chain too.")
+    acts = a.add_subparsers(dest="action", required=True, metavar="{verify,archive}")
+    av = acts.add_parser("verify", help="verify every shard's audit chain (read-only)",
+                         description="Verify the audit chain of every shard in DATA -- archive "
+                                     "files and hot rows as one chain, every checkpoint's "
+                                     "signature, the head -- read-only, beside a running server "
+                                     "or not, and print the last checkpoint (note it: a later "
+                                     "rollback to before it is found by comparing). Without a "
+                                     "master key the checkpoints are verified with the public "
+                                     "key the shard keeps; with it, that key is also checked "
+                                     "against its sealed seed. Exit status 1 if a chain is "
+                                     "broken.")
+    av.add_argument("--data", default="data", help="data dir (default: %(default)s)")
+    _master_key_option(av)
+    av.set_defaults(func=cmd_audit_verify)
+    aa = acts.add_parser("archive", help="archive old audit segments to files, then prune them "
+                                         "(offline)",
+                         description="For every shard of DATA (offline: refused while a server "
+                                     "holds it): write the audit records up to a checkpoint at "
+                                     "least KEEP records behind the head to files of at least "
+                                     "SEGMENT records in DATA/shard-N/audit (JSON lines, each "
+                                     "ending with the checkpoint that closes it), fsync and "
+                                     "verify each by reading it back, then delete their rows "
+                                     "from the shard a slice per transaction, and verify the "
+                                     "whole chain. Backups copy these files with the shard.")
+    aa.add_argument("--data", default="data", help="data dir (default: %(default)s)")
+    aa.add_argument("--keep", type=int, default=10_000,
+                    help="records kept in the shard behind the head (default: %(default)s)")
+    aa.add_argument("--segment", type=int, default=10_000,
+                    help="records per archive file, at least (default: %(default)s)")
+    _master_key_option(aa)
+    aa.set_defaults(func=cmd_audit_archive)
 
     from . import cli_data
     cli_data.register(sub)       # backup, restore, shards, master-key: a data dir, offline
