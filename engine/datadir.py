@@ -139,7 +139,7 @@ def require_offline(data: str) -> None:
         raise Refused(f"{data} is in use: shard {', '.join(map(str, held))} "
                       f"{'is' if len(held) == 1 else 'are'} held by a running server "
                       f"(owner.lock); stop `turnstile serve --data {data}` first "
-                      f"(`turnstile backup` is the one data command that runs beside a server)")
+                      f"(`turnstile backup` and `turnstile audit verify` run beside a server)")
 
 
 def _empty_target(path: str, what: str) -> None:
@@ -376,6 +376,26 @@ def _copy_env(name: str, src: str, dst: str) -> dict[str, Any]:
         env.close()
 
 
+def _copy_audit_archive(src: str, dst: str) -> int:
+    """Copy a shard's audit archive files (engine/audit.py: written once, never changed)
+    from `src` into `dst`, fsync'd; returns how many."""
+    from . import audit
+    segs = audit.segments(os.path.join(src, audit.ARCHIVE_DIR))
+    if not segs:
+        return 0
+    to = os.path.join(dst, audit.ARCHIVE_DIR)
+    os.mkdir(to, 0o700)
+    for seg in segs:
+        path = os.path.join(to, os.path.basename(seg.path))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with open(seg.path, "rb") as fin, os.fdopen(fd, "wb") as fout:
+            shutil.copyfileobj(fin, fout, CHUNK)
+            fout.flush()
+            os.fsync(fout.fileno())
+    _fsync(to)
+    return len(segs)
+
+
 def backup(data: str, out: str, *, master_key: bytes | str | None = None,
            master_key_file: str | None = None, progress: Progress | None = None) -> Backup:
     """A hot backup of `data` into the new or empty directory `out`: it runs beside a
@@ -390,9 +410,12 @@ def backup(data: str, out: str, *, master_key: bytes | str | None = None,
     the shard's owner.lock. Shards are copied one after another: each shard is consistent
     in itself, the backup is not one instant across shards (shards share nothing but the
     control store). Long copies hold old pages, so a shard's file may grow while a backup
-    runs under heavy writes.
+    runs under heavy writes. A shard's audit archive files (DATA/shard-N/audit, written
+    once and never changed: engine/audit.py) are copied after its environment, so a
+    segment archived meanwhile overlaps rows the copy holds and none is missing.
 
-    The copies are then opened read-only and checked; OUT/manifest.json, written last,
+    The copies are then opened read-only and checked (invariants and the audit chain);
+    OUT/manifest.json, written last,
     records the time, each shard's ShardSummary and violations, the ControlSummary, and
     the size and SHA-256 of every file. A backup holds each shard's keys only wrapped by
     the master key, which it does not contain (a shard from before master keys, with its
@@ -427,6 +450,10 @@ def backup(data: str, out: str, *, master_key: bytes | str | None = None,
         t = time.perf_counter()
         try:
             info = _copy_env(name, src, dst)
+            if name != CONTROL:
+                # after the shard's copy: a segment archived meanwhile overlaps rows the
+                # copy still holds (verified as one chain), none is missing
+                info["audit_segments"] = _copy_audit_archive(src, dst)
         except Exception as e:
             raise Refused(f"copying {src} failed: {e}; {out} is incomplete (no manifest)") from e
         info["copy_s"] = round(time.perf_counter() - t, 3)
@@ -446,6 +473,7 @@ def backup(data: str, out: str, *, master_key: bytes | str | None = None,
         try:
             s = summarize(shard)
             violations = shard.check()
+            chain = shard.check_audit()
         finally:
             shard.close()
         if s.shard != k:
@@ -455,7 +483,12 @@ def backup(data: str, out: str, *, master_key: bytes | str | None = None,
             raise Refused(f"{name}: the copy ends at batch {s.last_seq}, its transaction "
                           f"saw {live_last}: the copy is not consistent")
         found = [f"{v.invariant}: {v.detail}" for v in violations]
+        if not chain.ok:
+            found.append(f"audit chain: {chain.summary()}")
         entries.append(asdict(s) | {"dir": name, "copy_s": copied[name]["copy_s"],
+                                    "audit": {"ok": chain.ok, "records": chain.checked,
+                                              "segments": chain.segments,
+                                              "last_checkpoint": chain.last_checkpoint},
                                     "copied_at": copied[name]["copied_at"],
                                     "lmdb_txn_id": copied[name]["txn_id"], "violations": found})
         warnings += [f"{name}: {v}" for v in found]
@@ -526,7 +559,7 @@ def load_manifest(src: str) -> dict[str, Any]:
 @dataclass(frozen=True, slots=True)
 class RestoredShard:
     """One restored shard: its summary (None if it did not open) and whether it passed
-    (every invariant holds, the counts match the manifest)."""
+    (every invariant holds, its audit chain verifies, the counts match the manifest)."""
     dir: str
     summary: ShardSummary | None
     ok: bool
@@ -552,7 +585,8 @@ def restore(src: str, target: str, *, replay: bool = False,
     First every file's size and SHA-256 is verified against the manifest (BackupDamaged,
     before anything is written), and the master key must unwrap every shard's key. The
     files are copied into a staging dir beside the target, which is then renamed into
-    place. Then every shard is opened with the engine, checked (with `replay`, also
+    place. Then every shard is opened with the engine, checked (its audit chain too;
+    with `replay`, also
     rebuilt from snapshot + journal and compared) and its ShardSummary compared with the
     manifest's, and the control store's principals and venue map too: what differs is in
     the result's `problems`."""
@@ -639,17 +673,20 @@ def restore(src: str, target: str, *, replay: bool = False,
         try:
             violations = shard.check(replay=replay)
             got = summarize(shard)
+            chain = shard.check_audit()
         finally:
             shard.close(snapshot=False)
         for v in violations:
             problems.append(f"{want['dir']}: {v.invariant}: {v.detail}")
+        if not chain.ok:
+            problems.append(f"{want['dir']}: {chain.summary()}")
         # a backup from before master keys is wrapped as it opens: a new snapshot
         moved = {"snapshot_seq"} if wrapping[want["dir"]] == "clear" else set()
         diff = [f"{key} {getattr(got, key)!r} (manifest {want.get(key)!r})" for key in COMPARED
                 if key in want and key not in moved and getattr(got, key) != want[key]]
         if diff:
             problems.append(f"{want['dir']}: differs from the manifest: {'; '.join(diff)}")
-        shards.append(RestoredShard(want["dir"], got, not violations and not diff))
+        shards.append(RestoredShard(want["dir"], got, not violations and not diff and chain.ok))
         phase.advance()
     ctl = m.get("control")
     restored_ctl = None
@@ -984,3 +1021,123 @@ def move_venue(data: str, venue: str, to: int, *, open_map: Callable[[str], Shar
     finally:
         store.close()
     return VenueMove(venue, src, to, sizes)
+
+
+# -- format upgrades ------------------------------------------------------------------------
+def verify_backup(src: str, progress: Progress | None = None) -> dict[str, Any]:
+    """Check every file of the backup in `src` against its manifest (size and SHA-256);
+    BackupDamaged (one line per bad file) if any differs. Returns the manifest."""
+    m = load_manifest(src)
+    files: dict[str, dict] = m["files"]
+    bad = []
+    phase = _Phase(progress, "verifying backup", sum(f["size"] for f in files.values()), "B")
+    for rel, want in sorted(files.items()):
+        path = os.path.join(src, rel)
+        if not os.path.isfile(path):
+            bad.append(f"{rel}: missing")
+        elif os.path.getsize(path) != want["size"]:
+            bad.append(f"{rel}: {os.path.getsize(path)} bytes, the manifest says {want['size']}")
+        elif (got := _sha256(path, phase)) != want["sha256"]:
+            bad.append(f"{rel}: sha256 {got[:16]}..., the manifest says {want['sha256'][:16]}...")
+    if bad:
+        raise BackupDamaged(f"the backup in {src} is damaged ({len(bad)} file"
+                            f"{'s' if len(bad) > 1 else ''})", bad)
+    return m
+
+
+@dataclass(frozen=True, slots=True)
+class MigratedShard:
+    """One shard of a migration: the formats it held before (newest, oldest: see
+    engine/storage.py), what was done ("migrated" or "current": nothing to do), and for a
+    migrated one the journal batches folded into its new snapshot."""
+    shard: int
+    before: tuple[int, int]
+    action: str
+    journal_batches: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """A migrated data dir: the format it now holds, the verified backup taken first
+    (None if every shard was current: nothing was written), each shard."""
+    data: str
+    format: int
+    backup: str | None
+    shards: list[MigratedShard]
+    elapsed_s: float
+
+
+def migrate(data: str, *, backup_to: str | None = None, master_key: bytes | str | None = None,
+            master_key_file: str | None = None, progress: Progress | None = None) -> Migration:
+    """Upgrade every shard of `data` in place to this build's journal and snapshot format
+    (engine/journal.py), so that no record of an older format is left.
+
+    Needs the data dir offline (refused while a server holds a shard). Refused, before
+    anything is written, if a shard is of a format newer than this build's. If every
+    shard is current it does nothing (running it twice is fine). Otherwise it first makes
+    a backup into `backup_to` (default: DATA.pre-migrate-<UTC time> beside DATA) with
+    `backup` and verifies its files against the manifest; refused if the backup found a
+    violated invariant or is damaged. Then each old shard is opened (its snapshot loaded,
+    its journal replayed as the format it was written in), checked, and written as ONE
+    transaction: a snapshot of this format, the journal before it dropped, and its meta
+    marked `oldest` = this format. It is opened again from disk and must come out the
+    same, or the migration stops (refused) with the backup named to restore from."""
+    from .storage import SCHEMA, FormatTooNew
+    t0 = time.perf_counter()
+    ids = shard_ids(data)
+    if not ids:
+        raise Refused(f"no shards in {data} (expected {data}/shard-0 ...)")
+    require_offline(data)
+    master = _master(master_key, master_key_file)
+    before: dict[int, tuple[int, int]] = {}
+    for k in ids:
+        try:
+            storage = Storage(shard_path(data, k), readonly=True, lock=True)
+        except FormatTooNew as e:
+            raise Refused(f"shard-{k}: {e.message}; nothing was migrated") from None
+        try:
+            before[k] = storage.formats()
+        finally:
+            storage.close()
+    todo = [k for k in ids if before[k] != (SCHEMA, SCHEMA)]
+    shards = [MigratedShard(k, before[k], "current") for k in ids if k not in todo]
+    if not todo:
+        return Migration(data, SCHEMA, None, shards, time.perf_counter() - t0)
+    out = backup_to or (f"{os.path.abspath(data).rstrip(os.sep)}.pre-migrate-"
+                        f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}")
+    b = backup(data, out, master_key=master, progress=progress)
+    if b.warnings:
+        raise Refused(f"the backup {out} found problems ({'; '.join(b.warnings)}); "
+                      f"`turnstile check --data {data}` and mend them first; nothing was migrated")
+    verify_backup(out, progress)
+    phase = _Phase(progress, "migrating", len(todo), "shard")
+    for k in todo:
+        path = shard_path(data, k)
+        phase.at(f"shard-{k}")
+        shard = Shard.open(path, shard_id=k, master_key=master)
+        try:
+            violations = shard.check()
+            if violations:
+                raise Refused(f"shard-{k}: {violations[0].invariant}: {violations[0].detail}; "
+                              f"not migrated (the backup is {out})")
+            batches = shard.storage.journal_count()
+            blobs = shard.state.dump()
+            shard.storage.write_snapshot(shard.seq, blobs, meta={"oldest": str(SCHEMA).encode()})
+            shard.since_snapshot = 0
+        finally:
+            shard.close(snapshot=False)
+        again = Shard.open_readonly(path, lock=True, master_key=master)
+        try:
+            theirs = again.state.dump()
+            differ = sorted(n for n in set(blobs) | set(theirs) if blobs.get(n) != theirs.get(n))
+            after = again.storage.formats()
+        finally:
+            again.close()
+        if differ or after != (SCHEMA, SCHEMA):
+            raise Refused(f"shard-{k} reads back differently after its migration ({', '.join(differ)}"
+                          f"{'; format ' + str(after) if after != (SCHEMA, SCHEMA) else ''}): "
+                          f"stop, and restore the backup {out} (`turnstile restore --from {out}`)")
+        shards.append(MigratedShard(k, before[k], "migrated", batches))
+        phase.advance()
+    shards.sort(key=lambda s: s.shard)
+    return Migration(data, SCHEMA, out, shards, time.perf_counter() - t0)

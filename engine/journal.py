@@ -5,6 +5,52 @@ applies commands in batches and journals what each applied one decided as record
 `u32 length | u8 kind | payload`, the kind a `Record`. Replaying the records of every
 batch after the last snapshot rebuilds memory exactly. Scans (the bulk of the journal)
 have a fixed binary payload; the rest are JSON.
+
+Formats. Every batch (and the catalog blob of a snapshot) starts with a FORMAT record,
+`u16 format`, that says how its records read; a blob without one is format 1 (what
+builds up to commit 56c9ac5 wrote). This build writes FORMAT and reads 1..FORMAT;
+a newer one is refused (CorruptData), as is a data dir whose meta says it holds one
+(engine/storage.py). The other snapshot blobs carry theirs in the snapshot's `versions`
+blob (engine/state/snapshot.py). `turnstile migrate` rewrites a data dir so that no
+record of an older format is left (engine/datadir.py).
+
+Effects, not decisions: replay applies what a command decided, never decides it again
+with the rules of the build that replays it, so that a data dir that crashed before an
+upgrade opens after it. What each record kind carries, per format:
+
+  SECRETS, KEY        1 = 2: the secrets and keys made, sealed; a key rotation as the
+                      demotions and the new key it resolved to. Replay sets them.
+  VENUE .. ALLOTMENT  1: the request as the caller gave it (defaults left out, a zone,
+                      gate or slot possibly named by its bare id); its v1 decoder fills
+                      the defaults of format 1, not today's, and resolves bare ids as
+                      they resolved then (replay order). 2: the object as created,
+                      every field resolved (venue, defaults, mode, rule), applied
+                      without validation; a capacity or allotment that does not fit is
+                      CorruptData.
+  HOLD                1 = 2 (binary): the hold as applied (indices, prices, expiry).
+  RELEASE             1 = 2: the hold released; replay drops it (no channel check).
+  EXPIRE              1: the time of the sweep (replay expires the holds due then).
+                      2: also the ids of the holds it expired; replay drops those.
+  CONFIRM             1: the hold confirmed and its holder keys (replay issues its
+                      tickets, days from the slot and the product's valid days). 2: also
+                      per line the first ticket id and first/last valid day; replay
+                      issues exactly those (CorruptData if the ids differ).
+  REFUND              1 = 2: the tickets voided and the stock returned.
+  BLOCK, FACE         1 = 2: the ticket (un)blocked; the face and holder keys bound.
+  SCAN, SCAN_BATCH    1 = 2 (binary): the scan's inputs (ticket, gate, direction, time,
+                      persons asked) and its decision (reason). Replay applies the
+                      reason, never the rules (native/tickets.pxi: a live scan is
+                      _decide_* then _apply; replay is _apply alone): a refusal changes
+                      nothing; an admission makes the change the live scan made, the
+                      persons it let in following from the ticket's record and state
+                      (group, persons inside, the visit) as they did live. A record that
+                      can't fit the state (an admission of no ticket, or at a gate whose
+                      zone the ticket has no part in) is CorruptData.
+  OFFLINE_SCANS       1: the gate's scans as uploaded, codes included, not the server's
+                      decision; its v1 decoder decodes and decides them again, as format 1
+                      did (the one record kind replayed by rules). 2: per scan the server's
+                      decision (ticket id, reason, persons) and the gate's claims, no code;
+                      replay applies the reason as for SCAN and checks the persons.
 """
 from __future__ import annotations
 
@@ -16,16 +62,21 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 
+FORMAT = 2            # the journal and snapshot format this build writes (reads 1..FORMAT)
+
+
 class Record(enum.IntEnum):
     """The kind of a journal record: the u8 of its header, on disk (never renumbered).
 
     A command that changes the shard is journaled as records of its own number (SECRETS
     to FACE, and OFFLINE_SCANS, are both a CommandKind and a Record). A record holds what
     the command decided, not what it asked (a key rotation as the keys it made, a
-    confirm with holder keys, a refund with the stock it returned), and replay hands a
-    JSON record to the handler of the command of its number. The VERIFY commands are
+    confirm with holder keys, a refund with the stock it returned), and replay applies
+    it (engine/state/core.py REPLAY; the module docstring says what each kind carries,
+    per format). The VERIFY commands are
     journaled as SCAN and SCAN_BATCH records, which no command asks for by name."""
 
+    FORMAT = 0                 # u16: the format of the records after it (first of a batch)
     # catalog (kept in the snapshot as records, replayed on open)
     SECRETS = 1
     KEY = 2
@@ -96,6 +147,8 @@ _LINE = struct.Struct("<HIHqB")          # product idx, qty, group, unit price, 
 _COMP = struct.Struct("<Iq")             # slot idx, allotment idx (-1: pool)
 NO_TICKET = 0xFFFFFFFF
 _SCAN_KIND = int(Record.SCAN)
+_U16 = struct.Struct("<H")
+FORMAT_RECORD = _HDR.pack(_U16.size, Record.FORMAT) + _U16.pack(FORMAT)
 
 
 @dataclass(slots=True)
@@ -124,7 +177,10 @@ class Batch:
         self.n_calls = 0             # commands submitted, answered when the batch commits
 
     def blob(self) -> bytes:
-        return b"".join(self.records)
+        """The batch's journal entry: its FORMAT record, then its records (b"" if none)."""
+        if not self.records:
+            return b""
+        return FORMAT_RECORD + b"".join(self.records)
 
 
 def record(kind: Record, payload: bytes) -> bytes:
@@ -199,12 +255,27 @@ def decode_scan_batch(payload: bytes):
     return ids, gates, direction, at, persons, payload[off:off + n]
 
 
+def decode_format(payload) -> int:
+    """The format a FORMAT record names."""
+    return _U16.unpack_from(payload)[0]
+
+
+def blob_format(blob: bytes) -> int:
+    """The format of a batch blob (or snapshot catalog): its FORMAT record's, else 1."""
+    if len(blob) >= _HDR.size + _U16.size:
+        n, kind = _HDR.unpack_from(blob)
+        if kind == Record.FORMAT:
+            return decode_format(memoryview(blob)[_HDR.size:])
+    return 1
+
+
 def records(blob: bytes) -> Iterator[tuple[int, memoryview]]:
-    """(kind, payload) of every record in a batch blob."""
+    """(kind, payload) of every record in a batch blob (its FORMAT record left out)."""
     view = memoryview(blob)
     off, end = 0, len(blob)
     while off < end:
         n, kind = _HDR.unpack_from(view, off)
         off += _HDR.size
-        yield kind, view[off:off + n]
+        if kind != Record.FORMAT:
+            yield kind, view[off:off + n]
         off += n

@@ -1,8 +1,10 @@
 """LMDB storage of one shard: journal, rows, snapshot, in one environment.
 
 Databases:
-  meta      schema version, shard id, the sequence number of the last snapshot, the
-            shard's data-encryption key wrapped by the master key (`dek`, engine/keyring.py)
+  meta      schema (the newest journal/snapshot format written here, engine/journal.py),
+            oldest (the oldest format that may be left: absent = 1; `turnstile migrate`
+            raises it), shard id, the sequence number of the last snapshot, the shard's
+            data-encryption key wrapped by the master key (`dek`, engine/keyring.py)
   journal   u64 big-endian batch sequence -> the batch's journal records
   rows      keyed rows written with the batch that changed them (orders, idempotency)
   snapshot  the last snapshot, as named chunks
@@ -31,8 +33,12 @@ from typing import Iterator
 import lmdb
 
 from .errors import StorageError, CorruptData
+from .journal import FORMAT
 
-SCHEMA = 1
+# the data dir's format: what this build writes, and the newest it opens. A dir opened
+# read-write is marked with it (builds that read less then refuse it, before they
+# misread a record); its older records stay readable until `turnstile migrate`.
+SCHEMA = FORMAT
 SHARD_MAP_SIZE = 64 << 30        # the LMDB map size a shard opens with (a sparse file)
 CHUNK = 64 << 20
 _U64 = struct.Struct(">Q")
@@ -59,6 +65,16 @@ def make_private_dir(path: str) -> None:
     os.chmod(path, 0o700)
 
 
+class FormatTooNew(CorruptData):
+    """The data dir was written by a newer build (a format this one does not read)."""
+
+
+def format_error(path: str, schema: int) -> FormatTooNew:
+    return FormatTooNew(f"{path} holds data of format {schema}; this build reads formats 1 "
+                        f"to {SCHEMA}", hint="run the newer turnstile that wrote it (or restore "
+                                             "a backup taken before it)")
+
+
 class Storage:
     def __init__(self, path: str, *, map_size: int = SHARD_MAP_SIZE, durable: bool = True,
                  readonly: bool = False, lock: bool = True):
@@ -75,6 +91,11 @@ class Storage:
         self._lock = None
         if readonly:
             self._open_env()
+            try:
+                self._check_format()
+            except BaseException:
+                self.env.close()
+                raise
             return
         make_private_dir(path)
         # one process per shard: a second one would hold its own, diverging memory
@@ -89,7 +110,29 @@ class Storage:
                                    f"`turnstile serve` holds its shards)",
                                    hint="stop that server first, or use `turnstile backup`, "
                                         "which runs beside it") from None
-        self._open_env()
+        try:
+            self._open_env()
+            self._check_format()
+        except BaseException:
+            if getattr(self, "env", None) is not None:
+                self.env.close()
+            self._lock.close()
+            raise
+
+    def _check_format(self) -> None:
+        """FormatTooNew for a dir a newer build wrote."""
+        raw = self.get_meta_bytes("schema")
+        if raw is not None and int(raw) > SCHEMA:
+            raise format_error(self.path, int(raw))
+
+    def formats(self) -> tuple[int, int]:
+        """(newest, oldest) format of the records this dir may hold; (SCHEMA, SCHEMA)
+        for a new one."""
+        raw = self.get_meta_bytes("schema")
+        if raw is None:
+            return SCHEMA, SCHEMA
+        oldest = self.get_meta_bytes("oldest")
+        return int(raw), 1 if oldest is None else int(oldest)
 
     def _open_env(self) -> None:
         if self.readonly:
@@ -165,19 +208,25 @@ class Storage:
         return self.get_meta_bytes("schema") is None
 
     def init_meta(self, shard_id: int, dek: bytes | None = None) -> None:
-        """Record schema and shard id on a new dir (with `dek`, the wrapped data key, in the
-        same transaction); on an existing one, check they are what this build reads."""
+        """Record schema, oldest format and shard id on a new dir (with `dek`, the wrapped
+        data key, in the same transaction); on an existing one, check the shard id and
+        that this build reads it (FormatTooNew), and mark a dir of an older format with
+        this build's (it writes records of it from now on; `oldest` stays, for migrate)."""
         with self.env.begin(write=True, db=self.meta) as txn:
             schema = txn.get(b"schema")
             if schema is None:
                 txn.put(b"schema", str(SCHEMA).encode())
+                txn.put(b"oldest", str(SCHEMA).encode())
                 txn.put(b"shard", str(shard_id).encode())
                 if dek is not None:
                     txn.put(b"dek", dek)
-            elif int(schema) != SCHEMA:
-                raise CorruptData(f"data dir has schema {int(schema)}, this build reads {SCHEMA}")
-            elif int(txn.get(b"shard")) != shard_id:
+                return
+            if int(schema) > SCHEMA:
+                raise format_error(self.path, int(schema))
+            if int(txn.get(b"shard")) != shard_id:
                 raise CorruptData(f"data dir belongs to shard {int(txn.get(b'shard'))}, not {shard_id}")
+            if int(schema) < SCHEMA:
+                txn.put(b"schema", str(SCHEMA).encode())
 
     # -- batches ----------------------------------------------------------------
     def commit(self, seq: int, journal: bytes | None, rows: dict[bytes, bytes | None]) -> None:

@@ -8,6 +8,9 @@
 # issued/voided/blocked/used/inside/entered[day] are the set view of the same state
 # (counts, offline bundles, reports) and are updated by the same functions, so they
 # never disagree -- check() verifies that.
+#
+# A scan is decided by the rules, then applied (see _apply); replay of the journal applies
+# the decision it records and never decides again (DESIGN.md 4.2).
 
 cdef enum:
     ST_ISSUED = 1
@@ -98,6 +101,11 @@ cdef void* _grow_table(void* p, uint32_t* cap, uint32_t need, size_t item) excep
     memset(<char*>q + cap[0] * item, 0, (c - cap[0]) * item)
     cap[0] = c
     return q
+
+
+cdef inline int _take(int room, int persons) noexcept nogil:
+    """Persons a scan asking `persons` (0: all) takes of `room`."""
+    return room if persons <= 0 or persons > room else persons
 
 
 cdef class Tickets:
@@ -346,12 +354,19 @@ cdef class Tickets:
                 bm = self.entered[day] = BitMap()
             bm.add(tid)
 
-    cdef int _entry(self, uint32_t tid, TicketRec* t, ProductRule* p, uint32_t zone, ZoneRule* z,
-                    int32_t day, int64_t now, int persons, int* admitted):
-        cdef int group = t.group, room, k
+    # A scan is decided, then applied. _decide_entry/_decide_exit read the rules (validity,
+    # entry limits, re-entry, slot window, live capacity, enforce_exit) and change
+    # nothing; _apply makes the change an admission (IN: OK or OK_REENTRY; OUT: OK) makes,
+    # reading no rule, only the ticket's record and state. A live scan runs both; replay
+    # of a journaled scan runs _apply alone with the journaled reason (replay_scans,
+    # replay_batch, apply_scan), so a data dir opens the same under changed rules.
+    cdef inline int _decide_entry(self, TicketRec* t, ProductRule* p, ZoneRule* z, int32_t day,
+                           int64_t now, int persons) noexcept:
+        cdef int group = t.group
         cdef bint visit_open = t.visit_day == day
         # persons inside this zone on `day` (a zone not yet entered today holds nobody)
         cdef int64_t cur = z.inside if z.day == day else 0
+        cdef bint capped = z.live_capacity != 0 and not self.facts
         cdef SlotRec* s
         if t.state & ST_VOIDED:
             return R_VOIDED
@@ -363,23 +378,14 @@ cdef class Tickets:
             return R_EXPIRED
         if visit_open and t.visit_admitted < group:
             # the rest of a group arrives: part of the same visit
-            room = group - t.visit_admitted
-            k = room if persons <= 0 or persons > room else persons
-            if z.live_capacity and not self.facts and cur + k > z.live_capacity:
+            if capped and cur + _take(group - t.visit_admitted, persons) > z.live_capacity:
                 return R_ZONE_FULL
-            t.visit_admitted += k
-            self._admit(tid, t, z, day, k)
-            admitted[0] = k
             return R_OK
         if visit_open and t.persons_in > 0 and (not p.reentry or t.persons_in >= group):
             return R_ALREADY_USED          # anti-passback: still inside
         if visit_open and p.reentry:
-            room = group - t.persons_in
-            k = room if persons <= 0 or persons > room else persons
-            if z.live_capacity and not self.facts and cur + k > z.live_capacity:
+            if capped and cur + _take(group - t.persons_in, persons) > z.live_capacity:
                 return R_ZONE_FULL
-            self._admit(tid, t, z, day, k)
-            admitted[0] = k
             return R_OK_REENTRY
         # a new visit
         if p.max_entries and t.entries >= p.max_entries:
@@ -390,9 +396,48 @@ cdef class Tickets:
             s = &self.slots.s[t.slot]
             if s.day == day and (now < s.start - p.slot_grace or now > s.end + p.slot_grace):
                 return R_WRONG_SLOT
-        k = group if persons <= 0 or persons > group else persons
-        if z.live_capacity and not self.facts and cur + k > z.live_capacity:
+        if capped and cur + _take(group, persons) > z.live_capacity:
             return R_ZONE_FULL
+        return R_OK
+
+    cdef inline int _decide_exit(self, TicketRec* t, ZoneRule* z, int32_t day) noexcept:
+        if t.visit_day != day or t.persons_in == 0:
+            return R_NOT_INSIDE if z.enforce_exit else R_OK
+        return R_OK
+
+    cdef inline int _apply(self, uint32_t tid, TicketRec* t, uint32_t zone, ZoneRule* z,
+                           int32_t day, int direction, int reason, int persons) except -2:
+        """Apply an admission as decided: IN with reason OK or OK_REENTRY, OUT with OK.
+        Returns the persons admitted or let out, or -1 if the ticket's state can't
+        have given that admission (replay: the journal does not fit the state)."""
+        cdef int group = t.group, k
+        cdef bint visit_open = t.visit_day == day
+        if direction != DIR_IN:
+            if t.visit_day != day or t.persons_in == 0:
+                return 0                    # not inside: an exit that lets nobody out
+            k = _take(t.persons_in, persons)
+            t.persons_in -= k
+            z.inside -= k
+            if t.persons_in == 0:
+                self._set_inside(tid, t, False)
+            return k
+        if reason == R_OK_REENTRY:
+            # re-entry after an exit, in the same visit
+            k = _take(group - t.persons_in, persons)
+            if k <= 0 or not visit_open:
+                return -1
+            self._admit(tid, t, z, day, k)
+            return k
+        if visit_open and t.visit_admitted < group:
+            # the rest of a group arrives: part of the same visit
+            k = _take(group - t.visit_admitted, persons)
+            t.visit_admitted += k
+            self._admit(tid, t, z, day, k)
+            return k
+        # a new visit
+        k = _take(group, persons)
+        if k <= 0:
+            return -1
         if day > z.day:
             self._roll(zone, z, day)
         t.entries += 1
@@ -400,37 +445,21 @@ cdef class Tickets:
             # a late scan (an offline gate's upload) of a day before the current visit:
             # a visit, counted and used, that leaves the current visit as it is
             self._admit(tid, t, z, day, k)
-            admitted[0] = k
-            return R_OK
+            return k
         t.day_entries = t.day_entries + 1 if visit_open else 1
         t.visit_day = day
         t.visit_admitted = k
         self._admit(tid, t, z, day, k)
-        admitted[0] = k
-        return R_OK
+        return k
 
-    cdef int _exit(self, uint32_t tid, TicketRec* t, ZoneRule* z, int32_t day, int persons,
-                   int* admitted):
-        cdef int k
-        if t.visit_day != day or t.persons_in == 0:
-            return R_NOT_INSIDE if z.enforce_exit else R_OK
-        k = t.persons_in if persons <= 0 or persons > t.persons_in else persons
-        t.persons_in -= k
-        z.inside -= k
-        if t.persons_in == 0:
-            self._set_inside(tid, t, False)
-        admitted[0] = k
-        return R_OK
-
-    cdef int _scan(self, uint32_t base, uint32_t gate, int direction, int64_t now, int persons,
-                   int* admitted, int expect_product):
+    cdef inline int _locate(self, uint32_t base, uint32_t gate, int64_t now, int expect_product,
+                     uint32_t* tid, uint32_t* zone, int32_t* day) noexcept:
+        """The component of the code at base that the gate's zone admits, its zone and
+        the venue-local day at `now`: R_OK, or R_UNKNOWN / R_WRONG_ZONE."""
         cdef TicketRec* t
         cdef ProductRule* p
         cdef GateRule* g
-        cdef ZoneRule* z
-        cdef int c, comp = -1
-        cdef int32_t day
-        admitted[0] = 0
+        cdef int c
         if not self._is_code(base) or gate >= self.n_gates:
             return R_UNKNOWN
         t = &self.r[base]
@@ -442,16 +471,65 @@ cdef class Tickets:
             return R_WRONG_ZONE
         for c in range(p.ncomp):
             if p.zones[c] == g.zone:
-                comp = c
-                break
-        if comp < 0:
-            return R_WRONG_ZONE
-        z = &self.zones[g.zone]
-        t = &self.r[base + comp]
-        day = <int32_t>((now + z.utc_offset) // 86400)
+                tid[0] = base + c
+                zone[0] = g.zone
+                day[0] = <int32_t>((now + self.zones[g.zone].utc_offset) // 86400)
+                return R_OK
+        return R_WRONG_ZONE
+
+    cdef int _scan(self, uint32_t base, uint32_t gate, int direction, int64_t now, int persons,
+                   int* admitted, int expect_product) except -2:
+        """Decide one scan and apply it if it admits; the persons go to admitted[0]."""
+        cdef uint32_t tid = 0, zone = 0
+        cdef int32_t day = 0
+        cdef int reason
+        cdef TicketRec* t
+        cdef ZoneRule* z
+        admitted[0] = 0
+        reason = self._locate(base, gate, now, expect_product, &tid, &zone, &day)
+        if reason != R_OK:
+            return reason
+        t = &self.r[tid]
+        z = &self.zones[zone]
         if direction == DIR_IN:
-            return self._entry(base + comp, t, p, g.zone, z, day, now, persons, admitted)
-        return self._exit(base + comp, t, z, day, persons, admitted)
+            reason = self._decide_entry(t, &self.products[t.product], z, day, now, persons)
+            if reason != R_OK and reason != R_OK_REENTRY:
+                return reason
+        else:
+            reason = self._decide_exit(t, z, day)
+            if reason != R_OK:
+                return reason
+        admitted[0] = self._apply(tid, t, zone, z, day, direction, reason, persons)
+        return reason
+
+    cdef inline int _replay(self, uint32_t base, uint32_t gate, int direction, int64_t now, int persons,
+                     int reason, int* admitted) except -2:
+        """Apply a journaled scan by its reason, without the rules: a refusal changes
+        nothing; an admission is applied as the live scan applied it. Returns 0, or -1
+        if the record does not fit the state (a reason out of range, a refusal or
+        admission of no code, an admission of a gate or zone the code has no part in, or
+        of a ticket whose state can't have been admitted)."""
+        cdef uint32_t tid = 0, zone = 0
+        cdef int32_t day = 0
+        cdef int k
+        admitted[0] = 0
+        if reason < 0 or reason > R_ENTRY_LIMIT:
+            return -1
+        if reason == R_FORGED or reason == R_UNKNOWN:
+            return 0                        # no ticket of this shard: nothing to change
+        if not self._is_code(base):
+            return -1
+        if reason != R_OK and (direction != DIR_IN or reason != R_OK_REENTRY):
+            return 0                        # refused: nothing changed
+        if direction != DIR_IN and direction != DIR_OUT:
+            return -1
+        if self._locate(base, gate, now, -1, &tid, &zone, &day) != R_OK:
+            return -1
+        k = self._apply(tid, &self.r[tid], zone, &self.zones[zone], day, direction, reason, persons)
+        if k < 0:
+            return -1
+        admitted[0] = k
+        return 0
 
     def scan(self, uint32_t base, uint32_t gate, int direction, int64_t now, int persons):
         """Decide one scan of the code at `base`: (reason, persons admitted or let out)."""
@@ -564,17 +642,18 @@ cdef class Tickets:
                 bm.add(self.touched[i])
 
     def replay_scans(self, bytes blob, Py_ssize_t off):
-        """Replay the run of journal SCAN records starting at `off`, deciding each again.
+        """Replay the run of journal SCAN records starting at `off`, applying each as it
+        was decided (_replay: the journaled reason, not today's rules).
 
         Returns (offset after the run, records replayed, ticket id of the first record
-        whose decision differs from the journal or -1). The journal record is
+        that does not fit the state or -1). The journal record is
         u32 length | u8 op (30) | u32 base | u16 gate | u8 direction | u16 persons |
         i64 time | u8 reason, little-endian.
         """
         cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(blob)
         cdef Py_ssize_t end = PyBytes_GET_SIZE(blob), n = 0
         cdef uint32_t length, base
-        cdef int gate, direction, persons, reason, got, admitted
+        cdef int gate, direction, persons, reason, admitted
         cdef int64_t at
         while off + 5 <= end:
             length = _ld32(p + off)
@@ -586,13 +665,60 @@ cdef class Tickets:
             persons = _ld16(p + off + 12)
             at = <int64_t>_load64(p + off + 14)
             reason = p[off + 22]
-            if base != 0xFFFFFFFF and reason != R_FORGED and reason != R_UNKNOWN:
-                got = self._scan(base, gate, direction, at, persons, &admitted, -1)
-                if got != reason:
-                    return off, n, base
+            if self._replay(base, gate, direction, at, persons, reason, &admitted) < 0:
+                return off, n, base
             off += 5 + 18
             n += 1
         return off, n, -1
+
+    def replay_batch(self, ids, gates, int direction, int64_t now, int persons, bytes reasons):
+        """Replay a journaled scan batch (scan_batch's ids, gates, direction, time and
+        persons, and the reasons it decided), applying each scan as decided, in batch
+        mode as scan_batch applied it. Returns the index of the first scan that does not
+        fit the state, or -1."""
+        cdef int64_t[:] iv = ids
+        cdef Py_ssize_t n = iv.shape[0], i, bad = -1
+        cdef int64_t[:] gv
+        cdef int64_t one_gate = -1, gate, tid
+        cdef const uint8_t* rv = <const uint8_t*>PyBytes_AS_STRING(reasons)
+        cdef int a, reason
+        if isinstance(gates, int):
+            one_gate = gates
+        else:
+            gv = gates
+            if gv.shape[0] != n:
+                raise ValueError("ids and gates differ in length")
+        if PyBytes_GET_SIZE(reasons) != n:
+            raise ValueError("ids and reasons differ in length")
+        self.defer = True
+        self.n_touched = 0
+        try:
+            for i in range(n):
+                gate = one_gate if one_gate >= 0 else gv[i]
+                tid = iv[i]
+                reason = rv[i]
+                if tid < 0 or tid > 0xFFFFFFFF or gate < 0 or gate > 0xFFFF:
+                    # no code of this shard (or no gate): only a refusal of no ticket fits
+                    if reason != R_FORGED and reason != R_UNKNOWN:
+                        bad = i
+                        break
+                    continue
+                if self._replay(<uint32_t>tid, <uint32_t>gate, direction, now, persons, reason, &a) < 0:
+                    bad = i
+                    break
+        finally:
+            self.defer = False
+            self._flush_touched(now)
+        return bad
+
+    def apply_scan(self, uint32_t base, uint32_t gate, int direction, int64_t now, int persons,
+                   int reason):
+        """Apply one scan as it was decided (reason), without the rules: the persons it
+        admitted or let out, or -1 if it does not fit the state (see _replay)."""
+        cdef int admitted = 0
+        if self._replay(base, gate, direction, now, persons, reason, &admitted) < 0:
+            return -1
+        return admitted
 
     def select(self, bm, int venue, bint exhausted=False):
         """The ids of `bm` whose product belongs to venue index `venue` (-1: any); with

@@ -1,7 +1,8 @@
-"""`turnstile backup | restore | shards | master-key`: work on a data dir directly (no gRPC).
+"""`turnstile backup | restore | migrate | shards | master-key`: work on a data dir directly (no gRPC).
 
     turnstile backup  --data data --out /backups/2026-11-23     hot: works while `serve` runs
     turnstile restore --from /backups/2026-11-23 --data data2    verify, copy, open, check
+    turnstile migrate --data data                                 offline: upgrade its format
     turnstile shards list      --data data                        offline (no server on DATA)
     turnstile shards set-count 4 --data data
     turnstile shards move hills --to 2 --data data
@@ -173,6 +174,27 @@ def cmd_restore(args) -> int:
     return 0
 
 
+def cmd_migrate(args) -> int:
+    data = args.data
+    with _Bars(args) as bars:
+        m = datadir.migrate(data, backup_to=args.backup_to, progress=bars, **_key(args))
+    if m.backup is None:
+        print(f"{data}: every shard is already of format {m.format}; nothing to do")
+        return 0
+    print(f"backed up {data} into {m.backup} (verified against its manifest)")
+    for s in m.shards:
+        newest, oldest = s.before
+        was = f"format {oldest}" + (f" to {newest}" if newest != oldest else "")
+        if s.action == "migrated":
+            print(f"  shard-{s.shard}: {was} -> {m.format}: a new snapshot, {s.journal_batches} "
+                  f"journal batches folded into it")
+        else:
+            print(f"  shard-{s.shard}: already format {m.format}")
+    print(f"{data} is of format {m.format} (in {m.elapsed_s:.2f} s); builds before it no longer "
+          f"open it: the backup is the way back")
+    return 0
+
+
 # -- shards -----------------------------------------------------------------------------
 def cmd_shards_list(args) -> int:
     data = args.data
@@ -291,6 +313,29 @@ and the control store's with the manifest. Exit status 1 if anything is wrong.""
                    help="also rebuild each shard from snapshot + journal and compare (slower)")
     master_key_option(r)
     r.set_defaults(func=_run(cmd_restore))
+
+    mg = sub.add_parser("migrate", parents=[quiet], formatter_class=fmt,
+                        help="upgrade a data dir to this version's format (offline)",
+                        description="""\
+Upgrade every shard of DATA in place to the journal and snapshot format of this version.
+
+A newer version opens an older data dir as it is (it replays its old records by what
+they say was decided), but keeps them, and once it has opened it the older version no
+longer does. `migrate` leaves no record of an older format: it refuses while a server
+holds any shard, refuses a data dir of a newer format than its own, does nothing if
+every shard is current (running it twice is fine), and otherwise first backs DATA up
+(as `turnstile backup`, into --backup-to) and verifies the backup's files against its
+manifest. Then each shard is opened, checked, and rewritten in one transaction as a
+snapshot of this format (its journal folded into it), opened again and compared. If
+anything differs it stops and names the backup to restore.""",
+                        epilog="example: turnstile migrate --data /var/lib/turnstile "
+                               "--backup-to /backups/turnstile-before-upgrade")
+    mg.add_argument("--data", default="data", help="data dir to upgrade (default: %(default)s)")
+    mg.add_argument("--backup-to", metavar="DIR", default=None,
+                    help="where the backup goes: new or empty (default: DATA.pre-migrate-<UTC "
+                         "time> beside DATA)")
+    master_key_option(mg)
+    mg.set_defaults(func=_run(cmd_migrate))
 
     s = sub.add_parser("shards", formatter_class=fmt,
                        help="list shards, move a venue, set the shard count (offline)",

@@ -5,13 +5,18 @@ Zone, gate, product and slot ids are unique within their venue (DESIGN.md 4.1): 
 are keyed (venue, id); the index maps also hold the bare id while it names one object on
 the shard (data dirs from before, single-venue callers). Catalog records are kept in
 the snapshot and replayed on open.
+
+Each command is checked (add_*, set_*) and then applied (`_venue`, `_zone` ...) from the
+object as created, every field resolved: that is its journal record (format 2), and
+replay applies it without checking it again (`replay`). A format-1 record holds the
+request as given; `_V1` fills the defaults format 1 had and resolves bare ids.
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 from .. import _core
-from ..errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, SoldOut
+from ..errors import AlreadyExists, CorruptData, FailedPrecondition, InvalidArgument, NotFound, SoldOut
 from ..journal import Record, json_record
 from ..model import (AllotmentCounters, EntryRule, Gate, GateMode, Product, Slot, SlotCounters, Venue,
                      Zone)
@@ -29,10 +34,15 @@ def add_venue(st: ShardState, args: dict, now: int) -> Venue:
         raise AlreadyExists(f"venue {vid} exists", field="id")
     if len(st.venues) >= U16:
         raise FailedPrecondition("too many venues in this shard")
-    st.venue_idx[vid] = len(st.venue_idx)
-    st.venue_list.append(vid)
-    st.venues[vid] = v
-    st.journal(json_record(Record.VENUE, args), Record.VENUE)
+    return _venue(st, {"id": v.id, "name": v.name, "utc_offset_s": v.utc_offset_s})
+
+
+def _venue(st: ShardState, r: dict) -> Venue:
+    v = Venue(r["id"], r["name"], r["utc_offset_s"])
+    st.venue_idx[v.id] = len(st.venue_idx)
+    st.venue_list.append(v.id)
+    st.venues[v.id] = v
+    st.journal(json_record(Record.VENUE, r), Record.VENUE)
     return v
 
 
@@ -101,11 +111,18 @@ def add_zone(st: ShardState, args: dict, now: int) -> Zone:
         raise AlreadyExists(f"zone {zid} exists in venue {v.id}", field="id")
     if len(st.zones) >= U16:
         raise FailedPrecondition("too many zones in this shard")
+    return _zone(st, {"venue": z.venue, "id": z.id, "name": z.name,
+                      "live_capacity": z.live_capacity, "enforce_exit": z.enforce_exit})
+
+
+def _zone(st: ShardState, r: dict) -> Zone:
+    v = st.venues[r["venue"]]
+    z = Zone(r["id"], v.id, r["name"], r["live_capacity"], r["enforce_exit"])
     idx = len(st.zones)
-    index_name(st, "zone", st.zone_idx, (v.id, zid), idx)
-    st.zones[(v.id, zid)] = z
+    index_name(st, "zone", st.zone_idx, (v.id, z.id), idx)
+    st.zones[(v.id, z.id)] = z
     st.tickets.set_zone(idx, st.venue_idx[v.id], v.utc_offset_s, z.live_capacity, z.enforce_exit)
-    st.journal(json_record(Record.ZONE, args), Record.ZONE)
+    st.journal(json_record(Record.ZONE, r), Record.ZONE)
     return z
 
 
@@ -121,14 +138,18 @@ def add_gate(st: ShardState, args: dict, now: int) -> Gate:
         raise AlreadyExists(f"gate {gid} exists in venue {z.venue}", field="id")
     if len(st.gates) >= U16:
         raise FailedPrecondition("too many gates in this shard")
-    g = Gate(gid, z.venue, z.id, mode)
+    return _gate(st, {"venue": z.venue, "zone": z.id, "id": gid, "mode": int(mode)})
+
+
+def _gate(st: ShardState, r: dict) -> Gate:
+    g = Gate(r["id"], r["venue"], r["zone"], GateMode(r["mode"]))
     idx = len(st.gates)
-    index_name(st, "gate", st.gate_idx, (z.venue, gid), idx)
-    st.gates[(z.venue, gid)] = g
+    index_name(st, "gate", st.gate_idx, (g.venue, g.id), idx)
+    st.gates[(g.venue, g.id)] = g
     st.gate_list.append(g)
-    st.gate_mode.append(int(mode))
-    st.tickets.set_gate(idx, st.zone_idx[(z.venue, z.id)], st.venue_idx[z.venue])
-    st.journal(json_record(Record.GATE, args), Record.GATE)
+    st.gate_mode.append(int(g.mode))
+    st.tickets.set_gate(idx, st.zone_idx[(g.venue, g.zone)], st.venue_idx[g.venue])
+    st.journal(json_record(Record.GATE, r), Record.GATE)
     return g
 
 
@@ -168,13 +189,29 @@ def add_product(st: ShardState, args: dict, now: int) -> Product:
         raise AlreadyExists(f"product {pid} exists in venue {v.id}", field="id")
     if len(st.products) >= U16:
         raise FailedPrecondition("too many products in this shard")
+    return _product(st, {
+        "venue": p.venue, "id": p.id, "name": p.name, "zones": list(p.zones),
+        "rule": {"max_entries": rule.max_entries, "daily_entries": rule.daily_entries,
+                 "reentry": rule.reentry, "valid_days": rule.valid_days,
+                 "slot_grace_s": rule.slot_grace_s},
+        "price_fen": p.price_fen, "channel_prices": dict(p.channel_prices),
+        "channels": list(p.channels), "real_name": p.real_name, "max_group": p.max_group,
+        "refundable": p.refundable, "refund_fee_pct": p.refund_fee_pct})
+
+
+def _product(st: ShardState, r: dict) -> Product:
+    rule = EntryRule(**r["rule"])
+    vid = r["venue"]
+    p = Product(r["id"], vid, r["name"], tuple(r["zones"]), rule, r["price_fen"],
+                dict(r["channel_prices"]), tuple(r["channels"]), r["real_name"], r["max_group"],
+                r["refundable"], r["refund_fee_pct"])
     idx = len(st.products)
-    index_name(st, "product", st.product_idx, (v.id, pid), idx)
-    st.products[(v.id, pid)] = p
+    index_name(st, "product", st.product_idx, (vid, p.id), idx)
+    st.products[(vid, p.id)] = p
     st.product_list.append(p)
-    st.tickets.set_product(idx, st.venue_idx[v.id], [st.zone_idx[(v.id, z)] for z in zones],
+    st.tickets.set_product(idx, st.venue_idx[vid], [st.zone_idx[(vid, z)] for z in p.zones],
                            rule.max_entries, rule.daily_entries, rule.reentry, rule.slot_grace_s)
-    st.journal(json_record(Record.PRODUCT, args), Record.PRODUCT)
+    st.journal(json_record(Record.PRODUCT, r), Record.PRODUCT)
     return p
 
 
@@ -201,41 +238,140 @@ def add_slots(st: ShardState, args: dict, now: int) -> list[Slot]:
             raise AlreadyExists(f"slot {sid} exists in venue {z.venue}", field=f"{f}.id")
         seen.add((z.venue, sid))
         new.append(Slot(sid, z.id, day, start, end, cap, z.venue))
+    return _slots(st, {"slots": [{"venue": s.venue, "zone": s.zone, "id": s.id, "day": s.day,
+                                  "start": s.start, "end": s.end, "capacity": s.capacity}
+                                 for s in new]})
+
+
+def _slots(st: ShardState, r: dict) -> list[Slot]:
+    new = [Slot(s["id"], s["zone"], s["day"], s["start"], s["end"], s["capacity"], s["venue"])
+           for s in r["slots"]]
     for s in new:
         idx = st.slots.add(st.zone_idx[(s.venue, s.zone)], s.day, s.start, s.end, s.capacity)
         index_name(st, "slot", st.slot_idx, (s.venue, s.id), idx)
         st.slot_list.append(s.id)
         st.slot_defs[(s.venue, s.id)] = s
-    st.journal(json_record(Record.SLOTS, args), Record.SLOTS)
+    st.journal(json_record(Record.SLOTS, r), Record.SLOTS)
     return new
 
 
-def slot_of(st: ShardState, args: dict, name: str = "slot") -> int:
-    return st.slot_idx[find(st, "slot", st.slot_idx, venue_arg(st, args), args.get(name), name)]
+def slot_key(st: ShardState, args: dict, name: str = "slot") -> tuple[str, str]:
+    """The (venue, id) of the slot a command names."""
+    return find(st, "slot", st.slot_idx, venue_arg(st, args), args.get(name), name)
 
 
 def set_slot_capacity(st: ShardState, args: dict, now: int) -> SlotCounters:
-    idx = slot_of(st, args)
+    key = slot_key(st, args)
+    idx = st.slot_idx[key]
     cap = int_arg(args, "capacity", 0, 10**9)
     if not st.slots.set_capacity(idx, cap):
         raise FailedPrecondition("capacity below stock already sold, held or allotted",
                                  field="capacity")
-    st.journal(json_record(Record.SLOT_CAPACITY, args), Record.SLOT_CAPACITY)
+    return _slot_capacity(st, {"venue": key[0], "slot": key[1], "capacity": cap}, idx)
+
+
+def _slot_capacity(st: ShardState, r: dict, idx: int | None = None) -> SlotCounters:
+    """Applied (idx given: set already) or replayed (CorruptData if it does not fit)."""
+    if idx is None:
+        idx = st.slot_idx[(r["venue"], r["slot"])]
+        if not st.slots.set_capacity(idx, r["capacity"]):
+            raise CorruptData(f"replayed capacity of slot {r['slot']} is below its stock")
+    st.journal(json_record(Record.SLOT_CAPACITY, r), Record.SLOT_CAPACITY)
     return SlotCounters(**st.slots.slot(idx))
 
 
 def set_allotment(st: ShardState, args: dict, now: int) -> AllotmentCounters:
-    idx = slot_of(st, args)
+    key = slot_key(st, args)
     channel = ident_arg(args, "channel")
     cap = int_arg(args, "capacity", 0, 10**9)
+    return _allotment(st, {"venue": key[0], "slot": key[1], "channel": channel,
+                           "capacity": cap}, st.slot_idx[key])
+
+
+def _allotment(st: ShardState, r: dict, idx: int | None = None) -> AllotmentCounters:
+    """Applied (idx given) or replayed (CorruptData if it does not fit)."""
+    replay = idx is None
+    if replay:
+        idx = st.slot_idx[(r["venue"], r["slot"])]
+    channel, cap = r["channel"], r["capacity"]
     a = st.allot_idx.get((idx, channel))
     if a is None:
         a = st.slots.add_allotment(idx, cap)
         if a < 0:
+            if replay:
+                raise CorruptData(f"replayed allotment of slot {r['slot']} does not fit its pool")
             raise SoldOut("the slot's free pool is smaller than the allotment", field="capacity")
         st.allot_idx[(idx, channel)] = a
     elif not st.slots.set_allotment(a, cap):
+        if replay:
+            raise CorruptData(f"replayed allotment of slot {r['slot']} is below its stock")
         raise FailedPrecondition("allotment below its sold and held stock, or the pool is short",
                                  field="capacity")
-    st.journal(json_record(Record.ALLOTMENT, args), Record.ALLOTMENT)
+    st.journal(json_record(Record.ALLOTMENT, r), Record.ALLOTMENT)
     return AllotmentCounters(**st.slots.allotment(a))
+
+
+# -- replay ----------------------------------------------------------------------------
+def _v1_in(st: ShardState, kind: str, index: dict, args: dict, name: str) -> tuple[str, str]:
+    """A format-1 record's zone or slot: (venue, id), a bare id resolved as it was then
+    (the records replay in order, so the names are the same)."""
+    return find(st, kind, index, args.get("venue"), args[name], name)
+
+
+def _v1_product(a: dict) -> dict:
+    r = a.get("rule", {})
+    return {"venue": a["venue"], "id": a["id"], "name": a.get("name", a["id"]),
+            "zones": list(a["zones"]),
+            "rule": {"max_entries": r.get("max_entries", 1), "daily_entries": r.get("daily_entries", 0),
+                     "reentry": r.get("reentry", False), "valid_days": r.get("valid_days", 1),
+                     "slot_grace_s": r.get("slot_grace_s", 1800)},
+            "price_fen": a.get("price_fen", 0), "channel_prices": a.get("channel_prices", {}),
+            "channels": a.get("channels", []), "real_name": a.get("real_name", False),
+            "max_group": a.get("max_group", 1), "refundable": a.get("refundable", True),
+            "refund_fee_pct": a.get("refund_fee_pct", 0)}
+
+
+def _v1_slots(st: ShardState, a: dict) -> dict:
+    out = []
+    for s in a["slots"]:
+        venue, zone = find(st, "zone", st.zone_idx, a.get("venue"), s["zone"], "zone")
+        out.append({"venue": venue, "zone": zone, "id": s["id"], "day": s["day"],
+                    "start": s["start"], "end": s["end"], "capacity": s["capacity"]})
+    return {"slots": out}
+
+
+def _v1_slot(st: ShardState, a: dict, **more) -> dict:
+    venue, slot = _v1_in(st, "slot", st.slot_idx, a, "slot")
+    return {"venue": venue, "slot": slot, **more, "capacity": a["capacity"]}
+
+
+def _v1_gate(st: ShardState, a: dict) -> dict:
+    venue, zone = _v1_in(st, "zone", st.zone_idx, a, "zone")
+    return {"venue": venue, "zone": zone, "id": a["id"], "mode": a.get("mode", 3)}
+
+
+# format 1: the request as given -> the record format 2 journals (defaults of format 1)
+_V1 = {
+    Record.VENUE: lambda st, a: {"id": a["id"], "name": a.get("name", a["id"]),
+                                 "utc_offset_s": a.get("utc_offset_s", 8 * 3600)},
+    Record.ZONE: lambda st, a: {"venue": a["venue"], "id": a["id"], "name": a.get("name", a["id"]),
+                                "live_capacity": a.get("live_capacity", 0),
+                                "enforce_exit": a.get("enforce_exit", False)},
+    Record.GATE: _v1_gate,
+    Record.PRODUCT: lambda st, a: _v1_product(a),
+    Record.SLOTS: _v1_slots,
+    Record.SLOT_CAPACITY: lambda st, a: _v1_slot(st, a),
+    Record.ALLOTMENT: lambda st, a: _v1_slot(st, a, channel=a["channel"]),
+}
+_APPLY = {Record.VENUE: _venue, Record.ZONE: _zone, Record.GATE: _gate, Record.PRODUCT: _product,
+          Record.SLOTS: _slots, Record.SLOT_CAPACITY: _slot_capacity, Record.ALLOTMENT: _allotment}
+
+
+def replay(st: ShardState, kind: int, rec: dict, fmt: int) -> None:
+    """Apply a catalog record (VENUE to ALLOTMENT) of format `fmt` as it was decided."""
+    try:
+        if fmt < 2:
+            rec = _V1[kind](st, rec)
+        _APPLY[kind](st, rec)
+    except (KeyError, TypeError, ValueError, NotFound, InvalidArgument) as e:
+        raise CorruptData(f"a {Record(kind).name} record of format {fmt} does not replay: {e!r}") from e

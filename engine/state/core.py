@@ -1,9 +1,10 @@
 """The shard's one state object and its one dispatch table.
 
 ShardState holds all state of one shard. `apply(cmd, now, batch)` is the only way it
-changes and `replay(blob, batch)` the way the journal rebuilds it; both go through
+changes and `replay(blob, batch)` the way the journal rebuilds it. Commands go through
 HANDLERS, command kind -> the function, in the module of its concern, that validates the
-command and applies it to the state.
+command and applies it to the state; records through REPLAY, record kind -> the function
+that applies what the record says was decided, by the record's format (journal.py).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any, Callable
 from .. import _core
 from ..codes import TicketCodec
 from ..errors import CorruptData, InvalidArgument
-from ..journal import _HDR, LAST_CATALOG, Batch, Command, CommandKind, Record
+from ..journal import _HDR, FORMAT, LAST_CATALOG, Batch, Command, CommandKind, Record, decode_format
 from ..model import AuditNote, Gate, Product, Slot, Venue, Zone
 from . import catalog, idem, offline, retry, sales, scans, secrets, snapshot
 from .validate import text_arg
@@ -30,8 +31,7 @@ def note(st: ShardState, args: dict, now: int) -> AuditNote:
 
 
 # The one dispatch table. The JSON kinds are called handler(state, args, now), the VERIFY
-# kinds handler(state, what, gate, direction, at, persons). Replay hands a JSON record to
-# the handler of the command of its number (journal.Record), with `replaying` set.
+# kinds handler(state, what, gate, direction, at, persons). Replay goes through REPLAY.
 HANDLERS: dict[int, Callable[..., Any]] = {
     CommandKind.SECRETS: secrets.set_secrets,
     CommandKind.KEY: secrets.set_key,
@@ -55,6 +55,31 @@ HANDLERS: dict[int, Callable[..., Any]] = {
     CommandKind.VERIFY_HOLDER: scans.verify_holder,
     CommandKind.VERIFY_BATCH: scans.verify_batch,
     CommandKind.VERIFY_FACE: scans.verify_face,
+}
+
+
+def _handler(kind: int) -> Callable[[Any, dict, int], None]:
+    """Replay by the command's own handler, with `replaying` set: for the records that
+    carry the decided effects in both formats and whose handler applies them as they
+    are when replaying (secrets and keys made, a face bound)."""
+    handler = HANDLERS[kind]
+    return lambda st, args, fmt: handler(st, args, 0)
+
+
+# record kind -> replay(state, record, format) for the JSON records (journal.py)
+REPLAY: dict[int, Callable[..., None]] = {
+    Record.SECRETS: _handler(CommandKind.SECRETS),
+    Record.KEY: _handler(CommandKind.KEY),
+    **{kind: (lambda k: lambda st, args, fmt: catalog.replay(st, k, args, fmt))(kind)
+       for kind in (Record.VENUE, Record.ZONE, Record.GATE, Record.PRODUCT, Record.SLOTS,
+                    Record.SLOT_CAPACITY, Record.ALLOTMENT)},
+    Record.RELEASE: sales.replay_release,
+    Record.EXPIRE: sales.replay_expire,
+    Record.CONFIRM: sales.replay_confirm,
+    Record.REFUND: sales.replay_refund,
+    Record.BLOCK: sales.replay_block,
+    Record.FACE: _handler(CommandKind.FACE),
+    Record.OFFLINE_SCANS: offline.replay_upload,
 }
 
 
@@ -139,31 +164,39 @@ class ShardState:
         return idem.command_once(self, cmd, handler, now)
 
     def replay(self, blob: bytes, batch: Batch) -> None:
-        """Re-apply the records of one committed batch. Runs of scan records are
-        replayed in the core; the rest here."""
+        """Re-apply the records of one committed batch (or a snapshot's catalog), of the
+        format its FORMAT record names (none: format 1), by what they say was decided
+        (REPLAY; journal.py tells it per record kind). Runs of scan records are replayed
+        in the core; the rest here."""
         self.batch = batch
         off, end = 0, len(blob)
         view = memoryview(blob)
+        fmt = 1
         while off < end:
             off, n, bad = self.tickets.replay_scans(blob, off)
             batch.n_commands += n
             if bad >= 0:
-                raise CorruptData(f"a replayed scan of ticket {bad} disagrees with the journal")
+                raise CorruptData(f"a journaled scan of ticket {bad} does not fit the state")
             if off >= end:
                 break
             length, kind = _HDR.unpack_from(view, off)
             payload = view[off + _HDR.size:off + _HDR.size + length]
             off += _HDR.size + length
-            if kind == Record.SCAN_BATCH:
+            if kind == Record.FORMAT:
+                fmt = decode_format(payload)
+                if not 1 <= fmt <= FORMAT:
+                    raise CorruptData(f"the journal holds records of format {fmt}; this build "
+                                      f"reads formats 1 to {FORMAT}",
+                                      hint="open it with the newer build that wrote it")
+            elif kind == Record.SCAN_BATCH:
                 scans.replay_batch(self, payload)
             elif kind == Record.HOLD:
                 sales.replay_hold(self, payload)
             else:
-                args = json.loads(bytes(payload))
-                if kind == Record.CONFIRM:
-                    sales.replay_confirm(self, args)
-                else:
-                    HANDLERS[kind](self, args, 0)
+                replay = REPLAY.get(kind)
+                if replay is None:
+                    raise CorruptData(f"the journal holds a record of unknown kind {kind}")
+                replay(self, json.loads(bytes(payload)), fmt)
 
     # -- journal and rows --------------------------------------------------------------
     def journal(self, rec: bytes, kind: int) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from ..errors import InvalidArgument
+from ..errors import CorruptData, InvalidArgument
 from ..journal import Record, json_record
 from ..model import REASON_OF, Direction, Reason, UploadResult
 from .catalog import find, venue_arg
@@ -74,12 +74,38 @@ def upload(st: ShardState, args: dict, now: int) -> list[UploadResult]:
                     "venue": venue, "gate": gate, "nonce": nonce, "seq": seq, "at": at,
                     "ticket_id": base, "direction": direction, "persons": admitted,
                     "offline_reason": offline_reason, "server_reason": reason}).encode())
-            applied.append({"nonce": nonce, "seq": seq, "code": code, "direction": direction,
-                            "at": at, "persons": persons, "admitted": admitted,
-                            "reason": offline_reason})
+            # format 2: the decision, never the code (journal.py)
+            applied.append({"nonce": nonce, "seq": seq, "direction": direction, "at": at,
+                            "persons": persons, "admitted": admitted, "reason": offline_reason,
+                            "ticket": base, "result": reason, "k": k})
     finally:
         tickets.facts = False
     if applied:
         st.journal(json_record(Record.OFFLINE_SCANS, {"venue": venue, "gate": gate, "scans": applied}),
                    Record.OFFLINE_SCANS)
     return results
+
+
+def replay_upload(st: ShardState, args: dict, fmt: int) -> None:
+    """An OFFLINE_SCANS record. Format 2 carries each scan's decision (ticket, reason,
+    persons): it is applied as decided, at the gate's time, never decided again; a
+    refusal changes nothing, an admission must let in the persons the journal says
+    (CorruptData if it does not fit the state). Format 1 carries only the codes and the
+    gate's claims: they are decoded and decided again, as format 1 replayed them."""
+    if fmt < 2:
+        upload(st, args, 0)
+        return
+    g = st.gate_idx.get((args["venue"], args["gate"]))
+    if g is None:
+        raise CorruptData(f"an offline upload names gate {args['gate']} of {args['venue']}, "
+                          "which does not exist")
+    apply_scan = st.tickets.apply_scan
+    for s in args["scans"]:
+        base, result = s["ticket"], s["result"]
+        if base < 0:
+            if result not in (Reason.FORGED, Reason.UNKNOWN):
+                raise CorruptData(f"an offline scan of no ticket is journaled as {result}")
+            continue
+        if apply_scan(base, g, s["direction"], s["at"], s["persons"], result) != s["k"]:
+            raise CorruptData(f"a journaled offline scan of ticket {base} does not fit the state")
+    st.journal(json_record(Record.OFFLINE_SCANS, args), Record.OFFLINE_SCANS)

@@ -207,8 +207,24 @@ def hold_info(st: ShardState, hold_id: int, now: int) -> HoldInfo:
 def release_hold(st: ShardState, args: dict, now: int) -> ReleaseResult:
     hold = active_hold(st, args, now)
     drop_hold(st, hold, "released")
-    st.journal(json_record(Record.RELEASE, args), Record.RELEASE)
+    st.journal(json_record(Record.RELEASE, {"hold_id": hold["id"], "channel": hold["channel"]}),
+               Record.RELEASE)
     return ReleaseResult(hold["id"], True)
+
+
+def _replayed_hold(st: ShardState, hid: Any, what: str) -> dict:
+    hold = st.holds.get(hid)
+    if hold is None:
+        raise CorruptData(f"a replayed {what} names hold {hid}, which is not held")
+    return hold
+
+
+def replay_release(st: ShardState, args: dict, fmt: int) -> None:
+    """A RELEASE record (formats 1 and 2): the hold it names is dropped."""
+    hold = _replayed_hold(st, args["hold_id"], "release")
+    drop_hold(st, hold, "released")
+    st.journal(json_record(Record.RELEASE, {"hold_id": hold["id"], "channel": hold["channel"]}),
+               Record.RELEASE)
 
 
 def due_expiry(st: ShardState, now: int) -> bool:
@@ -216,16 +232,35 @@ def due_expiry(st: ShardState, now: int) -> bool:
 
 
 def expire_holds(st: ShardState, args: dict, now: int) -> ExpireResult:
-    at = args.get("_at", now)          # set in journal records only
-    n = 0
+    at = now
+    expired = []
     while st.expiry and st.expiry[0][0] <= at:
         exp, hid = heapq.heappop(st.expiry)
         hold = st.holds.get(hid)
         if hold is not None and hold["expires_at"] == exp:
             drop_hold(st, hold, "expired")
-            n += 1
-    st.journal(json_record(Record.EXPIRE, {"_at": at}), Record.EXPIRE)
-    return ExpireResult(n)
+            expired.append(hid)
+    st.journal(json_record(Record.EXPIRE, {"_at": at, "holds": sorted(expired)}), Record.EXPIRE)
+    return ExpireResult(len(expired))
+
+
+def replay_expire(st: ShardState, args: dict, fmt: int) -> None:
+    """An EXPIRE record. Format 2 names the holds it expired: those are dropped. Format 1
+    has the sweep's time only: the holds due then are dropped, as format 1 did."""
+    at = args["_at"]
+    due = []
+    while st.expiry and st.expiry[0][0] <= at:
+        exp, hid = heapq.heappop(st.expiry)
+        hold = st.holds.get(hid)
+        if hold is not None and hold["expires_at"] == exp:
+            due.append((exp, hid))
+    expired = [hid for _, hid in due] if fmt < 2 else args["holds"]
+    for hid in expired:
+        drop_hold(st, _replayed_hold(st, hid, "expiry"), "expired")
+    for exp, hid in due:            # due then but not expired by the record: still held
+        if hid in st.holds:
+            heapq.heappush(st.expiry, (exp, hid))
+    st.journal(json_record(Record.EXPIRE, {"_at": at, "holds": sorted(expired)}), Record.EXPIRE)
 
 
 # -- orders ----------------------------------------------------------------------------
@@ -290,18 +325,34 @@ def confirm_hold(st: ShardState, args: dict, now: int) -> ConfirmResult:
         row = dict(vars(order))
         row["holders"] = [[seal(st, x) for x in ids] for ids in per_line]
         st.put_row(key, json.dumps(row).encode())
-    st.journal(json_record(Record.CONFIRM, {"hold_id": hold["id"], "holder_keys": hkeys,
-                                            "_now": now}), Record.CONFIRM)
+    st.journal(json_record(Record.CONFIRM, confirm_record(st, hold, hkeys, now)), Record.CONFIRM)
     return ConfirmResult(order, tickets)
 
 
-def issue(st: ShardState, hold: dict, hkeys: list[list[str]]) -> None:
-    """Issue the tickets of a hold and turn its held stock into sold stock."""
-    for ln, keys in zip(hold["lines"], hkeys):
+def confirm_record(st: ShardState, hold: dict, hkeys: list[list[str]], now: int) -> dict:
+    """A CONFIRM record of format 2: the hold, holder keys, and per line the tickets
+    issued (first id, first and last valid day)."""
+    return {"hold_id": hold["id"], "holder_keys": hkeys, "_now": now,
+            "tickets": [[ln["first"], *ln["days"]] for ln in hold["lines"]]}
+
+
+def issue(st: ShardState, hold: dict, hkeys: list[list[str]],
+          tickets: list[list[int]] | None = None) -> None:
+    """Issue the tickets of a hold and turn its held stock into sold stock. `tickets`
+    (replay of format 2): per line the first id and valid days issued then; without,
+    the days are the first slot's and the product's validity."""
+    for i, (ln, keys) in enumerate(zip(hold["lines"], hkeys)):
         p = st.product_list[ln["p"]]
-        first_day = st.slots.slot(ln["slots"][0])["day"]
-        ln["first"] = st.tickets.issue(ln["p"], ln["group"], first_day,
-                                       first_day + p.rule.valid_days - 1, ln["slots"], ln["qty"])
+        if tickets is None:
+            first_day = st.slots.slot(ln["slots"][0])["day"]
+            days = (first_day, first_day + p.rule.valid_days - 1)
+        else:
+            days = (tickets[i][1], tickets[i][2])
+        ln["days"] = days
+        ln["first"] = st.tickets.issue(ln["p"], ln["group"], days[0], days[1], ln["slots"], ln["qty"])
+        if tickets is not None and ln["first"] != tickets[i][0]:
+            raise CorruptData(f"replayed hold {hold['id']} issued ticket {ln['first']}, "
+                              f"the journal says {tickets[i][0]}")
         need = ln["qty"] * ln["group"]
         for s, a in zip(ln["slots"], ln["allots"]):
             st.slots.sell(s, a, need)
@@ -310,10 +361,16 @@ def issue(st: ShardState, hold: dict, hkeys: list[list[str]]) -> None:
     del st.holds[hold["id"]]
 
 
-def replay_confirm(st: ShardState, args: dict) -> None:
-    """A CONFIRM record: the hold's tickets issued to the holder keys it carries."""
-    issue(st, st.holds[args["hold_id"]], args["holder_keys"])
-    st.journal(json_record(Record.CONFIRM, args), Record.CONFIRM)
+def replay_confirm(st: ShardState, args: dict, fmt: int) -> None:
+    """A CONFIRM record: the hold's tickets issued to the holder keys it carries; in
+    format 2, exactly the tickets it names (format 1: as format 1 issued them)."""
+    hold = _replayed_hold(st, args["hold_id"], "confirm")
+    if len(args["holder_keys"]) != len(hold["lines"]):
+        raise CorruptData(f"a replayed confirm of hold {hold['id']} has holder keys for "
+                          f"{len(args['holder_keys'])} lines, the hold has {len(hold['lines'])}")
+    issue(st, hold, args["holder_keys"], args["tickets"] if fmt >= 2 else None)
+    st.journal(json_record(Record.CONFIRM, confirm_record(st, hold, args["holder_keys"],
+                                                          args.get("_now", 0))), Record.CONFIRM)
 
 
 def order_row(st: ShardState, channel: str, order_id: str) -> tuple[bytes, bytes | None]:
@@ -337,14 +394,18 @@ def get_order(st: ShardState, order_id: str, channel: str) -> Order:
     return Order.from_row(json.loads(row))
 
 
+def replay_refund(st: ShardState, args: dict, fmt: int) -> None:
+    """A REFUND record (formats 1 and 2): the tickets voided, the stock returned."""
+    for tid in args["tickets"]:
+        if not st.tickets.is_code(tid):
+            raise CorruptData(f"a replayed refund voids ticket {tid}, which is no code")
+        st.tickets.void(tid)
+    for s, a, q in args["_returns"]:
+        st.slots.unsell(s, a, q)
+    st.journal(json_record(Record.REFUND, args), Record.REFUND)
+
+
 def refund_order(st: ShardState, args: dict, now: int) -> RefundResult:
-    if "_returns" in args:      # replay: the journal carries the resolved effects
-        for tid in args["tickets"]:
-            st.tickets.void(tid)
-        for s, a, q in args["_returns"]:
-            st.slots.unsell(s, a, q)
-        st.journal(json_record(Record.REFUND, args), Record.REFUND)
-        return RefundResult(args["order_id"], args["refund_id"], args["tickets"], 0, 0)
     order_id = ident_arg(args, "order_id")
     refund_id = ident_arg(args, "refund_id")
     want = arg(args, "tickets", list, [])
@@ -412,5 +473,14 @@ def block_ticket(st: ShardState, args: dict, now: int) -> BlockResult:
     if not st.tickets.is_code(tid):
         raise NotFound(f"no ticket {tid}", field="ticket_id")
     st.tickets.set_blocked(tid, blocked)
-    st.journal(json_record(Record.BLOCK, args), Record.BLOCK)
+    st.journal(json_record(Record.BLOCK, {"ticket_id": tid, "blocked": blocked}), Record.BLOCK)
     return BlockResult(tid, blocked)
+
+
+def replay_block(st: ShardState, args: dict, fmt: int) -> None:
+    """A BLOCK record (formats 1 and 2; format 1 may leave `blocked` out: True)."""
+    tid, blocked = args["ticket_id"], bool(args.get("blocked", True))
+    if not st.tickets.is_code(tid):
+        raise CorruptData(f"a replayed block names ticket {tid}, which is no code")
+    st.tickets.set_blocked(tid, blocked)
+    st.journal(json_record(Record.BLOCK, {"ticket_id": tid, "blocked": blocked}), Record.BLOCK)

@@ -181,11 +181,16 @@ def verify_batch(st: ShardState, codes: Any, gates: Any, direction: int, at: int
 
 
 def replay_batch(st: ShardState, payload) -> None:
-    """A SCAN_BATCH record: decided again by the core, which must agree with it."""
+    """A SCAN_BATCH record: each scan applied as it was decided (its journaled reason),
+    not decided again (journal.py); CorruptData if one does not fit the state."""
     ids, gates, direction, at, persons, reasons = decode_scan_batch(bytes(payload))
-    got, _ = st.tickets.scan_batch(ids, gates, direction, at, persons)
-    if got != reasons:
-        raise CorruptData("a replayed scan batch disagrees with the journal")
+    try:
+        bad = st.tickets.replay_batch(ids, gates, direction, at, persons, bytes(reasons))
+    except ValueError as e:
+        raise CorruptData(f"a journaled scan batch is malformed: {e}") from None
+    if bad >= 0:
+        raise CorruptData(f"scan {bad} of a journaled scan batch (ticket {ids[bad]}) does not "
+                          "fit the state")
     st.batch.n_commands += 1
 
 

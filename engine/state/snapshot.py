@@ -1,13 +1,25 @@
 """Snapshots: the state as blobs (the catalog as its records, bitmaps, counters, holds),
 written by Storage.write_snapshot and loaded on open before the journal after it is
-replayed."""
+replayed.
+
+Every blob carries a version: the `versions` blob maps each blob's name (entered.<day>
+blobs under "entered") to the version of its layout, and the catalog blob starts with
+its FORMAT record as a journal batch does. A snapshot without `versions` is format 1:
+every blob of version 1. A blob of a version this build does not read is refused
+(CorruptData), never guessed at.
+"""
 from __future__ import annotations
 
 import heapq
 import json
 from typing import TYPE_CHECKING
 
-from ..journal import Batch
+from ..errors import CorruptData
+from ..journal import FORMAT, FORMAT_RECORD, Batch
+
+# blob -> the version of its layout this build writes (and the newest it reads)
+VERSIONS = {"catalog": FORMAT, "slots": 1, "allots": 1, "meta": 1, "records": 1,
+            "bm.used": 1, "bm.inside": 1, "bm.voided": 1, "bm.blocked": 1, "entered": 1}
 
 if TYPE_CHECKING:
     from .core import ShardState
@@ -25,8 +37,9 @@ def dump(st: ShardState) -> dict[str, bytes]:
         "entered_days": sorted(t["entered"]),
     }
     # sort_keys: a replayed hold must serialise exactly like the live one
-    out = {"catalog": b"".join(st.catalog_log), "slots": slots, "allots": allots,
-           "meta": json.dumps(meta, sort_keys=True).encode(), "records": t["records"]}
+    out = {"catalog": FORMAT_RECORD + b"".join(st.catalog_log), "slots": slots, "allots": allots,
+           "meta": json.dumps(meta, sort_keys=True).encode(), "records": t["records"],
+           "versions": json.dumps(VERSIONS, sort_keys=True).encode()}
     for name in ("used", "inside", "voided", "blocked"):
         out["bm." + name] = t[name]
     for d, b in t["entered"].items():
@@ -34,7 +47,25 @@ def dump(st: ShardState) -> dict[str, bytes]:
     return out
 
 
+def versions(blobs: dict[str, bytes]) -> dict[str, int]:
+    """The version of every blob of a snapshot (1 for all without a `versions` blob)."""
+    raw = blobs.get("versions")
+    if raw is None:
+        return {name: 1 for name in VERSIONS}
+    try:
+        got = json.loads(raw)
+        return {name: int(got.get(name, 1)) for name in set(VERSIONS) | set(got)}
+    except (ValueError, TypeError, AttributeError) as e:
+        raise CorruptData(f"the snapshot's versions blob is unreadable: {e}") from e
+
+
 def load(st: ShardState, blobs: dict[str, bytes]) -> None:
+    have = versions(blobs)
+    newer = sorted(f"{name} (version {v})" for name, v in have.items()
+                   if v > VERSIONS.get(name, 0) or v < 1)
+    if newer:
+        raise CorruptData(f"the snapshot holds blobs this build does not read: {', '.join(newer)}",
+                          hint="open it with the newer build that wrote it")
     batch = Batch(0)
     st.replaying = True
     try:
