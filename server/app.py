@@ -9,13 +9,40 @@ The supervisor creates the admin and demo principals on a new data dir, starts o
 `turnstile serve-shard` process per shard (shard k on port+k, or any free port with
 --port 0), records where each listens in the control store (the shard map), prints
 `listening on HOST:PORT` (shard 0; every shard answers AdminService.GetShardMap), and
-restarts a shard process that dies. SIGTERM or SIGINT drains every shard: health
-NOT_SERVING, in-flight calls finish, the last batch commits, the shard closes.
+restarts a shard process that dies, for ever, on the port it had: after a backoff of
+--restart-backoff-s that doubles with each crash in a row up to --restart-backoff-max-s
+(back to the start once the shard has run STABLE_S), never holding up the other shards.
+Each restart is logged with its cause (the signal's name or the exit status) and count;
+CRASH_LOOP_RESTARTS restarts of one shard within CRASH_LOOP_WINDOW_S log a crash-loop
+warning. SIGTERM or SIGINT drains every shard: health NOT_SERVING, in-flight calls
+finish, the last batch commits, the shard closes; during a backoff, it stops at once.
+
+The supervisor records each shard process's status in the control store
+(ControlStore.shard_status: running, starting, backoff; restarts, last cause, next
+start). Every shard process serves gRPC health for "" (itself) and, re-read each
+HEALTH_REFRESH_S, "turnstile.shard.<k>" for every shard k of the node: SERVING while
+shard k's process is running, else NOT_SERVING, so a health check against any live
+shard shows one that is down or crash-looping.
+
+A shard whose writer fails (a commit that did not happen, a command that broke off
+half-applied: its memory is gone) logs the cause on stderr, goes NOT_SERVING at once,
+stops its listeners without grace, closes without a snapshot and exits with status 70
+(EXIT_FAILED); the supervisor restarts it and the new process recovers from disk.
+
+Each shard process also serves Prometheus metrics on --metrics-port + k (server/metrics.py,
+when given), logs a line per call (server/logs.py: text or JSON lines, no request
+contents), and archives its old audit records to files every --audit-archive-s seconds.
+
+Drill and test hook, never for production: TURNSTILE_FAILPOINT=commit-error-after=N in
+a shard process's environment (`serve` passes its own on) makes that process's commits
+after its first N fail with a StorageError, as a disk that refuses writes would; it
+counts from 0 in every process, so a restarted shard fails again after N more.
 """
 from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import os
 import signal
 import subprocess
@@ -27,16 +54,24 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from turnstile.engine import Shard, keyring
+from turnstile.engine.errors import StorageError
 from turnstile.v1 import (admin_pb2_grpc, gate_pb2_grpc, inventory_pb2_grpc, member_pb2_grpc,
                           report_pb2_grpc, sales_pb2_grpc)
 
 from .auth import AuthInterceptor
 from .config import ServerConfig
+from . import logs
 from .control import ControlStore
+from .metrics import NULL as NULL_METRICS, CallObserver, ShardMetrics, call_log
 from .services import (AdminService, GateService, InventoryService, MemberService, ReportService,
                        SalesService, ShardNode)
 
+log = logging.getLogger("turnstile.server")
 MAX_MESSAGE = 16 << 20
+EXIT_FAILED = 70                # a shard process whose writer failed (EX_SOFTWARE)
+FAILPOINT_ENV = "TURNSTILE_FAILPOINT"
+SHARD_SERVICE = "turnstile.shard."     # gRPC health service name of shard k: this + k
+HEALTH_REFRESH_S = 1.0          # how often a shard process re-reads every shard's status
 # one principal per role (docs/ROLES.md), all but admin scoped to the demo venue
 DEMO_PRINCIPALS = [
     ("admin", "admin", {}),
@@ -70,7 +105,8 @@ def bootstrap_principals(store: ControlStore, data: str) -> list[tuple[str, str,
 # -- one shard process -------------------------------------------------------------------
 def _grpc_server(node: ShardNode, store: ControlStore, health_servicer, *, reflect: bool):
     server = grpc.aio.server(
-        interceptors=[AuthInterceptor(store, node)],   # node: denied calls are audited
+        # CallObserver outermost: it counts and logs the calls auth denies too
+        interceptors=[*_observer(node), AuthInterceptor(store, node)],   # node: denied calls are audited
         options=[("grpc.max_receive_message_length", MAX_MESSAGE),
                  ("grpc.max_send_message_length", MAX_MESSAGE)])
     gate_pb2_grpc.add_GateServiceServicer_to_server(GateService(node), server)
@@ -102,26 +138,41 @@ def _listen(server, host: str, port: int, tls) -> int:
     return server.add_secure_port(addr, creds)
 
 
-async def serve_shard(cfg: ServerConfig, shard_id: int = 0) -> None:
+def _observer(node: ShardNode) -> list:
+    """The call-counting and -logging interceptor, unless there is neither a metrics
+    endpoint nor a call log line to write (--log-level WARNING and up)."""
+    if node.metrics is NULL_METRICS and not call_log.isEnabledFor(logging.INFO):
+        return []
+    return [CallObserver(node.shard_id, node.metrics)]
+
+
+async def serve_shard(cfg: ServerConfig, shard_id: int = 0) -> int:
+    logs.configure(cfg.log_format, cfg.log_level, shard=shard_id)
     offset = cfg.clock_offset_s
     shard = Shard.open(os.path.join(cfg.data, f"shard-{shard_id}"), shard_id=shard_id,
                        master_key=keyring.load_master_key(key_file=cfg.master_key_file),
-                       clock=(lambda: time.time() + offset) if offset else time.time)
+                       clock=(lambda: time.time() + offset) if offset else time.time,
+                       retry_window_s=cfg.retry_window_s, map_size=cfg.map_size_mib << 20)
     store = ControlStore(os.path.join(cfg.data, "control"), cache_s=cfg.auth_cache_s)
     moved = set()
     for venue in shard.venues():
         home = store.venue_shard(venue)
         if home is not None and home != shard_id:
             # left behind by `turnstile shards move`: the map routes it to its new shard
-            print(f"shard {shard_id}: venue {venue} is mapped to shard {home}; not served here",
-                  file=sys.stderr, flush=True)
+            log.warning("venue %s is mapped to shard %s; not served here", venue, home)
             moved.add(venue)
             continue
         store.place_venue(venue, shard_id)
+    drill = os.environ.get(FAILPOINT_ENV)
+    if drill:
+        _arm_failpoint(shard, drill)
     writer = shard.writer(max_queue=cfg.max_queue)
     await writer.start()
     node = ShardNode(shard, writer, store, moved=frozenset(moved), scan_skew_s=cfg.scan_skew_s,
                      offline_window_s=cfg.offline_window_s)
+    if cfg.metrics_port:
+        node.metrics = writer.observer = ShardMetrics(shard_id, writer=writer, shard=shard,
+                                                      store=store)
     health_servicer = health.aio.HealthServicer()
     tls = cfg.tls()
     servers = [_grpc_server(node, store, health_servicer, reflect=False)]
@@ -136,6 +187,14 @@ async def serve_shard(cfg: ServerConfig, shard_id: int = 0) -> None:
         if admin_bound == 0:
             raise SystemExit(f"shard {shard_id}: cannot listen on {cfg.host}:{cfg.admin_port}")
         admin_address = f", admin {cfg.host}:{admin_bound}"
+    metrics_http, metrics_address = None, ""
+    if cfg.metrics_port:
+        try:
+            metrics_http, metrics_bound = node.metrics.serve(cfg.metrics_host, cfg.metrics_port)
+        except (OSError, OverflowError) as e:
+            raise SystemExit(f"shard {shard_id}: cannot serve metrics on "
+                             f"{cfg.metrics_host}:{cfg.metrics_port} ({e})") from None
+        metrics_address = f", metrics {cfg.metrics_host}:{metrics_bound}"
     store.set_endpoint(shard_id, node.address)
     for server in servers:
         await server.start()
@@ -144,8 +203,9 @@ async def serve_shard(cfg: ServerConfig, shard_id: int = 0) -> None:
     gc.collect()
     gc.freeze()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    await health_servicer.set(f"{SHARD_SERVICE}{shard_id}", health_pb2.HealthCheckResponse.SERVING)
     print(f"listening on {node.address} (shard {shard_id}, {len(shard.venues())} venues"
-          f"{admin_address}{', TLS' if tls else ''})", flush=True)
+          f"{admin_address}{metrics_address}{', TLS' if tls else ''})", flush=True)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -159,49 +219,254 @@ async def serve_shard(cfg: ServerConfig, shard_id: int = 0) -> None:
             await asyncio.sleep(0.5)
         stop.set()
     watch = asyncio.create_task(orphaned())
-    await stop.wait()
-    watch.cancel()
-    await health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
-    await asyncio.gather(*(server.stop(cfg.grace_s) for server in servers))
+    archiver = asyncio.create_task(_archive_audit(shard, cfg.audit_archive_s))
+    peers = asyncio.create_task(_refresh_health(health_servicer, store, shard_id))
+    stopped = asyncio.create_task(stop.wait())
+    failed = asyncio.create_task(writer.wait_failed())
+    await asyncio.wait([stopped, failed], return_when=asyncio.FIRST_COMPLETED)
+    for task in (watch, archiver, peers, stopped):
+        task.cancel()
+    cause = failed.result() if failed.done() else None
+    failed.cancel()
+    # NOT_SERVING for every service name, and no later set changes it
+    await health_servicer.enter_graceful_shutdown()
+    # the metrics endpoint stops too (its thread polls every 0.5 s), before the shard closes
+    metrics_down = loop.run_in_executor(None, metrics_http.shutdown) if metrics_http else None
+    if cause is not None:
+        # its memory is gone (Shard._fail): stop at once, no grace, no snapshot; the
+        # supervisor restarts the shard and the new process recovers it from disk
+        log.error("the writer failed (%r); exiting with status %d to be restarted from disk",
+                  cause, EXIT_FAILED)
+        await asyncio.gather(*(server.stop(0) for server in servers))
+    else:
+        await asyncio.gather(*(server.stop(cfg.grace_s) for server in servers))
     await writer.stop()
-    shard.close()
+    if metrics_down is not None:
+        await metrics_down
+    shard.close()               # a failed shard writes no snapshot (Shard.close)
     store.close()
+    if cause is not None:
+        return EXIT_FAILED
     print(f"shard {shard_id} stopped", flush=True)
+    return 0
+
+
+async def _archive_audit(shard: Shard, every_s: float) -> None:
+    """Every `every_s` seconds (0: never): the old part of the audit log archived to
+    files in DATA/shard-N/audit (Shard.archive_audit: verified, then pruned a slice per
+    audited batch), in a thread, beside the writer. A failure is logged, never fatal:
+    the records stay hot."""
+    if not every_s:
+        return
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            written = await loop.run_in_executor(None, shard.archive_audit)
+        except Exception as e:
+            log.warning("audit archive not written (%s); the records stay in the shard", e)
+        else:
+            if written:
+                log.info("audit archived: %d segment(s) up to record %d", len(written),
+                         written[-1].last)
+
+
+async def _refresh_health(health_servicer, store: ControlStore, shard_id: int) -> None:
+    """Every HEALTH_REFRESH_S: each shard's service name (turnstile.shard.<k>) SERVING
+    while the supervisor's status row says its process is running, else NOT_SERVING
+    (starting, in backoff after a crash), so a health check against any live shard
+    shows one that is down. This shard's own name stays SERVING: it answers."""
+    shown: dict[int, int] = {shard_id: health_pb2.HealthCheckResponse.SERVING}
+    while True:
+        try:
+            rows = store.shard_status()
+        except Exception as e:          # never the reason a shard stops serving
+            log.warning("cannot read the shards' status (%s)", e)
+            rows = {}
+        for k, row in rows.items():
+            up = k == shard_id or row.get("state") == "running"
+            status = (health_pb2.HealthCheckResponse.SERVING if up
+                      else health_pb2.HealthCheckResponse.NOT_SERVING)
+            if shown.get(k) != status:
+                shown[k] = status
+                await health_servicer.set(f"{SHARD_SERVICE}{k}", status)
+        await asyncio.sleep(HEALTH_REFRESH_S)
+
+
+def _arm_failpoint(shard: Shard, spec: str) -> None:
+    """The drill hook of FAILPOINT_ENV (see the module docstring)."""
+    name, _, value = spec.partition("=")
+    if name != "commit-error-after" or not value.isdigit():
+        raise SystemExit(f"{FAILPOINT_ENV}={spec!r}: the one failpoint is commit-error-after=N")
+    left = int(value)
+    commit = shard.storage.commit
+
+    def failing(*args, **kw):           # on the writer's I/O thread, one at a time
+        nonlocal left
+        if left <= 0:
+            raise StorageError(f"failpoint {spec}: an injected commit failure")
+        left -= 1
+        return commit(*args, **kw)
+    shard.storage.commit = failing
+    log.warning("failpoint armed: %s (%s; a drill, never in production)", spec, FAILPOINT_ENV)
 
 
 def run_shard(cfg: ServerConfig, shard_id: int) -> None:
     import uvloop
-    uvloop.run(serve_shard(cfg, shard_id))
+    status = uvloop.run(serve_shard(cfg, shard_id))
+    if status:
+        sys.exit(status)
 
 
 # -- the supervisor ----------------------------------------------------------------------
+STABLE_S = 60.0                 # a shard up this long: its next crash backs off from the start
+CRASH_LOOP_RESTARTS = 5         # this many restarts of one shard within CRASH_LOOP_WINDOW_S...
+CRASH_LOOP_WINDOW_S = 300.0     # ...is a crash loop: a warning, and crash_loop in its status
+TICK_S = 0.1                    # how often the supervisor looks at its shard processes
+
+
+def _say(msg: str, *, err: bool = False) -> None:
+    print(msg, file=sys.stderr if err else sys.stdout, flush=True)
+
+
+def _cause(returncode: int) -> str:
+    """Why a shard process ended, from its exit status: the signal's name, or the status."""
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    if returncode == EXIT_FAILED:
+        return f"exit status {returncode} (its writer failed)"
+    return f"exit status {returncode}"
+
+
 class _Child:
-    def __init__(self, shard: int, argv: list[str]):
+    """One shard process: started without waiting for it (a reader thread hears its
+    "listening on" line and passes the rest of its output on), restarted after capped
+    exponential backoff whenever it ends -- before or after it listened -- for ever."""
+
+    def __init__(self, shard: int, argv, port: int, cfg: ServerConfig):
         self.shard = shard
-        self.argv = argv
+        self.argv = argv            # port -> the command line
+        self.port = self.conf_port = port
+        self.backoff = cfg.restart_backoff_s
+        self.backoff_max = max(cfg.restart_backoff_max_s, cfg.restart_backoff_s)
         self.proc: subprocess.Popen | None = None
         self.address = ""
-        self.restarts = 0
+        self.state = "starting"
+        self.since = time.time()
+        self.restarts = 0           # since `serve` started, for ever
+        self.streak = 0             # crashes in a row, without STABLE_S up between them
+        self.recent: list[float] = []
+        self.last_cause = ""
+        self.crash_loop = False
+        self.next_start = 0.0       # time.monotonic() of the next start, in backoff
+        self.next_start_at: float | None = None
+        self.running_since: float | None = None
+        self._heard: list[str] = []
+        self._ready = threading.Event()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def status(self) -> dict:
+        return {"state": self.state, "restarts": self.restarts, "last_cause": self.last_cause,
+                "since": self.since, "next_start_at": self.next_start_at,
+                "crash_loop": self.crash_loop, "pid": self.proc.pid if self.proc else None,
+                "address": self.address}
+
+    def _to(self, state: str) -> None:
+        self.state = state
+        self.since = time.time()
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=None, text=True)
-        for line in self.proc.stdout:
-            if line.startswith("listening on "):
-                self.address = line.split()[2]
-                # keep passing its output on, so a full pipe never blocks it
-                threading.Thread(target=self._relay, args=(self.proc,), daemon=True).start()
-                return
-        raise SystemExit(f"shard {self.shard} did not start (exit {self.proc.wait()})")
+        heard, ready = self._heard, self._ready = [], threading.Event()
+        self.proc = subprocess.Popen(self.argv(self.port), stdout=subprocess.PIPE, stderr=None,
+                                     text=True)
+        self.next_start_at = None
+        self.running_since = None
+        self._to("starting")
+        threading.Thread(target=self._read, args=(self.proc, heard, ready), daemon=True,
+                         name=f"turnstile-shard-{self.shard}-output").start()
 
     @staticmethod
-    def _relay(proc: subprocess.Popen) -> None:
+    def _read(proc: subprocess.Popen, heard: list, ready: threading.Event) -> None:
+        # to the end, passing its output on, so a full pipe never blocks it
         for line in proc.stdout:
+            if not ready.is_set() and line.startswith("listening on "):
+                heard.append(line.split()[2])
+                ready.set()
+                continue
             sys.stdout.write(line)
             sys.stdout.flush()
+
+    def step(self, now: float, stopping: bool) -> bool:
+        """Look at the process once; True if its status changed."""
+        if self.state in ("starting", "running") and self.proc.poll() is not None:
+            if stopping:
+                self._to("stopped")
+                return True
+            self._crashed(now)
+            return True
+        if self.state == "starting" and self._ready.is_set():
+            self._listened(now)
+            self._to("running")
+            if self.restarts:
+                _say(f"shard {self.shard} is back: pid {self.proc.pid} listening on "
+                     f"{self.address} (restart {self.restarts}, after {self.last_cause})")
+            return True
+        if self.state == "backoff" and not stopping and now >= self.next_start:
+            self.start()
+            return True
+        if self.state == "backoff" and stopping:
+            self.next_start_at = None
+            self._to("stopped")
+            return True
+        return False
+
+    def _listened(self, now: float) -> None:
+        self.address = self._heard[0]
+        if self.conf_port == 0:               # come back where the clients know it is
+            self.port = int(self.address.rsplit(":", 1)[1])
+        self.running_since = now
+
+    def _crashed(self, now: float) -> None:
+        rc = self.proc.returncode
+        if self.running_since is None and self._ready.is_set():
+            self._listened(now)               # it listened, just before it died
+        up = None if self.running_since is None else now - self.running_since
+        if up is not None and up >= STABLE_S:
+            self.streak = 0
+        if up is None and rc > 0 and self.conf_port == 0:
+            self.port = 0                     # it could not start there: any free port
+        delay = min(self.backoff_max, self.backoff * 2 ** min(self.streak, 32))
+        self.streak += 1
+        self.restarts += 1
+        self.last_cause = _cause(rc)
+        self.recent = [t for t in self.recent if now - t < CRASH_LOOP_WINDOW_S] + [now]
+        self.crash_loop = len(self.recent) >= CRASH_LOOP_RESTARTS
+        self.next_start = now + delay
+        self.next_start_at = time.time() + delay
+        self._to("backoff")
+        ran = "before it listened" if up is None else f"after {up:.1f} s up"
+        _say(f"shard {self.shard} (pid {self.proc.pid}) died: {self.last_cause}, {ran}; "
+             f"restart {self.restarts} in {delay:g} s", err=True)
+        if self.crash_loop:
+            _say(f"warning: shard {self.shard} is in a crash loop: {len(self.recent)} restarts "
+                 f"in the last {CRASH_LOOP_WINDOW_S:g} s (last: {self.last_cause})", err=True)
+
+
+def _record(store: ControlStore, c: _Child) -> None:
+    try:
+        store.set_shard_status(c.shard, c.status())
+    except Exception as e:      # the shards' health lags; supervising goes on
+        _say(f"warning: shard {c.shard}'s status not recorded ({e})", err=True)
 
 
 def supervise(cfg: ServerConfig, config_file: str | None = None) -> int:
     cfg.tls()                                    # refuse a half TLS set-up before starting
+    logs.configure(cfg.log_format, cfg.log_level)
     data = cfg.data
     # no master key, or not the one the shards are wrapped under: refuse before anything
     # is created or started (each shard process loads it again, from the same place)
@@ -221,41 +486,54 @@ def supervise(cfg: ServerConfig, config_file: str | None = None) -> int:
                          f"{shards} would leave shard {shards}..{recorded - 1} unserved")
     for pid, role, key in bootstrap_principals(store, data):
         print(f"created principal {pid} ({role}) with API key {key}", flush=True)
-    store.close()
     children = []
     for k in range(shards):
-        own = cfg.model_copy(update={"port": cfg.port + k if cfg.port else 0,
-                                     "admin_port": cfg.admin_port + k if cfg.admin_port else 0})
-        argv = [sys.executable, "-m", "turnstile.server.cli", "serve-shard", "--shard", str(k)]
-        for name, value in own.model_dump().items():
-            if value is not None:
-                argv += ["--" + name.replace("_", "-"), str(value)]
-        children.append(_Child(k, argv))
+        def argv(port: int, k: int = k) -> list[str]:
+            own = cfg.model_copy(update={"port": port, "admin_port":
+                                         cfg.admin_port + k if cfg.admin_port else 0,
+                                         "metrics_port": cfg.metrics_port + k if cfg.metrics_port else 0})
+            out = [sys.executable, "-m", "turnstile.server.cli", "serve-shard", "--shard", str(k)]
+            for name, value in own.model_dump().items():
+                if value is not None:
+                    out += ["--" + name.replace("_", "-"), str(value)]
+            return out
+        children.append(_Child(k, argv, cfg.port + k if cfg.port else 0, cfg))
     stopping = False
 
     def on_signal(signum, frame):
         nonlocal stopping
         stopping = True
         for c in children:
-            if c.proc and c.proc.poll() is None:
+            if c.alive():
                 c.proc.send_signal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    store.clear_shard_status(shards)
     for c in children:
         c.start()
-    print(f"listening on {children[0].address} ({shards} shards: "
-          + ", ".join(f"{c.shard}@{c.address}" for c in children)
-          + f"; demo keys in {os.path.join(data, 'demo-keys.txt')})", flush=True)
+        _record(store, c)
+    announced = False
     while True:
-        alive = [c for c in children if c.proc.poll() is None]
-        if stopping and not alive:
+        now = time.monotonic()
+        for c in children:
+            # one shard's backoff is a time to start it at, never a wait for the others
+            if c.step(now, stopping):
+                if stopping and c.alive():    # started as the signal came
+                    c.proc.send_signal(signal.SIGTERM)
+                _record(store, c)
+        if not announced and not stopping and all(c.state == "running" for c in children):
+            announced = True
+            _say(f"listening on {children[0].address} ({shards} shards: "
+                 + ", ".join(f"{c.shard}@{c.address}" for c in children)
+                 + f"; demo keys in {os.path.join(data, 'demo-keys.txt')})")
+        if stopping and not any(c.alive() for c in children):
             break
-        if not stopping:
-            for c in children:
-                if c.proc.poll() is not None and c.restarts < 5:
-                    c.restarts += 1
-                    print(f"shard {c.shard} exited ({c.proc.returncode}); restarting", flush=True)
-                    c.start()
-        time.sleep(0.2)
-    print("stopped", flush=True)
+        time.sleep(TICK_S)
+    for c in children:
+        if c.state != "stopped":
+            c.next_start_at = None
+            c._to("stopped")
+            _record(store, c)
+    store.close()
+    _say("stopped")
     return 0

@@ -27,7 +27,7 @@ from google.protobuf.message import DecodeError
 from turnstile.engine import cmd
 from turnstile.engine.errors import InvalidArgument, PermissionDenied, TurnstileError
 
-from . import errors
+from . import errors, metrics
 from .control import Principal, ControlStore
 
 log = logging.getLogger(__name__)
@@ -239,13 +239,16 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         audit = self.node is not None and principal is not None
         result = status.code.name                   # the audit record's result
         deserialize = _tolerant(handler.request_deserializer)
+        who, why = principal.id if principal is not None else "", metrics.status_reason(status)
 
         async def deny(request, context):
+            metrics.note(who, why)                  # the call's log line (server/metrics.py)
             if audit:
                 await self._audit_denied(principal, method, request, result)
             await context.abort_with_status(status)
 
         async def deny_stream(request_iterator, context):
+            metrics.note(who, why)
             if audit:
                 # nothing of the stream is read: audited as an empty request
                 await self._audit_denied(principal, method, deserialize(b""), result)

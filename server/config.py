@@ -13,7 +13,9 @@ command line, in rising precedence (pydantic-settings).
 """
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, TomlConfigSettingsSource
 
 
@@ -29,6 +31,16 @@ class ServerConfig(BaseSettings):
     admin_port: int = Field(0, ge=0, le=65535,
                             description="port of shard 0's admin listener (every service plus "
                                         "gRPC reflection), shard k on ADMIN_PORT+k; 0 = none")
+    metrics_port: int = Field(0, ge=0, le=65535,
+                              description="port of shard 0's Prometheus metrics (HTTP GET "
+                                          "/metrics), shard k on METRICS_PORT+k; 0 = no metrics "
+                                          "endpoint")
+    metrics_host: str = Field("127.0.0.1", description="address the metrics endpoints listen on")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="log lines on stderr: text, or json (one JSON object a line)")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="least level logged: DEBUG (also every successful scan), INFO "
+                            "(mutations, errors, lifecycle), WARNING or ERROR")
     shards: int | None = Field(None, ge=1, le=256, description="number of shards (default: the count "
                                                             "`turnstile shards set-count` recorded, "
                                                             "else one per core)")
@@ -36,6 +48,14 @@ class ServerConfig(BaseSettings):
                            description="commands queued per shard before calls are shed with "
                                        "RESOURCE_EXHAUSTED")
     grace_s: float = Field(5.0, ge=0, description="seconds in-flight calls get on shutdown")
+    restart_backoff_s: float = Field(0.5, gt=0, le=3600,
+                                     description="seconds before a dead shard process is "
+                                                 "restarted; doubles with each crash in a row, up "
+                                                 "to RESTART_BACKOFF_MAX_S, back to this once a "
+                                                 "shard has run 60 s")
+    restart_backoff_max_s: float = Field(30.0, gt=0, le=3600,
+                                         description="the longest wait before restarting a shard "
+                                                     "that keeps dying (it is restarted for ever)")
     auth_cache_s: float = Field(5.0, ge=0,
                                 description="seconds each shard reuses an API key's principal and "
                                             "a caller's access decision: a revoked key stops "
@@ -48,6 +68,22 @@ class ServerConfig(BaseSettings):
                                             "server's time: for drills and tests; 0 in production")
     offline_window_s: int = Field(7 * 86400, ge=3600, le=90 * 86400,
                                   description="how far back an uploaded offline scan's time may lie")
+    audit_archive_s: float = Field(3600.0, ge=0,
+                                   description="seconds between archivings of each shard's old "
+                                               "audit records to files in DATA/shard-N/audit "
+                                               "(verified, then pruned from the shard); 0 = only "
+                                               "by `turnstile audit archive`")
+    map_size_mib: int = Field(64 << 10, ge=16, le=64 << 20,
+                              description="LMDB map size of each shard in MiB (a sparse file grows "
+                                          "into it): a warning once 80 percent is in use; commands "
+                                          "refused with RESOURCE_EXHAUSTED STORAGE_FULL when less "
+                                          "than 1 percent (at least 64 MiB, at most a quarter) is "
+                                          "left; raise it and restart to go on")
+    retry_window_s: int = Field(7 * 86400, ge=3600, le=366 * 86400,
+                                description="seconds rows kept only to answer retries (idempotency "
+                                            "keys, scan ids, batch ids, offline nonces, ended "
+                                            "holds) are kept at least, then pruned (after at most "
+                                            "twice this); not less than offline_window_s")
     tls_cert: str | None = Field(None, description="PEM certificate chain: serve TLS")
     tls_key: str | None = Field(None, description="PEM private key of tls_cert")
     tls_client_ca: str | None = Field(None, description="PEM CA bundle: require client "
@@ -57,6 +93,20 @@ class ServerConfig(BaseSettings):
                                                           "kept outside the data dir); else "
                                                           "TURNSTILE_MASTER_KEY holds the key "
                                                           "itself")
+
+    @model_validator(mode="after")
+    def _retry_outlives_offline(self) -> "ServerConfig":
+        if self.retry_window_s < self.offline_window_s:
+            raise ValueError("retry_window_s must not be less than offline_window_s: an offline "
+                             "scan uploaded within its window must still find its first answer")
+        return self
+
+    @field_validator("log_format", "log_level", mode="before")
+    @classmethod
+    def _any_case(cls, value, info):
+        if isinstance(value, str):
+            return value.upper() if info.field_name == "log_level" else value.lower()
+        return value
 
     def tls(self) -> tuple[bytes, bytes, bytes | None] | None:
         if not self.tls_cert and not self.tls_key:

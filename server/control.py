@@ -1,6 +1,8 @@
 """The control store of a node (DATA/control): principals and API keys (DESIGN.md
-section 5), and the shard map (where each shard listens, which shard holds each
-venue). One LMDB environment shared by every shard process of the node.
+section 5), the shard map (where each shard listens, which shard holds each venue),
+and each shard process's status as its supervisor sees it (running, starting, in
+backoff after a crash; restarts and their last cause). One LMDB environment shared by
+every shard process of the node.
 
 A principal has a role and a scope (venues, channel, gates). An API key is
 `tsk_<key id>_<secret>`; only SHA-256 of the secret is stored (the secret is 32
@@ -63,6 +65,7 @@ class ControlStore:
         self.endpoints = self.env.open_db(b"endpoints")
         self.venue_map = self.env.open_db(b"venues")
         self.config = self.env.open_db(b"config")     # b"shards": the count `serve` runs
+        self.status = self.env.open_db(b"status")     # shard -> its process's status (JSON)
         self._cache: dict[str, tuple[bytes, Principal, float]] = {}
 
     # -- shard map -----------------------------------------------------------------
@@ -105,8 +108,30 @@ class ControlStore:
         """Record the shard count and drop the endpoints of shards >= n, in one transaction."""
         with self.env.begin(write=True) as txn:
             txn.put(b"shards", str(n).encode(), db=self.config)
-            for k in [k for k, _ in txn.cursor(db=self.endpoints) if int(k) >= n]:
-                txn.delete(k, db=self.endpoints)
+            for db in (self.endpoints, self.status):
+                for k in [k for k, _ in txn.cursor(db=db) if int(k) >= n]:
+                    txn.delete(k, db=db)
+
+    # -- shard process status (the supervisor writes, every shard process reads) ---------
+    def set_shard_status(self, shard: int, status: dict) -> None:
+        """Record shard `shard`'s process status, as `serve`'s supervisor sees it:
+        {"state": "starting" | "running" | "backoff" | "stopped", "restarts": restarts
+        since `serve` started, "last_cause": why it last died ("" if never), "since":
+        epoch seconds of the last state change, "next_start_at": epoch seconds of the
+        next start while in backoff (else None), "crash_loop": bool, "pid", "address"}."""
+        with self.env.begin(write=True, db=self.status) as txn:
+            txn.put(b"%08d" % shard, json.dumps(status, sort_keys=True).encode())
+
+    def shard_status(self) -> dict[int, dict]:
+        """Every shard's status row (set_shard_status): shard -> status dict."""
+        with self.env.begin(db=self.status) as txn:
+            return {int(k): json.loads(v) for k, v in txn.cursor()}
+
+    def clear_shard_status(self, keep: int) -> None:
+        """Drop the status rows of shards >= `keep` (a node now serving fewer)."""
+        with self.env.begin(write=True, db=self.status) as txn:
+            for k in [k for k, _ in txn.cursor() if int(k) >= keep]:
+                txn.delete(k)
 
     def close(self) -> None:
         self.env.close()

@@ -20,7 +20,7 @@ from turnstile.v1 import (admin_pb2, admin_pb2_grpc, gate_pb2, gate_pb2_grpc, in
                           inventory_pb2_grpc, member_pb2, member_pb2_grpc, report_pb2,
                           report_pb2_grpc, sales_pb2, sales_pb2_grpc)
 
-from . import auth, errors
+from . import auth, errors, metrics
 
 
 # (principal, method, request digest) of the call being handled: every command it
@@ -50,11 +50,14 @@ def rpc(fn):
             # it can't be answered in time (a commit alone takes longer): not applied at all,
             # rather than applied with its answer lost (grpc's timers are coarser than 1 ms)
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed before the call ran")
-        token = _call.set(_audit_info(type(self).__name__, fn.__name__, request, self.node))
+        info = _audit_info(type(self).__name__, fn.__name__, request, self.node)
+        token = _call.set(info)
+        metrics.note(info[0])
         try:
             return await fn(self, request, context)
         except TurnstileError as e:
             e.field = proto_path(fn.__name__, e.field)
+            metrics.note(reason=e.code)
             await context.abort_with_status(errors.to_status(e))
         finally:
             _call.reset(token)
@@ -113,6 +116,8 @@ def _ts(seconds: int) -> Timestamp:
 
 class ShardNode:
     """One shard as served: the shard, its writer, and its address."""
+
+    metrics: metrics.NullMetrics = metrics.NULL     # server/metrics.py: ShardMetrics to count
 
     def __init__(self, shard: Shard, writer: GroupCommit, store, address: str = "",
                  moved: frozenset[str] = frozenset(), *, scan_skew_s: int = 300,
@@ -265,6 +270,7 @@ class GateService(gate_pb2_grpc.GateServiceServicer):
             raise InvalidArgument("a code, an ID number or a face token is required",
                                   field="credential")
         r = await self.node.submit(c)
+        self.node.metrics.scan(r.reason)
         return gate_pb2.VerifyResponse(reason=int(r.reason), ticket_id=r.ticket, persons=r.persons,
                                        product_id=self.node.shard.product_of(r.ticket),
                                        shard=self.node.shard_id)
@@ -281,6 +287,7 @@ class GateService(gate_pb2_grpc.GateServiceServicer):
         r = await self.node.submit(cmd.verify_batch(list(request.codes), gates, request.direction,
                                                     at=at, persons=request.persons,
                                                     batch_id=request.batch_id or None))
+        self.node.metrics.scans(r.reasons)
         return gate_pb2.VerifyBatchResponse(reasons=list(r.reasons), ticket_ids=list(r.tickets),
                                             persons=list(r.persons))
 
@@ -295,6 +302,7 @@ class GateService(gate_pb2_grpc.GateServiceServicer):
         flight per stream), so one concentrator's stream is not bound by one commit
         round trip per batch; answers go back in request order."""
         ahead: asyncio.Queue = asyncio.Queue(maxsize=self.STREAM_AHEAD)
+        metrics.note(auth.current().id)
 
         async def read() -> None:
             try:
@@ -316,6 +324,7 @@ class GateService(gate_pb2_grpc.GateServiceServicer):
                     yield await task
                 except TurnstileError as e:
                     e.field = proto_path("VerifyBatch", e.field)
+                    metrics.note(reason=e.code)
                     await context.abort_with_status(errors.to_status(e))
             await reader                # a broken request stream ends the call with its error
         finally:
@@ -351,6 +360,7 @@ class GateService(gate_pb2_grpc.GateServiceServicer):
                           "direction": s.direction, "at": at,
                           "persons": s.persons, "admitted": s.admitted, "reason": s.reason})
         results = await self.node.submit(cmd.offline_scans(gate, scans, venue=venue))
+        self.node.metrics.uploads(r.status for r in results)
         return gate_pb2.UploadScansResponse(results=[
             gate_pb2.UploadResult(nonce=r.nonce, status=gate_pb2.UploadStatus.Value(r.status),
                                   reason=r.reason, ticket_id=r.ticket_id, persons=r.persons)
@@ -405,6 +415,7 @@ class SalesService(sales_pb2_grpc.SalesServiceServicer):
         h = await self.node.submit(cmd.hold(self.node.channel(), venue, _items(request.items),
                                             ttl_s=request.ttl_s or 900,
                                             idempotency_key=request.idempotency_key))
+        self.node.metrics.hold()
         return sales_pb2.HoldResponse(hold_id=h.hold_id, expires_at=_ts(h.expires_at),
                                       amount_fen=h.amount_fen, items=_priced(h.items))
 
@@ -425,6 +436,7 @@ class SalesService(sales_pb2_grpc.SalesServiceServicer):
             if e.field == "idempotency_key" and not request.idempotency_key:
                 e.field = "order_id"            # the order id was the retry key
             raise
+        self.node.metrics.sale()
         return sales_pb2.ConfirmResponse(order=_order(r.order), tickets=[_ticket(t) for t in r.tickets])
 
     @rpc
@@ -442,6 +454,7 @@ class SalesService(sales_pb2_grpc.SalesServiceServicer):
         if request.idempotency_key:
             c.idem = request.idempotency_key
         r = await self.node.submit(c)
+        self.node.metrics.refund()
         return sales_pb2.RefundResponse(order_id=r.order_id, refund_id=r.refund_id,
                                         ticket_ids=r.tickets, amount_fen=r.amount_fen, fee_fen=r.fee_fen)
 
@@ -730,7 +743,11 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         if request.principal_id:
             _id(request.principal_id, "principal_id")
         limit = min(request.limit or 100, 1000)
-        recs = self.node.shard.audit_records(request.after_seq, limit, request.principal_id or None)
+        # read in a thread, in one LMDB read transaction (and the archive files): the
+        # event loop, and with it the writer and the gates, goes on meanwhile
+        recs = await asyncio.get_running_loop().run_in_executor(
+            None, self.node.shard.audit_records, request.after_seq, limit,
+            request.principal_id or None)
         return admin_pb2.QueryAuditResponse(records=[admin_pb2.AuditRecord(
             seq=r.seq, at=_ts(r.at), principal_id=r.principal, method=r.method,
             request_digest=r.digest, result=r.result, prev_hash=r.prev, hash=r.hash)
@@ -738,7 +755,10 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
 
     @rpc
     async def VerifyAudit(self, request, context):
-        ok, checked, bad = self.node.shard.verify_audit()
+        # the whole chain (archive files, hot rows, checkpoints) is walked in a thread,
+        # in one LMDB read transaction: an auditor never stalls the writer or the gates
+        ok, checked, bad = await asyncio.get_running_loop().run_in_executor(
+            None, self.node.shard.verify_audit)
         return admin_pb2.VerifyAuditResponse(ok=ok, checked=checked, first_bad_seq=bad)
 
     @rpc

@@ -626,12 +626,14 @@ def test_clients_never_import_the_engine_or_the_server():
 
 
 def test_a_restarted_shard_is_found_at_its_new_address(server, museum):
-    """Shard 1's process dies; the supervisor restarts it on a new port (--port 0). A
-    call about a venue of that shard fails UNAVAILABLE, the client asks for the shard
-    map again and the retry reaches the shard where it listens now."""
+    """Shard 1's process dies and its port is taken meanwhile, so the supervisor restarts
+    it on a new one (--port 0: any free port; a shard comes back where it was when it
+    can). A call about a venue of that shard fails UNAVAILABLE, the client asks for the
+    shard map again and the retry reaches the shard where it listens now."""
     import os
     import pathlib
     import signal
+    import socket
     conn = Connection(server.address, server.keys["admin"],
                       retry=RetryPolicy(max_attempts=30, initial_backoff_s=0.1, max_backoff_s=1, total_s=60))
     try:
@@ -643,7 +645,20 @@ def test_a_restarted_shard_is_found_at_its_new_address(server, museum):
                   if (proc / p / "cmdline").read_bytes().split(b"\0")[4:6] == [b"--shard", b"1"]]
         assert len(shard1) == 1
         os.kill(shard1[0], signal.SIGKILL)
-        rows = ReportsClient(conn).live_counts("museum")          # retried until the shard is back
+        taken = socket.socket()
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # past its TIME_WAITs
+        host, port = old.rsplit(":", 1)
+        for _ in range(100):                # until the dead process's listener is gone
+            try:
+                taken.bind((host, int(port)))
+                break
+            except OSError:
+                time.sleep(0.02)
+        taken.listen()
+        try:
+            rows = ReportsClient(conn).live_counts("museum")      # retried until the shard is back
+        finally:
+            taken.close()
         assert [z.zone_id for z in rows.zones] == ["hall"]
         assert conn.shard_map().shards[1] != old
     finally:

@@ -15,6 +15,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -85,6 +86,9 @@ def readme_server(tmp_path_factory):
             if line.startswith("listening on "):
                 address = line.split()[2]
         assert address, "".join(seen)
+        # read on, as a terminal (or journald) would: a pipe nobody reads fills and
+        # stops whoever writes to it
+        threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
         yield home, address
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

@@ -124,3 +124,16 @@ def test_bad_config_is_refused_before_serving(tmp_path):
     r = subprocess.run([sys.executable, "-m", "turnstile.clients.cli", "serve", "--data", str(tmp_path), "--port", "-5"],
                        cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and "port" in (r.stderr + r.stdout)
+
+
+def test_a_retry_window_shorter_than_the_offline_window_is_refused(tmp_path):
+    """An offline scan may be uploaded up to offline_window_s after it was made; its first
+    answer (a scan id decided online) must still be kept then (issue 12)."""
+    import subprocess, sys
+    from tests.integration.conftest import ROOT
+    r = subprocess.run([sys.executable, "-m", "turnstile.clients.cli", "serve", "--data",
+                        str(tmp_path / "d"), "--port", "0", "--offline-window-s", "86400",
+                        "--retry-window-s", "7200"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "retry_window_s" in (r.stderr + r.stdout)
+    assert not (tmp_path / "d" / "shard-0").exists()
