@@ -2,7 +2,7 @@
 #   make run    build, seed a demo venue into ./data if empty, serve gRPC on 127.0.0.1:50051
 #               (the master key that wraps its keys: ./data.master-key, made if absent)
 #   make test   build and run the whole test suite
-# `make bench` runs the benchmarks and rewrites bench/RESULTS.md.
+# `make bench` runs the benchmarks and rewrites bench/RESULTS.md; `make soak` the season soak.
 PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -12,7 +12,7 @@ MASTER_KEY ?= $(patsubst %/,%,$(DATA)).master-key
 STAMP  := $(VENV)/.stamp-install
 SOURCES := setup.py pyproject.toml $(wildcard native/*.pyx native/*.pxi native/*.pxd) $(shell find proto -name '*.proto')
 
-.PHONY: install run test bench clean
+.PHONY: install run test bench soak clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ test: install
 
 bench: install
 	$(PY) -m bench.run
+
+# The season soak (a compressed holiday week, 5-10 minutes): its run "current" goes into
+# bench/RESULTS.md's season section; `make bench` keeps that section.
+soak: install
+	$(PY) -m bench.season --out bench/RESULTS.md --label current
 
 clean:
 	rm -rf build $(VENV) engine/*.so native/*.c native/*.html

@@ -326,6 +326,11 @@ def write_results(path: Path, info: dict, micro: list[dict], scen: list[dict], q
         w("")
         w(f"**FAILED: the server benchmark: {srv.get('error', '')}**")
         w("")
+    # the season soak's section (bench/season.py --out) is its own: kept as it was
+    season = _season_section(path)
+    if season:
+        w(season)
+        w("")
     w("## Reproduce")
     w("")
     w("```")
@@ -335,11 +340,22 @@ def write_results(path: Path, info: dict, micro: list[dict], scen: list[dict], q
     w("python -m pytest bench/test_micro.py        # micro benches only")
     w("python -m bench.scenarios durable-scans --loop uvloop --profile /tmp/scans.prof")
     w("python -m bench.server_scenarios server     # the gRPC server run, summary on stdout")
+    w("make soak                                   # the season soak: its section above (bench/season.py)")
     w("turnstile loadgen flash-sale --keys-file data/demo-keys.txt   # one scenario, a running server")
     w("```")
     w("")
     path.write_text("\n".join(L))
     return targets
+
+
+def _season_section(path: Path) -> str:
+    """The season soak's section of the report at `path` (or of bench/RESULTS.md), if any."""
+    from bench.season import BEGIN, END
+    for f in (path, HERE / "RESULTS.md"):
+        text = f.read_text() if f.exists() else ""
+        if BEGIN in text and END in text:
+            return text[text.index(BEGIN):text.index(END) + len(END)]
+    return ""
 
 
 def _micro_section(w, micro: list[dict]) -> None:
