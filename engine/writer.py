@@ -12,11 +12,12 @@ StorageError). A shard that stopped drops its memory (Shard._fail) and `wait_fai
 returns, so its server stops serving it and a new process recovers it from disk. Under
 light load a batch is one command; under load it grows, so throughput follows.
 
-A snapshot that falls due with a batch is taken from memory when the batch is sealed
-and written by the same I/O thread only after the batch's callers are answered, as a
-job of its own: it never delays their answers, and a snapshot that fails to write is
-logged and counted (`stats()["snapshot_failures"]`), never an error for a batch that is
-durable. The journal still holds everything; the next snapshot falls due
+A snapshot that falls due with a batch starts only after that batch is durable and its
+callers are answered: the writer stages nothing new meanwhile, so memory is the state
+after the batch; it is taken then and written by the same I/O thread as a job of its own.
+It never delays a caller of a durable batch (those who arrive meanwhile wait for the
+copy, not for its write), and a snapshot that fails to write is logged and counted
+(`stats()["snapshot_failures"]`), never an error for a batch that is durable. The journal still holds everything; the next snapshot falls due
 `snapshot_every` batches later.
 """
 from __future__ import annotations
@@ -147,14 +148,19 @@ class GroupCommit:
                             items += more
                             results += shard._stage([c for c, _ in more], batch)[1]
                 shard._seal(batch)
-                snapshot = shard._snapshot_due()
-                blobs = shard.state.dump() if snapshot else None
-                if snapshot:
-                    shard.since_snapshot = 0
                 inflight = self._loop.run_in_executor(self._io, self._commit, batch)
                 inflight.add_done_callback(
-                    lambda f, b=batch, it=items, r=results, s=blobs: self._answer(f, b, it, r, s))
+                    lambda f, b=batch, it=items, r=results: self._answer(f, b, it, r))
                 taken = []
+                if shard._snapshot_due():
+                    # nothing is staged until this batch is durable and its callers are
+                    # answered (their callback runs first): memory is then the state after
+                    # it, taken for the snapshot, whose write queues on the I/O thread
+                    await asyncio.wait([inflight])
+                    if shard.failed is None:
+                        blobs = shard.state.dump()
+                        shard.since_snapshot = 0
+                        self._loop.run_in_executor(self._io, self._write_snapshot, batch.seq, blobs)
         except asyncio.CancelledError:
             raise
         except BaseException as e:
@@ -195,7 +201,7 @@ class GroupCommit:
         if self.observer is not None:
             self.observer.snapshot(time.perf_counter() - t, ok)
 
-    def _answer(self, f: asyncio.Future, batch, items, results, blobs=None) -> None:
+    def _answer(self, f: asyncio.Future, batch, items, results) -> None:
         exc = f.exception()
         if exc is not None:
             err = exc if isinstance(exc, StorageError) else StorageError(repr(exc))
@@ -215,9 +221,6 @@ class GroupCommit:
                 fut.set_result(r)
         if self.observer is not None:
             self.observer.batch(batch.n_calls, f.result())
-        if blobs is not None and self.shard.failed is None:
-            # queued on the I/O thread behind this commit and before the next one
-            self._loop.run_in_executor(self._io, self._write_snapshot, batch.seq, blobs)
 
     def _failed(self, exc: BaseException) -> None:
         """The shard stopped (Shard._fail): wake whoever waits in wait_failed."""

@@ -548,6 +548,38 @@ def test_a_due_snapshot_waits_for_the_answers_and_its_failure_fails_nothing(tmp_
         again.close(snapshot=False)
 
 
+def test_a_snapshot_is_taken_only_after_its_batch_is_answered(tmp_path):
+    """Issue 12: callers of a durable batch are answered before any snapshot work starts,
+    the copy of memory included; the snapshot is the state after that batch."""
+    shard = _opened(tmp_path, snapshot_every=1)
+    seen = []
+    real_dump = shard.state.dump
+
+    async def go():
+        async with shard.writer() as w:
+            calls = [asyncio.ensure_future(w.submit(_hold())) for _ in range(3)]
+
+            def dump():     # answered calls vs the holds in memory at the copy
+                seen.append((sum(c.done() for c in calls), len(shard.state.holds)))
+                return real_dump()
+
+            shard.state.dump = dump
+            await asyncio.gather(*calls)
+            await asyncio.sleep(0.05)
+            return w.stats()
+
+    stats = asyncio.run(go())
+    assert seen and all(answered == held for answered, held in seen), seen
+    assert stats["snapshots"] >= 1
+    shard.close(snapshot=False)
+    again = Shard.open(str(tmp_path), clock=lambda: START, map_size=64 << 20)
+    try:
+        assert _held(again) == 3
+        assert again.recovery["replayed"] <= 1        # the snapshot held the holds
+    finally:
+        again.close(snapshot=False)
+
+
 def test_a_shard_stopped_by_a_failed_commit_answers_nothing_of_that_batch(tmp_path):
     shard = _opened(tmp_path)
     h = shard.run(_hold())
