@@ -62,6 +62,8 @@ from typing import Iterable, Iterator
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from .storage import _fsync
+
 PREFIX = b"audit/"
 CP_PREFIX = b"audit-cp/"
 HEAD = b"audit-head"
@@ -455,14 +457,6 @@ def _hot(txn, rows_db) -> Iterator[tuple[int, dict]]:
 
 
 # -- archiving -----------------------------------------------------------------------------
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def archive(shard: int, env, rows_db, meta_db, archive_dir: str, *, keep: int,
             segment_records: int) -> list[Segment]:
     """Write the old segments of a shard's audit log to files in `archive_dir`: every
@@ -577,7 +571,7 @@ def _write_segment(seg: Segment, lines: list[bytes], shard: int, akey: AuditKey,
         if last != "checkpoint" or walk.seq != seg.last:
             raise CorruptData(f"{tmp} does not read back whole; not archived")
         os.replace(tmp, seg.path)
-        _fsync_dir(os.path.dirname(seg.path))
+        _fsync(os.path.dirname(seg.path))
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)

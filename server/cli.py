@@ -20,9 +20,12 @@ from turnstile.engine import Shard, TurnstileError, NotFound, cmd, demo, HoldIte
 
 
 def _shard_dirs(data: str) -> list[str]:
-    if not os.path.isdir(data):
-        return []
-    return sorted(os.path.join(data, d) for d in os.listdir(data) if d.startswith("shard-"))
+    """DATA/shard-N, by N; NotFound (one line, exit 1) if there is none."""
+    names = os.listdir(data) if os.path.isdir(data) else []
+    ids = sorted(int(n[6:]) for n in names if n.startswith("shard-") and n[6:].isdigit())
+    if not ids:
+        raise NotFound(f"no shards in {data}", hint=f"run `turnstile demo --data {data}` first")
+    return [os.path.join(data, f"shard-{k}") for k in ids]
 
 
 def _open(path: str, args) -> Shard:
@@ -77,9 +80,6 @@ def cmd_demo(args) -> int:
 
 def cmd_info(args) -> int:
     dirs = _shard_dirs(args.data)
-    if not dirs:
-        print(f"no shards in {args.data}; run `turnstile demo --data {args.data}` first", file=sys.stderr)
-        return 1
     keyring.load_master_key(key_file=args.master_key_file)   # before any shard
     for path in dirs:
         shard = _open(path, args)
@@ -102,9 +102,6 @@ def cmd_info(args) -> int:
 
 def cmd_check(args) -> int:
     dirs = _shard_dirs(args.data)
-    if not dirs:
-        print(f"no shards in {args.data}", file=sys.stderr)
-        return 1
     bad = 0
     keyring.load_master_key(key_file=args.master_key_file)   # before any shard
     for path in dirs:
@@ -131,9 +128,6 @@ def cmd_audit_verify(args) -> int:
     from turnstile.engine import audit
     from turnstile.engine.storage import Storage
     dirs = _shard_dirs(args.data)
-    if not dirs:
-        print(f"no shards in {args.data}", file=sys.stderr)
-        return 1
     try:
         master = keyring.load_master_key(key_file=args.master_key_file)
     except keyring.MasterKeyError:
@@ -170,9 +164,6 @@ def cmd_audit_archive(args) -> int:
     """Archive every shard's old audit segments to files, verified, then prune them."""
     from turnstile.engine.datadir import require_offline
     dirs = _shard_dirs(args.data)
-    if not dirs:
-        print(f"no shards in {args.data}", file=sys.stderr)
-        return 1
     require_offline(args.data)
     keyring.load_master_key(key_file=args.master_key_file)   # before any shard
     bad = 0

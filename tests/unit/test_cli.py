@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -74,3 +76,16 @@ def test_a_reader_that_stops_reading_ends_the_command_quietly(tmp_path):
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.stdout.startswith(os.path.join(data, "shard-0")) and r.stdout.count("\n") == 1
     assert "Traceback" not in r.stderr, r.stderr
+
+
+def test_shard_dirs_go_by_number_and_none_is_a_one_line_error(tmp_path):
+    """`check`, `info` and `audit` walk DATA/shard-N by N (shard-10 after shard-2), and
+    a dir with no shard is NotFound, which the command prints on one line (exit 1)."""
+    from turnstile.engine import NotFound
+    from turnstile.server.cli import _shard_dirs
+    for k in (10, 2, 0, 1):
+        (tmp_path / f"shard-{k}").mkdir()
+    (tmp_path / "shard-x").mkdir()
+    assert [p.rsplit("-", 1)[1] for p in _shard_dirs(str(tmp_path))] == ["0", "1", "2", "10"]
+    with pytest.raises(NotFound):
+        _shard_dirs(str(tmp_path / "nothing"))
