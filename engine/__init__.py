@@ -11,13 +11,13 @@ from .codes import CodeFields, TicketCodec, verify_offline, parse_unverified
 from .errors import (TurnstileError, InvalidArgument, NotFound, AlreadyExists,
                      FailedPrecondition, SoldOut, SlotClosed, HoldNotActive, TicketUsed,
                      IdempotencyMismatch, PermissionDenied, Overloaded, ShardUnavailable,
-                     StorageFull,
-                     StorageError, CorruptData)
+                     StorageFull, QuoteChanged, QuoteExpired, StorageError, CorruptData)
 from .journal import Command, CommandKind, Record
 from .keyring import MasterKeyError
 from .model import (Reason, Direction, GateMode, EntryRule, Venue, Zone, Gate, Product, Slot,
                     HoldItem, HoldResult, ScanResult, IssuedTicket, Order, RefundResult,
-                    Violation, ID_PATTERN, to_day, day_to_date)
+                    Violation, ID_PATTERN, to_day, day_to_date, DATE_TYPES, DatePrice, PriceTable,
+                    CalendarDay, CalendarResult, Quote, QuoteLine, AppliedRule)
 from .shard import Shard
 from .state import ConfirmResult, BatchScanResult, mask_id
 from .writer import GroupCommit
@@ -28,7 +28,9 @@ __all__ = [
     "CodeFields", "TicketCodec", "verify_offline", "parse_unverified",
     "TurnstileError", "InvalidArgument", "NotFound", "AlreadyExists", "FailedPrecondition",
     "SoldOut", "SlotClosed", "HoldNotActive", "TicketUsed", "IdempotencyMismatch", "PermissionDenied",
-    "Overloaded", "StorageFull", "ShardUnavailable", "StorageError", "CorruptData",
+    "Overloaded", "StorageFull", "QuoteChanged", "QuoteExpired", "ShardUnavailable", "StorageError",
+    "CorruptData", "DATE_TYPES", "DatePrice", "PriceTable", "CalendarDay", "CalendarResult", "Quote",
+    "QuoteLine", "AppliedRule",
     "ID_PATTERN", "mask_id", "Reason", "Direction", "GateMode", "EntryRule", "Venue", "Zone", "Gate", "Product", "Slot",
     "HoldItem", "HoldResult", "ScanResult", "IssuedTicket", "Order", "RefundResult",
     "Violation", "ConfirmResult", "BatchScanResult", "to_day", "day_to_date",

@@ -8,10 +8,10 @@ TurnstileError naming the field, and nothing changes.
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from .journal import Command, CommandKind
-from .model import Direction, EntryRule, GateMode, HoldItem, Slot, to_day
+from .model import DatePrice, Direction, EntryRule, GateMode, HoldItem, Slot, to_day
 
 
 def _time(at) -> int | None:
@@ -95,10 +95,35 @@ def retire_key(key_id: int) -> Command:
 
 
 def hold(channel: str, venue: str, items: Iterable[HoldItem | dict], *, ttl_s: int = 900,
-         idempotency_key: str | None = None) -> Command:
+         idempotency_key: str | None = None, quote_id: str | None = None) -> Command:
+    """Take stock for `ttl_s` seconds. With `quote_id` (from Shard.quote) the hold is
+    charged exactly what that quote said, or refused (QuoteChanged, QuoteExpired)."""
     its = [{"product": i.product, "slots": list(i.slots), "qty": i.qty, "group": i.group}
            if isinstance(i, HoldItem) else i for i in items]
-    return Command(CommandKind.HOLD, {"channel": channel, "venue": venue, "items": its, "ttl_s": ttl_s},
+    args = {"channel": channel, "venue": venue, "items": its, "ttl_s": ttl_s}
+    if quote_id is not None:
+        args["quote_id"] = quote_id
+    return Command(CommandKind.HOLD, args, idempotency_key)
+
+
+def calendar(venue: str, days: Mapping[_dt.date | str | int, str], *,
+             idempotency_key: str | None = None) -> Command:
+    """Set the type of venue-local days (one of model.DATE_TYPES: weekday, weekend,
+    holiday, peak, off); "" removes a day's entry (back to weekend on Saturday and
+    Sunday, else weekday). The operator's holiday calendar is data, loaded per year."""
+    return Command(CommandKind.CALENDAR, {
+        "venue": venue, "days": {(d if isinstance(d, str) else _dt.date.isoformat(
+            d if isinstance(d, _dt.date) else _dt.date(1970, 1, 1) + _dt.timedelta(days=d))): t
+            for d, t in days.items()}}, idempotency_key)
+
+
+def prices(venue: str, product: str, table: Iterable[DatePrice | dict], *,
+           idempotency_key: str | None = None) -> Command:
+    """Replace a product's prices by date type and channel ("" = any channel). A line is
+    priced by (its channel, its day's type), else ("", type), else the product's channel
+    price, else its base price."""
+    rows = [vars(p) if isinstance(p, DatePrice) else p for p in table]
+    return Command(CommandKind.PRICES, {"venue": venue, "product": product, "prices": rows},
                    idempotency_key)
 
 

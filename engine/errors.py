@@ -71,6 +71,18 @@ class SlotClosed(FailedPrecondition):
     code = "SLOT_CLOSED"
 
 
+class QuoteChanged(FailedPrecondition):
+    """A Hold named a quote whose prices or items no longer hold (or are not these)."""
+
+    code = "QUOTE_CHANGED"
+
+
+class QuoteExpired(FailedPrecondition):
+    """A Hold named a quote past its expiry."""
+
+    code = "QUOTE_EXPIRED"
+
+
 class HoldNotActive(FailedPrecondition):
     """The hold expired, was released, or was confirmed under another order."""
 

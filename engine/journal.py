@@ -46,6 +46,9 @@ upgrade opens after it. What each record kind carries, per format:
                       (group, persons inside, the visit) as they did live. A record that
                       can't fit the state (an admission of no ticket, or at a gate whose
                       zone the ticket has no part in) is CorruptData.
+  CALENDAR, PRICES    3 (new in format 3; formats 1 and 2 have none): a venue's day types
+                      as set, by day number; a product's whole price table, resolved
+                      (venue, product, [date type, channel, price]). Replay sets them.
   OFFLINE_SCANS       1: the gate's scans as uploaded, codes included, not the server's
                       decision; its v1 decoder decodes and decides them again, as format 1
                       did (the one record kind replayed by rules). 2: per scan the server's
@@ -62,7 +65,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 
-FORMAT = 2            # the journal and snapshot format this build writes (reads 1..FORMAT)
+FORMAT = 3            # the journal and snapshot format this build writes (reads 1..FORMAT)
 
 
 class Record(enum.IntEnum):
@@ -87,6 +90,8 @@ class Record(enum.IntEnum):
     SLOTS = 7
     SLOT_CAPACITY = 8
     ALLOTMENT = 9
+    CALENDAR = 10              # format 3: a venue's day types set
+    PRICES = 11                # format 3: a product's price table
     # sales
     HOLD = 20                  # binary: the hold as applied (hold_record)
     RELEASE = 21
@@ -117,6 +122,8 @@ class CommandKind(enum.IntEnum):
     SLOTS = 7
     SLOT_CAPACITY = 8
     ALLOTMENT = 9
+    CALENDAR = 10
+    PRICES = 11
     # sales
     HOLD = 20
     RELEASE = 21
@@ -136,7 +143,7 @@ class CommandKind(enum.IntEnum):
     VERIFY_FACE = 43
 
 
-LAST_CATALOG = int(Record.ALLOTMENT)     # records 1..9 are catalog records (kept in snapshots)
+LAST_CATALOG = int(Record.PRICES)        # records 1..11 are catalog records (kept in snapshots)
 
 _HDR = struct.Struct("<IB")
 SCAN = struct.Struct("<IHBHqB")          # base, gate, direction, persons, at, reason

@@ -211,11 +211,75 @@ class HoldResult:
                    [PricedItem.from_dict(it) for it in d["items"]])
 
 
+# the kinds of day a venue prices by (Shard.calendar): an operator's calendar entry for a
+# day, else weekend on Saturday and Sunday, else weekday
+DATE_TYPES = ("weekday", "weekend", "holiday", "peak", "off")
+
+
+@dataclass(frozen=True)
+class CalendarResult:
+    """SetCalendar's answer: the days whose entry was set or removed."""
+    venue: str
+    days: int
+
+
+@dataclass(frozen=True)
+class CalendarDay:
+    """A venue-local day and its type; `explicit` if the operator's calendar says it."""
+    day: int
+    date_type: str
+    explicit: bool
+
+
+@dataclass(frozen=True)
+class DatePrice:
+    """A product's price per person on days of `date_type`, for `channel` ("" = any)."""
+    date_type: str
+    channel: str
+    price_fen: int
+
+
+@dataclass(frozen=True)
+class PriceTable:
+    """A product's prices by date type and channel (SetPrices; Shard.price_table)."""
+    venue: str
+    product: str
+    prices: list[DatePrice]
+
+    def to_dict(self) -> dict:
+        return {"venue": self.venue, "product": self.product,
+                "prices": [vars(p) for p in self.prices]}
+
+
+class AppliedRule(NamedTuple):
+    """A pricing rule that changed a line's unit price, by `amount_fen` (negative: off)."""
+    rule: str
+    amount_fen: int
+
+
+class QuoteLine(NamedTuple):
+    """How one item line's unit price came about: the date type of its day, the price of
+    the product on that type of day for the channel, each rule applied in order."""
+    product: str
+    date_type: str
+    base_price_fen: int
+    rules: list[AppliedRule]
+    unit_price_fen: int
+
+
+QUOTE_TTL_S = 600          # how long a quote id holds
+
+
 class Quote(NamedTuple):
-    """What a hold of some items would cost a channel now (Shard.quote)."""
+    """What a hold of some items would cost a channel now (Shard.quote), explained
+    (`lines`), with the id a Hold may name to be charged exactly that (until
+    `expires_at`, UTC seconds)."""
 
     items: list[PricedItem]
     amount_fen: int
+    quote_id: str = ""
+    expires_at: int = 0
+    lines: list[QuoteLine] = []
 
 
 @dataclass(frozen=True)

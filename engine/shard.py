@@ -27,10 +27,10 @@ from .errors import (CorruptData, ShardUnavailable, StorageFull, TurnstileError,
                      InvalidArgument)
 from .journal import Command, CommandKind
 from .model import (AllotmentStock, AuditNote, AuditRecord, BundleGate, BundleProduct, BundleSlot,
-                    BundleZone, Catalog, Conflict, HoldInfo, HolderTicket, OfflineBundle, Order,
-                    OrderTicket, ProductCount, Quote, ShardCounts, SlotStock, TicketRecord, Violation,
-                    ZoneCount, to_day)
-from .state import Batch, ShardState, mask_id, retry
+                    BundleZone, CalendarDay, Catalog, Conflict, HoldInfo, HolderTicket, OfflineBundle,
+                    Order, OrderTicket, PriceTable, ProductCount, Quote, ShardCounts, SlotStock,
+                    TicketRecord, Violation, ZoneCount, to_day)
+from .state import Batch, ShardState, catalog, mask_id, retry
 from .storage import SHARD_MAP_SIZE, Storage
 
 log = logging.getLogger(__name__)
@@ -671,8 +671,30 @@ class Shard:
         return self.state.hold_info(hold_id, int(self.clock()))
 
     def quote(self, venue: str, channel: str, items: list) -> Quote:
-        """Prices of `items` for `channel` now, by the rules a hold applies; takes no stock."""
+        """Prices of `items` for `channel` now, by the rules a hold applies, explained per
+        line (date type, base price, rules), with a quote id a hold can be held to for
+        QUOTE_TTL_S (cmd.hold(quote_id=...)); takes no stock."""
         return self.state.quote(channel, venue, items, int(self.clock()))
+
+    def calendar(self, venue: str, day_from, day_to=None) -> list[CalendarDay]:
+        """Each venue-local day from `day_from` to `day_to` (inclusive, at most 3660) with
+        its date type, and whether the operator's calendar says it (else weekend on
+        Saturday and Sunday, weekday otherwise)."""
+        if venue not in self.state.venues:
+            raise NotFound(f"no venue {venue}", field="venue")
+        lo = to_day(day_from)
+        hi = lo if day_to is None else to_day(day_to)
+        if not 0 <= hi - lo < catalog.MAX_CALENDAR_DAYS:
+            raise InvalidArgument(f"day_to must be 0 to {catalog.MAX_CALENDAR_DAYS - 1} days "
+                                  "after day_from", field="day_to")
+        return [CalendarDay(d, *catalog.date_type(self.state, venue, d)) for d in range(lo, hi + 1)]
+
+    def price_table(self, venue: str, product: str) -> PriceTable:
+        """A product's prices by date type and channel (empty: its base and channel
+        prices apply every day)."""
+        if (venue, product) not in self.state.products:
+            raise NotFound(f"no product {product} in venue {venue}", field="product")
+        return catalog.price_table(self.state, venue, product)
 
     def _product_of_code(self, ticket_id: int):
         """The Product of the code whose ticket id is `ticket_id`, or None."""

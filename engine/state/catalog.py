@@ -1,5 +1,6 @@
 """The catalog: venues, zones, gates, products, slots, slot capacities and allotments,
-and the names they are found by.
+the price calendar (day types per venue, price tables per product), and the names they
+are found by.
 
 Zone, gate, product and slot ids are unique within their venue (DESIGN.md 4.1): objects
 are keyed (venue, id); the index maps also hold the bare id while it names one object on
@@ -13,13 +14,14 @@ request as given; `_V1` fills the defaults format 1 had and resolves bare ids.
 """
 from __future__ import annotations
 
+import datetime as dt
 from typing import TYPE_CHECKING, Any
 
 from .. import _core
 from ..errors import AlreadyExists, CorruptData, FailedPrecondition, InvalidArgument, NotFound, SoldOut
 from ..journal import Record, json_record
-from ..model import (AllotmentCounters, EntryRule, Gate, GateMode, Product, Slot, SlotCounters, Venue,
-                     Zone)
+from ..model import (DATE_TYPES, AllotmentCounters, CalendarResult, DatePrice, EntryRule, Gate,
+                     GateMode, PriceTable, Product, Slot, SlotCounters, Venue, Zone)
 from .validate import ID, U16, arg, ident_arg, int_arg, text_arg
 
 if TYPE_CHECKING:
@@ -368,10 +370,122 @@ _APPLY = {Record.VENUE: _venue, Record.ZONE: _zone, Record.GATE: _gate, Record.P
 
 
 def replay(st: ShardState, kind: int, rec: dict, fmt: int) -> None:
-    """Apply a catalog record (VENUE to ALLOTMENT) of format `fmt` as it was decided."""
+    """Apply a catalog record (VENUE to PRICES) of format `fmt` as it was decided."""
     try:
         if fmt < 2:
             rec = _V1[kind](st, rec)
         _APPLY[kind](st, rec)
     except (KeyError, TypeError, ValueError, NotFound, InvalidArgument) as e:
         raise CorruptData(f"a {Record(kind).name} record of format {fmt} does not replay: {e!r}") from e
+
+
+# -- the price calendar ------------------------------------------------------------------
+MAX_CALENDAR_DAYS = 3660            # days one SetCalendar may set (ten years)
+MAX_PRICES = 1000                   # rows of one product's price table
+
+
+def date_type(st: ShardState, venue: str, day: int) -> tuple[str, bool]:
+    """The type of a venue-local day (days since 1970-01-01, a Thursday) and whether the
+    operator's calendar says it: its entry, else weekend on Saturday and Sunday, else
+    weekday."""
+    t = st.calendar.get(venue, {}).get(day)
+    if t is not None:
+        return t, True
+    return ("weekend" if (day + 3) % 7 >= 5 else "weekday"), False
+
+
+def price_of(st: ShardState, p: Product, channel: str, dtype: str) -> int:
+    """A product's unit price for `channel` on a day of type `dtype`: its price table's
+    (channel, type), else ("", type), else the product's channel price, else its base."""
+    table = st.price_idx.get((p.venue, p.id))
+    if table:
+        v = table.get((channel, dtype))
+        if v is None:
+            v = table.get(("", dtype))
+        if v is not None:
+            return v
+    return p.price_for(channel)
+
+
+def set_calendar(st: ShardState, args: dict, now: int) -> CalendarResult:
+    v = venue_of(st, args)
+    days = arg(args, "days", dict)
+    if not 1 <= len(days) <= MAX_CALENDAR_DAYS:
+        raise InvalidArgument(f"between 1 and {MAX_CALENDAR_DAYS} days", field="days")
+    out = []
+    for k, t in days.items():
+        try:
+            day = (dt.date.fromisoformat(k) - dt.date(1970, 1, 1)).days if isinstance(k, str) else None
+        except ValueError:
+            day = None
+        if day is None or len(k) != 10:
+            raise InvalidArgument("must be a date, YYYY-MM-DD", field=f"days[{str(k)[:16]!r}]")
+        if t != "" and t not in DATE_TYPES:
+            raise InvalidArgument(f"must be one of {', '.join(DATE_TYPES)} (or empty: no entry)",
+                                  field=f"days[{k!r}]")
+        out.append([day, t])
+    out.sort()
+    return _calendar(st, {"venue": v.id, "days": out})
+
+
+def _calendar(st: ShardState, r: dict) -> CalendarResult:
+    mine = st.calendar.setdefault(r["venue"], {})
+    for day, t in r["days"]:
+        if t:
+            mine[day] = t
+        else:
+            mine.pop(day, None)
+    st.journal(json_record(Record.CALENDAR, r), Record.CALENDAR)
+    return CalendarResult(r["venue"], len(r["days"]))
+
+
+def set_prices(st: ShardState, args: dict, now: int) -> PriceTable:
+    v = venue_of(st, args)
+    pid = ident_arg(args, "product")
+    if (v.id, pid) not in st.products:
+        raise NotFound(f"no product {pid} in venue {v.id}", field="product")
+    rows = arg(args, "prices", list)
+    if len(rows) > MAX_PRICES:
+        raise InvalidArgument(f"at most {MAX_PRICES} prices", field="prices")
+    out, seen = [], set()
+    for i, row in enumerate(rows):
+        f = f"prices[{i}]"
+        if type(row) is not dict:
+            raise InvalidArgument("must be an object", field=f)
+        t = row.get("date_type")
+        if t not in DATE_TYPES:
+            raise InvalidArgument(f"must be one of {', '.join(DATE_TYPES)}", field=f"{f}.date_type")
+        ch = row.get("channel", "")
+        if ch != "":
+            try:
+                ch = ident_arg(row, "channel")
+            except InvalidArgument as e:
+                raise InvalidArgument(e.message, field=f"{f}.channel") from None
+        try:
+            price = int_arg(row, "price_fen", 0, 10**9)
+        except InvalidArgument as e:
+            raise InvalidArgument(e.message, field=f"{f}.price_fen") from None
+        if (t, ch) in seen:
+            raise InvalidArgument(f"{t} for channel {ch or '(any)'} is priced twice", field=f)
+        seen.add((t, ch))
+        out.append([t, ch, price])
+    return _prices(st, {"venue": v.id, "product": pid, "prices": out})
+
+
+def _prices(st: ShardState, r: dict) -> PriceTable:
+    key = (r["venue"], r["product"])
+    if key not in st.products:
+        raise NotFound(f"no product {r['product']} in venue {r['venue']}", field="product")
+    st.price_idx[key] = {(ch, t): price for t, ch, price in r["prices"]}
+    st.journal(json_record(Record.PRICES, r), Record.PRICES)
+    return price_table(st, *key)
+
+
+def price_table(st: ShardState, venue: str, product: str) -> PriceTable:
+    table = st.price_idx.get((venue, product), {})
+    return PriceTable(venue, product, [DatePrice(t, ch, p) for (ch, t), p in
+                                       sorted(table.items(), key=lambda kv: (DATE_TYPES.index(kv[0][1]), kv[0][0]))])
+
+
+_APPLY[Record.CALENDAR] = _calendar
+_APPLY[Record.PRICES] = _prices

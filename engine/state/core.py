@@ -42,6 +42,8 @@ HANDLERS: dict[int, Callable[..., Any]] = {
     CommandKind.SLOTS: catalog.add_slots,
     CommandKind.SLOT_CAPACITY: catalog.set_slot_capacity,
     CommandKind.ALLOTMENT: catalog.set_allotment,
+    CommandKind.CALENDAR: catalog.set_calendar,
+    CommandKind.PRICES: catalog.set_prices,
     CommandKind.HOLD: sales.take_hold,
     CommandKind.RELEASE: sales.release_hold,
     CommandKind.EXPIRE: sales.expire_holds,
@@ -72,7 +74,7 @@ REPLAY: dict[int, Callable[..., None]] = {
     Record.KEY: _handler(CommandKind.KEY),
     **{kind: (lambda k: lambda st, args, fmt: catalog.replay(st, k, args, fmt))(kind)
        for kind in (Record.VENUE, Record.ZONE, Record.GATE, Record.PRODUCT, Record.SLOTS,
-                    Record.SLOT_CAPACITY, Record.ALLOTMENT)},
+                    Record.SLOT_CAPACITY, Record.ALLOTMENT, Record.CALENDAR, Record.PRICES)},
     Record.RELEASE: sales.replay_release,
     Record.EXPIRE: sales.replay_expire,
     Record.CONFIRM: sales.replay_confirm,
@@ -112,6 +114,10 @@ class ShardState:
         # kind -> id -> the venues with an object of that kind and id (catalog.find)
         self.names: dict[str, dict[str, list[str]]] = {k: {} for k in ("zone", "gate", "product", "slot")}
         self.allot_idx: dict[tuple[int, str], int] = {}
+        # the price calendar: venue -> day -> date type (the operator's entries), and
+        # (venue, product) -> (channel, date type) -> unit price (catalog.price_of)
+        self.calendar: dict[str, dict[int, str]] = {}
+        self.price_idx: dict[tuple[str, str], dict[tuple[str, str], int]] = {}
         self.holds: dict[int, dict] = {}
         self.expiry: list[tuple[int, int]] = []
         self.next_hold_id = 1

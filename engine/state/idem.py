@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import IdempotencyMismatch, InvalidArgument
 from ..journal import Command, CommandKind
-from ..model import (AllotmentCounters, AuditNote, BlockResult, EntryRule, ExpireResult, FaceResult,
-                     Gate, GateMode, HoldResult, IssuedTicket, KeyResult, Order, Product, RefundResult,
-                     ReleaseResult, Slot, SlotCounters, UploadResult, Venue, Zone)
+from ..model import (AllotmentCounters, AuditNote, BlockResult, CalendarResult, DatePrice, EntryRule,
+                     ExpireResult, FaceResult, Gate, GateMode, HoldResult, IssuedTicket, KeyResult,
+                     Order, PriceTable, Product, RefundResult, ReleaseResult, Slot, SlotCounters,
+                     UploadResult, Venue, Zone)
 from .sales import ConfirmResult
 from .retry import get_retry, put_retry
 from .secrets import render_if_valid
@@ -102,6 +103,9 @@ _RESTORE: dict[int, Callable[[ShardState, Any], Any]] = {
     CommandKind.SLOTS: lambda st, d: [Slot(**s) for s in d],
     CommandKind.SLOT_CAPACITY: lambda st, d: SlotCounters(**d),
     CommandKind.ALLOTMENT: lambda st, d: AllotmentCounters(**d),
+    CommandKind.CALENDAR: lambda st, d: CalendarResult(**d),
+    CommandKind.PRICES: lambda st, d: PriceTable(d["venue"], d["product"],
+                                                 [DatePrice(**p) for p in d["prices"]]),
     CommandKind.HOLD: lambda st, d: HoldResult.from_dict(d),
     CommandKind.RELEASE: lambda st, d: ReleaseResult(**d),
     CommandKind.EXPIRE: lambda st, d: ExpireResult(**d),

@@ -1,23 +1,31 @@
 """Sales: quotes, holds (take, release, expire), confirmation (tickets issued, order
-written), orders, refunds and blocked tickets.
+written), orders, refunds and blocked tickets. A line's unit price comes from the price
+calendar (catalog.date_type, catalog.price_of) by the day of its slot; a quote explains
+it and names it by an id a hold can be held to (quote_id, check_quote).
 
 A hold is kept as a dict (`holds`): the snapshot stores it as JSON and the journal as a
 binary HOLD record (journal.hold_record), so replay needs no look-ups.
 """
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import heapq
+import hmac
 import json
+import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import _core
 from ..errors import (AlreadyExists, CorruptData, FailedPrecondition, HoldNotActive,
-                      InvalidArgument, NotFound, PermissionDenied, SlotClosed, SoldOut, TicketUsed)
+                      InvalidArgument, NotFound, PermissionDenied, QuoteChanged, QuoteExpired,
+                      SlotClosed, SoldOut, TicketUsed)
 from ..journal import Record, decode_hold, hold_record, json_record
-from ..model import (BlockResult, ExpireResult, HoldInfo, HoldResult, IssuedTicket, Order, PricedItem,
-                     Quote, RefundResult, ReleaseResult, Venue)
-from .catalog import channel_of, find, venue_of
+from ..model import (QUOTE_TTL_S, BlockResult, ExpireResult, HoldInfo, HoldResult, IssuedTicket, Order,
+                     PricedItem, Quote, QuoteLine, RefundResult, ReleaseResult, Venue)
+from .catalog import channel_of, date_type, find, price_of, venue_of
 from .retry import get_retry, put_retry
 from .secrets import holder_key, mask_id, render, seal
 from .validate import ID, U16, arg, ident_arg, int_arg, text_arg
@@ -53,6 +61,8 @@ def take_hold(st: ShardState, args: dict, now: int) -> HoldResult:
     venue = venue_of(st, args)
     ttl = int_arg(args, "ttl_s", 1, MAX_TTL, DEFAULT_TTL)
     lines = hold_lines(st, channel, venue, args, now)
+    if args.get("quote_id") is not None:
+        check_quote(st, args["quote_id"], channel, venue.id, lines, now)
     # take stock line by line, component by component; undo all if any is short
     taken = []
     for i, ln in enumerate(lines):
@@ -80,16 +90,55 @@ def take_hold(st: ShardState, args: dict, now: int) -> HoldResult:
 
 def quote(st: ShardState, channel: str, venue_id: str, items: Any, now: int) -> Quote:
     """What a hold of `items` would cost the channel now, by the same rules as a
-    hold (validated alike); takes no stock."""
+    hold (validated alike), explained line by line, with the id a Hold may name to be
+    charged exactly that for QUOTE_TTL_S; takes no stock."""
     venue = venue_of(st, {"venue": venue_id})
-    lines = hold_lines(st, channel_of(st, {"channel": channel}), venue, {"items": items}, now)
+    channel = channel_of(st, {"channel": channel})
+    explained: list[QuoteLine] = []
+    lines = hold_lines(st, channel, venue, {"items": items}, now, explained)
+    expires = now + QUOTE_TTL_S
     return Quote(hold_result(st, {"id": 0, "expires_at": 0, "amount": 0, "lines": lines}).items,
-                 sum(ln["price"] * ln["qty"] * ln["group"] for ln in lines))
+                 sum(ln["price"] * ln["qty"] * ln["group"] for ln in lines),
+                 quote_id(st, channel, venue.id, lines, expires), expires, explained)
 
 
-def hold_lines(st: ShardState, channel: str, venue: Venue, args: dict, now: int) -> list[dict]:
+_QUOTE = struct.Struct(">Q16s")
+
+
+def _quote_mac(st: ShardState, channel: str, venue: str, lines: list[dict], expires: int) -> bytes:
+    body = json.dumps([channel, venue, expires, [[ln["p"], ln["qty"], ln["group"], ln["slots"],
+                                                  ln["price"]] for ln in lines]],
+                      separators=(",", ":")).encode()
+    return hashlib.blake2b(body, key=st.holder_secret, digest_size=16, person=b"turnstile-quote").digest()
+
+
+def quote_id(st: ShardState, channel: str, venue: str, lines: list[dict], expires: int) -> str:
+    """A quote's id: its expiry and a MAC (keyed by the shard) over the channel, venue,
+    items and unit prices it gave. Nothing is stored: a Hold naming it recomputes its
+    lines by today's rules and compares (check_quote)."""
+    return base64.urlsafe_b64encode(_QUOTE.pack(expires, _quote_mac(st, channel, venue, lines, expires))
+                                    ).decode().rstrip("=")
+
+
+def check_quote(st: ShardState, qid: Any, channel: str, venue: str, lines: list[dict], now: int) -> None:
+    """A Hold naming quote `qid` is charged what it said, or refused: QuoteExpired past
+    its expiry, QuoteChanged if the items, channel or prices are not those quoted."""
+    try:
+        expires, mac = _QUOTE.unpack(base64.urlsafe_b64decode(qid + "=" * (-len(qid) % 4)))
+    except (TypeError, ValueError, struct.error, binascii.Error):
+        raise InvalidArgument("not a quote id (SalesService.Quote gives one)", field="quote_id") from None
+    if not hmac.compare_digest(mac, _quote_mac(st, channel, venue, lines, expires)):
+        raise QuoteChanged("the prices or items are not those of this quote (the rules may have "
+                           "changed since)", field="quote_id", hint="quote again")
+    if now > expires:
+        raise QuoteExpired(f"the quote expired at {expires}", field="quote_id", hint="quote again")
+
+
+def hold_lines(st: ShardState, channel: str, venue: Venue, args: dict, now: int,
+               explained: list | None = None) -> list[dict]:
     """The validated item lines of a hold (or quote): product, stock per component,
-    price for the channel."""
+    unit price for the channel on the day of the line's (first) slot, by the price
+    calendar (catalog.price_of); with `explained`, how each price came about."""
     items = arg(args, "items", list)
     if not 1 <= len(items) <= 100:
         raise InvalidArgument("between 1 and 100 items", field="items")
@@ -132,8 +181,12 @@ def hold_lines(st: ShardState, channel: str, venue: Venue, args: dict, now: int)
             days = [st.slot_defs[(venue.id, s)].day for s in slot_ids]
             if max(days) - days[0] >= p.rule.valid_days or min(days) < days[0]:
                 raise InvalidArgument("slots fall outside the ticket's validity", field=f"{f}.slots")
+        dtype = date_type(st, venue.id, st.slot_defs[(venue.id, slot_ids[0])].day)[0]
+        price = price_of(st, p, channel, dtype)
+        if explained is not None:
+            explained.append(QuoteLine(pid, dtype, price, [], price))
         lines.append({"p": st.product_idx[(venue.id, pid)], "qty": qty, "group": group, "slots": sidx,
-                      "allots": allots, "price": p.price_for(channel)})
+                      "allots": allots, "price": price})
     return lines
 
 

@@ -1,0 +1,153 @@
+"""The price calendar (issue 13): a venue's days have types (weekday, weekend, holiday,
+peak, off -- the holiday calendar is data an operator loads), a product has a price per
+date type and channel with its base and channel prices as the default, a quote explains
+each line and gives an id a hold is held to. Expectations from the issue's contract;
+TODAY (tests/conftest.py) is Monday 2026-11-23, the demo's slots run a week from it."""
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from turnstile.engine import (DatePrice, HoldItem, InvalidArgument, NotFound, QuoteChanged,
+                              QuoteExpired, Shard, cmd, demo)
+from turnstile.engine.model import QUOTE_TTL_S
+
+from tests.conftest import TODAY
+
+MON, SAT, SUN = TODAY, TODAY + dt.timedelta(days=5), TODAY + dt.timedelta(days=6)
+WED = TODAY + dt.timedelta(days=2)
+BASE, OTA = 8000, None          # demo adult: 8000 fen; read the OTA's own price below
+
+
+def _item(day: dt.date, qty: int = 1) -> HoldItem:
+    return HoldItem("adult", (demo.day_slot_id(day),), qty)
+
+
+def _quote(shard: Shard, day: dt.date, channel: str = "web"):
+    return shard.quote(demo.VENUE, channel, [{"product": "adult", "slots": [demo.day_slot_id(day)],
+                                              "qty": 1}])
+
+
+def _held(shard: Shard, day: dt.date) -> int:
+    return next(s for s in shard.availability(demo.VENUE, day) if s.slot == demo.day_slot_id(day)).held
+
+
+def _price_demo(shard: Shard) -> None:
+    shard.run_many([
+        cmd.calendar(demo.VENUE, {WED: "holiday", SAT: "weekday"}),
+        cmd.prices(demo.VENUE, "adult", [DatePrice("weekend", "", 10000),
+                                         DatePrice("holiday", "", 12000),
+                                         DatePrice("holiday", "ota", 11500)]),
+    ])
+
+
+def test_days_are_weekday_or_weekend_unless_the_calendar_says_otherwise(shard):
+    days = {d.day: (d.date_type, d.explicit) for d in shard.calendar(demo.VENUE, MON, SUN)}
+    assert [t for t, _ in days.values()] == ["weekday"] * 5 + ["weekend"] * 2
+    r = shard.run(cmd.calendar(demo.VENUE, {WED: "holiday", SAT: "weekday", "2027-10-01": "peak"}))
+    assert r.days == 3
+    got = {d.day: (d.date_type, d.explicit) for d in shard.calendar(demo.VENUE, MON, SUN)}
+    assert got[(WED - dt.date(1970, 1, 1)).days] == ("holiday", True)
+    assert got[(SAT - dt.date(1970, 1, 1)).days] == ("weekday", True)      # a working Saturday
+    assert got[(SUN - dt.date(1970, 1, 1)).days] == ("weekend", False)
+    shard.run(cmd.calendar(demo.VENUE, {WED: ""}))                        # entry removed
+    assert shard.calendar(demo.VENUE, WED)[0].date_type == "weekday"
+
+
+def test_a_line_is_priced_by_its_days_type_and_channel(shard):
+    ota_base = _quote(shard, MON, "ota").amount_fen          # the demo's OTA channel price
+    assert _quote(shard, MON).amount_fen == BASE
+    _price_demo(shard)
+    assert _quote(shard, MON).amount_fen == BASE                # no weekday price: the base
+    assert _quote(shard, MON, "ota").amount_fen == ota_base     # ... the channel's own
+    assert _quote(shard, SUN).amount_fen == 10000               # weekend, any channel
+    assert _quote(shard, SUN, "ota").amount_fen == 10000
+    assert _quote(shard, SAT).amount_fen == BASE                # the calendar: a working day
+    assert _quote(shard, WED).amount_fen == 12000               # holiday
+    assert _quote(shard, WED, "ota").amount_fen == 11500        # holiday for the OTA
+    q = _quote(shard, WED, "ota")
+    line, = q.lines
+    assert (line.product, line.date_type, line.base_price_fen, line.unit_price_fen) == \
+        ("adult", "holiday", 11500, 11500)
+    assert line.rules == []
+    assert q.quote_id and q.expires_at == int(shard.clock()) + QUOTE_TTL_S
+
+
+def test_a_hold_with_a_quote_id_is_charged_the_quote_or_refused(shard, clock):
+    _price_demo(shard)
+    q = _quote(shard, SUN)
+    h = shard.run(cmd.hold("web", demo.VENUE, [_item(SUN)], quote_id=q.quote_id))
+    assert h.amount_fen == q.amount_fen == 10000
+    # the operator changes the weekend price: the old quote is refused, nothing is held
+    q2 = _quote(shard, SUN)
+    shard.run(cmd.prices(demo.VENUE, "adult", [DatePrice("weekend", "", 9000)]))
+    before = _held(shard, SUN)
+    with pytest.raises(QuoteChanged):
+        shard.run(cmd.hold("web", demo.VENUE, [_item(SUN)], quote_id=q2.quote_id))
+    assert _held(shard, SUN) == before
+    # another channel, other items or another day than quoted: not this quote
+    q3 = _quote(shard, SUN)
+    for bad in (cmd.hold("ota", demo.VENUE, [_item(SUN)], quote_id=q3.quote_id),
+                cmd.hold("web", demo.VENUE, [_item(SUN, 2)], quote_id=q3.quote_id),
+                cmd.hold("web", demo.VENUE, [_item(SAT)], quote_id=q3.quote_id)):
+        with pytest.raises(QuoteChanged):
+            shard.run(bad)
+    with pytest.raises(InvalidArgument):
+        shard.run(cmd.hold("web", demo.VENUE, [_item(SUN)], quote_id="not a quote"))
+    forged = q3.quote_id[:-2] + ("A" if q3.quote_id[-2] != "A" else "B") + q3.quote_id[-1]
+    with pytest.raises(QuoteChanged):
+        shard.run(cmd.hold("web", demo.VENUE, [_item(SUN)], quote_id=forged))
+    clock.t += QUOTE_TTL_S + 1
+    with pytest.raises(QuoteExpired):
+        shard.run(cmd.hold("web", demo.VENUE, [_item(SUN)], quote_id=q3.quote_id))
+    assert _held(shard, SUN) == before
+    ok = shard.run(cmd.hold("web", demo.VENUE, [_item(SUN)]))
+    assert ok.amount_fen == 9000
+
+
+def test_bad_calendars_and_price_tables_change_nothing(shard):
+    _price_demo(shard)
+    table = shard.price_table(demo.VENUE, "adult")
+    cal = shard.calendar(demo.VENUE, MON, SUN)
+    for bad, field in (
+            (cmd.calendar(demo.VENUE, {"2026-13-01": "holiday"}), "days"),
+            (cmd.calendar(demo.VENUE, {"2026-11-24": "festival"}), "days"),
+            (cmd.calendar(demo.VENUE, {}), "days"),
+            (cmd.prices(demo.VENUE, "adult", [{"date_type": "sunday", "price_fen": 1}]), "prices[0].date_type"),
+            (cmd.prices(demo.VENUE, "adult", [{"date_type": "weekend", "price_fen": -1}]), "prices[0].price_fen"),
+            (cmd.prices(demo.VENUE, "adult", [{"date_type": "weekend", "channel": "bad channel!", "price_fen": 1}]),
+             "prices[0].channel"),
+            (cmd.prices(demo.VENUE, "adult", [DatePrice("weekend", "", 1), DatePrice("weekend", "", 2)]),
+             "prices[1]")):
+        with pytest.raises(InvalidArgument) as e:
+            shard.run(bad)
+        assert e.value.field.startswith(field), (e.value.field, field)
+    with pytest.raises(NotFound):
+        shard.run(cmd.prices(demo.VENUE, "no-such-product", [DatePrice("weekend", "", 1)]))
+    with pytest.raises(NotFound):
+        shard.run(cmd.calendar("no-such-venue", {MON: "holiday"}))
+    assert shard.price_table(demo.VENUE, "adult") == table
+    assert shard.calendar(demo.VENUE, MON, SUN) == cal
+
+
+@pytest.mark.parametrize("snapshot", [False, True])
+def test_the_calendar_prices_and_a_priced_hold_survive_a_reopen(shard_path, clock, snapshot):
+    shard = Shard.open(shard_path, clock=clock)
+    shard.run_many(demo.commands(TODAY))
+    _price_demo(shard)
+    h = shard.run(cmd.hold("web", demo.VENUE, [_item(WED)]))
+    # the price changes after the hold: the hold keeps what it was charged (its record
+    # holds the price decided, replay never prices it again)
+    shard.run(cmd.prices(demo.VENUE, "adult", []))
+    table, cal = shard.price_table(demo.VENUE, "adult"), shard.calendar(demo.VENUE, MON, SUN)
+    shard.close(snapshot=snapshot)
+    again = Shard.open(shard_path, clock=clock)
+    try:
+        assert again.price_table(demo.VENUE, "adult") == table
+        assert again.calendar(demo.VENUE, MON, SUN) == cal
+        assert again.hold_info(h.hold_id).amount_fen == 12000
+        assert _quote(again, WED).amount_fen == BASE
+        assert again.check() == []
+    finally:
+        again.close(snapshot=False)
