@@ -17,7 +17,8 @@ from .keyring import MasterKeyError
 from .model import (Reason, Direction, GateMode, EntryRule, Venue, Zone, Gate, Product, Slot,
                     HoldItem, HoldResult, ScanResult, IssuedTicket, Order, RefundResult,
                     Violation, ID_PATTERN, to_day, day_to_date, DATE_TYPES, DatePrice, PriceTable,
-                    CalendarDay, CalendarResult, Quote, QuoteLine, AppliedRule)
+                    CalendarDay, CalendarResult, Quote, QuoteLine, AppliedRule, PriceRule,
+                    PriceRules, RULE_KINDS)
 from .shard import Shard
 from .state import ConfirmResult, BatchScanResult, mask_id
 from .writer import GroupCommit
@@ -30,7 +31,7 @@ __all__ = [
     "SoldOut", "SlotClosed", "HoldNotActive", "TicketUsed", "IdempotencyMismatch", "PermissionDenied",
     "Overloaded", "StorageFull", "QuoteChanged", "QuoteExpired", "ShardUnavailable", "StorageError",
     "CorruptData", "DATE_TYPES", "DatePrice", "PriceTable", "CalendarDay", "CalendarResult", "Quote",
-    "QuoteLine", "AppliedRule",
+    "QuoteLine", "AppliedRule", "PriceRule", "PriceRules", "RULE_KINDS",
     "ID_PATTERN", "mask_id", "Reason", "Direction", "GateMode", "EntryRule", "Venue", "Zone", "Gate", "Product", "Slot",
     "HoldItem", "HoldResult", "ScanResult", "IssuedTicket", "Order", "RefundResult",
     "Violation", "ConfirmResult", "BatchScanResult", "to_day", "day_to_date",

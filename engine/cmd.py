@@ -11,7 +11,7 @@ import datetime as _dt
 from typing import Iterable, Mapping, Sequence
 
 from .journal import Command, CommandKind
-from .model import DatePrice, Direction, EntryRule, GateMode, HoldItem, Slot, to_day
+from .model import DatePrice, Direction, EntryRule, GateMode, HoldItem, PriceRule, Slot, to_day
 
 
 def _time(at) -> int | None:
@@ -104,6 +104,15 @@ def hold(channel: str, venue: str, items: Iterable[HoldItem | dict], *, ttl_s: i
     if quote_id is not None:
         args["quote_id"] = quote_id
     return Command(CommandKind.HOLD, args, idempotency_key)
+
+
+def price_rules(venue: str, product: str, rules: Iterable[PriceRule | dict], *,
+                idempotency_key: str | None = None) -> Command:
+    """Replace a product's pricing rules (model.PriceRule: early_bird, time_of_day,
+    fill_rate; at most one of each), applied after the price calendar in that order."""
+    rows = [vars(r) if isinstance(r, PriceRule) else r for r in rules]
+    return Command(CommandKind.PRICE_RULES, {"venue": venue, "product": product, "rules": rows},
+                   idempotency_key)
 
 
 def calendar(venue: str, days: Mapping[_dt.date | str | int, str], *,

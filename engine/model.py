@@ -269,6 +269,43 @@ class QuoteLine(NamedTuple):
 
 QUOTE_TTL_S = 600          # how long a quote id holds
 
+# the pricing rules, in the order they apply to a line's price (the member level and
+# coupons, last, come with the members and promotions work)
+RULE_KINDS = ("early_bird", "time_of_day", "fill_rate")
+
+
+@dataclass(frozen=True)
+class PriceRule:
+    """A product's pricing rule (cmd.price_rules), applied in RULE_KINDS order to the
+    price of the line's day type, each on the price the one before left:
+
+      early_bird   booked `days_ahead` or more days before the slot's day
+      time_of_day  the slot starts at `from_minute` (minutes after venue-local
+                   midnight) or later
+      fill_rate    the slot is `fill_pct` percent or more sold and held
+
+    changing the price by `amount_fen` (negative: off) or by `pct` percent of it, the
+    change at most `cap_fen` (0: no cap); a price never goes below 0."""
+
+    kind: str
+    amount_fen: int = 0
+    pct: int = 0
+    cap_fen: int = 0
+    days_ahead: int = 0
+    from_minute: int = 0
+    fill_pct: int = 0
+
+
+@dataclass(frozen=True)
+class PriceRules:
+    """A product's pricing rules (SetPriceRules; Shard.price_rules)."""
+    venue: str
+    product: str
+    rules: list[PriceRule]
+
+    def to_dict(self) -> dict:
+        return {"venue": self.venue, "product": self.product, "rules": [vars(r) for r in self.rules]}
+
 
 class Quote(NamedTuple):
     """What a hold of some items would cost a channel now (Shard.quote), explained

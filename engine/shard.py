@@ -28,7 +28,7 @@ from .errors import (CorruptData, ShardUnavailable, StorageFull, TurnstileError,
 from .journal import Command, CommandKind
 from .model import (AllotmentStock, AuditNote, AuditRecord, BundleGate, BundleProduct, BundleSlot,
                     BundleZone, CalendarDay, Catalog, Conflict, HoldInfo, HolderTicket, OfflineBundle,
-                    Order, OrderTicket, PriceTable, ProductCount, Quote, ShardCounts, SlotStock,
+                    Order, OrderTicket, PriceRules, PriceTable, ProductCount, Quote, ShardCounts, SlotStock,
                     TicketRecord, Violation, ZoneCount, to_day)
 from .state import Batch, ShardState, catalog, mask_id, retry
 from .storage import SHARD_MAP_SIZE, Storage
@@ -688,6 +688,12 @@ class Shard:
             raise InvalidArgument(f"day_to must be 0 to {catalog.MAX_CALENDAR_DAYS - 1} days "
                                   "after day_from", field="day_to")
         return [CalendarDay(d, *catalog.date_type(self.state, venue, d)) for d in range(lo, hi + 1)]
+
+    def price_rules(self, venue: str, product: str) -> PriceRules:
+        """A product's pricing rules (applied after its price table, in RULE_KINDS order)."""
+        if (venue, product) not in self.state.products:
+            raise NotFound(f"no product {product} in venue {venue}", field="product")
+        return PriceRules(venue, product, list(self.state.price_rules.get((venue, product), [])))
 
     def price_table(self, venue: str, product: str) -> PriceTable:
         """A product's prices by date type and channel (empty: its base and channel

@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 from .. import _core
 from ..errors import AlreadyExists, CorruptData, FailedPrecondition, InvalidArgument, NotFound, SoldOut
 from ..journal import Record, json_record
-from ..model import (DATE_TYPES, AllotmentCounters, CalendarResult, DatePrice, EntryRule, Gate,
-                     GateMode, PriceTable, Product, Slot, SlotCounters, Venue, Zone)
+from ..model import (DATE_TYPES, RULE_KINDS, AllotmentCounters, AppliedRule, CalendarResult, DatePrice,
+                     EntryRule, Gate, GateMode, PriceRule, PriceRules, PriceTable, Product, Slot,
+                     SlotCounters, Venue, Zone)
 from .validate import ID, U16, arg, ident_arg, int_arg, text_arg
 
 if TYPE_CHECKING:
@@ -487,5 +488,82 @@ def price_table(st: ShardState, venue: str, product: str) -> PriceTable:
                                        sorted(table.items(), key=lambda kv: (DATE_TYPES.index(kv[0][1]), kv[0][0]))])
 
 
+_RULE_FIELDS = {"early_bird": ("days_ahead", 1, 366), "time_of_day": ("from_minute", 0, 1439),
+                "fill_rate": ("fill_pct", 1, 100)}
+
+
+def set_price_rules(st: ShardState, args: dict, now: int) -> PriceRules:
+    v = venue_of(st, args)
+    pid = ident_arg(args, "product")
+    if (v.id, pid) not in st.products:
+        raise NotFound(f"no product {pid} in venue {v.id}", field="product")
+    rows = arg(args, "rules", list)
+    out, seen = [], set()
+    for i, row in enumerate(rows):
+        f = f"rules[{i}]"
+        if type(row) is not dict:
+            raise InvalidArgument("must be an object", field=f)
+        kind = row.get("kind")
+        if kind not in RULE_KINDS:
+            raise InvalidArgument(f"must be one of {', '.join(RULE_KINDS)}", field=f"{f}.kind")
+        if kind in seen:
+            raise InvalidArgument(f"a second {kind} rule", field=f"{f}.kind")
+        seen.add(kind)
+        cond, lo, hi = _RULE_FIELDS[kind]
+        r = {"kind": kind}
+        try:
+            for name, a, b in (("amount_fen", -10**9, 10**9), ("pct", -100, 1000),
+                               ("cap_fen", 0, 10**9), (cond, lo, hi)):
+                r[name] = int_arg(row, name, a, b, *((0,) if name != cond else ()))
+            for name in row:
+                if name not in r:
+                    raise InvalidArgument("not a field of this rule", field=name)
+        except InvalidArgument as e:
+            raise InvalidArgument(e.message, field=f"{f}.{e.field}") from None
+        if (r["amount_fen"] != 0) == (r["pct"] != 0):
+            raise InvalidArgument("give amount_fen or pct (one, not zero)", field=f"{f}.amount_fen")
+        out.append(r)
+    out.sort(key=lambda r: RULE_KINDS.index(r["kind"]))
+    return _price_rules(st, {"venue": v.id, "product": pid, "rules": out})
+
+
+def _price_rules(st: ShardState, r: dict) -> PriceRules:
+    key = (r["venue"], r["product"])
+    if key not in st.products:
+        raise NotFound(f"no product {r['product']} in venue {r['venue']}", field="product")
+    rules = [PriceRule(**x) for x in r["rules"]]
+    if rules:
+        st.price_rules[key] = rules
+    else:
+        st.price_rules.pop(key, None)
+    st.journal(json_record(Record.PRICE_RULES, r), Record.PRICE_RULES)
+    return PriceRules(r["venue"], r["product"], rules)
+
+
+def apply_rules(rules: list[PriceRule], price: int, *, days_ahead: int, start_minute: int,
+                fill_pct: float) -> tuple[int, list[AppliedRule]]:
+    """A line's unit price after the product's rules (RULE_KINDS order) and the rules
+    that changed it, each with its amount."""
+    applied = []
+    for r in rules:
+        if r.kind == "early_bird":
+            hit = days_ahead >= r.days_ahead
+        elif r.kind == "time_of_day":
+            hit = start_minute >= r.from_minute
+        else:
+            hit = fill_pct >= r.fill_pct
+        if not hit:
+            continue
+        change = r.amount_fen if r.amount_fen else price * r.pct // 100
+        if r.cap_fen:
+            change = max(-r.cap_fen, min(r.cap_fen, change))
+        change = max(change, -price)
+        if change:
+            price += change
+            applied.append(AppliedRule(r.kind, change))
+    return price, applied
+
+
 _APPLY[Record.CALENDAR] = _calendar
 _APPLY[Record.PRICES] = _prices
+_APPLY[Record.PRICE_RULES] = _price_rules

@@ -44,6 +44,7 @@ HANDLERS: dict[int, Callable[..., Any]] = {
     CommandKind.ALLOTMENT: catalog.set_allotment,
     CommandKind.CALENDAR: catalog.set_calendar,
     CommandKind.PRICES: catalog.set_prices,
+    CommandKind.PRICE_RULES: catalog.set_price_rules,
     CommandKind.HOLD: sales.take_hold,
     CommandKind.RELEASE: sales.release_hold,
     CommandKind.EXPIRE: sales.expire_holds,
@@ -74,7 +75,8 @@ REPLAY: dict[int, Callable[..., None]] = {
     Record.KEY: _handler(CommandKind.KEY),
     **{kind: (lambda k: lambda st, args, fmt: catalog.replay(st, k, args, fmt))(kind)
        for kind in (Record.VENUE, Record.ZONE, Record.GATE, Record.PRODUCT, Record.SLOTS,
-                    Record.SLOT_CAPACITY, Record.ALLOTMENT, Record.CALENDAR, Record.PRICES)},
+                    Record.SLOT_CAPACITY, Record.ALLOTMENT, Record.CALENDAR, Record.PRICES,
+                    Record.PRICE_RULES)},
     Record.RELEASE: sales.replay_release,
     Record.EXPIRE: sales.replay_expire,
     Record.CONFIRM: sales.replay_confirm,
@@ -118,6 +120,7 @@ class ShardState:
         # (venue, product) -> (channel, date type) -> unit price (catalog.price_of)
         self.calendar: dict[str, dict[int, str]] = {}
         self.price_idx: dict[tuple[str, str], dict[tuple[str, str], int]] = {}
+        self.price_rules: dict[tuple[str, str], list] = {}     # (venue, product) -> PriceRules
         self.holds: dict[int, dict] = {}
         self.expiry: list[tuple[int, int]] = []
         self.next_hold_id = 1

@@ -14,7 +14,7 @@ from ..errors import IdempotencyMismatch, InvalidArgument
 from ..journal import Command, CommandKind
 from ..model import (AllotmentCounters, AuditNote, BlockResult, CalendarResult, DatePrice, EntryRule,
                      ExpireResult, FaceResult, Gate, GateMode, HoldResult, IssuedTicket, KeyResult,
-                     Order, PriceTable, Product, RefundResult, ReleaseResult, Slot, SlotCounters,
+                     Order, PriceRule, PriceRules, PriceTable, Product, RefundResult, ReleaseResult, Slot, SlotCounters,
                      UploadResult, Venue, Zone)
 from .sales import ConfirmResult
 from .retry import get_retry, put_retry
@@ -104,6 +104,8 @@ _RESTORE: dict[int, Callable[[ShardState, Any], Any]] = {
     CommandKind.SLOT_CAPACITY: lambda st, d: SlotCounters(**d),
     CommandKind.ALLOTMENT: lambda st, d: AllotmentCounters(**d),
     CommandKind.CALENDAR: lambda st, d: CalendarResult(**d),
+    CommandKind.PRICE_RULES: lambda st, d: PriceRules(d["venue"], d["product"],
+                                                      [PriceRule(**r) for r in d["rules"]]),
     CommandKind.PRICES: lambda st, d: PriceTable(d["venue"], d["product"],
                                                  [DatePrice(**p) for p in d["prices"]]),
     CommandKind.HOLD: lambda st, d: HoldResult.from_dict(d),

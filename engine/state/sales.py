@@ -25,7 +25,7 @@ from ..errors import (AlreadyExists, CorruptData, FailedPrecondition, HoldNotAct
 from ..journal import Record, decode_hold, hold_record, json_record
 from ..model import (QUOTE_TTL_S, BlockResult, ExpireResult, HoldInfo, HoldResult, IssuedTicket, Order,
                      PricedItem, Quote, QuoteLine, RefundResult, ReleaseResult, Venue)
-from .catalog import channel_of, date_type, find, price_of, venue_of
+from .catalog import apply_rules, channel_of, date_type, find, price_of, venue_of
 from .retry import get_retry, put_retry
 from .secrets import holder_key, mask_id, render, seal
 from .validate import ID, U16, arg, ident_arg, int_arg, text_arg
@@ -181,10 +181,19 @@ def hold_lines(st: ShardState, channel: str, venue: Venue, args: dict, now: int,
             days = [st.slot_defs[(venue.id, s)].day for s in slot_ids]
             if max(days) - days[0] >= p.rule.valid_days or min(days) < days[0]:
                 raise InvalidArgument("slots fall outside the ticket's validity", field=f"{f}.slots")
-        dtype = date_type(st, venue.id, st.slot_defs[(venue.id, slot_ids[0])].day)[0]
-        price = price_of(st, p, channel, dtype)
+        first = st.slot_defs[(venue.id, slot_ids[0])]
+        dtype = date_type(st, venue.id, first.day)[0]
+        base = price = price_of(st, p, channel, dtype)
+        applied = []
+        rules = st.price_rules.get((venue.id, pid))
+        if rules:
+            c = st.slots.slot(sidx[0])
+            price, applied = apply_rules(
+                rules, price, days_ahead=first.day - (now + venue.utc_offset_s) // 86400,
+                start_minute=(first.start + venue.utc_offset_s) % 86400 // 60,
+                fill_pct=100 * (c["sold"] + c["held"]) / c["capacity"] if c["capacity"] else 100)
         if explained is not None:
-            explained.append(QuoteLine(pid, dtype, price, [], price))
+            explained.append(QuoteLine(pid, dtype, base, applied, price))
         lines.append({"p": st.product_idx[(venue.id, pid)], "qty": qty, "group": group, "slots": sidx,
                       "allots": allots, "price": price})
     return lines

@@ -16,7 +16,7 @@ from turnstile.engine.model import QUOTE_TTL_S
 from tests.conftest import TODAY
 
 MON, SAT, SUN = TODAY, TODAY + dt.timedelta(days=5), TODAY + dt.timedelta(days=6)
-WED = TODAY + dt.timedelta(days=2)
+WED, THU = TODAY + dt.timedelta(days=2), TODAY + dt.timedelta(days=3)
 BASE, OTA = 8000, None          # demo adult: 8000 fen; read the OTA's own price below
 
 
@@ -149,5 +149,87 @@ def test_the_calendar_prices_and_a_priced_hold_survive_a_reopen(shard_path, cloc
         assert again.hold_info(h.hold_id).amount_fen == 12000
         assert _quote(again, WED).amount_fen == BASE
         assert again.check() == []
+    finally:
+        again.close(snapshot=False)
+
+
+def _slot_quote(shard: Shard, day: dt.date, hour: int, channel: str = "web"):
+    return shard.quote(demo.VENUE, channel, [{"product": "adult", "qty": 1,
+                                              "slots": [demo.slot_id("main", day, hour)]}])
+
+
+def test_pricing_rules_apply_in_their_documented_order(shard):
+    """early_bird, then time_of_day, then fill_rate, each on the price the one before left
+    (model.RULE_KINDS); the quote names each with its amount."""
+    _price_demo(shard)
+    r = shard.run(cmd.price_rules(demo.VENUE, "adult", [
+        {"kind": "time_of_day", "from_minute": 14 * 60, "amount_fen": -2000},   # given out of order
+        {"kind": "early_bird", "days_ahead": 3, "pct": -10},
+    ]))
+    assert [x.kind for x in r.rules] == ["early_bird", "time_of_day"]
+    assert _slot_quote(shard, MON, 8).amount_fen == BASE                  # today, morning: none
+    assert _slot_quote(shard, MON, 16).amount_fen == BASE - 2000          # late afternoon
+    assert _slot_quote(shard, SUN, 8).amount_fen == 9000                  # weekend 10000, -10 %
+    q = _slot_quote(shard, SUN, 16)
+    line, = q.lines
+    assert (line.date_type, line.base_price_fen, line.unit_price_fen) == ("weekend", 10000, 7000)
+    assert [(a.rule, a.amount_fen) for a in line.rules] == [("early_bird", -1000), ("time_of_day", -2000)]
+    assert q.amount_fen == 7000
+    # a hold is charged the same, and held to the quote
+    h = shard.run(cmd.hold("web", demo.VENUE, [HoldItem("adult", (demo.slot_id("main", SUN, 16),), 1)],
+                           quote_id=q.quote_id))
+    assert h.amount_fen == 7000
+
+
+def test_a_fill_rate_surcharge_is_capped_and_no_price_goes_below_zero(shard):
+    shard.run(cmd.price_rules(demo.VENUE, "adult", [
+        {"kind": "fill_rate", "fill_pct": 50, "pct": 20, "cap_fen": 1000}]))
+    slot = demo.slot_id("main", TODAY, 10)
+    assert _slot_quote(shard, MON, 10).amount_fen == BASE
+    shard.run(cmd.hold("web", demo.VENUE, [HoldItem("adult", (slot,), 1000)]))   # half of 2000
+    q = _slot_quote(shard, MON, 10)
+    assert q.amount_fen == BASE + 1000                                    # +20 % = 1600, capped
+    assert q.lines[0].rules[0] == ("fill_rate", 1000)
+    shard.run(cmd.price_rules(demo.VENUE, "adult", [
+        {"kind": "early_bird", "days_ahead": 1, "amount_fen": -10**9}]))
+    assert _slot_quote(shard, THU, 10).amount_fen == 0
+    assert _slot_quote(shard, THU, 10).lines[0].rules[0].amount_fen == -BASE
+    shard.run(cmd.price_rules(demo.VENUE, "adult", []))                    # rules removed
+    assert shard.price_rules(demo.VENUE, "adult").rules == []
+    assert _slot_quote(shard, THU, 10).amount_fen == BASE
+
+
+def test_bad_pricing_rules_change_nothing(shard):
+    shard.run(cmd.price_rules(demo.VENUE, "adult", [{"kind": "early_bird", "days_ahead": 3, "pct": -10}]))
+    before = shard.price_rules(demo.VENUE, "adult")
+    for rules, field in (
+            ([{"kind": "happy_hour", "pct": -10}], "rules[0].kind"),
+            ([{"kind": "early_bird", "days_ahead": 3, "pct": -10},
+              {"kind": "early_bird", "days_ahead": 9, "pct": -20}], "rules[1].kind"),
+            ([{"kind": "early_bird", "days_ahead": 3, "pct": -10, "amount_fen": -5}], "rules[0].amount_fen"),
+            ([{"kind": "early_bird", "days_ahead": 3}], "rules[0].amount_fen"),
+            ([{"kind": "early_bird", "pct": -10}], "rules[0].days_ahead"),
+            ([{"kind": "time_of_day", "from_minute": 1440, "pct": -10}], "rules[0].from_minute"),
+            ([{"kind": "fill_rate", "fill_pct": 50, "pct": 10, "days_ahead": 1}], "rules[0].days_ahead"),
+            ([{"kind": "fill_rate", "fill_pct": 50, "pct": -101}], "rules[0].pct")):
+        with pytest.raises(InvalidArgument) as e:
+            shard.run(cmd.price_rules(demo.VENUE, "adult", rules))
+        assert e.value.field == field, (e.value.field, field)
+    with pytest.raises(NotFound):
+        shard.run(cmd.price_rules(demo.VENUE, "nope", []))
+    assert shard.price_rules(demo.VENUE, "adult") == before
+
+
+@pytest.mark.parametrize("snapshot", [False, True])
+def test_pricing_rules_survive_a_reopen(shard_path, clock, snapshot):
+    shard = Shard.open(shard_path, clock=clock)
+    shard.run_many(demo.commands(TODAY))
+    shard.run(cmd.price_rules(demo.VENUE, "adult", [{"kind": "early_bird", "days_ahead": 3, "pct": -10}]))
+    want = shard.price_rules(demo.VENUE, "adult")
+    shard.close(snapshot=snapshot)
+    again = Shard.open(shard_path, clock=clock)
+    try:
+        assert again.price_rules(demo.VENUE, "adult") == want
+        assert _slot_quote(again, THU, 8).amount_fen == BASE - 800
     finally:
         again.close(snapshot=False)
