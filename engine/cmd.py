@@ -115,6 +115,17 @@ def price_rules(venue: str, product: str, rules: Iterable[PriceRule | dict], *,
                    idempotency_key)
 
 
+def booking(venue: str, product: str, *, opens_days: int = 0, closes_minutes: int | None = None,
+            weekdays: Sequence[int] = (), idempotency_key: str | None = None) -> Command:
+    """Set a product's booking window (model.BookingWindow): bookable from `opens_days`
+    days ahead (0: always), until `closes_minutes` before the slot starts (negative:
+    after it started; None: until it ends), on the ISO `weekdays` (empty: all). Outside
+    it a Quote or Hold is BOOKING_CLOSED."""
+    return Command(CommandKind.BOOKING, {"venue": venue, "product": product, "opens_days": opens_days,
+                                         "closes_minutes": closes_minutes, "weekdays": list(weekdays)},
+                   idempotency_key)
+
+
 def calendar(venue: str, days: Mapping[_dt.date | str | int, str], *,
              idempotency_key: str | None = None) -> Command:
     """Set the type of venue-local days (one of model.DATE_TYPES: weekday, weekend,

@@ -71,6 +71,13 @@ class SlotClosed(FailedPrecondition):
     code = "SLOT_CLOSED"
 
 
+class BookingClosed(FailedPrecondition):
+    """The product's booking window is not open for this slot (too early, too late, a
+    day of the week it is not sold for): never a sale."""
+
+    code = "BOOKING_CLOSED"
+
+
 class QuoteChanged(FailedPrecondition):
     """A Hold named a quote whose prices or items no longer hold (or are not these)."""
 

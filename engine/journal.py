@@ -47,9 +47,9 @@ upgrade opens after it. What each record kind carries, per format:
                       can't fit the state (an admission of no ticket, or at a gate whose
                       zone the ticket has no part in) is CorruptData.
   CALENDAR, PRICES,   3 (new in format 3; formats 1 and 2 have none): a venue's day types
-  PRICE_RULES         as set, by day number; a product's whole price table, resolved
-                      (venue, product, [date type, channel, price]); its pricing rules
-                      as validated. Replay sets them.
+  PRICE_RULES,        as set, by day number; a product's whole price table, resolved
+  BOOKING             (venue, product, [date type, channel, price]); its pricing rules
+                      and booking window as validated. Replay sets them.
   OFFLINE_SCANS       1: the gate's scans as uploaded, codes included, not the server's
                       decision; its v1 decoder decodes and decides them again, as format 1
                       did (the one record kind replayed by rules). 2: per scan the server's
@@ -94,6 +94,7 @@ class Record(enum.IntEnum):
     CALENDAR = 10              # format 3: a venue's day types set
     PRICES = 11                # format 3: a product's price table
     PRICE_RULES = 12           # format 3: a product's pricing rules
+    BOOKING = 13               # format 3: a product's booking window
     # sales
     HOLD = 20                  # binary: the hold as applied (hold_record)
     RELEASE = 21
@@ -127,6 +128,7 @@ class CommandKind(enum.IntEnum):
     CALENDAR = 10
     PRICES = 11
     PRICE_RULES = 12
+    BOOKING = 13
     # sales
     HOLD = 20
     RELEASE = 21
@@ -146,7 +148,7 @@ class CommandKind(enum.IntEnum):
     VERIFY_FACE = 43
 
 
-LAST_CATALOG = int(Record.PRICE_RULES)   # records 1..12 are catalog records (kept in snapshots)
+LAST_CATALOG = int(Record.BOOKING)       # records 1..13 are catalog records (kept in snapshots)
 
 _HDR = struct.Struct("<IB")
 SCAN = struct.Struct("<IHBHqB")          # base, gate, direction, persons, at, reason

@@ -297,6 +297,23 @@ class PriceRule:
 
 
 @dataclass(frozen=True)
+class BookingWindow:
+    """When a product may be booked for a slot (cmd.booking): from `opens_days` days
+    before the slot's day (0: any time before), until `closes_minutes` minutes before the
+    slot starts (negative: after it started; None: until the slot ends), for slots on
+    the ISO `weekdays` listed (1 = Monday .. 7 = Sunday; empty: every day)."""
+    venue: str
+    product: str
+    opens_days: int = 0
+    closes_minutes: int | None = None
+    weekdays: tuple[int, ...] = ()
+
+    def to_dict(self) -> dict:
+        return {"venue": self.venue, "product": self.product, "opens_days": self.opens_days,
+                "closes_minutes": self.closes_minutes, "weekdays": list(self.weekdays)}
+
+
+@dataclass(frozen=True)
 class PriceRules:
     """A product's pricing rules (SetPriceRules; Shard.price_rules)."""
     venue: str

@@ -27,7 +27,7 @@ from .errors import (CorruptData, ShardUnavailable, StorageFull, TurnstileError,
                      InvalidArgument)
 from .journal import Command, CommandKind
 from .model import (AllotmentStock, AuditNote, AuditRecord, BundleGate, BundleProduct, BundleSlot,
-                    BundleZone, CalendarDay, Catalog, Conflict, HoldInfo, HolderTicket, OfflineBundle,
+                    BundleZone, BookingWindow, CalendarDay, Catalog, Conflict, HoldInfo, HolderTicket, OfflineBundle,
                     Order, OrderTicket, PriceRules, PriceTable, ProductCount, Quote, ShardCounts, SlotStock,
                     TicketRecord, Violation, ZoneCount, to_day)
 from .state import Batch, ShardState, catalog, mask_id, retry
@@ -688,6 +688,12 @@ class Shard:
             raise InvalidArgument(f"day_to must be 0 to {catalog.MAX_CALENDAR_DAYS - 1} days "
                                   "after day_from", field="day_to")
         return [CalendarDay(d, *catalog.date_type(self.state, venue, d)) for d in range(lo, hi + 1)]
+
+    def booking(self, venue: str, product: str) -> BookingWindow:
+        """A product's booking window (the default: any time until its slot ends)."""
+        if (venue, product) not in self.state.products:
+            raise NotFound(f"no product {product} in venue {venue}", field="product")
+        return self.state.booking.get((venue, product)) or BookingWindow(venue, product)
 
     def price_rules(self, venue: str, product: str) -> PriceRules:
         """A product's pricing rules (applied after its price table, in RULE_KINDS order)."""

@@ -18,9 +18,11 @@ import datetime as dt
 from typing import TYPE_CHECKING, Any
 
 from .. import _core
-from ..errors import AlreadyExists, CorruptData, FailedPrecondition, InvalidArgument, NotFound, SoldOut
+from ..errors import (AlreadyExists, BookingClosed, CorruptData, FailedPrecondition, InvalidArgument,
+                      NotFound, SoldOut)
 from ..journal import Record, json_record
-from ..model import (DATE_TYPES, RULE_KINDS, AllotmentCounters, AppliedRule, CalendarResult, DatePrice,
+from ..model import (DATE_TYPES, RULE_KINDS, AllotmentCounters, AppliedRule, BookingWindow,
+                     CalendarResult, DatePrice,
                      EntryRule, Gate, GateMode, PriceRule, PriceRules, PriceTable, Product, Slot,
                      SlotCounters, Venue, Zone)
 from .validate import ID, U16, arg, ident_arg, int_arg, text_arg
@@ -564,6 +566,54 @@ def apply_rules(rules: list[PriceRule], price: int, *, days_ahead: int, start_mi
     return price, applied
 
 
+def set_booking(st: ShardState, args: dict, now: int) -> BookingWindow:
+    v = venue_of(st, args)
+    pid = ident_arg(args, "product")
+    if (v.id, pid) not in st.products:
+        raise NotFound(f"no product {pid} in venue {v.id}", field="product")
+    opens = int_arg(args, "opens_days", 0, 3660, 0)
+    closes = args.get("closes_minutes")
+    if closes is not None:
+        closes = int_arg(args, "closes_minutes", -7 * 1440, 366 * 1440)
+    days = arg(args, "weekdays", list, [])
+    if any(type(d) is not int or not 1 <= d <= 7 for d in days) or len(set(days)) != len(days):
+        raise InvalidArgument("ISO days of the week, 1 (Monday) to 7 (Sunday), each once",
+                              field="weekdays")
+    return _booking(st, {"venue": v.id, "product": pid, "opens_days": opens,
+                         "closes_minutes": closes, "weekdays": sorted(days)})
+
+
+def _booking(st: ShardState, r: dict) -> BookingWindow:
+    key = (r["venue"], r["product"])
+    if key not in st.products:
+        raise NotFound(f"no product {r['product']} in venue {r['venue']}", field="product")
+    w = BookingWindow(r["venue"], r["product"], r["opens_days"], r["closes_minutes"],
+                      tuple(r["weekdays"]))
+    if w.opens_days or w.closes_minutes is not None or w.weekdays:
+        st.booking[key] = w
+    else:
+        st.booking.pop(key, None)
+    st.journal(json_record(Record.BOOKING, r), Record.BOOKING)
+    return w
+
+
+def check_booking(w: BookingWindow, slot: Slot, utc_offset_s: int, now: int, field: str) -> None:
+    """BookingClosed unless `slot` may be booked now under window `w`."""
+    iso = (slot.day + 3) % 7 + 1                      # 1970-01-01 was a Thursday (4)
+    if w.weekdays and iso not in w.weekdays:
+        raise BookingClosed(f"{w.product} is not sold for {_WEEKDAYS[iso - 1]}s", field=field)
+    today = (now + utc_offset_s) // 86400
+    if w.opens_days and slot.day - today > w.opens_days:
+        raise BookingClosed(f"{w.product} opens for booking {w.opens_days} days before the "
+                            f"visit", field=field)
+    if w.closes_minutes is not None and now > slot.start - 60 * w.closes_minutes:
+        when = (f"{w.closes_minutes} minutes before the slot starts" if w.closes_minutes >= 0
+                else f"{-w.closes_minutes} minutes after the slot started")
+        raise BookingClosed(f"booking of {w.product} for this slot closed {when}", field=field)
+
+
+_WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_APPLY[Record.BOOKING] = _booking
 _APPLY[Record.CALENDAR] = _calendar
 _APPLY[Record.PRICES] = _prices
 _APPLY[Record.PRICE_RULES] = _price_rules

@@ -45,6 +45,7 @@ HANDLERS: dict[int, Callable[..., Any]] = {
     CommandKind.CALENDAR: catalog.set_calendar,
     CommandKind.PRICES: catalog.set_prices,
     CommandKind.PRICE_RULES: catalog.set_price_rules,
+    CommandKind.BOOKING: catalog.set_booking,
     CommandKind.HOLD: sales.take_hold,
     CommandKind.RELEASE: sales.release_hold,
     CommandKind.EXPIRE: sales.expire_holds,
@@ -76,7 +77,7 @@ REPLAY: dict[int, Callable[..., None]] = {
     **{kind: (lambda k: lambda st, args, fmt: catalog.replay(st, k, args, fmt))(kind)
        for kind in (Record.VENUE, Record.ZONE, Record.GATE, Record.PRODUCT, Record.SLOTS,
                     Record.SLOT_CAPACITY, Record.ALLOTMENT, Record.CALENDAR, Record.PRICES,
-                    Record.PRICE_RULES)},
+                    Record.PRICE_RULES, Record.BOOKING)},
     Record.RELEASE: sales.replay_release,
     Record.EXPIRE: sales.replay_expire,
     Record.CONFIRM: sales.replay_confirm,
@@ -121,6 +122,7 @@ class ShardState:
         self.calendar: dict[str, dict[int, str]] = {}
         self.price_idx: dict[tuple[str, str], dict[tuple[str, str], int]] = {}
         self.price_rules: dict[tuple[str, str], list] = {}     # (venue, product) -> PriceRules
+        self.booking: dict[tuple[str, str], Any] = {}          # (venue, product) -> BookingWindow
         self.holds: dict[int, dict] = {}
         self.expiry: list[tuple[int, int]] = []
         self.next_hold_id = 1

@@ -25,7 +25,7 @@ from ..errors import (AlreadyExists, CorruptData, FailedPrecondition, HoldNotAct
 from ..journal import Record, decode_hold, hold_record, json_record
 from ..model import (QUOTE_TTL_S, BlockResult, ExpireResult, HoldInfo, HoldResult, IssuedTicket, Order,
                      PricedItem, Quote, QuoteLine, RefundResult, ReleaseResult, Venue)
-from .catalog import apply_rules, channel_of, date_type, find, price_of, venue_of
+from .catalog import apply_rules, channel_of, check_booking, date_type, find, price_of, venue_of
 from .retry import get_retry, put_retry
 from .secrets import holder_key, mask_id, render, seal
 from .validate import ID, U16, arg, ident_arg, int_arg, text_arg
@@ -182,6 +182,9 @@ def hold_lines(st: ShardState, channel: str, venue: Venue, args: dict, now: int,
             if max(days) - days[0] >= p.rule.valid_days or min(days) < days[0]:
                 raise InvalidArgument("slots fall outside the ticket's validity", field=f"{f}.slots")
         first = st.slot_defs[(venue.id, slot_ids[0])]
+        window = st.booking.get((venue.id, pid))
+        if window is not None:
+            check_booking(window, first, venue.utc_offset_s, now, f"{f}.slots[0]")
         dtype = date_type(st, venue.id, first.day)[0]
         base = price = price_of(st, p, channel, dtype)
         applied = []

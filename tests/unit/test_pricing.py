@@ -233,3 +233,69 @@ def test_pricing_rules_survive_a_reopen(shard_path, clock, snapshot):
         assert _slot_quote(again, THU, 8).amount_fen == BASE - 800
     finally:
         again.close(snapshot=False)
+
+
+def _hold_slot(shard: Shard, day: dt.date, hour: int):
+    return shard.run(cmd.hold("web", demo.VENUE, [HoldItem("adult", (demo.slot_id("main", day, hour),), 1)]))
+
+
+def test_a_booking_window_refuses_with_booking_closed_and_holds_nothing(shard, clock):
+    """Issue 13: opens N days ahead, closes M minutes before the slot starts (or after it
+    started), on given days of the week; outside it BOOKING_CLOSED, never a sale."""
+    from turnstile.engine import BookingClosed
+    clock.at(TODAY, 8, 30)
+    shard.run(cmd.booking(demo.VENUE, "adult", opens_days=3, closes_minutes=30))
+    held = _held(shard, SUN)
+    with pytest.raises(BookingClosed):
+        _hold_slot(shard, SUN, 10)                        # 6 days ahead: not open yet
+    with pytest.raises(BookingClosed):
+        _slot_quote(shard, SUN, 10)                       # a quote says so too
+    assert _held(shard, SUN) == held
+    _hold_slot(shard, THU, 10)                            # 3 days ahead: open
+    _hold_slot(shard, MON, 10)                            # 90 minutes before it starts
+    clock.at(TODAY, 9, 31)
+    with pytest.raises(BookingClosed):
+        _hold_slot(shard, MON, 10)                        # 29 minutes before: closed
+    _hold_slot(shard, MON, 12)
+    # sold until an hour after the start; weekends only
+    shard.run(cmd.booking(demo.VENUE, "adult", closes_minutes=-60, weekdays=[6, 7]))
+    with pytest.raises(BookingClosed):
+        _hold_slot(shard, MON, 12)                        # a Monday
+    _hold_slot(shard, SAT, 10)
+    shard.run(cmd.booking(demo.VENUE, "adult", closes_minutes=-60))
+    clock.at(TODAY, 10, 59)
+    _hold_slot(shard, MON, 10)
+    clock.at(TODAY, 11, 1)
+    with pytest.raises(BookingClosed):
+        _hold_slot(shard, MON, 10)
+    shard.run(cmd.booking(demo.VENUE, "adult"))           # the default again
+    assert shard.booking(demo.VENUE, "adult").closes_minutes is None
+    _hold_slot(shard, MON, 10)                            # until the slot ends
+
+
+def test_bad_booking_windows_change_nothing(shard):
+    shard.run(cmd.booking(demo.VENUE, "adult", opens_days=30))
+    before = shard.booking(demo.VENUE, "adult")
+    for kw, field in ((dict(weekdays=[0]), "weekdays"), (dict(weekdays=[8]), "weekdays"),
+                      (dict(weekdays=[1, 1]), "weekdays"), (dict(opens_days=-1), "opens_days"),
+                      (dict(closes_minutes=10**7), "closes_minutes")):
+        with pytest.raises(InvalidArgument) as e:
+            shard.run(cmd.booking(demo.VENUE, "adult", **kw))
+        assert e.value.field == field
+    assert shard.booking(demo.VENUE, "adult") == before
+
+
+def test_a_booking_window_survives_a_reopen(shard_path, clock):
+    shard = Shard.open(shard_path, clock=clock)
+    shard.run_many(demo.commands(TODAY))
+    shard.run(cmd.booking(demo.VENUE, "adult", opens_days=2, weekdays=[1, 2, 3, 4, 5]))
+    want = shard.booking(demo.VENUE, "adult")
+    shard.close(snapshot=True)
+    again = Shard.open(shard_path, clock=clock)
+    try:
+        assert again.booking(demo.VENUE, "adult") == want
+        from turnstile.engine import BookingClosed
+        with pytest.raises(BookingClosed):
+            _hold_slot(again, THU, 10)
+    finally:
+        again.close(snapshot=False)
