@@ -1,9 +1,9 @@
 """The venue operator's and administrator's client over ``AdminService`` (DESIGN.md
 sections 1 and 5): the shard map, venue set-up (venues, zones, gates, products,
-slots, capacity, allotments), ticket blocks, ticket keys, principals and API keys,
-and the audit log.
+slots, capacity, allotments, the price calendar and price tables), ticket blocks,
+ticket keys, principals and API keys, and the audit log.
 
-    from turnstile.clients.admin import AdminClient, SlotSpec
+    from turnstile.clients.admin import AdminClient, DatePrice, SlotSpec
 
     admin = AdminClient(Connection("127.0.0.1:50051", admin_key))
     admin.create_venue("museum", "City Museum")
@@ -12,11 +12,13 @@ and the audit log.
     admin.create_product("museum", "adult", ["hall"], price_fen=3000)
     admin.create_slots("museum", [SlotSpec("hall-am", "hall", "2026-11-23",
                                            start=..., end=..., capacity=200)])
+    admin.set_calendar("museum", {"2027-01-01": "holiday"})
+    admin.set_prices("museum", "adult", [DatePrice("weekend", "", 3500)])
     key = admin.create_api_key("museum-till")        # key.secret is shown once
 
 Set-up objects come back as the generated messages (``turnstile.v1.admin_pb2``:
-Venue, Zone, Gate, Product, Catalog...). Principals, API keys, ticket keys and
-audit answers come back as small dataclasses. Every mutating call carries an
+Venue, Zone, Gate, Product, Catalog...). Principals, API keys, ticket keys, calendar
+days, price tables and audit answers come back as small dataclasses. Every mutating call carries an
 idempotency key (a UUID unless given), so it is retried safely; the principal and
 API key calls are the exception: the server does not honour their idempotency key
 yet, so they are tried once (a retried CreateApiKey could make a second key).
@@ -37,6 +39,10 @@ __all__ = [
     "ApiKey",
     "AuditCheck",
     "AuditRecord",
+    "CalendarDay",
+    "DATE_TYPES",
+    "DatePrice",
+    "PriceTable",
     "Principal",
     "SlotSpec",
     "TicketKey",
@@ -47,6 +53,10 @@ Admin = admin_pb2_grpc.AdminServiceStub
 ROLES = ("admin", "operator", "seller", "channel", "gate", "finance", "auditor")
 _MODES = {"in": admin_pb2.GATE_IN, "out": admin_pb2.GATE_OUT, "both": admin_pb2.GATE_BOTH}
 _KEY_STATES = {2: "issuing", 1: "accepted", 0: "retired"}
+#: The date types a venue prices by (AdminService.SetCalendar): a day's type is the
+#: operator's calendar entry for it, else ``weekend`` on Saturday and Sunday, else
+#: ``weekday``.
+DATE_TYPES = ("weekday", "weekend", "holiday", "peak", "off")
 
 
 def _ts(t: dt.datetime | int) -> dict:
@@ -77,6 +87,48 @@ class SlotSpec:
         date = self.date.isoformat() if isinstance(self.date, dt.date) else self.date
         return admin_pb2.SlotSpec(slot_id=self.slot_id, zone_id=self.zone_id, date=date,
                                   start=_ts(self.start), end=_ts(self.end), capacity=self.capacity)
+
+
+@dataclasses.dataclass(frozen=True)
+class CalendarDay:
+    """A venue-local day and its date type (one of :data:`DATE_TYPES`); ``explicit``
+    when an operator's calendar entry says it (else it follows the day of the week)."""
+
+    date: dt.date
+    date_type: str
+    explicit: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class DatePrice:
+    """A product's price per person in fen on days of ``date_type``, for ``channel``
+    (empty: every channel)."""
+
+    date_type: str
+    channel: str
+    price_fen: int
+
+    def to_proto(self) -> admin_pb2.DatePrice:
+        return admin_pb2.DatePrice(date_type=self.date_type, channel=self.channel,
+                                   price_fen=self.price_fen)
+
+
+@dataclasses.dataclass(frozen=True)
+class PriceTable:
+    """A product's prices by date type and channel."""
+
+    venue_id: str
+    product_id: str
+    prices: tuple[DatePrice, ...]
+
+    @classmethod
+    def from_proto(cls, t: admin_pb2.PriceTable) -> PriceTable:
+        return cls(t.venue_id, t.product_id,
+                   tuple(DatePrice(p.date_type, p.channel, p.price_fen) for p in t.prices))
+
+
+def _date(d: dt.date | str) -> str:
+    return d.isoformat() if isinstance(d, dt.date) else d
 
 
 @dataclasses.dataclass(frozen=True)
@@ -244,6 +296,36 @@ class AdminClient:
     def catalog(self, venue: str) -> admin_pb2.Catalog:
         """Everything set up for a venue: the venue, its zones, gates and products."""
         return self._call("GetCatalog", admin_pb2.GetCatalogRequest(venue_id=venue), venue=venue)
+
+    # -- prices --------------------------------------------------------------------------
+    def set_calendar(self, venue: str, days: Mapping[dt.date | str, str], *,
+                     key: str | None = None) -> int:
+        """Set the date type of venue-local days (``{date: type}``, type one of
+        :data:`DATE_TYPES`; "" removes the day's entry, so it follows the day of the week
+        again), all or nothing; returns how many days were set. Load a year's holidays
+        (and working weekends as ``weekday``) in one call."""
+        return self._call("SetCalendar", admin_pb2.SetCalendarRequest(
+            venue_id=venue, days=[admin_pb2.CalendarDay(date=_date(d), date_type=t)
+                                  for d, t in days.items()],
+            idempotency_key=key or new_key()), venue=venue).days
+
+    def calendar(self, venue: str, date_from: dt.date | str,
+                 date_to: dt.date | str | None = None) -> list[CalendarDay]:
+        """The date type of every venue-local day from ``date_from`` to ``date_to``
+        (inclusive; default ``date_from`` alone, at most 367 days), in date order."""
+        r = self._call("GetCalendar", admin_pb2.GetCalendarRequest(
+            venue_id=venue, date_from=_date(date_from), date_to=_date(date_to) if date_to else ""),
+            venue=venue)
+        return [CalendarDay(dt.date.fromisoformat(d.date), d.date_type, d.explicit) for d in r.days]
+
+    def set_prices(self, venue: str, product_id: str, prices: Sequence[DatePrice], *,
+                   key: str | None = None) -> PriceTable:
+        """Replace a product's price table. A line is priced by the entry for its
+        channel and its day's date type, else the entry for any channel ("") and that
+        type, else the product's channel price, else its base price."""
+        return PriceTable.from_proto(self._call("SetPrices", admin_pb2.SetPricesRequest(
+            venue_id=venue, product_id=product_id, prices=[p.to_proto() for p in prices],
+            idempotency_key=key or new_key()), venue=venue))
 
     # -- ticket keys ---------------------------------------------------------------------
     def rotate_ticket_key(self, shard: int, *, key: str | None = None) -> TicketKey:

@@ -36,8 +36,9 @@ from turnstile.v1 import inventory_pb2, inventory_pb2_grpc, sales_pb2, sales_pb2
 
 from .base import ApiError, Connection, new_key
 
-__all__ = ["AllotmentStock", "ChannelClient", "Hold", "Item", "Order", "OrderLine", "OrderRefund",
-           "Payment", "PricedItem", "Quote", "Refund", "SlotAvailability", "Ticket"]
+__all__ = ["AllotmentStock", "AppliedRule", "ChannelClient", "Hold", "Item", "Order", "OrderLine",
+           "OrderRefund", "Payment", "PricedItem", "Quote", "QuoteLine", "Refund", "SlotAvailability",
+           "Ticket"]
 
 Sales = sales_pb2_grpc.SalesServiceStub
 Inventory = inventory_pb2_grpc.InventoryServiceStub
@@ -145,11 +146,47 @@ class PricedItem:
 
 
 @dataclasses.dataclass(frozen=True)
+class AppliedRule:
+    """A pricing rule that changed a line's price per person by ``amount_fen``
+    (negative: a discount)."""
+
+    rule: str
+    amount_fen: int
+
+
+@dataclasses.dataclass(frozen=True)
+class QuoteLine:
+    """How one item's price per person was decided: the date type of its slot's day
+    (weekday, weekend, holiday, peak or off), the product's price for this channel on
+    that type of day (``base_price_fen``), each rule applied in order, and the price
+    charged (``unit_price_fen``)."""
+
+    product_id: str
+    date_type: str
+    base_price_fen: int
+    rules: tuple[AppliedRule, ...]
+    unit_price_fen: int
+
+
+@dataclasses.dataclass(frozen=True)
 class Quote:
-    """Prices of items; takes no stock."""
+    """Prices of items, explained (``lines``, one per item in item order); takes no
+    stock. ``quote_id`` makes a :meth:`ChannelClient.hold` charge exactly this until
+    ``expires_at`` (UTC), or be refused (``QUOTE_CHANGED``, ``QUOTE_EXPIRED``)."""
 
     items: tuple[PricedItem, ...]
     amount_fen: int
+    lines: tuple[QuoteLine, ...] = ()
+    quote_id: str = ""
+    expires_at: dt.datetime | None = None
+
+    @classmethod
+    def from_proto(cls, r: sales_pb2.QuoteResponse) -> Quote:
+        return cls(tuple(PricedItem.from_proto(p) for p in r.items), r.amount_fen,
+                   tuple(QuoteLine(ln.product_id, ln.date_type, ln.base_price_fen,
+                                   tuple(AppliedRule(x.rule, x.amount_fen) for x in ln.rules),
+                                   ln.unit_price_fen) for ln in r.lines),
+                   r.quote_id, _utc(r.expires_at) if r.HasField("expires_at") else None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -325,10 +362,11 @@ class ChannelClient:
         return [SlotAvailability.from_proto(s, self.channel) for s in r.slots]
 
     def quote(self, venue: str, items: Sequence[Item]) -> Quote:
-        """Prices of ``items`` for this channel; takes no stock."""
+        """Prices of ``items`` for this channel, explained line by line (date type, base
+        price, rules), with a quote id for :meth:`hold`; takes no stock."""
         r = self.conn.call(Sales, "Quote", sales_pb2.QuoteRequest(
             venue_id=venue, items=[i.to_proto() for i in items]), venue=venue, retry=True)
-        return Quote(tuple(PricedItem.from_proto(p) for p in r.items), r.amount_fen)
+        return Quote.from_proto(r)
 
     def get_order(self, venue: str, order_id: str) -> Order:
         """An order of this channel as it is now, with its tickets and their codes."""
@@ -345,9 +383,14 @@ class ChannelClient:
 
     # -- mutations (each with an idempotency key, so each is retried safely) ------------
     def hold(self, venue: str, items: Sequence[Item], *, key: str | None = None,
-             ttl_s: int = 0) -> Hold:
+             ttl_s: int = 0, quote_id: str | Quote | None = None) -> Hold:
         """Take stock of every item, all or nothing, for ``ttl_s`` seconds (0: the
         server's default, 15 minutes).
+
+        ``quote_id``: a :meth:`quote`'s id (or the Quote) for the same items: the hold
+        charges exactly what it said, or raises ApiError ``QUOTE_CHANGED`` (prices,
+        rules or items differ) or ``QUOTE_EXPIRED`` (FAILED_PRECONDITION) and holds
+        nothing. None: the prices now.
 
         ``key``: the idempotency key, e.g. the channel's cart or order id; a UUID if
         None. Holding again with the same key and items returns the same hold; the
@@ -356,9 +399,11 @@ class ChannelClient:
         channel's allotment on it, has too little left.
         """
         key = key or new_key()
+        if isinstance(quote_id, Quote):
+            quote_id = quote_id.quote_id
         r = self.conn.call(Sales, "Hold", sales_pb2.HoldRequest(
-            venue_id=venue, items=[i.to_proto() for i in items], ttl_s=ttl_s, idempotency_key=key),
-            venue=venue, retry=True)
+            venue_id=venue, items=[i.to_proto() for i in items], ttl_s=ttl_s, idempotency_key=key,
+            quote_id=quote_id or ""), venue=venue, retry=True)
         return Hold.from_proto(venue, key, r)
 
     def confirm(self, hold: Hold, order_id: str, *, payment_reference: str = "",

@@ -1,6 +1,10 @@
 """A demo venue: West Lake scenic area with three zones, six gates, seven products
 and a week of time slots. Used by `turnstile demo`, the tests and the benchmarks.
 
+Prices follow a calendar: the adult ticket costs 100 yuan on weekends and 120 on
+holidays (80 on weekdays, 76 through the OTA), and the holiday calendar is data
+(HOLIDAYS below), loaded the way an operator loads a year's public holidays.
+
 Each day has two-hour slots of the main zone from 08:00 to 18:00, hourly ones of the
 pagoda and the boat from 09:00 to 17:00, and one whole-day slot of the main zone
 (`main-YYYYMMDD-day`, 00:00-24:00), so a ticket sold now can be scanned now, at any
@@ -12,10 +16,24 @@ from typing import Callable
 
 from . import cmd
 from .journal import Command
-from .model import EntryRule, GateMode, to_day
+from .model import DatePrice, EntryRule, GateMode, to_day
 
 VENUE = "westlake"
 UTC_OFFSET = 8 * 3600
+
+# The venue's price calendar as its operator loads it (AdminService.SetCalendar): a
+# date type per venue-local day that is not an ordinary weekday or weekend. Public
+# holidays are "holiday"; a working weekend day (调休) would be "weekday". Only what is
+# certain is listed: 2027's New Year's Day (元旦, a Friday).
+HOLIDAYS = {
+    "2027-01-01": "holiday",
+}
+# Prices by date type (AdminService.SetPrices): product -> [(date type, channel ("" =
+# every channel), price per person in fen)]. Other days and products keep their base
+# (and channel) prices.
+DATE_PRICES = {
+    "adult": [("weekend", "", 10000), ("holiday", "", 12000)],
+}
 
 
 def commands(start: _dt.date | None = None, days: int = 7, *, main_capacity: int = 2000) -> list[Command]:
@@ -47,6 +65,9 @@ def commands(start: _dt.date | None = None, days: int = 7, *, main_capacity: int
                     rule=EntryRule(max_entries=10, valid_days=180)),
         cmd.product(VENUE, "night", ["main"], name="Night tour, real-name", price_fen=10000,
                     rule=EntryRule(slot_grace_s=900), real_name=True, refund_fee_pct=10),
+        cmd.calendar(VENUE, HOLIDAYS),
+        *(cmd.prices(VENUE, product, [DatePrice(*row) for row in rows])
+          for product, rows in DATE_PRICES.items()),
     ]
     return out + slot_commands(start, days, main_capacity=main_capacity)
 

@@ -72,6 +72,8 @@ TABLE: dict[str, frozenset[str]] = {
         "CreateZone": SETUP, "CreateGate": SETUP, "CreateProduct": SETUP, "CreateSlots": SETUP,
         "SetSlotCapacity": SETUP, "SetAllotment": SETUP, "BlockTicket": SETUP,
         "GetCatalog": ALL - {"auditor"},
+        # the price calendar is set up like products; the day types are read like the catalog
+        "SetCalendar": SETUP, "GetCalendar": ALL - {"auditor"}, "SetPrices": SETUP,
         "RotateTicketKey": ADMIN, "RetireTicketKey": ADMIN,
         "CreatePrincipal": ADMIN, "ListPrincipals": ADMIN,
         "CreateApiKey": ADMIN, "RevokeApiKey": ADMIN, "ListApiKeys": ADMIN,

@@ -245,7 +245,7 @@ def register(sub) -> None:
 
     d = sub.add_parser("demo", help="seed the demo venue; print tickets that verify now",
                        description="Seed the demo venue (West Lake: 3 zones, 6 gates, 7 products, "
-                                   "a week of slots) into DATA/shard-0 unless it already holds a "
+                                   "weekend and holiday prices, a week of slots) into DATA/shard-0 unless it already holds a "
                                    "venue; on every run add the demo's slots up to DAYS days from "
                                    "today, and print today's demo order (2 adult tickets of the "
                                    "whole-day slot, sold once a day: codes that verify now) with "

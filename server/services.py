@@ -15,7 +15,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from turnstile.engine import cmd, Shard, GroupCommit, TurnstileError, NotFound, InvalidArgument, AlreadyExists, \
     PermissionDenied, EntryRule, ID_PATTERN, mask_id, to_day, day_to_date
-from turnstile.engine.model import HoldInfo, OfflineBundle, PricedItem
+from turnstile.engine.model import DATE_TYPES, DatePrice, HoldInfo, OfflineBundle, PricedItem
 from turnstile.v1 import (admin_pb2, admin_pb2_grpc, gate_pb2, gate_pb2_grpc, inventory_pb2,
                           inventory_pb2_grpc, member_pb2, member_pb2_grpc, report_pb2,
                           report_pb2_grpc, sales_pb2, sales_pb2_grpc)
@@ -405,16 +405,24 @@ class SalesService(sales_pb2_grpc.SalesServiceServicer):
     async def Quote(self, request, context):
         venue = self.node.venue(request.venue_id)
         q = self.node.shard.quote(venue, self.node.channel(), _items(request.items))
-        return sales_pb2.QuoteResponse(items=_priced(q.items), amount_fen=q.amount_fen)
+        return sales_pb2.QuoteResponse(
+            items=_priced(q.items), amount_fen=q.amount_fen, quote_id=q.quote_id,
+            expires_at=_ts(q.expires_at), lines=[sales_pb2.QuoteLine(
+                product_id=ln.product, date_type=ln.date_type, base_price_fen=ln.base_price_fen,
+                rules=[sales_pb2.AppliedRule(rule=r.rule, amount_fen=r.amount_fen) for r in ln.rules],
+                unit_price_fen=ln.unit_price_fen) for ln in q.lines])
 
     @rpc
     async def Hold(self, request, context):
         venue = self.node.venue(request.venue_id)
         if not request.idempotency_key:
             raise InvalidArgument("every hold needs one (e.g. the cart id)", field="idempotency_key")
+        if request.quote_id and len(request.quote_id) > 128:
+            raise InvalidArgument("not a quote id (SalesService.Quote's quote_id)", field="quote_id")
         h = await self.node.submit(cmd.hold(self.node.channel(), venue, _items(request.items),
                                             ttl_s=request.ttl_s or 900,
-                                            idempotency_key=request.idempotency_key))
+                                            idempotency_key=request.idempotency_key,
+                                            quote_id=request.quote_id or None))
         self.node.metrics.hold()
         return sales_pb2.HoldResponse(hold_id=h.hold_id, expires_at=_ts(h.expires_at),
                                       amount_fen=h.amount_fen, items=_priced(h.items))
@@ -564,6 +572,15 @@ def _product_msg(p) -> admin_pb2.Product:
         refund_fee_pct=p.refund_fee_pct)
 
 
+MAX_CALENDAR_DAYS = 3660        # days one SetCalendar may set (the engine's limit: ten years)
+
+
+def _price_table_msg(t) -> admin_pb2.PriceTable:
+    return admin_pb2.PriceTable(venue_id=t.venue, product_id=t.product, prices=[
+        admin_pb2.DatePrice(date_type=p.date_type, channel=p.channel, price_fen=p.price_fen)
+        for p in t.prices])
+
+
 def _principal_msg(p) -> admin_pb2.Principal:
     return admin_pb2.Principal(principal_id=p.id, role=admin_pb2.Role.Value(p.role.upper()),
                                venue_ids=list(p.venues), channel=p.channel, gate_ids=list(p.gates))
@@ -673,6 +690,60 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         return admin_pb2.Catalog(
             venue=_venue_msg(c.venue, self.node.shard_id), zones=[_zone_msg(z) for z in c.zones],
             gates=[_gate_msg(g) for g in c.gates], products=[_product_msg(p) for p in c.products])
+
+    @rpc
+    async def SetCalendar(self, request, context):
+        venue = self.node.venue(request.venue_id)
+        if not request.days:
+            raise InvalidArgument("is required: at least one day", field="days")
+        if len(request.days) > MAX_CALENDAR_DAYS:
+            raise InvalidArgument(f"at most {MAX_CALENDAR_DAYS} days at once", field="days")
+        days: dict[str, str] = {}
+        for i, d in enumerate(request.days):
+            _date(d.date, f"days[{i}].date")
+            if d.date_type and d.date_type not in DATE_TYPES:
+                raise InvalidArgument(f"must be one of {', '.join(DATE_TYPES)}, or empty to remove "
+                                      "the day's entry", field=f"days[{i}].date_type")
+            if d.date in days:
+                raise InvalidArgument(f"{d.date} is given twice", field=f"days[{i}].date")
+            days[d.date] = d.date_type
+        r = await self.node.submit(self._idem(cmd.calendar(venue, days), request))
+        return admin_pb2.SetCalendarResponse(days=r.days)
+
+    @rpc
+    async def GetCalendar(self, request, context):
+        venue = self.node.venue(request.venue_id)
+        lo = _date(request.date_from, "date_from")
+        hi = _date(request.date_to, "date_to") if request.date_to else lo
+        if hi < lo:
+            raise InvalidArgument("is before date_from", field="date_to")
+        if hi - lo > 366:
+            raise InvalidArgument("at most 367 days at once", field="date_to")
+        return admin_pb2.GetCalendarResponse(days=[
+            admin_pb2.CalendarDay(date=day_to_date(d.day).isoformat(), date_type=d.date_type,
+                                  explicit=d.explicit)
+            for d in self.node.shard.calendar(venue, lo, hi)])
+
+    @rpc
+    async def SetPrices(self, request, context):
+        venue = self.node.venue(request.venue_id)
+        _id(request.product_id, "product_id")
+        prices, seen = [], set()
+        for i, p in enumerate(request.prices):
+            if p.date_type not in DATE_TYPES:
+                raise InvalidArgument(f"must be one of {', '.join(DATE_TYPES)}",
+                                      field=f"prices[{i}].date_type")
+            if p.channel:
+                _id(p.channel, f"prices[{i}].channel")
+            if p.price_fen < 0:
+                raise InvalidArgument("must not be negative", field=f"prices[{i}].price_fen")
+            if (p.date_type, p.channel) in seen:
+                raise InvalidArgument(f"{p.date_type} for channel {p.channel or '(any)'} is priced "
+                                      "twice", field=f"prices[{i}]")
+            seen.add((p.date_type, p.channel))
+            prices.append(DatePrice(p.date_type, p.channel, p.price_fen))
+        t = await self.node.submit(self._idem(cmd.prices(venue, request.product_id, prices), request))
+        return _price_table_msg(t)
 
     def _own_shard(self, shard: int) -> None:
         if shard != self.node.shard_id:

@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from turnstile.engine import demo
 from turnstile.server import testing
 from turnstile.server.testing import Server, kill_server, stop_server  # noqa: F401  (the tests use them from here)
 from tests.conftest import MASTER_KEY
@@ -48,10 +49,20 @@ def start_server(data: str, day: dt.date, args: tuple = (), env: dict | None = N
 AUTH_CACHE_S = 0.2      # the servers' key caches (--auth-cache-s): a revocation is waited out in 0.2 s
 
 
+def plain_weekday(day: dt.date) -> dt.date:
+    """`day`, or the next day after it that the demo prices at its weekday prices: not a
+    Saturday or Sunday, not in its holiday calendar (engine/demo.py HOLIDAYS). The tests
+    that assert the demo's base and channel prices run the server on such a day, so they
+    pass on any day they are run."""
+    while day.weekday() >= 5 or day.isoformat() in demo.HOLIDAYS:
+        day += dt.timedelta(days=1)
+    return day
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     data = str(tmp_path_factory.mktemp("data"))
-    s = start_server(data, dt.date.today(), auth_cache_s=AUTH_CACHE_S)
+    s = start_server(data, plain_weekday(dt.date.today()), auth_cache_s=AUTH_CACHE_S)
     yield s
     if s.proc.poll() is None:
         out = stop_server(s)
