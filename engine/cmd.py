@@ -126,6 +126,24 @@ def booking(venue: str, product: str, *, opens_days: int = 0, closes_minutes: in
                    idempotency_key)
 
 
+def id_limits(venue: str, product: str, *, per_day: int = 0, per_slot: int = 0,
+              idempotency_key: str | None = None) -> Command:
+    """Set how many tickets of a real-name product one ID number may hold for a day and
+    for a slot, across channels (0: no limit); checked at Confirm (ID_LIMIT)."""
+    return Command(CommandKind.ID_LIMITS, {"venue": venue, "product": product, "per_day": per_day,
+                                           "per_slot": per_slot}, idempotency_key)
+
+
+def blacklist(venue: str, id_number: str, *, reason: str = "", until: int = 0,
+              remove: bool = False, idempotency_key: str | None = None) -> Command:
+    """Put a person (their ID number, kept only as a keyed hash) on the venue's blacklist
+    until `until` (UTC seconds; 0: for good): no sale to them while listed (BLACKLISTED),
+    and their tickets of the venue are blocked at once (the gate answers BLOCKED). With
+    `remove`, take them off and unblock the tickets the entry blocked."""
+    return Command(CommandKind.BLACKLIST, {"venue": venue, "id_number": id_number, "reason": reason,
+                                           "until": until, "remove": remove}, idempotency_key)
+
+
 def calendar(venue: str, days: Mapping[_dt.date | str | int, str], *,
              idempotency_key: str | None = None) -> Command:
     """Set the type of venue-local days (one of model.DATE_TYPES: weekday, weekend,

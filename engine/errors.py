@@ -78,6 +78,19 @@ class BookingClosed(FailedPrecondition):
     code = "BOOKING_CLOSED"
 
 
+class IdLimitExceeded(FailedPrecondition):
+    """A real-name holder would have more tickets of a product for a day or a slot than
+    the product allows one ID number (across every channel)."""
+
+    code = "ID_LIMIT"
+
+
+class Blacklisted(FailedPrecondition):
+    """A holder is on the venue's person blacklist: no sale to that ID number."""
+
+    code = "BLACKLISTED"
+
+
 class QuoteChanged(FailedPrecondition):
     """A Hold named a quote whose prices or items no longer hold (or are not these)."""
 

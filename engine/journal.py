@@ -48,8 +48,12 @@ upgrade opens after it. What each record kind carries, per format:
                       zone the ticket has no part in) is CorruptData.
   CALENDAR, PRICES,   3 (new in format 3; formats 1 and 2 have none): a venue's day types
   PRICE_RULES,        as set, by day number; a product's whole price table, resolved
-  BOOKING             (venue, product, [date type, channel, price]); its pricing rules
-                      and booking window as validated. Replay sets them.
+  BOOKING, ID_LIMITS  (venue, product, [date type, channel, price]); its pricing rules,
+                      booking window and limits per ID number as validated. Replay sets
+                      them.
+  BLACKLIST           3 (new in format 3): a holder key put on a venue's blacklist (reason,
+                      until) with the tickets that blocked, or taken off with those it
+                      unblocked; replay applies exactly those.
   OFFLINE_SCANS       1: the gate's scans as uploaded, codes included, not the server's
                       decision; its v1 decoder decodes and decides them again, as format 1
                       did (the one record kind replayed by rules). 2: per scan the server's
@@ -95,6 +99,7 @@ class Record(enum.IntEnum):
     PRICES = 11                # format 3: a product's price table
     PRICE_RULES = 12           # format 3: a product's pricing rules
     BOOKING = 13               # format 3: a product's booking window
+    ID_LIMITS = 14             # format 3: a real-name product's limits per ID number
     # sales
     HOLD = 20                  # binary: the hold as applied (hold_record)
     RELEASE = 21
@@ -103,6 +108,7 @@ class Record(enum.IntEnum):
     REFUND = 24
     BLOCK = 25
     FACE = 26                  # a face key bound to (or taken from) a holder key
+    BLACKLIST = 27             # format 3: a person put on (or taken off) a venue's blacklist
     # gates
     SCAN = 30                  # binary, fixed size (scan_record); native/tickets.pxi replays runs of them
     SCAN_BATCH = 31            # binary (scan_batch_record)
@@ -129,6 +135,7 @@ class CommandKind(enum.IntEnum):
     PRICES = 11
     PRICE_RULES = 12
     BOOKING = 13
+    ID_LIMITS = 14
     # sales
     HOLD = 20
     RELEASE = 21
@@ -137,6 +144,7 @@ class CommandKind(enum.IntEnum):
     REFUND = 24
     BLOCK = 25
     FACE = 26                  # bind a face token to (or take it from) a real-name holder
+    BLACKLIST = 27             # put a person on (or take them off) a venue's blacklist
     # gates
     OFFLINE_SCANS = 32         # scans an offline gate made, uploaded later
     # not journaled
@@ -148,7 +156,7 @@ class CommandKind(enum.IntEnum):
     VERIFY_FACE = 43
 
 
-LAST_CATALOG = int(Record.BOOKING)       # records 1..13 are catalog records (kept in snapshots)
+LAST_CATALOG = int(Record.ID_LIMITS)     # records 1..14 are catalog records (kept in snapshots)
 
 _HDR = struct.Struct("<IB")
 SCAN = struct.Struct("<IHBHqB")          # base, gate, direction, persons, at, reason

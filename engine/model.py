@@ -314,6 +314,30 @@ class BookingWindow:
 
 
 @dataclass(frozen=True)
+class IdLimits:
+    """How many tickets of a real-name product one ID number may hold (cmd.id_limits),
+    across every channel, for one venue-local day and for one slot (0: no limit);
+    checked at Confirm, where the ID numbers are given, against the holder's tickets
+    that are not voided."""
+    venue: str
+    product: str
+    per_day: int = 0
+    per_slot: int = 0
+
+
+@dataclass(frozen=True)
+class BlacklistResult:
+    """A person put on or taken off a venue's blacklist (cmd.blacklist), with the
+    tickets of theirs that were blocked or unblocked by it; `holder` is masked."""
+    venue: str
+    holder: str
+    listed: bool
+    reason: str
+    until: int
+    tickets: list[int]
+
+
+@dataclass(frozen=True)
 class PriceRules:
     """A product's pricing rules (SetPriceRules; Shard.price_rules)."""
     venue: str

@@ -22,7 +22,7 @@ from ..errors import (AlreadyExists, BookingClosed, CorruptData, FailedPrecondit
                       NotFound, SoldOut)
 from ..journal import Record, json_record
 from ..model import (DATE_TYPES, RULE_KINDS, AllotmentCounters, AppliedRule, BookingWindow,
-                     CalendarResult, DatePrice,
+                     CalendarResult, DatePrice, IdLimits,
                      EntryRule, Gate, GateMode, PriceRule, PriceRules, PriceTable, Product, Slot,
                      SlotCounters, Venue, Zone)
 from .validate import ID, U16, arg, ident_arg, int_arg, text_arg
@@ -612,8 +612,35 @@ def check_booking(w: BookingWindow, slot: Slot, utc_offset_s: int, now: int, fie
         raise BookingClosed(f"booking of {w.product} for this slot closed {when}", field=field)
 
 
+def set_id_limits(st: ShardState, args: dict, now: int) -> IdLimits:
+    v = venue_of(st, args)
+    pid = ident_arg(args, "product")
+    if (v.id, pid) not in st.products:
+        raise NotFound(f"no product {pid} in venue {v.id}", field="product")
+    return _id_limits(st, {"venue": v.id, "product": pid,
+                           "per_day": int_arg(args, "per_day", 0, MAX_QTY_PER_ID, 0),
+                           "per_slot": int_arg(args, "per_slot", 0, MAX_QTY_PER_ID, 0)})
+
+
+MAX_QTY_PER_ID = 10_000
+
+
+def _id_limits(st: ShardState, r: dict) -> IdLimits:
+    key = (r["venue"], r["product"])
+    if key not in st.products:
+        raise NotFound(f"no product {r['product']} in venue {r['venue']}", field="product")
+    lim = IdLimits(r["venue"], r["product"], r["per_day"], r["per_slot"])
+    if lim.per_day or lim.per_slot:
+        st.id_limits[key] = lim
+    else:
+        st.id_limits.pop(key, None)
+    st.journal(json_record(Record.ID_LIMITS, r), Record.ID_LIMITS)
+    return lim
+
+
 _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 _APPLY[Record.BOOKING] = _booking
+_APPLY[Record.ID_LIMITS] = _id_limits
 _APPLY[Record.CALENDAR] = _calendar
 _APPLY[Record.PRICES] = _prices
 _APPLY[Record.PRICE_RULES] = _price_rules

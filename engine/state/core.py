@@ -46,6 +46,8 @@ HANDLERS: dict[int, Callable[..., Any]] = {
     CommandKind.PRICES: catalog.set_prices,
     CommandKind.PRICE_RULES: catalog.set_price_rules,
     CommandKind.BOOKING: catalog.set_booking,
+    CommandKind.ID_LIMITS: catalog.set_id_limits,
+    CommandKind.BLACKLIST: sales.blacklist,
     CommandKind.HOLD: sales.take_hold,
     CommandKind.RELEASE: sales.release_hold,
     CommandKind.EXPIRE: sales.expire_holds,
@@ -77,13 +79,14 @@ REPLAY: dict[int, Callable[..., None]] = {
     **{kind: (lambda k: lambda st, args, fmt: catalog.replay(st, k, args, fmt))(kind)
        for kind in (Record.VENUE, Record.ZONE, Record.GATE, Record.PRODUCT, Record.SLOTS,
                     Record.SLOT_CAPACITY, Record.ALLOTMENT, Record.CALENDAR, Record.PRICES,
-                    Record.PRICE_RULES, Record.BOOKING)},
+                    Record.PRICE_RULES, Record.BOOKING, Record.ID_LIMITS)},
     Record.RELEASE: sales.replay_release,
     Record.EXPIRE: sales.replay_expire,
     Record.CONFIRM: sales.replay_confirm,
     Record.REFUND: sales.replay_refund,
     Record.BLOCK: sales.replay_block,
     Record.FACE: _handler(CommandKind.FACE),
+    Record.BLACKLIST: sales.replay_blacklist,
     Record.OFFLINE_SCANS: offline.replay_upload,
 }
 
@@ -123,6 +126,9 @@ class ShardState:
         self.price_idx: dict[tuple[str, str], dict[tuple[str, str], int]] = {}
         self.price_rules: dict[tuple[str, str], list] = {}     # (venue, product) -> PriceRules
         self.booking: dict[tuple[str, str], Any] = {}          # (venue, product) -> BookingWindow
+        self.id_limits: dict[tuple[str, str], Any] = {}        # (venue, product) -> IdLimits
+        # venue -> holder key -> {reason, until, tickets it blocked}
+        self.blacklist: dict[str, dict[str, dict]] = {}
         self.holds: dict[int, dict] = {}
         self.expiry: list[tuple[int, int]] = []
         self.next_hold_id = 1

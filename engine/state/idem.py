@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import IdempotencyMismatch, InvalidArgument
 from ..journal import Command, CommandKind
-from ..model import (AllotmentCounters, AuditNote, BlockResult, BookingWindow, CalendarResult, DatePrice, EntryRule,
+from ..model import (AllotmentCounters, AuditNote, BlacklistResult, BlockResult, BookingWindow, IdLimits, CalendarResult, DatePrice, EntryRule,
                      ExpireResult, FaceResult, Gate, GateMode, HoldResult, IssuedTicket, KeyResult,
                      Order, PriceRule, PriceRules, PriceTable, Product, RefundResult, ReleaseResult, Slot, SlotCounters,
                      UploadResult, Venue, Zone)
@@ -106,6 +106,8 @@ _RESTORE: dict[int, Callable[[ShardState, Any], Any]] = {
     CommandKind.CALENDAR: lambda st, d: CalendarResult(**d),
     CommandKind.PRICE_RULES: lambda st, d: PriceRules(d["venue"], d["product"],
                                                       [PriceRule(**r) for r in d["rules"]]),
+    CommandKind.ID_LIMITS: lambda st, d: IdLimits(**d),
+    CommandKind.BLACKLIST: lambda st, d: BlacklistResult(**d),
     CommandKind.BOOKING: lambda st, d: BookingWindow(d["venue"], d["product"], d["opens_days"],
                                                      d["closes_minutes"], tuple(d["weekdays"])),
     CommandKind.PRICES: lambda st, d: PriceTable(d["venue"], d["product"],

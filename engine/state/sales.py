@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import _core
-from ..errors import (AlreadyExists, CorruptData, FailedPrecondition, HoldNotActive,
-                      InvalidArgument, NotFound, PermissionDenied, QuoteChanged, QuoteExpired,
-                      SlotClosed, SoldOut, TicketUsed)
+from ..errors import (AlreadyExists, Blacklisted, CorruptData, FailedPrecondition, HoldNotActive,
+                      IdLimitExceeded, InvalidArgument, NotFound, PermissionDenied, QuoteChanged,
+                      QuoteExpired, SlotClosed, SoldOut, TicketUsed)
 from ..journal import Record, decode_hold, hold_record, json_record
-from ..model import (QUOTE_TTL_S, BlockResult, ExpireResult, HoldInfo, HoldResult, IssuedTicket, Order,
+from ..model import (QUOTE_TTL_S, BlacklistResult, BlockResult, ExpireResult, HoldInfo, HoldResult, IssuedTicket, Order,
                      PricedItem, Quote, QuoteLine, RefundResult, ReleaseResult, Venue)
 from .catalog import apply_rules, channel_of, check_booking, date_type, find, price_of, venue_of
 from .retry import get_retry, put_retry
@@ -368,6 +368,7 @@ def confirm_hold(st: ShardState, args: dict, now: int) -> ConfirmResult:
         per_line.append([x.upper() for x in ids])
     # the journal carries holder keys, never ID numbers
     hkeys = [[holder_key(st, x) for x in ids] for ids in per_line]
+    check_holders(st, hold, hkeys, now)
     end_hold(st, hold, "confirmed", order_id)
     issue(st, hold, hkeys)
     key_id = st.codec.issuing_key if st.codec.keys else -1
@@ -392,6 +393,97 @@ def confirm_hold(st: ShardState, args: dict, now: int) -> ConfirmResult:
         st.put_row(key, json.dumps(row).encode())
     st.journal(json_record(Record.CONFIRM, confirm_record(st, hold, hkeys, now)), Record.CONFIRM)
     return ConfirmResult(order, tickets)
+
+
+def check_holders(st: ShardState, hold: dict, hkeys: list[list[str]], now: int) -> None:
+    """Before a confirm issues anything: no holder on the venue's blacklist (Blacklisted),
+    and no holder above a real-name product's limits per ID number for the day or the
+    slot, counting their tickets of the product that are not voided, across channels,
+    and this order's (IdLimitExceeded)."""
+    venue = hold["venue"]
+    listed = st.blacklist.get(venue)
+    counts: dict[tuple, int] = {}
+    for i, (ln, keys) in enumerate(zip(hold["lines"], hkeys)):
+        if not keys:
+            continue
+        p = st.product_list[ln["p"]]
+        lim = st.id_limits.get((venue, p.id))
+        day = st.slots.slot(ln["slots"][0])["day"]
+        for k, hk in enumerate(keys):
+            entry = listed.get(hk) if listed else None
+            if entry is not None and (not entry["until"] or entry["until"] > now):
+                raise Blacklisted("this holder may not buy tickets of this venue",
+                                  field=f"holders[{i}][{k}]")
+            if lim is None:
+                continue
+            dk, sk = (hk, ln["p"], "day", day), (hk, ln["p"], "slot", ln["slots"][0])
+            if dk not in counts:
+                counts[dk] = counts[sk] = 0
+                for b in st.holders.get(hk, ()):
+                    rec = st.tickets.record(b)
+                    if rec["product"] != ln["p"] or st.tickets.code_state(b) & _core.STATE_VOIDED:
+                        continue
+                    counts[dk] += rec["first_day"] == day
+                    counts[sk] += rec["slot"] == ln["slots"][0]
+            counts[dk] += 1
+            counts[sk] += 1
+            if lim.per_day and counts[dk] > lim.per_day:
+                raise IdLimitExceeded(f"one ID number may hold {lim.per_day} tickets of {p.id} "
+                                      f"a day", field=f"holders[{i}][{k}]")
+            if lim.per_slot and counts[sk] > lim.per_slot:
+                raise IdLimitExceeded(f"one ID number may hold {lim.per_slot} tickets of {p.id} "
+                                      f"a slot", field=f"holders[{i}][{k}]")
+
+
+def blacklist(st: ShardState, args: dict, now: int) -> BlacklistResult:
+    """Put a holder on a venue's blacklist (blocking their tickets of the venue that are
+    not voided or blocked already) or take them off (unblocking the tickets the entry
+    blocked). The record carries the holder key and the tickets, never the ID number."""
+    v = venue_of(st, args)
+    id_number = arg(args, "id_number", str)
+    if not 6 <= len(id_number) <= 32 or not id_number.isalnum():
+        raise InvalidArgument("must be an ID number", field="id_number")
+    reason = text_arg(args, "reason", "", 200)
+    until = int_arg(args, "until", 0, 2**40, 0)
+    remove = bool(arg(args, "remove", bool, False))
+    hk = holder_key(st, id_number)
+    entry = st.blacklist.get(v.id, {}).get(hk)
+    if remove:
+        if entry is None:
+            raise NotFound("this holder is not on the venue's blacklist", field="id_number")
+        r = {"venue": v.id, "holder": hk, "listed": False, "reason": entry["reason"],
+             "until": entry["until"], "tickets": entry["tickets"]}
+    else:
+        if entry is not None:
+            raise AlreadyExists("this holder is on the venue's blacklist already",
+                                field="id_number", hint="take them off first to change the entry")
+        t = st.tickets
+        tickets = [b for b in st.holders.get(hk, ())
+                   if st.product_list[t.record(b)["product"]].venue == v.id
+                   and not t.code_state(b) & (_core.STATE_VOIDED | _core.STATE_BLOCKED)]
+        r = {"venue": v.id, "holder": hk, "listed": True, "reason": reason, "until": until,
+             "tickets": tickets}
+    _blacklist(st, r)
+    return BlacklistResult(v.id, mask_id(id_number.upper()), r["listed"], r["reason"], r["until"],
+                           list(r["tickets"]))
+
+
+def _blacklist(st: ShardState, r: dict) -> None:
+    listed = st.blacklist.setdefault(r["venue"], {})
+    for b in r["tickets"]:
+        if not st.tickets.is_code(b):
+            raise CorruptData(f"a blacklist record names ticket {b}, which is no code")
+        st.tickets.set_blocked(b, r["listed"])
+    if r["listed"]:
+        listed[r["holder"]] = {"reason": r["reason"], "until": r["until"], "tickets": r["tickets"]}
+    else:
+        listed.pop(r["holder"], None)
+    st.journal(json_record(Record.BLACKLIST, r), Record.BLACKLIST)
+
+
+def replay_blacklist(st: ShardState, r: dict, fmt: int) -> None:
+    """A BLACKLIST record (format 3): the entry and exactly the tickets it (un)blocked."""
+    _blacklist(st, r)
 
 
 def confirm_record(st: ShardState, hold: dict, hkeys: list[list[str]], now: int) -> dict:

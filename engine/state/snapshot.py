@@ -18,7 +18,8 @@ from ..errors import CorruptData
 from ..journal import FORMAT, FORMAT_RECORD, Batch
 
 # blob -> the version of its layout this build writes (and the newest it reads)
-VERSIONS = {"catalog": FORMAT, "slots": 1, "allots": 1, "meta": 1, "records": 1,
+# (meta 2: with the venues' blacklists; a meta of version 1 has none)
+VERSIONS = {"catalog": FORMAT, "slots": 1, "allots": 1, "meta": 2, "records": 1,
             "bm.used": 1, "bm.inside": 1, "bm.voided": 1, "bm.blocked": 1, "entered": 1}
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ def dump(st: ShardState) -> dict[str, bytes]:
         "holds": list(st.holds.values()),
         "holders": st.holders,
         "faces": st.faces,
+        "blacklist": st.blacklist,
         "zones_inside": t["zones_inside"],
         "entered_days": sorted(t["entered"]),
     }
@@ -86,3 +88,4 @@ def load(st: ShardState, blobs: dict[str, bytes]) -> None:
     heapq.heapify(st.expiry)
     st.holders = {k: list(v) for k, v in meta["holders"].items()}
     st.faces = dict(meta.get("faces", {}))
+    st.blacklist = {v: dict(e) for v, e in meta.get("blacklist", {}).items()}
