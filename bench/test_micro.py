@@ -15,7 +15,7 @@ import itertools
 
 import pytest
 
-from bench import (PLAZA_IN, PLAZA_PRODUCT, PLAZA_SLOT, SCAN_AT, VENUE, issue_bulk,
+from bench import (DAY, PLAZA_IN, PLAZA_PRODUCT, PLAZA_SLOT, SCAN_AT, VENUE, issue_bulk,
                    render_codes)
 from bench.conftest import scaled
 from turnstile.engine import _core, cmd
@@ -277,6 +277,49 @@ def test_apply_hold(benchmark, shard):
         st.apply(cmd.release(h.hold_id, "web"), now, batch)
     shard.seq += 1
     shard._commit(batch)
+
+
+def test_apply_hold_priced(benchmark, shard):
+    """test_apply_hold with every pricing rule of issue 13 in force: the slot's day a
+    holiday in the calendar, a price table by date type and channel, early-bird (checked,
+    not met: the slot is today), time-of-day (met) and fill-rate (checked, not met: the
+    slot holds 10^9) rules, a booking window that is open."""
+    rounds = scaled(10_000, 1_000)
+    pricing = [cmd.calendar(VENUE, {DAY: "holiday"}),
+               cmd.prices(VENUE, PLAZA_PRODUCT, [{"date_type": "holiday", "channel": "web", "price_fen": 12000},
+                                                 {"date_type": "holiday", "channel": "", "price_fen": 11000}]),
+               cmd.price_rules(VENUE, PLAZA_PRODUCT, [
+                   {"kind": "early_bird", "days_ahead": 1, "pct": -10},
+                   {"kind": "time_of_day", "from_minute": 0, "amount_fen": -500},
+                   {"kind": "fill_rate", "fill_pct": 1, "pct": 5, "cap_fen": 300}]),
+               cmd.booking(VENUE, PLAZA_PRODUCT, opens_days=3660, closes_minutes=-1440,
+                           weekdays=[1, 2, 3, 4, 5, 6, 7])]
+    undo = [cmd.calendar(VENUE, {DAY: ""}), cmd.prices(VENUE, PLAZA_PRODUCT, []),
+            cmd.price_rules(VENUE, PLAZA_PRODUCT, []), cmd.booking(VENUE, PLAZA_PRODUCT)]
+    assert not [r for r in shard.run_many(pricing) if isinstance(r, Exception)]
+    hold = cmd.hold("web", VENUE, [{"product": PLAZA_PRODUCT, "slots": [PLAZA_SLOT], "qty": 1}])
+    st = shard.state
+    batch = Batch(shard.seq + 1)
+    apply = st.apply
+    now = int(shard.clock())
+    out = []
+    push = out.append
+
+    def one():
+        push(apply(hold, now, batch))
+
+    try:
+        rounds = _pedantic(benchmark, one, rounds,
+                           what="ShardState.apply(cmd.hold), 1 ticket, priced by calendar, table and 3 rules")
+        q = shard.quote(VENUE, "web", [{"product": PLAZA_PRODUCT, "slots": [PLAZA_SLOT], "qty": 1}])
+        assert [r.rule for r in q.lines[0].rules] == ["time_of_day"]   # the slot is far from 1 % full
+        assert all(h.amount_fen == q.amount_fen != 12000 for h in out)
+        for h in out:
+            st.apply(cmd.release(h.hold_id, "web"), now, batch)
+        shard.seq += 1
+        shard._commit(batch)
+    finally:
+        shard.run_many(undo)
 
 
 def test_stage_hold_idempotent_audited(benchmark, shard):

@@ -11,7 +11,8 @@ import datetime as _dt
 from typing import Iterable, Mapping, Sequence
 
 from .journal import Command, CommandKind
-from .model import DatePrice, Direction, EntryRule, GateMode, HoldItem, PriceRule, Slot, to_day
+from .model import (RULE_CONDITION, DatePrice, Direction, EntryRule, GateMode, HoldItem, PriceRule,
+                    Slot, to_day)
 
 
 def _time(at) -> int | None:
@@ -110,7 +111,9 @@ def price_rules(venue: str, product: str, rules: Iterable[PriceRule | dict], *,
                 idempotency_key: str | None = None) -> Command:
     """Replace a product's pricing rules (model.PriceRule: early_bird, time_of_day,
     fill_rate; at most one of each), applied after the price calendar in that order."""
-    rows = [vars(r) if isinstance(r, PriceRule) else r for r in rules]
+    rows = [{k: v for k, v in vars(r).items()
+             if k in ("kind", "amount_fen", "pct", "cap_fen", RULE_CONDITION.get(r.kind))}
+            if isinstance(r, PriceRule) else r for r in rules]
     return Command(CommandKind.PRICE_RULES, {"venue": venue, "product": product, "rules": rows},
                    idempotency_key)
 

@@ -272,6 +272,8 @@ QUOTE_TTL_S = 600          # how long a quote id holds
 # the pricing rules, in the order they apply to a line's price (the member level and
 # coupons, last, come with the members and promotions work)
 RULE_KINDS = ("early_bird", "time_of_day", "fill_rate")
+# the field of a rule's condition, by kind (the others stay 0)
+RULE_CONDITION = {"early_bird": "days_ahead", "time_of_day": "from_minute", "fill_rate": "fill_pct"}
 
 
 @dataclass(frozen=True)

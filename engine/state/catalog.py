@@ -543,9 +543,10 @@ def _price_rules(st: ShardState, r: dict) -> PriceRules:
 
 
 def apply_rules(rules: list[PriceRule], price: int, *, days_ahead: int, start_minute: int,
-                fill_pct: float) -> tuple[int, list[AppliedRule]]:
+                fill_pct: Any) -> tuple[int, list[AppliedRule]]:
     """A line's unit price after the product's rules (RULE_KINDS order) and the rules
-    that changed it, each with its amount."""
+    that changed it, each with its amount. `fill_pct` is called for a fill_rate rule
+    only (the slot's counters are read then)."""
     applied = []
     for r in rules:
         if r.kind == "early_bird":
@@ -553,7 +554,7 @@ def apply_rules(rules: list[PriceRule], price: int, *, days_ahead: int, start_mi
         elif r.kind == "time_of_day":
             hit = start_minute >= r.from_minute
         else:
-            hit = fill_pct >= r.fill_pct
+            hit = fill_pct() >= r.fill_pct
         if not hit:
             continue
         change = r.amount_fen if r.amount_fen else price * r.pct // 100

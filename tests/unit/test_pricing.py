@@ -299,3 +299,14 @@ def test_a_booking_window_survives_a_reopen(shard_path, clock):
             _hold_slot(again, THU, 10)
     finally:
         again.close(snapshot=False)
+
+
+def test_rules_given_as_records_are_taken(shard):
+    """cmd.price_rules takes model.PriceRule records as its docstring says, not only
+    dicts (each record carries every kind's condition field, at 0)."""
+    from turnstile.engine import PriceRule
+    r = shard.run(cmd.price_rules(demo.VENUE, "adult", [PriceRule("early_bird", pct=-10, days_ahead=3),
+                                                        PriceRule("time_of_day", amount_fen=-500,
+                                                                  from_minute=600)]))
+    assert [(x.kind, x.days_ahead, x.from_minute) for x in r.rules] == [("early_bird", 3, 0),
+                                                                         ("time_of_day", 0, 600)]
