@@ -1,9 +1,9 @@
 """The venue operator's and administrator's client over ``AdminService`` (DESIGN.md
 sections 1 and 5): the shard map, venue set-up (venues, zones, gates, products,
-slots, capacity, allotments, the price calendar and price tables), ticket blocks,
-ticket keys, principals and API keys, and the audit log.
+slots, capacity, allotments, the price calendar, price tables, pricing rules and
+booking windows), ticket blocks, ticket keys, principals and API keys, and the audit log.
 
-    from turnstile.clients.admin import AdminClient, DatePrice, SlotSpec
+    from turnstile.clients.admin import AdminClient, DatePrice, PriceRule, SlotSpec
 
     admin = AdminClient(Connection("127.0.0.1:50051", admin_key))
     admin.create_venue("museum", "City Museum")
@@ -14,11 +14,14 @@ ticket keys, principals and API keys, and the audit log.
                                            start=..., end=..., capacity=200)])
     admin.set_calendar("museum", {"2027-01-01": "holiday"})
     admin.set_prices("museum", "adult", [DatePrice("weekend", "", 3500)])
+    admin.set_price_rules("museum", "adult", [PriceRule("early_bird", pct=-10, days_ahead=7)])
+    admin.set_booking_window("museum", "adult", opens_days=30, closes_minutes=60)
     key = admin.create_api_key("museum-till")        # key.secret is shown once
 
 Set-up objects come back as the generated messages (``turnstile.v1.admin_pb2``:
 Venue, Zone, Gate, Product, Catalog...). Principals, API keys, ticket keys, calendar
-days, price tables and audit answers come back as small dataclasses. Every mutating call carries an
+days, price tables, pricing rules, booking windows and audit answers come back as small
+dataclasses. Every mutating call carries an
 idempotency key (a UUID unless given), so it is retried safely; the principal and
 API key calls are the exception: the server does not honour their idempotency key
 yet, so they are tried once (a retried CreateApiKey could make a second key).
@@ -39,10 +42,15 @@ __all__ = [
     "ApiKey",
     "AuditCheck",
     "AuditRecord",
+    "BookingWindow",
     "CalendarDay",
     "DATE_TYPES",
     "DatePrice",
+    "PriceRule",
+    "PriceRules",
     "PriceTable",
+    "ProductPricing",
+    "RULE_KINDS",
     "Principal",
     "SlotSpec",
     "TicketKey",
@@ -57,6 +65,8 @@ _KEY_STATES = {2: "issuing", 1: "accepted", 0: "retired"}
 #: operator's calendar entry for it, else ``weekend`` on Saturday and Sunday, else
 #: ``weekday``.
 DATE_TYPES = ("weekday", "weekend", "holiday", "peak", "off")
+#: The kinds of pricing rule (AdminService.SetPriceRules), in the order they apply.
+RULE_KINDS = ("early_bird", "time_of_day", "fill_rate")
 
 
 def _ts(t: dt.datetime | int) -> dict:
@@ -125,6 +135,79 @@ class PriceTable:
     def from_proto(cls, t: admin_pb2.PriceTable) -> PriceTable:
         return cls(t.venue_id, t.product_id,
                    tuple(DatePrice(p.date_type, p.channel, p.price_fen) for p in t.prices))
+
+
+@dataclasses.dataclass(frozen=True)
+class PriceRule:
+    """A pricing rule, one of :data:`RULE_KINDS`; the rules apply in that order after the
+    price table, each to the price the one before left, when its condition holds:
+
+      early_bird   the booking is made ``days_ahead`` (1-366) or more days before the
+                   slot's venue-local day
+      time_of_day  the slot starts at ``from_minute`` (venue-local minutes after
+                   midnight, 0-1439) or later
+      fill_rate    ``fill_pct`` percent (1-100) or more of the slot is sold or held
+
+    It changes the price per person by ``amount_fen`` or by ``pct`` percent of it
+    (exactly one non-zero; negative: a discount), the change at most ``cap_fen`` either
+    way (0: no cap); a price never goes below 0. Give only the kind's own condition."""
+
+    kind: str
+    amount_fen: int = 0
+    pct: int = 0
+    cap_fen: int = 0
+    days_ahead: int = 0
+    from_minute: int = 0
+    fill_pct: int = 0
+
+    def to_proto(self) -> admin_pb2.PriceRule:
+        return admin_pb2.PriceRule(**dataclasses.asdict(self))
+
+    @classmethod
+    def from_proto(cls, r: admin_pb2.PriceRule) -> PriceRule:
+        return cls(r.kind, r.amount_fen, r.pct, r.cap_fen, r.days_ahead, r.from_minute, r.fill_pct)
+
+
+@dataclasses.dataclass(frozen=True)
+class PriceRules:
+    """A product's pricing rules, in the order they apply."""
+
+    venue_id: str
+    product_id: str
+    rules: tuple[PriceRule, ...]
+
+    @classmethod
+    def from_proto(cls, r: admin_pb2.PriceRules) -> PriceRules:
+        return cls(r.venue_id, r.product_id, tuple(PriceRule.from_proto(x) for x in r.rules))
+
+
+@dataclasses.dataclass(frozen=True)
+class BookingWindow:
+    """When a product may be booked for a slot: from ``opens_days`` days before the
+    slot's day (0: any time before), until ``closes_minutes`` minutes before the slot
+    starts (negative: after it started; None: until the slot ends), for slots on the ISO
+    ``weekdays`` (1 = Monday .. 7 = Sunday; empty: every day). Outside it a quote or hold
+    is refused ``BOOKING_CLOSED`` (FAILED_PRECONDITION)."""
+
+    venue_id: str
+    product_id: str
+    opens_days: int = 0
+    closes_minutes: int | None = None
+    weekdays: tuple[int, ...] = ()
+
+    @classmethod
+    def from_proto(cls, w: admin_pb2.BookingWindow) -> BookingWindow:
+        return cls(w.venue_id, w.product_id, w.opens_days,
+                   w.closes_minutes if w.HasField("closes_minutes") else None, tuple(w.weekdays))
+
+
+@dataclasses.dataclass(frozen=True)
+class ProductPricing:
+    """How a product is priced and when it may be booked, as set."""
+
+    prices: PriceTable
+    rules: PriceRules
+    booking: BookingWindow
 
 
 def _date(d: dt.date | str) -> str:
@@ -326,6 +409,31 @@ class AdminClient:
         return PriceTable.from_proto(self._call("SetPrices", admin_pb2.SetPricesRequest(
             venue_id=venue, product_id=product_id, prices=[p.to_proto() for p in prices],
             idempotency_key=key or new_key()), venue=venue))
+
+    def set_price_rules(self, venue: str, product_id: str, rules: Sequence[PriceRule], *,
+                        key: str | None = None) -> PriceRules:
+        """Replace a product's pricing rules (at most one of each kind; empty removes
+        them). A quote lists each rule that changed a line, with its amount."""
+        return PriceRules.from_proto(self._call("SetPriceRules", admin_pb2.SetPriceRulesRequest(
+            venue_id=venue, product_id=product_id, rules=[r.to_proto() for r in rules],
+            idempotency_key=key or new_key()), venue=venue))
+
+    def set_booking_window(self, venue: str, product_id: str, *, opens_days: int = 0,
+                           closes_minutes: int | None = None, weekdays: Sequence[int] = (),
+                           key: str | None = None) -> BookingWindow:
+        """Set when a product may be booked (see :class:`BookingWindow`); the defaults
+        restore bookable any time until the slot ends, every day."""
+        return BookingWindow.from_proto(self._call("SetBookingWindow", admin_pb2.SetBookingWindowRequest(
+            venue_id=venue, product_id=product_id, opens_days=opens_days,
+            closes_minutes=closes_minutes, weekdays=list(weekdays),
+            idempotency_key=key or new_key()), venue=venue))
+
+    def product_pricing(self, venue: str, product_id: str) -> ProductPricing:
+        """A product's price table, pricing rules and booking window."""
+        r = self._call("GetProductPricing", admin_pb2.GetProductPricingRequest(
+            venue_id=venue, product_id=product_id), venue=venue)
+        return ProductPricing(PriceTable.from_proto(r.prices), PriceRules.from_proto(r.rules),
+                              BookingWindow.from_proto(r.booking))
 
     # -- ticket keys ---------------------------------------------------------------------
     def rotate_ticket_key(self, shard: int, *, key: str | None = None) -> TicketKey:

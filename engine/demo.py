@@ -3,7 +3,9 @@ and a week of time slots. Used by `turnstile demo`, the tests and the benchmarks
 
 Prices follow a calendar: the adult ticket costs 100 yuan on weekends and 120 on
 holidays (80 on weekdays, 76 through the OTA), and the holiday calendar is data
-(HOLIDAYS below), loaded the way an operator loads a year's public holidays.
+(HOLIDAYS below), loaded the way an operator loads a year's public holidays. Booked a
+week or more ahead, the adult ticket is 10 % off (an early-bird rule, PRICE_RULES below;
+the week of slots seeded by default is never that far ahead, so its prices stay as said).
 
 Each day has two-hour slots of the main zone from 08:00 to 18:00, hourly ones of the
 pagoda and the boat from 09:00 to 17:00, and one whole-day slot of the main zone
@@ -33,6 +35,11 @@ HOLIDAYS = {
 # (and channel) prices.
 DATE_PRICES = {
     "adult": [("weekend", "", 10000), ("holiday", "", 12000)],
+}
+# Pricing rules (AdminService.SetPriceRules; model.PriceRule): product -> rules, applied
+# after the date-type price. Early-bird: booked 7 or more days before the visit, 10 % off.
+PRICE_RULES = {
+    "adult": [{"kind": "early_bird", "days_ahead": 7, "pct": -10}],
 }
 
 
@@ -68,6 +75,7 @@ def commands(start: _dt.date | None = None, days: int = 7, *, main_capacity: int
         cmd.calendar(VENUE, HOLIDAYS),
         *(cmd.prices(VENUE, product, [DatePrice(*row) for row in rows])
           for product, rows in DATE_PRICES.items()),
+        *(cmd.price_rules(VENUE, product, rules) for product, rules in PRICE_RULES.items()),
     ]
     return out + slot_commands(start, days, main_capacity=main_capacity)
 

@@ -74,6 +74,8 @@ TABLE: dict[str, frozenset[str]] = {
         "GetCatalog": ALL - {"auditor"},
         # the price calendar is set up like products; the day types are read like the catalog
         "SetCalendar": SETUP, "GetCalendar": ALL - {"auditor"}, "SetPrices": SETUP,
+        # rules and booking windows likewise; a product's pricing is read like the catalog
+        "SetPriceRules": SETUP, "SetBookingWindow": SETUP, "GetProductPricing": ALL - {"auditor"},
         "RotateTicketKey": ADMIN, "RetireTicketKey": ADMIN,
         "CreatePrincipal": ADMIN, "ListPrincipals": ADMIN,
         "CreateApiKey": ADMIN, "RevokeApiKey": ADMIN, "ListApiKeys": ADMIN,

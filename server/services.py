@@ -15,7 +15,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from turnstile.engine import cmd, Shard, GroupCommit, TurnstileError, NotFound, InvalidArgument, AlreadyExists, \
     PermissionDenied, EntryRule, ID_PATTERN, mask_id, to_day, day_to_date
-from turnstile.engine.model import DATE_TYPES, DatePrice, HoldInfo, OfflineBundle, PricedItem
+from turnstile.engine.model import DATE_TYPES, RULE_KINDS, DatePrice, HoldInfo, OfflineBundle, PricedItem
 from turnstile.v1 import (admin_pb2, admin_pb2_grpc, gate_pb2, gate_pb2_grpc, inventory_pb2,
                           inventory_pb2_grpc, member_pb2, member_pb2_grpc, report_pb2,
                           report_pb2_grpc, sales_pb2, sales_pb2_grpc)
@@ -581,6 +581,23 @@ def _price_table_msg(t) -> admin_pb2.PriceTable:
         for p in t.prices])
 
 
+# a pricing rule's condition field by kind (admin.proto PriceRule); the others stay 0
+_RULE_CONDITION = {"early_bird": "days_ahead", "time_of_day": "from_minute", "fill_rate": "fill_pct"}
+assert set(_RULE_CONDITION) == set(RULE_KINDS)
+
+
+def _price_rules_msg(r) -> admin_pb2.PriceRules:
+    return admin_pb2.PriceRules(venue_id=r.venue, product_id=r.product, rules=[
+        admin_pb2.PriceRule(kind=x.kind, amount_fen=x.amount_fen, pct=x.pct, cap_fen=x.cap_fen,
+                            days_ahead=x.days_ahead, from_minute=x.from_minute, fill_pct=x.fill_pct)
+        for x in r.rules])
+
+
+def _booking_msg(w) -> admin_pb2.BookingWindow:
+    return admin_pb2.BookingWindow(venue_id=w.venue, product_id=w.product, opens_days=w.opens_days,
+                                   closes_minutes=w.closes_minutes, weekdays=list(w.weekdays))
+
+
 def _principal_msg(p) -> admin_pb2.Principal:
     return admin_pb2.Principal(principal_id=p.id, role=admin_pb2.Role.Value(p.role.upper()),
                                venue_ids=list(p.venues), channel=p.channel, gate_ids=list(p.gates))
@@ -744,6 +761,63 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             prices.append(DatePrice(p.date_type, p.channel, p.price_fen))
         t = await self.node.submit(self._idem(cmd.prices(venue, request.product_id, prices), request))
         return _price_table_msg(t)
+
+    @rpc
+    async def SetPriceRules(self, request, context):
+        venue = self.node.venue(request.venue_id)
+        _id(request.product_id, "product_id")
+        rules, seen = [], set()
+        for i, r in enumerate(request.rules):
+            f = f"rules[{i}]"
+            if r.kind not in RULE_KINDS:
+                raise InvalidArgument(f"must be one of {', '.join(RULE_KINDS)}", field=f"{f}.kind")
+            if r.kind in seen:
+                raise InvalidArgument(f"a second {r.kind} rule (at most one of each kind)",
+                                      field=f"{f}.kind")
+            seen.add(r.kind)
+            if (r.amount_fen != 0) == (r.pct != 0):
+                raise InvalidArgument("give amount_fen or pct (one, not zero)", field=f"{f}.amount_fen")
+            cond = _RULE_CONDITION[r.kind]
+            for name in _RULE_CONDITION.values():
+                if name != cond and getattr(r, name):
+                    raise InvalidArgument(f"not a condition of a {r.kind} rule (it takes {cond}); "
+                                          "must be 0", field=f"{f}.{name}")
+            # the engine checks the ranges, naming the same paths (rules[i].days_ahead ...)
+            rules.append({"kind": r.kind, "amount_fen": r.amount_fen, "pct": r.pct,
+                          "cap_fen": r.cap_fen, cond: getattr(r, cond)})
+        out = await self.node.submit(self._idem(cmd.price_rules(venue, request.product_id, rules),
+                                                request))
+        return _price_rules_msg(out)
+
+    @rpc
+    async def SetBookingWindow(self, request, context):
+        venue = self.node.venue(request.venue_id)
+        _id(request.product_id, "product_id")
+        if request.opens_days > 3660:
+            raise InvalidArgument("must be between 0 and 3660 days", field="opens_days")
+        closes = request.closes_minutes if request.HasField("closes_minutes") else None
+        if closes is not None and not -7 * 1440 <= closes <= 366 * 1440:
+            raise InvalidArgument(f"must be between {-7 * 1440} and {366 * 1440} minutes",
+                                  field="closes_minutes")
+        for i, d in enumerate(request.weekdays):
+            if not 1 <= d <= 7:
+                raise InvalidArgument("an ISO day of the week: 1 (Monday) to 7 (Sunday)",
+                                      field=f"weekdays[{i}]")
+            if d in request.weekdays[:i]:
+                raise InvalidArgument(f"day {d} is given twice", field=f"weekdays[{i}]")
+        w = await self.node.submit(self._idem(cmd.booking(
+            venue, request.product_id, opens_days=request.opens_days, closes_minutes=closes,
+            weekdays=list(request.weekdays)), request))
+        return _booking_msg(w)
+
+    @rpc
+    async def GetProductPricing(self, request, context):
+        venue = self.node.venue(request.venue_id)
+        pid = _id(request.product_id, "product_id")
+        shard = self.node.shard
+        return admin_pb2.ProductPricing(prices=_price_table_msg(shard.price_table(venue, pid)),
+                                        rules=_price_rules_msg(shard.price_rules(venue, pid)),
+                                        booking=_booking_msg(shard.booking(venue, pid)))
 
     def _own_shard(self, shard: int) -> None:
         if shard != self.node.shard_id:
