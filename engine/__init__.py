@@ -11,14 +11,15 @@ from .codes import CodeFields, TicketCodec, verify_offline, parse_unverified
 from .errors import (TurnstileError, InvalidArgument, NotFound, AlreadyExists,
                      FailedPrecondition, SoldOut, SlotClosed, HoldNotActive, TicketUsed,
                      IdempotencyMismatch, PermissionDenied, Overloaded, ShardUnavailable,
-                     StorageFull, QuoteChanged, QuoteExpired, BookingClosed, StorageError, CorruptData)
+                     StorageFull, QuoteChanged, QuoteExpired, BookingClosed,
+                     RefundClosed, StorageError, CorruptData)
 from .journal import Command, CommandKind, Record
 from .keyring import MasterKeyError
 from .model import (Reason, Direction, GateMode, EntryRule, Venue, Zone, Gate, Product, Slot,
                     HoldItem, HoldResult, ScanResult, IssuedTicket, Order, RefundResult,
                     Violation, ID_PATTERN, to_day, day_to_date, DATE_TYPES, DatePrice, PriceTable,
                     CalendarDay, CalendarResult, Quote, QuoteLine, AppliedRule, PriceRule,
-                    PriceRules, RULE_KINDS, BookingWindow)
+                    PriceRules, RULE_KINDS, BookingWindow, RefundPolicy, RefundTier)
 from .shard import Shard
 from .state import ConfirmResult, BatchScanResult, mask_id
 from .writer import GroupCommit
@@ -32,6 +33,7 @@ __all__ = [
     "Overloaded", "StorageFull", "QuoteChanged", "QuoteExpired", "ShardUnavailable", "StorageError",
     "CorruptData", "DATE_TYPES", "DatePrice", "PriceTable", "CalendarDay", "CalendarResult", "Quote",
     "QuoteLine", "AppliedRule", "PriceRule", "PriceRules", "RULE_KINDS", "BookingWindow",
+    "RefundPolicy", "RefundTier", "RefundClosed",
     "BookingClosed",
     "ID_PATTERN", "mask_id", "Reason", "Direction", "GateMode", "EntryRule", "Venue", "Zone", "Gate", "Product", "Slot",
     "HoldItem", "HoldResult", "ScanResult", "IssuedTicket", "Order", "RefundResult",

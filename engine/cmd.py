@@ -12,7 +12,7 @@ from typing import Iterable, Mapping, Sequence
 
 from .journal import Command, CommandKind
 from .model import (RULE_CONDITION, DatePrice, Direction, EntryRule, GateMode, HoldItem, PriceRule,
-                    Slot, to_day)
+                    RefundTier, Slot, to_day)
 
 
 def _time(at) -> int | None:
@@ -145,6 +145,16 @@ def blacklist(venue: str, id_number: str, *, reason: str = "", until: int = 0,
     `remove`, take them off and unblock the tickets the entry blocked."""
     return Command(CommandKind.BLACKLIST, {"venue": venue, "id_number": id_number, "reason": reason,
                                            "until": until, "remove": remove}, idempotency_key)
+
+
+def refund_policy(venue: str, product: str, tiers: Iterable[RefundTier | dict], *,
+                  idempotency_key: str | None = None) -> Command:
+    """Set a product's refund tiers, e.g. free until 24 h before the slot, 10 % until it
+    starts, nothing after: [RefundTier(1440, 0), RefundTier(0, 10)]. No tiers: its flat
+    refund_fee_pct at any time, as before."""
+    rows = [vars(t) if isinstance(t, RefundTier) else t for t in tiers]
+    return Command(CommandKind.REFUND_POLICY, {"venue": venue, "product": product, "tiers": rows},
+                   idempotency_key)
 
 
 def calendar(venue: str, days: Mapping[_dt.date | str | int, str], *,

@@ -91,6 +91,13 @@ class Blacklisted(FailedPrecondition):
     code = "BLACKLISTED"
 
 
+class RefundClosed(FailedPrecondition):
+    """The product's refund policy gives nothing back at this time (after its last tier,
+    e.g. once the slot started)."""
+
+    code = "REFUND_CLOSED"
+
+
 class QuoteChanged(FailedPrecondition):
     """A Hold named a quote whose prices or items no longer hold (or are not these)."""
 

@@ -316,6 +316,27 @@ class BookingWindow:
 
 
 @dataclass(frozen=True)
+class RefundTier:
+    """Refunds made `before_minutes` or more before the ticket's slot starts (negative:
+    up to that long after it started) keep a fee of `fee_pct` percent."""
+    before_minutes: int
+    fee_pct: int
+
+
+@dataclass(frozen=True)
+class RefundPolicy:
+    """A product's refund tiers (cmd.refund_policy), from the earliest: a refund takes
+    the first tier it is early enough for; later than every tier it is refused
+    (REFUND_CLOSED). With no tiers the product's flat refund_fee_pct applies at any time."""
+    venue: str
+    product: str
+    tiers: list[RefundTier]
+
+    def to_dict(self) -> dict:
+        return {"venue": self.venue, "product": self.product, "tiers": [vars(t) for t in self.tiers]}
+
+
+@dataclass(frozen=True)
 class IdLimits:
     """How many tickets of a real-name product one ID number may hold (cmd.id_limits),
     across every channel, for one venue-local day and for one slot (0: no limit);

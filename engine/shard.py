@@ -27,8 +27,8 @@ from .errors import (CorruptData, ShardUnavailable, StorageFull, TurnstileError,
                      InvalidArgument)
 from .journal import Command, CommandKind
 from .model import (AllotmentStock, AuditNote, AuditRecord, BundleGate, BundleProduct, BundleSlot,
-                    BundleZone, BookingWindow, CalendarDay, Catalog, Conflict, HoldInfo, HolderTicket, OfflineBundle,
-                    Order, OrderTicket, PriceRules, PriceTable, ProductCount, Quote, ShardCounts, SlotStock,
+                    BundleZone, BookingWindow, CalendarDay, IdLimits, Catalog, Conflict, HoldInfo, HolderTicket, OfflineBundle,
+                    Order, OrderTicket, PriceRules, PriceTable, ProductCount, RefundPolicy, Quote, ShardCounts, SlotStock,
                     TicketRecord, Violation, ZoneCount, to_day)
 from .state import Batch, ShardState, catalog, mask_id, retry
 from .storage import SHARD_MAP_SIZE, Storage
@@ -689,11 +689,24 @@ class Shard:
                                   "after day_from", field="day_to")
         return [CalendarDay(d, *catalog.date_type(self.state, venue, d)) for d in range(lo, hi + 1)]
 
+    def refund_policy(self, venue: str, product: str) -> RefundPolicy:
+        """A product's refund tiers (none: its flat refund_fee_pct at any time)."""
+        if (venue, product) not in self.state.products:
+            raise NotFound(f"no product {product} in venue {venue}", field="product")
+        return self.state.refund_policy.get((venue, product)) or RefundPolicy(venue, product, [])
+
     def booking(self, venue: str, product: str) -> BookingWindow:
         """A product's booking window (the default: any time until its slot ends)."""
         if (venue, product) not in self.state.products:
             raise NotFound(f"no product {product} in venue {venue}", field="product")
         return self.state.booking.get((venue, product)) or BookingWindow(venue, product)
+
+    def id_limits(self, venue: str, product: str) -> IdLimits:
+        """How many tickets of a real-name product one ID number may hold a day and a
+        slot (cmd.id_limits; 0: no limit, also when none were set)."""
+        if (venue, product) not in self.state.products:
+            raise NotFound(f"no product {product} in venue {venue}", field="product")
+        return self.state.id_limits.get((venue, product)) or IdLimits(venue, product)
 
     def price_rules(self, venue: str, product: str) -> PriceRules:
         """A product's pricing rules (applied after its price table, in RULE_KINDS order)."""

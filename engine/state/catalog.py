@@ -22,7 +22,7 @@ from ..errors import (AlreadyExists, BookingClosed, CorruptData, FailedPrecondit
                       NotFound, SoldOut)
 from ..journal import Record, json_record
 from ..model import (DATE_TYPES, RULE_KINDS, AllotmentCounters, AppliedRule, BookingWindow,
-                     CalendarResult, DatePrice, IdLimits,
+                     CalendarResult, DatePrice, IdLimits, RefundPolicy, RefundTier,
                      EntryRule, Gate, GateMode, PriceRule, PriceRules, PriceTable, Product, Slot,
                      SlotCounters, Venue, Zone)
 from .validate import ID, U16, arg, ident_arg, int_arg, text_arg
@@ -639,9 +639,58 @@ def _id_limits(st: ShardState, r: dict) -> IdLimits:
     return lim
 
 
+def set_refund_policy(st: ShardState, args: dict, now: int) -> RefundPolicy:
+    v = venue_of(st, args)
+    pid = ident_arg(args, "product")
+    if (v.id, pid) not in st.products:
+        raise NotFound(f"no product {pid} in venue {v.id}", field="product")
+    rows = arg(args, "tiers", list)
+    if len(rows) > 20:
+        raise InvalidArgument("at most 20 tiers", field="tiers")
+    out = []
+    for i, row in enumerate(rows):
+        if type(row) is not dict:
+            raise InvalidArgument("must be an object", field=f"tiers[{i}]")
+        try:
+            out.append([int_arg(row, "before_minutes", -366 * 1440, 366 * 1440),
+                        int_arg(row, "fee_pct", 0, 100)])
+        except InvalidArgument as e:
+            raise InvalidArgument(e.message, field=f"tiers[{i}].{e.field}") from None
+    out.sort(key=lambda t: -t[0])
+    if len({t[0] for t in out}) != len(out):
+        raise InvalidArgument("two tiers at the same time", field="tiers")
+    return _refund_policy(st, {"venue": v.id, "product": pid, "tiers": out})
+
+
+def _refund_policy(st: ShardState, r: dict) -> RefundPolicy:
+    key = (r["venue"], r["product"])
+    if key not in st.products:
+        raise NotFound(f"no product {r['product']} in venue {r['venue']}", field="product")
+    pol = RefundPolicy(r["venue"], r["product"], [RefundTier(b, f) for b, f in r["tiers"]])
+    if pol.tiers:
+        st.refund_policy[key] = pol
+    else:
+        st.refund_policy.pop(key, None)
+    st.journal(json_record(Record.REFUND_POLICY, r), Record.REFUND_POLICY)
+    return pol
+
+
+def refund_fee_pct(pol: RefundPolicy | None, p: Product, start: int, now: int) -> int | None:
+    """The fee (percent) of refunding now a ticket whose slot starts at `start`: the
+    first tier the refund is early enough for, None when it is later than every tier;
+    without a policy the product's flat fee."""
+    if pol is None:
+        return p.refund_fee_pct
+    for t in pol.tiers:
+        if now <= start - 60 * t.before_minutes:
+            return t.fee_pct
+    return None
+
+
 _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 _APPLY[Record.BOOKING] = _booking
 _APPLY[Record.ID_LIMITS] = _id_limits
+_APPLY[Record.REFUND_POLICY] = _refund_policy
 _APPLY[Record.CALENDAR] = _calendar
 _APPLY[Record.PRICES] = _prices
 _APPLY[Record.PRICE_RULES] = _price_rules

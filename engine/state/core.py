@@ -47,6 +47,7 @@ HANDLERS: dict[int, Callable[..., Any]] = {
     CommandKind.PRICE_RULES: catalog.set_price_rules,
     CommandKind.BOOKING: catalog.set_booking,
     CommandKind.ID_LIMITS: catalog.set_id_limits,
+    CommandKind.REFUND_POLICY: catalog.set_refund_policy,
     CommandKind.BLACKLIST: sales.blacklist,
     CommandKind.HOLD: sales.take_hold,
     CommandKind.RELEASE: sales.release_hold,
@@ -79,7 +80,8 @@ REPLAY: dict[int, Callable[..., None]] = {
     **{kind: (lambda k: lambda st, args, fmt: catalog.replay(st, k, args, fmt))(kind)
        for kind in (Record.VENUE, Record.ZONE, Record.GATE, Record.PRODUCT, Record.SLOTS,
                     Record.SLOT_CAPACITY, Record.ALLOTMENT, Record.CALENDAR, Record.PRICES,
-                    Record.PRICE_RULES, Record.BOOKING, Record.ID_LIMITS)},
+                    Record.PRICE_RULES, Record.BOOKING, Record.ID_LIMITS,
+                    Record.REFUND_POLICY)},
     Record.RELEASE: sales.replay_release,
     Record.EXPIRE: sales.replay_expire,
     Record.CONFIRM: sales.replay_confirm,
@@ -127,6 +129,7 @@ class ShardState:
         self.price_rules: dict[tuple[str, str], list] = {}     # (venue, product) -> PriceRules
         self.booking: dict[tuple[str, str], Any] = {}          # (venue, product) -> BookingWindow
         self.id_limits: dict[tuple[str, str], Any] = {}        # (venue, product) -> IdLimits
+        self.refund_policy: dict[tuple[str, str], Any] = {}    # (venue, product) -> RefundPolicy
         # venue -> holder key -> {reason, until, tickets it blocked}
         self.blacklist: dict[str, dict[str, dict]] = {}
         self.holds: dict[int, dict] = {}

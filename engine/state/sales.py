@@ -21,11 +21,12 @@ from typing import TYPE_CHECKING, Any
 from .. import _core
 from ..errors import (AlreadyExists, Blacklisted, CorruptData, FailedPrecondition, HoldNotActive,
                       IdLimitExceeded, InvalidArgument, NotFound, PermissionDenied, QuoteChanged,
-                      QuoteExpired, SlotClosed, SoldOut, TicketUsed)
+                      QuoteExpired, RefundClosed, SlotClosed, SoldOut, TicketUsed)
 from ..journal import Record, decode_hold, hold_record, json_record
 from ..model import (QUOTE_TTL_S, BlacklistResult, BlockResult, ExpireResult, HoldInfo, HoldResult, IssuedTicket, Order,
                      PricedItem, Quote, QuoteLine, RefundResult, ReleaseResult, Venue)
-from .catalog import apply_rules, channel_of, check_booking, date_type, find, price_of, venue_of
+from .catalog import (apply_rules, channel_of, check_booking, date_type, find, price_of,
+                      refund_fee_pct, venue_of)
 from .retry import get_retry, put_retry
 from .secrets import holder_key, mask_id, render, seal
 from .validate import ID, U16, arg, ident_arg, int_arg, text_arg
@@ -556,7 +557,8 @@ def get_order(st: ShardState, order_id: str, channel: str) -> Order:
 
 
 def replay_refund(st: ShardState, args: dict, fmt: int) -> None:
-    """A REFUND record (formats 1 and 2): the tickets voided, the stock returned."""
+    """A REFUND record (formats 1 to 3; format 3 also carries the amount refunded and the
+    fee kept, as decided): the tickets voided, the stock returned."""
     for tid in args["tickets"]:
         if not st.tickets.is_code(tid):
             raise CorruptData(f"a replayed refund voids ticket {tid}, which is no code")
@@ -598,17 +600,24 @@ def refund_order(st: ShardState, args: dict, now: int) -> RefundResult:
                   and not st.tickets.code_state(t) & (_core.STATE_USED | _core.STATE_VOIDED)]
         if not chosen:
             raise TicketUsed(f"order {order_id} has no unused tickets left", field="tickets")
-    for t in chosen:
-        p = st.products[(row["venue"], by_ticket[t]["product"])]
-        if not p.refundable:
-            raise FailedPrecondition(f"{p.id} is not refundable", field="tickets")
-    amount = fee = 0
-    returns = []
+    fees = []
     for t in chosen:
         ln = by_ticket[t]
         p = st.products[(row["venue"], ln["product"])]
+        if not p.refundable:
+            raise FailedPrecondition(f"{p.id} is not refundable", field="tickets")
+        start = st.slot_defs[(row["venue"], ln["slots"][0])].start
+        pct = refund_fee_pct(st.refund_policy.get((p.venue, p.id)), p, start, now)
+        if pct is None:
+            raise RefundClosed(f"{p.id}'s refund policy gives nothing back this close to (or "
+                               f"this long after) the slot's start", field="tickets")
+        fees.append(pct)
+    amount = fee = 0
+    returns = []
+    for t, pct in zip(chosen, fees):
+        ln = by_ticket[t]
         price = ln["unit_price_fen"] * ln["group"]
-        f = (price * p.refund_fee_pct + 50) // 100
+        f = (price * pct + 50) // 100
         amount += price - f
         fee += f
         for sid, a in zip(ln["slots"], ln["allots"]):
@@ -623,7 +632,8 @@ def refund_order(st: ShardState, args: dict, now: int) -> RefundResult:
     row["refunded_fen"] += amount
     st.put_row(key, json.dumps(row).encode())
     st.journal(json_record(Record.REFUND, {"order_id": order_id, "refund_id": refund_id,
-                                           "tickets": chosen, "_returns": returns}), Record.REFUND)
+                                           "tickets": chosen, "_returns": returns,
+                                           "amount_fen": amount, "fee_fen": fee}), Record.REFUND)
     return result
 
 
