@@ -1,7 +1,8 @@
 """The venue operator's and administrator's client over ``AdminService`` (DESIGN.md
 sections 1 and 5): the shard map, venue set-up (venues, zones, gates, products,
-slots, capacity, allotments, the price calendar, price tables, pricing rules and
-booking windows), ticket blocks, ticket keys, principals and API keys, and the audit log.
+slots, capacity, allotments, the price calendar, price tables, pricing rules, booking
+windows and real-name limits), ticket blocks, the person blacklist, ticket keys,
+principals and API keys, and the audit log.
 
     from turnstile.clients.admin import AdminClient, DatePrice, PriceRule, SlotSpec
 
@@ -16,12 +17,14 @@ booking windows), ticket blocks, ticket keys, principals and API keys, and the a
     admin.set_prices("museum", "adult", [DatePrice("weekend", "", 3500)])
     admin.set_price_rules("museum", "adult", [PriceRule("early_bird", pct=-10, days_ahead=7)])
     admin.set_booking_window("museum", "adult", opens_days=30, closes_minutes=60)
+    admin.set_id_limits("museum", "night", per_day=2, per_slot=1)    # a real-name product
+    admin.blacklist("museum", "110101199001011234", reason="resold tickets")
     key = admin.create_api_key("museum-till")        # key.secret is shown once
 
 Set-up objects come back as the generated messages (``turnstile.v1.admin_pb2``:
 Venue, Zone, Gate, Product, Catalog...). Principals, API keys, ticket keys, calendar
-days, price tables, pricing rules, booking windows and audit answers come back as small
-dataclasses. Every mutating call carries an
+days, price tables, pricing rules, booking windows, real-name limits, blacklist entries
+and audit answers come back as small dataclasses. Every mutating call carries an
 idempotency key (a UUID unless given), so it is retried safely; the principal and
 API key calls are the exception: the server does not honour their idempotency key
 yet, so they are tried once (a retried CreateApiKey could make a second key).
@@ -42,10 +45,12 @@ __all__ = [
     "ApiKey",
     "AuditCheck",
     "AuditRecord",
+    "BlacklistEntry",
     "BookingWindow",
     "CalendarDay",
     "DATE_TYPES",
     "DatePrice",
+    "IdLimits",
     "PriceRule",
     "PriceRules",
     "PriceTable",
@@ -202,12 +207,50 @@ class BookingWindow:
 
 
 @dataclasses.dataclass(frozen=True)
+class IdLimits:
+    """How many tickets of a real-name product one ID number may hold, across every
+    channel, for one venue-local day and for one slot (0: no limit). A confirm beyond
+    them is refused ``ID_LIMIT`` (FAILED_PRECONDITION), naming the holder
+    (``holders[i].id_numbers[k]``), and issues nothing."""
+
+    venue_id: str
+    product_id: str
+    per_day: int = 0
+    per_slot: int = 0
+
+    @classmethod
+    def from_proto(cls, m: admin_pb2.IdLimits) -> IdLimits:
+        return cls(m.venue_id, m.product_id, m.per_day, m.per_slot)
+
+
+@dataclasses.dataclass(frozen=True)
+class BlacklistEntry:
+    """A person put on (``listed``) or taken off a venue's blacklist: ``holder`` is their
+    ID number masked, ``until`` the entry's expiry for sales (None: for good), and
+    ``ticket_ids`` their tickets of the venue the entry blocked or unblocked."""
+
+    venue_id: str
+    holder: str
+    listed: bool
+    reason: str
+    until: dt.datetime | None
+    ticket_ids: tuple[int, ...]
+
+    @classmethod
+    def from_proto(cls, m: admin_pb2.BlacklistEntry) -> BlacklistEntry:
+        return cls(m.venue_id, m.holder, m.listed, m.reason,
+                   _utc(m.until) if m.HasField("until") else None, tuple(m.ticket_ids))
+
+
+@dataclasses.dataclass(frozen=True)
 class ProductPricing:
-    """How a product is priced and when it may be booked, as set."""
+    """How a product is priced and when it may be booked, as set, and its real-name
+    limits."""
 
     prices: PriceTable
     rules: PriceRules
     booking: BookingWindow
+    id_limits: IdLimits
 
 
 def _date(d: dt.date | str) -> str:
@@ -429,11 +472,39 @@ class AdminClient:
             idempotency_key=key or new_key()), venue=venue))
 
     def product_pricing(self, venue: str, product_id: str) -> ProductPricing:
-        """A product's price table, pricing rules and booking window."""
+        """A product's price table, pricing rules, booking window and real-name limits."""
         r = self._call("GetProductPricing", admin_pb2.GetProductPricingRequest(
             venue_id=venue, product_id=product_id), venue=venue)
         return ProductPricing(PriceTable.from_proto(r.prices), PriceRules.from_proto(r.rules),
-                              BookingWindow.from_proto(r.booking))
+                              BookingWindow.from_proto(r.booking), IdLimits.from_proto(r.id_limits))
+
+    def set_id_limits(self, venue: str, product_id: str, *, per_day: int = 0, per_slot: int = 0,
+                      key: str | None = None) -> IdLimits:
+        """Set how many tickets of a real-name product one ID number may hold a day and a
+        slot, across channels (see :class:`IdLimits`); both 0 removes the limits."""
+        return IdLimits.from_proto(self._call("SetIdLimits", admin_pb2.SetIdLimitsRequest(
+            venue_id=venue, product_id=product_id, per_day=per_day, per_slot=per_slot,
+            idempotency_key=key or new_key()), venue=venue))
+
+    def blacklist(self, venue: str, id_number: str, *, reason: str = "",
+                  until: dt.datetime | int | None = None, key: str | None = None) -> BlacklistEntry:
+        """Put a person (by ID number) on the venue's blacklist until ``until`` (an aware
+        datetime or UTC seconds, in the future; None: for good): no sale to them while
+        listed (``BLACKLISTED``), and their tickets of the venue are blocked at once (the
+        gate answers BLOCKED). The answer shows the ID number masked."""
+        if isinstance(until, dt.datetime) and until.tzinfo is None:
+            raise ValueError("until must be timezone-aware (or UTC seconds)")
+        req = admin_pb2.BlacklistRequest(venue_id=venue, id_number=id_number, reason=reason,
+                                         idempotency_key=key or new_key())
+        if until is not None:
+            req.until.seconds = int(until.timestamp() if isinstance(until, dt.datetime) else until)
+        return BlacklistEntry.from_proto(self._call("Blacklist", req, venue=venue))
+
+    def unblacklist(self, venue: str, id_number: str, *, key: str | None = None) -> BlacklistEntry:
+        """Take a person off the venue's blacklist, unblocking the tickets the entry
+        blocked (``NOT_FOUND`` if they are not on it)."""
+        return BlacklistEntry.from_proto(self._call("Unblacklist", admin_pb2.UnblacklistRequest(
+            venue_id=venue, id_number=id_number, idempotency_key=key or new_key()), venue=venue))
 
     # -- ticket keys ---------------------------------------------------------------------
     def rotate_ticket_key(self, shard: int, *, key: str | None = None) -> TicketKey:

@@ -76,6 +76,9 @@ TABLE: dict[str, frozenset[str]] = {
         "SetCalendar": SETUP, "GetCalendar": ALL - {"auditor"}, "SetPrices": SETUP,
         # rules and booking windows likewise; a product's pricing is read like the catalog
         "SetPriceRules": SETUP, "SetBookingWindow": SETUP, "GetProductPricing": ALL - {"auditor"},
+        # real-name limits and the person blacklist (against scalpers) are the venue's rules
+        # of sale, set up like them; the blacklist answer shows the ID number masked only
+        "SetIdLimits": SETUP, "Blacklist": SETUP, "Unblacklist": SETUP,
         "RotateTicketKey": ADMIN, "RetireTicketKey": ADMIN,
         "CreatePrincipal": ADMIN, "ListPrincipals": ADMIN,
         "CreateApiKey": ADMIN, "RevokeApiKey": ADMIN, "ListApiKeys": ADMIN,

@@ -77,6 +77,11 @@ _FIELDS_OF = {   # where a method's request says it otherwise
 }
 
 
+# the engine's lists of lists that a request gives as a message per outer item: the
+# engine's holders[i][k] is ConfirmRequest.holders[i].id_numbers[k]
+_INNER = {"holders": "id_numbers"}
+
+
 def proto_path(method: str, field: str | None) -> str | None:
     """The proto path of an engine error's field, for method's request."""
     if not field:
@@ -85,6 +90,9 @@ def proto_path(method: str, field: str | None) -> str | None:
     out = []
     for part in field.split("."):
         name, bracket, rest = part.partition("[")
+        if name in _INNER and rest.count("[") == 1:          # "i][k]"
+            i, _, k = rest.partition("][")
+            rest = f"{i}].{_INNER[name]}[{k}"
         name = names.get(name, _FIELDS.get(name, name))
         out.append(name + bracket + rest)
     return ".".join(out)
@@ -598,6 +606,27 @@ def _booking_msg(w) -> admin_pb2.BookingWindow:
                                    closes_minutes=w.closes_minutes, weekdays=list(w.weekdays))
 
 
+def _id_limits_msg(lim) -> admin_pb2.IdLimits:
+    return admin_pb2.IdLimits(venue_id=lim.venue, product_id=lim.product, per_day=lim.per_day,
+                              per_slot=lim.per_slot)
+
+
+def _blacklist_msg(r) -> admin_pb2.BlacklistEntry:
+    # r.holder is masked by the engine: the answer never carries the ID number
+    return admin_pb2.BlacklistEntry(venue_id=r.venue, holder=r.holder, listed=r.listed,
+                                    reason=r.reason, until=_ts(r.until) if r.until else None,
+                                    ticket_ids=list(r.tickets))
+
+
+def _id_number(value: str) -> str:
+    """A person's ID number from a request, as SalesService.Confirm takes it: 6-32
+    letters or digits. The error never repeats it."""
+    if not 6 <= len(value) <= 32 or not value.isalnum():
+        raise InvalidArgument("must be an ID number: 6-32 letters or digits" if value
+                              else "is required", field="id_number")
+    return value
+
+
 def _principal_msg(p) -> admin_pb2.Principal:
     return admin_pb2.Principal(principal_id=p.id, role=admin_pb2.Role.Value(p.role.upper()),
                                venue_ids=list(p.venues), channel=p.channel, gate_ids=list(p.gates))
@@ -817,7 +846,38 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         shard = self.node.shard
         return admin_pb2.ProductPricing(prices=_price_table_msg(shard.price_table(venue, pid)),
                                         rules=_price_rules_msg(shard.price_rules(venue, pid)),
-                                        booking=_booking_msg(shard.booking(venue, pid)))
+                                        booking=_booking_msg(shard.booking(venue, pid)),
+                                        id_limits=_id_limits_msg(shard.id_limits(venue, pid)))
+
+    @rpc
+    async def SetIdLimits(self, request, context):
+        venue = self.node.venue(request.venue_id)
+        _id(request.product_id, "product_id")
+        # the engine checks the ranges (0-10000), naming per_day and per_slot
+        lim = await self.node.submit(self._idem(cmd.id_limits(
+            venue, request.product_id, per_day=request.per_day, per_slot=request.per_slot), request))
+        return _id_limits_msg(lim)
+
+    @rpc
+    async def Blacklist(self, request, context):
+        venue = self.node.venue(request.venue_id)
+        _id_number(request.id_number)
+        until = 0
+        if request.HasField("until"):
+            until = _seconds(request.until, "until")
+            if until <= int(self.node.shard.clock()):
+                raise InvalidArgument("must be in the future (unset: for good)", field="until")
+        r = await self.node.submit(self._idem(cmd.blacklist(
+            venue, request.id_number, reason=request.reason, until=until), request))
+        return _blacklist_msg(r)
+
+    @rpc
+    async def Unblacklist(self, request, context):
+        venue = self.node.venue(request.venue_id)
+        _id_number(request.id_number)
+        r = await self.node.submit(self._idem(cmd.blacklist(venue, request.id_number, remove=True),
+                                              request))
+        return _blacklist_msg(r)
 
     def _own_shard(self, shard: int) -> None:
         if shard != self.node.shard_id:
