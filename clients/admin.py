@@ -243,14 +243,39 @@ class BlacklistEntry:
 
 
 @dataclasses.dataclass(frozen=True)
+class RefundTier:
+    """A refund made ``before_minutes`` or more before the ticket's slot starts
+    (negative: up to that long after it started) keeps ``fee_pct`` percent."""
+
+    before_minutes: int
+    fee_pct: int
+
+
+@dataclasses.dataclass(frozen=True)
+class RefundPolicy:
+    """A product's refund tiers, earliest first; a refund later than every tier is
+    refused ``REFUND_CLOSED``; no tiers: the flat refund fee at any time."""
+
+    venue_id: str
+    product_id: str
+    tiers: tuple[RefundTier, ...] = ()
+
+    @classmethod
+    def from_proto(cls, m: admin_pb2.RefundPolicy) -> RefundPolicy:
+        return cls(m.venue_id, m.product_id, tuple(RefundTier(t.before_minutes, t.fee_pct)
+                                                   for t in m.tiers))
+
+
+@dataclasses.dataclass(frozen=True)
 class ProductPricing:
-    """How a product is priced and when it may be booked, as set, and its real-name
-    limits."""
+    """How a product is priced and when it may be booked, as set, its real-name limits
+    and its refund tiers."""
 
     prices: PriceTable
     rules: PriceRules
     booking: BookingWindow
     id_limits: IdLimits
+    refund_policy: RefundPolicy | None = None
 
 
 def _date(d: dt.date | str) -> str:
@@ -476,7 +501,17 @@ class AdminClient:
         r = self._call("GetProductPricing", admin_pb2.GetProductPricingRequest(
             venue_id=venue, product_id=product_id), venue=venue)
         return ProductPricing(PriceTable.from_proto(r.prices), PriceRules.from_proto(r.rules),
-                              BookingWindow.from_proto(r.booking), IdLimits.from_proto(r.id_limits))
+                              BookingWindow.from_proto(r.booking), IdLimits.from_proto(r.id_limits),
+                              RefundPolicy.from_proto(r.refund_policy))
+
+    def set_refund_policy(self, venue: str, product_id: str, tiers: Sequence[RefundTier], *,
+                          key: str | None = None) -> RefundPolicy:
+        """Set a product's refund tiers (see :class:`RefundPolicy`); none restores the
+        flat refund fee at any time."""
+        return RefundPolicy.from_proto(self._call("SetRefundPolicy", admin_pb2.SetRefundPolicyRequest(
+            venue_id=venue, product_id=product_id,
+            tiers=[admin_pb2.RefundTier(before_minutes=t.before_minutes, fee_pct=t.fee_pct)
+                   for t in tiers], idempotency_key=key or new_key()), venue=venue))
 
     def set_id_limits(self, venue: str, product_id: str, *, per_day: int = 0, per_slot: int = 0,
                       key: str | None = None) -> IdLimits:

@@ -75,7 +75,7 @@ TABLE: dict[str, frozenset[str]] = {
         # the price calendar is set up like products; the day types are read like the catalog
         "SetCalendar": SETUP, "GetCalendar": ALL - {"auditor"}, "SetPrices": SETUP,
         # rules and booking windows likewise; a product's pricing is read like the catalog
-        "SetPriceRules": SETUP, "SetBookingWindow": SETUP, "GetProductPricing": ALL - {"auditor"},
+        "SetPriceRules": SETUP, "SetBookingWindow": SETUP, "SetRefundPolicy": SETUP, "GetProductPricing": ALL - {"auditor"},
         # real-name limits and the person blacklist (against scalpers) are the venue's rules
         # of sale, set up like them; the blacklist answer shows the ID number masked only
         "SetIdLimits": SETUP, "Blacklist": SETUP, "Unblacklist": SETUP,

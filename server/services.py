@@ -606,6 +606,11 @@ def _booking_msg(w) -> admin_pb2.BookingWindow:
                                    closes_minutes=w.closes_minutes, weekdays=list(w.weekdays))
 
 
+def _refund_policy_msg(pol) -> admin_pb2.RefundPolicy:
+    return admin_pb2.RefundPolicy(venue_id=pol.venue, product_id=pol.product, tiers=[
+        admin_pb2.RefundTier(before_minutes=t.before_minutes, fee_pct=t.fee_pct) for t in pol.tiers])
+
+
 def _id_limits_msg(lim) -> admin_pb2.IdLimits:
     return admin_pb2.IdLimits(venue_id=lim.venue, product_id=lim.product, per_day=lim.per_day,
                               per_slot=lim.per_slot)
@@ -847,7 +852,18 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         return admin_pb2.ProductPricing(prices=_price_table_msg(shard.price_table(venue, pid)),
                                         rules=_price_rules_msg(shard.price_rules(venue, pid)),
                                         booking=_booking_msg(shard.booking(venue, pid)),
-                                        id_limits=_id_limits_msg(shard.id_limits(venue, pid)))
+                                        id_limits=_id_limits_msg(shard.id_limits(venue, pid)),
+                                        refund_policy=_refund_policy_msg(shard.refund_policy(venue, pid)))
+
+    @rpc
+    async def SetRefundPolicy(self, request, context):
+        venue = self.node.venue(request.venue_id)
+        _id(request.product_id, "product_id")
+        # the engine checks each tier (ranges, two at the same time), naming tiers[i].*
+        pol = await self.node.submit(self._idem(cmd.refund_policy(
+            venue, request.product_id, [{"before_minutes": t.before_minutes, "fee_pct": t.fee_pct}
+                                        for t in request.tiers]), request))
+        return _refund_policy_msg(pol)
 
     @rpc
     async def SetIdLimits(self, request, context):
