@@ -90,6 +90,46 @@ def _enrolled_face(w: World) -> str:
     return w.cached("face:remove", make)
 
 
+def _id_number(w: World) -> str:
+    """A new ID number nobody holds tickets under (letters and digits)."""
+    w.counter += 1
+    return f"FZ{w.seed % 100_000:05d}{w.counter:08d}"
+
+
+def _blacklisted(w: World) -> str:
+    def make():
+        idn = _id_number(w)
+        w.admin.Blacklist(admin_pb2.BlacklistRequest(venue_id=VENUE, id_number=idn, reason="fuzz"),
+                          metadata=w.meta("fuzz-op"), timeout=20)
+        return idn
+    return w.cached("blacklist:remove", make)
+
+
+# the product the pricing setters change ("group": no builder sells it); a mutated call
+# may name another product: whatever an accepted call set is put back to the defaults
+PRICED = "group"
+
+
+def _unprice(w: World, response: bytes, cls, clear: Callable[[str], object]) -> None:
+    req = clear(cls.FromString(response).product_id)
+    method = type(req).__name__.removesuffix("Request")
+    getattr(w.admin, method)(req, metadata=w.meta("admin"), timeout=20)
+    w.touched()
+
+
+def _reset(kind: str):
+    def clear(product: str):
+        return {"prices": admin_pb2.SetPricesRequest(venue_id=VENUE, product_id=product),
+                "rules": admin_pb2.SetPriceRulesRequest(venue_id=VENUE, product_id=product),
+                "booking": admin_pb2.SetBookingWindowRequest(venue_id=VENUE, product_id=product),
+                "limits": admin_pb2.SetIdLimitsRequest(venue_id=VENUE, product_id=product),
+                "refunds": admin_pb2.SetRefundPolicyRequest(venue_id=VENUE, product_id=product)}[kind]
+    cls = {"prices": admin_pb2.PriceTable, "rules": admin_pb2.PriceRules,
+           "booking": admin_pb2.BookingWindow, "limits": admin_pb2.IdLimits,
+           "refunds": admin_pb2.RefundPolicy}[kind]
+    return lambda w, response: _unprice(w, response, cls, clear)
+
+
 def _scan(w: World, rng) -> gate_pb2.OfflineScan:
     return gate_pb2.OfflineScan(nonce=w.uid("fznonce"), sequence=w.counter, code=_code(w, rng),
                                 direction=common_pb2.IN, scan_time=w.ts(-60), admitted=1,
@@ -192,6 +232,34 @@ BUILDERS: dict[str, Spec] = {
                                      readonly=True),
     "AdminService.QueryAudit": Spec("admin", lambda w, r, c: new(c, after_seq=0, limit=5), readonly=True),
     "AdminService.VerifyAudit": Spec("admin", lambda w, r, c: new(c), readonly=True),
+    # the price calendar, pricing rules, booking windows, real-name limits, refund tiers
+    "AdminService.SetCalendar": Spec("fuzz-op", lambda w, r, c: new(
+        c, days=[admin_pb2.CalendarDay(date=f"2030-01-{r.randint(1, 28):02d}", date_type="peak")],
+        idempotency_key=w.uid("fz-idem"))),
+    "AdminService.GetCalendar": Spec("fuzz-op", lambda w, r, c: new(
+        c, date_from=w.tomorrow.isoformat(), date_to=w.last_day.isoformat()), readonly=True),
+    "AdminService.SetPrices": Spec("fuzz-op", lambda w, r, c: new(
+        c, product_id=PRICED, prices=[admin_pb2.DatePrice(date_type="weekend", channel="",
+                                                          price_fen=r.randint(1000, 2000))],
+        idempotency_key=w.uid("fz-idem")), after_ok=_reset("prices")),
+    "AdminService.SetPriceRules": Spec("fuzz-op", lambda w, r, c: new(
+        c, product_id=PRICED, rules=[admin_pb2.PriceRule(kind="early_bird", pct=-10, days_ahead=3)],
+        idempotency_key=w.uid("fz-idem")), after_ok=_reset("rules")),
+    "AdminService.SetBookingWindow": Spec("fuzz-op", lambda w, r, c: new(
+        c, product_id=PRICED, opens_days=r.randint(1, 400), idempotency_key=w.uid("fz-idem")),
+        after_ok=_reset("booking")),
+    "AdminService.GetProductPricing": Spec("fuzz-op", lambda w, r, c: new(c, product_id="adult"),
+                                           readonly=True),
+    "AdminService.SetIdLimits": Spec("fuzz-op", lambda w, r, c: new(
+        c, product_id=PRICED, per_day=r.randint(50, 100), per_slot=r.randint(50, 100),
+        idempotency_key=w.uid("fz-idem")), after_ok=_reset("limits")),
+    "AdminService.SetRefundPolicy": Spec("fuzz-op", lambda w, r, c: new(
+        c, product_id=PRICED, tiers=[admin_pb2.RefundTier(before_minutes=1440, fee_pct=0)],
+        idempotency_key=w.uid("fz-idem")), after_ok=_reset("refunds")),
+    "AdminService.Blacklist": Spec("fuzz-op", lambda w, r, c: new(
+        c, id_number=_id_number(w), reason="fuzz", idempotency_key=w.uid("fz-idem"))),
+    "AdminService.Unblacklist": Spec("fuzz-op", lambda w, r, c: new(
+        c, id_number=_blacklisted(w), idempotency_key=w.uid("fz-idem"))),
     # ReportService
     "ReportService.LiveCounts": Spec("fuzz-op", lambda w, r, c: new(c, date=w.today.isoformat()),
                                      readonly=True),
