@@ -387,6 +387,24 @@ MAX_CALENDAR_DAYS = 3660            # days one SetCalendar may set (ten years)
 MAX_PRICES = 1000                   # rows of one product's price table
 
 
+def product_arg(st: ShardState, args: dict) -> tuple[Venue, str]:
+    """The venue and product id a product setting names; NotFound if it has no such
+    product."""
+    v = venue_of(st, args)
+    pid = ident_arg(args, "product")
+    if (v.id, pid) not in st.products:
+        raise NotFound(f"no product {pid} in venue {v.id}", field="product")
+    return v, pid
+
+
+def known_product(st: ShardState, r: dict) -> tuple[str, str]:
+    """(venue, product) of a product setting's record, which must name a product."""
+    key = (r["venue"], r["product"])
+    if key not in st.products:
+        raise NotFound(f"no product {r['product']} in venue {r['venue']}", field="product")
+    return key
+
+
 def date_type(st: ShardState, venue: str, day: int) -> tuple[str, bool]:
     """The type of a venue-local day (days since 1970-01-01, a Thursday) and whether the
     operator's calendar says it: its entry, else weekend on Saturday and Sunday, else
@@ -443,10 +461,7 @@ def _calendar(st: ShardState, r: dict) -> CalendarResult:
 
 
 def set_prices(st: ShardState, args: dict, now: int) -> PriceTable:
-    v = venue_of(st, args)
-    pid = ident_arg(args, "product")
-    if (v.id, pid) not in st.products:
-        raise NotFound(f"no product {pid} in venue {v.id}", field="product")
+    v, pid = product_arg(st, args)
     rows = arg(args, "prices", list)
     if len(rows) > MAX_PRICES:
         raise InvalidArgument(f"at most {MAX_PRICES} prices", field="prices")
@@ -476,9 +491,7 @@ def set_prices(st: ShardState, args: dict, now: int) -> PriceTable:
 
 
 def _prices(st: ShardState, r: dict) -> PriceTable:
-    key = (r["venue"], r["product"])
-    if key not in st.products:
-        raise NotFound(f"no product {r['product']} in venue {r['venue']}", field="product")
+    key = known_product(st, r)
     st.price_idx[key] = {(ch, t): price for t, ch, price in r["prices"]}
     st.journal(json_record(Record.PRICES, r), Record.PRICES)
     return price_table(st, *key)
@@ -495,10 +508,7 @@ _RULE_FIELDS = {"early_bird": ("days_ahead", 1, 366), "time_of_day": ("from_minu
 
 
 def set_price_rules(st: ShardState, args: dict, now: int) -> PriceRules:
-    v = venue_of(st, args)
-    pid = ident_arg(args, "product")
-    if (v.id, pid) not in st.products:
-        raise NotFound(f"no product {pid} in venue {v.id}", field="product")
+    v, pid = product_arg(st, args)
     rows = arg(args, "rules", list)
     out, seen = [], set()
     for i, row in enumerate(rows):
@@ -530,9 +540,7 @@ def set_price_rules(st: ShardState, args: dict, now: int) -> PriceRules:
 
 
 def _price_rules(st: ShardState, r: dict) -> PriceRules:
-    key = (r["venue"], r["product"])
-    if key not in st.products:
-        raise NotFound(f"no product {r['product']} in venue {r['venue']}", field="product")
+    key = known_product(st, r)
     rules = [PriceRule(**x) for x in r["rules"]]
     if rules:
         st.price_rules[key] = rules
@@ -568,10 +576,7 @@ def apply_rules(rules: list[PriceRule], price: int, *, days_ahead: int, start_mi
 
 
 def set_booking(st: ShardState, args: dict, now: int) -> BookingWindow:
-    v = venue_of(st, args)
-    pid = ident_arg(args, "product")
-    if (v.id, pid) not in st.products:
-        raise NotFound(f"no product {pid} in venue {v.id}", field="product")
+    v, pid = product_arg(st, args)
     opens = int_arg(args, "opens_days", 0, 3660, 0)
     closes = args.get("closes_minutes")
     if closes is not None:
@@ -585,9 +590,7 @@ def set_booking(st: ShardState, args: dict, now: int) -> BookingWindow:
 
 
 def _booking(st: ShardState, r: dict) -> BookingWindow:
-    key = (r["venue"], r["product"])
-    if key not in st.products:
-        raise NotFound(f"no product {r['product']} in venue {r['venue']}", field="product")
+    key = known_product(st, r)
     w = BookingWindow(r["venue"], r["product"], r["opens_days"], r["closes_minutes"],
                       tuple(r["weekdays"]))
     if w.opens_days or w.closes_minutes is not None or w.weekdays:
@@ -614,10 +617,7 @@ def check_booking(w: BookingWindow, slot: Slot, utc_offset_s: int, now: int, fie
 
 
 def set_id_limits(st: ShardState, args: dict, now: int) -> IdLimits:
-    v = venue_of(st, args)
-    pid = ident_arg(args, "product")
-    if (v.id, pid) not in st.products:
-        raise NotFound(f"no product {pid} in venue {v.id}", field="product")
+    v, pid = product_arg(st, args)
     return _id_limits(st, {"venue": v.id, "product": pid,
                            "per_day": int_arg(args, "per_day", 0, MAX_QTY_PER_ID, 0),
                            "per_slot": int_arg(args, "per_slot", 0, MAX_QTY_PER_ID, 0)})
@@ -627,9 +627,7 @@ MAX_QTY_PER_ID = 10_000
 
 
 def _id_limits(st: ShardState, r: dict) -> IdLimits:
-    key = (r["venue"], r["product"])
-    if key not in st.products:
-        raise NotFound(f"no product {r['product']} in venue {r['venue']}", field="product")
+    key = known_product(st, r)
     lim = IdLimits(r["venue"], r["product"], r["per_day"], r["per_slot"])
     if lim.per_day or lim.per_slot:
         st.id_limits[key] = lim
@@ -640,10 +638,7 @@ def _id_limits(st: ShardState, r: dict) -> IdLimits:
 
 
 def set_refund_policy(st: ShardState, args: dict, now: int) -> RefundPolicy:
-    v = venue_of(st, args)
-    pid = ident_arg(args, "product")
-    if (v.id, pid) not in st.products:
-        raise NotFound(f"no product {pid} in venue {v.id}", field="product")
+    v, pid = product_arg(st, args)
     rows = arg(args, "tiers", list)
     if len(rows) > 20:
         raise InvalidArgument("at most 20 tiers", field="tiers")
@@ -663,9 +658,7 @@ def set_refund_policy(st: ShardState, args: dict, now: int) -> RefundPolicy:
 
 
 def _refund_policy(st: ShardState, r: dict) -> RefundPolicy:
-    key = (r["venue"], r["product"])
-    if key not in st.products:
-        raise NotFound(f"no product {r['product']} in venue {r['venue']}", field="product")
+    key = known_product(st, r)
     pol = RefundPolicy(r["venue"], r["product"], [RefundTier(b, f) for b, f in r["tiers"]])
     if pol.tiers:
         st.refund_policy[key] = pol
