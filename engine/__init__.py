@@ -19,7 +19,7 @@ from .model import (Reason, Direction, GateMode, EntryRule, Venue, Zone, Gate, P
                     HoldItem, HoldResult, ScanResult, IssuedTicket, Order, RefundResult,
                     Violation, ID_PATTERN, to_day, day_to_date, DATE_TYPES, DatePrice, PriceTable,
                     CalendarDay, CalendarResult, Quote, QuoteLine, AppliedRule, PriceRule,
-                    PriceRules, RULE_KINDS, BookingWindow, RefundPolicy, RefundTier)
+                    PriceRules, RULE_KINDS, BookingWindow, RefundPolicy, RefundTier, PassDates)
 from .shard import Shard
 from .state import ConfirmResult, BatchScanResult, mask_id
 from .writer import GroupCommit
@@ -33,7 +33,7 @@ __all__ = [
     "Overloaded", "StorageFull", "QuoteChanged", "QuoteExpired", "ShardUnavailable", "StorageError",
     "CorruptData", "DATE_TYPES", "DatePrice", "PriceTable", "CalendarDay", "CalendarResult", "Quote",
     "QuoteLine", "AppliedRule", "PriceRule", "PriceRules", "RULE_KINDS", "BookingWindow",
-    "RefundPolicy", "RefundTier", "RefundClosed",
+    "RefundPolicy", "RefundTier", "RefundClosed", "PassDates",
     "BookingClosed",
     "ID_PATTERN", "mask_id", "Reason", "Direction", "GateMode", "EntryRule", "Venue", "Zone", "Gate", "Product", "Slot",
     "HoldItem", "HoldResult", "ScanResult", "IssuedTicket", "Order", "RefundResult",

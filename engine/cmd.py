@@ -157,6 +157,19 @@ def refund_policy(venue: str, product: str, tiers: Iterable[RefundTier | dict], 
                    idempotency_key)
 
 
+def pass_dates(venue: str, product: str, valid_from: _dt.date | str | None = None,
+               valid_to: _dt.date | str | None = None, *, idempotency_key: str | None = None) -> Command:
+    """Make a product a pass with fixed calendar dates (e.g. 2027-01-01 to 2027-12-31):
+    every ticket sold from now on is valid those days, whatever its slot's day (a hold
+    for a slot after `valid_to` is BOOKING_CLOSED). Neither date: back to valid from the
+    slot's day. Tickets sold before keep their days."""
+    def day(d):
+        return None if d is None else to_day(d)
+    return Command(CommandKind.PASS_DATES, {"venue": venue, "product": product,
+                                            "valid_from": day(valid_from), "valid_to": day(valid_to)},
+                   idempotency_key)
+
+
 def calendar(venue: str, days: Mapping[_dt.date | str | int, str], *,
              idempotency_key: str | None = None) -> Command:
     """Set the type of venue-local days (one of model.DATE_TYPES: weekday, weekend,

@@ -49,8 +49,8 @@ upgrade opens after it. What each record kind carries, per format:
   CALENDAR, PRICES,   3 (new in format 3; formats 1 and 2 have none): a venue's day types
   PRICE_RULES,        as set, by day number; a product's whole price table, resolved
   BOOKING, ID_LIMITS, (venue, product, [date type, channel, price]); its pricing rules,
-  REFUND_POLICY       booking window, limits per ID number and refund tiers as
-                      validated. Replay sets them.
+  REFUND_POLICY,      booking window, limits per ID number, refund tiers and a pass's
+  PASS_DATES          fixed dates as validated. Replay sets them.
   BLACKLIST           3 (new in format 3): a holder key put on a venue's blacklist (reason,
                       until) with the tickets that blocked, or taken off with those it
                       unblocked; replay applies exactly those.
@@ -101,6 +101,7 @@ class Record(enum.IntEnum):
     BOOKING = 13               # format 3: a product's booking window
     ID_LIMITS = 14             # format 3: a real-name product's limits per ID number
     REFUND_POLICY = 15         # format 3: a product's refund tiers
+    PASS_DATES = 16            # format 3: a pass's fixed calendar dates
     # sales
     HOLD = 20                  # binary: the hold as applied (hold_record)
     RELEASE = 21
@@ -138,6 +139,7 @@ class CommandKind(enum.IntEnum):
     BOOKING = 13
     ID_LIMITS = 14
     REFUND_POLICY = 15
+    PASS_DATES = 16
     # sales
     HOLD = 20
     RELEASE = 21
@@ -158,7 +160,7 @@ class CommandKind(enum.IntEnum):
     VERIFY_FACE = 43
 
 
-LAST_CATALOG = int(Record.REFUND_POLICY)  # records 1..15 are catalog records (kept in snapshots)
+LAST_CATALOG = int(Record.PASS_DATES)    # records 1..16 are catalog records (kept in snapshots)
 
 _HDR = struct.Struct("<IB")
 SCAN = struct.Struct("<IHBHqB")          # base, gate, direction, persons, at, reason

@@ -337,6 +337,17 @@ class RefundPolicy:
 
 
 @dataclass(frozen=True)
+class PassDates:
+    """Fixed calendar dates a product's tickets are valid (a season or annual pass,
+    cmd.pass_dates): venue-local days since 1970-01-01, both inclusive; both 0: none set
+    (valid from the slot's day for the rule's valid_days, as any ticket)."""
+    venue: str
+    product: str
+    valid_from: int = 0
+    valid_to: int = 0
+
+
+@dataclass(frozen=True)
 class IdLimits:
     """How many tickets of a real-name product one ID number may hold (cmd.id_limits),
     across every channel, for one venue-local day and for one slot (0: no limit);

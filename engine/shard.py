@@ -28,7 +28,7 @@ from .errors import (CorruptData, ShardUnavailable, StorageFull, TurnstileError,
 from .journal import Command, CommandKind
 from .model import (AllotmentStock, AuditNote, AuditRecord, BundleGate, BundleProduct, BundleSlot,
                     BundleZone, BookingWindow, CalendarDay, IdLimits, Catalog, Conflict, HoldInfo, HolderTicket, OfflineBundle,
-                    Order, OrderTicket, PriceRules, PriceTable, ProductCount, RefundPolicy, Quote, ShardCounts, SlotStock,
+                    Order, OrderTicket, PriceRules, PriceTable, ProductCount, PassDates, RefundPolicy, Quote, ShardCounts, SlotStock,
                     TicketRecord, Violation, ZoneCount, to_day)
 from .state import Batch, ShardState, catalog, mask_id, retry
 from .storage import SHARD_MAP_SIZE, Storage
@@ -688,6 +688,13 @@ class Shard:
             raise InvalidArgument(f"day_to must be 0 to {catalog.MAX_CALENDAR_DAYS - 1} days "
                                   "after day_from", field="day_to")
         return [CalendarDay(d, *catalog.date_type(self.state, venue, d)) for d in range(lo, hi + 1)]
+
+    def pass_dates(self, venue: str, product: str) -> PassDates:
+        """A pass's fixed dates (both 0: none; its tickets are valid from their slot's day)."""
+        if (venue, product) not in self.state.products:
+            raise NotFound(f"no product {product} in venue {venue}", field="product")
+        d = self.state.pass_dates.get((venue, product))
+        return PassDates(venue, product, *d) if d else PassDates(venue, product)
 
     def refund_policy(self, venue: str, product: str) -> RefundPolicy:
         """A product's refund tiers (none: its flat refund_fee_pct at any time)."""

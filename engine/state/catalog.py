@@ -22,7 +22,7 @@ from ..errors import (AlreadyExists, BookingClosed, CorruptData, FailedPrecondit
                       NotFound, SoldOut)
 from ..journal import Record, json_record
 from ..model import (DATE_TYPES, RULE_KINDS, AllotmentCounters, AppliedRule, BookingWindow,
-                     CalendarResult, DatePrice, IdLimits, RefundPolicy, RefundTier,
+                     CalendarResult, DatePrice, IdLimits, PassDates, RefundPolicy, RefundTier,
                      EntryRule, Gate, GateMode, PriceRule, PriceRules, PriceTable, Product, Slot,
                      SlotCounters, Venue, Zone)
 from .validate import ID, U16, arg, ident_arg, int_arg, text_arg
@@ -680,10 +680,37 @@ def refund_fee_pct(pol: RefundPolicy | None, p: Product, start: int, now: int) -
     return None
 
 
+def set_pass_dates(st: ShardState, args: dict, now: int) -> PassDates:
+    v, pid = product_arg(st, args)
+    lo, hi = args.get("valid_from"), args.get("valid_to")
+    if (lo is None) != (hi is None):
+        raise InvalidArgument("give both dates or neither", field="valid_to" if hi is None else "valid_from")
+    if lo is not None:
+        lo = int_arg(args, "valid_from", 0, 2**31 - 1)
+        hi = int_arg(args, "valid_to", 0, 2**31 - 1)
+        if not 0 <= hi - lo < MAX_CALENDAR_DAYS:
+            raise InvalidArgument(f"must be on or after valid_from, at most {MAX_CALENDAR_DAYS} "
+                                  "days after it", field="valid_to")
+    return _pass_dates(st, {"venue": v.id, "product": pid, "valid_from": lo, "valid_to": hi})
+
+
+def _pass_dates(st: ShardState, r: dict) -> PassDates:
+    key = known_product(st, r)
+    if r["valid_from"] is None:
+        st.pass_dates.pop(key, None)
+        out = PassDates(*key)
+    else:
+        st.pass_dates[key] = (r["valid_from"], r["valid_to"])
+        out = PassDates(*key, r["valid_from"], r["valid_to"])
+    st.journal(json_record(Record.PASS_DATES, r), Record.PASS_DATES)
+    return out
+
+
 _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 _APPLY[Record.BOOKING] = _booking
 _APPLY[Record.ID_LIMITS] = _id_limits
 _APPLY[Record.REFUND_POLICY] = _refund_policy
+_APPLY[Record.PASS_DATES] = _pass_dates
 _APPLY[Record.CALENDAR] = _calendar
 _APPLY[Record.PRICES] = _prices
 _APPLY[Record.PRICE_RULES] = _price_rules

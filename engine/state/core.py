@@ -48,6 +48,7 @@ HANDLERS: dict[int, Callable[..., Any]] = {
     CommandKind.BOOKING: catalog.set_booking,
     CommandKind.ID_LIMITS: catalog.set_id_limits,
     CommandKind.REFUND_POLICY: catalog.set_refund_policy,
+    CommandKind.PASS_DATES: catalog.set_pass_dates,
     CommandKind.BLACKLIST: sales.blacklist,
     CommandKind.HOLD: sales.take_hold,
     CommandKind.RELEASE: sales.release_hold,
@@ -81,7 +82,7 @@ REPLAY: dict[int, Callable[..., None]] = {
        for kind in (Record.VENUE, Record.ZONE, Record.GATE, Record.PRODUCT, Record.SLOTS,
                     Record.SLOT_CAPACITY, Record.ALLOTMENT, Record.CALENDAR, Record.PRICES,
                     Record.PRICE_RULES, Record.BOOKING, Record.ID_LIMITS,
-                    Record.REFUND_POLICY)},
+                    Record.REFUND_POLICY, Record.PASS_DATES)},
     Record.RELEASE: sales.replay_release,
     Record.EXPIRE: sales.replay_expire,
     Record.CONFIRM: sales.replay_confirm,
@@ -130,6 +131,7 @@ class ShardState:
         self.booking: dict[tuple[str, str], Any] = {}          # (venue, product) -> BookingWindow
         self.id_limits: dict[tuple[str, str], Any] = {}        # (venue, product) -> IdLimits
         self.refund_policy: dict[tuple[str, str], Any] = {}    # (venue, product) -> RefundPolicy
+        self.pass_dates: dict[tuple[str, str], tuple[int, int]] = {}   # -> (first, last day)
         # venue -> holder key -> {reason, until, tickets it blocked}
         self.blacklist: dict[str, dict[str, dict]] = {}
         self.holds: dict[int, dict] = {}

@@ -14,7 +14,8 @@ from ..errors import IdempotencyMismatch, InvalidArgument
 from ..journal import Command, CommandKind
 from ..model import (AllotmentCounters, AuditNote, BlacklistResult, BlockResult, BookingWindow, IdLimits, CalendarResult, DatePrice, EntryRule,
                      ExpireResult, FaceResult, Gate, GateMode, HoldResult, IssuedTicket, KeyResult,
-                     Order, PriceRule, PriceRules, PriceTable, Product, RefundPolicy, RefundTier, RefundResult, ReleaseResult, Slot, SlotCounters,
+                     Order, PassDates, PriceRule, PriceRules, PriceTable, Product, RefundPolicy,
+                     RefundTier, RefundResult, ReleaseResult, Slot, SlotCounters,
                      UploadResult, Venue, Zone)
 from .sales import ConfirmResult
 from .retry import get_retry, put_retry
@@ -107,6 +108,7 @@ _RESTORE: dict[int, Callable[[ShardState, Any], Any]] = {
     CommandKind.PRICE_RULES: lambda st, d: PriceRules(d["venue"], d["product"],
                                                       [PriceRule(**r) for r in d["rules"]]),
     CommandKind.ID_LIMITS: lambda st, d: IdLimits(**d),
+    CommandKind.PASS_DATES: lambda st, d: PassDates(**d),
     CommandKind.REFUND_POLICY: lambda st, d: RefundPolicy(d["venue"], d["product"],
                                                           [RefundTier(**t) for t in d["tiers"]]),
     CommandKind.BLACKLIST: lambda st, d: BlacklistResult(**d),

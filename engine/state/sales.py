@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import _core
-from ..errors import (AlreadyExists, Blacklisted, CorruptData, FailedPrecondition, HoldNotActive,
-                      IdLimitExceeded, InvalidArgument, NotFound, PermissionDenied, QuoteChanged,
+from ..errors import (AlreadyExists, Blacklisted, BookingClosed, CorruptData, FailedPrecondition,
+                      HoldNotActive, IdLimitExceeded, InvalidArgument, NotFound, PermissionDenied, QuoteChanged,
                       QuoteExpired, RefundClosed, SlotClosed, SoldOut, TicketUsed)
 from ..journal import Record, decode_hold, hold_record, json_record
 from ..model import (QUOTE_TTL_S, BlacklistResult, BlockResult, ExpireResult, HoldInfo, HoldResult, IssuedTicket, Order,
@@ -191,6 +191,10 @@ def hold_lines(st: ShardState, channel: str, venue: Venue, args: dict, now: int,
         window = st.booking.get((venue.id, pid))
         if window is not None:
             check_booking(window, first, venue.utc_offset_s, now, f"{f}.slots[0]")
+        fixed = st.pass_dates.get((venue.id, pid))
+        if fixed is not None and first.day > fixed[1]:
+            raise BookingClosed(f"{pid} is valid until day {fixed[1]}: not for this slot's day",
+                                field=f"{f}.slots[0]")
         dtype = date_type(st, venue.id, first.day)[0]
         base = price = price_of(st, p, channel, dtype)
         applied = []
@@ -507,7 +511,7 @@ def issue(st: ShardState, hold: dict, hkeys: list[list[str]],
         p = st.product_list[ln["p"]]
         if tickets is None:
             first_day = st.slots.slot(ln["slots"][0])["day"]
-            days = (first_day, first_day + p.rule.valid_days - 1)
+            days = st.pass_dates.get((p.venue, p.id)) or (first_day, first_day + p.rule.valid_days - 1)
         else:
             days = (tickets[i][1], tickets[i][2])
         ln["days"] = days

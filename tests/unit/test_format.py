@@ -30,7 +30,7 @@ FIXTURES = os.path.join(os.path.dirname(HERE), "fixtures")
 ROOT = os.path.dirname(os.path.dirname(HERE))
 KEY = fx.FORMAT1_MASTER_KEY
 FORMAT_3_KINDS = {Record.CALENDAR, Record.PRICES, Record.PRICE_RULES, Record.BOOKING,
-                  Record.ID_LIMITS, Record.REFUND_POLICY, Record.BLACKLIST}
+                  Record.ID_LIMITS, Record.REFUND_POLICY, Record.PASS_DATES, Record.BLACKLIST}
 
 
 @pytest.fixture(scope="module")
