@@ -111,8 +111,10 @@ def price_rules(venue: str, product: str, rules: Iterable[PriceRule | dict], *,
                 idempotency_key: str | None = None) -> Command:
     """Replace a product's pricing rules (model.PriceRule: early_bird, time_of_day,
     fill_rate; at most one of each), applied after the price calendar in that order."""
+    # a record carries every kind's condition: another kind's is left out when 0 (a
+    # non-zero one is sent, and refused as not a field of this rule)
     rows = [{k: v for k, v in vars(r).items()
-             if k in ("kind", "amount_fen", "pct", "cap_fen", RULE_CONDITION.get(r.kind))}
+             if v or k in ("kind", "amount_fen", "pct", "cap_fen", RULE_CONDITION.get(r.kind))}
             if isinstance(r, PriceRule) else r for r in rules]
     return Command(CommandKind.PRICE_RULES, {"venue": venue, "product": product, "rules": rows},
                    idempotency_key)

@@ -520,7 +520,7 @@ class Shard:
         # the file's high-water mark, not the pages holding data: LMDB fails a write once
         # it must grow past the map, and freed pages do not always serve (a large value
         # needs a run of them), so the mark is what must stay below the map
-        used, total = self.storage.used_bytes(), self.storage.env.info()["map_size"]
+        used, total = self.storage.usage()
         use = used / total
         self.map_used = use
         full = total - used < map_reserve(total)

@@ -333,12 +333,18 @@ class Storage:
     # -- ops ----------------------------------------------------------------------
     def used_bytes(self) -> int:
         """The part of the LMDB file in use (its pages up to the last one written)."""
-        return (self.env.info()["last_pgno"] + 1) * self.env.stat()["psize"]
+        return self.usage()[0]
+
+    def usage(self) -> tuple[int, int]:
+        """(used_bytes, the map size), from one look at the environment."""
+        info = self.env.info()
+        return (info["last_pgno"] + 1) * self.env.stat()["psize"], info["map_size"]
 
     def map_use(self) -> float:
         """The file's high-water mark over the map size: what must stay below the map
         (pages freed below the mark are reused, but not every write fits in them)."""
-        return self.used_bytes() / self.env.info()["map_size"]
+        used, total = self.usage()
+        return used / total
 
     def copy(self, dst: str) -> tuple[int, int | None]:
         """LMDB's compacting copy (mdb_env_copy2, MDB_CP_COMPACT: free pages left out) of

@@ -15,7 +15,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from turnstile.engine import cmd, Shard, GroupCommit, TurnstileError, NotFound, InvalidArgument, AlreadyExists, \
     PermissionDenied, EntryRule, ID_PATTERN, mask_id, to_day, day_to_date
-from turnstile.engine.model import DATE_TYPES, RULE_KINDS, DatePrice, HoldInfo, OfflineBundle, PricedItem
+from turnstile.engine.model import DATE_TYPES, DatePrice, HoldInfo, OfflineBundle, PriceRule, PricedItem
 from turnstile.v1 import (admin_pb2, admin_pb2_grpc, gate_pb2, gate_pb2_grpc, inventory_pb2,
                           inventory_pb2_grpc, member_pb2, member_pb2_grpc, report_pb2,
                           report_pb2_grpc, sales_pb2, sales_pb2_grpc)
@@ -523,12 +523,7 @@ class InventoryService(inventory_pb2_grpc.InventoryServiceServicer):
         venue = self.node.venue(request.venue_id)
         if request.zone_id:
             _id(request.zone_id, "zone_id")
-        lo = _date(request.date_from, "date_from")
-        hi = _date(request.date_to, "date_to") if request.date_to else lo
-        if hi < lo:
-            raise InvalidArgument("is before date_from", field="date_to")
-        if hi - lo > 366:
-            raise InvalidArgument("at most 366 days at once", field="date_to")
+        lo, hi = _date_range(request)
         p = auth.current()
         mine = p.channel if p.role in ("seller", "channel") else None
         out = []
@@ -544,6 +539,18 @@ class InventoryService(inventory_pb2_grpc.InventoryServiceServicer):
                 sold=row.sold, held=row.held, remaining=row.remaining,
                 pool_remaining=row.pool_remaining, allotments=allots))
         return inventory_pb2.AvailabilityResponse(slots=out)
+
+
+def _date_range(request) -> tuple[int, int]:
+    """A request's date_from and date_to (default: date_from) as venue-local days, at
+    most 367 days in all."""
+    lo = _date(request.date_from, "date_from")
+    hi = _date(request.date_to, "date_to") if request.date_to else lo
+    if hi < lo:
+        raise InvalidArgument("is before date_from", field="date_to")
+    if hi - lo > 366:
+        raise InvalidArgument("at most 367 days at once", field="date_to")
+    return lo, hi
 
 
 def _date(text: str, field: str) -> int:
@@ -590,8 +597,6 @@ def _price_table_msg(t) -> admin_pb2.PriceTable:
 
 
 # a pricing rule's condition field by kind (admin.proto PriceRule); the others stay 0
-_RULE_CONDITION = {"early_bird": "days_ahead", "time_of_day": "from_minute", "fill_rate": "fill_pct"}
-assert set(_RULE_CONDITION) == set(RULE_KINDS)
 
 
 def _price_rules_msg(r) -> admin_pb2.PriceRules:
@@ -764,12 +769,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     @rpc
     async def GetCalendar(self, request, context):
         venue = self.node.venue(request.venue_id)
-        lo = _date(request.date_from, "date_from")
-        hi = _date(request.date_to, "date_to") if request.date_to else lo
-        if hi < lo:
-            raise InvalidArgument("is before date_from", field="date_to")
-        if hi - lo > 366:
-            raise InvalidArgument("at most 367 days at once", field="date_to")
+        lo, hi = _date_range(request)
         return admin_pb2.GetCalendarResponse(days=[
             admin_pb2.CalendarDay(date=day_to_date(d.day).isoformat(), date_type=d.date_type,
                                   explicit=d.explicit)
@@ -779,20 +779,9 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     async def SetPrices(self, request, context):
         venue = self.node.venue(request.venue_id)
         _id(request.product_id, "product_id")
-        prices, seen = [], set()
-        for i, p in enumerate(request.prices):
-            if p.date_type not in DATE_TYPES:
-                raise InvalidArgument(f"must be one of {', '.join(DATE_TYPES)}",
-                                      field=f"prices[{i}].date_type")
-            if p.channel:
-                _id(p.channel, f"prices[{i}].channel")
-            if p.price_fen < 0:
-                raise InvalidArgument("must not be negative", field=f"prices[{i}].price_fen")
-            if (p.date_type, p.channel) in seen:
-                raise InvalidArgument(f"{p.date_type} for channel {p.channel or '(any)'} is priced "
-                                      "twice", field=f"prices[{i}]")
-            seen.add((p.date_type, p.channel))
-            prices.append(DatePrice(p.date_type, p.channel, p.price_fen))
+        # the engine checks every row (date type, channel, price, a row twice), naming
+        # prices[i].* as the request does
+        prices = [DatePrice(p.date_type, p.channel, p.price_fen) for p in request.prices]
         t = await self.node.submit(self._idem(cmd.prices(venue, request.product_id, prices), request))
         return _price_table_msg(t)
 
@@ -800,25 +789,10 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     async def SetPriceRules(self, request, context):
         venue = self.node.venue(request.venue_id)
         _id(request.product_id, "product_id")
-        rules, seen = [], set()
-        for i, r in enumerate(request.rules):
-            f = f"rules[{i}]"
-            if r.kind not in RULE_KINDS:
-                raise InvalidArgument(f"must be one of {', '.join(RULE_KINDS)}", field=f"{f}.kind")
-            if r.kind in seen:
-                raise InvalidArgument(f"a second {r.kind} rule (at most one of each kind)",
-                                      field=f"{f}.kind")
-            seen.add(r.kind)
-            if (r.amount_fen != 0) == (r.pct != 0):
-                raise InvalidArgument("give amount_fen or pct (one, not zero)", field=f"{f}.amount_fen")
-            cond = _RULE_CONDITION[r.kind]
-            for name in _RULE_CONDITION.values():
-                if name != cond and getattr(r, name):
-                    raise InvalidArgument(f"not a condition of a {r.kind} rule (it takes {cond}); "
-                                          "must be 0", field=f"{f}.{name}")
-            # the engine checks the ranges, naming the same paths (rules[i].days_ahead ...)
-            rules.append({"kind": r.kind, "amount_fen": r.amount_fen, "pct": r.pct,
-                          "cap_fen": r.cap_fen, cond: getattr(r, cond)})
+        # the engine checks every rule (kind, one of each, amount or pct, its condition and
+        # no other, the ranges), naming rules[i].* as the request does
+        rules = [PriceRule(r.kind, r.amount_fen, r.pct, r.cap_fen, r.days_ahead, r.from_minute,
+                           r.fill_pct) for r in request.rules]
         out = await self.node.submit(self._idem(cmd.price_rules(venue, request.product_id, rules),
                                                 request))
         return _price_rules_msg(out)

@@ -7,6 +7,8 @@ import os
 
 import pytest
 
+from turnstile.clients.base import ApiError
+
 from turnstile.engine import demo
 from turnstile.server import testing
 from turnstile.server.testing import Server, kill_server, stop_server  # noqa: F401  (the tests use them from here)
@@ -67,3 +69,16 @@ def server(tmp_path_factory):
     if s.proc.poll() is None:
         out = stop_server(s)
         assert "stopped" in out
+
+
+def api_error(fn, *args, **kw) -> ApiError:
+    """The ApiError a client call must raise."""
+    with pytest.raises(ApiError) as e:
+        fn(*args, **kw)
+    return e.value
+
+
+def refused(fn, *args, **kw) -> tuple:
+    """(status name, ErrorInfo reason, field) of a client call that must be refused."""
+    e = api_error(fn, *args, **kw)
+    return e.code.name, e.reason, e.field

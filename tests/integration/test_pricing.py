@@ -16,11 +16,11 @@ import grpc
 import pytest
 
 from turnstile.clients.admin import AdminClient, CalendarDay, DatePrice, SlotSpec
-from turnstile.clients.base import ApiError, Connection
+from turnstile.clients.base import Connection
 from turnstile.clients.channel import ChannelClient, Item
 from turnstile.clients.pos import SandboxPaymentAdapter, Till
 from turnstile.engine import demo
-from tests.integration.conftest import start_server, stop_server
+from tests.integration.conftest import api_error, start_server, stop_server
 
 VENUE = "westlake"
 MON = dt.date(2026, 12, 28)
@@ -61,12 +61,6 @@ def priced(conns):
     assert (table.venue_id, table.product_id) == (VENUE, "adult")
     assert sorted(table.prices, key=repr) == sorted(TABLE, key=repr)
     return op
-
-
-def api_error(fn, *args, **kw) -> ApiError:
-    with pytest.raises(ApiError) as e:
-        fn(*args, **kw)
-    return e.value
 
 
 def test_the_calendar_as_set(conns, priced):

@@ -18,10 +18,10 @@ import grpc
 import pytest
 
 from turnstile.clients.admin import AdminClient, BookingWindow, DatePrice, PriceRule, PriceRules
-from turnstile.clients.base import ApiError, Connection
+from turnstile.clients.base import Connection
 from turnstile.clients.channel import AppliedRule, ChannelClient, Item
 from turnstile.engine import demo
-from tests.integration.conftest import start_server, stop_server
+from tests.integration.conftest import api_error, refused, start_server, stop_server
 
 VENUE = "westlake"
 MON = dt.date(2026, 12, 28)
@@ -70,17 +70,6 @@ def ruled(conns):
     assert h.amount_fen == 2 * (10000 - 1000 - 1000)     # 0 % full when held: no fill rule yet
     window.confirm(h, "window-rules-1", method="cash")
     return op
-
-
-def api_error(fn, *args, **kw) -> ApiError:
-    with pytest.raises(ApiError) as e:
-        fn(*args, **kw)
-    return e.value
-
-
-def refused(fn, *args, **kw) -> tuple:
-    e = api_error(fn, *args, **kw)
-    return e.code.name, e.reason, e.field
 
 
 def stock(ch: ChannelClient, day: dt.date, slot_id: str) -> tuple:

@@ -21,11 +21,11 @@ import grpc
 import pytest
 
 from turnstile.clients.admin import AdminClient, BlacklistEntry, IdLimits
-from turnstile.clients.base import ApiError, Connection
+from turnstile.clients.base import Connection
 from turnstile.clients.channel import ChannelClient, Item
 from turnstile.engine import demo
 from turnstile.v1 import admin_pb2, common_pb2, gate_pb2, gate_pb2_grpc
-from tests.integration.conftest import start_server, stop_server
+from tests.integration.conftest import api_error, refused, start_server, stop_server
 
 VENUE = "westlake"
 MON = dt.date(2026, 12, 28)
@@ -72,17 +72,6 @@ def limited(conns):
     assert op.product_pricing(VENUE, "night").id_limits == IdLimits(VENUE, "night", 0, 0)
     assert op.set_id_limits(VENUE, "night", per_day=2, per_slot=1) == IdLimits(VENUE, "night", 2, 1)
     return op
-
-
-def api_error(fn, *args, **kw) -> ApiError:
-    with pytest.raises(ApiError) as e:
-        fn(*args, **kw)
-    return e.value
-
-
-def refused(fn, *args, **kw) -> tuple:
-    e = api_error(fn, *args, **kw)
-    return e.code.name, e.reason, e.field
 
 
 def sold(ch: ChannelClient, day: dt.date, slot_id: str) -> int:

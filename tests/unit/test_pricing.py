@@ -310,3 +310,7 @@ def test_rules_given_as_records_are_taken(shard):
                                                                   from_minute=600)]))
     assert [(x.kind, x.days_ahead, x.from_minute) for x in r.rules] == [("early_bird", 3, 0),
                                                                          ("time_of_day", 0, 600)]
+    with pytest.raises(InvalidArgument) as e:           # another kind's condition is not dropped
+        shard.run(cmd.price_rules(demo.VENUE, "adult", [PriceRule("early_bird", pct=-10, days_ahead=3,
+                                                                  from_minute=600)]))
+    assert e.value.field == "rules[0].from_minute"
