@@ -12,14 +12,15 @@ from .errors import (TurnstileError, InvalidArgument, NotFound, AlreadyExists,
                      FailedPrecondition, SoldOut, SlotClosed, HoldNotActive, TicketUsed,
                      IdempotencyMismatch, PermissionDenied, Overloaded, ShardUnavailable,
                      StorageFull, QuoteChanged, QuoteExpired, BookingClosed,
-                     RefundClosed, StorageError, CorruptData)
+                     RefundClosed, CouponRefused, StorageError, CorruptData)
 from .journal import Command, CommandKind, Record
 from .keyring import MasterKeyError
 from .model import (Reason, Direction, GateMode, EntryRule, Venue, Zone, Gate, Product, Slot,
                     HoldItem, HoldResult, ScanResult, IssuedTicket, Order, RefundResult,
                     Violation, ID_PATTERN, to_day, day_to_date, DATE_TYPES, DatePrice, PriceTable,
                     CalendarDay, CalendarResult, Quote, QuoteLine, AppliedRule, PriceRule,
-                    PriceRules, RULE_KINDS, BookingWindow, RefundPolicy, RefundTier, PassDates)
+                    PriceRules, RULE_KINDS, BookingWindow, RefundPolicy, RefundTier, PassDates,
+                    COUPON_KINDS, Coupon, CouponApplied, CouponBatch, CouponStatus)
 from .shard import Shard
 from .state import ConfirmResult, BatchScanResult, mask_id
 from .writer import GroupCommit
@@ -34,7 +35,8 @@ __all__ = [
     "CorruptData", "DATE_TYPES", "DatePrice", "PriceTable", "CalendarDay", "CalendarResult", "Quote",
     "QuoteLine", "AppliedRule", "PriceRule", "PriceRules", "RULE_KINDS", "BookingWindow",
     "RefundPolicy", "RefundTier", "RefundClosed", "PassDates",
-    "BookingClosed",
+    "BookingClosed", "CouponRefused", "COUPON_KINDS", "Coupon", "CouponApplied", "CouponBatch",
+    "CouponStatus",
     "ID_PATTERN", "mask_id", "Reason", "Direction", "GateMode", "EntryRule", "Venue", "Zone", "Gate", "Product", "Slot",
     "HoldItem", "HoldResult", "ScanResult", "IssuedTicket", "Order", "RefundResult",
     "Violation", "ConfirmResult", "BatchScanResult", "to_day", "day_to_date",

@@ -96,15 +96,48 @@ def retire_key(key_id: int) -> Command:
 
 
 def hold(channel: str, venue: str, items: Iterable[HoldItem | dict], *, ttl_s: int = 900,
-         idempotency_key: str | None = None, quote_id: str | None = None) -> Command:
+         idempotency_key: str | None = None, quote_id: str | None = None,
+         coupon: str | None = None, coupon_holder: str | None = None) -> Command:
     """Take stock for `ttl_s` seconds. With `quote_id` (from Shard.quote) the hold is
-    charged exactly what that quote said, or refused (QuoteChanged, QuoteExpired)."""
+    charged exactly what that quote said, or refused (QuoteChanged, QuoteExpired).
+    `coupon` (a code) is taken with the hold, after every pricing rule, and given back
+    if the hold ends unpaid (CouponRefused if it can't be used); `coupon_holder` is the
+    ID number of the person using it (needed where it is limited per person)."""
     its = [{"product": i.product, "slots": list(i.slots), "qty": i.qty, "group": i.group}
            if isinstance(i, HoldItem) else i for i in items]
     args = {"channel": channel, "venue": venue, "items": its, "ttl_s": ttl_s}
     if quote_id is not None:
         args["quote_id"] = quote_id
+    if coupon is not None:
+        args["coupon"] = coupon
+    if coupon_holder is not None:
+        args["coupon_holder"] = coupon_holder
     return Command(CommandKind.HOLD, args, idempotency_key)
+
+
+def coupon(venue: str, id: str, kind: str, *, amount_fen: int = 0, pct: int = 0, cap_fen: int = 0,
+           min_spend_fen: int = 0, valid_from: _dt.date | str | None = None,
+           valid_to: _dt.date | str | None = None, products: Sequence[str] = (),
+           channels: Sequence[str] = (), budget_fen: int = 0, per_holder: int = 0,
+           single_use: bool = False, active: bool = True, name: str = "",
+           idempotency_key: str | None = None) -> Command:
+    """Create or change a venue's coupon (model.Coupon: fixed, pct or spend). A change
+    applies to holds taken from then on; its use so far is kept."""
+    def day(d):
+        return None if d is None else to_day(d)
+    return Command(CommandKind.COUPON, {
+        "venue": venue, "id": id, "kind": kind, "name": name, "amount_fen": amount_fen,
+        "pct": pct, "cap_fen": cap_fen, "min_spend_fen": min_spend_fen,
+        "valid_from": day(valid_from), "valid_to": day(valid_to), "products": list(products),
+        "channels": list(channels), "budget_fen": budget_fen, "per_holder": per_holder,
+        "single_use": single_use, "active": active}, idempotency_key)
+
+
+def coupon_codes(venue: str, coupon: str, count: int, *, idempotency_key: str | None = None) -> Command:
+    """Issue `count` (at most 100,000) more single-use codes of a single_use coupon; the
+    answer (model.CouponBatch) names their serials, Shard.coupon_codes gives their text."""
+    return Command(CommandKind.COUPON_CODES, {"venue": venue, "coupon": coupon, "count": count},
+                   idempotency_key)
 
 
 def price_rules(venue: str, product: str, rules: Iterable[PriceRule | dict], *,

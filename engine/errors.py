@@ -98,6 +98,16 @@ class RefundClosed(FailedPrecondition):
     code = "REFUND_CLOSED"
 
 
+class CouponRefused(FailedPrecondition):
+    """A coupon a Quote or Hold named can't be used; nothing is held. The code says why:
+    COUPON_INVALID (no such code, a forged one, or withdrawn), COUPON_NOT_APPLICABLE
+    (not on this day, channel or items, or below its minimum spend), COUPON_USED (a
+    single-use code taken already), COUPON_EXHAUSTED (its budget would be passed),
+    COUPON_LIMIT (this person has used it as often as it allows)."""
+
+    code = "COUPON_INVALID"
+
+
 class QuoteChanged(FailedPrecondition):
     """A Hold named a quote whose prices or items no longer hold (or are not these)."""
 

@@ -54,6 +54,13 @@ upgrade opens after it. What each record kind carries, per format:
   BLACKLIST           3 (new in format 3): a holder key put on a venue's blacklist (reason,
                       until) with the tickets that blocked, or taken off with those it
                       unblocked; replay applies exactly those.
+  COUPON              3 (new in format 3; a catalog record): a coupon as validated. Replay
+                      sets it.
+  COUPON_CODES        3 (new): the serials of a batch of single-use codes issued.
+  COUPON_USE          3 (new): follows the HOLD of a hold that took a coupon: the coupon,
+                      the code's serial (-1: its public code), the holder key (or ""),
+                      the discount and its split over the hold's lines. Replay takes the
+                      use; the hold's RELEASE or EXPIRE gives it back (drop_hold).
   OFFLINE_SCANS       1: the gate's scans as uploaded, codes included, not the server's
                       decision; its v1 decoder decodes and decides them again, as format 1
                       did (the one record kind replayed by rules). 2: per scan the server's
@@ -102,6 +109,7 @@ class Record(enum.IntEnum):
     ID_LIMITS = 14             # format 3: a real-name product's limits per ID number
     REFUND_POLICY = 15         # format 3: a product's refund tiers
     PASS_DATES = 16            # format 3: a pass's fixed calendar dates
+    COUPON = 17                # format 3: a coupon as set
     # sales
     HOLD = 20                  # binary: the hold as applied (hold_record)
     RELEASE = 21
@@ -111,6 +119,8 @@ class Record(enum.IntEnum):
     BLOCK = 25
     FACE = 26                  # a face key bound to (or taken from) a holder key
     BLACKLIST = 27             # format 3: a person put on (or taken off) a venue's blacklist
+    COUPON_CODES = 28          # format 3: a batch of a coupon's single-use codes issued
+    COUPON_USE = 29            # format 3: the coupon the HOLD before it took
     # gates
     SCAN = 30                  # binary, fixed size (scan_record); native/tickets.pxi replays runs of them
     SCAN_BATCH = 31            # binary (scan_batch_record)
@@ -140,6 +150,7 @@ class CommandKind(enum.IntEnum):
     ID_LIMITS = 14
     REFUND_POLICY = 15
     PASS_DATES = 16
+    COUPON = 17
     # sales
     HOLD = 20
     RELEASE = 21
@@ -149,6 +160,7 @@ class CommandKind(enum.IntEnum):
     BLOCK = 25
     FACE = 26                  # bind a face token to (or take it from) a real-name holder
     BLACKLIST = 27             # put a person on (or take them off) a venue's blacklist
+    COUPON_CODES = 28          # issue a batch of a coupon's single-use codes
     # gates
     OFFLINE_SCANS = 32         # scans an offline gate made, uploaded later
     # not journaled
@@ -160,7 +172,7 @@ class CommandKind(enum.IntEnum):
     VERIFY_FACE = 43
 
 
-LAST_CATALOG = int(Record.PASS_DATES)    # records 1..16 are catalog records (kept in snapshots)
+LAST_CATALOG = int(Record.COUPON)        # records 1..17 are catalog records (kept in snapshots)
 
 _HDR = struct.Struct("<IB")
 SCAN = struct.Struct("<IHBHqB")          # base, gate, direction, persons, at, reason

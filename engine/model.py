@@ -196,19 +196,25 @@ class PricedItem(NamedTuple):
 class HoldResult:
     hold_id: int
     expires_at: int
-    amount_fen: int
+    amount_fen: int                 # after the coupon's discount
     items: list[PricedItem]
+    coupon: str = ""                # the coupon the hold took, if any
+    discount_fen: int = 0           # what it took off
 
     def to_dict(self) -> dict:
         # what the idempotency row stores; dataclasses.asdict's deep copy was half the
         # engine's cost of an idempotent hold
-        return {"hold_id": self.hold_id, "expires_at": self.expires_at,
-                "amount_fen": self.amount_fen, "items": [it.to_dict() for it in self.items]}
+        d = {"hold_id": self.hold_id, "expires_at": self.expires_at,
+             "amount_fen": self.amount_fen, "items": [it.to_dict() for it in self.items]}
+        if self.coupon:
+            d["coupon"], d["discount_fen"] = self.coupon, self.discount_fen
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "HoldResult":
         return cls(d["hold_id"], d["expires_at"], d["amount_fen"],
-                   [PricedItem.from_dict(it) for it in d["items"]])
+                   [PricedItem.from_dict(it) for it in d["items"]], d.get("coupon", ""),
+                   d.get("discount_fen", 0))
 
 
 # the kinds of day a venue prices by (Shard.calendar): an operator's calendar entry for a
@@ -359,6 +365,73 @@ class IdLimits:
     per_slot: int = 0
 
 
+# what a coupon takes off (cmd.coupon), applied last, after every pricing rule
+COUPON_KINDS = ("fixed", "pct", "spend")
+
+
+@dataclass(frozen=True)
+class Coupon:
+    """A venue's coupon (cmd.coupon), applied to a hold's order after every pricing rule:
+
+      fixed   `amount_fen` off the order's lines it applies to
+      pct     `pct` percent off them, at most `cap_fen` (0: no cap)
+      spend   `amount_fen` off once they come to `min_spend_fen` (满减)
+
+    Every kind needs those lines to come to `min_spend_fen` (0: any). It may be used on
+    the venue-local days `valid_from` to `valid_to` (None: open), for `products` and by
+    `channels` (empty: all), until `budget_fen` of discount is given (0: no budget), at
+    most `per_holder` times per person (0: no limit; the Hold then names the person).
+    A `single_use` coupon is used through codes issued in batches (cmd.coupon_codes),
+    each once; else its id is the public code anyone may enter. `active` False: no new
+    hold takes it."""
+    venue: str
+    id: str
+    kind: str
+    amount_fen: int = 0
+    pct: int = 0
+    cap_fen: int = 0
+    min_spend_fen: int = 0
+    valid_from: int | None = None
+    valid_to: int | None = None
+    products: tuple[str, ...] = ()
+    channels: tuple[str, ...] = ()
+    budget_fen: int = 0
+    per_holder: int = 0
+    single_use: bool = False
+    active: bool = True
+    name: str = ""
+
+    def to_dict(self) -> dict:
+        return {**vars(self), "products": list(self.products), "channels": list(self.channels)}
+
+
+@dataclass(frozen=True)
+class CouponStatus:
+    """A coupon and its use now (Shard.coupon): codes issued (single-use), uses taken by
+    holds and orders (a hold that ends unpaid gives its use back), discount given."""
+    coupon: Coupon
+    issued: int
+    uses: int
+    spent_fen: int
+
+
+@dataclass(frozen=True)
+class CouponBatch:
+    """Single-use codes issued (cmd.coupon_codes): serials `first` to first+count-1;
+    Shard.coupon_codes renders their text."""
+    venue: str
+    coupon: str
+    first: int
+    count: int
+
+
+class CouponApplied(NamedTuple):
+    """What a coupon took off an order (in a Quote, a hold, an order)."""
+    coupon: str
+    kind: str
+    discount_fen: int
+
+
 @dataclass(frozen=True)
 class BlacklistResult:
     """A person put on or taken off a venue's blacklist (cmd.blacklist), with the
@@ -392,6 +465,7 @@ class Quote(NamedTuple):
     quote_id: str = ""
     expires_at: int = 0
     lines: list[QuoteLine] = []
+    coupon: CouponApplied | None = None     # amount_fen is after its discount
 
 
 @dataclass(frozen=True)
@@ -495,10 +569,12 @@ class Order:
     lines: list[dict]
     refunds: list[dict]
     created: int
+    coupon: str = ""                # the coupon it was sold with, if any
+    discount_fen: int = 0           # what the coupon took off (amount_fen is after it)
 
     @classmethod
     def from_row(cls, row: dict) -> "Order":
-        return cls(**{k: row[k] for k in cls.__dataclass_fields__})
+        return cls(**{k: row[k] for k in cls.__dataclass_fields__ if k in row})
 
     def ticket_ids(self) -> list[int]:
         return [line["first_ticket"] + i * line["ncomp"]

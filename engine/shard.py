@@ -26,11 +26,11 @@ from . import _core, audit, keyring
 from .errors import (CorruptData, ShardUnavailable, StorageFull, TurnstileError, NotFound,
                      InvalidArgument)
 from .journal import Command, CommandKind
-from .model import (AllotmentStock, AuditNote, AuditRecord, BundleGate, BundleProduct, BundleSlot,
+from .model import (AllotmentStock, AuditNote, CouponStatus, AuditRecord, BundleGate, BundleProduct, BundleSlot,
                     BundleZone, BookingWindow, CalendarDay, IdLimits, Catalog, Conflict, HoldInfo, HolderTicket, OfflineBundle,
                     Order, OrderTicket, PriceRules, PriceTable, ProductCount, PassDates, RefundPolicy, Quote, ShardCounts, SlotStock,
                     TicketRecord, Violation, ZoneCount, to_day)
-from .state import Batch, ShardState, catalog, mask_id, retry
+from .state import Batch, ShardState, catalog, mask_id, promos, retry
 from .storage import SHARD_MAP_SIZE, Storage
 
 log = logging.getLogger(__name__)
@@ -670,11 +670,23 @@ class Shard:
             raise InvalidArgument("must be a hold id", field="hold_id")
         return self.state.hold_info(hold_id, int(self.clock()))
 
-    def quote(self, venue: str, channel: str, items: list) -> Quote:
+    def quote(self, venue: str, channel: str, items: list, *, coupon: str | None = None,
+              coupon_holder: str | None = None) -> Quote:
         """Prices of `items` for `channel` now, by the rules a hold applies, explained per
-        line (date type, base price, rules), with a quote id a hold can be held to for
-        QUOTE_TTL_S (cmd.hold(quote_id=...)); takes no stock."""
-        return self.state.quote(channel, venue, items, int(self.clock()))
+        line (date type, base price, rules), the coupon `coupon` names taken off last, with
+        a quote id a hold can be held to for QUOTE_TTL_S (cmd.hold(quote_id=...)); takes
+        no stock and no coupon."""
+        return self.state.quote(channel, venue, items, int(self.clock()),
+                                {"coupon": coupon, "coupon_holder": coupon_holder})
+
+    def coupon(self, venue: str, coupon: str) -> CouponStatus:
+        """A coupon as set and its use now (codes issued, uses, discount given)."""
+        return promos.status(self.state, venue, coupon)
+
+    def coupon_codes(self, venue: str, coupon: str, first: int, count: int) -> list[str]:
+        """The text of a single-use coupon's issued codes first..first+count-1 (at most
+        100,000): what cmd.coupon_codes issued, rendered again whenever asked."""
+        return promos.codes(self.state, venue, coupon, first, count)
 
     def calendar(self, venue: str, day_from, day_to=None) -> list[CalendarDay]:
         """Each venue-local day from `day_from` to `day_to` (inclusive, at most 3660) with

@@ -13,6 +13,7 @@ the state; at run time each module imports only modules listed above it:
     secrets.py   the holder secret, ticket keys, keyed hashes, sealed ID numbers, codes
     retry.py     retry rows: kept in time buckets, read for a window, pruned by slices
     catalog.py   venues, zones, gates, products, slots, capacity, allotments; find by name
+    promos.py    coupons: as set, single-use codes, what a hold's coupon takes off, its use
     sales.py     quotes, holds, expiry, confirm (tickets issued), orders, refunds, blocks
     idem.py      idempotency: decided once, a retry gets the first answer
     scans.py     verify by code, ID number, face or batch; scan ids; face enrolment

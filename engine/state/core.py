@@ -16,7 +16,7 @@ from ..codes import TicketCodec
 from ..errors import CorruptData, InvalidArgument
 from ..journal import _HDR, FORMAT, LAST_CATALOG, Batch, Command, CommandKind, Record, decode_format
 from ..model import AuditNote, Gate, Product, Slot, Venue, Zone
-from . import catalog, idem, offline, retry, sales, scans, secrets, snapshot
+from . import catalog, idem, offline, promos, retry, sales, scans, secrets, snapshot
 from .validate import text_arg
 
 _VERIFY, _VERIFY_FACE = int(CommandKind.VERIFY), int(CommandKind.VERIFY_FACE)
@@ -49,6 +49,8 @@ HANDLERS: dict[int, Callable[..., Any]] = {
     CommandKind.ID_LIMITS: catalog.set_id_limits,
     CommandKind.REFUND_POLICY: catalog.set_refund_policy,
     CommandKind.PASS_DATES: catalog.set_pass_dates,
+    CommandKind.COUPON: promos.set_coupon,
+    CommandKind.COUPON_CODES: promos.issue_codes,
     CommandKind.BLACKLIST: sales.blacklist,
     CommandKind.HOLD: sales.take_hold,
     CommandKind.RELEASE: sales.release_hold,
@@ -90,6 +92,9 @@ REPLAY: dict[int, Callable[..., None]] = {
     Record.BLOCK: sales.replay_block,
     Record.FACE: _handler(CommandKind.FACE),
     Record.BLACKLIST: sales.replay_blacklist,
+    Record.COUPON: promos.replay_coupon,
+    Record.COUPON_CODES: promos.replay_codes,
+    Record.COUPON_USE: promos.replay_use,
     Record.OFFLINE_SCANS: offline.replay_upload,
 }
 
@@ -132,6 +137,9 @@ class ShardState:
         self.id_limits: dict[tuple[str, str], Any] = {}        # (venue, product) -> IdLimits
         self.refund_policy: dict[tuple[str, str], Any] = {}    # (venue, product) -> RefundPolicy
         self.pass_dates: dict[tuple[str, str], tuple[int, int]] = {}   # -> (first, last day)
+        # (venue, coupon id) -> the coupon as set, and its use (promos.CouponUse)
+        self.coupons: dict[tuple[str, str], Any] = {}
+        self.coupon_use: dict[tuple[str, str], promos.CouponUse] = {}
         # venue -> holder key -> {reason, until, tickets it blocked}
         self.blacklist: dict[str, dict[str, dict]] = {}
         self.holds: dict[int, dict] = {}

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import IdempotencyMismatch, InvalidArgument
 from ..journal import Command, CommandKind
-from ..model import (AllotmentCounters, AuditNote, BlacklistResult, BlockResult, BookingWindow, IdLimits, CalendarResult, DatePrice, EntryRule,
+from ..model import (AllotmentCounters, Coupon, CouponBatch, AuditNote, BlacklistResult, BlockResult, BookingWindow, IdLimits, CalendarResult, DatePrice, EntryRule,
                      ExpireResult, FaceResult, Gate, GateMode, HoldResult, IssuedTicket, KeyResult,
                      Order, PassDates, PriceRule, PriceRules, PriceTable, Product, RefundPolicy,
                      RefundTier, RefundResult, ReleaseResult, Slot, SlotCounters,
@@ -112,6 +112,9 @@ _RESTORE: dict[int, Callable[[ShardState, Any], Any]] = {
     CommandKind.REFUND_POLICY: lambda st, d: RefundPolicy(d["venue"], d["product"],
                                                           [RefundTier(**t) for t in d["tiers"]]),
     CommandKind.BLACKLIST: lambda st, d: BlacklistResult(**d),
+    CommandKind.COUPON: lambda st, d: Coupon(**{**d, "products": tuple(d["products"]),
+                                                "channels": tuple(d["channels"])}),
+    CommandKind.COUPON_CODES: lambda st, d: CouponBatch(**d),
     CommandKind.BOOKING: lambda st, d: BookingWindow(d["venue"], d["product"], d["opens_days"],
                                                      d["closes_minutes"], tuple(d["weekdays"])),
     CommandKind.PRICES: lambda st, d: PriceTable(d["venue"], d["product"],

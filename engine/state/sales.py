@@ -27,6 +27,7 @@ from ..model import (QUOTE_TTL_S, BlacklistResult, BlockResult, ExpireResult, Ho
                      PricedItem, Quote, QuoteLine, RefundResult, ReleaseResult, Venue)
 from .catalog import (apply_rules, channel_of, check_booking, date_type, find, price_of,
                       refund_fee_pct, venue_of)
+from . import promos
 from .retry import get_retry, put_retry
 from .secrets import holder_key, mask_id, render, seal
 from .validate import ID, U16, arg, ident_arg, int_arg, text_arg
@@ -62,8 +63,9 @@ def take_hold(st: ShardState, args: dict, now: int) -> HoldResult:
     venue = venue_of(st, args)
     ttl = int_arg(args, "ttl_s", 1, MAX_TTL, DEFAULT_TTL)
     lines = hold_lines(st, channel, venue, args, now)
+    coupon = promos.evaluate(st, args, channel, venue, lines, now)
     if args.get("quote_id") is not None:
-        check_quote(st, args["quote_id"], channel, venue.id, lines, now)
+        check_quote(st, args["quote_id"], channel, venue.id, lines, now, coupon)
     # take stock line by line, component by component; undo all if any is short
     taken = []
     for i, ln in enumerate(lines):
@@ -83,52 +85,67 @@ def take_hold(st: ShardState, args: dict, now: int) -> HoldResult:
         amount += ln["price"] * ln["qty"] * ln["group"]
     hold = {"id": hid, "channel": channel, "venue": venue.id, "expires_at": now + ttl,
             "created": now, "amount": amount, "lines": lines}
+    if coupon is not None:
+        promos.take(st, venue.id, coupon)
+        hold["coupon"] = coupon
+        hold["amount"] = amount - coupon["discount"]
     st.holds[hid] = hold
     heapq.heappush(st.expiry, (now + ttl, hid))
     st.journal(hold_record(hold, st.venue_idx[venue.id]), Record.HOLD)
+    if coupon is not None:
+        promos.journal_use(st, hold)
     return hold_result(st, hold)
 
 
-def quote(st: ShardState, channel: str, venue_id: str, items: Any, now: int) -> Quote:
+def quote(st: ShardState, channel: str, venue_id: str, items: Any, now: int,
+          coupon: dict | None = None) -> Quote:
     """What a hold of `items` would cost the channel now, by the same rules as a
-    hold (validated alike), explained line by line, with the id a Hold may name to be
-    charged exactly that for QUOTE_TTL_S; takes no stock."""
+    hold (validated alike), explained line by line, with the coupon `coupon` names
+    ({"coupon": code, "coupon_holder": ID number}) taken off last, and the id a Hold
+    may name to be charged exactly that for QUOTE_TTL_S; takes no stock."""
     venue = venue_of(st, {"venue": venue_id})
     channel = channel_of(st, {"channel": channel})
     explained: list[QuoteLine] = []
     lines = hold_lines(st, channel, venue, {"items": items}, now, explained)
+    use = promos.evaluate(st, coupon or {}, channel, venue, lines, now)
     expires = now + QUOTE_TTL_S
     return Quote(hold_result(st, {"id": 0, "expires_at": 0, "amount": 0, "lines": lines}).items,
-                 sum(ln["price"] * ln["qty"] * ln["group"] for ln in lines),
-                 quote_id(st, channel, venue.id, lines, expires), expires, explained)
+                 sum(ln["price"] * ln["qty"] * ln["group"] for ln in lines) - (use["discount"] if use else 0),
+                 quote_id(st, channel, venue.id, lines, expires, use), expires, explained,
+                 promos.applied(use))
 
 
 _QUOTE = struct.Struct(">Q16s")
 
 
-def _quote_mac(st: ShardState, channel: str, venue: str, lines: list[dict], expires: int) -> bytes:
-    body = json.dumps([channel, venue, expires, [[ln["p"], ln["qty"], ln["group"], ln["slots"],
-                                                  ln["price"]] for ln in lines]],
-                      separators=(",", ":")).encode()
-    return hashlib.blake2b(body, key=st.holder_secret, digest_size=16, person=b"turnstile-quote").digest()
+def _quote_mac(st: ShardState, channel: str, venue: str, lines: list[dict], expires: int,
+               coupon: dict | None) -> bytes:
+    body = [channel, venue, expires, [[ln["p"], ln["qty"], ln["group"], ln["slots"], ln["price"]]
+                                      for ln in lines]]
+    if coupon is not None:
+        body.append([coupon["coupon"], coupon["serial"], coupon["discount"]])
+    return hashlib.blake2b(json.dumps(body, separators=(",", ":")).encode(), key=st.holder_secret,
+                           digest_size=16, person=b"turnstile-quote").digest()
 
 
-def quote_id(st: ShardState, channel: str, venue: str, lines: list[dict], expires: int) -> str:
+def quote_id(st: ShardState, channel: str, venue: str, lines: list[dict], expires: int,
+             coupon: dict | None = None) -> str:
     """A quote's id: its expiry and a MAC (keyed by the shard) over the channel, venue,
-    items and unit prices it gave. Nothing is stored: a Hold naming it recomputes its
-    lines by today's rules and compares (check_quote)."""
-    return base64.urlsafe_b64encode(_QUOTE.pack(expires, _quote_mac(st, channel, venue, lines, expires))
-                                    ).decode().rstrip("=")
+    items, unit prices and coupon discount it gave. Nothing is stored: a Hold naming it
+    recomputes its lines by today's rules and compares (check_quote)."""
+    return base64.urlsafe_b64encode(_QUOTE.pack(
+        expires, _quote_mac(st, channel, venue, lines, expires, coupon))).decode().rstrip("=")
 
 
-def check_quote(st: ShardState, qid: Any, channel: str, venue: str, lines: list[dict], now: int) -> None:
+def check_quote(st: ShardState, qid: Any, channel: str, venue: str, lines: list[dict], now: int,
+                coupon: dict | None = None) -> None:
     """A Hold naming quote `qid` is charged what it said, or refused: QuoteExpired past
-    its expiry, QuoteChanged if the items, channel or prices are not those quoted."""
+    its expiry, QuoteChanged if the items, channel, prices or coupon are not those quoted."""
     try:
         expires, mac = _QUOTE.unpack(base64.urlsafe_b64decode(qid + "=" * (-len(qid) % 4)))
     except (TypeError, ValueError, struct.error, binascii.Error):
         raise InvalidArgument("not a quote id (SalesService.Quote gives one)", field="quote_id") from None
-    if not hmac.compare_digest(mac, _quote_mac(st, channel, venue, lines, expires)):
+    if not hmac.compare_digest(mac, _quote_mac(st, channel, venue, lines, expires, coupon)):
         raise QuoteChanged("the prices or items are not those of this quote (the rules may have "
                            "changed since)", field="quote_id", hint="quote again")
     if now > expires:
@@ -227,10 +244,11 @@ def replay_hold(st: ShardState, payload) -> None:
 
 
 def hold_result(st: ShardState, hold: dict) -> HoldResult:
+    c = hold.get("coupon")
     return HoldResult(hold["id"], hold["expires_at"], hold["amount"], [
         PricedItem(st.product_list[ln["p"]].id, ln["qty"], ln["group"],
                    [st.slot_list[s] for s in ln["slots"]], ln["price"])
-        for ln in hold["lines"]])
+        for ln in hold["lines"]], c["coupon"] if c else "", c["discount"] if c else 0)
 
 
 def active_hold(st: ShardState, args: dict, now: int) -> dict:
@@ -253,6 +271,8 @@ def drop_hold(st: ShardState, hold: dict, status: str) -> None:
         need = ln["qty"] * ln["group"]
         for s, a in zip(ln["slots"], ln["allots"]):
             st.slots.release(s, a, need)
+    if "coupon" in hold:
+        promos.give_back(st, hold["venue"], hold["coupon"])
     del st.holds[hold["id"]]
     end_hold(st, hold, status)
 
@@ -378,16 +398,22 @@ def confirm_hold(st: ShardState, args: dict, now: int) -> ConfirmResult:
     # the journal carries holder keys, never ID numbers
     hkeys = [[holder_key(st, x) for x in ids] for ids in per_line]
     check_holders(st, hold, hkeys, now)
+    coupon = hold.get("coupon")
+    if coupon and coupon["holder"] and any(hkeys) and not any(coupon["holder"] in k for k in hkeys):
+        raise InvalidArgument("the coupon was taken for a person who holds none of this order's "
+                              "tickets", field="holders", hint="name them among the holders")
     end_hold(st, hold, "confirmed", order_id)
     issue(st, hold, hkeys)
     key_id = st.codec.issuing_key if st.codec.keys else -1
     lines, tickets = [], []
-    for ln, ids, keys in zip(hold["lines"], per_line, hkeys):
+    for i, (ln, ids, keys) in enumerate(zip(hold["lines"], per_line, hkeys)):
         p = st.product_list[ln["p"]]
         lines.append({"product": p.id, "qty": ln["qty"], "group": ln["group"],
                       "slots": [st.slot_list[s] for s in ln["slots"]], "allots": ln["allots"],
                       "unit_price_fen": ln["price"], "first_ticket": ln["first"],
                       "ncomp": len(p.zones), "key_id": key_id, "signed": signed})
+        if coupon:
+            lines[-1]["discount_fen"] = coupon["lines"][i]
         for k in range(ln["qty"]):
             tid = ln["first"] + k * len(p.zones)
             code = "" if st.replaying else render(st, tid, key_id, signed)
@@ -395,7 +421,7 @@ def confirm_hold(st: ShardState, args: dict, now: int) -> ConfirmResult:
                                         mask_id(ids[k]) if ids else ""))
     order = Order(order_id, hold["channel"], hold["venue"], hold["id"], amount, 0,
                   {"method": method, "reference": reference, "amount_fen": amount},
-                  lines, [], now)
+                  lines, [], now, *((coupon["coupon"], coupon["discount"]) if coupon else ()))
     if not st.replaying:
         row = dict(vars(order))
         row["holders"] = [[seal(st, x) for x in ids] for ids in per_line]
@@ -583,10 +609,14 @@ def refund_order(st: ShardState, args: dict, now: int) -> RefundResult:
     row = json.loads(raw)
     if any(r["refund_id"] == refund_id for r in row["refunds"]):
         raise AlreadyExists(f"refund {refund_id} exists", field="refund_id")
-    by_ticket = {}
+    by_ticket, paid = {}, {}
     for ln in row["lines"]:
         for k in range(ln["qty"]):
-            by_ticket[ln["first_ticket"] + k * ln["ncomp"]] = ln
+            t = ln["first_ticket"] + k * ln["ncomp"]
+            by_ticket[t] = ln
+            # what the ticket was paid: its price less its share of a coupon's discount
+            paid[t] = ln["unit_price_fen"] * ln["group"] - promos.line_share(
+                ln.get("discount_fen", 0), ln["qty"], k)
     refunded = {t for r in row["refunds"] for t in r["tickets"]}
     if want:
         for i, t in enumerate(want):
@@ -620,7 +650,7 @@ def refund_order(st: ShardState, args: dict, now: int) -> RefundResult:
     returns = []
     for t, pct in zip(chosen, fees):
         ln = by_ticket[t]
-        price = ln["unit_price_fen"] * ln["group"]
+        price = paid[t]
         f = (price * pct + 50) // 100
         amount += price - f
         fee += f

@@ -16,10 +16,12 @@ from typing import TYPE_CHECKING
 
 from ..errors import CorruptData
 from ..journal import FORMAT, FORMAT_RECORD, Batch
+from . import promos
 
 # blob -> the version of its layout this build writes (and the newest it reads)
-# (meta 2: with the venues' blacklists; a meta of version 1 has none)
-VERSIONS = {"catalog": FORMAT, "slots": 1, "allots": 1, "meta": 2, "records": 1,
+# (meta 2: with the venues' blacklists; 3: with the coupons' use; a meta of version 1
+# has neither, of version 2 no coupons)
+VERSIONS = {"catalog": FORMAT, "slots": 1, "allots": 1, "meta": 3, "records": 1,
             "bm.used": 1, "bm.inside": 1, "bm.voided": 1, "bm.blocked": 1, "entered": 1}
 
 if TYPE_CHECKING:
@@ -35,6 +37,7 @@ def dump(st: ShardState) -> dict[str, bytes]:
         "holders": st.holders,
         "faces": st.faces,
         "blacklist": st.blacklist,
+        "coupons": promos.dump(st),
         "zones_inside": t["zones_inside"],
         "entered_days": sorted(t["entered"]),
     }
@@ -89,3 +92,4 @@ def load(st: ShardState, blobs: dict[str, bytes]) -> None:
     st.holders = {k: list(v) for k, v in meta["holders"].items()}
     st.faces = dict(meta.get("faces", {}))
     st.blacklist = {v: dict(e) for v, e in meta.get("blacklist", {}).items()}
+    promos.load(st, meta.get("coupons", {}))

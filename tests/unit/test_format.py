@@ -30,7 +30,8 @@ FIXTURES = os.path.join(os.path.dirname(HERE), "fixtures")
 ROOT = os.path.dirname(os.path.dirname(HERE))
 KEY = fx.FORMAT1_MASTER_KEY
 FORMAT_3_KINDS = {Record.CALENDAR, Record.PRICES, Record.PRICE_RULES, Record.BOOKING,
-                  Record.ID_LIMITS, Record.REFUND_POLICY, Record.PASS_DATES, Record.BLACKLIST}
+                  Record.ID_LIMITS, Record.REFUND_POLICY, Record.PASS_DATES, Record.BLACKLIST,
+                  Record.COUPON, Record.COUPON_CODES, Record.COUPON_USE}
 
 
 @pytest.fixture(scope="module")
