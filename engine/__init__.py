@@ -12,7 +12,7 @@ from .errors import (TurnstileError, InvalidArgument, NotFound, AlreadyExists,
                      FailedPrecondition, SoldOut, SlotClosed, HoldNotActive, TicketUsed,
                      IdempotencyMismatch, PermissionDenied, Overloaded, ShardUnavailable,
                      StorageFull, QuoteChanged, QuoteExpired, BookingClosed,
-                     RefundClosed, CouponRefused, StorageError, CorruptData)
+                     RefundClosed, CouponRefused, ChangeClosed, StorageError, CorruptData)
 from .journal import Command, CommandKind, Record
 from .keyring import MasterKeyError
 from .model import (Reason, Direction, GateMode, EntryRule, Venue, Zone, Gate, Product, Slot,
@@ -22,7 +22,7 @@ from .model import (Reason, Direction, GateMode, EntryRule, Venue, Zone, Gate, P
                     PriceRules, RULE_KINDS, BookingWindow, RefundPolicy, RefundTier, PassDates,
                     COUPON_KINDS, Coupon, CouponApplied, CouponBatch, CouponStatus)
 from .shard import Shard
-from .state import ConfirmResult, BatchScanResult, mask_id
+from .state import ConfirmResult, BatchScanResult, ChangeResult, ChangeTerms, mask_id
 from .writer import GroupCommit
 from . import datadir              # backup, restore, shard count, venue moves (over Shard)
 
@@ -35,7 +35,7 @@ __all__ = [
     "CorruptData", "DATE_TYPES", "DatePrice", "PriceTable", "CalendarDay", "CalendarResult", "Quote",
     "QuoteLine", "AppliedRule", "PriceRule", "PriceRules", "RULE_KINDS", "BookingWindow",
     "RefundPolicy", "RefundTier", "RefundClosed", "PassDates",
-    "BookingClosed", "CouponRefused", "COUPON_KINDS", "Coupon", "CouponApplied", "CouponBatch",
+    "BookingClosed", "CouponRefused", "ChangeClosed", "ChangeTerms", "ChangeResult", "COUPON_KINDS", "Coupon", "CouponApplied", "CouponBatch",
     "CouponStatus",
     "ID_PATTERN", "mask_id", "Reason", "Direction", "GateMode", "EntryRule", "Venue", "Zone", "Gate", "Product", "Slot",
     "HoldItem", "HoldResult", "ScanResult", "IssuedTicket", "Order", "RefundResult",

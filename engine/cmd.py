@@ -257,6 +257,22 @@ def refund(order_id: str, refund_id: str, tickets: Sequence[int] = (), *,
     return Command(CommandKind.REFUND, args, f"{order_id}/{refund_id}")
 
 
+def change(order_id: str, change_id: str, slots: Sequence[str], tickets: Sequence[int] = (), *,
+           channel: str, method: str = "", amount_fen: int | None = None,
+           reference: str = "") -> Command:
+    """Move unused tickets of one line of the order `order_id` of `channel` (all its
+    unused ones if `tickets` is empty) to `slots` (one per zone of the product), in one
+    step: new codes issued, the old voided. Priced as a hold for those slots would be,
+    with a fee by the product's refund policy; when the buyer owes more, pay exactly
+    that (`method`, `amount_fen`; Shard.change_terms says it). `change_id` (unique in
+    the order) makes a retry get the first answer."""
+    args = {"order_id": order_id, "change_id": change_id, "slots": list(slots),
+            "tickets": list(tickets), "channel": channel}
+    if amount_fen is not None:
+        args["payment"] = {"method": method, "reference": reference, "amount_fen": amount_fen}
+    return Command(CommandKind.CHANGE, args, f"{order_id}/change/{change_id}")
+
+
 def note(result: str = "OK") -> Command:
     """Changes nothing; with an audit tuple it records a call made outside the shard."""
     return Command(CommandKind.NOTE, {"result": result})

@@ -98,6 +98,13 @@ class RefundClosed(FailedPrecondition):
     code = "REFUND_CLOSED"
 
 
+class ChangeClosed(FailedPrecondition):
+    """The product's refund policy gives nothing back at this time, so its tickets can't
+    be changed either (e.g. once the slot started)."""
+
+    code = "CHANGE_CLOSED"
+
+
 class CouponRefused(FailedPrecondition):
     """A coupon a Quote or Hold named can't be used; nothing is held. The code says why:
     COUPON_INVALID (no such code, a forged one, or withdrawn), COUPON_NOT_APPLICABLE

@@ -125,6 +125,8 @@ class Record(enum.IntEnum):
     SCAN = 30                  # binary, fixed size (scan_record); native/tickets.pxi replays runs of them
     SCAN_BATCH = 31            # binary (scan_batch_record)
     OFFLINE_SCANS = 32         # scans an offline gate made, uploaded later (JSON)
+    # after-sale
+    CHANGE = 33                # format 3: tickets of an order moved to other slots (改签)
 
 
 class CommandKind(enum.IntEnum):
@@ -163,6 +165,8 @@ class CommandKind(enum.IntEnum):
     COUPON_CODES = 28          # issue a batch of a coupon's single-use codes
     # gates
     OFFLINE_SCANS = 32         # scans an offline gate made, uploaded later
+    # after-sale
+    CHANGE = 33                # move unused tickets of an order to other slots (改签)
     # not journaled
     NOTE = 39                  # an audited call that changed nothing in the shard
     # journaled as the SCAN or SCAN_BATCH records they resolve to

@@ -571,6 +571,7 @@ class Order:
     created: int
     coupon: str = ""                # the coupon it was sold with, if any
     discount_fen: int = 0           # what the coupon took off (amount_fen is after it)
+    changes: list[dict] = field(default_factory=list)   # its changes (改签), as made
 
     @classmethod
     def from_row(cls, row: dict) -> "Order":

@@ -708,6 +708,15 @@ class Shard:
         d = self.state.pass_dates.get((venue, product))
         return PassDates(venue, product, *d) if d else PassDates(venue, product)
 
+    def change_terms(self, order_id: str, change_id: str, slots: list[str], tickets: list[int] = (),
+                     *, channel: str):
+        """What cmd.change with these arguments would do and cost now (state.changes.
+        ChangeTerms: the tickets given up, the new unit price, the fee, what the buyer
+        owes or gets back), changing nothing; refused as the change would be, except
+        for stock, which is taken only by the change."""
+        return self.state.change_terms({"order_id": order_id, "change_id": change_id, "slots": list(slots),
+                                        "tickets": list(tickets), "channel": channel}, int(self.clock()))
+
     def refund_policy(self, venue: str, product: str) -> RefundPolicy:
         """A product's refund tiers (none: its flat refund_fee_pct at any time)."""
         if (venue, product) not in self.state.products:

@@ -15,6 +15,7 @@ the state; at run time each module imports only modules listed above it:
     catalog.py   venues, zones, gates, products, slots, capacity, allotments; find by name
     promos.py    coupons: as set, single-use codes, what a hold's coupon takes off, its use
     sales.py     quotes, holds, expiry, confirm (tickets issued), orders, refunds, blocks
+    changes.py   changes (改签): unused tickets moved to other slots, priced by the rules
     idem.py      idempotency: decided once, a retry gets the first answer
     scans.py     verify by code, ID number, face or batch; scan ids; face enrolment
     offline.py   uploads of offline gates
@@ -23,6 +24,7 @@ the state; at run time each module imports only modules listed above it:
                  HANDLERS, the dispatch table; the reads the shard makes are the concern
                  functions bound to ShardState (state.quote(...) is sales.quote(state, ...))
 """
+from .changes import ChangeResult, ChangeTerms
 from .core import ShardState
 from .idem import fingerprint
 from .sales import MAX_QTY, ConfirmResult, order_key
@@ -30,5 +32,5 @@ from .scans import BatchScanResult, offline_key
 from .secrets import mask_id
 from ..journal import Batch
 
-__all__ = ["ShardState", "Batch", "ConfirmResult", "BatchScanResult", "MAX_QTY", "fingerprint",
+__all__ = ["ShardState", "Batch", "ConfirmResult", "ChangeResult", "ChangeTerms", "BatchScanResult", "MAX_QTY", "fingerprint",
            "order_key", "offline_key", "mask_id"]

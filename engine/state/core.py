@@ -16,7 +16,7 @@ from ..codes import TicketCodec
 from ..errors import CorruptData, InvalidArgument
 from ..journal import _HDR, FORMAT, LAST_CATALOG, Batch, Command, CommandKind, Record, decode_format
 from ..model import AuditNote, Gate, Product, Slot, Venue, Zone
-from . import catalog, idem, offline, promos, retry, sales, scans, secrets, snapshot
+from . import catalog, changes, idem, offline, promos, retry, sales, scans, secrets, snapshot
 from .validate import text_arg
 
 _VERIFY, _VERIFY_FACE = int(CommandKind.VERIFY), int(CommandKind.VERIFY_FACE)
@@ -57,6 +57,7 @@ HANDLERS: dict[int, Callable[..., Any]] = {
     CommandKind.EXPIRE: sales.expire_holds,
     CommandKind.CONFIRM: sales.confirm_hold,
     CommandKind.REFUND: sales.refund_order,
+    CommandKind.CHANGE: changes.change_order,
     CommandKind.BLOCK: sales.block_ticket,
     CommandKind.FACE: scans.enrol_face,
     CommandKind.OFFLINE_SCANS: offline.upload,
@@ -89,6 +90,7 @@ REPLAY: dict[int, Callable[..., None]] = {
     Record.EXPIRE: sales.replay_expire,
     Record.CONFIRM: sales.replay_confirm,
     Record.REFUND: sales.replay_refund,
+    Record.CHANGE: changes.replay_change,
     Record.BLOCK: sales.replay_block,
     Record.FACE: _handler(CommandKind.FACE),
     Record.BLACKLIST: sales.replay_blacklist,
@@ -270,6 +272,7 @@ class ShardState:
     due_expiry = sales.due_expiry
     order_row = sales.order_row
     get_order = sales.get_order
+    change_terms = changes.change_terms
     tickets_of = scans.tickets_of
     dump = snapshot.dump
     load = snapshot.load

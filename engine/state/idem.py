@@ -17,6 +17,7 @@ from ..model import (AllotmentCounters, Coupon, CouponBatch, AuditNote, Blacklis
                      Order, PassDates, PriceRule, PriceRules, PriceTable, Product, RefundPolicy,
                      RefundTier, RefundResult, ReleaseResult, Slot, SlotCounters,
                      UploadResult, Venue, Zone)
+from . import changes
 from .sales import ConfirmResult
 from .retry import get_retry, put_retry
 from .secrets import render_if_valid
@@ -124,6 +125,7 @@ _RESTORE: dict[int, Callable[[ShardState, Any], Any]] = {
     CommandKind.EXPIRE: lambda st, d: ExpireResult(**d),
     CommandKind.CONFIRM: _confirmed,
     CommandKind.REFUND: lambda st, d: RefundResult(**d),
+    CommandKind.CHANGE: changes.restore,
     CommandKind.BLOCK: lambda st, d: BlockResult(**d),
     CommandKind.FACE: lambda st, d: FaceResult(**d),
     CommandKind.OFFLINE_SCANS: lambda st, d: [UploadResult.from_dict(r) for r in d],

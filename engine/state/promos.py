@@ -20,7 +20,7 @@ import binascii
 import hashlib
 import hmac
 import struct
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pyroaring import BitMap
 

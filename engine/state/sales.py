@@ -430,11 +430,13 @@ def confirm_hold(st: ShardState, args: dict, now: int) -> ConfirmResult:
     return ConfirmResult(order, tickets)
 
 
-def check_holders(st: ShardState, hold: dict, hkeys: list[list[str]], now: int) -> None:
-    """Before a confirm issues anything: no holder on the venue's blacklist (Blacklisted),
-    and no holder above a real-name product's limits per ID number for the day or the
-    slot, counting their tickets of the product that are not voided, across channels,
-    and this order's (IdLimitExceeded)."""
+def check_holders(st: ShardState, hold: dict, hkeys: list[list[str]], now: int,
+                  excluding: set[int] = frozenset()) -> None:
+    """Before a confirm (or change) issues anything: no holder on the venue's blacklist
+    (Blacklisted), and no holder above a real-name product's limits per ID number for
+    the day or the slot, counting their tickets of the product that are not voided (nor
+    `excluding`: those a change gives up), across channels, and this order's
+    (IdLimitExceeded)."""
     venue = hold["venue"]
     listed = st.blacklist.get(venue)
     counts: dict[tuple, int] = {}
@@ -456,7 +458,8 @@ def check_holders(st: ShardState, hold: dict, hkeys: list[list[str]], now: int) 
                 counts[dk] = counts[sk] = 0
                 for b in st.holders.get(hk, ()):
                     rec = st.tickets.record(b)
-                    if rec["product"] != ln["p"] or st.tickets.code_state(b) & _core.STATE_VOIDED:
+                    if (rec["product"] != ln["p"] or st.tickets.code_state(b) & _core.STATE_VOIDED
+                            or b in excluding):
                         continue
                     counts[dk] += rec["first_day"] == day
                     counts[sk] += rec["slot"] == ln["slots"][0]
@@ -598,6 +601,19 @@ def replay_refund(st: ShardState, args: dict, fmt: int) -> None:
     st.journal(json_record(Record.REFUND, args), Record.REFUND)
 
 
+def order_tickets(row: dict) -> tuple[dict[int, tuple[int, int]], dict[int, int]]:
+    """Of an order row: ticket -> (line index, index in the line), and ticket -> what it
+    was paid (its price less its share of a coupon's discount)."""
+    where, paid = {}, {}
+    for i, ln in enumerate(row["lines"]):
+        for k in range(ln["qty"]):
+            t = ln["first_ticket"] + k * ln["ncomp"]
+            where[t] = (i, k)
+            paid[t] = ln["unit_price_fen"] * ln["group"] - promos.line_share(
+                ln.get("discount_fen", 0), ln["qty"], k)
+    return where, paid
+
+
 def refund_order(st: ShardState, args: dict, now: int) -> RefundResult:
     order_id = ident_arg(args, "order_id")
     refund_id = ident_arg(args, "refund_id")
@@ -609,14 +625,8 @@ def refund_order(st: ShardState, args: dict, now: int) -> RefundResult:
     row = json.loads(raw)
     if any(r["refund_id"] == refund_id for r in row["refunds"]):
         raise AlreadyExists(f"refund {refund_id} exists", field="refund_id")
-    by_ticket, paid = {}, {}
-    for ln in row["lines"]:
-        for k in range(ln["qty"]):
-            t = ln["first_ticket"] + k * ln["ncomp"]
-            by_ticket[t] = ln
-            # what the ticket was paid: its price less its share of a coupon's discount
-            paid[t] = ln["unit_price_fen"] * ln["group"] - promos.line_share(
-                ln.get("discount_fen", 0), ln["qty"], k)
+    where, paid = order_tickets(row)
+    by_ticket = {t: row["lines"][i] for t, (i, _) in where.items()}
     refunded = {t for r in row["refunds"] for t in r["tickets"]}
     if want:
         for i, t in enumerate(want):
