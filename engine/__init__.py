@@ -20,7 +20,8 @@ from .model import (Reason, Direction, GateMode, EntryRule, Venue, Zone, Gate, P
                     Violation, ID_PATTERN, to_day, day_to_date, DATE_TYPES, DatePrice, PriceTable,
                     CalendarDay, CalendarResult, Quote, QuoteLine, AppliedRule, PriceRule,
                     PriceRules, RULE_KINDS, BookingWindow, RefundPolicy, RefundTier, PassDates,
-                    COUPON_KINDS, Coupon, CouponApplied, CouponBatch, CouponStatus)
+                    COUPON_KINDS, Coupon, CouponApplied, CouponBatch, CouponStatus,
+                    PackagePart, PackageSplit)
 from .shard import Shard
 from .state import ConfirmResult, BatchScanResult, ChangeResult, ChangeTerms, mask_id
 from .writer import GroupCommit
@@ -36,7 +37,7 @@ __all__ = [
     "QuoteLine", "AppliedRule", "PriceRule", "PriceRules", "RULE_KINDS", "BookingWindow",
     "RefundPolicy", "RefundTier", "RefundClosed", "PassDates",
     "BookingClosed", "CouponRefused", "ChangeClosed", "ChangeTerms", "ChangeResult", "COUPON_KINDS", "Coupon", "CouponApplied", "CouponBatch",
-    "CouponStatus",
+    "CouponStatus", "PackagePart", "PackageSplit",
     "ID_PATTERN", "mask_id", "Reason", "Direction", "GateMode", "EntryRule", "Venue", "Zone", "Gate", "Product", "Slot",
     "HoldItem", "HoldResult", "ScanResult", "IssuedTicket", "Order", "RefundResult",
     "Violation", "ConfirmResult", "BatchScanResult", "to_day", "day_to_date",

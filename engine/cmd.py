@@ -11,7 +11,7 @@ import datetime as _dt
 from typing import Iterable, Mapping, Sequence
 
 from .journal import Command, CommandKind
-from .model import (RULE_CONDITION, DatePrice, Direction, EntryRule, GateMode, HoldItem, PriceRule,
+from .model import (RULE_CONDITION, DatePrice, PackagePart, Direction, EntryRule, GateMode, HoldItem, PriceRule,
                     RefundTier, Slot, to_day)
 
 
@@ -205,6 +205,17 @@ def pass_dates(venue: str, product: str, valid_from: _dt.date | str | None = Non
                    idempotency_key)
 
 
+def package(venue: str, product: str, parts: Iterable[PackagePart | dict], *,
+            idempotency_key: str | None = None) -> Command:
+    """Make a product a package (套票) of parts -- its zones or extras such as a boat ride or
+    a meal voucher -- each settled to a merchant, a fixed amount per person or a percent
+    of what the fixed parts leave (the percents add up to 100); every order line of it
+    records the split of what was paid. No parts: not a package."""
+    rows = [vars(p) if isinstance(p, PackagePart) else p for p in parts]
+    return Command(CommandKind.PACKAGE, {"venue": venue, "product": product, "parts": rows},
+                   idempotency_key)
+
+
 def calendar(venue: str, days: Mapping[_dt.date | str | int, str], *,
              idempotency_key: str | None = None) -> Command:
     """Set the type of venue-local days (one of model.DATE_TYPES: weekday, weekend,
@@ -249,11 +260,14 @@ def confirm(hold_id: int, order_id: str, channel: str, *, method: str, amount_fe
 
 
 def refund(order_id: str, refund_id: str, tickets: Sequence[int] = (), *,
-           channel: str) -> Command:
+           channel: str, persons: int = 0) -> Command:
     """Refund unused tickets (all unused ones of the order if `tickets` is empty) of
-    the order `order_id` of `channel` (order ids are the channel's own)."""
+    the order `order_id` of `channel` (order ids are the channel's own). With `persons`,
+    refund that many persons of the one group ticket named, which then admits the rest."""
     args = {"order_id": order_id, "refund_id": refund_id, "tickets": list(tickets),
             "channel": channel}
+    if persons:
+        args["persons"] = persons
     return Command(CommandKind.REFUND, args, f"{order_id}/{refund_id}")
 
 

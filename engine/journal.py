@@ -35,7 +35,9 @@ upgrade opens after it. What each record kind carries, per format:
                       tickets, days from the slot and the product's valid days). 2: also
                       per line the first ticket id and first/last valid day; replay
                       issues exactly those (CorruptData if the ids differ).
-  REFUND              1 = 2: the tickets voided and the stock returned.
+  REFUND              1 = 2: the tickets voided and the stock returned. 3: also the
+                      amount refunded and the fee kept, and `groups`, the group tickets
+                      refunded in part with the persons they admit now (set_group).
   BLOCK, FACE         1 = 2: the ticket (un)blocked; the face and holder keys bound.
   SCAN, SCAN_BATCH    1 = 2 (binary): the scan's inputs (ticket, gate, direction, time,
                       persons asked) and its decision (reason). Replay applies the
@@ -54,8 +56,8 @@ upgrade opens after it. What each record kind carries, per format:
   BLACKLIST           3 (new in format 3): a holder key put on a venue's blacklist (reason,
                       until) with the tickets that blocked, or taken off with those it
                       unblocked; replay applies exactly those.
-  COUPON              3 (new in format 3; a catalog record): a coupon as validated. Replay
-                      sets it.
+  COUPON, PACKAGE     3 (new in format 3; catalog records): a coupon as validated; a package
+                      product's parts with their merchants and shares. Replay sets them.
   COUPON_CODES        3 (new): the serials of a batch of single-use codes issued.
   COUPON_USE          3 (new): follows the HOLD of a hold that took a coupon: the coupon,
                       the code's serial (-1: its public code), the holder key (or ""),
@@ -110,6 +112,7 @@ class Record(enum.IntEnum):
     REFUND_POLICY = 15         # format 3: a product's refund tiers
     PASS_DATES = 16            # format 3: a pass's fixed calendar dates
     COUPON = 17                # format 3: a coupon as set
+    PACKAGE = 18               # format 3: a package product's split over its parts
     # sales
     HOLD = 20                  # binary: the hold as applied (hold_record)
     RELEASE = 21
@@ -153,6 +156,7 @@ class CommandKind(enum.IntEnum):
     REFUND_POLICY = 15
     PASS_DATES = 16
     COUPON = 17
+    PACKAGE = 18
     # sales
     HOLD = 20
     RELEASE = 21
@@ -176,7 +180,7 @@ class CommandKind(enum.IntEnum):
     VERIFY_FACE = 43
 
 
-LAST_CATALOG = int(Record.COUPON)        # records 1..17 are catalog records (kept in snapshots)
+LAST_CATALOG = int(Record.PACKAGE)       # records 1..18 are catalog records (kept in snapshots)
 
 _HDR = struct.Struct("<IB")
 SCAN = struct.Struct("<IHBHqB")          # base, gate, direction, persons, at, reason

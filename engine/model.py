@@ -365,6 +365,50 @@ class IdLimits:
     per_slot: int = 0
 
 
+@dataclass(frozen=True)
+class PackagePart:
+    """One part of a package (套票): a zone of the product or an extra (a boat ride, a
+    meal voucher), the merchant it is settled to, and its share of the price: a fixed
+    `amount_fen` per person, or `pct` percent of what the fixed parts leave."""
+    part: str
+    merchant: str
+    amount_fen: int = 0
+    pct: int = 0
+
+
+@dataclass(frozen=True)
+class PackageSplit:
+    """How a package product's price is split over its parts (cmd.package), recorded on
+    every order line of it (`split`: [part, merchant, fen]); no parts: not a package."""
+    venue: str
+    product: str
+    parts: list[PackagePart]
+
+    def to_dict(self) -> dict:
+        return {"venue": self.venue, "product": self.product, "parts": [vars(p) for p in self.parts]}
+
+    def split(self, total: int, persons: int) -> list[list]:
+        """`total` fen paid for `persons` split over the parts, summing to `total`: the
+        fixed parts first (never more than is left), then the rest by percent, the fen
+        that percentages leave going to the first percent part."""
+        out, left = [], total
+        for p in self.parts:
+            if p.amount_fen:
+                fen = min(p.amount_fen * persons, left)
+                left -= fen
+                out.append([p.part, p.merchant, fen])
+        rest, first = left, None
+        for p in self.parts:
+            if p.pct:
+                fen = rest * p.pct // 100
+                left -= fen
+                out.append([p.part, p.merchant, fen])
+                first = out[-1] if first is None else first
+        if first is not None:
+            first[2] += left
+        return out
+
+
 # what a coupon takes off (cmd.coupon), applied last, after every pricing rule
 COUPON_KINDS = ("fixed", "pct", "spend")
 
@@ -589,10 +633,14 @@ class RefundResult:
     tickets: list[int]
     amount_fen: int
     fee_fen: int
+    persons: int = 0            # of a group ticket refunded in part: the persons refunded
 
     def to_dict(self) -> dict:
-        return {"order_id": self.order_id, "refund_id": self.refund_id,
-                "tickets": list(self.tickets), "amount_fen": self.amount_fen, "fee_fen": self.fee_fen}
+        d = {"order_id": self.order_id, "refund_id": self.refund_id,
+             "tickets": list(self.tickets), "amount_fen": self.amount_fen, "fee_fen": self.fee_fen}
+        if self.persons:
+            d["persons"] = self.persons
+        return d
 
 
 # -- what the shard's queries answer -----------------------------------------------------

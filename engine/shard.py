@@ -26,7 +26,7 @@ from . import _core, audit, keyring
 from .errors import (CorruptData, ShardUnavailable, StorageFull, TurnstileError, NotFound,
                      InvalidArgument)
 from .journal import Command, CommandKind
-from .model import (AllotmentStock, AuditNote, CouponStatus, AuditRecord, BundleGate, BundleProduct, BundleSlot,
+from .model import (AllotmentStock, AuditNote, CouponStatus, PackageSplit, AuditRecord, BundleGate, BundleProduct, BundleSlot,
                     BundleZone, BookingWindow, CalendarDay, IdLimits, Catalog, Conflict, HoldInfo, HolderTicket, OfflineBundle,
                     Order, OrderTicket, PriceRules, PriceTable, ProductCount, PassDates, RefundPolicy, Quote, ShardCounts, SlotStock,
                     TicketRecord, Violation, ZoneCount, to_day)
@@ -716,6 +716,12 @@ class Shard:
         for stock, which is taken only by the change."""
         return self.state.change_terms({"order_id": order_id, "change_id": change_id, "slots": list(slots),
                                         "tickets": list(tickets), "channel": channel}, int(self.clock()))
+
+    def package(self, venue: str, product: str) -> PackageSplit:
+        """A package product's parts and how its price is split (no parts: not a package)."""
+        if (venue, product) not in self.state.products:
+            raise NotFound(f"no product {product} in venue {venue}", field="product")
+        return self.state.packages.get((venue, product)) or PackageSplit(venue, product, [])
 
     def refund_policy(self, venue: str, product: str) -> RefundPolicy:
         """A product's refund tiers (none: its flat refund_fee_pct at any time)."""

@@ -283,6 +283,16 @@ cdef class Tickets:
         self.voided.add_range(base, base + nc)
         self.changed.add_range(base, base + nc)
 
+    def set_group(self, uint32_t base, uint16_t group):
+        """Change the persons a code admits, on every component (a group ticket refunded
+        in part, before it is used)."""
+        cdef uint32_t c, nc = self.products[self.r[base].product].ncomp
+        if group == 0:
+            raise ValueError("a code admits at least one person")
+        for c in range(nc):
+            self.r[base + c].group = group
+        self.changed.add_range(base, base + nc)
+
     def set_blocked(self, uint32_t base, bint blocked):
         """Block (freeze, blacklist) or unblock every component of a code."""
         cdef uint32_t c, nc = self.products[self.r[base].product].ncomp

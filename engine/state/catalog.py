@@ -22,7 +22,7 @@ from ..errors import (AlreadyExists, BookingClosed, CorruptData, FailedPrecondit
                       NotFound, SoldOut)
 from ..journal import Record, json_record
 from ..model import (DATE_TYPES, RULE_KINDS, AllotmentCounters, AppliedRule, BookingWindow,
-                     CalendarResult, DatePrice, IdLimits, PassDates, RefundPolicy, RefundTier,
+                     CalendarResult, DatePrice, IdLimits, PackagePart, PackageSplit, PassDates, RefundPolicy, RefundTier,
                      EntryRule, Gate, GateMode, PriceRule, PriceRules, PriceTable, Product, Slot,
                      SlotCounters, Venue, Zone)
 from .validate import ID, U16, arg, ident_arg, int_arg, text_arg
@@ -706,11 +706,51 @@ def _pass_dates(st: ShardState, r: dict) -> PassDates:
     return out
 
 
+def set_package(st: ShardState, args: dict, now: int) -> PackageSplit:
+    v, pid = product_arg(st, args)
+    rows = arg(args, "parts", list)
+    if len(rows) > 20:
+        raise InvalidArgument("at most 20 parts", field="parts")
+    out = []
+    for i, row in enumerate(rows):
+        if type(row) is not dict:
+            raise InvalidArgument("must be an object", field=f"parts[{i}]")
+        try:
+            r = {"part": ident_arg(row, "part"), "merchant": ident_arg(row, "merchant"),
+                 "amount_fen": int_arg(row, "amount_fen", 0, 10**9, 0), "pct": int_arg(row, "pct", 0, 100, 0)}
+            for name in row:
+                if name not in r:
+                    raise InvalidArgument("not a field of a package part", field=name)
+            if (r["amount_fen"] != 0) == (r["pct"] != 0):
+                raise InvalidArgument("give amount_fen or pct (one, not zero)", field="amount_fen")
+        except InvalidArgument as e:
+            raise InvalidArgument(e.message, field=f"parts[{i}].{e.field}") from None
+        if any(o["part"] == r["part"] for o in out):
+            raise InvalidArgument(f"part {r['part']} is given twice", field=f"parts[{i}].part")
+        out.append(r)
+    if out and sum(r["pct"] for r in out) != 100:
+        raise InvalidArgument("the parts' pct must add up to 100 (what the fixed parts leave is "
+                              "split by them)", field="parts")
+    return _package(st, {"venue": v.id, "product": pid, "parts": out})
+
+
+def _package(st: ShardState, r: dict) -> PackageSplit:
+    key = known_product(st, r)
+    pkg = PackageSplit(r["venue"], r["product"], [PackagePart(**x) for x in r["parts"]])
+    if pkg.parts:
+        st.packages[key] = pkg
+    else:
+        st.packages.pop(key, None)
+    st.journal(json_record(Record.PACKAGE, r), Record.PACKAGE)
+    return pkg
+
+
 _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 _APPLY[Record.BOOKING] = _booking
 _APPLY[Record.ID_LIMITS] = _id_limits
 _APPLY[Record.REFUND_POLICY] = _refund_policy
 _APPLY[Record.PASS_DATES] = _pass_dates
+_APPLY[Record.PACKAGE] = _package
 _APPLY[Record.CALENDAR] = _calendar
 _APPLY[Record.PRICES] = _prices
 _APPLY[Record.PRICE_RULES] = _price_rules

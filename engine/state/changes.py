@@ -104,6 +104,10 @@ def _terms(st: ShardState, args: dict, now: int) -> tuple[ChangeTerms, dict, byt
                               field="tickets")
     li = line.pop()
     ln = row["lines"][li]
+    sizes = {st.tickets.record(t)["group"] for t in chosen}      # a group refunded in part
+    if len(sizes) > 1:
+        raise InvalidArgument("tickets admitting as many persons each at a time", field="tickets")
+    group = sizes.pop()
     venue = st.venues[row["venue"]]
     p = st.products[(venue.id, ln["product"])]
     if slots == ln["slots"]:
@@ -115,14 +119,14 @@ def _terms(st: ShardState, args: dict, now: int) -> tuple[ChangeTerms, dict, byt
                            "long after) the slot's start: its tickets can't be changed", field="tickets")
     try:        # priced and checked as a hold of the same items for the new slots would be
         new, = hold_lines(st, row["channel"], venue, {"items": [
-            {"product": p.id, "slots": slots, "qty": len(chosen), "group": ln["group"]}]}, now)
+            {"product": p.id, "slots": slots, "qty": len(chosen), "group": group}]}, now)
     except TurnstileError as e:
         if e.field and e.field.startswith("items[0]."):
             e.field = e.field[len("items[0]."):]
         raise
     old = sum(paid[t] for t in chosen)
     fee = sum((paid[t] * pct + 50) // 100 for t in chosen)
-    amount = new["price"] * ln["group"] * len(chosen)
+    amount = new["price"] * group * len(chosen)
     terms = ChangeTerms(order_id, change_id, p.id, chosen, list(slots), new["price"], old, amount,
                         fee, amount + fee - old)
     return terms, row, key, ln, li, new
@@ -169,7 +173,7 @@ def change_order(st: ShardState, args: dict, now: int) -> ChangeResult:
     p = st.products[(row["venue"], terms.product)]
     first_day = st.slots.slot(new["slots"][0])["day"]
     days = st.pass_dates.get((p.venue, p.id)) or (first_day, first_day + p.rule.valid_days - 1)
-    returns = [[st.slot_idx[(row["venue"], sid)], a, ln["group"]]
+    returns = [[st.slot_idx[(row["venue"], sid)], a, new["group"]]
                for _ in terms.tickets for sid, a in zip(ln["slots"], ln["allots"])]
     rec = {"order_id": terms.order_id, "channel": row["channel"], "change_id": terms.change_id,
            "tickets": terms.tickets, "_returns": returns,
@@ -187,6 +191,9 @@ def change_order(st: ShardState, args: dict, now: int) -> ChangeResult:
                          "slots": list(terms.slots), "allots": new["allots"],
                          "unit_price_fen": terms.unit_price_fen, "first_ticket": first, "ncomp": ncomp,
                          "key_id": key_id, "signed": signed})
+    pkg = st.packages.get((p.venue, p.id))
+    if pkg is not None:
+        row["lines"][-1]["split"] = pkg.split(terms.new_amount_fen, new["qty"] * new["group"])
     if sealed:                      # sealed ID numbers per line, the new line's the moved ones'
         holders = row["holders"]
         holders += [[]] * (len(row["lines"]) - 1 - len(holders))

@@ -49,6 +49,7 @@ HANDLERS: dict[int, Callable[..., Any]] = {
     CommandKind.ID_LIMITS: catalog.set_id_limits,
     CommandKind.REFUND_POLICY: catalog.set_refund_policy,
     CommandKind.PASS_DATES: catalog.set_pass_dates,
+    CommandKind.PACKAGE: catalog.set_package,
     CommandKind.COUPON: promos.set_coupon,
     CommandKind.COUPON_CODES: promos.issue_codes,
     CommandKind.BLACKLIST: sales.blacklist,
@@ -85,7 +86,7 @@ REPLAY: dict[int, Callable[..., None]] = {
        for kind in (Record.VENUE, Record.ZONE, Record.GATE, Record.PRODUCT, Record.SLOTS,
                     Record.SLOT_CAPACITY, Record.ALLOTMENT, Record.CALENDAR, Record.PRICES,
                     Record.PRICE_RULES, Record.BOOKING, Record.ID_LIMITS,
-                    Record.REFUND_POLICY, Record.PASS_DATES)},
+                    Record.REFUND_POLICY, Record.PASS_DATES, Record.PACKAGE)},
     Record.RELEASE: sales.replay_release,
     Record.EXPIRE: sales.replay_expire,
     Record.CONFIRM: sales.replay_confirm,
@@ -139,6 +140,7 @@ class ShardState:
         self.id_limits: dict[tuple[str, str], Any] = {}        # (venue, product) -> IdLimits
         self.refund_policy: dict[tuple[str, str], Any] = {}    # (venue, product) -> RefundPolicy
         self.pass_dates: dict[tuple[str, str], tuple[int, int]] = {}   # -> (first, last day)
+        self.packages: dict[tuple[str, str], Any] = {}         # (venue, product) -> PackageSplit
         # (venue, coupon id) -> the coupon as set, and its use (promos.CouponUse)
         self.coupons: dict[tuple[str, str], Any] = {}
         self.coupon_use: dict[tuple[str, str], promos.CouponUse] = {}

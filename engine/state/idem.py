@@ -14,7 +14,7 @@ from ..errors import IdempotencyMismatch, InvalidArgument
 from ..journal import Command, CommandKind
 from ..model import (AllotmentCounters, Coupon, CouponBatch, AuditNote, BlacklistResult, BlockResult, BookingWindow, IdLimits, CalendarResult, DatePrice, EntryRule,
                      ExpireResult, FaceResult, Gate, GateMode, HoldResult, IssuedTicket, KeyResult,
-                     Order, PassDates, PriceRule, PriceRules, PriceTable, Product, RefundPolicy,
+                     Order, PackagePart, PackageSplit, PassDates, PriceRule, PriceRules, PriceTable, Product, RefundPolicy,
                      RefundTier, RefundResult, ReleaseResult, Slot, SlotCounters,
                      UploadResult, Venue, Zone)
 from . import changes
@@ -110,6 +110,8 @@ _RESTORE: dict[int, Callable[[ShardState, Any], Any]] = {
                                                       [PriceRule(**r) for r in d["rules"]]),
     CommandKind.ID_LIMITS: lambda st, d: IdLimits(**d),
     CommandKind.PASS_DATES: lambda st, d: PassDates(**d),
+    CommandKind.PACKAGE: lambda st, d: PackageSplit(d["venue"], d["product"],
+                                                    [PackagePart(**x) for x in d["parts"]]),
     CommandKind.REFUND_POLICY: lambda st, d: RefundPolicy(d["venue"], d["product"],
                                                           [RefundTier(**t) for t in d["tiers"]]),
     CommandKind.BLACKLIST: lambda st, d: BlacklistResult(**d),

@@ -414,6 +414,10 @@ def confirm_hold(st: ShardState, args: dict, now: int) -> ConfirmResult:
                       "ncomp": len(p.zones), "key_id": key_id, "signed": signed})
         if coupon:
             lines[-1]["discount_fen"] = coupon["lines"][i]
+        pkg = st.packages.get((p.venue, p.id))
+        if pkg is not None:         # a package: its price split over its parts, as paid
+            lines[-1]["split"] = pkg.split(ln["price"] * ln["qty"] * ln["group"]
+                                           - (coupon["lines"][i] if coupon else 0), ln["qty"] * ln["group"])
         for k in range(ln["qty"]):
             tid = ln["first"] + k * len(p.zones)
             code = "" if st.replaying else render(st, tid, key_id, signed)
@@ -591,19 +595,15 @@ def get_order(st: ShardState, order_id: str, channel: str) -> Order:
 
 def replay_refund(st: ShardState, args: dict, fmt: int) -> None:
     """A REFUND record (formats 1 to 3; format 3 also carries the amount refunded and the
-    fee kept, as decided): the tickets voided, the stock returned."""
-    for tid in args["tickets"]:
-        if not st.tickets.is_code(tid):
-            raise CorruptData(f"a replayed refund voids ticket {tid}, which is no code")
-        st.tickets.void(tid)
-    for s, a, q in args["_returns"]:
-        st.slots.unsell(s, a, q)
-    st.journal(json_record(Record.REFUND, args), Record.REFUND)
+    fee kept, as decided, and the group tickets made smaller): the tickets voided, the
+    persons left on a group ticket, the stock returned."""
+    _refund(st, args)
 
 
 def order_tickets(row: dict) -> tuple[dict[int, tuple[int, int]], dict[int, int]]:
     """Of an order row: ticket -> (line index, index in the line), and ticket -> what it
-    was paid (its price less its share of a coupon's discount)."""
+    was paid and is not refunded yet (its price less its share of a coupon's discount,
+    less what refunds of some of its persons gave back and kept)."""
     where, paid = {}, {}
     for i, ln in enumerate(row["lines"]):
         for k in range(ln["qty"]):
@@ -611,6 +611,9 @@ def order_tickets(row: dict) -> tuple[dict[int, tuple[int, int]], dict[int, int]
             where[t] = (i, k)
             paid[t] = ln["unit_price_fen"] * ln["group"] - promos.line_share(
                 ln.get("discount_fen", 0), ln["qty"], k)
+    for r in row["refunds"]:
+        if r.get("persons"):
+            paid[r["tickets"][0]] -= r["gross_fen"]
     return where, paid
 
 
@@ -618,6 +621,7 @@ def refund_order(st: ShardState, args: dict, now: int) -> RefundResult:
     order_id = ident_arg(args, "order_id")
     refund_id = ident_arg(args, "refund_id")
     want = arg(args, "tickets", list, [])
+    persons = int_arg(args, "persons", 0, U16, 0)
     channel = channel_of(st, args)
     key, raw = order_row(st, channel, order_id)
     if raw is None:
@@ -627,7 +631,7 @@ def refund_order(st: ShardState, args: dict, now: int) -> RefundResult:
         raise AlreadyExists(f"refund {refund_id} exists", field="refund_id")
     where, paid = order_tickets(row)
     by_ticket = {t: row["lines"][i] for t, (i, _) in where.items()}
-    refunded = {t for r in row["refunds"] for t in r["tickets"]}
+    gone = _core.STATE_USED | _core.STATE_VOIDED
     if want:
         for i, t in enumerate(want):
             if not isinstance(t, int) or t not in by_ticket:
@@ -635,15 +639,22 @@ def refund_order(st: ShardState, args: dict, now: int) -> RefundResult:
         if len(set(want)) != len(want):
             raise InvalidArgument("a ticket is listed twice", field="tickets")
         for i, t in enumerate(want):
-            state = st.tickets.code_state(t)
-            if t in refunded or state & (_core.STATE_USED | _core.STATE_VOIDED):
-                raise TicketUsed(f"ticket {t} was used or refunded", field=f"tickets[{i}]")
+            if st.tickets.code_state(t) & gone:
+                raise TicketUsed(f"ticket {t} was used, refunded or changed", field=f"tickets[{i}]")
         chosen = list(want)
     else:
-        chosen = [t for t in by_ticket if t not in refunded
-                  and not st.tickets.code_state(t) & (_core.STATE_USED | _core.STATE_VOIDED)]
+        chosen = [t for t in by_ticket if not st.tickets.code_state(t) & gone]
         if not chosen:
             raise TicketUsed(f"order {order_id} has no unused tickets left", field="tickets")
+    # a group ticket refunded in part: `persons` of the one ticket named, the rest keep it
+    group = {t: st.tickets.record(t)["group"] for t in chosen}
+    if persons:
+        if len(want) != 1:
+            raise InvalidArgument("refunding some persons of a group ticket names that one ticket",
+                                  field="tickets")
+        if persons >= group[chosen[0]]:
+            raise InvalidArgument(f"the ticket admits {group[chosen[0]]}: refund fewer, or the whole "
+                                  "ticket with persons 0", field="persons")
     fees = []
     for t in chosen:
         ln = by_ticket[t]
@@ -656,29 +667,47 @@ def refund_order(st: ShardState, args: dict, now: int) -> RefundResult:
             raise RefundClosed(f"{p.id}'s refund policy gives nothing back this close to (or "
                                f"this long after) the slot's start", field="tickets")
         fees.append(pct)
-    amount = fee = 0
+    amount = fee = gross = 0
     returns = []
     for t, pct in zip(chosen, fees):
         ln = by_ticket[t]
-        price = paid[t]
-        f = (price * pct + 50) // 100
-        amount += price - f
+        # the persons' share of what the ticket was paid (the last person: all that is left)
+        g = paid[t] * persons // group[t] if persons else paid[t]
+        f = (g * pct + 50) // 100
+        gross += g
+        amount += g - f
         fee += f
         for sid, a in zip(ln["slots"], ln["allots"]):
-            returns.append([st.slot_idx[(row["venue"], sid)], a, ln["group"]])
-    for t in chosen:
-        st.tickets.void(t)
-    for s, a, q in returns:
-        st.slots.unsell(s, a, q)
-    result = RefundResult(order_id, refund_id, chosen, amount, fee)
-    row["refunds"].append({"refund_id": refund_id, "tickets": chosen, "amount_fen": amount,
-                           "fee_fen": fee, "at": now})
+            returns.append([st.slot_idx[(row["venue"], sid)], a, persons or group[t]])
+    rec = {"order_id": order_id, "refund_id": refund_id, "tickets": [] if persons else chosen,
+           "_returns": returns, "amount_fen": amount, "fee_fen": fee}
+    if persons:
+        rec["groups"] = [[chosen[0], group[chosen[0]] - persons]]
+    _refund(st, rec)
+    result = RefundResult(order_id, refund_id, chosen, amount, fee, persons)
+    entry = {"refund_id": refund_id, "tickets": chosen, "amount_fen": amount, "fee_fen": fee, "at": now}
+    if persons:
+        entry.update(persons=persons, gross_fen=gross)
+    row["refunds"].append(entry)
     row["refunded_fen"] += amount
     st.put_row(key, json.dumps(row).encode())
-    st.journal(json_record(Record.REFUND, {"order_id": order_id, "refund_id": refund_id,
-                                           "tickets": chosen, "_returns": returns,
-                                           "amount_fen": amount, "fee_fen": fee}), Record.REFUND)
     return result
+
+
+def _refund(st: ShardState, rec: dict) -> None:
+    """A refund's effects: tickets voided (or a group ticket's persons made fewer), the
+    stock returned."""
+    for tid in rec["tickets"]:
+        if not st.tickets.is_code(tid):
+            raise CorruptData(f"a refund voids ticket {tid}, which is no code")
+        st.tickets.void(tid)
+    for tid, persons in rec.get("groups", ()):
+        if not st.tickets.is_code(tid) or not 0 < persons < st.tickets.record(tid)["group"]:
+            raise CorruptData(f"a refund leaves ticket {tid} {persons} persons, which does not fit")
+        st.tickets.set_group(tid, persons)
+    for s, a, q in rec["_returns"]:
+        st.slots.unsell(s, a, q)
+    st.journal(json_record(Record.REFUND, rec), Record.REFUND)
 
 
 # -- tickets ---------------------------------------------------------------------------

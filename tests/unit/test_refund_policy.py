@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from turnstile.engine import (InvalidArgument, RefundClosed, RefundTier, Shard, TicketUsed, cmd,
+from turnstile.engine import (HoldItem, InvalidArgument, Reason, RefundClosed, RefundTier, Shard, TicketUsed, cmd,
                               demo)
 from turnstile.engine.journal import Record, records
 
@@ -77,5 +77,55 @@ def test_bad_policies_change_nothing_and_a_policy_survives_a_reopen(shard_path, 
         assert again.refund_policy(demo.VENUE, "adult") == want
         again.run(cmd.refund_policy(demo.VENUE, "adult", []))
         assert again.refund_policy(demo.VENUE, "adult").tiers == []
+    finally:
+        again.close(snapshot=False)
+
+
+def test_a_group_ticket_is_refunded_in_part_and_admits_the_rest(shard, clock):
+    """Partial refunds of a group ticket (fewer persons): the persons refunded get their
+    share back (the fee by the policy), their stock returns, and the ticket admits the
+    rest; the last persons get what is left, to the fen."""
+    slot = demo.slot_id("main", TODAY, 10)
+    h = shard.run(cmd.hold("agency", demo.VENUE, [HoldItem("group", (slot,), 1, 7)]))
+    sold = shard.run(cmd.confirm(h.hold_id, "g1", "agency", method="cash", amount_fen=h.amount_fen))
+    t = sold.tickets[0].ticket_id
+    assert h.amount_fen == 7 * 6000
+    sold_before = next(s for s in shard.availability(demo.VENUE, TODAY) if s.slot == slot).sold
+    r = shard.run(cmd.refund("g1", "r1", [t], channel="agency", persons=2))
+    assert (r.amount_fen, r.fee_fen, r.persons) == (12000, 0, 2)
+    assert next(s for s in shard.availability(demo.VENUE, TODAY) if s.slot == slot).sold == sold_before - 2
+    for persons, field in ((5, "persons"), (9, "persons")):
+        with pytest.raises(InvalidArgument) as e:
+            shard.run(cmd.refund("g1", f"bad{persons}", [t], channel="agency", persons=persons))
+        assert e.value.field == field
+    with pytest.raises(InvalidArgument) as e:
+        shard.run(cmd.refund("g1", "bad", [], channel="agency", persons=1))
+    assert e.value.field == "tickets"
+    r2 = shard.run(cmd.refund("g1", "r2", [t], channel="agency", persons=4))
+    assert r2.amount_fen == 24000
+    clock.at(TODAY, 10, 5)
+    scan = shard.run(cmd.verify(sold.tickets[0].code, "north-1"))
+    assert (scan.reason, scan.persons) == (Reason.OK, 1)                  # one person left
+    with pytest.raises(TicketUsed):
+        shard.run(cmd.refund("g1", "r3", [t], channel="agency"))
+    order = shard.get_order("g1", "agency")
+    assert order.refunded_fen == 36000 and [r.get("persons") for r in order.refunds] == [2, 4]
+
+
+@pytest.mark.parametrize("snapshot", [False, True])
+def test_a_group_refunded_in_part_stays_so_after_a_reopen(shard_path, clock, snapshot):
+    shard = Shard.open(shard_path, clock=clock)
+    shard.run_many(demo.commands(TODAY))
+    slot = demo.slot_id("main", TODAY, 10)
+    h = shard.run(cmd.hold("agency", demo.VENUE, [HoldItem("group", (slot,), 1, 5)]))
+    sold = shard.run(cmd.confirm(h.hold_id, "g1", "agency", method="cash", amount_fen=h.amount_fen))
+    shard.run(cmd.refund("g1", "r1", [sold.tickets[0].ticket_id], channel="agency", persons=3))
+    shard.close(snapshot=snapshot)
+    again = Shard.open(shard_path, clock=clock)
+    try:
+        clock.at(TODAY, 10, 5)
+        scan = again.run(cmd.verify(sold.tickets[0].code, "north-1"))
+        assert (scan.reason, scan.persons) == (Reason.OK, 2)
+        assert next(s for s in again.availability(demo.VENUE, TODAY) if s.slot == slot).sold == 2
     finally:
         again.close(snapshot=False)
