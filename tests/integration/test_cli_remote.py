@@ -251,10 +251,13 @@ def test_ps_shows_no_secret(tmp_path):
 
 def test_loadgen_takes_its_keys_from_a_file_or_the_environment(server, tmp_path):
     path = _key_file(tmp_path, server.keys["admin"])   # an admin key serves every role
+    # the server's clock is the morning of server.day: the load's tickets are of that day
+    # (the machine's venue-local date differs from it in the evening, UTC, and weekends)
+    day = ("--date", server.day.isoformat())
     r = turnstile("loadgen", "verify-unary", "-n", "4", "-c", "2", "-q", "--key-file", path,
-                  "--address", server.address)
+                  "--address", server.address, *day)
     assert r.returncode == 0, r.stdout + r.stderr
-    r = turnstile("loadgen", "verify-unary", "-n", "4", "-c", "2", "-q", "--address", server.address,
+    r = turnstile("loadgen", "verify-unary", "-n", "4", "-c", "2", "-q", "--address", server.address, *day,
                   env_key=f"admin={server.keys['admin']},gate={server.keys['demo-gate']},"
                           f"sales={server.keys['demo-ota']}")
     assert r.returncode == 0, r.stdout + r.stderr
