@@ -48,13 +48,20 @@ __all__ = [
     "BlacklistEntry",
     "BookingWindow",
     "CalendarDay",
+    "Coupon",
+    "CouponStatus",
     "DATE_TYPES",
     "DatePrice",
     "IdLimits",
+    "PackagePart",
+    "PackageSplit",
+    "PassDates",
     "PriceRule",
     "PriceRules",
     "PriceTable",
     "ProductPricing",
+    "RefundPolicy",
+    "RefundTier",
     "RULE_KINDS",
     "Principal",
     "SlotSpec",
@@ -267,15 +274,107 @@ class RefundPolicy:
 
 
 @dataclasses.dataclass(frozen=True)
+class PassDates:
+    """A season or annual pass's fixed validity (YYYY-MM-DD, inclusive); both empty:
+    tickets are valid from their slot's day."""
+
+    venue_id: str
+    product_id: str
+    valid_from: str = ""
+    valid_to: str = ""
+
+    @classmethod
+    def from_proto(cls, m: admin_pb2.PassDates) -> PassDates:
+        return cls(m.venue_id, m.product_id, m.valid_from, m.valid_to)
+
+
+@dataclasses.dataclass(frozen=True)
+class PackagePart:
+    """A part of a package (a zone or an extra), the merchant it is settled to and its
+    share: a fixed ``amount_fen`` per person, or ``pct`` of what the fixed parts leave."""
+
+    part: str
+    merchant: str
+    amount_fen: int = 0
+    pct: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class PackageSplit:
+    """A package product's parts (none: not a package)."""
+
+    venue_id: str
+    product_id: str
+    parts: tuple[PackagePart, ...] = ()
+
+    @classmethod
+    def from_proto(cls, m: admin_pb2.PackageSplit) -> PackageSplit:
+        return cls(m.venue_id, m.product_id, tuple(PackagePart(p.part, p.merchant, p.amount_fen, p.pct)
+                                                   for p in m.parts))
+
+
+@dataclasses.dataclass(frozen=True)
+class Coupon:
+    """A venue's coupon: ``kind`` fixed (``amount_fen`` off), pct (``pct`` percent off,
+    at most ``cap_fen``) or spend (满减: ``amount_fen`` off at ``min_spend_fen``); when,
+    for what and whom, its budget and limit per person; single-use (codes issued in
+    batches) or public (its id is the code)."""
+
+    venue_id: str
+    coupon_id: str
+    kind: str
+    amount_fen: int = 0
+    pct: int = 0
+    cap_fen: int = 0
+    min_spend_fen: int = 0
+    valid_from: str = ""
+    valid_to: str = ""
+    product_ids: tuple[str, ...] = ()
+    channels: tuple[str, ...] = ()
+    budget_fen: int = 0
+    per_holder: int = 0
+    single_use: bool = False
+    active: bool = True
+    name: str = ""
+
+    def to_proto(self) -> admin_pb2.Coupon:
+        return admin_pb2.Coupon(
+            venue_id=self.venue_id, coupon_id=self.coupon_id, kind=self.kind, name=self.name,
+            amount_fen=self.amount_fen, pct=self.pct, cap_fen=self.cap_fen, min_spend_fen=self.min_spend_fen,
+            valid_from=_date(self.valid_from), valid_to=_date(self.valid_to), product_ids=list(self.product_ids),
+            channels=list(self.channels), budget_fen=self.budget_fen, per_holder=self.per_holder,
+            single_use=self.single_use, active=self.active)
+
+    @classmethod
+    def from_proto(cls, m: admin_pb2.Coupon) -> Coupon:
+        return cls(m.venue_id, m.coupon_id, m.kind, m.amount_fen, m.pct, m.cap_fen, m.min_spend_fen,
+                   m.valid_from, m.valid_to, tuple(m.product_ids), tuple(m.channels), m.budget_fen,
+                   m.per_holder, m.single_use, m.active, m.name)
+
+
+@dataclasses.dataclass(frozen=True)
+class CouponStatus:
+    """A coupon and its use now: codes issued, uses taken by holds and orders, discount
+    given."""
+
+    coupon: Coupon
+    issued: int
+    uses: int
+    spent_fen: int
+
+
+@dataclasses.dataclass(frozen=True)
 class ProductPricing:
-    """How a product is priced and when it may be booked, as set, its real-name limits
-    and its refund tiers."""
+    """How a product is priced and when it may be booked, as set, its real-name limits,
+    its refund tiers, its pass dates and its package parts."""
 
     prices: PriceTable
     rules: PriceRules
     booking: BookingWindow
     id_limits: IdLimits
     refund_policy: RefundPolicy | None = None
+    pass_dates: PassDates | None = None
+    package: PackageSplit | None = None
 
 
 def _date(d: dt.date | str) -> str:
@@ -502,7 +601,46 @@ class AdminClient:
             venue_id=venue, product_id=product_id), venue=venue)
         return ProductPricing(PriceTable.from_proto(r.prices), PriceRules.from_proto(r.rules),
                               BookingWindow.from_proto(r.booking), IdLimits.from_proto(r.id_limits),
-                              RefundPolicy.from_proto(r.refund_policy))
+                              RefundPolicy.from_proto(r.refund_policy), PassDates.from_proto(r.pass_dates),
+                              PackageSplit.from_proto(r.package))
+
+    def set_pass_dates(self, venue: str, product_id: str, valid_from: dt.date | str | None = None,
+                       valid_to: dt.date | str | None = None, *, key: str | None = None) -> PassDates:
+        """Make a product a season or annual pass valid from ``valid_from`` to ``valid_to``
+        (venue-local dates, inclusive) for every ticket sold from now on; neither: no
+        fixed dates. Renewing is setting the next season's dates and selling again."""
+        return PassDates.from_proto(self._call("SetPassDates", admin_pb2.SetPassDatesRequest(
+            venue_id=venue, product_id=product_id, valid_from=_date(valid_from) if valid_from else "",
+            valid_to=_date(valid_to) if valid_to else "", idempotency_key=key or new_key()), venue=venue))
+
+    def set_package(self, venue: str, product_id: str, parts: Sequence[PackagePart], *,
+                    key: str | None = None) -> PackageSplit:
+        """Make a product a package of ``parts`` (see :class:`PackagePart`; the pcts add up
+        to 100); every order line of it records the split of what was paid. None: no
+        package."""
+        return PackageSplit.from_proto(self._call("SetPackage", admin_pb2.SetPackageRequest(
+            venue_id=venue, product_id=product_id, parts=[admin_pb2.PackagePart(
+                part=p.part, merchant=p.merchant, amount_fen=p.amount_fen, pct=p.pct) for p in parts],
+            idempotency_key=key or new_key()), venue=venue))
+
+    def set_coupon(self, coupon: Coupon, *, key: str | None = None) -> Coupon:
+        """Create or change a coupon (its use so far is kept)."""
+        return Coupon.from_proto(self._call("SetCoupon", admin_pb2.SetCouponRequest(
+            coupon=coupon.to_proto(), idempotency_key=key or new_key()), venue=coupon.venue_id))
+
+    def coupon(self, venue: str, coupon_id: str) -> CouponStatus:
+        """A coupon as set and its use now."""
+        r = self._call("GetCoupon", admin_pb2.GetCouponRequest(venue_id=venue, coupon_id=coupon_id),
+                       venue=venue)
+        return CouponStatus(Coupon.from_proto(r.coupon), r.issued, r.uses, r.spent_fen)
+
+    def issue_coupon_codes(self, venue: str, coupon_id: str, count: int, *,
+                           key: str | None = None) -> list[str]:
+        """Issue ``count`` (at most 100,000) more codes of a single-use coupon; each is used
+        once. A retry with the same ``key`` answers the same codes."""
+        r = self._call("IssueCouponCodes", admin_pb2.IssueCouponCodesRequest(
+            venue_id=venue, coupon_id=coupon_id, count=count, idempotency_key=key or new_key()), venue=venue)
+        return list(r.codes)
 
     def set_refund_policy(self, venue: str, product_id: str, tiers: Sequence[RefundTier], *,
                           key: str | None = None) -> RefundPolicy:

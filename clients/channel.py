@@ -36,9 +36,9 @@ from turnstile.v1 import inventory_pb2, inventory_pb2_grpc, sales_pb2, sales_pb2
 
 from .base import ApiError, Connection, new_key
 
-__all__ = ["AllotmentStock", "AppliedRule", "ChannelClient", "Hold", "Item", "Order", "OrderLine",
-           "OrderRefund", "Payment", "PricedItem", "Quote", "QuoteLine", "Refund", "SlotAvailability",
-           "Ticket"]
+__all__ = ["AllotmentStock", "AppliedRule", "Change", "ChannelClient", "CouponApplied", "Hold", "Item",
+           "Order", "OrderChange", "OrderLine", "OrderRefund", "Payment", "PricedItem", "Quote", "QuoteLine",
+           "Refund", "SlotAvailability", "Ticket"]
 
 Sales = sales_pb2_grpc.SalesServiceStub
 Inventory = inventory_pb2_grpc.InventoryServiceStub
@@ -169,24 +169,51 @@ class QuoteLine:
 
 
 @dataclasses.dataclass(frozen=True)
+class CouponApplied:
+    """What a coupon took off an order (``kind`` fixed, pct or spend)."""
+
+    coupon_id: str
+    kind: str
+    discount_fen: int
+
+
+@dataclasses.dataclass(frozen=True)
 class Quote:
-    """Prices of items, explained (``lines``, one per item in item order); takes no
-    stock. ``quote_id`` makes a :meth:`ChannelClient.hold` charge exactly this until
-    ``expires_at`` (UTC), or be refused (``QUOTE_CHANGED``, ``QUOTE_EXPIRED``)."""
+    """Prices of items, explained (``lines``, one per item in item order; ``coupon``,
+    taken off last); takes no stock. ``quote_id`` makes a :meth:`ChannelClient.hold`
+    charge exactly this until ``expires_at`` (UTC), or be refused (``QUOTE_CHANGED``,
+    ``QUOTE_EXPIRED``)."""
 
     items: tuple[PricedItem, ...]
     amount_fen: int
     lines: tuple[QuoteLine, ...] = ()
     quote_id: str = ""
     expires_at: dt.datetime | None = None
+    coupon: CouponApplied | None = None
 
     @classmethod
     def from_proto(cls, r: sales_pb2.QuoteResponse) -> Quote:
+        c = r.coupon if r.HasField("coupon") else None
         return cls(tuple(PricedItem.from_proto(p) for p in r.items), r.amount_fen,
                    tuple(QuoteLine(ln.product_id, ln.date_type, ln.base_price_fen,
                                    tuple(AppliedRule(x.rule, x.amount_fen) for x in ln.rules),
                                    ln.unit_price_fen) for ln in r.lines),
-                   r.quote_id, _utc(r.expires_at) if r.HasField("expires_at") else None)
+                   r.quote_id, _utc(r.expires_at) if r.HasField("expires_at") else None,
+                   CouponApplied(c.coupon_id, c.kind, c.discount_fen) if c else None)
+
+    def explain(self) -> list[str]:
+        """The quote as lines a person reads: each item's date type, base price, every rule
+        with its amount and the price charged; the coupon; the total (yuan)."""
+        out = []
+        for item, ln in zip(self.items, self.lines):
+            rules = "".join(f" {r.rule} {r.amount_fen / 100:+.2f}" for r in ln.rules)
+            out.append(f"{ln.product_id} x{item.qty * item.group} ({ln.date_type}): "
+                       f"{ln.base_price_fen / 100:.2f}{rules} = {ln.unit_price_fen / 100:.2f} each")
+        if self.coupon:
+            out.append(f"coupon {self.coupon.coupon_id} ({self.coupon.kind}) "
+                       f"-{self.coupon.discount_fen / 100:.2f}")
+        out.append(f"total {self.amount_fen / 100:.2f}")
+        return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,11 +230,13 @@ class Hold:
     amount_fen: int
     items: tuple[PricedItem, ...]
     idempotency_key: str
+    coupon_id: str = ""             # the coupon it took
+    discount_fen: int = 0           # what the coupon took off (amount_fen is after it)
 
     @classmethod
     def from_proto(cls, venue: str, key: str, h: sales_pb2.HoldResponse) -> Hold:
         return cls(h.hold_id, venue, _utc(h.expires_at), h.amount_fen,
-                   tuple(PricedItem.from_proto(i) for i in h.items), key)
+                   tuple(PricedItem.from_proto(i) for i in h.items), key, h.coupon_id, h.discount_fen)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -270,16 +299,34 @@ class OrderLine:
     qty: int
     group: int
     unit_price_fen: int
+    discount_fen: int = 0           # the line's share of the order's coupon discount
+    split: tuple[tuple[str, str, int], ...] = ()     # a package: (part, merchant, fen) of what was paid
 
 
 @dataclasses.dataclass(frozen=True)
 class OrderRefund:
-    """A refund of an order."""
+    """A refund of an order (``persons``: of a group ticket refunded in part)."""
 
     refund_id: str
     ticket_ids: tuple[int, ...]
     amount_fen: int
     fee_fen: int
+    at: dt.datetime
+    persons: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class OrderChange:
+    """A change (改签) of an order: the tickets given up, the first new ticket, the new
+    slots and price, the fee, what the buyer paid (> 0) or got back (< 0)."""
+
+    change_id: str
+    ticket_ids: tuple[int, ...]
+    first_ticket_id: int
+    slot_ids: tuple[str, ...]
+    unit_price_fen: int
+    fee_fen: int
+    due_fen: int
     at: dt.datetime
 
 
@@ -298,6 +345,9 @@ class Order:
     refunds: tuple[OrderRefund, ...]
     created: dt.datetime
     tickets: tuple[Ticket, ...]
+    coupon_id: str = ""
+    discount_fen: int = 0
+    changes: tuple[OrderChange, ...] = ()
 
     def line_of(self, ticket: Ticket | int) -> OrderLine:
         """The line a ticket of this order was sold on (tickets come in line order)."""
@@ -314,22 +364,54 @@ class Order:
         return cls(
             o.order_id, o.channel, o.venue_id, o.hold_id, o.amount_fen, o.refunded_fen,
             Payment(o.payment.method, o.payment.reference, o.payment.amount_fen),
-            tuple(OrderLine(ln.product_id, tuple(ln.slot_ids), ln.qty, ln.group, ln.unit_price_fen)
+            tuple(OrderLine(ln.product_id, tuple(ln.slot_ids), ln.qty, ln.group, ln.unit_price_fen,
+                            ln.discount_fen, tuple((p.part, p.merchant, p.amount_fen) for p in ln.split))
                   for ln in o.lines),
-            tuple(OrderRefund(r.refund_id, tuple(r.ticket_ids), r.amount_fen, r.fee_fen, _utc(r.at))
-                  for r in o.refunds),
-            _utc(o.created), tuple(Ticket.from_proto(t) for t in (list(tickets) or o.tickets)))
+            tuple(OrderRefund(r.refund_id, tuple(r.ticket_ids), r.amount_fen, r.fee_fen, _utc(r.at),
+                              r.persons) for r in o.refunds),
+            _utc(o.created), tuple(Ticket.from_proto(t) for t in (list(tickets) or o.tickets)),
+            o.coupon_id, o.discount_fen,
+            tuple(OrderChange(c.change_id, tuple(c.ticket_ids), c.first_ticket_id, tuple(c.slot_ids),
+                              c.unit_price_fen, c.fee_fen, c.due_fen, _utc(c.at)) for c in o.changes))
 
 
 @dataclasses.dataclass(frozen=True)
 class Refund:
-    """A refund made: the now voided tickets, the amount returned and the fee kept."""
+    """A refund made: the now voided tickets (or, with ``persons``, the group ticket
+    that admits that many fewer), the amount returned and the fee kept."""
 
     order_id: str
     refund_id: str
     ticket_ids: tuple[int, ...]
     amount_fen: int
     fee_fen: int
+    persons: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Change:
+    """A change (改签) made or previewed: the tickets given up, the new slots and price
+    per person, what the old tickets were paid, what the new cost, the fee, and
+    ``due_fen`` (new + fee - old: the buyer pays it when positive, gets it back when
+    negative); ``tickets``, the new ones with their codes (none for a preview)."""
+
+    order_id: str
+    change_id: str
+    product_id: str
+    ticket_ids: tuple[int, ...]
+    slot_ids: tuple[str, ...]
+    unit_price_fen: int
+    old_paid_fen: int
+    new_amount_fen: int
+    fee_fen: int
+    due_fen: int
+    tickets: tuple[Ticket, ...]
+
+    @classmethod
+    def from_proto(cls, r: sales_pb2.ChangeResponse) -> Change:
+        return cls(r.order_id, r.change_id, r.product_id, tuple(r.ticket_ids), tuple(r.slot_ids),
+                   r.unit_price_fen, r.old_paid_fen, r.new_amount_fen, r.fee_fen, r.due_fen,
+                   tuple(Ticket.from_proto(t) for t in r.tickets))
 
 
 # -- the client --------------------------------------------------------------------------
@@ -361,11 +443,15 @@ class ChannelClient:
         r = self.conn.call(Inventory, "Availability", req, venue=venue, retry=True)
         return [SlotAvailability.from_proto(s, self.channel) for s in r.slots]
 
-    def quote(self, venue: str, items: Sequence[Item]) -> Quote:
+    def quote(self, venue: str, items: Sequence[Item], *, coupon: str | None = None,
+              coupon_holder: str | None = None) -> Quote:
         """Prices of ``items`` for this channel, explained line by line (date type, base
-        price, rules), with a quote id for :meth:`hold`; takes no stock."""
+        price, rules) with ``coupon`` (a code) taken off last, and a quote id for
+        :meth:`hold`; takes no stock and no coupon. A coupon that can't be used raises
+        as :meth:`hold` does."""
         r = self.conn.call(Sales, "Quote", sales_pb2.QuoteRequest(
-            venue_id=venue, items=[i.to_proto() for i in items]), venue=venue, retry=True)
+            venue_id=venue, items=[i.to_proto() for i in items], coupon=coupon or "",
+            coupon_holder=coupon_holder or ""), venue=venue, retry=True)
         return Quote.from_proto(r)
 
     def get_order(self, venue: str, order_id: str) -> Order:
@@ -383,7 +469,8 @@ class ChannelClient:
 
     # -- mutations (each with an idempotency key, so each is retried safely) ------------
     def hold(self, venue: str, items: Sequence[Item], *, key: str | None = None,
-             ttl_s: int = 0, quote_id: str | Quote | None = None) -> Hold:
+             ttl_s: int = 0, quote_id: str | Quote | None = None, coupon: str | None = None,
+             coupon_holder: str | None = None) -> Hold:
         """Take stock of every item, all or nothing, for ``ttl_s`` seconds (0: the
         server's default, 15 minutes).
 
@@ -391,6 +478,13 @@ class ChannelClient:
         charges exactly what it said, or raises ApiError ``QUOTE_CHANGED`` (prices,
         rules or items differ) or ``QUOTE_EXPIRED`` (FAILED_PRECONDITION) and holds
         nothing. None: the prices now.
+
+        ``coupon``: a coupon code, taken with the hold after every pricing rule (the
+        hold's ``amount_fen`` is after it) and given back if the hold is released or
+        expires; ``coupon_holder``: the ID number of the person using it, where it is
+        limited per person. One that can't be used raises ApiError (FAILED_PRECONDITION)
+        ``COUPON_INVALID``, ``COUPON_NOT_APPLICABLE``, ``COUPON_USED``,
+        ``COUPON_EXHAUSTED`` or ``COUPON_LIMIT``, holding nothing.
 
         ``key``: the idempotency key, e.g. the channel's cart or order id; a UUID if
         None. Holding again with the same key and items returns the same hold; the
@@ -403,7 +497,8 @@ class ChannelClient:
             quote_id = quote_id.quote_id
         r = self.conn.call(Sales, "Hold", sales_pb2.HoldRequest(
             venue_id=venue, items=[i.to_proto() for i in items], ttl_s=ttl_s, idempotency_key=key,
-            quote_id=quote_id or ""), venue=venue, retry=True)
+            quote_id=quote_id or "", coupon=coupon or "", coupon_holder=coupon_holder or ""),
+            venue=venue, retry=True)
         return Hold.from_proto(venue, key, r)
 
     def confirm(self, hold: Hold, order_id: str, *, payment_reference: str = "",
@@ -437,19 +532,50 @@ class ChannelClient:
             venue=hold.venue_id, retry=True)
 
     def refund(self, venue: str, order_id: str, ticket_ids: Sequence[int] = (), *,
-               refund_id: str | None = None, key: str | None = None) -> Refund:
+               refund_id: str | None = None, key: str | None = None, persons: int = 0) -> Refund:
         """Refund unused tickets of an order (all of its unused tickets if
         ``ticket_ids`` is empty): their stock returns and they are voided at every gate.
+        With ``persons``, that many persons of the one group ticket named: it admits the
+        rest.
 
         ``refund_id``: the channel's own refund id, unique in the order (a UUID if
         None); with ``key`` (default order id/refund id) it makes a retry safe.
         Raises ApiError ``TICKET_NOT_REFUNDABLE`` for a used or refunded ticket or a
-        product that is not refundable.
+        product that is not refundable, ``REFUND_CLOSED`` past the refund policy's tiers.
         """
         req = sales_pb2.RefundRequest(order_id=order_id, refund_id=refund_id or new_key(),
-                                      ticket_ids=list(ticket_ids), idempotency_key=key or "")
+                                      ticket_ids=list(ticket_ids), idempotency_key=key or "",
+                                      persons=persons)
         r = self.conn.call(Sales, "Refund", req, venue=venue, retry=True)
-        return Refund(r.order_id, r.refund_id, tuple(r.ticket_ids), r.amount_fen, r.fee_fen)
+        return Refund(r.order_id, r.refund_id, tuple(r.ticket_ids), r.amount_fen, r.fee_fen, r.persons)
+
+    def change(self, venue: str, order_id: str, slot_ids: Sequence[str], ticket_ids: Sequence[int] = (),
+               *, change_id: str | None = None, preview: bool = False, method: str = "channel",
+               payment_reference: str = "", amount_fen: int | None = None,
+               key: str | None = None) -> Change:
+        """Change (改签): move unused tickets of one line of an order (all of its unused
+        tickets if ``ticket_ids`` is empty) to ``slot_ids`` (one per zone of the
+        product) in one step; new codes are issued, the old voided.
+
+        ``preview``: what it would do and cost, changing nothing. Otherwise, when the
+        change costs the buyer more (``due_fen`` > 0), it is paid with it: ``amount_fen``
+        (default: what a preview says is due) by ``method``. Raises ApiError
+        ``CHANGE_CLOSED`` when a refund would be closed, ``SOLD_OUT`` when the new slot
+        has too little left. ``change_id`` (a UUID if None) with ``key`` (default order
+        id/change/change id) makes a retry safe.
+        """
+        change_id = change_id or new_key()
+        req = sales_pb2.ChangeRequest(order_id=order_id, change_id=change_id, slot_ids=list(slot_ids),
+                                      ticket_ids=list(ticket_ids), preview=True)
+        if not preview and amount_fen is None:
+            amount_fen = max(self.conn.call(Sales, "Change", req, venue=venue, retry=True).due_fen, 0)
+        if not preview:
+            req.preview = False
+            req.idempotency_key = key or ""
+            if amount_fen:
+                req.payment.CopyFrom(sales_pb2.Payment(method=method, reference=payment_reference,
+                                                       amount_fen=amount_fen))
+        return Change.from_proto(self.conn.call(Sales, "Change", req, venue=venue, retry=True))
 
     def buy(self, venue: str, items: Sequence[Item], order_id: str, *, payment_reference: str = "",
             method: str = "channel", holders: Sequence[Sequence[str]] | None = None,

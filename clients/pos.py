@@ -58,7 +58,7 @@ from turnstile.v1 import admin_pb2
 
 from .admin import AdminClient
 from .base import ApiError, Connection, new_key
-from .channel import ChannelClient, Hold, Item, Order, Refund, SlotAvailability, Ticket
+from .channel import ChannelClient, Hold, Item, Order, Quote, Refund, SlotAvailability, Ticket
 
 __all__ = [
     "Cart",
@@ -656,9 +656,17 @@ class Till:
         """A new, empty cart."""
         return Cart()
 
-    def quote(self, cart: Cart) -> int:
-        """What the cart costs at this window, in fen; takes no stock."""
-        return self.sales.quote(self.venue, cart.items()).amount_fen
+    def quote(self, cart: Cart, *, coupon: str | None = None) -> int:
+        """What the cart costs at this window, in fen (``coupon`` taken off); takes no
+        stock."""
+        return self.explain(cart, coupon=coupon).amount_fen
+
+    def explain(self, cart: Cart, *, coupon: str | None = None,
+                coupon_holder: str | None = None) -> Quote:
+        """The cart's quote as the window shows it to the buyer: per line the day's date
+        type, the base price, every rule with its amount (``Quote.explain()`` gives the
+        lines to display), the coupon and the total; takes no stock."""
+        return self.sales.quote(self.venue, cart.items(), coupon=coupon, coupon_holder=coupon_holder)
 
     # -- shifts --------------------------------------------------------------------------
     def open_shift(self, cashier: str, float_fen: int = 0) -> Shift:
@@ -694,16 +702,19 @@ class Till:
                                  f"one holder ID number per code ({ln.qty})")
 
     def checkout(self, cart: Cart, method: str | PaymentMethod, *, tendered_fen: int | None = None,
-                 auth_code: str | None = None, order_id: str | None = None) -> Sale:
+                 auth_code: str | None = None, order_id: str | None = None,
+                 coupon: str | None = None, coupon_holder: str | None = None) -> Sale:
         """Sell the cart: Hold the stock, take the payment, Confirm the order.
 
         ``method``: cash, card, alipay or wechat. ``tendered_fen``: cash handed over
         (the change is on the returned sale's payment). ``auth_code``: the customer's
         Alipay / WeChat Pay payment code. ``order_id``: default
         ``<station>-<random>``; giving the same one again after a failure resumes
-        that sale instead of selling twice.
+        that sale instead of selling twice. ``coupon``: a coupon code the buyer shows
+        (``coupon_holder``: their ID number, where it is limited per person), taken off
+        before the charge.
 
-        Raises ApiError (e.g. ``SOLD_OUT``) before any money is taken;
+        Raises ApiError (e.g. ``SOLD_OUT``, ``COUPON_USED``) before any money is taken;
         :class:`PaymentDeclined` after releasing the hold; ApiError from Confirm after
         giving the money back and releasing the hold.
         """
@@ -714,7 +725,8 @@ class Till:
         method = PaymentMethod(method).value
         order_id = order_id or f"{self.station}-{uuid.uuid4().hex[:16]}"
         self._slots.update(cart.slots)
-        hold = self.sales.hold(self.venue, cart.items(), key=order_id)
+        hold = self.sales.hold(self.venue, cart.items(), key=order_id, coupon=coupon,
+                               coupon_holder=coupon_holder)
         try:
             payment = self.payments.charge(method, hold.amount_fen, order_id=order_id,
                                            tendered_fen=tendered_fen, auth_code=auth_code)

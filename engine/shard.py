@@ -650,7 +650,7 @@ class Shard:
                 state = next((name for name, bit in _STATES if bits & bit), "issued")
                 used = max(t.record(tid + c)["entries"] for c in range(line["ncomp"]))
                 out.append(OrderTicket(
-                    tid, line["product"], line["group"],
+                    tid, line["product"], t.record(tid)["group"],     # fewer after a partial refund
                     st.render_if_valid(tid, line["key_id"], line["signed"]),
                     mask_id(st.unseal(sealed[k]).upper()) if sealed else "", state,
                     -1 if p.rule.max_entries == 0 else max(p.rule.max_entries - used, 0)))

@@ -58,6 +58,7 @@ TABLE: dict[str, frozenset[str]] = {
     **_svc("SalesService", {
         "Quote": SELLERS | {"operator"},        # an operator checks what buyers are charged
         "Hold": SELLERS, "Confirm": SELLERS, "Release": SELLERS, "Refund": SELLERS,
+        "Change": SELLERS,                      # after-sale, like a refund: the selling channel's
         # the answer carries ticket codes (admission rights): the channel that sold it and
         # the venue's customer desk, not finance
         "GetOrder": SELLERS | {"operator"},
@@ -79,6 +80,10 @@ TABLE: dict[str, frozenset[str]] = {
         # real-name limits and the person blacklist (against scalpers) are the venue's rules
         # of sale, set up like them; the blacklist answer shows the ID number masked only
         "SetIdLimits": SETUP, "Blacklist": SETUP, "Unblacklist": SETUP,
+        # passes, packages and coupons are products and promotions, set up like them; a
+        # coupon's use (budget spent) is read by who runs and pays for the promotion
+        "SetPassDates": SETUP, "SetPackage": SETUP, "SetCoupon": SETUP, "IssueCouponCodes": SETUP,
+        "GetCoupon": REPORTS,
         "RotateTicketKey": ADMIN, "RetireTicketKey": ADMIN,
         "CreatePrincipal": ADMIN, "ListPrincipals": ADMIN,
         "CreateApiKey": ADMIN, "RevokeApiKey": ADMIN, "ListApiKeys": ADMIN,

@@ -157,11 +157,11 @@ class ShardNode:
         if not self.shard.has_venue(venue_id) or venue_id in self.moved:
             home = self.store.venue_shard(venue_id)
             if home is None or home == self.shard_id:
-                raise NotFound(f"no venue {venue_id!r}", field="venue_id")
+                raise NotFound(f"no venue {venue_id!r}", field=field)
             raise NotFound(f"no venue {venue_id!r} on shard {self.shard_id}; it is on shard {home}",
-                           field="venue_id", hint="route by the shard map (AdminService.GetShardMap)")
+                           field=field, hint="route by the shard map (AdminService.GetShardMap)")
         if not p.may_use_venue(venue_id):
-            raise PermissionDenied(f"{p.id} may not act on venue {venue_id}", field="venue_id")
+            raise PermissionDenied(f"{p.id} may not act on venue {venue_id}", field=field)
         return venue_id
 
     def gate(self, gate_id: str, venue_id: str = "", field: str = "gate_id") -> tuple[str, str]:
@@ -412,13 +412,18 @@ class SalesService(sales_pb2_grpc.SalesServiceServicer):
     @rpc
     async def Quote(self, request, context):
         venue = self.node.venue(request.venue_id)
-        q = self.node.shard.quote(venue, self.node.channel(), _items(request.items))
+        q = self.node.shard.quote(venue, self.node.channel(), _items(request.items),
+                                  coupon=request.coupon or None,
+                                  coupon_holder=request.coupon_holder or None)
+        c = q.coupon
         return sales_pb2.QuoteResponse(
             items=_priced(q.items), amount_fen=q.amount_fen, quote_id=q.quote_id,
             expires_at=_ts(q.expires_at), lines=[sales_pb2.QuoteLine(
                 product_id=ln.product, date_type=ln.date_type, base_price_fen=ln.base_price_fen,
                 rules=[sales_pb2.AppliedRule(rule=r.rule, amount_fen=r.amount_fen) for r in ln.rules],
-                unit_price_fen=ln.unit_price_fen) for ln in q.lines])
+                unit_price_fen=ln.unit_price_fen) for ln in q.lines],
+            coupon=sales_pb2.CouponApplied(coupon_id=c.coupon, kind=c.kind, discount_fen=c.discount_fen)
+            if c else None)
 
     @rpc
     async def Hold(self, request, context):
@@ -430,10 +435,13 @@ class SalesService(sales_pb2_grpc.SalesServiceServicer):
         h = await self.node.submit(cmd.hold(self.node.channel(), venue, _items(request.items),
                                             ttl_s=request.ttl_s or 900,
                                             idempotency_key=request.idempotency_key,
-                                            quote_id=request.quote_id or None))
+                                            quote_id=request.quote_id or None,
+                                            coupon=request.coupon or None,
+                                            coupon_holder=request.coupon_holder or None))
         self.node.metrics.hold()
         return sales_pb2.HoldResponse(hold_id=h.hold_id, expires_at=_ts(h.expires_at),
-                                      amount_fen=h.amount_fen, items=_priced(h.items))
+                                      amount_fen=h.amount_fen, items=_priced(h.items),
+                                      coupon_id=h.coupon, discount_fen=h.discount_fen)
 
     @rpc
     async def Confirm(self, request, context):
@@ -466,13 +474,37 @@ class SalesService(sales_pb2_grpc.SalesServiceServicer):
     async def Refund(self, request, context):
         _id(request.refund_id, "refund_id")
         order = self.node.order(request.order_id, request.channel)
-        c = cmd.refund(order.order_id, request.refund_id, list(request.ticket_ids), channel=order.channel)
+        c = cmd.refund(order.order_id, request.refund_id, list(request.ticket_ids), channel=order.channel,
+                       persons=request.persons)
         if request.idempotency_key:
             c.idem = request.idempotency_key
         r = await self.node.submit(c)
         self.node.metrics.refund()
         return sales_pb2.RefundResponse(order_id=r.order_id, refund_id=r.refund_id,
-                                        ticket_ids=r.tickets, amount_fen=r.amount_fen, fee_fen=r.fee_fen)
+                                        ticket_ids=r.tickets, amount_fen=r.amount_fen, fee_fen=r.fee_fen,
+                                        persons=r.persons)
+
+    @rpc
+    async def Change(self, request, context):
+        _id(request.change_id, "change_id")
+        order = self.node.order(request.order_id, request.channel)
+        slots, tickets = list(request.slot_ids), list(request.ticket_ids)
+        if not slots:
+            raise InvalidArgument("is required: one slot per zone of the product", field="slot_ids")
+        for i, s in enumerate(slots):
+            _id(s, f"slot_ids[{i}]")
+        if request.preview:
+            t = self.node.shard.change_terms(order.order_id, request.change_id, slots, tickets,
+                                             channel=order.channel)
+            return _change_msg(t, [])
+        pay = request.payment if request.HasField("payment") else None
+        c = cmd.change(order.order_id, request.change_id, slots, tickets, channel=order.channel,
+                       method=pay.method if pay else "", reference=pay.reference if pay else "",
+                       amount_fen=pay.amount_fen if pay else None)
+        if request.idempotency_key:
+            c.idem = request.idempotency_key
+        r = await self.node.submit(c)
+        return _change_msg(r.terms, [_ticket(t) for t in r.new_tickets])
 
     @rpc
     async def GetOrder(self, request, context):
@@ -499,19 +531,36 @@ def _ticket(t) -> sales_pb2.Ticket:
                             code=t.code, holder=t.holder, state=sales_pb2.TICKET_ISSUED)
 
 
+def _payment(p: dict) -> sales_pb2.Payment:
+    return sales_pb2.Payment(method=p["method"], reference=p["reference"], amount_fen=p["amount_fen"])
+
+
 def _order(o) -> sales_pb2.Order:
     return sales_pb2.Order(
         order_id=o.order_id, channel=o.channel, venue_id=o.venue, hold_id=o.hold_id,
-        amount_fen=o.amount_fen, refunded_fen=o.refunded_fen,
-        payment=sales_pb2.Payment(method=o.payment["method"], reference=o.payment["reference"],
-                                  amount_fen=o.payment["amount_fen"]),
+        amount_fen=o.amount_fen, refunded_fen=o.refunded_fen, payment=_payment(o.payment),
         lines=[sales_pb2.OrderLine(product_id=ln["product"], slot_ids=ln["slots"], qty=ln["qty"],
-                                   group=ln["group"], unit_price_fen=ln["unit_price_fen"])
+                                   group=ln["group"], unit_price_fen=ln["unit_price_fen"],
+                                   discount_fen=ln.get("discount_fen", 0),
+                                   split=[sales_pb2.SplitPart(part=p, merchant=m, amount_fen=f)
+                                          for p, m, f in ln.get("split", ())])
                for ln in o.lines],
         refunds=[sales_pb2.OrderRefund(refund_id=r["refund_id"], ticket_ids=r["tickets"],
-                                       amount_fen=r["amount_fen"], fee_fen=r["fee_fen"], at=_ts(r["at"]))
+                                       amount_fen=r["amount_fen"], fee_fen=r["fee_fen"], at=_ts(r["at"]),
+                                       persons=r.get("persons", 0))
                  for r in o.refunds],
-        created=_ts(o.created))
+        created=_ts(o.created), coupon_id=o.coupon, discount_fen=o.discount_fen,
+        changes=[sales_pb2.OrderChange(
+            change_id=c["change_id"], ticket_ids=c["tickets"], first_ticket_id=c["first_ticket"],
+            slot_ids=c["slots"], unit_price_fen=c["unit_price_fen"], fee_fen=c["fee_fen"],
+            due_fen=c["due_fen"], payment=_payment(c["payment"]), at=_ts(c["at"])) for c in o.changes])
+
+
+def _change_msg(t, tickets: list) -> sales_pb2.ChangeResponse:
+    return sales_pb2.ChangeResponse(
+        order_id=t.order_id, change_id=t.change_id, product_id=t.product, ticket_ids=t.tickets,
+        slot_ids=t.slots, unit_price_fen=t.unit_price_fen, old_paid_fen=t.old_paid_fen,
+        new_amount_fen=t.new_amount_fen, fee_fen=t.fee_fen, due_fen=t.due_fen, tickets=tickets)
 
 
 class InventoryService(inventory_pb2_grpc.InventoryServiceServicer):
@@ -626,6 +675,35 @@ def _blacklist_msg(r) -> admin_pb2.BlacklistEntry:
     return admin_pb2.BlacklistEntry(venue_id=r.venue, holder=r.holder, listed=r.listed,
                                     reason=r.reason, until=_ts(r.until) if r.until else None,
                                     ticket_ids=list(r.tickets))
+
+
+def _day_text(day: int | None) -> str:
+    return "" if day is None else day_to_date(day).isoformat()
+
+
+def _pass_dates_msg(d) -> admin_pb2.PassDates:
+    on = bool(d.valid_from or d.valid_to)
+    return admin_pb2.PassDates(venue_id=d.venue, product_id=d.product,
+                               valid_from=_day_text(d.valid_from) if on else "",
+                               valid_to=_day_text(d.valid_to) if on else "")
+
+
+def _package_msg(pkg) -> admin_pb2.PackageSplit:
+    return admin_pb2.PackageSplit(venue_id=pkg.venue, product_id=pkg.product, parts=[
+        admin_pb2.PackagePart(part=p.part, merchant=p.merchant, amount_fen=p.amount_fen, pct=p.pct)
+        for p in pkg.parts])
+
+
+# the engine's names of a coupon's fields that the Coupon message names otherwise
+_COUPON_FIELDS = {"id": "coupon_id", "products": "product_ids", "venue": "venue_id"}
+
+
+def _coupon_msg(c) -> admin_pb2.Coupon:
+    return admin_pb2.Coupon(
+        venue_id=c.venue, coupon_id=c.id, kind=c.kind, name=c.name, amount_fen=c.amount_fen, pct=c.pct,
+        cap_fen=c.cap_fen, min_spend_fen=c.min_spend_fen, valid_from=_day_text(c.valid_from),
+        valid_to=_day_text(c.valid_to), product_ids=list(c.products), channels=list(c.channels),
+        budget_fen=c.budget_fen, per_holder=c.per_holder, single_use=c.single_use, active=c.active)
 
 
 def _id_number(value: str) -> str:
@@ -827,7 +905,79 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
                                         rules=_price_rules_msg(shard.price_rules(venue, pid)),
                                         booking=_booking_msg(shard.booking(venue, pid)),
                                         id_limits=_id_limits_msg(shard.id_limits(venue, pid)),
-                                        refund_policy=_refund_policy_msg(shard.refund_policy(venue, pid)))
+                                        refund_policy=_refund_policy_msg(shard.refund_policy(venue, pid)),
+                                        pass_dates=_pass_dates_msg(shard.pass_dates(venue, pid)),
+                                        package=_package_msg(shard.package(venue, pid)))
+
+    @rpc
+    async def SetPassDates(self, request, context):
+        venue = self.node.venue(request.venue_id)
+        _id(request.product_id, "product_id")
+        lo = _date(request.valid_from, "valid_from") if request.valid_from else None
+        hi = _date(request.valid_to, "valid_to") if request.valid_to else None
+        # the engine checks both-or-neither and the span, naming valid_from / valid_to
+        d = await self.node.submit(self._idem(cmd.pass_dates(
+            venue, request.product_id, day_to_date(lo) if lo is not None else None,
+            day_to_date(hi) if hi is not None else None), request))
+        return _pass_dates_msg(d)
+
+    @rpc
+    async def SetPackage(self, request, context):
+        venue = self.node.venue(request.venue_id)
+        _id(request.product_id, "product_id")
+        # the engine checks each part (ids, amount or pct, a part twice, pct adding up to
+        # 100), naming parts[i].* as the request does
+        pkg = await self.node.submit(self._idem(cmd.package(venue, request.product_id, [
+            {"part": p.part, "merchant": p.merchant, "amount_fen": p.amount_fen, "pct": p.pct}
+            for p in request.parts]), request))
+        return _package_msg(pkg)
+
+    @rpc
+    async def SetCoupon(self, request, context):
+        c = request.coupon
+        venue = self.node.venue(c.venue_id, "coupon.venue_id")
+        _id(c.coupon_id, "coupon.coupon_id")
+        days = {name: _date(getattr(c, name), f"coupon.{name}") if getattr(c, name) else None
+                for name in ("valid_from", "valid_to")}
+        try:        # the engine checks the rest, naming its fields as the Coupon message does
+            out = await self.node.submit(self._idem(cmd.coupon(
+                venue, c.coupon_id, c.kind, name=c.name, amount_fen=c.amount_fen, pct=c.pct,
+                cap_fen=c.cap_fen, min_spend_fen=c.min_spend_fen,
+                valid_from=day_to_date(days["valid_from"]) if days["valid_from"] is not None else None,
+                valid_to=day_to_date(days["valid_to"]) if days["valid_to"] is not None else None,
+                products=list(c.product_ids), channels=list(c.channels), budget_fen=c.budget_fen,
+                per_holder=c.per_holder, single_use=c.single_use, active=c.active), request))
+        except TurnstileError as e:
+            if e.field and e.field != "idempotency_key":
+                head, bracket, rest = e.field.partition("[")
+                e.field = f"coupon.{_COUPON_FIELDS.get(head, head)}{bracket}{rest}"
+            raise
+        return _coupon_msg(out)
+
+    @rpc
+    async def GetCoupon(self, request, context):
+        venue = self.node.venue(request.venue_id)
+        cid = _id(request.coupon_id, "coupon_id")
+        try:
+            s = self.node.shard.coupon(venue, cid)
+        except NotFound as e:
+            e.field = "coupon_id"
+            raise
+        return admin_pb2.CouponStatus(coupon=_coupon_msg(s.coupon), issued=s.issued, uses=s.uses,
+                                      spent_fen=s.spent_fen)
+
+    @rpc
+    async def IssueCouponCodes(self, request, context):
+        venue = self.node.venue(request.venue_id)
+        cid = _id(request.coupon_id, "coupon_id")
+        try:
+            b = await self.node.submit(self._idem(cmd.coupon_codes(venue, cid, request.count), request))
+        except TurnstileError as e:
+            if e.field == "coupon":
+                e.field = "coupon_id"
+            raise
+        return admin_pb2.CouponCodes(venue_id=b.venue, coupon_id=b.coupon, first=b.first,
+                                     codes=self.node.shard.coupon_codes(b.venue, b.coupon, b.first, b.count))
 
     @rpc
     async def SetRefundPolicy(self, request, context):

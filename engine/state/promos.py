@@ -75,7 +75,7 @@ def _ids(args: dict, name: str) -> list[str]:
     if len(out) > 100:
         raise InvalidArgument("at most 100", field=name)
     for i, x in enumerate(out):
-        ident_arg({name: x}, name)
+        ident_arg({f"{name}[{i}]": x}, f"{name}[{i}]")
         if x in out[:i]:
             raise InvalidArgument(f"{x} is given twice", field=f"{name}[{i}]")
     return list(out)

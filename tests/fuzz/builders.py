@@ -123,10 +123,13 @@ def _reset(kind: str):
                 "rules": admin_pb2.SetPriceRulesRequest(venue_id=VENUE, product_id=product),
                 "booking": admin_pb2.SetBookingWindowRequest(venue_id=VENUE, product_id=product),
                 "limits": admin_pb2.SetIdLimitsRequest(venue_id=VENUE, product_id=product),
-                "refunds": admin_pb2.SetRefundPolicyRequest(venue_id=VENUE, product_id=product)}[kind]
+                "refunds": admin_pb2.SetRefundPolicyRequest(venue_id=VENUE, product_id=product),
+                "passes": admin_pb2.SetPassDatesRequest(venue_id=VENUE, product_id=product),
+                "package": admin_pb2.SetPackageRequest(venue_id=VENUE, product_id=product)}[kind]
     cls = {"prices": admin_pb2.PriceTable, "rules": admin_pb2.PriceRules,
            "booking": admin_pb2.BookingWindow, "limits": admin_pb2.IdLimits,
-           "refunds": admin_pb2.RefundPolicy}[kind]
+           "refunds": admin_pb2.RefundPolicy, "passes": admin_pb2.PassDates,
+           "package": admin_pb2.PackageSplit}[kind]
     return lambda w, response: _unprice(w, response, cls, clear)
 
 
@@ -166,6 +169,34 @@ def _refund(w: World, rng, cls):
                ticket_ids=[o.tickets[0].ticket_id], idempotency_key=w.uid("fz-idem"))
 
 
+def _change(w: World, rng, cls):
+    """Moves one ticket of an OTA order of two to another main slot of the same day (the
+    same order until a change is accepted), paying what a preview says is due."""
+    o = w.cached("order:change", lambda: w.buy("demo-ota", w.uid("fz-ota-c"), qty=2,
+                                                slots=[w._next_slot()]),
+                 lambda o: o.order.order_id)
+    old = o.order.lines[0].slot_ids[0]
+    to = next(s for s in w.main_slots if s != old and s.split("-")[1] == old.split("-")[1])
+    req = new(cls, order_id=o.order.order_id, change_id=w.uid("fz-change"), ticket_ids=[o.tickets[0].ticket_id],
+              slot_ids=[to], idempotency_key=w.uid("fz-idem"))
+    due = w.sales.Change(new(cls, order_id=req.order_id, change_id=req.change_id, ticket_ids=req.ticket_ids,
+                             slot_ids=[to], preview=True), metadata=w.meta("demo-ota"), timeout=20).due_fen
+    if due > 0:
+        req.payment.CopyFrom(sales_pb2.Payment(method="alipay", reference="fz-pay", amount_fen=due))
+    return req
+
+
+def _coupon(w: World, name: str, single_use: bool) -> str:
+    """A coupon of the demo venue made once (GetCoupon reads it, IssueCouponCodes issues its codes)."""
+    def make():
+        cid = w.uid("FZC")
+        w.admin.SetCoupon(admin_pb2.SetCouponRequest(coupon=admin_pb2.Coupon(
+            venue_id=VENUE, coupon_id=cid, kind="fixed", amount_fen=100, single_use=single_use, active=True)),
+            metadata=w.meta("admin"), timeout=20)
+        return cid
+    return w.cached(f"coupon:{name}", make, lambda c: "\0never named")
+
+
 def _slot_spec(w: World) -> admin_pb2.SlotSpec:
     d = w.last_day
     return admin_pb2.SlotSpec(slot_id=w.uid("fzs"), zone_id="main", date=d.isoformat(),
@@ -188,6 +219,7 @@ BUILDERS: dict[str, Spec] = {
     "SalesService.Release": Spec("demo-ota", lambda w, r, c: new(
         c, hold_id=w.hold("release").hold_id, idempotency_key=w.uid("fz-idem"))),
     "SalesService.Refund": Spec("demo-ota", _refund),
+    "SalesService.Change": Spec("demo-ota", _change),
     "SalesService.GetOrder": Spec("demo-ota", lambda w, r, c: new(c, order_id="fz-ota-1"), readonly=True),
     "SalesService.GetHold": Spec("demo-ota", lambda w, r, c: new(c, hold_id=w.hold("get").hold_id),
                                  readonly=True),
@@ -260,6 +292,23 @@ BUILDERS: dict[str, Spec] = {
         c, id_number=_id_number(w), reason="fuzz", idempotency_key=w.uid("fz-idem"))),
     "AdminService.Unblacklist": Spec("fuzz-op", lambda w, r, c: new(
         c, id_number=_blacklisted(w), idempotency_key=w.uid("fz-idem"))),
+    # passes, packages and coupons
+    "AdminService.SetPassDates": Spec("fuzz-op", lambda w, r, c: new(
+        c, product_id=PRICED, valid_from="2030-01-01", valid_to=f"2030-12-{r.randint(1, 31):02d}",
+        idempotency_key=w.uid("fz-idem")), after_ok=_reset("passes")),
+    "AdminService.SetPackage": Spec("fuzz-op", lambda w, r, c: new(
+        c, product_id=PRICED, parts=[admin_pb2.PackagePart(part="boat", merchant="fz-boats", amount_fen=500),
+                                     admin_pb2.PackagePart(part="main", merchant="westlake", pct=100)],
+        idempotency_key=w.uid("fz-idem")), after_ok=_reset("package")),
+    "AdminService.SetCoupon": Spec("fuzz-op", lambda w, r, c: new(
+        c, coupon=admin_pb2.Coupon(venue_id=VENUE, coupon_id=w.uid("FZC"), kind="pct", pct=r.randint(1, 50),
+                                   cap_fen=1000, valid_from=w.today.isoformat(), product_ids=["adult"],
+                                   channels=["ota"], budget_fen=100000, per_holder=1, active=True),
+        idempotency_key=w.uid("fz-idem"))),
+    "AdminService.GetCoupon": Spec("fuzz-op", lambda w, r, c: new(
+        c, coupon_id=_coupon(w, "get", False)), readonly=True),
+    "AdminService.IssueCouponCodes": Spec("fuzz-op", lambda w, r, c: new(
+        c, coupon_id=_coupon(w, "codes", True), count=r.randint(1, 5), idempotency_key=w.uid("fz-idem"))),
     # ReportService
     "ReportService.LiveCounts": Spec("fuzz-op", lambda w, r, c: new(c, date=w.today.isoformat()),
                                      readonly=True),
