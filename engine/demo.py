@@ -6,6 +6,9 @@ holidays (80 on weekdays, 76 through the OTA), and the holiday calendar is data
 (HOLIDAYS below), loaded the way an operator loads a year's public holidays. Booked a
 week or more ahead, the adult ticket is 10 % off (an early-bird rule, PRICE_RULES below;
 the week of slots seeded by default is never that far ahead, so its prices stay as said).
+The lake combo is a package (套票) whose price is split over the park, the pagoda and the
+boat company, refunded free until a day before and at 10 % until its slot starts; two
+coupons are public: WELCOME10 and SPEND300 (满减).
 
 Each day has two-hour slots of the main zone from 08:00 to 18:00, hourly ones of the
 pagoda and the boat from 09:00 to 17:00, and one whole-day slot of the main zone
@@ -18,7 +21,7 @@ from typing import Callable
 
 from . import cmd
 from .journal import Command
-from .model import DatePrice, EntryRule, GateMode, to_day
+from .model import DatePrice, EntryRule, GateMode, PackagePart, RefundTier, to_day
 
 VENUE = "westlake"
 UTC_OFFSET = 8 * 3600
@@ -41,6 +44,25 @@ DATE_PRICES = {
 PRICE_RULES = {
     "adult": [{"kind": "early_bird", "days_ahead": 7, "pct": -10}],
 }
+# Refund tiers (AdminService.SetRefundPolicy): product -> [(minutes before the slot starts,
+# fee %)]. The combo: free until 24 h before, 10 % until it starts, nothing after.
+REFUND_POLICIES = {
+    "combo": [(1440, 0), (0, 10)],
+}
+# Packages (AdminService.SetPackage): the combo (套票) is the park, the pagoda and the boat,
+# its price split per person: 40 yuan to the boat company, 30 to the pagoda, the rest
+# to the park.
+PACKAGES = {
+    "combo": [("boat", "westlake-boats", 4000, 0), ("pagoda", "leifeng-pagoda", 3000, 0),
+              ("main", "westlake", 0, 100)],
+}
+# Coupons (AdminService.SetCoupon): a public code, 10 % off adult and child tickets (at
+# most 20 yuan an order), and spend 300 yuan, save 30 (满减) on anything.
+COUPONS = [
+    dict(id="WELCOME10", kind="pct", pct=10, cap_fen=2000, products=["adult", "child"],
+         name="Welcome: 10 % off"),
+    dict(id="SPEND300", kind="spend", min_spend_fen=30000, amount_fen=3000, name="满300减30"),
+]
 
 
 def commands(start: _dt.date | None = None, days: int = 7, *, main_capacity: int = 2000) -> list[Command]:
@@ -76,6 +98,10 @@ def commands(start: _dt.date | None = None, days: int = 7, *, main_capacity: int
         *(cmd.prices(VENUE, product, [DatePrice(*row) for row in rows])
           for product, rows in DATE_PRICES.items()),
         *(cmd.price_rules(VENUE, product, rules) for product, rules in PRICE_RULES.items()),
+        *(cmd.refund_policy(VENUE, product, [RefundTier(*t) for t in tiers])
+          for product, tiers in REFUND_POLICIES.items()),
+        *(cmd.package(VENUE, product, [PackagePart(*p) for p in parts]) for product, parts in PACKAGES.items()),
+        *(cmd.coupon(VENUE, **c) for c in COUPONS),
     ]
     return out + slot_commands(start, days, main_capacity=main_capacity)
 
