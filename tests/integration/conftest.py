@@ -3,6 +3,7 @@ of server/testing.py, with the session's master key."""
 from __future__ import annotations
 
 import datetime as dt
+import time
 import os
 
 import pytest
@@ -51,6 +52,14 @@ def start_server(data: str, day: dt.date, args: tuple = (), env: dict | None = N
 AUTH_CACHE_S = 0.2      # the servers' key caches (--auth-cache-s): a revocation is waited out in 0.2 s
 
 
+def venue_day() -> dt.date:
+    """Today at the demo venue (UTC+8), by the machine's clock: the day a server's demo is
+    seeded for and its demo tickets sold (`turnstile demo`). The machine's own date
+    (dt.date.today(), UTC here) is the day before from 16:00 UTC: a server started on
+    that day would find the demo's tickets not yet valid and scans of now a day ahead."""
+    return demo.venue_today(time.time())
+
+
 def plain_weekday(day: dt.date) -> dt.date:
     """`day`, or the next day after it that the demo prices at its weekday prices: not a
     Saturday or Sunday, not in its holiday calendar (engine/demo.py HOLIDAYS). The tests
@@ -64,7 +73,7 @@ def plain_weekday(day: dt.date) -> dt.date:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     data = str(tmp_path_factory.mktemp("data"))
-    s = start_server(data, plain_weekday(dt.date.today()), auth_cache_s=AUTH_CACHE_S)
+    s = start_server(data, plain_weekday(venue_day()), auth_cache_s=AUTH_CACHE_S)
     yield s
     if s.proc.poll() is None:
         out = stop_server(s)

@@ -16,7 +16,7 @@ import time
 
 from turnstile.engine import Shard, audit, cmd, demo
 from turnstile.v1 import admin_pb2, admin_pb2_grpc
-from tests.integration.conftest import ROOT, start_server, stop_server
+from tests.integration.conftest import ROOT, start_server, stop_server, venue_day
 from tests.integration.test_cli_data import cli, ok
 
 
@@ -99,7 +99,7 @@ def test_check_archive_backup_and_verify_from_the_cli(tmp_path):
 
 def test_archive_is_refused_while_a_server_holds_the_data(tmp_path):
     data = str(tmp_path / "data")
-    server = start_server(data, dt.date.today())
+    server = start_server(data, venue_day())
     try:
         r = cli("audit", "archive", "--data", data)
         assert r.returncode == 1 and "in use" in r.stderr, r.stdout + r.stderr
@@ -114,7 +114,7 @@ def test_verify_audit_of_a_long_chain_does_not_stall_the_shard(tmp_path):
     """VerifyAudit walks the chain in a thread, in one read transaction: calls sent while
     it runs are answered before it ends (on the event loop they would wait for it)."""
     data = str(tmp_path / "data")
-    day = dt.date.today()
+    day = venue_day()
     server = start_server(data, day)
     stop_server(server)
     add_records(os.path.join(data, "shard-0"), 150_000)
@@ -160,7 +160,7 @@ def test_a_server_signs_its_audit_log_and_verify_audit_finds_a_cut(tmp_path):
     """What a server writes verifies; a tail cut off behind its back while it is stopped
     is found by VerifyAudit after the restart (the head row and close checkpoint)."""
     data = str(tmp_path / "data")
-    day = dt.date.today()
+    day = venue_day()
     server = start_server(data, day)
     meta = server.meta("admin")
     try:

@@ -27,7 +27,7 @@ from turnstile.v1 import (
 )
 
 from turnstile.engine import Shard, demo
-from tests.integration.conftest import ROOT, kill_server, start_server, stop_server
+from tests.integration.conftest import ROOT, kill_server, start_server, stop_server, venue_day
 from tests.conftest import add_hills, tree
 
 OK = common_pb2.ScanReason.Value("OK")
@@ -72,7 +72,7 @@ def test_help(argv, words):
 # -- backup and restore -------------------------------------------------------------------
 def test_hot_backup_under_load_restores_every_acknowledged_order(tmp_path):
     data, backup, restored = (str(tmp_path / n) for n in ("data", "backup", "restored"))
-    day = dt.date.today()
+    day = venue_day()
     server = start_server(data, day)
     stop = threading.Event()
     acked: list[tuple[str, list[int]]] = []           # (order id, ticket ids), as answered
@@ -246,7 +246,7 @@ def offline_backup(tmp_path_factory):
     """A backup of a freshly seeded data dir, taken with no server running."""
     base = tmp_path_factory.mktemp("offline")
     data, backup = str(base / "data"), str(base / "backup")
-    ok("demo", "--data", data, "--start", dt.date.today().isoformat())
+    ok("demo", "--data", data, "--start", venue_day().isoformat())
     r = ok("backup", "--data", data, "--out", backup, "--quiet")
     assert "backed up 1 shard" in r.stdout
     return data, backup
@@ -332,7 +332,7 @@ def _listing(data: str) -> dict:
 
 def test_shards_set_count_list_move_and_refusals(tmp_path):
     data = str(tmp_path / "data")
-    ok("demo", "--data", data, "--start", dt.date.today().isoformat())   # westlake, 2 tickets
+    ok("demo", "--data", data, "--start", venue_day().isoformat())   # westlake, 2 tickets
     _add_hills(data)
 
     got = _listing(data)

@@ -36,15 +36,10 @@ from turnstile.clients.gate import GateClient
 from turnstile.clients.members import MembersClient
 from turnstile.clients.reports import ReportsClient, to_csv, to_table
 from turnstile.engine import demo
-from tests.integration.conftest import AUTH_CACHE_S, start_server, stop_server
+from tests.integration.conftest import AUTH_CACHE_S, start_server, stop_server, venue_day
 
 VENUE = "westlake"
 FAST = RetryPolicy(max_attempts=6, initial_backoff_s=0.05, max_backoff_s=0.5, total_s=20)
-
-
-def venue_today() -> dt.date:
-    """Today at the demo venue (UTC+8): what LiveCounts counts by default."""
-    return (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=demo.UTC_OFFSET)).date()
 
 
 @pytest.fixture(scope="module")
@@ -466,7 +461,7 @@ def test_audit_query_and_verify(server, admin):
 
 
 def test_live_and_ticket_counts(server, conns, ota):
-    today = venue_today()
+    today = server.day                      # the server's clock: LiveCounts counts by that day
     reports = ReportsClient(conns["admin"])
     before = {z.zone_id: z for z in reports.live_counts(VENUE).zones}
     counts = {p.product_id: p for p in reports.ticket_counts(VENUE)}
@@ -582,7 +577,7 @@ def test_mtls_connection(tmp_path):
              "cli.pem": _cert("till-9", cli_key, ca_name, ca_key), "cli.key": _key_pem(cli_key)}
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
-    srv = start_server(str(tmp_path / "data"), dt.date.today(),
+    srv = start_server(str(tmp_path / "data"), venue_day(),
                        ("--shards", "1", "--tls-cert", str(tmp_path / "srv.pem"),
                         "--tls-key", str(tmp_path / "srv.key"), "--tls-client-ca", str(tmp_path / "ca.pem")))
     try:

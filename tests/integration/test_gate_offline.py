@@ -17,7 +17,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from turnstile.clients.base import Connection
 from turnstile.clients.gate import GateClient, GateOffline, OUT
-from tests.integration.conftest import ROOT, start_server, stop_server
+from tests.integration.conftest import ROOT, start_server, stop_server, venue_day
 from turnstile.v1 import (admin_pb2, admin_pb2_grpc, gate_pb2, gate_pb2_grpc, report_pb2,
                           report_pb2_grpc, sales_pb2, sales_pb2_grpc)
 
@@ -42,7 +42,7 @@ def outage(tmp_path_factory):
     data = str(tmp_path_factory.mktemp("gate-data"))
     port = free_port()
     args = ("--port", str(port), "--shards", "1")
-    server = start_server(data, dt.date.today(), args, clock=False)
+    server = start_server(data, venue_day(), args, clock=False)
     address = f"127.0.0.1:{port}"
     conn = Connection(address, server.keys["admin"], timeout=10)
     admin = admin_pb2_grpc.AdminServiceStub(conn.channel())
@@ -140,7 +140,7 @@ def test_gates_through_an_outage(outage, tmp_path):
         assert a.pending() == 7
         b_queue = b.queued()
 
-        outage["server"] = start_server(outage["data"], dt.date.today(), outage["args"], clock=False)
+        outage["server"] = start_server(outage["data"], venue_day(), outage["args"], clock=False)
 
         # back online: gate b's next sync and gate a's next scan upload their queues
         # first, then ask the server
@@ -236,7 +236,7 @@ def test_a_started_gate_holds_a_bundle_from_its_first_moment(outage, tmp_path):
         assert g.pending() == 1
     finally:
         g.close()
-        outage["server"] = start_server(outage["data"], dt.date.today(), outage["args"], clock=False)
+        outage["server"] = start_server(outage["data"], venue_day(), outage["args"], clock=False)
 
 
 def test_a_gate_started_while_the_server_is_down_starts_and_keeps_trying(outage, tmp_path):
@@ -251,7 +251,7 @@ def test_a_gate_started_while_the_server_is_down_starts_and_keeps_trying(outage,
         assert not g.online and g.bundle is None
         with pytest.raises(GateOffline, match="no bundle"):
             g.verify(codes[0])
-        outage["server"] = start_server(outage["data"], dt.date.today(), outage["args"], clock=False)
+        outage["server"] = start_server(outage["data"], venue_day(), outage["args"], clock=False)
         deadline = time.monotonic() + 30
         while g.bundle is None:                           # the thread's retry, not an hour
             assert time.monotonic() < deadline, "the started gate never fetched its bundle"
@@ -261,5 +261,5 @@ def test_a_gate_started_while_the_server_is_down_starts_and_keeps_trying(outage,
     finally:
         g.close()
         if outage["server"].proc.poll() is not None:
-            outage["server"] = start_server(outage["data"], dt.date.today(), outage["args"],
+            outage["server"] = start_server(outage["data"], venue_day(), outage["args"],
                                             clock=False)

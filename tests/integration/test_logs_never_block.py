@@ -4,7 +4,6 @@ records that could not be written are dropped, counted, and said so once stderr 
 again."""
 from __future__ import annotations
 
-import datetime as dt
 import os
 import signal
 import subprocess
@@ -16,12 +15,12 @@ import grpc
 
 from turnstile.server import testing
 from turnstile.v1 import sales_pb2, sales_pb2_grpc
-from tests.integration.conftest import MASTER_KEY, ROOT
+from tests.integration.conftest import MASTER_KEY, ROOT, venue_day
 
 
 def test_calls_are_answered_while_nobody_reads_the_log(tmp_path):
     data = str(tmp_path / "data")
-    testing.seed_demo(data, dt.date.today(), master_key=MASTER_KEY)
+    testing.seed_demo(data, venue_day(), master_key=MASTER_KEY)
     key = testing.master_key_file(data, MASTER_KEY)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TURNSTILE_")}
     proc = subprocess.Popen([sys.executable, "-m", "turnstile.server.cli", "serve", "--data", data,

@@ -3,7 +3,6 @@ server process move by exactly the calls made, and its JSON log lines name the s
 method, principal and outcome of each call without an ID number, a code or an API key."""
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import socket
@@ -16,7 +15,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client.parser import text_string_to_metric_families
 
 from turnstile.engine import demo
-from tests.integration.conftest import start_server, stop_server
+from tests.integration.conftest import start_server, stop_server, venue_day
 from turnstile.v1 import common_pb2, gate_pb2, gate_pb2_grpc, sales_pb2, sales_pb2_grpc
 
 R = common_pb2.ScanReason
@@ -35,7 +34,7 @@ def watched(tmp_path_factory):
     data = str(tmp_path_factory.mktemp("data"))
     port = free_port()
     # one shard: shard k would serve its metrics on port+k, and only `port` is known free
-    server = start_server(data, dt.date.today(), ("--shards", "1", "--metrics-port", str(port),
+    server = start_server(data, venue_day(), ("--shards", "1", "--metrics-port", str(port),
                                                   "--log-format", "json", "--log-level", "debug"))
     server.metrics_url = f"http://127.0.0.1:{port}/metrics"
     yield server
@@ -272,7 +271,7 @@ def shard_pid(server, shard: int = 0) -> int:
 
 def test_a_restarted_shard_shows_its_restarts_on_the_same_port(tmp_path):
     port = free_port()
-    server = start_server(str(tmp_path / "data"), dt.date.today(),
+    server = start_server(str(tmp_path / "data"), venue_day(),
                           ("--shards", "1", "--metrics-port", str(port)))
     server.metrics_url = f"http://127.0.0.1:{port}/metrics"
     try:

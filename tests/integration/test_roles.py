@@ -5,7 +5,6 @@ that read the table it checks could not catch a wrong cell); tests/unit/test_rol
 keeps the two equal."""
 from __future__ import annotations
 
-import datetime as dt
 import os
 import re
 
@@ -15,7 +14,7 @@ from google.protobuf import message_factory
 
 from turnstile.clients.admin import AdminClient
 from turnstile.clients.base import Connection, error_info
-from tests.integration.conftest import ROOT, start_server, stop_server
+from tests.integration.conftest import ROOT, start_server, stop_server, venue_day
 from turnstile.v1 import admin_pb2, gate_pb2, inventory_pb2, member_pb2, report_pb2, sales_pb2
 
 DOC = os.path.join(ROOT, "docs", "ROLES.md")
@@ -58,7 +57,7 @@ def role_server(tmp_path_factory):
     """A real server with one principal per role, made over AdminService with the admin
     key. None is scoped, so a refusal can only come from the role check."""
     data = str(tmp_path_factory.mktemp("roles"))
-    server = start_server(data, dt.date.today())
+    server = start_server(data, venue_day())
     try:
         keys = {"admin": server.keys["admin"]}
         with Connection(server.address, server.keys["admin"]) as conn:

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.integration.conftest import start_server, stop_server
+from tests.integration.conftest import start_server, stop_server, venue_day
 from turnstile.v1 import admin_pb2, admin_pb2_grpc
 
 
@@ -63,7 +63,7 @@ def test_tls_from_a_toml_file_with_env_override(tmp_path, pki):
     files, paths = pki
     conf = tmp_path / "turnstile.toml"
     conf.write_text(f'tls_cert = "{paths["srv"]}"\ntls_key = "{paths["srv_key"]}"\nshards = 3\n')
-    server = start_server(str(tmp_path / "data"), dt.date.today(), ("--config", str(conf)),
+    server = start_server(str(tmp_path / "data"), venue_day(), ("--config", str(conf)),
                           env={"TURNSTILE_SHARDS": "1"})
     try:
         creds = grpc.ssl_channel_credentials(root_certificates=files["ca"])
@@ -81,7 +81,7 @@ def test_tls_from_a_toml_file_with_env_override(tmp_path, pki):
 
 def test_mtls_requires_a_client_certificate(tmp_path, pki):
     files, paths = pki
-    server = start_server(str(tmp_path / "data"), dt.date.today(),
+    server = start_server(str(tmp_path / "data"), venue_day(),
                           ("--shards", "1", "--tls-cert", paths["srv"], "--tls-key", paths["srv_key"],
                            "--tls-client-ca", paths["ca"]))
     try:
@@ -101,7 +101,7 @@ def test_reflection_on_the_admin_port_only(tmp_path):
     with socket.socket() as sock:                      # a free port for the admin listener
         sock.bind(("127.0.0.1", 0))
         admin_port = sock.getsockname()[1]
-    server = start_server(str(tmp_path / "data"), dt.date.today(),
+    server = start_server(str(tmp_path / "data"), venue_day(),
                           ("--shards", "1", "--admin-port", str(admin_port)))
     try:
         def services(address):

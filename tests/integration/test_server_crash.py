@@ -1,7 +1,6 @@
 """A server SIGKILLed under load restarts with every acknowledged call present."""
 from __future__ import annotations
 
-import datetime as dt
 import random
 import threading
 import time
@@ -10,7 +9,7 @@ import grpc
 import pytest
 
 from turnstile.engine import demo
-from tests.integration.conftest import kill_server, start_server, stop_server
+from tests.integration.conftest import kill_server, start_server, stop_server, venue_day
 from turnstile.v1 import sales_pb2, sales_pb2_grpc
 
 
@@ -41,7 +40,7 @@ def test_sigkill_under_load_keeps_acknowledged_orders(tmp_path):
     acked: list = []
     rng = random.Random()
     for round_ in range(3):
-        server = start_server(data, dt.date.today())
+        server = start_server(data, venue_day())
         stop = threading.Event()
         workers = [threading.Thread(target=_load, args=(server, stop, acked, w)) for w in range(8)]
         for w in workers:
@@ -52,7 +51,7 @@ def test_sigkill_under_load_keeps_acknowledged_orders(tmp_path):
         for w in workers:
             w.join(10)
     assert len(acked) > 20
-    server = start_server(data, dt.date.today())
+    server = start_server(data, venue_day())
     try:
         ch = server.channel()
         stub = sales_pb2_grpc.SalesServiceStub(ch)
@@ -71,7 +70,7 @@ def test_tampered_audit_record_is_reported_by_the_server(tmp_path):
     from turnstile.engine import audit
     from turnstile.v1 import admin_pb2, admin_pb2_grpc
     data = str(tmp_path / "data")
-    server = start_server(data, dt.date.today())
+    server = start_server(data, venue_day())
     ch = server.channel()
     stub = sales_pb2_grpc.SalesServiceStub(ch)
     slot = demo.slot_id("main", server.day, 14)
@@ -87,7 +86,7 @@ def test_tampered_audit_record_is_reported_by_the_server(tmp_path):
         rec["result"] = "OK-but-changed"
         txn.put(audit.key(2), json.dumps(rec).encode())
     env.close()
-    server = start_server(data, dt.date.today())
+    server = start_server(data, venue_day())
     try:
         ch = server.channel()
         v = admin_pb2_grpc.AdminServiceStub(ch).VerifyAudit(admin_pb2.VerifyAuditRequest(),
@@ -102,7 +101,7 @@ def test_full_queue_sheds_load_with_resource_exhausted(tmp_path):
     import asyncio
     from turnstile.v1 import admin_pb2, admin_pb2_grpc
     data = str(tmp_path / "data")
-    server = start_server(data, dt.date.today(), ("--shards", "1", "--max-queue", "1"))
+    server = start_server(data, venue_day(), ("--shards", "1", "--max-queue", "1"))
 
     async def flood():
         async with grpc.aio.insecure_channel(server.address) as ch:
@@ -129,7 +128,7 @@ def test_full_queue_sheds_load_with_resource_exhausted(tmp_path):
 def test_expired_deadline_is_not_applied(tmp_path):
     from turnstile.v1 import inventory_pb2, inventory_pb2_grpc
     data = str(tmp_path / "data")
-    server = start_server(data, dt.date.today(), ("--shards", "1"))
+    server = start_server(data, venue_day(), ("--shards", "1"))
     try:
         with grpc.insecure_channel(server.address) as ch:
             stub = sales_pb2_grpc.SalesServiceStub(ch)

@@ -3,7 +3,6 @@ with the stable reason STORAGE_FULL and change nothing, reads go on, and the sam
 served with a larger --map-size-mib takes writes again with every earlier one there."""
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 
 import grpc
@@ -11,7 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from turnstile.clients.base import error_info
 from turnstile.v1 import common_pb2, gate_pb2, gate_pb2_grpc, report_pb2, report_pb2_grpc
-from tests.integration.conftest import start_server, stop_server
+from tests.integration.conftest import start_server, stop_server, venue_day
 
 
 def _upload(server, stub, n):
@@ -25,7 +24,7 @@ def _upload(server, stub, n):
 
 def test_a_full_shard_refuses_writes_with_storage_full_and_a_larger_map_goes_on(tmp_path):
     data = str(tmp_path / "data")
-    server = start_server(data, dt.date.today(), args=("--map-size-mib", "16"))
+    server = start_server(data, venue_day(), args=("--map-size-mib", "16"))
     accepted = 0
     try:
         with server.channel() as ch:
@@ -49,7 +48,7 @@ def test_a_full_shard_refuses_writes_with_storage_full_and_a_larger_map_goes_on(
     finally:
         out = stop_server(server)
     assert "storage full" in out and "of the LMDB map in use" in out
-    server = start_server(data, dt.date.today(), args=("--map-size-mib", "64"))
+    server = start_server(data, venue_day(), args=("--map-size-mib", "64"))
     try:
         with server.channel() as ch:
             gate = gate_pb2_grpc.GateServiceStub(ch)

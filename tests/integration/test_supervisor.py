@@ -3,7 +3,6 @@ restarted from disk, and a shard that is down shows in every live shard's health
 (issue 12, "Failure is loud and short"). Real `serve` processes, real signals."""
 from __future__ import annotations
 
-import datetime as dt
 import os
 import re
 import signal
@@ -17,7 +16,7 @@ from turnstile.engine import demo
 from turnstile.server import testing
 from turnstile.server.control import ControlStore
 from tests.conftest import MASTER_KEY
-from tests.integration.conftest import start_server, stop_server
+from tests.integration.conftest import start_server, stop_server, venue_day
 from turnstile.v1 import admin_pb2, admin_pb2_grpc, sales_pb2, sales_pb2_grpc
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -80,7 +79,7 @@ def health(address: str, service: str) -> int:
 
 
 def test_a_shard_sigkilled_six_times_comes_back_every_time(tmp_path):
-    server = start_server(str(tmp_path / "data"), dt.date.today(),
+    server = start_server(str(tmp_path / "data"), venue_day(),
                           ("--shards", "1", "--restart-backoff-s", "0.2",
                            "--restart-backoff-max-s", "0.4"))
     try:
@@ -105,7 +104,7 @@ def test_a_shard_sigkilled_six_times_comes_back_every_time(tmp_path):
 
 
 def test_a_writer_failure_exits_and_the_shard_recovers_from_disk(tmp_path):
-    server = start_server(str(tmp_path / "data"), dt.date.today(),
+    server = start_server(str(tmp_path / "data"), venue_day(),
                           ("--shards", "1", "--restart-backoff-s", "0.2"),
                           env={"TURNSTILE_FAILPOINT": "commit-error-after=3"})
     meta = server.meta("demo-ota")
@@ -157,7 +156,7 @@ def test_a_writer_failure_exits_and_the_shard_recovers_from_disk(tmp_path):
 
 def test_the_health_of_a_live_shard_shows_another_shard_down(tmp_path):
     # backoff of 3 s: shard 1 stays down long enough to be seen down
-    server = start_server(str(tmp_path / "data"), dt.date.today(),
+    server = start_server(str(tmp_path / "data"), venue_day(),
                           ("--shards", "2", "--restart-backoff-s", "3",
                            "--restart-backoff-max-s", "3"))
     zero, one = server.shards[0], server.shards[1]
@@ -180,7 +179,7 @@ def test_the_health_of_a_live_shard_shows_another_shard_down(tmp_path):
 
 def test_a_stop_during_a_backoff_is_prompt_and_the_status_row_shows_it(tmp_path):
     data = str(tmp_path / "data")
-    server = start_server(data, dt.date.today(), ("--shards", "1", "--restart-backoff-s", "60"))
+    server = start_server(data, venue_day(), ("--shards", "1", "--restart-backoff-s", "60"))
     try:
         os.kill(shard_pids(server.proc.pid)[0], signal.SIGKILL)
         store = ControlStore(os.path.join(data, "control"))
@@ -216,7 +215,7 @@ def test_a_shard_that_cannot_start_is_retried_and_never_stops_the_others(tmp_pat
             except OSError:
                 held.close()
     data = str(tmp_path / "data")
-    testing.seed_demo(data, dt.date.today(), master_key=MASTER_KEY)
+    testing.seed_demo(data, venue_day(), master_key=MASTER_KEY)
     store = ControlStore(os.path.join(data, "control"))
     done = threading.Event()
 
@@ -228,7 +227,7 @@ def test_a_shard_that_cannot_start_is_retried_and_never_stops_the_others(tmp_pat
     releaser = threading.Thread(target=release)
     releaser.start()
     try:
-        server = start_server(data, dt.date.today(),
+        server = start_server(data, venue_day(),
                               ("--shards", "2", "--admin-port", str(port - 1),
                                "--restart-backoff-s", "0.2", "--restart-backoff-max-s", "0.5"))
     finally:

@@ -21,7 +21,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from turnstile.clients.base import error_info
 from turnstile.engine import demo
-from tests.integration.conftest import Stubs, start_server, stop_server
+from tests.integration.conftest import Stubs, start_server, stop_server, venue_day
 from turnstile.v1 import (admin_pb2, common_pb2, gate_pb2, gate_pb2_grpc, inventory_pb2,
                           member_pb2, report_pb2, sales_pb2)
 
@@ -85,7 +85,7 @@ NP = "nowpark"
 @pytest.fixture(scope="module")
 def now_api(tmp_path_factory):
     data = str(tmp_path_factory.mktemp("now"))
-    server = start_server(data, dt.date.today(), ("--shards", "1", "--scan-skew-s", "300"),
+    server = start_server(data, venue_day(), ("--shards", "1", "--scan-skew-s", "300"),
                           clock=False)
     api = Api(server)
     try:
@@ -192,7 +192,7 @@ def test_a_gate_clock_never_moves_a_scan_to_the_day_before(tmp_path):
     """Two minutes after venue-local midnight, within the default 5-minute skew: a
     scan_time on the day before is refused (a pass used today would be admitted again
     as yesterday's visit), one on the same day is decided."""
-    day = dt.date.today()
+    day = venue_day()
     at = demo.local_time(day, 0, 2)
     server = start_server(str(tmp_path / "data"), day, ("--clock-offset-s", str(int(at - time.time())),
                                                         "--scan-skew-s", "300"))
@@ -332,7 +332,7 @@ HILLS = "hills"
 @pytest.fixture(scope="module")
 def two_api(tmp_path_factory):
     data = str(tmp_path_factory.mktemp("two"))
-    server = start_server(data, dt.date.today(), ("--shards", "1"))
+    server = start_server(data, venue_day(), ("--shards", "1"))
     api = Api(server)
     api.created = {}
     try:
