@@ -25,9 +25,9 @@ from ..errors import (AlreadyExists, ChangeClosed, CorruptData, InvalidArgument,
 from ..journal import Record, json_record
 from ..model import IssuedTicket
 from .catalog import channel_of, refund_fee_pct
-from .sales import check_holders, hold_lines, order_row, order_tickets
+from .sales import check_holders, hold_lines, order_row, order_tickets, payment_arg
 from .secrets import holder_key, mask_id, render, render_if_valid
-from .validate import arg, ident_arg, int_arg, text_arg
+from .validate import arg, ident_arg
 
 if TYPE_CHECKING:
     from .core import ShardState
@@ -140,16 +140,9 @@ def change_terms(st: ShardState, args: dict, now: int) -> ChangeTerms:
 
 def change_order(st: ShardState, args: dict, now: int) -> ChangeResult:
     terms, row, key, ln, li, new = _terms(st, args, now)
-    pay = args.get("payment")
     method = reference = ""
-    if terms.due_fen > 0 or pay is not None:
-        pay = arg(args, "payment", dict)
-        try:
-            method = ident_arg(pay, "method")
-            reference = text_arg(pay, "reference", "", 128)
-            amount = int_arg(pay, "amount_fen", 0, 10**12)
-        except InvalidArgument as e:
-            raise InvalidArgument(e.message, field=f"payment.{e.field}") from None
+    if terms.due_fen > 0 or args.get("payment") is not None:
+        method, reference, amount = payment_arg(args)
         if amount != max(terms.due_fen, 0):
             raise InvalidArgument(f"paid {amount} fen, the change costs {max(terms.due_fen, 0)} fen",
                                   field="payment.amount_fen")

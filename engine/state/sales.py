@@ -358,15 +358,19 @@ def replay_expire(st: ShardState, args: dict, fmt: int) -> None:
 
 
 # -- orders ----------------------------------------------------------------------------
-def confirm_hold(st: ShardState, args: dict, now: int) -> ConfirmResult:
-    order_id = ident_arg(args, "order_id")
+def payment_arg(args: dict) -> tuple[str, str, int]:
+    """(method, reference, amount) of a request's payment, refused naming payment.*."""
     pay = arg(args, "payment", dict)
     try:
-        method = ident_arg(pay, "method")
-        reference = text_arg(pay, "reference", "", 128)
-        amount = int_arg(pay, "amount_fen", 0, 10**12)
+        return (ident_arg(pay, "method"), text_arg(pay, "reference", "", 128),
+                int_arg(pay, "amount_fen", 0, 10**12))
     except InvalidArgument as e:
         raise InvalidArgument(e.message, field=f"payment.{e.field}") from None
+
+
+def confirm_hold(st: ShardState, args: dict, now: int) -> ConfirmResult:
+    order_id = ident_arg(args, "order_id")
+    method, reference, amount = payment_arg(args)
     signed = bool(arg(args, "signed", bool, True))
     holders = arg(args, "holders", list, [])
     channel = channel_of(st, args)

@@ -172,15 +172,19 @@ class SalesMachine(RuleBasedStateMachine):
     def live(self, order: dict) -> list[int]:
         return [t for t in order["tickets"] if t not in order["voided"]]
 
+    def pick(self, data) -> tuple[str, dict, int] | None:
+        """An order and one of its live tickets (None if the order has none left)."""
+        oid = data.draw(st.sampled_from(sorted(self.orders)))
+        live = self.live(self.orders[oid])
+        return (oid, self.orders[oid], data.draw(st.sampled_from(live))) if live else None
+
     @precondition(lambda self: self.orders)
     @rule(data=st.data(), how=st.sampled_from(["all", "one", "persons"]))
     def refund(self, data, how):
-        oid = data.draw(st.sampled_from(sorted(self.orders)))
-        o = self.orders[oid]
-        live = self.live(o)
-        if not live:
+        picked = self.pick(data)
+        if picked is None:
             return
-        t = data.draw(st.sampled_from(live))
+        oid, o, t = picked
         persons = data.draw(st.integers(1, 3)) if how == "persons" else 0
         want = [] if how == "all" else [t]
         r = self.attempt(cmd.refund(oid, self.fresh("r"), want, channel=o["channel"], persons=persons))
@@ -199,12 +203,10 @@ class SalesMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.orders)
     @rule(data=st.data(), to=st.sampled_from(SLOTS))
     def change(self, data, to):
-        oid = data.draw(st.sampled_from(sorted(self.orders)))
-        o = self.orders[oid]
-        live = self.live(o)
-        if not live:
+        picked = self.pick(data)
+        if picked is None:
             return
-        t = data.draw(st.sampled_from(live))
+        oid, o, t = picked
         cid = self.fresh("c")
         try:
             terms = self.shard.change_terms(oid, cid, [to], [t], channel=o["channel"])
