@@ -78,7 +78,7 @@ _KEY_STATES = {2: "issuing", 1: "accepted", 0: "retired"}
 #: ``weekday``.
 DATE_TYPES = ("weekday", "weekend", "holiday", "peak", "off")
 #: The kinds of pricing rule (AdminService.SetPriceRules), in the order they apply.
-RULE_KINDS = ("early_bird", "time_of_day", "fill_rate")
+RULE_KINDS = ("early_bird", "time_of_day", "fill_rate", "member_level")
 
 
 def _ts(t: dt.datetime | int) -> dict:
@@ -159,6 +159,8 @@ class PriceRule:
       time_of_day  the slot starts at ``from_minute`` (venue-local minutes after
                    midnight, 0-1439) or later
       fill_rate    ``fill_pct`` percent (1-100) or more of the slot is sold or held
+      member_level the buyer's member level is ``member_level`` (1-99) or higher (the
+                   members work decides levels; until then the rule never applies)
 
     It changes the price per person by ``amount_fen`` or by ``pct`` percent of it
     (exactly one non-zero; negative: a discount), the change at most ``cap_fen`` either
@@ -171,13 +173,15 @@ class PriceRule:
     days_ahead: int = 0
     from_minute: int = 0
     fill_pct: int = 0
+    member_level: int = 0
 
     def to_proto(self) -> admin_pb2.PriceRule:
         return admin_pb2.PriceRule(**dataclasses.asdict(self))
 
     @classmethod
     def from_proto(cls, r: admin_pb2.PriceRule) -> PriceRule:
-        return cls(r.kind, r.amount_fen, r.pct, r.cap_fen, r.days_ahead, r.from_minute, r.fill_pct)
+        return cls(r.kind, r.amount_fen, r.pct, r.cap_fen, r.days_ahead, r.from_minute, r.fill_pct,
+                   r.member_level)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -97,12 +97,15 @@ def retire_key(key_id: int) -> Command:
 
 def hold(channel: str, venue: str, items: Iterable[HoldItem | dict], *, ttl_s: int = 900,
          idempotency_key: str | None = None, quote_id: str | None = None,
-         coupon: str | None = None, coupon_holder: str | None = None) -> Command:
+         coupon: str | None = None, coupon_holder: str | None = None, member_level: int = 0) -> Command:
     """Take stock for `ttl_s` seconds. With `quote_id` (from Shard.quote) the hold is
     charged exactly what that quote said, or refused (QuoteChanged, QuoteExpired).
     `coupon` (a code) is taken with the hold, after every pricing rule, and given back
     if the hold ends unpaid (CouponRefused if it can't be used); `coupon_holder` is the
-    ID number of the person using it (needed where it is limited per person)."""
+    ID number of the person using it (needed where it is limited per person).
+    `member_level` is the buyer's member level for member_level pricing rules (the
+    hook of the members work, which decides it from the member's record; the API does
+    not take it from callers)."""
     its = [{"product": i.product, "slots": list(i.slots), "qty": i.qty, "group": i.group}
            if isinstance(i, HoldItem) else i for i in items]
     args = {"channel": channel, "venue": venue, "items": its, "ttl_s": ttl_s}
@@ -112,6 +115,8 @@ def hold(channel: str, venue: str, items: Iterable[HoldItem | dict], *, ttl_s: i
         args["coupon"] = coupon
     if coupon_holder is not None:
         args["coupon_holder"] = coupon_holder
+    if member_level:
+        args["member_level"] = member_level
     return Command(CommandKind.HOLD, args, idempotency_key)
 
 

@@ -275,11 +275,12 @@ class QuoteLine(NamedTuple):
 
 QUOTE_TTL_S = 600          # how long a quote id holds
 
-# the pricing rules, in the order they apply to a line's price (the member level and
-# coupons, last, come with the members and promotions work)
-RULE_KINDS = ("early_bird", "time_of_day", "fill_rate")
+# the pricing rules, in the order they apply to a line's price (a coupon, promos.py, is
+# taken off the order after all of them)
+RULE_KINDS = ("early_bird", "time_of_day", "fill_rate", "member_level")
 # the field of a rule's condition, by kind (the others stay 0)
-RULE_CONDITION = {"early_bird": "days_ahead", "time_of_day": "from_minute", "fill_rate": "fill_pct"}
+RULE_CONDITION = {"early_bird": "days_ahead", "time_of_day": "from_minute", "fill_rate": "fill_pct",
+                  "member_level": "member_level"}
 
 
 @dataclass(frozen=True)
@@ -291,6 +292,9 @@ class PriceRule:
       time_of_day  the slot starts at `from_minute` (minutes after venue-local
                    midnight) or later
       fill_rate    the slot is `fill_pct` percent or more sold and held
+      member_level the buyer's member level is `member_level` or higher (the hook of
+                   the members work: the hold says the level, cmd.hold(member_level=);
+                   without one, 0, no member price applies)
 
     changing the price by `amount_fen` (negative: off) or by `pct` percent of it, the
     change at most `cap_fen` (0: no cap); a price never goes below 0."""
@@ -302,6 +306,7 @@ class PriceRule:
     days_ahead: int = 0
     from_minute: int = 0
     fill_pct: int = 0
+    member_level: int = 0
 
 
 @dataclass(frozen=True)

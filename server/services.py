@@ -651,7 +651,8 @@ def _price_table_msg(t) -> admin_pb2.PriceTable:
 def _price_rules_msg(r) -> admin_pb2.PriceRules:
     return admin_pb2.PriceRules(venue_id=r.venue, product_id=r.product, rules=[
         admin_pb2.PriceRule(kind=x.kind, amount_fen=x.amount_fen, pct=x.pct, cap_fen=x.cap_fen,
-                            days_ahead=x.days_ahead, from_minute=x.from_minute, fill_pct=x.fill_pct)
+                            days_ahead=x.days_ahead, from_minute=x.from_minute, fill_pct=x.fill_pct,
+                            member_level=x.member_level)
         for x in r.rules])
 
 
@@ -870,7 +871,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         # the engine checks every rule (kind, one of each, amount or pct, its condition and
         # no other, the ranges), naming rules[i].* as the request does
         rules = [PriceRule(r.kind, r.amount_fen, r.pct, r.cap_fen, r.days_ahead, r.from_minute,
-                           r.fill_pct) for r in request.rules]
+                           r.fill_pct, r.member_level) for r in request.rules]
         out = await self.node.submit(self._idem(cmd.price_rules(venue, request.product_id, rules),
                                                 request))
         return _price_rules_msg(out)

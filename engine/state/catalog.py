@@ -504,7 +504,7 @@ def price_table(st: ShardState, venue: str, product: str) -> PriceTable:
 
 
 _RULE_FIELDS = {"early_bird": ("days_ahead", 1, 366), "time_of_day": ("from_minute", 0, 1439),
-                "fill_rate": ("fill_pct", 1, 100)}
+                "fill_rate": ("fill_pct", 1, 100), "member_level": ("member_level", 1, 99)}
 
 
 def set_price_rules(st: ShardState, args: dict, now: int) -> PriceRules:
@@ -551,18 +551,20 @@ def _price_rules(st: ShardState, r: dict) -> PriceRules:
 
 
 def apply_rules(rules: list[PriceRule], price: int, *, days_ahead: int, start_minute: int,
-                fill_pct: Any) -> tuple[int, list[AppliedRule]]:
+                fill_pct: Any, member_level: int = 0) -> tuple[int, list[AppliedRule]]:
     """A line's unit price after the product's rules (RULE_KINDS order) and the rules
     that changed it, each with its amount. `fill_pct` is called for a fill_rate rule
-    only (the slot's counters are read then)."""
+    only (the slot's counters are read then); `member_level` is the buyer's (0: none)."""
     applied = []
     for r in rules:
         if r.kind == "early_bird":
             hit = days_ahead >= r.days_ahead
         elif r.kind == "time_of_day":
             hit = start_minute >= r.from_minute
-        else:
+        elif r.kind == "fill_rate":
             hit = fill_pct() >= r.fill_pct
+        else:
+            hit = member_level >= r.member_level
         if not hit:
             continue
         change = r.amount_fen if r.amount_fen else price * r.pct // 100

@@ -98,7 +98,7 @@ def take_hold(st: ShardState, args: dict, now: int) -> HoldResult:
 
 
 def quote(st: ShardState, channel: str, venue_id: str, items: Any, now: int,
-          coupon: dict | None = None) -> Quote:
+          coupon: dict | None = None, member_level: int = 0) -> Quote:
     """What a hold of `items` would cost the channel now, by the same rules as a
     hold (validated alike), explained line by line, with the coupon `coupon` names
     ({"coupon": code, "coupon_holder": ID number}) taken off last, and the id a Hold
@@ -106,7 +106,8 @@ def quote(st: ShardState, channel: str, venue_id: str, items: Any, now: int,
     venue = venue_of(st, {"venue": venue_id})
     channel = channel_of(st, {"channel": channel})
     explained: list[QuoteLine] = []
-    lines = hold_lines(st, channel, venue, {"items": items}, now, explained)
+    lines = hold_lines(st, channel, venue, {"items": items, **({"member_level": member_level}
+                                                                if member_level else {})}, now, explained)
     use = promos.evaluate(st, coupon or {}, channel, venue, lines, now)
     expires = now + QUOTE_TTL_S
     return Quote(hold_result(st, {"id": 0, "expires_at": 0, "amount": 0, "lines": lines}).items,
@@ -165,6 +166,7 @@ def hold_lines(st: ShardState, channel: str, venue: Venue, args: dict, now: int,
     items = arg(args, "items", list)
     if not 1 <= len(items) <= 100:
         raise InvalidArgument("between 1 and 100 items", field="items")
+    level = int_arg(args, "member_level", 0, 99, 0) if "member_level" in args else 0
     lines = []
     for i, it in enumerate(items):
         f = f"items[{i}]"
@@ -220,7 +222,7 @@ def hold_lines(st: ShardState, channel: str, venue: Venue, args: dict, now: int,
             price, applied = apply_rules(
                 rules, price, days_ahead=first.day - (now + venue.utc_offset_s) // 86400,
                 start_minute=(first.start + venue.utc_offset_s) % 86400 // 60,
-                fill_pct=lambda k=sidx[0]: _fill_pct(st, k))
+                fill_pct=lambda k=sidx[0]: _fill_pct(st, k), member_level=level)
         if explained is not None:
             explained.append(QuoteLine(pid, dtype, base, applied, price))
         lines.append({"p": st.product_idx[(venue.id, pid)], "qty": qty, "group": group, "slots": sidx,

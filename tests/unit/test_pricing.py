@@ -181,6 +181,32 @@ def test_pricing_rules_apply_in_their_documented_order(shard):
     assert h.amount_fen == 7000
 
 
+def test_a_member_level_price_applies_last_and_only_to_members_of_that_level(shard):
+    """member_level comes after fill_rate (model.RULE_KINDS), on the price the rules before
+    left; a buyer without a level (every buyer until the members work gives levels) pays
+    the price without it. A coupon comes after all of them."""
+    shard.run(cmd.price_rules(demo.VENUE, "adult", [
+        {"kind": "member_level", "member_level": 2, "pct": -20},
+        {"kind": "time_of_day", "from_minute": 14 * 60, "amount_fen": -2000}]))
+    assert [r.kind for r in shard.price_rules(demo.VENUE, "adult").rules] == ["time_of_day", "member_level"]
+    item = [{"product": "adult", "slots": [demo.slot_id("main", MON, 16)], "qty": 1}]
+    assert shard.quote(demo.VENUE, "web", item).amount_fen == BASE - 2000
+    assert shard.quote(demo.VENUE, "web", item, member_level=1).amount_fen == BASE - 2000
+    gold = shard.quote(demo.VENUE, "web", item, member_level=3)
+    assert [(a.rule, a.amount_fen) for a in gold.lines[0].rules] == [("time_of_day", -2000),
+                                                                     ("member_level", -1200)]
+    h = shard.run(cmd.hold("web", demo.VENUE, [HoldItem("adult", (demo.slot_id("main", MON, 16),), 1)],
+                           member_level=3, quote_id=gold.quote_id))
+    assert h.amount_fen == BASE - 2000 - 1200
+    with pytest.raises(QuoteChanged):               # a member's quote is not a non-member's price
+        shard.run(cmd.hold("web", demo.VENUE, [HoldItem("adult", (demo.slot_id("main", MON, 16),), 1)],
+                           quote_id=gold.quote_id))
+    with pytest.raises(InvalidArgument) as e:
+        shard.run(cmd.price_rules(demo.VENUE, "adult", [{"kind": "member_level", "member_level": 100,
+                                                         "pct": -5}]))
+    assert e.value.field == "rules[0].member_level"
+
+
 def test_a_fill_rate_surcharge_is_capped_and_no_price_goes_below_zero(shard):
     shard.run(cmd.price_rules(demo.VENUE, "adult", [
         {"kind": "fill_rate", "fill_pct": 50, "pct": 20, "cap_fen": 1000}]))
