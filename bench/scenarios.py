@@ -1,7 +1,7 @@
 """Scenario runs: the engine under load, durable, with a correctness check each.
 
     python -m bench.scenarios durable-scans [--loop uvloop] [--quick] [--json out.json]
-    python -m bench.scenarios hot-slot-holds | spread-holds | recovery
+    python -m bench.scenarios hot-slot-holds | hot-slot-holds-priced | spread-holds | recovery
     python -m bench.scenarios durable-scans --profile /tmp/scans.prof   # cProfile the run
 
 Each scenario runs in its own process (bench/run.py starts one per scenario), is bounded
@@ -32,7 +32,7 @@ from bench.cpu import max_rss_mb
 from turnstile.clients.loadgen.checks import Checks, scan_checks
 from turnstile.clients.loadgen.results import percentiles
 from turnstile.engine import Shard, SoldOut, cmd, demo
-from turnstile.engine.model import Direction, HoldItem, Reason, to_day
+from turnstile.engine.model import DatePrice, Direction, HoldItem, Reason, to_day
 
 SUBMITTERS = 64
 
@@ -134,9 +134,10 @@ async def _drive(shard: Shard, work: list[list], call, deadline_s: float) -> dic
                     cut = True
                     return
 
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         await asyncio.gather(*(submitter(k) for k in range(len(work))))
         elapsed = time.perf_counter() - t0
+        cpu = time.process_time() - cpu0       # all threads: the loop and the commit thread
         stats = w.stats()
     gc.callbacks.remove(on_gc)
     gc.unfreeze()
@@ -144,8 +145,8 @@ async def _drive(shard: Shard, work: list[list], call, deadline_s: float) -> dic
     gcs = {"gen2_collections": len(full), "gen2_max_ms": max(full, default=0) * 1e3,
            "gen2_total_ms": sum(full) * 1e3, "young_collections": len(pauses) - len(full),
            "young_max_ms": max((p for g, p in pauses if g < 2), default=0) * 1e3}
-    return {"results": results, "lat": lat, "elapsed": elapsed, "cut": cut, "writer": stats,
-            "gc": gcs}
+    return {"results": results, "lat": lat, "elapsed": elapsed, "cpu_s": cpu, "cut": cut,
+            "writer": stats, "gc": gcs}
 
 
 def _profiled(fn: Callable, path: str | None):
@@ -299,8 +300,38 @@ def durable_batch_scans(*, quick: bool, loop: str = "asyncio", submitters: int =
 
 
 # -- holds --------------------------------------------------------------------------------
+COUPON = "FLASH10"        # a public coupon: its code is its id
+COUPON_OFF = 1000         # fen off every hold
+FILL_PCT = 50             # the fill-rate rule's threshold
+
+
+def pricing_commands(capacity: int, *, with_coupon: bool = True) -> list:
+    """Issue 13's pricing in force on the demo's adult ticket for the hot slot (on DAY,
+    10:00-12:00): DAY a holiday in the calendar; a price table by date type with a
+    channel's own holiday price (ch0 11,000 fen, any other channel 12,000); the three
+    rules -- early-bird (7 days ahead, -10 %: checked, not met, the slot is today),
+    time-of-day (slots from 10:00, -500 fen: met) and fill-rate (half the slot sold or
+    held, +10 % capped at 2,000 fen: met from the hold that finds the slot half full on,
+    so the price changes mid-sale); a booking window (opens 30 days ahead, closes an
+    hour after the slot starts: open); and a public fixed coupon of 1,000 fen that every
+    hold takes, with a budget it never reaches (2x what the holds can take); with_coupon
+    False (a diagnostic): no coupon."""
+    return [
+        cmd.calendar(VENUE, {DAY: "holiday"}),
+        cmd.prices(VENUE, "adult", [DatePrice("weekend", "", 10000), DatePrice("holiday", "", 12000),
+                                    DatePrice("holiday", "ch0", 11000)]),
+        cmd.price_rules(VENUE, "adult", [
+            {"kind": "early_bird", "days_ahead": 7, "pct": -10},
+            {"kind": "time_of_day", "from_minute": 600, "amount_fen": -500},
+            {"kind": "fill_rate", "fill_pct": FILL_PCT, "pct": 10, "cap_fen": 2000}]),
+        cmd.booking(VENUE, "adult", opens_days=30, closes_minutes=-60),
+    ] + ([cmd.coupon(VENUE, COUPON, "fixed", amount_fen=COUPON_OFF, products=["adult"],
+                     budget_fen=2 * COUPON_OFF * capacity)] if with_coupon else [])
+
+
 def _holds(kind: str, *, quick: bool, loop: str, submitters: int, deadline_s: float,
-           profile: str | None, idempotent: bool = False, warm: bool = True) -> dict:
+           profile: str | None, idempotent: bool = False, warm: bool = True,
+           priced: bool = False, with_coupon: bool = True) -> dict:
     checks = Checks()
     rng = random.Random(11)
     if kind == "hot":
@@ -317,6 +348,15 @@ def _holds(kind: str, *, quick: bool, loop: str, submitters: int, deadline_s: fl
             shard.run(cmd.slots([{"id": s, "zone": "main", "day": day, "start": start,
                                   "end": start + 7200, "capacity": capacity}
                                  for s in slot_ids[lo:lo + 1000]]))
+        quotes: dict[str, tuple] = {}
+        coupon = COUPON if priced and with_coupon else None
+        if priced:
+            bad = [r for r in shard.run_many(pricing_commands(n_slots * capacity, with_coupon=with_coupon))
+                   if isinstance(r, Exception)]
+            checks("pricing, booking window" + (" and coupon" if coupon else "") + " set", not bad, bad[:3])
+            # what Quote says before the sale (the slot empty): the price every hold pays
+            # until the slot is half full
+            quotes = {f"ch{c}": _quote(shard, f"ch{c}", slot_ids[0], coupon) for c in range(8)}
         pre = precondition(shard, max(asks_total * 10, 100_000)) if warm else None
         asks = [slot_ids[0] if n_slots == 1 else slot_ids[rng.randrange(n_slots)]
                 for _ in range(asks_total)]
@@ -325,13 +365,15 @@ def _holds(kind: str, *, quick: bool, loop: str, submitters: int, deadline_s: fl
         async def call(w, item):
             k, slot = item
             c = cmd.hold(f"ch{k % 8}", VENUE, [HoldItem("adult", (slot,), qty=1)],
-                         idempotency_key=f"flash-{k}" if idempotent else None)
+                         idempotency_key=f"flash-{k}" if idempotent else None, coupon=coupon)
             try:
-                return (await w.submit(c)).hold_id   # keep atoms only: no GC load of our own
+                h = await w.submit(c)
             except SoldOut:
                 return "SoldOut"
             except Exception as e:
                 return f"{type(e).__name__}: {e}"
+            # keep atoms only (a tuple of ints and the coupon's own id): no GC load of our own
+            return (h.hold_id, h.amount_fen, h.discount_fen, h.coupon) if priced else h.hold_id
 
         commits = _time_commits(shard)
         before = Counter(shard.batch_sizes)
@@ -339,6 +381,8 @@ def _holds(kind: str, *, quick: bool, loop: str, submitters: int, deadline_s: fl
         batches = _batch_stats(before, shard.batch_sizes)
 
         done = [(item, r) for out in run["results"] for item, r in out]
+        held_by = {item[0]: r for item, r in done if isinstance(r, tuple)}     # ask -> hold (priced)
+        done = [(item, r[0] if isinstance(r, tuple) else r) for item, r in done]
         granted = Counter(item[1] for item, r in done if isinstance(r, int))
         sold_out = Counter(item[1] for item, r in done if r == "SoldOut")
         other = [r for item, r in done if isinstance(r, str) and r != "SoldOut"]
@@ -358,6 +402,8 @@ def _holds(kind: str, *, quick: bool, loop: str, submitters: int, deadline_s: fl
                all(counters[s]["held"] == granted[s] and counters[s]["sold"] == 0 for s in slot_ids))
         hold_ids = [r for item, r in done if isinstance(r, int)]
         checks("hold ids unique", len(set(hold_ids)) == len(hold_ids))
+        pricing = (_check_priced(shard, checks, held_by, quotes, slot_ids[0], capacity, coupon)
+                   if priced else None)
         checks("shard.check(replay=True) == []", (v := shard.check(replay=True)) == [], v)
         held = sum(c["held"] for c in counters.values())
         shard.close(snapshot=False)
@@ -365,16 +411,24 @@ def _holds(kind: str, *, quick: bool, loop: str, submitters: int, deadline_s: fl
         held_again = sum(again.state.slots.slot(again.state.slot_idx[s])["held"] for s in slot_ids)
         checks("every acknowledged hold survived reopen", held_again == held and again.check() == [],
                f"held {held_again} after reopen, {held} before")
+        if coupon:
+            cs = again.coupon(VENUE, COUPON)
+            checks("coupon use survived reopen (COUPON_USE records replayed)",
+                   (cs.uses, cs.spent_fen) == (pricing["coupon_uses"], pricing["coupon_spent_fen"]),
+                   f"{cs.uses} uses, {cs.spent_fen} fen after reopen")
         again.close(snapshot=False)
 
     lat = run["lat"]
     return {
-        "scenario": f"{kind}-slot-holds" if kind == "hot" else "spread-holds", "loop": loop,
+        "scenario": (f"{kind}-slot-holds" if kind == "hot" else "spread-holds") + ("-priced" if priced else ""),
+        "loop": loop, "priced": priced, "with_coupon": bool(coupon), "pricing": pricing,
         "submitters": submitters, "slots": n_slots, "capacity_per_slot": capacity,
         "idempotency_keys": idempotent, "warm_file": warm, "precondition": pre,
         "asks_planned": asks_total, "asks_done": len(done), "cut_by_deadline": run["cut"],
         "granted": sum(granted.values()), "sold_out": sum(sold_out.values()),
         "elapsed_s": run["elapsed"], "throughput_per_s": len(done) / run["elapsed"],
+        # CPU of the whole process per ask: what another process on the machine changes least
+        "cpu_us_per_ask": run["cpu_s"] / max(len(done), 1) * 1e6,
         "latency_us": _us(percentiles(lat)), "batch": batches, "gc": run["gc"],
         "commit_us": _us(percentiles(commits)), "commits": len(commits),
         "checks": checks.as_dicts(), "ok": checks.ok, "max_rss_mb": max_rss_mb(),
@@ -388,6 +442,72 @@ def hot_slot_holds(*, quick: bool, loop: str = "asyncio", submitters: int = SUBM
     its capacity in total: exactly `capacity` granted, the rest SoldOut, zero oversell."""
     return _holds("hot", quick=quick, loop=loop, submitters=submitters, deadline_s=deadline_s,
                   profile=profile, idempotent=idempotent, warm=warm)
+
+
+def hot_slot_holds_priced(*, quick: bool, loop: str = "asyncio", submitters: int = SUBMITTERS,
+                          deadline_s: float = 60, profile: str | None = None,
+                          idempotent: bool = False, warm: bool = True,
+                          with_coupon: bool = True) -> dict:
+    """hot-slot-holds with issue 13's pricing in force (`pricing_commands`): every hold
+    priced by the calendar, a price table, three rules and a booking window, and taking
+    a public coupon. Same submitters, asks, durability and checks as the plain run, and
+    more: each hold's amount is what Quote says, the coupon's use adds up."""
+    return _holds("hot", quick=quick, loop=loop, submitters=submitters, deadline_s=deadline_s,
+                  profile=profile, idempotent=idempotent, warm=warm, priced=True,
+                  with_coupon=with_coupon)
+
+
+def _quote(shard: Shard, channel: str, slot: str, coupon: str | None) -> tuple:
+    """(amount after the coupon, discount, rules met, date type) of Quote for one ticket
+    of `slot`."""
+    q = shard.quote(VENUE, channel, [{"product": "adult", "slots": [slot], "qty": 1}], coupon=coupon)
+    return (q.amount_fen, q.coupon.discount_fen if q.coupon else 0,
+            tuple(r.rule for r in q.lines[0].rules), q.lines[0].date_type)
+
+
+def _check_priced(shard: Shard, checks: Checks, held_by: dict, before: dict, slot: str,
+                  capacity: int, coupon: str | None) -> dict:
+    """Every granted hold charged what Quote says for its channel in the state it was
+    applied in, and the coupon's use equal to the holds' discounts.
+
+    All holds are of 1 ticket on the one slot, so the only state a hold's price depends
+    on that changes during the sale is the slot's fill: hold ids are given in the order
+    holds are applied, so the j-th granted hold (0-based) found j tickets held. Quote
+    taken before the sale (empty slot) gives the price until the fill-rate rule is met,
+    Quote taken now (slot full) the price from then on; the engine reads the fill as
+    held / capacity before taking the stock (sales.hold_lines), so the rule is met from
+    the first j with 100 j / capacity >= FILL_PCT."""
+    after = {ch: _quote(shard, ch, slot, coupon) for ch in before}
+    ids = sorted(h[0] for h in held_by.values())
+    first = ids[0] if ids else 0
+    checks("hold ids of the granted holds are consecutive (their order of application)",
+           ids == list(range(first, first + len(ids))), "")
+    wrong = []
+    for k, (hid, amount, discount, code) in held_by.items():
+        j = hid - first
+        q = after if 100 * j / capacity >= FILL_PCT else before
+        want = q[f"ch{k % 8}"]
+        if (amount, discount, code) != (want[0], want[1], coupon or ""):
+            wrong.append((k, j, amount, discount, code, want[:2]))
+    checks("every granted hold's amount = what Quote says for its items and channel "
+           "(rules, price table, coupon)", not wrong and held_by, wrong[:3])
+    rules_seen = {q[2] for q in before.values()} | {q[2] for q in after.values()}
+    checks("the rules were in force: a holiday price, time-of-day met, fill-rate met from half full",
+           all(q[3] == "holiday" and q[2] == ("time_of_day",) for q in before.values())
+           and all(q[2] == ("time_of_day", "fill_rate") for q in after.values()), rules_seen)
+    paid = Counter(a for _, a, _, _ in held_by.values())
+    out = {"quote_before": before, "quote_after": after, "amounts": dict(sorted(paid.items()))}
+    if not coupon:
+        return out
+    cs = shard.coupon(VENUE, coupon)
+    spent = sum(d for _, _, d, _ in held_by.values())
+    checks("coupon: uses = granted holds, spent_fen = sum of their discount_fen",
+           cs.uses == len(held_by) and cs.spent_fen == spent,
+           f"{cs.uses} uses, {cs.spent_fen} fen spent; {len(held_by)} holds, {spent} fen of discount")
+    checks("coupon: budget never exceeded", cs.spent_fen <= cs.coupon.budget_fen,
+           f"{cs.spent_fen} > {cs.coupon.budget_fen}")
+    return {**out, "coupon": coupon, "coupon_uses": cs.uses, "coupon_spent_fen": cs.spent_fen,
+            "coupon_budget_fen": cs.coupon.budget_fen}
 
 
 def spread_holds(*, quick: bool, loop: str = "asyncio", submitters: int = SUBMITTERS,
@@ -515,6 +635,7 @@ SCENARIOS = {
     "durable-scans": durable_scans,
     "durable-batch-scans": durable_batch_scans,
     "hot-slot-holds": hot_slot_holds,
+    "hot-slot-holds-priced": hot_slot_holds_priced,
     "spread-holds": spread_holds,
     "recovery": recovery,
 }
@@ -532,6 +653,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-sync", action="store_true",
                     help="durable=False: no fsync (diagnostic ceiling, durable-scans)")
     ap.add_argument("--idempotent", action="store_true", help="holds carry idempotency keys")
+    ap.add_argument("--no-coupon", action="store_true",
+                    help="the rules without the coupon (hot-slot-holds-priced, diagnostic)")
     ap.add_argument("--fresh-file", action="store_true",
                     help="skip preconditioning: run on a new, growing LMDB file")
     ap.add_argument("--profile", default=None, help="write a cProfile of the measured part here")
@@ -550,8 +673,10 @@ def main(argv=None) -> int:
         kw["durable"] = not a.no_sync
     if a.scenario == "durable-batch-scans":
         kw["scans"] = a.count
-    if a.scenario in ("hot-slot-holds", "spread-holds"):
+    if a.scenario in ("hot-slot-holds", "hot-slot-holds-priced", "spread-holds"):
         kw["idempotent"] = a.idempotent
+    if a.scenario == "hot-slot-holds-priced":
+        kw["with_coupon"] = not a.no_coupon
     if a.scenario == "recovery":
         kw["tickets"] = a.count
         kw["journal"] = a.journal
@@ -579,7 +704,8 @@ def _summary(r: dict) -> str:
         lines.append(f"  latency p50 {lat['p50']:,.0f} µs  p99 {lat['p99']:,.0f} µs  p99.9 {lat['p999']:,.0f} µs")
         lines.append(f"  batches {b['batches']:,}  mean {b.get('mean', 0):.1f}  p50 {b.get('p50', 0)}  "
                      f"max {b.get('max', 0)}  {b.get('histogram', {})}")
-        lines.append(f"  LMDB commit p50 {r['commit_us']['p50']:,.0f} µs  p99 {r['commit_us']['p99']:,.0f} µs")
+        lines.append(f"  LMDB commit p50 {r['commit_us']['p50']:,.0f} µs  p99 {r['commit_us']['p99']:,.0f} µs"
+                     + (f"  CPU {r['cpu_us_per_ask']:,.1f} µs per ask" if "cpu_us_per_ask" in r else ""))
         g = r.get("gc", {})
         lines.append(f"  GC: {g.get('gen2_collections', 0)} full collections, longest "
                      f"{g.get('gen2_max_ms', 0):,.0f} ms; {g.get('young_collections', 0)} young, longest "
@@ -590,6 +716,11 @@ def _summary(r: dict) -> str:
                          f"{o['read_snapshot_s']:.2f} s, load {o['load_snapshot_s']:.2f} s, replay "
                          f"{o['replay_s']:.2f} s ({o['replayed']:,} records)")
         lines.append(f"  build {', '.join(f'{k} {v:.2f}' for k, v in r['build'].items())}")
+    pr = r.get("pricing")
+    if pr:
+        lines.append(f"  priced: paid {pr['amounts']} (fen: holds)"
+                     + (f"; coupon {pr['coupon']} {pr['coupon_uses']:,} uses, {pr['coupon_spent_fen']:,} "
+                        f"of {pr['coupon_budget_fen']:,} fen budget" if "coupon" in pr else "; no coupon"))
     for c in r["checks"]:
         lines.append(f"  [{'ok' if c['passed'] else 'FAIL'}] {c['check']}"
                      + (f" ({c['detail']})" if c["detail"] and not c["passed"] else ""))

@@ -1,4 +1,4 @@
-"""Micro benches (pytest-benchmark): codec, one scan, batch scan, hold, confirm, commit.
+"""Micro benches (pytest-benchmark): codec, one scan, batch scan, quote, hold, confirm, commit.
 
 Every bench times ONE operation per round (iterations=1) so that its p99 is the p99 of
 single operations, not of averages; the harness itself costs what `test_floor` shows.
@@ -115,7 +115,7 @@ def test_decode_ids(benchmark, shard):
 
     rounds = _pedantic(benchmark, one, scaled(50, 5), ops=n, what="Codec.decode_ids, 10,000 signed codes")
     want = array.array("q", range(first, first + n))
-    assert all(ids == want for ids in out)
+    assert len(out) == rounds and all(ids == want for ids in out)
 
 
 # -- one scan ---------------------------------------------------------------------------
@@ -250,7 +250,7 @@ def test_scan_batch_refuse(benchmark, shard):
 
     rounds = _pedantic(benchmark, one, scaled(200, 20), ops=size,
               what="Tickets.scan_batch, 10,000 used ids -> ALREADY_USED")
-    assert all(r == bytes([ALREADY_USED]) * size for r in out)
+    assert len(out) == rounds and all(r == bytes([ALREADY_USED]) * size for r in out)
 
 
 # -- sales ------------------------------------------------------------------------------
@@ -279,25 +279,65 @@ def test_apply_hold(benchmark, shard):
     shard._commit(batch)
 
 
-def test_apply_hold_priced(benchmark, shard):
-    """test_apply_hold with every pricing rule of issue 13 in force: the slot's day a
-    holiday in the calendar, a price table by date type and channel, early-bird (checked,
-    not met: the slot is today), time-of-day (met) and fill-rate (checked, not met: the
-    slot holds 10^9) rules, a booking window that is open."""
+def _priced(shard, *more) -> None:
+    """Every pricing rule of issue 13 in force on the plaza ticket: the slot's day a holiday
+    in the calendar, a price table by date type and channel, early-bird (checked, not met:
+    the slot is today), time-of-day (met) and fill-rate (checked, not met: the slot holds
+    10^9) rules, a booking window that is open; the web channel pays PRICED_FEN."""
+    refused = [r for r in shard.run_many([
+        cmd.calendar(VENUE, {DAY: "holiday"}),
+        cmd.prices(VENUE, PLAZA_PRODUCT, [{"date_type": "holiday", "channel": "web", "price_fen": 12000},
+                                          {"date_type": "holiday", "channel": "", "price_fen": 11000}]),
+        cmd.price_rules(VENUE, PLAZA_PRODUCT, [
+            {"kind": "early_bird", "days_ahead": 1, "pct": -10},
+            {"kind": "time_of_day", "from_minute": 0, "amount_fen": -500},
+            {"kind": "fill_rate", "fill_pct": 1, "pct": 5, "cap_fen": 300}]),
+        cmd.booking(VENUE, PLAZA_PRODUCT, opens_days=3660, closes_minutes=-1440,
+                    weekdays=[1, 2, 3, 4, 5, 6, 7]), *more]) if isinstance(r, Exception)]
+    assert not refused, refused
+
+
+def _unpriced(shard, *more) -> None:
+    """Back to the plaza ticket's flat price, so the benches after see the shard as before."""
+    shard.run_many([cmd.calendar(VENUE, {DAY: ""}), cmd.prices(VENUE, PLAZA_PRODUCT, []),
+                    cmd.price_rules(VENUE, PLAZA_PRODUCT, []), cmd.booking(VENUE, PLAZA_PRODUCT), *more])
+
+
+PRICED_FEN = 12000 - 500
+ONE = [{"product": PLAZA_PRODUCT, "slots": [PLAZA_SLOT], "qty": 1}]
+
+
+def test_quote_priced(benchmark, shard):
+    """Shard.quote of 1 ticket with every pricing rule in force (`_priced`): the lines
+    priced and explained as a hold would price them, and the quote id (a MAC over them);
+    no stock taken."""
     rounds = scaled(10_000, 1_000)
-    pricing = [cmd.calendar(VENUE, {DAY: "holiday"}),
-               cmd.prices(VENUE, PLAZA_PRODUCT, [{"date_type": "holiday", "channel": "web", "price_fen": 12000},
-                                                 {"date_type": "holiday", "channel": "", "price_fen": 11000}]),
-               cmd.price_rules(VENUE, PLAZA_PRODUCT, [
-                   {"kind": "early_bird", "days_ahead": 1, "pct": -10},
-                   {"kind": "time_of_day", "from_minute": 0, "amount_fen": -500},
-                   {"kind": "fill_rate", "fill_pct": 1, "pct": 5, "cap_fen": 300}]),
-               cmd.booking(VENUE, PLAZA_PRODUCT, opens_days=3660, closes_minutes=-1440,
-                           weekdays=[1, 2, 3, 4, 5, 6, 7])]
-    undo = [cmd.calendar(VENUE, {DAY: ""}), cmd.prices(VENUE, PLAZA_PRODUCT, []),
-            cmd.price_rules(VENUE, PLAZA_PRODUCT, []), cmd.booking(VENUE, PLAZA_PRODUCT)]
-    assert not [r for r in shard.run_many(pricing) if isinstance(r, Exception)]
-    hold = cmd.hold("web", VENUE, [{"product": PLAZA_PRODUCT, "slots": [PLAZA_SLOT], "qty": 1}])
+    _priced(shard)
+    st = shard.state
+    held_before = st.slots.slot(st.slot_idx[PLAZA_SLOT])["held"]
+    quote = shard.quote
+    out = []
+    push = out.append
+
+    def one():
+        push(quote(VENUE, "web", ONE))
+
+    try:
+        rounds = _pedantic(benchmark, one, rounds,
+                           what="Shard.quote, 1 ticket, priced by calendar, table and 3 rules")
+        assert len(out) == rounds
+        assert all(q.amount_fen == PRICED_FEN and q.quote_id and q.lines[0].date_type == "holiday"
+                   and [r.rule for r in q.lines[0].rules] == ["time_of_day"] for q in out)
+        assert st.slots.slot(st.slot_idx[PLAZA_SLOT])["held"] == held_before
+    finally:
+        _unpriced(shard)
+
+
+def test_apply_hold_priced(benchmark, shard):
+    """test_apply_hold with every pricing rule of issue 13 in force (`_priced`)."""
+    rounds = scaled(10_000, 1_000)
+    _priced(shard)
+    hold = cmd.hold("web", VENUE, ONE)
     st = shard.state
     batch = Batch(shard.seq + 1)
     apply = st.apply
@@ -319,7 +359,50 @@ def test_apply_hold_priced(benchmark, shard):
         shard.seq += 1
         shard._commit(batch)
     finally:
-        shard.run_many(undo)
+        _unpriced(shard)
+
+
+def test_apply_hold_coupon(benchmark, shard):
+    """test_apply_hold_priced taking a public fixed coupon too (1,000 fen off, a budget
+    it never reaches): the coupon checked against the order and taken, its discount
+    split over the lines, a COUPON_USE journal record after the HOLD."""
+    rounds = scaled(10_000, 1_000)
+    code = "BENCH10"
+    _priced(shard, cmd.coupon(VENUE, code, "fixed", amount_fen=1000, products=[PLAZA_PRODUCT],
+                              budget_fen=10**10))
+    hold = cmd.hold("web", VENUE, ONE, coupon=code)
+    st = shard.state
+    held_before = st.slots.slot(st.slot_idx[PLAZA_SLOT])["held"]
+    before = shard.coupon(VENUE, code)
+    batch = Batch(shard.seq + 1)
+    apply = st.apply
+    now = int(shard.clock())
+    out = []
+    push = out.append
+
+    def one():
+        push(apply(hold, now, batch))
+
+    try:
+        rounds = _pedantic(benchmark, one, rounds,
+                           what="ShardState.apply(cmd.hold), 1 ticket, priced by calendar, table "
+                                "and 3 rules, a fixed coupon")
+        q = shard.quote(VENUE, "web", ONE, coupon=code)
+        assert q.amount_fen == PRICED_FEN - 1000 and q.coupon.discount_fen == 1000
+        assert all(isinstance(h, HoldResult) and h.amount_fen == q.amount_fen
+                   and h.discount_fen == 1000 and h.coupon == code for h in out)
+        assert len({h.hold_id for h in out}) == rounds
+        assert st.slots.slot(st.slot_idx[PLAZA_SLOT])["held"] == held_before + rounds
+        used = shard.coupon(VENUE, code)
+        assert (used.uses - before.uses, used.spent_fen - before.spent_fen) == (rounds, 1000 * rounds)
+        for h in out:                   # a released hold gives its coupon use back
+            st.apply(cmd.release(h.hold_id, "web"), now, batch)
+        after = shard.coupon(VENUE, code)
+        assert (after.uses, after.spent_fen) == (before.uses, before.spent_fen)
+        shard.seq += 1
+        shard._commit(batch)
+    finally:
+        _unpriced(shard, cmd.coupon(VENUE, code, "fixed", amount_fen=1000, active=False))
 
 
 def test_stage_hold_idempotent_audited(benchmark, shard):
