@@ -779,7 +779,7 @@ def evaluate_priced(micro: list[dict], scen: list[dict]) -> list[dict]:
     why += ("Every priced hold is priced by the holiday row of a price table and three rules "
             "(early-bird checked and not met, time-of-day met, fill-rate met from half full: "
             "the price changes mid-sale), inside an open booking window, and takes a public "
-            "fixed coupon (one more journal record per hold, COUPON_USE); each hold's amount is "
+            "fixed coupon (carried in each HOLD record); each hold's amount is "
             "checked against Quote, the coupon's use against the holds' discounts, oversell "
             "as in the plain run.")
     ah, ap, ac, qp = (_get(micro, n) for n in ("test_apply_hold", "test_apply_hold_priced",

@@ -413,7 +413,7 @@ def _holds(kind: str, *, quick: bool, loop: str, submitters: int, deadline_s: fl
                f"held {held_again} after reopen, {held} before")
         if coupon:
             cs = again.coupon(VENUE, COUPON)
-            checks("coupon use survived reopen (COUPON_USE records replayed)",
+            checks("coupon use survived reopen (replayed from the HOLD records)",
                    (cs.uses, cs.spent_fen) == (pricing["coupon_uses"], pricing["coupon_spent_fen"]),
                    f"{cs.uses} uses, {cs.spent_fen} fen after reopen")
         again.close(snapshot=False)

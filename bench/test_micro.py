@@ -365,7 +365,7 @@ def test_apply_hold_priced(benchmark, shard):
 def test_apply_hold_coupon(benchmark, shard):
     """test_apply_hold_priced taking a public fixed coupon too (1,000 fen off, a budget
     it never reaches): the coupon checked against the order and taken, its discount
-    split over the lines, a COUPON_USE journal record after the HOLD."""
+    split over the lines, carried by the HOLD record."""
     rounds = scaled(10_000, 1_000)
     code = "BENCH10"
     _priced(shard, cmd.coupon(VENUE, code, "fixed", amount_fen=1000, products=[PLAZA_PRODUCT],

@@ -28,6 +28,10 @@ upgrade opens after it. What each record kind carries, per format:
                       without validation; a capacity or allotment that does not fit is
                       CorruptData.
   HOLD                1 = 2 (binary): the hold as applied (indices, prices, expiry).
+                      3: after its lines, the coupon it took, if any (id, kind, the
+                      code's serial (-1: its public code), the holder key, the discount
+                      and its split over the lines); replay takes the coupon's use, the
+                      hold's RELEASE or EXPIRE gives it back (drop_hold).
   RELEASE             1 = 2: the hold released; replay drops it (no channel check).
   EXPIRE              1: the time of the sweep (replay expires the holds due then).
                       2: also the ids of the holds it expired; replay drops those.
@@ -59,10 +63,6 @@ upgrade opens after it. What each record kind carries, per format:
   COUPON, PACKAGE     3 (new in format 3; catalog records): a coupon as validated; a package
                       product's parts with their merchants and shares. Replay sets them.
   COUPON_CODES        3 (new): the serials of a batch of single-use codes issued.
-  COUPON_USE          3 (new): follows the HOLD of a hold that took a coupon: the coupon,
-                      the code's serial (-1: its public code), the holder key (or ""),
-                      the discount and its split over the hold's lines. Replay takes the
-                      use; the hold's RELEASE or EXPIRE gives it back (drop_hold).
   OFFLINE_SCANS       1: the gate's scans as uploaded, codes included, not the server's
                       decision; its v1 decoder decodes and decides them again, as format 1
                       did (the one record kind replayed by rules). 2: per scan the server's
@@ -123,7 +123,6 @@ class Record(enum.IntEnum):
     FACE = 26                  # a face key bound to (or taken from) a holder key
     BLACKLIST = 27             # format 3: a person put on (or taken off) a venue's blacklist
     COUPON_CODES = 28          # format 3: a batch of a coupon's single-use codes issued
-    COUPON_USE = 29            # format 3: the coupon the HOLD before it took
     # gates
     SCAN = 30                  # binary, fixed size (scan_record); native/tickets.pxi replays runs of them
     SCAN_BATCH = 31            # binary (scan_batch_record)
@@ -189,6 +188,7 @@ _BATCH = struct.Struct("<BqHIq")         # direction, at, persons, n, one gate (
 _HOLD = struct.Struct("<qqqqHH")         # id, expires_at, created, amount, venue idx, n lines
 _LINE = struct.Struct("<HIHqB")          # product idx, qty, group, unit price, n components
 _COMP = struct.Struct("<Iq")             # slot idx, allotment idx (-1: pool)
+_CPN = struct.Struct("<iqBBB")           # a hold's coupon: serial, discount, len of id, kind, holder
 NO_TICKET = 0xFFFFFFFF
 _SCAN_KIND = int(Record.SCAN)
 _U16 = struct.Struct("<H")
@@ -248,6 +248,11 @@ def hold_record(hold: dict, venue: int) -> bytes:
         parts.append(_LINE.pack(ln["p"], ln["qty"], ln["group"], ln["price"], len(ln["slots"])))
         for s, a in zip(ln["slots"], ln["allots"]):
             parts.append(_COMP.pack(s, a))
+    c = hold.get("coupon")
+    if c is not None:           # format 3: the coupon it took, after its lines
+        cid, kind, holder = c["coupon"].encode(), c["kind"].encode(), bytes.fromhex(c["holder"])
+        parts += [_CPN.pack(c["serial"], c["discount"], len(cid), len(kind), len(holder)), cid, kind, holder,
+                  struct.pack(f"<{len(c['lines'])}q", *c["lines"])]
     payload = b"".join(parts)
     return _HDR.pack(len(payload), Record.HOLD) + payload
 
@@ -270,8 +275,19 @@ def decode_hold(payload: bytes) -> tuple[dict, int]:
             allots.append(a)
         lines.append({"p": p, "qty": qty, "group": group, "slots": slots, "allots": allots,
                       "price": price})
-    return {"id": hid, "channel": channel, "expires_at": expires, "created": created,
-            "amount": amount, "lines": lines}, venue
+    hold = {"id": hid, "channel": channel, "expires_at": expires, "created": created,
+            "amount": amount, "lines": lines}
+    if off < len(payload):
+        serial, discount, n_id, n_kind, n_holder = _CPN.unpack_from(payload, off)
+        off += _CPN.size
+        cid = bytes(payload[off:off + n_id]).decode()
+        kind = bytes(payload[off + n_id:off + n_id + n_kind]).decode()
+        off += n_id + n_kind
+        holder = bytes(payload[off:off + n_holder]).hex()
+        off += n_holder
+        hold["coupon"] = {"coupon": cid, "kind": kind, "serial": serial, "holder": holder,
+                          "discount": discount, "lines": list(struct.unpack_from(f"<{n}q", payload, off))}
+    return hold, venue
 
 
 def scan_batch_record(ids: array.array, gates, direction: int, at: int, persons: int,

@@ -97,7 +97,6 @@ REPLAY: dict[int, Callable[..., None]] = {
     Record.BLACKLIST: sales.replay_blacklist,
     Record.COUPON: promos.replay_coupon,
     Record.COUPON_CODES: promos.replay_codes,
-    Record.COUPON_USE: promos.replay_use,
     Record.OFFLINE_SCANS: offline.replay_upload,
 }
 

@@ -3,7 +3,7 @@ its use lives in `ShardState.coupon_use` (codes issued, the bitmap of single-use
 taken, uses, discount given, uses per holder), kept in the snapshot's meta.
 
 A hold takes a coupon with its stock, after every pricing rule (`evaluate`, then `take`),
-journaled as a COUPON_USE record after its HOLD; the hold's amount is after the discount,
+journaled in its HOLD record (journal.hold_record); the hold's amount is after the discount,
 which is split over its lines (and an order line's over its tickets) so that refunds give
 back what was paid, to the fen. A hold that ends unpaid (released, expired) gives the use
 back, exactly once, through drop_hold; a confirmed one keeps it (a refund returns money,
@@ -329,23 +329,6 @@ def give_back(st: ShardState, venue: str, use: dict) -> None:
             u.holders[use["holder"]] = n
         else:
             u.holders.pop(use["holder"], None)
-
-
-def journal_use(st: ShardState, hold: dict) -> None:
-    st.journal(json_record(Record.COUPON_USE, {"hold_id": hold["id"], **hold["coupon"]}),
-               Record.COUPON_USE)
-
-
-def replay_use(st: ShardState, r: dict, fmt: int) -> None:
-    """A COUPON_USE record: the hold (replayed just before) took the coupon."""
-    hold = st.holds.get(r["hold_id"])
-    if hold is None or (hold["venue"], r["coupon"]) not in st.coupon_use:
-        raise CorruptData(f"a COUPON_USE record names hold {r['hold_id']} or coupon {r['coupon']}, "
-                          "which is not there")
-    use = {k: r[k] for k in ("coupon", "kind", "serial", "holder", "discount", "lines")}
-    take(st, hold["venue"], use)
-    hold["coupon"] = use
-    journal_use(st, hold)
 
 
 def dump(st: ShardState) -> dict:

@@ -92,8 +92,6 @@ def take_hold(st: ShardState, args: dict, now: int) -> HoldResult:
     st.holds[hid] = hold
     heapq.heappush(st.expiry, (now + ttl, hid))
     st.journal(hold_record(hold, st.venue_idx[venue.id]), Record.HOLD)
-    if coupon is not None:
-        promos.journal_use(st, hold)
     return hold_result(st, hold)
 
 
@@ -239,6 +237,11 @@ def replay_hold(st: ShardState, payload) -> None:
         for s, a in zip(ln["slots"], ln["allots"]):
             if not st.slots.take(s, a, need):
                 raise CorruptData(f"replayed hold {hold['id']} does not fit its slot")
+    if "coupon" in hold:
+        if (hold["venue"], hold["coupon"]["coupon"]) not in st.coupon_use:
+            raise CorruptData(f"replayed hold {hold['id']} took coupon {hold['coupon']['coupon']}, "
+                              "which is not set")
+        promos.take(st, hold["venue"], hold["coupon"])
     st.holds[hold["id"]] = hold
     st.next_hold_id = max(st.next_hold_id, hold["id"] + 1)
     heapq.heappush(st.expiry, (hold["expires_at"], hold["id"]))

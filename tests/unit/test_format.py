@@ -31,7 +31,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 KEY = fx.FORMAT1_MASTER_KEY
 FORMAT_3_KINDS = {Record.CALENDAR, Record.PRICES, Record.PRICE_RULES, Record.BOOKING,
                   Record.ID_LIMITS, Record.REFUND_POLICY, Record.PASS_DATES, Record.BLACKLIST,
-                  Record.COUPON, Record.COUPON_CODES, Record.COUPON_USE, Record.CHANGE,
+                  Record.COUPON, Record.COUPON_CODES, Record.CHANGE,
                   Record.PACKAGE}
 
 
