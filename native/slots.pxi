@@ -150,6 +150,14 @@ cdef class Slots:
             self.a[allot].sold -= qty
             self.s[slot].allot_used -= qty
 
+    def fill_pct(self, uint32_t i):
+        """Percent of slot i's capacity sold or held (100.0 without capacity): what a
+        fill-rate pricing rule reads on every priced hold, without a dict."""
+        if i >= self.n:
+            raise IndexError(i)
+        cdef SlotRec* r = &self.s[i]
+        return 100.0 * (r.sold + r.held) / r.capacity if r.capacity else 100.0
+
     def slot(self, uint32_t i):
         """Counters of slot i as a dict."""
         if i >= self.n:

@@ -151,11 +151,6 @@ def check_quote(st: ShardState, qid: Any, channel: str, venue: str, lines: list[
         raise QuoteExpired(f"the quote expired at {expires}", field="quote_id", hint="quote again")
 
 
-def _fill_pct(st: ShardState, slot: int) -> float:
-    c = st.slots.slot(slot)
-    return 100 * (c["sold"] + c["held"]) / c["capacity"] if c["capacity"] else 100.0
-
-
 def hold_lines(st: ShardState, channel: str, venue: Venue, args: dict, now: int,
                explained: list | None = None) -> list[dict]:
     """The validated item lines of a hold (or quote): product, stock per component,
@@ -220,7 +215,7 @@ def hold_lines(st: ShardState, channel: str, venue: Venue, args: dict, now: int,
             price, applied = apply_rules(
                 rules, price, days_ahead=first.day - (now + venue.utc_offset_s) // 86400,
                 start_minute=(first.start + venue.utc_offset_s) % 86400 // 60,
-                fill_pct=lambda k=sidx[0]: _fill_pct(st, k), member_level=level)
+                fill_pct=lambda k=sidx[0]: st.slots.fill_pct(k), member_level=level)
         if explained is not None:
             explained.append(QuoteLine(pid, dtype, base, applied, price))
         lines.append({"p": st.product_idx[(venue.id, pid)], "qty": qty, "group": group, "slots": sidx,
