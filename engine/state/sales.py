@@ -23,7 +23,7 @@ from ..errors import (AlreadyExists, Blacklisted, BookingClosed, CorruptData, Fa
                       HoldNotActive, IdLimitExceeded, InvalidArgument, NotFound, PermissionDenied, QuoteChanged,
                       QuoteExpired, RefundClosed, SlotClosed, SoldOut, TicketUsed)
 from ..journal import Record, decode_hold, hold_record, json_record
-from ..model import (QUOTE_TTL_S, BlacklistResult, BlockResult, ExpireResult, HoldInfo, HoldResult, IssuedTicket, Order,
+from ..model import (QUOTE_TTL_S, HeldCoupon, BlacklistResult, BlockResult, ExpireResult, HoldInfo, HoldResult, IssuedTicket, Order,
                      PricedItem, Quote, QuoteLine, RefundResult, ReleaseResult, Venue)
 from .catalog import (apply_rules, channel_of, check_booking, date_type, find, price_of,
                       refund_fee_pct, venue_of)
@@ -88,7 +88,7 @@ def take_hold(st: ShardState, args: dict, now: int) -> HoldResult:
     if coupon is not None:
         promos.take(st, venue.id, coupon)
         hold["coupon"] = coupon
-        hold["amount"] = amount - coupon["discount"]
+        hold["amount"] = amount - coupon.discount
     st.holds[hid] = hold
     heapq.heappush(st.expiry, (now + ttl, hid))
     st.journal(hold_record(hold, st.venue_idx[venue.id]), Record.HOLD)
@@ -109,7 +109,7 @@ def quote(st: ShardState, channel: str, venue_id: str, items: Any, now: int,
     use = promos.evaluate(st, coupon or {}, channel, venue, lines, now)
     expires = now + QUOTE_TTL_S
     return Quote(hold_result(st, {"id": 0, "expires_at": 0, "amount": 0, "lines": lines}).items,
-                 sum(ln["price"] * ln["qty"] * ln["group"] for ln in lines) - (use["discount"] if use else 0),
+                 sum(ln["price"] * ln["qty"] * ln["group"] for ln in lines) - (use.discount if use else 0),
                  quote_id(st, channel, venue.id, lines, expires, use), expires, explained,
                  promos.applied(use))
 
@@ -122,7 +122,7 @@ def _quote_mac(st: ShardState, channel: str, venue: str, lines: list[dict], expi
     body = [channel, venue, expires, [[ln["p"], ln["qty"], ln["group"], ln["slots"], ln["price"]]
                                       for ln in lines]]
     if coupon is not None:
-        body.append([coupon["coupon"], coupon["serial"], coupon["discount"]])
+        body.append([coupon.coupon, coupon.serial, coupon.discount])
     return hashlib.blake2b(json.dumps(body, separators=(",", ":")).encode(), key=st.holder_secret,
                            digest_size=16, person=b"turnstile-quote").digest()
 
@@ -233,10 +233,10 @@ def replay_hold(st: ShardState, payload) -> None:
             if not st.slots.take(s, a, need):
                 raise CorruptData(f"replayed hold {hold['id']} does not fit its slot")
     if "coupon" in hold:
-        if (hold["venue"], hold["coupon"]["coupon"]) not in st.coupon_use:
-            raise CorruptData(f"replayed hold {hold['id']} took coupon {hold['coupon']['coupon']}, "
-                              "which is not set")
-        promos.take(st, hold["venue"], hold["coupon"])
+        c = hold["coupon"] = HeldCoupon(*hold["coupon"])
+        if (hold["venue"], c.coupon) not in st.coupon_use:
+            raise CorruptData(f"replayed hold {hold['id']} took coupon {c.coupon}, which is not set")
+        promos.take(st, hold["venue"], c)
     st.holds[hold["id"]] = hold
     st.next_hold_id = max(st.next_hold_id, hold["id"] + 1)
     heapq.heappush(st.expiry, (hold["expires_at"], hold["id"]))
@@ -248,7 +248,7 @@ def hold_result(st: ShardState, hold: dict) -> HoldResult:
     return HoldResult(hold["id"], hold["expires_at"], hold["amount"], [
         PricedItem(st.product_list[ln["p"]].id, ln["qty"], ln["group"],
                    [st.slot_list[s] for s in ln["slots"]], ln["price"])
-        for ln in hold["lines"]], c["coupon"] if c else "", c["discount"] if c else 0)
+        for ln in hold["lines"]], c.coupon if c else "", c.discount if c else 0)
 
 
 def active_hold(st: ShardState, args: dict, now: int) -> dict:
@@ -403,7 +403,7 @@ def confirm_hold(st: ShardState, args: dict, now: int) -> ConfirmResult:
     hkeys = [[holder_key(st, x) for x in ids] for ids in per_line]
     check_holders(st, hold, hkeys, now)
     coupon = hold.get("coupon")
-    if coupon and coupon["holder"] and any(hkeys) and not any(coupon["holder"] in k for k in hkeys):
+    if coupon and coupon.holder and any(hkeys) and not any(coupon.holder in k for k in hkeys):
         raise InvalidArgument("the coupon was taken for a person who holds none of this order's "
                               "tickets", field="holders", hint="name them among the holders")
     end_hold(st, hold, "confirmed", order_id)
@@ -417,11 +417,11 @@ def confirm_hold(st: ShardState, args: dict, now: int) -> ConfirmResult:
                       "unit_price_fen": ln["price"], "first_ticket": ln["first"],
                       "ncomp": len(p.zones), "key_id": key_id, "signed": signed})
         if coupon:
-            lines[-1]["discount_fen"] = coupon["lines"][i]
+            lines[-1]["discount_fen"] = coupon.lines[i]
         pkg = st.packages.get((p.venue, p.id))
         if pkg is not None:         # a package: its price split over its parts, as paid
             lines[-1]["split"] = pkg.split(ln["price"] * ln["qty"] * ln["group"]
-                                           - (coupon["lines"][i] if coupon else 0), ln["qty"] * ln["group"])
+                                           - (coupon.lines[i] if coupon else 0), ln["qty"] * ln["group"])
         for k in range(ln["qty"]):
             tid = ln["first"] + k * len(p.zones)
             code = "" if st.replaying else render(st, tid, key_id, signed)
@@ -429,7 +429,7 @@ def confirm_hold(st: ShardState, args: dict, now: int) -> ConfirmResult:
                                         mask_id(ids[k]) if ids else ""))
     order = Order(order_id, hold["channel"], hold["venue"], hold["id"], amount, 0,
                   {"method": method, "reference": reference, "amount_fen": amount},
-                  lines, [], now, *((coupon["coupon"], coupon["discount"]) if coupon else ()))
+                  lines, [], now, *((coupon.coupon, coupon.discount) if coupon else ()))
     if not st.replaying:
         row = dict(vars(order))
         row["holders"] = [[seal(st, x) for x in ids] for ids in per_line]
@@ -462,15 +462,19 @@ def check_holders(st: ShardState, hold: dict, hkeys: list[list[str]], now: int,
             if lim is None:
                 continue
             dk, sk = (hk, ln["p"], "day", day), (hk, ln["p"], "slot", ln["slots"][0])
-            if dk not in counts:
-                counts[dk] = counts[sk] = 0
+            if dk not in counts or sk not in counts:
+                # the holder's tickets sold before; a count already begun (an earlier line
+                # of this order on the same day or slot) goes on from where it is
+                on_day = on_slot = 0
                 for b in st.holders.get(hk, ()):
                     rec = st.tickets.record(b)
                     if (rec["product"] != ln["p"] or st.tickets.code_state(b) & _core.STATE_VOIDED
                             or b in excluding):
                         continue
-                    counts[dk] += rec["first_day"] == day
-                    counts[sk] += rec["slot"] == ln["slots"][0]
+                    on_day += rec["first_day"] == day
+                    on_slot += rec["slot"] == ln["slots"][0]
+                counts.setdefault(dk, on_day)
+                counts.setdefault(sk, on_slot)
             counts[dk] += 1
             counts[sk] += 1
             if lim.per_day and counts[dk] > lim.per_day:

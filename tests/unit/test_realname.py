@@ -55,6 +55,21 @@ def test_one_id_number_holds_at_most_its_limits_across_channels(shard):
     assert shard.check() == []
 
 
+def test_one_order_with_a_holder_on_two_slots_of_a_day_counts_each_limit_apart(shard):
+    """Found by tests/unit/test_sales_machine.py: a holder named on two lines of one order,
+    for two slots of the same day, was an internal error (the slot's count was never
+    begun). Per day the two tickets count together, per slot each alone."""
+    a = "110101199001011234"
+    shard.run(cmd.id_limits(demo.VENUE, "night", per_day=2, per_slot=1))
+    s10, s16 = demo.slot_id("main", TODAY, 10), demo.slot_id("main", TODAY, 16)
+    h = shard.run(cmd.hold("web", demo.VENUE, [HoldItem("night", (s10,), 1), HoldItem("night", (s16,), 1)]))
+    sold = shard.run(cmd.confirm(h.hold_id, "two-slots", "web", method="cash", amount_fen=h.amount_fen,
+                                 holders=[[a], [a]]))
+    assert len(sold.tickets) == 2
+    e = _try(shard, demo.slot_id("main", TODAY, 12), [a])            # a third that day
+    assert (type(e), e.field) == (IdLimitExceeded, "holders[0][0]")
+
+
 def test_a_blacklisted_person_can_not_buy_and_their_tickets_are_blocked(shard, clock):
     sold = _buy(shard, demo.day_slot_id(TODAY), [B])        # valid all day: scanned at any hour
     code = sold.tickets[0].code
