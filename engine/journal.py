@@ -250,9 +250,10 @@ def hold_record(hold: dict, venue: int) -> bytes:
             parts.append(_COMP.pack(s, a))
     c = hold.get("coupon")
     if c is not None:           # format 3: the coupon it took, after its lines
-        cid, kind, holder = c["coupon"].encode(), c["kind"].encode(), bytes.fromhex(c["holder"])
-        parts += [_CPN.pack(c["serial"], c["discount"], len(cid), len(kind), len(holder)), cid, kind, holder,
-                  struct.pack(f"<{len(c['lines'])}q", *c["lines"])]
+        cid, kind, serial, holder, discount, split = c       # model.HeldCoupon
+        cid, kind, holder = cid.encode(), kind.encode(), bytes.fromhex(holder)
+        parts += [_CPN.pack(serial, discount, len(cid), len(kind), len(holder)), cid, kind, holder,
+                  struct.pack(f"<{len(split)}q", *split)]
     payload = b"".join(parts)
     return _HDR.pack(len(payload), Record.HOLD) + payload
 
@@ -285,8 +286,8 @@ def decode_hold(payload: bytes) -> tuple[dict, int]:
         off += n_id + n_kind
         holder = bytes(payload[off:off + n_holder]).hex()
         off += n_holder
-        hold["coupon"] = {"coupon": cid, "kind": kind, "serial": serial, "holder": holder,
-                          "discount": discount, "lines": list(struct.unpack_from(f"<{n}q", payload, off))}
+        # the fields of a model.HeldCoupon, in its order
+        hold["coupon"] = (cid, kind, serial, holder, discount, struct.unpack_from(f"<{n}q", payload, off))
     return hold, venue
 
 

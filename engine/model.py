@@ -474,6 +474,19 @@ class CouponBatch:
     count: int
 
 
+class HeldCoupon(NamedTuple):
+    """The coupon a hold took (promos.evaluate): its id and kind, the code's serial (-1:
+    its public code), the holder key of the person using it ("" if none), the discount
+    and its split over the hold's lines. A tuple of atoms: the cyclic GC stops tracking
+    it, so tens of thousands of held coupons cost a full collection nothing."""
+    coupon: str
+    kind: str
+    serial: int
+    holder: str
+    discount: int
+    lines: tuple[int, ...]
+
+
 class CouponApplied(NamedTuple):
     """What a coupon took off an order (in a Quote, a hold, an order)."""
     coupon: str

@@ -26,7 +26,7 @@ from pyroaring import BitMap
 
 from ..errors import CorruptData, CouponRefused, FailedPrecondition, InvalidArgument, NotFound
 from ..journal import Record, json_record
-from ..model import COUPON_KINDS, Coupon, CouponApplied, CouponBatch, CouponStatus, Venue
+from ..model import COUPON_KINDS, Coupon, CouponApplied, CouponBatch, CouponStatus, HeldCoupon, Venue
 from .catalog import venue_of
 from .secrets import holder_key
 from .validate import arg, ident_arg, int_arg, text_arg
@@ -238,7 +238,7 @@ def _parse(st: ShardState, venue: str, code: str) -> tuple[Coupon, int]:
 
 # -- taken by a hold -----------------------------------------------------------------------
 def evaluate(st: ShardState, args: dict, channel: str, venue: Venue, lines: list[dict],
-             now: int) -> dict | None:
+             now: int) -> HeldCoupon | None:
     """The coupon a hold (or quote) names in args["coupon"], checked against the order's
     lines: what it takes off and its split over the lines; None without one. Changes
     nothing (CouponRefused, InvalidArgument if it can't be used)."""
@@ -296,39 +296,38 @@ def evaluate(st: ShardState, args: dict, channel: str, venue: Venue, lines: list
         give = min(rest, t - split[i])
         split[i] += give
         rest -= give
-    return {"coupon": c.id, "kind": c.kind, "serial": serial, "holder": hk, "discount": off,
-            "lines": split}
+    return HeldCoupon(c.id, c.kind, serial, hk, off, tuple(split))
 
 
-def applied(use: dict | None) -> CouponApplied | None:
-    return None if use is None else CouponApplied(use["coupon"], use["kind"], use["discount"])
+def applied(use: HeldCoupon | None) -> CouponApplied | None:
+    return None if use is None else CouponApplied(use.coupon, use.kind, use.discount)
 
 
-def take(st: ShardState, venue: str, use: dict) -> None:
-    u = st.coupon_use[(venue, use["coupon"])]
-    if use["serial"] >= 0:
-        if use["serial"] in u.used:
-            raise CorruptData(f"coupon {use['coupon']} code {use['serial']} is taken twice")
-        u.used.add(use["serial"])
+def take(st: ShardState, venue: str, use: HeldCoupon) -> None:
+    u = st.coupon_use[(venue, use.coupon)]
+    if use.serial >= 0:
+        if use.serial in u.used:
+            raise CorruptData(f"coupon {use.coupon} code {use.serial} is taken twice")
+        u.used.add(use.serial)
     u.uses += 1
-    u.spent += use["discount"]
-    if use["holder"]:
-        u.holders[use["holder"]] = u.holders.get(use["holder"], 0) + 1
+    u.spent += use.discount
+    if use.holder:
+        u.holders[use.holder] = u.holders.get(use.holder, 0) + 1
 
 
-def give_back(st: ShardState, venue: str, use: dict) -> None:
+def give_back(st: ShardState, venue: str, use: HeldCoupon) -> None:
     """A hold that ends unpaid gives its coupon's use back (drop_hold)."""
-    u = st.coupon_use[(venue, use["coupon"])]
-    if use["serial"] >= 0:
-        u.used.discard(use["serial"])
+    u = st.coupon_use[(venue, use.coupon)]
+    if use.serial >= 0:
+        u.used.discard(use.serial)
     u.uses -= 1
-    u.spent -= use["discount"]
-    if use["holder"]:
-        n = u.holders.get(use["holder"], 0) - 1
+    u.spent -= use.discount
+    if use.holder:
+        n = u.holders.get(use.holder, 0) - 1
         if n > 0:
-            u.holders[use["holder"]] = n
+            u.holders[use.holder] = n
         else:
-            u.holders.pop(use["holder"], None)
+            u.holders.pop(use.holder, None)
 
 
 def dump(st: ShardState) -> dict:
