@@ -13,6 +13,7 @@ a fast wrong answer is a failure.
 from __future__ import annotations
 
 import argparse
+import array
 import asyncio
 import cProfile
 import gc
@@ -361,6 +362,9 @@ def _holds(kind: str, *, quick: bool, loop: str, submitters: int, deadline_s: fl
         asks = [slot_ids[0] if n_slots == 1 else slot_ids[rng.randrange(n_slots)]
                 for _ in range(asks_total)]
         work = [[(k, asks[k]) for k in range(s, asks_total, submitters)] for s in range(submitters)]
+        # what each priced hold was charged, by ask, in arrays (no object per hold: the run
+        # must not make the GC work harder than the plain run does); -1: another coupon
+        amounts, discounts = array.array("q", [0]) * asks_total, array.array("q", [0]) * asks_total
 
         async def call(w, item):
             k, slot = item
@@ -372,8 +376,10 @@ def _holds(kind: str, *, quick: bool, loop: str, submitters: int, deadline_s: fl
                 return "SoldOut"
             except Exception as e:
                 return f"{type(e).__name__}: {e}"
-            # keep atoms only (a tuple of ints and the coupon's own id): no GC load of our own
-            return (h.hold_id, h.amount_fen, h.discount_fen, h.coupon) if priced else h.hold_id
+            if priced:
+                amounts[k] = h.amount_fen
+                discounts[k] = h.discount_fen if h.coupon == (coupon or "") else -1
+            return h.hold_id                    # an int: no GC load of our own
 
         commits = _time_commits(shard)
         before = Counter(shard.batch_sizes)
@@ -381,8 +387,9 @@ def _holds(kind: str, *, quick: bool, loop: str, submitters: int, deadline_s: fl
         batches = _batch_stats(before, shard.batch_sizes)
 
         done = [(item, r) for out in run["results"] for item, r in out]
-        held_by = {item[0]: r for item, r in done if isinstance(r, tuple)}     # ask -> hold (priced)
-        done = [(item, r[0] if isinstance(r, tuple) else r) for item, r in done]
+        # ask -> (hold id, amount, discount, coupon) of the priced holds granted
+        held_by = {item[0]: (r, amounts[item[0]], discounts[item[0]], coupon or "" if discounts[item[0]] >= 0
+                             else "another coupon") for item, r in done if priced and isinstance(r, int)}
         granted = Counter(item[1] for item, r in done if isinstance(r, int))
         sold_out = Counter(item[1] for item, r in done if r == "SoldOut")
         other = [r for item, r in done if isinstance(r, str) and r != "SoldOut"]
