@@ -248,12 +248,11 @@ def hold_record(hold: dict, venue: int) -> bytes:
         parts.append(_LINE.pack(ln["p"], ln["qty"], ln["group"], ln["price"], len(ln["slots"])))
         for s, a in zip(ln["slots"], ln["allots"]):
             parts.append(_COMP.pack(s, a))
-    c = hold.get("coupon")
-    if c is not None:           # format 3: the coupon it took, after its lines
-        cid, kind, serial, holder, discount, split = c       # model.HeldCoupon
-        cid, kind, holder = cid.encode(), kind.encode(), bytes.fromhex(holder)
-        parts += [_CPN.pack(serial, discount, len(cid), len(kind), len(holder)), cid, kind, holder,
-                  struct.pack(f"<{len(split)}q", *split)]
+    if "coupon" in hold:        # format 3: the coupon it took (state/promos.py put), after its lines
+        cid, kind, holder = (hold["coupon"].encode(), hold["coupon_kind"].encode(),
+                             bytes.fromhex(hold["coupon_holder"]))
+        parts += [_CPN.pack(hold["coupon_serial"], hold["discount"], len(cid), len(kind), len(holder)),
+                  cid, kind, holder, struct.pack(f"<{len(hold['lines'])}q", *(ln["discount"] for ln in hold["lines"]))]
     payload = b"".join(parts)
     return _HDR.pack(len(payload), Record.HOLD) + payload
 
@@ -286,8 +285,10 @@ def decode_hold(payload: bytes) -> tuple[dict, int]:
         off += n_id + n_kind
         holder = bytes(payload[off:off + n_holder]).hex()
         off += n_holder
-        # the fields of a model.HeldCoupon, in its order
-        hold["coupon"] = (cid, kind, serial, holder, discount, struct.unpack_from(f"<{n}q", payload, off))
+        hold.update(coupon=cid, coupon_kind=kind, coupon_serial=serial, coupon_holder=holder,
+                    discount=discount)          # as state/promos.py put keeps them
+        for ln, d in zip(lines, struct.unpack_from(f"<{n}q", payload, off)):
+            ln["discount"] = d
     return hold, venue
 
 

@@ -299,6 +299,23 @@ def evaluate(st: ShardState, args: dict, channel: str, venue: Venue, lines: list
     return HeldCoupon(c.id, c.kind, serial, hk, off, tuple(split))
 
 
+def put(hold: dict, use: HeldCoupon) -> None:
+    """Keep the coupon a hold took in the hold as atoms (its fields in the hold's dict, the
+    split in its lines' dicts): no object per held coupon for the cyclic GC to walk."""
+    hold["coupon"], hold["coupon_kind"], hold["coupon_serial"], hold["coupon_holder"], hold["discount"] = use[:5]
+    for ln, d in zip(hold["lines"], use.lines):
+        ln["discount"] = d
+
+
+def held(hold: dict) -> HeldCoupon | None:
+    """The coupon a hold took (put), or None."""
+    cid = hold.get("coupon")
+    if cid is None:
+        return None
+    return HeldCoupon(cid, hold["coupon_kind"], hold["coupon_serial"], hold["coupon_holder"],
+                      hold["discount"], tuple(ln["discount"] for ln in hold["lines"]))
+
+
 def applied(use: HeldCoupon | None) -> CouponApplied | None:
     return None if use is None else CouponApplied(use.coupon, use.kind, use.discount)
 

@@ -23,7 +23,7 @@ from ..errors import (AlreadyExists, Blacklisted, BookingClosed, CorruptData, Fa
                       HoldNotActive, IdLimitExceeded, InvalidArgument, NotFound, PermissionDenied, QuoteChanged,
                       QuoteExpired, RefundClosed, SlotClosed, SoldOut, TicketUsed)
 from ..journal import Record, decode_hold, hold_record, json_record
-from ..model import (QUOTE_TTL_S, HeldCoupon, BlacklistResult, BlockResult, ExpireResult, HoldInfo, HoldResult, IssuedTicket, Order,
+from ..model import (QUOTE_TTL_S, BlacklistResult, BlockResult, ExpireResult, HoldInfo, HoldResult, IssuedTicket, Order,
                      PricedItem, Quote, QuoteLine, RefundResult, ReleaseResult, Venue)
 from .catalog import (apply_rules, channel_of, check_booking, date_type, find, price_of,
                       refund_fee_pct, venue_of)
@@ -87,7 +87,7 @@ def take_hold(st: ShardState, args: dict, now: int) -> HoldResult:
             "created": now, "amount": amount, "lines": lines}
     if coupon is not None:
         promos.take(st, venue.id, coupon)
-        hold["coupon"] = coupon
+        promos.put(hold, coupon)
         hold["amount"] = amount - coupon.discount
     st.holds[hid] = hold
     heapq.heappush(st.expiry, (now + ttl, hid))
@@ -232,8 +232,8 @@ def replay_hold(st: ShardState, payload) -> None:
         for s, a in zip(ln["slots"], ln["allots"]):
             if not st.slots.take(s, a, need):
                 raise CorruptData(f"replayed hold {hold['id']} does not fit its slot")
-    if "coupon" in hold:
-        c = hold["coupon"] = HeldCoupon(*hold["coupon"])
+    c = promos.held(hold)
+    if c is not None:
         if (hold["venue"], c.coupon) not in st.coupon_use:
             raise CorruptData(f"replayed hold {hold['id']} took coupon {c.coupon}, which is not set")
         promos.take(st, hold["venue"], c)
@@ -244,11 +244,10 @@ def replay_hold(st: ShardState, payload) -> None:
 
 
 def hold_result(st: ShardState, hold: dict) -> HoldResult:
-    c = hold.get("coupon")
     return HoldResult(hold["id"], hold["expires_at"], hold["amount"], [
         PricedItem(st.product_list[ln["p"]].id, ln["qty"], ln["group"],
                    [st.slot_list[s] for s in ln["slots"]], ln["price"])
-        for ln in hold["lines"]], c.coupon if c else "", c.discount if c else 0)
+        for ln in hold["lines"]], hold.get("coupon", ""), hold.get("discount", 0))
 
 
 def active_hold(st: ShardState, args: dict, now: int) -> dict:
@@ -272,7 +271,7 @@ def drop_hold(st: ShardState, hold: dict, status: str) -> None:
         for s, a in zip(ln["slots"], ln["allots"]):
             st.slots.release(s, a, need)
     if "coupon" in hold:
-        promos.give_back(st, hold["venue"], hold["coupon"])
+        promos.give_back(st, hold["venue"], promos.held(hold))
     del st.holds[hold["id"]]
     end_hold(st, hold, status)
 
@@ -402,7 +401,7 @@ def confirm_hold(st: ShardState, args: dict, now: int) -> ConfirmResult:
     # the journal carries holder keys, never ID numbers
     hkeys = [[holder_key(st, x) for x in ids] for ids in per_line]
     check_holders(st, hold, hkeys, now)
-    coupon = hold.get("coupon")
+    coupon = promos.held(hold)
     if coupon and coupon.holder and any(hkeys) and not any(coupon.holder in k for k in hkeys):
         raise InvalidArgument("the coupon was taken for a person who holds none of this order's "
                               "tickets", field="holders", hint="name them among the holders")

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 
 from ..errors import CorruptData
 from ..journal import FORMAT, FORMAT_RECORD, Batch
-from ..model import HeldCoupon
 from . import promos
 
 # blob -> the version of its layout this build writes (and the newest it reads)
@@ -88,10 +87,6 @@ def load(st: ShardState, blobs: dict[str, bytes]) -> None:
     })
     st.next_hold_id = meta["next_hold_id"]
     st.holds = {h["id"]: h for h in meta["holds"]}
-    for h in st.holds.values():
-        if "coupon" in h:              # a list in JSON: the tuple it was (model.HeldCoupon)
-            c = h["coupon"]
-            h["coupon"] = HeldCoupon(*c[:5], tuple(c[5]))
     st.expiry = [(h["expires_at"], h["id"]) for h in st.holds.values()]
     heapq.heapify(st.expiry)
     st.holders = {k: list(v) for k, v in meta["holders"].items()}
