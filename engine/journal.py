@@ -249,12 +249,29 @@ def hold_record(hold: dict, venue: int) -> bytes:
         for s, a in zip(ln["slots"], ln["allots"]):
             parts.append(_COMP.pack(s, a))
     if "coupon" in hold:        # format 3: the coupon it took (state/promos.py put), after its lines
-        cid, kind, holder = (hold["coupon"].encode(), hold["coupon_kind"].encode(),
-                             bytes.fromhex(hold["coupon_holder"]))
-        parts += [_CPN.pack(hold["coupon_serial"], hold["discount"], len(cid), len(kind), len(holder)),
-                  cid, kind, holder, struct.pack(f"<{len(hold['lines'])}q", *(ln["discount"] for ln in hold["lines"]))]
+        parts.append(_coupon_part(hold["coupon"], hold["coupon_kind"], hold["coupon_serial"],
+                                  hold["coupon_holder"], hold["discount"],
+                                  tuple(ln["discount"] for ln in hold["lines"])))
     payload = b"".join(parts)
     return _HDR.pack(len(payload), Record.HOLD) + payload
+
+
+_COUPON_PARTS: dict[tuple, bytes] = {}
+
+
+def _coupon_part(cid: str, kind: str, serial: int, holder: str, discount: int, split: tuple) -> bytes:
+    """The coupon part of a HOLD record. A public coupon on a busy slot gives every hold the
+    same part: packed once and kept (a bounded memo of a pure function)."""
+    key = (cid, kind, serial, holder, discount, split)
+    part = _COUPON_PARTS.get(key)
+    if part is None:
+        b_id, b_kind, b_holder = cid.encode(), kind.encode(), bytes.fromhex(holder)
+        part = b"".join((_CPN.pack(serial, discount, len(b_id), len(b_kind), len(b_holder)), b_id, b_kind,
+                         b_holder, struct.pack(f"<{len(split)}q", *split)))
+        if len(_COUPON_PARTS) >= 4096:
+            _COUPON_PARTS.clear()
+        _COUPON_PARTS[key] = part
+    return part
 
 
 def decode_hold(payload: bytes) -> tuple[dict, int]:

@@ -288,6 +288,8 @@ def evaluate(st: ShardState, args: dict, channel: str, venue: Venue, lines: list
         if u.holders.get(hk, 0) >= c.per_holder:
             raise CouponRefused(f"this person has used coupon {c.id} {c.per_holder} times",
                                 field="coupon_holder", code="COUPON_LIMIT")
+    if len(totals) == 1:
+        return HeldCoupon(c.id, c.kind, serial, hk, off, (off,))
     # split over the lines in proportion to what they cost; the rest, fen by fen, from
     # the first line on (never more than a line costs)
     split = [off * t // subtotal for t in totals]
