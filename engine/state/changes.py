@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING
 
 from .. import _core
 from ..errors import (AlreadyExists, ChangeClosed, CorruptData, InvalidArgument, NotFound, SoldOut,
-                      TicketUsed, TurnstileError)
+                      TurnstileError)
 from ..journal import Record, json_record
 from ..model import IssuedTicket
 from .catalog import channel_of, refund_fee_pct
-from .sales import check_holders, hold_lines, order_row, order_tickets, payment_arg
+from .sales import check_holders, choose_tickets, hold_lines, order_row, order_tickets, payment_arg
 from .secrets import holder_key, mask_id, render, render_if_valid
 from .validate import arg, ident_arg
 
@@ -82,22 +82,9 @@ def _terms(st: ShardState, args: dict, now: int) -> tuple[ChangeTerms, dict, byt
     if any(c["change_id"] == change_id for c in row.get("changes", ())):
         raise AlreadyExists(f"change {change_id} exists", field="change_id")
     where, paid = order_tickets(row)
-    gone = _core.STATE_USED | _core.STATE_VOIDED | _core.STATE_BLOCKED
-    if want:
-        for i, t in enumerate(want):
-            if type(t) is not int or t not in where:
-                raise InvalidArgument(f"ticket {t!r} is not in order {order_id}", field=f"tickets[{i}]")
-        if len(set(want)) != len(want):
-            raise InvalidArgument("a ticket is listed twice", field="tickets")
-        for i, t in enumerate(want):
-            if st.tickets.code_state(t) & gone:
-                raise TicketUsed(f"ticket {t} was used, refunded, changed or is blocked",
-                                 field=f"tickets[{i}]")
-        chosen = list(want)
-    else:
-        chosen = [t for t in where if not st.tickets.code_state(t) & gone]
-        if not chosen:
-            raise TicketUsed(f"order {order_id} has no unused tickets left", field="tickets")
+    chosen = choose_tickets(st, order_id, where, want,
+                            _core.STATE_USED | _core.STATE_VOIDED | _core.STATE_BLOCKED,
+                            "was used, refunded, changed or is blocked")
     line = {where[t][0] for t in chosen}
     if len(line) > 1:
         raise InvalidArgument("tickets of one order line at a time (one product and slots)",

@@ -29,7 +29,7 @@ from ..journal import Record, json_record
 from ..model import COUPON_KINDS, Coupon, CouponApplied, CouponBatch, CouponStatus, HeldCoupon, Venue
 from .catalog import venue_of
 from .secrets import holder_key
-from .validate import arg, ident_arg, int_arg, text_arg
+from .validate import arg, ident_arg, int_arg, is_id_number, text_arg
 
 if TYPE_CHECKING:
     from .core import ShardState
@@ -278,7 +278,7 @@ def evaluate(st: ShardState, args: dict, channel: str, venue: Venue, lines: list
     hk = ""
     who = args.get("coupon_holder")
     if who not in (None, ""):
-        if type(who) is not str or not 6 <= len(who) <= 32 or not who.isalnum():
+        if not is_id_number(who):
             raise InvalidArgument("must be an ID number", field="coupon_holder")
         hk = holder_key(st, who)
     if c.per_holder:

@@ -23,14 +23,14 @@ from ..errors import (AlreadyExists, Blacklisted, BookingClosed, CorruptData, Fa
                       HoldNotActive, IdLimitExceeded, InvalidArgument, NotFound, PermissionDenied, QuoteChanged,
                       QuoteExpired, RefundClosed, SlotClosed, SoldOut, TicketUsed)
 from ..journal import Record, decode_hold, hold_record, json_record
-from ..model import (QUOTE_TTL_S, BlacklistResult, BlockResult, ExpireResult, HoldInfo, HoldResult, IssuedTicket, Order,
+from ..model import (QUOTE_TTL_S, HeldCoupon, BlacklistResult, BlockResult, ExpireResult, HoldInfo, HoldResult, IssuedTicket, Order,
                      PricedItem, Quote, QuoteLine, RefundResult, ReleaseResult, Venue)
 from .catalog import (apply_rules, channel_of, check_booking, date_type, find, price_of,
                       refund_fee_pct, venue_of)
 from . import promos
 from .retry import get_retry, put_retry
 from .secrets import holder_key, mask_id, render, seal
-from .validate import ID, U16, arg, ident_arg, int_arg, text_arg
+from .validate import ID, U16, arg, ident_arg, int_arg, is_id_number, text_arg
 
 if TYPE_CHECKING:
     from .core import ShardState
@@ -104,8 +104,7 @@ def quote(st: ShardState, channel: str, venue_id: str, items: Any, now: int,
     venue = venue_of(st, {"venue": venue_id})
     channel = channel_of(st, {"channel": channel})
     explained: list[QuoteLine] = []
-    lines = hold_lines(st, channel, venue, {"items": items, **({"member_level": member_level}
-                                                                if member_level else {})}, now, explained)
+    lines = hold_lines(st, channel, venue, {"items": items, "member_level": member_level}, now, explained)
     use = promos.evaluate(st, coupon or {}, channel, venue, lines, now)
     expires = now + QUOTE_TTL_S
     return Quote(hold_result(st, {"id": 0, "expires_at": 0, "amount": 0, "lines": lines}).items,
@@ -118,7 +117,7 @@ _QUOTE = struct.Struct(">Q16s")
 
 
 def _quote_mac(st: ShardState, channel: str, venue: str, lines: list[dict], expires: int,
-               coupon: dict | None) -> bytes:
+               coupon: HeldCoupon | None) -> bytes:
     body = [channel, venue, expires, [[ln["p"], ln["qty"], ln["group"], ln["slots"], ln["price"]]
                                       for ln in lines]]
     if coupon is not None:
@@ -128,7 +127,7 @@ def _quote_mac(st: ShardState, channel: str, venue: str, lines: list[dict], expi
 
 
 def quote_id(st: ShardState, channel: str, venue: str, lines: list[dict], expires: int,
-             coupon: dict | None = None) -> str:
+             coupon: HeldCoupon | None = None) -> str:
     """A quote's id: its expiry and a MAC (keyed by the shard) over the channel, venue,
     items, unit prices and coupon discount it gave. Nothing is stored: a Hold naming it
     recomputes its lines by today's rules and compares (check_quote)."""
@@ -137,7 +136,7 @@ def quote_id(st: ShardState, channel: str, venue: str, lines: list[dict], expire
 
 
 def check_quote(st: ShardState, qid: Any, channel: str, venue: str, lines: list[dict], now: int,
-                coupon: dict | None = None) -> None:
+                coupon: HeldCoupon | None = None) -> None:
     """A Hold naming quote `qid` is charged what it said, or refused: QuoteExpired past
     its expiry, QuoteChanged if the items, channel, prices or coupon are not those quoted."""
     try:
@@ -391,8 +390,7 @@ def confirm_hold(st: ShardState, args: dict, now: int) -> ConfirmResult:
     for i, ln in enumerate(hold["lines"]):
         p = st.product_list[ln["p"]]
         ids = holders[i] if i < len(holders) else []
-        if not isinstance(ids, list) or not all(isinstance(x, str) and 6 <= len(x) <= 32
-                                                and x.isalnum() for x in ids):
+        if not isinstance(ids, list) or not all(is_id_number(x) for x in ids):
             raise InvalidArgument("must be lists of ID numbers", field=f"holders[{i}]")
         if (p.real_name or ids) and len(ids) != ln["qty"]:
             raise InvalidArgument(f"{p.id} is real-name: one ID number per ticket",
@@ -490,7 +488,7 @@ def blacklist(st: ShardState, args: dict, now: int) -> BlacklistResult:
     blocked). The record carries the holder key and the tickets, never the ID number."""
     v = venue_of(st, args)
     id_number = arg(args, "id_number", str)
-    if not 6 <= len(id_number) <= 32 or not id_number.isalnum():
+    if not is_id_number(id_number):
         raise InvalidArgument("must be an ID number", field="id_number")
     reason = text_arg(args, "reason", "", 200)
     until = int_arg(args, "until", 0, 2**40, 0)
@@ -624,6 +622,26 @@ def order_tickets(row: dict) -> tuple[dict[int, tuple[int, int]], dict[int, int]
     return where, paid
 
 
+def choose_tickets(st: ShardState, order_id: str, where: dict, want: list, gone: int,
+                   why: str) -> list[int]:
+    """The tickets of an order a refund or change acts on: those named in `want` (each of
+    the order, once, none in a state of `gone`), or every one not in such a state."""
+    if not want:
+        chosen = [t for t in where if not st.tickets.code_state(t) & gone]
+        if not chosen:
+            raise TicketUsed(f"order {order_id} has no unused tickets left", field="tickets")
+        return chosen
+    for i, t in enumerate(want):
+        if type(t) is not int or t not in where:
+            raise InvalidArgument(f"ticket {t!r} is not in order {order_id}", field=f"tickets[{i}]")
+    if len(set(want)) != len(want):
+        raise InvalidArgument("a ticket is listed twice", field="tickets")
+    for i, t in enumerate(want):
+        if st.tickets.code_state(t) & gone:
+            raise TicketUsed(f"ticket {t} {why}", field=f"tickets[{i}]")
+    return list(want)
+
+
 def refund_order(st: ShardState, args: dict, now: int) -> RefundResult:
     order_id = ident_arg(args, "order_id")
     refund_id = ident_arg(args, "refund_id")
@@ -638,21 +656,8 @@ def refund_order(st: ShardState, args: dict, now: int) -> RefundResult:
         raise AlreadyExists(f"refund {refund_id} exists", field="refund_id")
     where, paid = order_tickets(row)
     by_ticket = {t: row["lines"][i] for t, (i, _) in where.items()}
-    gone = _core.STATE_USED | _core.STATE_VOIDED
-    if want:
-        for i, t in enumerate(want):
-            if not isinstance(t, int) or t not in by_ticket:
-                raise InvalidArgument(f"ticket {t!r} is not in order {order_id}", field=f"tickets[{i}]")
-        if len(set(want)) != len(want):
-            raise InvalidArgument("a ticket is listed twice", field="tickets")
-        for i, t in enumerate(want):
-            if st.tickets.code_state(t) & gone:
-                raise TicketUsed(f"ticket {t} was used, refunded or changed", field=f"tickets[{i}]")
-        chosen = list(want)
-    else:
-        chosen = [t for t in by_ticket if not st.tickets.code_state(t) & gone]
-        if not chosen:
-            raise TicketUsed(f"order {order_id} has no unused tickets left", field="tickets")
+    chosen = choose_tickets(st, order_id, where, want, _core.STATE_USED | _core.STATE_VOIDED,
+                            "was used, refunded or changed")
     # a group ticket refunded in part: `persons` of the one ticket named, the rest keep it
     group = {t: st.tickets.record(t)["group"] for t in chosen}
     if persons:

@@ -44,6 +44,11 @@ def text_arg(args: dict, name: str, default: Any = ..., limit: int = 200) -> str
     return v
 
 
+def is_id_number(x: Any) -> bool:
+    """An ID number as sales take it (resident ID card, passport): 6-32 letters or digits."""
+    return type(x) is str and 6 <= len(x) <= 32 and x.isalnum()
+
+
 def persons_arg(persons: Any) -> int:
     """The persons of a scan: 0 (the whole group) to 65535."""
     if not isinstance(persons, int) or isinstance(persons, bool) or not 0 <= persons <= U16:
