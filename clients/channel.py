@@ -504,7 +504,7 @@ class ChannelClient:
     def confirm(self, hold: Hold, order_id: str, *, payment_reference: str = "",
                 method: str = "channel", amount_fen: int | None = None,
                 holders: Sequence[Sequence[str]] | None = None, short_codes: bool = False,
-                key: str | None = None) -> Order:
+                key: str | None = None, shift_id: str = "") -> Order:
         """Record the payment of ``hold`` as order ``order_id`` and issue its tickets.
 
         ``method``: how it was paid (cash, card, alipay, wechat; default ``channel``,
@@ -514,13 +514,14 @@ class ChannelClient:
         hold's item order. ``short_codes``: MAC-only codes (no offline verification).
         ``key``: the idempotency key; default the order id, so confirming the same
         order again returns the same order and tickets and sells nothing more.
+        ``shift_id``: the cash-desk shift (opened by this key) the sale is rung up in.
         """
         req = sales_pb2.ConfirmRequest(
             hold_id=hold.hold_id, order_id=order_id,
             payment=sales_pb2.Payment(method=method, reference=payment_reference,
                                       amount_fen=hold.amount_fen if amount_fen is None else amount_fen),
             holders=[sales_pb2.Holders(id_numbers=list(h)) for h in holders or ()],
-            short_codes=short_codes, idempotency_key=key or "")
+            short_codes=short_codes, idempotency_key=key or "", shift_id=shift_id)
         r = self.conn.call(Sales, "Confirm", req, venue=hold.venue_id, retry=True)
         return Order.from_proto(r.order, r.tickets)
 
@@ -532,7 +533,8 @@ class ChannelClient:
             venue=hold.venue_id, retry=True)
 
     def refund(self, venue: str, order_id: str, ticket_ids: Sequence[int] = (), *,
-               refund_id: str | None = None, key: str | None = None, persons: int = 0) -> Refund:
+               refund_id: str | None = None, key: str | None = None, persons: int = 0,
+               shift_id: str = "") -> Refund:
         """Refund unused tickets of an order (all of its unused tickets if
         ``ticket_ids`` is empty): their stock returns and they are voided at every gate.
         With ``persons``, that many persons of the one group ticket named: it admits the
@@ -542,17 +544,18 @@ class ChannelClient:
         None); with ``key`` (default order id/refund id) it makes a retry safe.
         Raises ApiError ``TICKET_NOT_REFUNDABLE`` for a used or refunded ticket or a
         product that is not refundable, ``REFUND_CLOSED`` past the refund policy's tiers.
+        ``shift_id``: the cash-desk shift the money is given back from.
         """
         req = sales_pb2.RefundRequest(order_id=order_id, refund_id=refund_id or new_key(),
                                       ticket_ids=list(ticket_ids), idempotency_key=key or "",
-                                      persons=persons)
+                                      persons=persons, shift_id=shift_id)
         r = self.conn.call(Sales, "Refund", req, venue=venue, retry=True)
         return Refund(r.order_id, r.refund_id, tuple(r.ticket_ids), r.amount_fen, r.fee_fen, r.persons)
 
     def change(self, venue: str, order_id: str, slot_ids: Sequence[str], ticket_ids: Sequence[int] = (),
                *, change_id: str | None = None, preview: bool = False, method: str = "channel",
                payment_reference: str = "", amount_fen: int | None = None,
-               key: str | None = None) -> Change:
+               key: str | None = None, shift_id: str = "") -> Change:
         """Change (改签): move unused tickets of one line of an order (all of its unused
         tickets if ``ticket_ids`` is empty) to ``slot_ids`` (one per zone of the
         product) in one step; new codes are issued, the old voided.
@@ -562,7 +565,8 @@ class ChannelClient:
         (default: what a preview says is due) by ``method``. Raises ApiError
         ``CHANGE_CLOSED`` when a refund would be closed, ``SOLD_OUT`` when the new slot
         has too little left. ``change_id`` (a UUID if None) with ``key`` (default order
-        id/change/change id) makes a retry safe.
+        id/change/change id) makes a retry safe. ``shift_id``: the cash-desk shift the
+        due is paid into or returned from.
         """
         change_id = change_id or new_key()
         req = sales_pb2.ChangeRequest(order_id=order_id, change_id=change_id, slot_ids=list(slot_ids),
@@ -572,6 +576,7 @@ class ChannelClient:
         if not preview:
             req.preview = False
             req.idempotency_key = key or ""
+            req.shift_id = shift_id
             if amount_fen:
                 req.payment.CopyFrom(sales_pb2.Payment(method=method, reference=payment_reference,
                                                        amount_fen=amount_fen))

@@ -54,11 +54,13 @@ import qrcode
 import qrcode.constants
 import qrcode.image.pure
 import qrcode.util
-from turnstile.v1 import admin_pb2
+from turnstile.v1 import admin_pb2, sales_pb2, sales_pb2_grpc
 
 from .admin import AdminClient
 from .base import ApiError, Connection, new_key
 from .channel import ChannelClient, Hold, Item, Order, Quote, Refund, SlotAvailability, Ticket
+
+_Sales = sales_pb2_grpc.SalesServiceStub
 
 __all__ = [
     "Cart",
@@ -179,7 +181,8 @@ class SandboxPaymentAdapter(PaymentAdapter):
     :meth:`decline_next` makes the next charge by a method fail, as a card refused by
     the bank or a customer who cancels on the phone would. Charges are idempotent by
     order id and refunds by refund id, as real providers are by out-trade-no.
-    ``charges`` and ``refunds`` are the sandbox's ledger.
+    ``charges`` and ``refunds`` are the sandbox's ledger, ``times`` when each entry was
+    made; :meth:`statement` is the day's Alipay or WeChat Pay bill built from them.
     """
 
     def __init__(self, seed: int | None = None, clock=None):
@@ -189,6 +192,9 @@ class SandboxPaymentAdapter(PaymentAdapter):
         self._declines: dict[str, list[str]] = {}
         self.charges: dict[str, PaymentResult] = {}          # order id -> payment
         self.refunds: dict[str, tuple[str, PaymentResult]] = {}  # refund id -> (payment ref, refund)
+        # when each ledger entry was made (the clock's UTC time): "charge:" + order id,
+        # "refund:" + refund id; a retry with the same key keeps the first time
+        self.times: dict[str, dt.datetime] = {}
 
     def decline_next(self, method: str | PaymentMethod, reason: str = "DECLINED") -> None:
         """Make the next charge by ``method`` fail with ``reason``."""
@@ -214,7 +220,8 @@ class SandboxPaymentAdapter(PaymentAdapter):
             queued = self._declines.get(method)
             if queued:
                 raise PaymentDeclined(method, queued.pop(0))
-            today = self._clock().strftime("%Y%m%d")
+            now = self._clock()
+            today = now.strftime("%Y%m%d")
             if method == "cash":
                 tendered = amount_fen if tendered_fen is None else tendered_fen
                 if tendered < amount_fen:
@@ -232,6 +239,7 @@ class SandboxPaymentAdapter(PaymentAdapter):
                 prefix = today + "22001" if method == "alipay" else "4200" + self._digits(6) + today[2:]
                 result = PaymentResult(method, amount_fen, prefix + self._digits(28 - len(prefix)))
             self.charges[order_id] = result
+            self.times["charge:" + order_id] = now
             return result
 
     def refund(self, payment, amount_fen, *, refund_id):
@@ -248,7 +256,18 @@ class SandboxPaymentAdapter(PaymentAdapter):
                                       f"{fen(amount_fen)} asked, {fen(paid.amount_fen - back)} left")
             result = PaymentResult(paid.method, amount_fen, f"RF-{paid.reference}-{len(self.refunds) + 1}")
             self.refunds[refund_id] = (payment.reference, result)
+            self.times["refund:" + refund_id] = self._clock()
             return result
+
+    def statement(self, provider: str, day: dt.date) -> bytes:
+        """The bill ``provider`` ("alipay" or "wechat") would let the merchant download
+        for China-local ``day``: that method's charges and refunds of the day, with the
+        provider's service fee (see :func:`turnstile.clients.statements.sandbox_statement`).
+        Reconciliation is tried against it as against a real download."""
+        from .statements import sandbox_statement
+
+        with self._lock:        # a consistent ledger while the bill is written
+            return sandbox_statement(self, provider, day)
 
 
 # -- the cart ----------------------------------------------------------------------------
@@ -354,45 +373,27 @@ class ShiftError(Exception):
     """Selling without an open shift, opening a second one, or closing none."""
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Shift:
-    """A cashier's shift at a station: the float put in the drawer at the start and
-    every payment and refund since."""
+    """A cashier's shift at a station as the server keeps it (SalesService.OpenShift):
+    the float put in the drawer at the start and every payment and refund rung up in it
+    since, per method. A till that restarts picks it up again (Till.resume_shift)."""
 
+    shift_id: str
     station: str
     cashier: str
     float_fen: int
     opened_at: dt.datetime
-    totals: dict[str, MethodTotals] = dataclasses.field(default_factory=dict)
-    orders: list[str] = dataclasses.field(default_factory=list)
-    refund_ids: list[str] = dataclasses.field(default_factory=list)
+    totals: dict[str, MethodTotals]
+    cash_expected_fen: int
+    open: bool
+    closed_at: dt.datetime | None = None
 
-    def _t(self, method: str) -> MethodTotals:
-        return self.totals.setdefault(method, MethodTotals())
-
-    def record_sale(self, order_id: str, payment: PaymentResult) -> None:
-        """Count a sale's payment, once per order id."""
-        if order_id in self.orders:
-            return
-        t = self._t(payment.method)
-        t.sales += 1
-        t.sales_fen += payment.amount_fen
-        self.orders.append(order_id)
-
-    def record_refund(self, refund_id: str, payment: PaymentResult) -> None:
-        """Count money given back, once per refund id."""
-        if refund_id in self.refund_ids:
-            return
-        self.refund_ids.append(refund_id)
-        t = self._t(payment.method)
-        t.refunds += 1
-        t.refunds_fen += payment.amount_fen
-
-    @property
-    def cash_expected_fen(self) -> int:
-        """Float + cash taken - cash given back: what the drawer should hold."""
-        cash = self.totals.get(PaymentMethod.CASH.value, MethodTotals())
-        return self.float_fen + cash.net_fen
+    @classmethod
+    def from_proto(cls, m: sales_pb2.Shift) -> "Shift":
+        return cls(m.shift_id, m.station_id, m.cashier, m.float_fen, m.opened.ToDatetime(dt.UTC),
+                   {x.method: MethodTotals(x.sales, x.sales_fen, x.refunds, x.refunds_fen) for x in m.methods},
+                   m.cash_expected_fen, m.open, m.closed.ToDatetime(dt.UTC) if m.HasField("closed") else None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -631,7 +632,8 @@ class Till:
         self.payments = payments
         self.station = station
         self.sales = ChannelClient(conn)
-        self.shift: Shift | None = None
+        self._shift_id: str | None = None
+        self._cashier = ""
         self._catalog: admin_pb2.Catalog | None = None
         self._slots: dict[str, SlotAvailability] = {}
 
@@ -669,28 +671,57 @@ class Till:
         return self.sales.quote(self.venue, cart.items(), coupon=coupon, coupon_holder=coupon_holder)
 
     # -- shifts --------------------------------------------------------------------------
-    def open_shift(self, cashier: str, float_fen: int = 0) -> Shift:
-        """Start a shift with ``float_fen`` of change in the drawer."""
-        if self.shift is not None:
-            raise ShiftError(f"{self.shift.cashier}'s shift is open; close it first")
+    def open_shift(self, cashier: str, float_fen: int = 0, *, shift_id: str | None = None) -> Shift:
+        """Start a shift at this station with ``float_fen`` of change in the drawer. The
+        server keeps it (its sales and refunds per method), so a till that crashes loses
+        nothing; ``shift_id`` (default ``<station>-<UTC time>-<random>``) names it."""
+        if self._shift_id is not None:
+            raise ShiftError(f"shift {self._shift_id} is open; close it first")
         if float_fen < 0:
             raise ValueError("float_fen must not be negative")
-        self.shift = Shift(self.station, cashier, float_fen, dt.datetime.now(dt.UTC))
-        return self.shift
+        shift_id = shift_id or f"{self.station}-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M}-{uuid.uuid4().hex[:6]}"
+        r = self.conn.call(_Sales, "OpenShift", sales_pb2.OpenShiftRequest(
+            venue_id=self.venue, station_id=self.station, shift_id=shift_id, cashier=cashier,
+            float_fen=float_fen), venue=self.venue, retry=True)
+        self._shift_id = shift_id
+        self._cashier = r.cashier
+        return Shift.from_proto(r)
+
+    def resume_shift(self, shift_id: str) -> Shift:
+        """Go on with an open shift of this till's key (after a restart)."""
+        r = self.conn.call(_Sales, "GetShift", sales_pb2.GetShiftRequest(venue_id=self.venue, shift_id=shift_id),
+                           venue=self.venue, retry=True)
+        if not r.open:
+            raise ShiftError(f"shift {shift_id} is closed")
+        self._shift_id = shift_id
+        self._cashier = r.cashier
+        return Shift.from_proto(r)
+
+    @property
+    def shift(self) -> Shift | None:
+        """The open shift as the server has it now (None: no shift open)."""
+        if self._shift_id is None:
+            return None
+        return Shift.from_proto(self.conn.call(_Sales, "GetShift", sales_pb2.GetShiftRequest(
+            venue_id=self.venue, shift_id=self._shift_id), venue=self.venue, retry=True))
 
     def close_shift(self, counted_cash_fen: int | None = None) -> ShiftReport:
         """End the shift: totals per payment method and the cash expected in the drawer
         (with the cashier's count, if given, how far it is over or short)."""
-        s = self._open()
-        self.shift = None
-        return ShiftReport(s.station, s.cashier, s.opened_at, dt.datetime.now(dt.UTC),
-                           s.float_fen, {m: dataclasses.replace(t) for m, t in s.totals.items()},
-                           len(s.orders), s.cash_expected_fen, counted_cash_fen)
+        shift_id = self._open()
+        r = self.conn.call(_Sales, "CloseShift", sales_pb2.CloseShiftRequest(
+            venue_id=self.venue, shift_id=shift_id, counted_cash_fen=counted_cash_fen or 0),
+            venue=self.venue, retry=True)
+        self._shift_id = None
+        s = Shift.from_proto(r)
+        return ShiftReport(s.station, s.cashier, s.opened_at, s.closed_at or dt.datetime.now(dt.UTC),
+                           s.float_fen, s.totals, sum(t.sales for t in s.totals.values()),
+                           s.cash_expected_fen, counted_cash_fen)
 
-    def _open(self) -> Shift:
-        if self.shift is None:
+    def _open(self) -> str:
+        if self._shift_id is None:
             raise ShiftError("no shift is open: open_shift(cashier, float_fen) first")
-        return self.shift
+        return self._shift_id
 
     # -- selling -------------------------------------------------------------------------
     def _check_holders(self, cart: Cart) -> None:
@@ -735,7 +766,8 @@ class Till:
             raise
         try:
             order = self.sales.confirm(hold, order_id, method=method, payment_reference=payment.reference,
-                                       amount_fen=payment.amount_fen, holders=cart.holders())
+                                       amount_fen=payment.amount_fen, holders=cart.holders(),
+                                       shift_id=shift)
         except ApiError as e:
             if e.retryable:           # the outcome is unknown: did the order go through?
                 try:
@@ -743,15 +775,14 @@ class Till:
                 except ApiError:
                     order = None
                 if order is not None:
-                    return self._sold(shift, order, payment)
+                    return self._sold(order, payment)
             self.payments.refund(payment, payment.amount_fen, refund_id=f"void-{order_id}")
             self._release(hold)
             raise
-        return self._sold(shift, order, payment)
+        return self._sold(order, payment)
 
-    def _sold(self, shift: Shift, order: Order, payment: PaymentResult) -> Sale:
-        shift.record_sale(order.order_id, payment)
-        return Sale(order, payment, self.station, shift.cashier, dt.datetime.now(dt.UTC))
+    def _sold(self, order: Order, payment: PaymentResult) -> Sale:
+        return Sale(order, payment, self.station, self._cashier, dt.datetime.now(dt.UTC))
 
     def _release(self, hold: Hold) -> None:
         try:
@@ -770,13 +801,14 @@ class Till:
         """
         shift = self._open()
         order = self.sales.get_order(self.venue, order_id)
-        r = self.sales.refund(self.venue, order_id, ticket_ids, refund_id=refund_id or new_key())
+        r = self.sales.refund(self.venue, order_id, ticket_ids, refund_id=refund_id or new_key(),
+                              shift_id=shift)
         if r.amount_fen == 0:
             return WindowRefund(r, None)
         paid = PaymentResult(order.payment.method, order.payment.amount_fen, order.payment.reference)
-        key = f"{order_id}/{r.refund_id}"
-        back = self.payments.refund(paid, r.amount_fen, refund_id=key)
-        shift.record_refund(key, back)
+        # the provider's refund is keyed by Turnstile's refund id (the merchant refund number
+        # a statement lists it under; a till's refund ids are UUIDs unless given)
+        back = self.payments.refund(paid, r.amount_fen, refund_id=r.refund_id)
         return WindowRefund(r, back)
 
     # -- printing ------------------------------------------------------------------------

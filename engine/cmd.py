@@ -251,21 +251,29 @@ def expire() -> Command:
     return Command(CommandKind.EXPIRE, {})
 
 
+def _shift(args: dict, shift: str, principal: str) -> dict:
+    if shift:
+        args["shift"] = shift
+        args["principal"] = principal
+    return args
+
+
 def confirm(hold_id: int, order_id: str, channel: str, *, method: str, amount_fen: int,
             reference: str = "", holders: list[list[str]] | None = None,
-            signed: bool = True) -> Command:
+            signed: bool = True, shift: str = "", principal: str = "") -> Command:
     """Pay a hold: tickets are issued. `order_id` (the channel's own) is the idempotency
-    key: a retry returns the first answer. `holders` gives ID numbers per item line."""
+    key: a retry returns the first answer. `holders` gives ID numbers per item line.
+    `shift`: the open cash-desk shift it is rung up in, which `principal` opened."""
     args = {"hold_id": hold_id, "order_id": order_id, "channel": channel,
             "payment": {"method": method, "reference": reference, "amount_fen": amount_fen},
             "signed": signed}
     if holders is not None:
         args["holders"] = holders
-    return Command(CommandKind.CONFIRM, args, order_id)
+    return Command(CommandKind.CONFIRM, _shift(args, shift, principal), order_id)
 
 
 def refund(order_id: str, refund_id: str, tickets: Sequence[int] = (), *,
-           channel: str, persons: int = 0) -> Command:
+           channel: str, persons: int = 0, shift: str = "", principal: str = "") -> Command:
     """Refund unused tickets (all unused ones of the order if `tickets` is empty) of
     the order `order_id` of `channel` (order ids are the channel's own). With `persons`,
     refund that many persons of the one group ticket named, which then admits the rest."""
@@ -273,12 +281,12 @@ def refund(order_id: str, refund_id: str, tickets: Sequence[int] = (), *,
             "channel": channel}
     if persons:
         args["persons"] = persons
-    return Command(CommandKind.REFUND, args, f"{order_id}/{refund_id}")
+    return Command(CommandKind.REFUND, _shift(args, shift, principal), f"{order_id}/{refund_id}")
 
 
 def change(order_id: str, change_id: str, slots: Sequence[str], tickets: Sequence[int] = (), *,
            channel: str, method: str = "", amount_fen: int | None = None,
-           reference: str = "") -> Command:
+           reference: str = "", shift: str = "", principal: str = "") -> Command:
     """Move unused tickets of one line of the order `order_id` of `channel` (all its
     unused ones if `tickets` is empty) to `slots` (one per zone of the product), in one
     step: new codes issued, the old voided. Priced as a hold for those slots would be,
@@ -289,7 +297,44 @@ def change(order_id: str, change_id: str, slots: Sequence[str], tickets: Sequenc
             "tickets": list(tickets), "channel": channel}
     if amount_fen is not None:
         args["payment"] = {"method": method, "reference": reference, "amount_fen": amount_fen}
-    return Command(CommandKind.CHANGE, args, f"{order_id}/change/{change_id}")
+    return Command(CommandKind.CHANGE, _shift(args, shift, principal), f"{order_id}/change/{change_id}")
+
+
+# -- finance -------------------------------------------------------------------------------
+def revenue_split(venue: str, product: str, shares: Iterable[Mapping], *,
+                  idempotency_key: str | None = None) -> Command:
+    """Set a product's revenue shares (分账), each {partner, kind: zone|merchant|partner,
+    part: a package's part (only for a package), pct or per_person_fen}, taken in order
+    from every sale and reversed at every refund; what they leave is the venue's. None:
+    all the venue's (a package's parts still go to their merchants)."""
+    return Command(CommandKind.SPLIT, {"venue": venue, "product": product,
+                                       "shares": [dict(s) for s in shares]}, idempotency_key)
+
+
+def open_shift(venue: str, station: str, shift: str, *, cashier: str = "", float_fen: int = 0,
+               principal: str = "", idempotency_key: str | None = None) -> Command:
+    """Open a cash-desk shift at `station`; only `principal` sells into it (confirm, refund
+    and change naming it), and a station has one open shift at a time."""
+    return Command(CommandKind.SHIFT, {"venue": venue, "station": station, "shift": shift,
+                                       "cashier": cashier, "float_fen": float_fen,
+                                       "principal": principal}, idempotency_key or shift)
+
+
+def close_shift(venue: str, shift: str, counted_cash_fen: int, *, principal: str = "",
+                idempotency_key: str | None = None) -> Command:
+    """Close a shift with the cash counted in the drawer (the answer says over/short)."""
+    return Command(CommandKind.SHIFT, {"venue": venue, "shift": shift, "close": True,
+                                       "counted_cash_fen": counted_cash_fen, "principal": principal},
+                   idempotency_key or f"{shift}/close")
+
+
+def statement(venue: str, method: str, day: _dt.date | str | int, lines: Iterable[Mapping], *,
+              idempotency_key: str | None = None) -> Command:
+    """Store a payment provider's statement of a venue-local day for `method`: lines
+    {kind: payment|refund, trade_no, order_id, refund_id, at (UTC seconds), amount_fen,
+    fee_fen}. The same lines again change nothing; other lines replace the day's."""
+    return Command(CommandKind.STATEMENT, {"venue": venue, "method": method, "day": to_day(day),
+                                           "lines": [dict(x) for x in lines]}, idempotency_key)
 
 
 def note(result: str = "OK") -> Command:

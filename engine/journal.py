@@ -63,6 +63,14 @@ upgrade opens after it. What each record kind carries, per format:
   COUPON, PACKAGE     3 (new in format 3; catalog records): a coupon as validated; a package
                       product's parts with their merchants and shares. Replay sets them.
   COUPON_CODES        3 (new): the serials of a batch of single-use codes issued.
+  CONFIRM, REFUND,     4: also `fin`, what the step posted to the finance counters
+  CHANGE              (engine/state/finance.py): the venue, the venue-local day, rows of
+                      (channel, station, product, method, counters), the revenue split
+                      (partner, kind, product, persons, fen) and the shift's totals moved;
+                      replay adds them up as they are.
+  SPLIT               4 (new; a catalog record): a product's revenue shares as validated.
+  SHIFT               4 (new): a cash-desk shift opened (station, cashier, float, the
+                      principal that alone sells into it) or closed (cash counted).
   OFFLINE_SCANS       1: the gate's scans as uploaded, codes included, not the server's
                       decision; its v1 decoder decodes and decides them again, as format 1
                       did (the one record kind replayed by rules). 2: per scan the server's
@@ -79,7 +87,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 
-FORMAT = 3            # the journal and snapshot format this build writes (reads 1..FORMAT)
+FORMAT = 4            # the journal and snapshot format this build writes (reads 1..FORMAT)
 
 
 class Record(enum.IntEnum):
@@ -113,6 +121,7 @@ class Record(enum.IntEnum):
     PASS_DATES = 16            # format 3: a pass's fixed calendar dates
     COUPON = 17                # format 3: a coupon as set
     PACKAGE = 18               # format 3: a package product's split over its parts
+    SPLIT = 19                 # format 4: a product's revenue shares (分账)
     # sales
     HOLD = 20                  # binary: the hold as applied (hold_record)
     RELEASE = 21
@@ -129,6 +138,8 @@ class Record(enum.IntEnum):
     OFFLINE_SCANS = 32         # scans an offline gate made, uploaded later (JSON)
     # after-sale
     CHANGE = 33                # format 3: tickets of an order moved to other slots (改签)
+    # finance
+    SHIFT = 34                 # format 4: a cash-desk shift opened or closed
 
 
 class CommandKind(enum.IntEnum):
@@ -156,6 +167,7 @@ class CommandKind(enum.IntEnum):
     PASS_DATES = 16
     COUPON = 17
     PACKAGE = 18
+    SPLIT = 19                 # set a product's revenue shares
     # sales
     HOLD = 20
     RELEASE = 21
@@ -170,7 +182,10 @@ class CommandKind(enum.IntEnum):
     OFFLINE_SCANS = 32         # scans an offline gate made, uploaded later
     # after-sale
     CHANGE = 33                # move unused tickets of an order to other slots (改签)
+    # finance
+    SHIFT = 34                 # open or close a cash-desk shift
     # not journaled
+    STATEMENT = 38             # store a payment provider's statement of a day (rows only)
     NOTE = 39                  # an audited call that changed nothing in the shard
     # journaled as the SCAN or SCAN_BATCH records they resolve to
     VERIFY = 40
@@ -179,7 +194,7 @@ class CommandKind(enum.IntEnum):
     VERIFY_FACE = 43
 
 
-LAST_CATALOG = int(Record.PACKAGE)       # records 1..18 are catalog records (kept in snapshots)
+LAST_CATALOG = int(Record.SPLIT)         # records 1..19 are catalog records (kept in snapshots)
 
 _HDR = struct.Struct("<IB")
 SCAN = struct.Struct("<IHBHqB")          # base, gate, direction, persons, at, reason

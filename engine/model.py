@@ -7,9 +7,18 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from . import _core
 
 DAY = 86400
+
+# the native core's per-ticket record (native/tickets.pxi TicketRec), as numpy reads it
+RECORD_DTYPE = np.dtype([
+    ("slot", "<u4"), ("first_day", "<i4"), ("last_day", "<i4"), ("visit_day", "<i4"),
+    ("product", "<u2"), ("group", "<u2"), ("persons_in", "<u2"), ("visit_admitted", "<u2"),
+    ("entries", "<u2"), ("day_entries", "<u2"), ("comp", "u1"), ("state", "u1")])
+assert RECORD_DTYPE.itemsize == _core.RECORD_SIZE
 
 
 class Reason(enum.IntEnum):
@@ -634,6 +643,8 @@ class Order:
     coupon: str = ""                # the coupon it was sold with, if any
     discount_fen: int = 0           # what the coupon took off (amount_fen is after it)
     changes: list[dict] = field(default_factory=list)   # its changes (改签), as made
+    station: str = ""               # the station it was sold at (its shift's); "": none
+    shift: str = ""                 # the cash-desk shift it was rung up in; "": none
 
     @classmethod
     def from_row(cls, row: dict) -> "Order":
@@ -642,6 +653,16 @@ class Order:
     def ticket_ids(self) -> list[int]:
         return [line["first_ticket"] + i * line["ncomp"]
                 for line in self.lines for i in range(line["qty"])]
+
+    @property
+    def status(self) -> str:
+        """paid; partly_refunded (some refunded); refunded (every ticket refunded or
+        changed away, at least one refunded); changed (a change made, nothing refunded)."""
+        if self.refunds:
+            gone = {t for r in self.refunds if not r.get("persons") for t in r["tickets"]}
+            gone |= {t for c in self.changes for t in c["tickets"]}
+            return "refunded" if set(self.ticket_ids()) <= gone else "partly_refunded"
+        return "changed" if self.changes else "paid"
 
 
 @dataclass(frozen=True)

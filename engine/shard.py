@@ -26,11 +26,11 @@ from . import _core, audit, keyring
 from .errors import (CorruptData, ShardUnavailable, StorageFull, TurnstileError, NotFound,
                      InvalidArgument)
 from .journal import Command, CommandKind
-from .model import (AllotmentStock, AuditNote, CouponStatus, PackageSplit, AuditRecord, BundleGate, BundleProduct, BundleSlot,
+from .model import (RECORD_DTYPE, day_to_date, AllotmentStock, AuditNote, CouponStatus, PackageSplit, AuditRecord, BundleGate, BundleProduct, BundleSlot,
                     BundleZone, BookingWindow, CalendarDay, IdLimits, Catalog, Conflict, HoldInfo, HolderTicket, OfflineBundle,
                     Order, OrderTicket, PriceRules, PriceTable, ProductCount, PassDates, RefundPolicy, Quote, ShardCounts, SlotStock,
                     TicketRecord, Violation, ZoneCount, to_day)
-from .state import Batch, ShardState, catalog, mask_id, promos, retry
+from .state import Batch, ShardState, catalog, finance, mask_id, promos, retry
 from .storage import SHARD_MAP_SIZE, Storage
 
 log = logging.getLogger(__name__)
@@ -46,11 +46,6 @@ def map_reserve(map_size: int) -> int:
     10,000 scans). A batch that still does not fit makes LMDB fail its transaction:
     nothing of it is written, and the shard stops and is restarted (loud, not torn)."""
     return min(max(64 << 20, map_size // 100), map_size // 4)
-RECORD_DTYPE = np.dtype([
-    ("slot", "<u4"), ("first_day", "<i4"), ("last_day", "<i4"), ("visit_day", "<i4"),
-    ("product", "<u2"), ("group", "<u2"), ("persons_in", "<u2"), ("visit_admitted", "<u2"),
-    ("entries", "<u2"), ("day_entries", "<u2"), ("comp", "u1"), ("state", "u1")])
-assert RECORD_DTYPE.itemsize == _core.RECORD_SIZE
 # a ticket's state as GetOrder shows it: the first of these that holds, else issued
 _STATES = (("voided", _core.STATE_VOIDED), ("blocked", _core.STATE_BLOCKED),
            ("inside", _core.STATE_INSIDE), ("used", _core.STATE_USED))
@@ -987,6 +982,204 @@ class Shard:
         return out
 
     # -- invariants ---------------------------------------------------------------------
+    # -- finance (engine/state/finance.py) ----------------------------------------------
+    MAX_REPORT_DAYS = 3660
+
+    def _days(self, venue: str, day_from, day_to) -> tuple[int, int]:
+        if venue not in self.state.venues:
+            raise NotFound(f"no venue {venue}", field="venue_id")
+        lo = to_day(day_from)
+        hi = to_day(day_to)
+        if hi < lo:
+            raise InvalidArgument("is before date_from", field="date_to")
+        if hi - lo >= self.MAX_REPORT_DAYS:
+            raise InvalidArgument(f"at most {self.MAX_REPORT_DAYS} days at once", field="date_to")
+        return lo, hi
+
+    def revenue(self, venue: str, day_from, day_to, period: str = "day",
+                group_by: Iterable[str] = ()) -> tuple[list[tuple[str, dict, list[int]]], list[int]]:
+        """Money of `venue` per period ("day", "month", "year") of sale and the cuts of
+        `group_by` (any of finance.DIMS): [(period, {cut: value}, counters of
+        finance.FIELDS)], and their total. From the ledger's counters."""
+        lo, hi = self._days(venue, day_from, day_to)
+        if period not in ("day", "month", "year"):
+            raise InvalidArgument("must be day, month or year", field="period")
+        group_by = list(group_by)
+        for i, d in enumerate(group_by):
+            if d not in finance.DIMS or group_by.index(d) != i:
+                raise InvalidArgument(f"must be some of {', '.join(finance.DIMS)}, each once",
+                                      field=f"group_by[{i}]")
+        return finance.revenue(self.state, venue, lo, hi, period, group_by)
+
+    def ticket_status(self, venue: str, day_from, day_to) -> list[dict]:
+        """Codes of `venue` per visit day and product: sold, used, unused, refunded, expired
+        (expired: neither used nor refunded, past their last valid day at the venue today)."""
+        lo, hi = self._days(venue, day_from, day_to)
+        return finance.ticket_status(self.state, venue, lo, hi, self.today(venue))
+
+    def entries(self, venue: str, day=None) -> dict:
+        """Passages of `venue` on a venue-local day: per gate and hour persons admitted on
+        a visit, re-admitted and let out; per zone those, the tickets entered and the peak
+        inside."""
+        st = self.state
+        if venue not in st.venues:
+            raise NotFound(f"no venue {venue}", field="venue_id")
+        day = self.today(venue) if day is None else to_day(day)
+        flow = st.tickets.flow_counts(day)
+        gate_hours, per_zone = [], {}
+        for key, z in st.zones.items():
+            if z.venue == venue:
+                per_zone[z.id] = {"zone": z.id, "entries": 0, "reentries": 0, "exits": 0,
+                                  "entered_tickets": 0, "peak_inside": 0}
+        if flow is not None:
+            g_n, z_n, counts = flow
+            for gi, gate in enumerate(st.gate_list[:g_n]):
+                if gate.venue != venue:
+                    continue
+                for h in range(24):
+                    e, r, x = counts[2 + (gi * 24 + h) * 3:5 + (gi * 24 + h) * 3]
+                    if e or r or x:
+                        gate_hours.append({"zone": gate.zone, "gate": gate.id, "hour": h,
+                                           "entries": e, "reentries": r, "exits": x})
+                        z = per_zone[gate.zone]
+                        z["entries"] += e
+                        z["reentries"] += r
+                        z["exits"] += x
+            for key, z in st.zones.items():
+                zi = st.zone_idx[key]
+                if z.venue == venue and zi < z_n:
+                    per_zone[z.id]["peak_inside"] = counts[2 + g_n * 72 + zi]
+        for c in self.live_counts(venue, day):
+            per_zone[c.zone]["entered_tickets"] = c.entered
+        gate_hours.sort(key=lambda g: (g["zone"], g["gate"], g["hour"]))
+        return {"day": day, "gate_hours": gate_hours, "zones": list(per_zone.values())}
+
+    def _index(self, kind: bytes, venue: str, day_from, day_to, after: str,
+               limit: int) -> tuple[list[tuple[bytes, bytes]], str]:
+        """Entries of an export index in the day range, from the cursor `after`: at most
+        `limit` scanned (filtering is the caller's), and the cursor after the last."""
+        lo, hi = self._days(venue, day_from, day_to)
+        prefix = kind + venue.encode() + b"\0"
+        start = finance.cursor_start(kind, venue, lo, after)
+        out = []
+        for k, v in self.storage.rows_with_prefix(prefix, start):
+            if finance.key_day(k) > hi:
+                return out, ""
+            out.append((k, v))
+            if len(out) >= limit:
+                return out, finance.cursor(k)
+        return out, ""
+
+    def list_orders(self, venue: str, day_from, day_to, *, channel: str = "", station: str = "",
+                    status: str = "", after: str = "", limit: int = 100) -> tuple[list[Order], str]:
+        """Orders of `venue` confirmed on the days (venue-local), oldest first, those of
+        `channel`, `station` and `status` (paid, partly_refunded, refunded, changed) if
+        given; at most `limit`, and the cursor of the next page ("" at the end; a page
+        may hold fewer than `limit` when filters leave some out)."""
+        if status and status not in finance.STATUSES:
+            raise InvalidArgument(f"must be one of {', '.join(finance.STATUSES)}", field="status")
+        rows, nxt = self._index(b"ox/", venue, day_from, day_to, after, limit)
+        out = []
+        for _, key in rows:
+            raw = self.storage.get_row(bytes(key))
+            if raw is None:
+                continue
+            row = json.loads(raw)
+            if ((channel and row["channel"] != channel) or (station and row.get("station", "") != station)
+                    or (status and finance.order_status(row) != status)):
+                continue
+            out.append(Order.from_row(row))
+        return out, nxt
+
+    def _events(self, kind: bytes, what: str, venue: str, day_from, day_to, channel: str,
+                station: str, after: str, limit: int) -> tuple[list[dict], str]:
+        rows, nxt = self._index(kind, venue, day_from, day_to, after, limit)
+        out = []
+        for _, v in rows:
+            key, event_id = json.loads(v)
+            raw = self.storage.get_row(key.encode())
+            if raw is None:
+                continue
+            row = json.loads(raw)
+            ev = next((e for e in row.get(what, ()) if e[what[:-1] + "_id"] == event_id), None)
+            at_station = (ev or {}).get("station") or row.get("station", "")
+            if ev is None or (channel and row["channel"] != channel) or (station and at_station != station):
+                continue
+            out.append({"order_id": row["order_id"], "channel": row["channel"], "station": at_station,
+                        "shift": ev.get("shift", row.get("shift", "")),
+                        "method": row["payment"]["method"], "reference": row["payment"]["reference"],
+                        what[:-1]: ev})
+        return out, nxt
+
+    def list_refunds(self, venue: str, day_from, day_to, *, channel: str = "", station: str = "",
+                     after: str = "", limit: int = 100) -> tuple[list[dict], str]:
+        """Refunds made on the days, oldest first: {order_id, channel, station, shift,
+        method, reference, refund}; paged as list_orders."""
+        return self._events(b"rx/", "refunds", venue, day_from, day_to, channel, station, after, limit)
+
+    def list_changes(self, venue: str, day_from, day_to, *, channel: str = "", station: str = "",
+                     after: str = "", limit: int = 100) -> tuple[list[dict], str]:
+        """Changes made on the days, oldest first: {order_id, channel, station, shift,
+        method, reference, change}; paged as list_orders."""
+        return self._events(b"cx/", "changes", venue, day_from, day_to, channel, station, after, limit)
+
+    def shift(self, venue: str, shift: str) -> dict:
+        """A cash-desk shift with its totals (finance.shift_view)."""
+        if venue not in self.state.venues:
+            raise NotFound(f"no venue {venue}", field="venue_id")
+        return finance.shift_view(self.state, venue, shift)
+
+    def shifts(self, venue: str, day_from, day_to, station: str = "") -> list[dict]:
+        """Shifts of `venue` opened on the days (at `station` if given), by opening time."""
+        lo, hi = self._days(venue, day_from, day_to)
+        st = self.state
+        out = [finance.shift_view(st, v, s) for (v, s), sh in st.shifts.items()
+               if v == venue and (not station or sh["station"] == station)
+               and lo <= finance.local_day(st, venue, sh["opened"]) <= hi]
+        return sorted(out, key=lambda x: (x["opened"], x["shift"]))
+
+    def reconcile(self, venue: str, method: str, day) -> dict:
+        """The stored statement of `method` for the day matched against the day's payments
+        and refunds by that method (finance.reconcile)."""
+        lo, _ = self._days(venue, day, day)
+        raw = self.storage.get_row(finance.statement_key(venue, method, lo))
+        if raw is None:
+            raise NotFound(f"no {method} statement of {day_to_date(lo)} was imported", field="date",
+                           hint="ReportService.ImportStatement first")
+        payments, refunds = [], []
+        orders, _ = self.list_orders(venue, lo, lo, limit=10**9)
+        for o in orders:
+            if o.payment["method"] == method:
+                payments.append({"reference": o.payment["reference"], "order_id": o.order_id,
+                                 "amount": o.amount_fen})
+        rs, _ = self.list_refunds(venue, lo, lo, limit=10**9)
+        for r in rs:
+            if r["method"] == method:
+                refunds.append({"order_id": r["order_id"], "refund_id": r["refund"]["refund_id"],
+                                "amount": r["refund"]["amount_fen"], "reference": r["reference"]})
+        cs, _ = self.list_changes(venue, lo, lo, limit=10**9)
+        for c in cs:
+            ch = c["change"]
+            if ch["due_fen"] > 0 and ch["payment"]["method"] == method:
+                payments.append({"reference": ch["payment"]["reference"], "order_id": c["order_id"],
+                                 "amount": ch["due_fen"]})
+            elif ch["due_fen"] < 0 and c["method"] == method:
+                refunds.append({"order_id": c["order_id"], "refund_id": ch["change_id"],
+                                "amount": -ch["due_fen"], "reference": c["reference"]})
+        return finance.reconcile(json.loads(raw), payments, refunds)
+
+    def settlement(self, venue: str, day_from, day_to, partner: str = "") -> tuple[list[dict], int, int]:
+        """Per partner what the revenue split gives it over the days of sale, the days' net
+        revenue, and the venue's own share (net less every partner's): to the fen."""
+        lo, hi = self._days(venue, day_from, day_to)
+        return finance.settlement(self.state, venue, lo, hi, partner)
+
+    def revenue_split(self, venue: str, product: str) -> list[dict]:
+        """A product's revenue shares, in order (none: all the venue's)."""
+        if (venue, product) not in self.state.products:
+            raise NotFound(f"no product {product} in venue {venue}", field="product")
+        return [dict(s) for s in self.state.split_rules.get((venue, product), ())]
+
     def check(self, *, replay: bool = False) -> list[Violation]:
         """Verify the invariants of DESIGN.md 4.2; every violation found is reported.
 

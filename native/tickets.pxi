@@ -130,6 +130,15 @@ cdef class Tickets:
     cdef bint defer
     cdef uint32_t* touched
     cdef Py_ssize_t n_touched, cap_touched
+    # passage counters per venue-local day (reports): day -> array('q') laid out as
+    # [G, Z, then per gate g < G and hour h: entries, re-entries, exits at
+    # 2 + (g*24 + h)*3, then per zone z < Z its peak inside at 2 + G*72 + z]; the
+    # day being counted is cached as a pointer into its array
+    cdef dict flow
+    cdef object f_arr
+    cdef int64_t* fp
+    cdef int32_t f_day
+    cdef uint32_t f_g, f_z
 
     def __cinit__(self, Slots slots):
         self.r = NULL
@@ -152,6 +161,11 @@ cdef class Tickets:
         self.defer = False
         self.touched = NULL
         self.n_touched = self.cap_touched = 0
+        self.flow = {}
+        self.f_arr = None
+        self.fp = NULL
+        self.f_day = NEVER
+        self.f_g = self.f_z = 0
 
     def __dealloc__(self):
         free(self.touched)
@@ -462,6 +476,63 @@ cdef class Tickets:
         self._admit(tid, t, z, day, k)
         return k
 
+    # -- passage counters (reports) ---------------------------------------------
+    cdef int _flow_day(self, int32_t day) except -1:
+        """Point the cache at `day`'s counters, made (or grown to the gates and zones
+        there are now) first."""
+        cdef uint32_t g = max(self.n_gates, 1), zn = max(self.n_zones, 1), og, oz, i
+        cdef int64_t[::1] mv
+        arr = self.flow.get(day)
+        if arr is None or arr[0] < g or arr[1] < zn:
+            new = _array.array("q", bytes(8 * (2 + g * 72 + zn)))
+            new[0] = g
+            new[1] = zn
+            if arr is not None:
+                og, oz = arr[0], arr[1]
+                new[2:2 + og * 72] = arr[2:2 + og * 72]
+                for i in range(oz):
+                    new[2 + g * 72 + i] = arr[2 + og * 72 + i]
+            self.flow[day] = arr = new
+        mv = arr
+        self.f_arr = arr
+        self.fp = &mv[0]
+        self.f_day = day
+        self.f_g = <uint32_t>arr[0]
+        self.f_z = <uint32_t>arr[1]
+        return 0
+
+    cdef inline int _count(self, uint32_t gate, uint32_t zone, ZoneRule* z, int32_t day,
+                           int64_t now, int direction, int reason, int k) except -1:
+        """Count `k` persons passing `gate` (admitted on a visit, re-admitted, or let
+        out) in the venue-local hour of `now`, and the zone's peak inside on `day`."""
+        cdef int64_t local, hour
+        cdef int kind
+        cdef int64_t* peak
+        if k <= 0:
+            return 0
+        if day != self.f_day or gate >= self.f_g or zone >= self.f_z:
+            self._flow_day(day)
+        local = now + z.utc_offset
+        hour = (local - <int64_t>day * 86400) // 3600
+        if hour < 0 or hour > 23:
+            hour = 0 if hour < 0 else 23
+        kind = 2 if direction != DIR_IN else (1 if reason == R_OK_REENTRY else 0)
+        self.fp[2 + (gate * 24 + hour) * 3 + kind] += k
+        if direction == DIR_IN and day == z.day:
+            peak = &self.fp[2 + self.f_g * 72 + zone]
+            if z.inside > peak[0]:
+                peak[0] = z.inside
+        return 0
+
+    def flow_counts(self, int32_t day):
+        """The passage counters of venue-local `day`: (G, Z, counts) where counts is
+        an array('q') copy laid out as the `flow` attribute says, or None if nothing
+        passed that day."""
+        arr = self.flow.get(day)
+        if arr is None:
+            return None
+        return arr[0], arr[1], _array.array("q", arr)
+
     cdef inline int _locate(self, uint32_t base, uint32_t gate, int64_t now, int expect_product,
                      uint32_t* tid, uint32_t* zone, int32_t* day) noexcept:
         """The component of the code at base that the gate's zone admits, its zone and
@@ -510,6 +581,7 @@ cdef class Tickets:
             if reason != R_OK:
                 return reason
         admitted[0] = self._apply(tid, t, zone, z, day, direction, reason, persons)
+        self._count(gate, zone, z, day, now, direction, reason, admitted[0])
         return reason
 
     cdef inline int _replay(self, uint32_t base, uint32_t gate, int direction, int64_t now, int persons,
@@ -538,6 +610,7 @@ cdef class Tickets:
         k = self._apply(tid, &self.r[tid], zone, &self.zones[zone], day, direction, reason, persons)
         if k < 0:
             return -1
+        self._count(gate, zone, &self.zones[zone], day, now, direction, reason, k)
         admitted[0] = k
         return 0
 
@@ -772,6 +845,7 @@ cdef class Tickets:
             "voided": self.voided.serialize(),
             "blocked": self.blocked.serialize(),
             "entered": {d: bm.serialize() for d, bm in self.entered.items()},
+            "flow": {d: arr.tobytes() for d, arr in self.flow.items()},
         }
 
     def load(self, dict blob):
@@ -795,3 +869,14 @@ cdef class Tickets:
         self.voided = BitMap.deserialize(blob["voided"])
         self.blocked = BitMap.deserialize(blob["blocked"])
         self.entered = {int(d): BitMap.deserialize(b) for d, b in blob["entered"].items()}
+        self.flow = {}
+        for d, b in blob.get("flow", {}).items():
+            arr = _array.array("q")
+            arr.frombytes(b)
+            if len(arr) < 2 or len(arr) != 2 + arr[0] * 72 + arr[1]:
+                raise ValueError(f"the passage counters of day {d} have the wrong size")
+            self.flow[int(d)] = arr
+        self.f_arr = None
+        self.fp = NULL
+        self.f_day = NEVER
+        self.f_g = self.f_z = 0

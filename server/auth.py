@@ -43,6 +43,9 @@ REPORTS = frozenset({"admin", "operator", "finance"})
 # face enrolment and holder look-up: only roles that meet holders in person and see their
 # ID card (the window, the venue's member desk); never a remote channel
 IN_PERSON = frozenset({"admin", "operator", "seller"})
+CASH_DESK = frozenset({"admin", "seller"})
+# a provider's statement is finance's to bring in (and the platform admin's)
+BOOKS = frozenset({"admin", "finance"})
 
 
 def _svc(service: str, rows: dict[str, frozenset[str]]) -> dict[str, frozenset[str]]:
@@ -62,7 +65,10 @@ TABLE: dict[str, frozenset[str]] = {
         # the answer carries ticket codes (admission rights): the channel that sold it and
         # the venue's customer desk, not finance
         "GetOrder": SELLERS | {"operator"},
-        "GetHold": SELLERS}),                    # a channel reads back its own holds
+        "GetHold": SELLERS,                     # a channel reads back its own holds
+        # cash-desk shifts: a window's (a seller's; a remote channel has no drawer), read
+        # back by its opener and by who checks the day's takings
+        "OpenShift": CASH_DESK, "CloseShift": CASH_DESK, "GetShift": CASH_DESK | REPORTS}),
     **_svc("InventoryService", {
         "Availability": SELLERS | {"operator", "finance"}}),   # stock is sales data: no gate
     **_svc("AdminService", {
@@ -82,14 +88,18 @@ TABLE: dict[str, frozenset[str]] = {
         "SetIdLimits": SETUP, "Blacklist": SETUP, "Unblacklist": SETUP,
         # passes, packages and coupons are products and promotions, set up like them; a
         # coupon's use (budget spent) is read by who runs and pays for the promotion
-        "SetPassDates": SETUP, "SetPackage": SETUP, "SetCoupon": SETUP, "IssueCouponCodes": SETUP,
+        "SetPassDates": SETUP, "SetPackage": SETUP, "SetRevenueSplit": SETUP, "SetCoupon": SETUP, "IssueCouponCodes": SETUP,
         "GetCoupon": REPORTS,
         "RotateTicketKey": ADMIN, "RetireTicketKey": ADMIN,
         "CreatePrincipal": ADMIN, "ListPrincipals": ADMIN,
         "CreateApiKey": ADMIN, "RevokeApiKey": ADMIN, "ListApiKeys": ADMIN,
         "QueryAudit": frozenset({"admin", "auditor"}), "VerifyAudit": frozenset({"admin", "auditor"})}),
     **_svc("ReportService", {
-        "LiveCounts": REPORTS, "TicketCounts": REPORTS, "Conflicts": REPORTS}),
+        "LiveCounts": REPORTS, "TicketCounts": REPORTS, "Conflicts": REPORTS,
+        "Revenue": REPORTS, "TicketStatus": REPORTS, "Entries": REPORTS, "ListOrders": REPORTS,
+        "StreamOrders": REPORTS, "ListRefunds": REPORTS, "ListChanges": REPORTS,
+        "ListShifts": REPORTS, "ImportStatement": BOOKS, "Reconcile": REPORTS,
+        "Settlement": REPORTS}),
     **_svc("MemberService", {
         "HolderTickets": IN_PERSON, "EnrollFace": IN_PERSON, "RemoveFace": IN_PERSON}),
 }

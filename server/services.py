@@ -69,7 +69,7 @@ def rpc(fn):
 _FIELDS = {"venue": "venue_id", "zone": "zone_id", "zones": "zone_ids", "gate": "gate_id",
            "gates": "gate_ids", "product": "product_id", "slot": "slot_id", "slots": "slot_ids",
            "tickets": "ticket_ids", "at": "scan_time", "seq": "sequence", "day_to": "date_to",
-           "day_from": "date_from", "day": "date"}
+           "day_from": "date_from", "day": "date", "shift": "shift_id", "station": "station_id"}
 _FIELDS_OF = {   # where a method's request says it otherwise
     "CreateVenue": {"id": "venue_id"}, "CreateZone": {"id": "zone_id"},
     "CreateGate": {"id": "gate_id"}, "CreateProduct": {"id": "product_id"},
@@ -451,7 +451,8 @@ class SalesService(sales_pb2_grpc.SalesServiceServicer):
         c = cmd.confirm(request.hold_id, request.order_id, self.node.channel(), method=pay.method,
                         amount_fen=pay.amount_fen, reference=pay.reference,
                         holders=[list(h.id_numbers) for h in request.holders] or None,
-                        signed=not request.short_codes)
+                        signed=not request.short_codes, shift=request.shift_id,
+                        principal=auth.current().id)
         if request.idempotency_key:
             c.idem = request.idempotency_key
         try:
@@ -475,7 +476,7 @@ class SalesService(sales_pb2_grpc.SalesServiceServicer):
         _id(request.refund_id, "refund_id")
         order = self.node.order(request.order_id, request.channel)
         c = cmd.refund(order.order_id, request.refund_id, list(request.ticket_ids), channel=order.channel,
-                       persons=request.persons)
+                       persons=request.persons, shift=request.shift_id, principal=auth.current().id)
         if request.idempotency_key:
             c.idem = request.idempotency_key
         r = await self.node.submit(c)
@@ -500,7 +501,8 @@ class SalesService(sales_pb2_grpc.SalesServiceServicer):
         pay = request.payment if request.HasField("payment") else None
         c = cmd.change(order.order_id, request.change_id, slots, tickets, channel=order.channel,
                        method=pay.method if pay else "", reference=pay.reference if pay else "",
-                       amount_fen=pay.amount_fen if pay else None)
+                       amount_fen=pay.amount_fen if pay else None, shift=request.shift_id,
+                       principal=auth.current().id)
         if request.idempotency_key:
             c.idem = request.idempotency_key
         r = await self.node.submit(c)
@@ -525,6 +527,46 @@ class SalesService(sales_pb2_grpc.SalesServiceServicer):
             expires_at=_ts(h.expires_at), amount_fen=h.amount_fen, items=_priced(h.items),
             order_id=h.order_id, venue_id=h.venue)
 
+    # cash-desk shifts: a shift is its opener's (the principal that sells into it)
+    @rpc
+    async def OpenShift(self, request, context):
+        venue = self.node.venue(request.venue_id)
+        _id(request.station_id, "station_id")
+        _id(request.shift_id, "shift_id")
+        c = cmd.open_shift(venue, request.station_id, request.shift_id, cashier=request.cashier,
+                           float_fen=request.float_fen, principal=auth.current().id,
+                           idempotency_key=request.idempotency_key or None)
+        return _shift_msg(await self.node.submit(c))
+
+    @rpc
+    async def CloseShift(self, request, context):
+        venue = self.node.venue(request.venue_id)
+        _id(request.shift_id, "shift_id")
+        c = cmd.close_shift(venue, request.shift_id, request.counted_cash_fen,
+                            principal=auth.current().id, idempotency_key=request.idempotency_key or None)
+        return _shift_msg(await self.node.submit(c))
+
+    @rpc
+    async def GetShift(self, request, context):
+        venue = self.node.venue(request.venue_id)
+        _id(request.shift_id, "shift_id")
+        sh = self.node.shard.shift(venue, request.shift_id)
+        p = auth.current()
+        if p.role in ("seller", "channel") and sh["principal"] != p.id:
+            raise NotFound(f"no shift {request.shift_id} of this caller", field="shift_id")
+        return _shift_msg(sh)
+
+
+def _shift_msg(sh: dict) -> sales_pb2.Shift:
+    return sales_pb2.Shift(
+        venue_id=sh["venue"], shift_id=sh["shift"], station_id=sh["station"], cashier=sh["cashier"],
+        principal=sh["principal"], opened=_ts(sh["opened"]),
+        closed=_ts(sh["closed"]) if sh["closed"] else None, float_fen=sh["float_fen"],
+        methods=[sales_pb2.ShiftMethod(method=m, sales=a, sales_fen=b, refunds=c, refunds_fen=d)
+                 for m, a, b, c, d in sh["methods"]],
+        cash_expected_fen=sh["cash_expected_fen"], counted_cash_fen=sh["counted_cash_fen"],
+        over_short_fen=sh["over_short_fen"], net_fen=sh["net_fen"], open=sh["open"])
+
 
 def _ticket(t) -> sales_pb2.Ticket:
     return sales_pb2.Ticket(ticket_id=t.ticket_id, product_id=t.product, persons=t.persons,
@@ -545,15 +587,10 @@ def _order(o) -> sales_pb2.Order:
                                    split=[sales_pb2.SplitPart(part=p, merchant=m, amount_fen=f)
                                           for p, m, f in ln.get("split", ())])
                for ln in o.lines],
-        refunds=[sales_pb2.OrderRefund(refund_id=r["refund_id"], ticket_ids=r["tickets"],
-                                       amount_fen=r["amount_fen"], fee_fen=r["fee_fen"], at=_ts(r["at"]),
-                                       persons=r.get("persons", 0))
-                 for r in o.refunds],
+        refunds=[_refund_msg(r) for r in o.refunds],
         created=_ts(o.created), coupon_id=o.coupon, discount_fen=o.discount_fen,
-        changes=[sales_pb2.OrderChange(
-            change_id=c["change_id"], ticket_ids=c["tickets"], first_ticket_id=c["first_ticket"],
-            slot_ids=c["slots"], unit_price_fen=c["unit_price_fen"], fee_fen=c["fee_fen"],
-            due_fen=c["due_fen"], payment=_payment(c["payment"]), at=_ts(c["at"])) for c in o.changes])
+        station_id=o.station, shift_id=o.shift, status=o.status,
+        changes=[_change_entry_msg(c) for c in o.changes])
 
 
 def _change_msg(t, tickets: list) -> sales_pb2.ChangeResponse:
@@ -697,6 +734,12 @@ def _package_msg(pkg) -> admin_pb2.PackageSplit:
 
 # the engine's names of a coupon's fields that the Coupon message names otherwise
 _COUPON_FIELDS = {"id": "coupon_id", "products": "product_ids", "venue": "venue_id"}
+
+
+def _split_msg(venue: str, product: str, shares: list[dict]) -> admin_pb2.RevenueSplit:
+    return admin_pb2.RevenueSplit(venue_id=venue, product_id=product, shares=[
+        admin_pb2.SplitShare(partner=x["partner"], kind=x["kind"], part=x["part"], pct=x["pct"],
+                             per_person_fen=x["per_person_fen"]) for x in shares])
 
 
 def _coupon_msg(c) -> admin_pb2.Coupon:
@@ -908,7 +951,19 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
                                         id_limits=_id_limits_msg(shard.id_limits(venue, pid)),
                                         refund_policy=_refund_policy_msg(shard.refund_policy(venue, pid)),
                                         pass_dates=_pass_dates_msg(shard.pass_dates(venue, pid)),
-                                        package=_package_msg(shard.package(venue, pid)))
+                                        package=_package_msg(shard.package(venue, pid)),
+                                        revenue_split=_split_msg(venue, pid, shard.revenue_split(venue, pid)))
+
+    @rpc
+    async def SetRevenueSplit(self, request, context):
+        venue = self.node.venue(request.venue_id)
+        _id(request.product_id, "product_id")
+        # the engine checks each share (partner, kind, part, pct or per_person_fen), naming
+        # shares[i].* as the request does
+        r = await self.node.submit(self._idem(cmd.revenue_split(venue, request.product_id, [
+            {"partner": x.partner, "kind": x.kind, "part": x.part, "pct": x.pct,
+             "per_person_fen": x.per_person_fen} for x in request.shares]), request))
+        return _split_msg(r["venue"], r["product"], r["shares"])
 
     @rpc
     async def SetPassDates(self, request, context):
@@ -1148,6 +1203,179 @@ class ReportService(report_pb2_grpc.ReportServiceServicer):
                                 direction=r.direction, persons=r.persons,
                                 offline_reason=r.offline_reason, server_reason=r.server_reason)
             for r in rows])
+
+
+    # -- finance ---------------------------------------------------------------------------
+    def _range(self, request) -> tuple[str, int, int]:
+        venue = self.node.venue(request.venue_id)
+        lo = _date(request.date_from, "date_from")
+        hi = _date(request.date_to, "date_to") if request.date_to else lo
+        return venue, lo, hi
+
+    @rpc
+    async def Revenue(self, request, context):
+        venue, lo, hi = self._range(request)
+        period = {0: "day", 1: "day", 2: "month", 3: "year"}.get(request.period)
+        if period is None:
+            raise InvalidArgument("must be DAY, MONTH or YEAR", field="period")
+        rows, total = self.node.shard.revenue(venue, lo, hi, period, list(request.group_by))
+        return report_pb2.RevenueResponse(
+            rows=[_revenue_row(per, cut, v) for per, cut, v in rows], total=_revenue_row("", {}, total))
+
+    @rpc
+    async def TicketStatus(self, request, context):
+        venue, lo, hi = self._range(request)
+        return report_pb2.TicketStatusResponse(rows=[
+            report_pb2.TicketStatusRow(date=day_to_date(r["day"]).isoformat(), product_id=r["product"],
+                                       sold=r["sold"], used=r["used"], unused=r["unused"],
+                                       refunded=r["refunded"], expired=r["expired"])
+            for r in self.node.shard.ticket_status(venue, lo, hi)])
+
+    @rpc
+    async def Entries(self, request, context):
+        venue = self.node.venue(request.venue_id)
+        day = _date(request.date, "date") if request.date else None
+        e = self.node.shard.entries(venue, day)
+        return report_pb2.EntriesResponse(
+            date=day_to_date(e["day"]).isoformat(),
+            gate_hours=[report_pb2.GateHour(zone_id=g["zone"], gate_id=g["gate"], hour=g["hour"],
+                                            entries=g["entries"], reentries=g["reentries"],
+                                            exits=g["exits"]) for g in e["gate_hours"]],
+            zones=[report_pb2.ZoneDay(zone_id=z["zone"], entries=z["entries"], reentries=z["reentries"],
+                                      exits=z["exits"], entered_tickets=z["entered_tickets"],
+                                      peak_inside=z["peak_inside"]) for z in e["zones"]])
+
+    def _list_args(self, request) -> tuple[str, int, int, dict]:
+        venue, lo, hi = self._range(request)
+        if request.limit > 1000:
+            raise InvalidArgument("at most 1000", field="limit")
+        kw = {"after": request.after, "limit": request.limit or 100}
+        for name, field in (("channel", "channel"), ("station", "station_id")):
+            value = getattr(request, field)
+            if value:
+                kw[name] = _id(value, field)
+        if len(request.after) > 512:
+            raise InvalidArgument("not a cursor (a page's `next`)", field="after")
+        return venue, lo, hi, kw
+
+    @rpc
+    async def ListOrders(self, request, context):
+        venue, lo, hi, kw = self._list_args(request)
+        orders, nxt = self.node.shard.list_orders(venue, lo, hi, status=request.status, **kw)
+        return report_pb2.ListOrdersResponse(orders=[_order(o) for o in orders], next=nxt)
+
+    async def StreamOrders(self, request, context):
+        # a server stream: each page's errors end the stream with the status the unary
+        # calls answer (rpc() wraps unary handlers only)
+        try:
+            venue, lo, hi, kw = self._list_args(request)
+            kw["limit"] = 1000
+            while True:
+                orders, nxt = self.node.shard.list_orders(venue, lo, hi, status=request.status, **kw)
+                for o in orders:
+                    yield _order(o)
+                if not nxt:
+                    return
+                kw["after"] = nxt
+                await asyncio.sleep(0)
+        except TurnstileError as e:
+            e.field = proto_path("ListOrders", e.field)
+            await context.abort_with_status(errors.to_status(e))
+
+    @rpc
+    async def ListRefunds(self, request, context):
+        venue, lo, hi, kw = self._list_args(request)
+        rows, nxt = self.node.shard.list_refunds(venue, lo, hi, **kw)
+        return report_pb2.ListRefundsResponse(next=nxt, refunds=[report_pb2.RefundEntry(
+            order_id=r["order_id"], channel=r["channel"], station_id=r["station"], shift_id=r["shift"],
+            method=r["method"], reference=r["reference"], refund=_refund_msg(r["refund"])) for r in rows])
+
+    @rpc
+    async def ListChanges(self, request, context):
+        venue, lo, hi, kw = self._list_args(request)
+        rows, nxt = self.node.shard.list_changes(venue, lo, hi, **kw)
+        return report_pb2.ListChangesResponse(next=nxt, changes=[report_pb2.ChangeEntry(
+            order_id=r["order_id"], channel=r["channel"], station_id=r["station"], shift_id=r["shift"],
+            change=_change_entry_msg(r["change"])) for r in rows])
+
+    @rpc
+    async def ListShifts(self, request, context):
+        venue, lo, hi = self._range(request)
+        station = _id(request.station_id, "station_id") if request.station_id else ""
+        return report_pb2.ListShiftsResponse(shifts=[
+            _shift_msg(sh) for sh in self.node.shard.shifts(venue, lo, hi, station)])
+
+    @rpc
+    async def ImportStatement(self, request, context):
+        venue = self.node.venue(request.venue_id)
+        method = _id(request.method, "method")
+        day = _date(request.date, "date")
+        if len(request.lines) > 200_000:
+            raise InvalidArgument("at most 200000 lines", field="lines")
+        lines = []
+        for i, ln in enumerate(request.lines):
+            if ln.kind not in (report_pb2.StatementLine.PAYMENT, report_pb2.StatementLine.REFUND):
+                raise InvalidArgument("must be PAYMENT or REFUND", field=f"lines[{i}].kind")
+            lines.append({"kind": "payment" if ln.kind == report_pb2.StatementLine.PAYMENT else "refund",
+                          "trade_no": ln.trade_no, "order_id": ln.order_id, "refund_id": ln.refund_id,
+                          "at": _seconds(ln.at, f"lines[{i}].at") if ln.HasField("at") else 0,
+                          "amount_fen": ln.amount_fen, "fee_fen": ln.fee_fen})
+        r = await self.node.submit(cmd.statement(venue, method, day, lines,
+                                                 idempotency_key=request.idempotency_key or None))
+        return report_pb2.ImportStatementResponse(lines=r["lines"], changed=r["changed"], digest=r["digest"])
+
+    @rpc
+    async def Reconcile(self, request, context):
+        venue = self.node.venue(request.venue_id)
+        method = _id(request.method, "method")
+        day = _date(request.date, "date")
+        r = self.node.shard.reconcile(venue, method, day)
+        return report_pb2.ReconcileResponse(
+            digest=r["digest"], matched_payments=r["matched_payments"], matched_paid_fen=r["matched_paid_fen"],
+            matched_refunds=r["matched_refunds"], matched_refunded_fen=r["matched_refunded_fen"],
+            statement_paid_fen=r["statement_paid_fen"], statement_refunded_fen=r["statement_refunded_fen"],
+            statement_fee_fen=r["statement_fee_fen"], turnstile_paid_fen=r["turnstile_paid_fen"],
+            turnstile_refunded_fen=r["turnstile_refunded_fen"], mismatches=[
+                report_pb2.Mismatch(kind=report_pb2.MismatchKind.Value(m["kind"]), reference=m["reference"],
+                                    order_id=m["order_id"], refund_id=m["refund_id"],
+                                    statement_fen=m["statement_fen"], turnstile_fen=m["turnstile_fen"])
+                for m in r["mismatches"]])
+
+    @rpc
+    async def Settlement(self, request, context):
+        venue, lo, hi = self._range(request)
+        partner = _id(request.partner, "partner") if request.partner else ""
+        partners, net_fen, venue_fen = self.node.shard.settlement(venue, lo, hi, partner)
+        return report_pb2.SettlementResponse(net_fen=net_fen, venue_fen=venue_fen, partners=[
+            report_pb2.PartnerStatement(partner=p["partner"], kind=p["kind"], amount_fen=p["amount_fen"], lines=[
+                report_pb2.SettlementLine(product_id=ln["product"], persons=ln["persons"],
+                                          amount_fen=ln["amount_fen"]) for ln in p["lines"]])
+            for p in partners])
+
+
+_REVENUE_FIELDS = ("sold_tickets", "sold_persons", "gross_fen", "discount_fen", "paid_fen",
+                   "refunded_tickets", "refunded_persons", "refunded_fen", "fee_fen",
+                   "changed_tickets", "change_in_fen", "change_out_fen")
+
+
+def _revenue_row(period: str, cut: dict, v: list[int]) -> report_pb2.RevenueRow:
+    row = report_pb2.RevenueRow(period=period, channel=cut.get("channel", ""),
+                                station_id=cut.get("station", ""), product_id=cut.get("product", ""),
+                                method=cut.get("method", ""), **dict(zip(_REVENUE_FIELDS, v)))
+    row.net_fen = row.paid_fen - row.refunded_fen + row.change_in_fen - row.change_out_fen
+    return row
+
+
+def _refund_msg(r: dict) -> sales_pb2.OrderRefund:
+    return sales_pb2.OrderRefund(refund_id=r["refund_id"], ticket_ids=r["tickets"], amount_fen=r["amount_fen"],
+                                 fee_fen=r["fee_fen"], at=_ts(r["at"]), persons=r.get("persons", 0))
+
+
+def _change_entry_msg(c: dict) -> sales_pb2.OrderChange:
+    return sales_pb2.OrderChange(
+        change_id=c["change_id"], ticket_ids=c["tickets"], first_ticket_id=c["first_ticket"],
+        slot_ids=c["slots"], unit_price_fen=c["unit_price_fen"], fee_fen=c["fee_fen"],
+        due_fen=c["due_fen"], payment=_payment(c["payment"]), at=_ts(c["at"]))
 
 
 class MemberService(member_pb2_grpc.MemberServiceServicer):

@@ -24,6 +24,7 @@ from ..errors import (AlreadyExists, ChangeClosed, CorruptData, InvalidArgument,
                       TurnstileError)
 from ..journal import Record, json_record
 from ..model import IssuedTicket
+from . import finance
 from .catalog import channel_of, refund_fee_pct
 from .sales import check_holders, choose_tickets, hold_lines, order_row, order_tickets, payment_arg
 from .secrets import holder_key, mask_id, render, render_if_valid
@@ -127,6 +128,7 @@ def change_terms(st: ShardState, args: dict, now: int) -> ChangeTerms:
 
 def change_order(st: ShardState, args: dict, now: int) -> ChangeResult:
     terms, row, key, ln, li, new = _terms(st, args, now)
+    shift, station = finance.shift_for_sale(st, args, row["venue"])
     method = reference = ""
     if terms.due_fen > 0 or args.get("payment") is not None:
         method, reference, amount = payment_arg(args)
@@ -161,6 +163,18 @@ def change_order(st: ShardState, args: dict, now: int) -> ChangeResult:
            "qty": new["qty"], "slots": new["slots"], "days": list(days), "holder_keys": hkeys,
            "unit_price_fen": terms.unit_price_fen, "fee_fen": terms.fee_fen, "due_fen": terms.due_fen,
            "_now": now}
+    # the money: paid by the change's payment, or given back the way the order was paid
+    way = method if terms.due_fen > 0 else row["payment"]["method"]
+    fin = finance.posting(st, row["venue"], now)
+    finance.add(fin, (row["channel"], station or row.get("station", ""), terms.product, way),
+                changed_tickets=len(terms.tickets), fee_fen=terms.fee_fen,
+                change_in_fen=max(terms.due_fen, 0), change_out_fen=max(-terms.due_fen, 0))
+    persons = len(terms.tickets) * new["group"]
+    finance.add_split(st, fin, terms.product, -(terms.old_paid_fen - terms.fee_fen), persons)
+    finance.add_split(st, fin, terms.product, terms.new_amount_fen, persons)
+    if terms.due_fen:
+        finance.shift_move(fin, shift, way, terms.due_fen > 0, abs(terms.due_fen))
+    rec["fin"] = finance.post(st, fin)
     first = _apply(st, rec, taken=True)
     key_id = st.codec.issuing_key if st.codec.keys else -1
     signed = ln.get("signed", True)
@@ -182,8 +196,10 @@ def change_order(st: ShardState, args: dict, now: int) -> ChangeResult:
         "change_id": terms.change_id, "tickets": terms.tickets, "first_ticket": first,
         "slots": list(terms.slots), "unit_price_fen": terms.unit_price_fen, "fee_fen": terms.fee_fen,
         "due_fen": terms.due_fen, "payment": {"method": method, "reference": reference,
-                                              "amount_fen": max(terms.due_fen, 0)}, "at": now})
+                                              "amount_fen": max(terms.due_fen, 0)}, "at": now,
+        **({"shift": shift, "station": station} if shift else {})})
     st.put_row(key, json.dumps(row).encode())
+    finance.index_event(st, b"cx/", row["venue"], rec["fin"]["day"], key, terms.change_id)
     return ChangeResult(terms, tickets, key_id, signed)
 
 
@@ -202,6 +218,9 @@ def _apply(st: ShardState, rec: dict, taken: bool) -> int:
             raise CorruptData(f"a replayed change of order {rec['order_id']} does not fit slot {s}")
         st.slots.sell(s, a, q)
     first = st.tickets.issue(rec["p"], rec["group"], rec["days"][0], rec["days"][1], rec["slots"], rec["qty"])
+    finance.issued(st, rec["p"], rec["days"], first, rec["qty"], len(rec["slots"]))
+    if "fin" in rec and st.replaying:       # format 4: the finance posting as made
+        finance.book(st, rec["fin"])
     if "first" in rec and rec["first"] != first:
         raise CorruptData(f"a replayed change issued ticket {first}, the journal says {rec['first']}")
     rec["first"] = first

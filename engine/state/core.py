@@ -16,7 +16,7 @@ from ..codes import TicketCodec
 from ..errors import CorruptData, InvalidArgument
 from ..journal import _HDR, FORMAT, LAST_CATALOG, Batch, Command, CommandKind, Record, decode_format
 from ..model import AuditNote, Gate, Product, Slot, Venue, Zone
-from . import catalog, changes, idem, offline, promos, retry, sales, scans, secrets, snapshot
+from . import catalog, changes, finance, idem, offline, promos, retry, sales, scans, secrets, snapshot
 from .validate import text_arg
 
 _VERIFY, _VERIFY_FACE = int(CommandKind.VERIFY), int(CommandKind.VERIFY_FACE)
@@ -59,6 +59,10 @@ HANDLERS: dict[int, Callable[..., Any]] = {
     CommandKind.CONFIRM: sales.confirm_hold,
     CommandKind.REFUND: sales.refund_order,
     CommandKind.CHANGE: changes.change_order,
+    CommandKind.SPLIT: finance.set_split,
+    CommandKind.SHIFT: lambda st, args, now: (finance.close_shift if args.get("close") is True
+                                              else finance.open_shift)(st, args, now),
+    CommandKind.STATEMENT: finance.import_statement,
     CommandKind.BLOCK: sales.block_ticket,
     CommandKind.FACE: scans.enrol_face,
     CommandKind.OFFLINE_SCANS: offline.upload,
@@ -92,6 +96,8 @@ REPLAY: dict[int, Callable[..., None]] = {
     Record.CONFIRM: sales.replay_confirm,
     Record.REFUND: sales.replay_refund,
     Record.CHANGE: changes.replay_change,
+    Record.SPLIT: finance.replay_split,
+    Record.SHIFT: finance.replay_shift,
     Record.BLOCK: sales.replay_block,
     Record.FACE: _handler(CommandKind.FACE),
     Record.BLACKLIST: sales.replay_blacklist,
@@ -145,6 +151,16 @@ class ShardState:
         self.coupon_use: dict[tuple[str, str], promos.CouponUse] = {}
         # venue -> holder key -> {reason, until, tickets it blocked}
         self.blacklist: dict[str, dict[str, dict]] = {}
+        # finance (finance.py): venue -> day -> (channel, station, product, method) ->
+        # counters; venue -> day -> (partner, kind, product) -> [persons, fen]; the
+        # products' revenue shares; shifts (venue, shift) -> shift, and the open shift of
+        # each (venue, station); codes by (product, first day, last day)
+        self.ledger: dict[str, dict[int, dict[tuple, list[int]]]] = {}
+        self.split_ledger: dict[str, dict[int, dict[tuple, list[int]]]] = {}
+        self.split_rules: dict[tuple[str, str], list[dict]] = {}
+        self.shifts: dict[tuple[str, str], dict] = {}
+        self.open_shifts: dict[tuple[str, str], str] = {}
+        self.by_day: dict[tuple[int, int, int], Any] = {}
         self.holds: dict[int, dict] = {}
         self.expiry: list[tuple[int, int]] = []
         self.next_hold_id = 1

@@ -27,7 +27,7 @@ from ..model import (QUOTE_TTL_S, HeldCoupon, BlacklistResult, BlockResult, Expi
                      PricedItem, Quote, QuoteLine, RefundResult, ReleaseResult, Venue)
 from .catalog import (apply_rules, channel_of, check_booking, date_type, find, price_of,
                       refund_fee_pct, venue_of)
-from . import promos
+from . import finance, promos
 from .retry import get_retry, put_retry
 from .secrets import holder_key, mask_id, render, seal
 from .validate import ID, U16, arg, ident_arg, int_arg, is_id_number, text_arg
@@ -376,6 +376,7 @@ def confirm_hold(st: ShardState, args: dict, now: int) -> ConfirmResult:
         raise AlreadyExists(f"order {order_id} exists", field="order_id",
                             hint="retry with the same idempotency key to get the first answer")
     hold = active_hold(st, args, now)
+    shift, station = finance.shift_for_sale(st, args, hold["venue"])
     for ln in hold["lines"]:
         for s in ln["slots"]:
             if st.slots.slot(s)["end"] <= now:
@@ -426,12 +427,17 @@ def confirm_hold(st: ShardState, args: dict, now: int) -> ConfirmResult:
                                         mask_id(ids[k]) if ids else ""))
     order = Order(order_id, hold["channel"], hold["venue"], hold["id"], amount, 0,
                   {"method": method, "reference": reference, "amount_fen": amount},
-                  lines, [], now, *((coupon.coupon, coupon.discount) if coupon else ()))
-    if not st.replaying:
-        row = dict(vars(order))
-        row["holders"] = [[seal(st, x) for x in ids] for ids in per_line]
-        st.put_row(key, json.dumps(row).encode())
-    st.journal(json_record(Record.CONFIRM, confirm_record(st, hold, hkeys, now)), Record.CONFIRM)
+                  lines, [], now, *((coupon.coupon, coupon.discount) if coupon else ("", 0)),
+                  station=station, shift=shift)
+    fin = finance.sale_posting(st, hold, method, station, coupon.lines if coupon else None, now)
+    finance.shift_move(fin, shift, method, True, amount)
+    rec = confirm_record(st, hold, hkeys, now)
+    rec["fin"] = finance.post(st, fin)
+    row = dict(vars(order))
+    row["holders"] = [[seal(st, x) for x in ids] for ids in per_line]
+    st.put_row(key, json.dumps(row).encode())
+    finance.index_order(st, hold["venue"], rec["fin"]["day"], hold["id"], key)
+    st.journal(json_record(Record.CONFIRM, rec), Record.CONFIRM)
     return ConfirmResult(order, tickets)
 
 
@@ -554,6 +560,7 @@ def issue(st: ShardState, hold: dict, hkeys: list[list[str]],
             days = (tickets[i][1], tickets[i][2])
         ln["days"] = days
         ln["first"] = st.tickets.issue(ln["p"], ln["group"], days[0], days[1], ln["slots"], ln["qty"])
+        finance.issued(st, ln["p"], days, ln["first"], ln["qty"], len(p.zones))
         if tickets is not None and ln["first"] != tickets[i][0]:
             raise CorruptData(f"replayed hold {hold['id']} issued ticket {ln['first']}, "
                               f"the journal says {tickets[i][0]}")
@@ -573,8 +580,11 @@ def replay_confirm(st: ShardState, args: dict, fmt: int) -> None:
         raise CorruptData(f"a replayed confirm of hold {hold['id']} has holder keys for "
                           f"{len(args['holder_keys'])} lines, the hold has {len(hold['lines'])}")
     issue(st, hold, args["holder_keys"], args["tickets"] if fmt >= 2 else None)
-    st.journal(json_record(Record.CONFIRM, confirm_record(st, hold, args["holder_keys"],
-                                                          args.get("_now", 0))), Record.CONFIRM)
+    rec = confirm_record(st, hold, args["holder_keys"], args.get("_now", 0))
+    if "fin" in args:               # format 4: the finance posting as made
+        finance.book(st, args["fin"])
+        rec["fin"] = args["fin"]
+    st.journal(json_record(Record.CONFIRM, rec), Record.CONFIRM)
 
 
 def order_row(st: ShardState, channel: str, order_id: str) -> tuple[bytes, bytes | None]:
@@ -652,6 +662,7 @@ def refund_order(st: ShardState, args: dict, now: int) -> RefundResult:
     if raw is None:
         raise NotFound(f"no order {order_id} of channel {channel}", field="order_id")
     row = json.loads(raw)
+    shift, _ = finance.shift_for_sale(st, args, row["venue"])
     if any(r["refund_id"] == refund_id for r in row["refunds"]):
         raise AlreadyExists(f"refund {refund_id} exists", field="refund_id")
     where, paid = order_tickets(row)
@@ -681,6 +692,8 @@ def refund_order(st: ShardState, args: dict, now: int) -> RefundResult:
         fees.append(pct)
     amount = fee = gross = 0
     returns = []
+    method = row["payment"]["method"]
+    fin = finance.posting(st, row["venue"], now)
     for t, pct in zip(chosen, fees):
         ln = by_ticket[t]
         # the persons' share of what the ticket was paid (the last person: all that is left)
@@ -691,8 +704,13 @@ def refund_order(st: ShardState, args: dict, now: int) -> RefundResult:
         fee += f
         for sid, a in zip(ln["slots"], ln["allots"]):
             returns.append([st.slot_idx[(row["venue"], sid)], a, persons or group[t]])
+        finance.add(fin, (row["channel"], row.get("station", ""), ln["product"], method),
+                    refunded_tickets=0 if persons else 1, refunded_persons=persons or group[t],
+                    refunded_fen=g - f, fee_fen=f)
+        finance.add_split(st, fin, ln["product"], -(g - f), persons or group[t])
+    finance.shift_move(fin, shift, method, False, amount)
     rec = {"order_id": order_id, "refund_id": refund_id, "tickets": [] if persons else chosen,
-           "_returns": returns, "amount_fen": amount, "fee_fen": fee}
+           "_returns": returns, "amount_fen": amount, "fee_fen": fee, "fin": finance.post(st, fin)}
     if persons:
         rec["groups"] = [[chosen[0], group[chosen[0]] - persons]]
     _refund(st, rec)
@@ -700,9 +718,12 @@ def refund_order(st: ShardState, args: dict, now: int) -> RefundResult:
     entry = {"refund_id": refund_id, "tickets": chosen, "amount_fen": amount, "fee_fen": fee, "at": now}
     if persons:
         entry.update(persons=persons, gross_fen=gross)
+    if shift:
+        entry["shift"] = shift
     row["refunds"].append(entry)
     row["refunded_fen"] += amount
     st.put_row(key, json.dumps(row).encode())
+    finance.index_event(st, b"rx/", row["venue"], rec["fin"]["day"], key, refund_id)
     return result
 
 
@@ -719,6 +740,8 @@ def _refund(st: ShardState, rec: dict) -> None:
         st.tickets.set_group(tid, persons)
     for s, a, q in rec["_returns"]:
         st.slots.unsell(s, a, q)
+    if "fin" in rec and st.replaying:       # format 4: the finance posting as made
+        finance.book(st, rec["fin"])
     st.journal(json_record(Record.REFUND, rec), Record.REFUND)
 
 

@@ -16,13 +16,15 @@ from typing import TYPE_CHECKING
 
 from ..errors import CorruptData
 from ..journal import FORMAT, FORMAT_RECORD, Batch
-from . import promos
+from . import finance, promos
 
 # blob -> the version of its layout this build writes (and the newest it reads)
-# (meta 2: with the venues' blacklists; 3: with the coupons' use; a meta of version 1
-# has neither, of version 2 no coupons)
-VERSIONS = {"catalog": FORMAT, "slots": 1, "allots": 1, "meta": 3, "records": 1,
-            "bm.used": 1, "bm.inside": 1, "bm.voided": 1, "bm.blocked": 1, "entered": 1}
+# (meta 2: with the venues' blacklists; 3: with the coupons' use; 4: with the finance
+# counters and shifts; a meta of version 1 has none, of version 2 no coupons, of 3 no
+# finance: its counters start from the journal after it)
+VERSIONS = {"catalog": FORMAT, "slots": 1, "allots": 1, "meta": 4, "records": 1,
+            "bm.used": 1, "bm.inside": 1, "bm.voided": 1, "bm.blocked": 1, "entered": 1,
+            "flow": 1}
 
 if TYPE_CHECKING:
     from .core import ShardState
@@ -38,8 +40,10 @@ def dump(st: ShardState) -> dict[str, bytes]:
         "faces": st.faces,
         "blacklist": st.blacklist,
         "coupons": promos.dump(st),
+        "finance": finance.dump(st),
         "zones_inside": t["zones_inside"],
         "entered_days": sorted(t["entered"]),
+        "flow_days": sorted(t["flow"]),
     }
     # sort_keys: a replayed hold must serialise exactly like the live one
     out = {"catalog": FORMAT_RECORD + b"".join(st.catalog_log), "slots": slots, "allots": allots,
@@ -49,6 +53,8 @@ def dump(st: ShardState) -> dict[str, bytes]:
         out["bm." + name] = t[name]
     for d, b in t["entered"].items():
         out[f"entered.{d}"] = b
+    for d, b in t["flow"].items():
+        out[f"flow.{d}"] = b
     return out
 
 
@@ -84,6 +90,8 @@ def load(st: ShardState, blobs: dict[str, bytes]) -> None:
         "used": blobs["bm.used"], "inside": blobs["bm.inside"], "voided": blobs["bm.voided"],
         "blocked": blobs["bm.blocked"],
         "entered": {d: blobs[f"entered.{d}"] for d in meta["entered_days"]},
+        # passage counters per day (none in a snapshot older than them: counted from then on)
+        "flow": {d: blobs[f"flow.{d}"] for d in meta.get("flow_days", ())},
     })
     st.next_hold_id = meta["next_hold_id"]
     st.holds = {h["id"]: h for h in meta["holds"]}
@@ -93,3 +101,4 @@ def load(st: ShardState, blobs: dict[str, bytes]) -> None:
     st.faces = dict(meta.get("faces", {}))
     st.blacklist = {v: dict(e) for v, e in meta.get("blacklist", {}).items()}
     promos.load(st, meta.get("coupons", {}))
+    finance.load(st, meta.get("finance", {}))

@@ -43,7 +43,9 @@ def conn(server):
 def till(conn):
     t = Till(conn, VENUE, SandboxPaymentAdapter(seed=7), station="window-1")
     t.open_shift("alice", float_fen=50_000)
-    return t
+    yield t
+    if t.shift is not None:         # the station's next till opens a shift of its own
+        t.close_shift()
 
 
 def stock(till: Till, slot_id: str, day: dt.date):

@@ -45,6 +45,8 @@ def till(server):
     t = Till(conn, VENUE, SandboxPaymentAdapter(seed=3), station="window-9")
     t.open_shift("李娜", float_fen=10_000)
     yield t
+    if t.shift is not None:
+        t.close_shift()
     conn.close()
 
 
