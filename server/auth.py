@@ -204,6 +204,20 @@ def _bind(handler, principal: Principal | None):
                 _current.reset(token)
         return grpc.stream_stream_rpc_method_handler(
             stream_stream, _tolerant(handler.request_deserializer), handler.response_serializer)
+    if handler.unary_stream:
+        inner_us = handler.unary_stream
+
+        async def unary_stream(request, context):
+            if type(request) is _Malformed:
+                await context.abort_with_status(request.status())
+            token = _current.set(principal)
+            try:
+                async for out in inner_us(request, context):
+                    yield out
+            finally:
+                _current.reset(token)
+        return grpc.unary_stream_rpc_method_handler(
+            unary_stream, _tolerant(handler.request_deserializer), handler.response_serializer)
     return handler
 
 
@@ -276,9 +290,16 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 await self._audit_denied(principal, method, deserialize(b""), result)
             await context.abort_with_status(status)
 
+        async def deny_unary_stream(request, context):
+            await deny(request, context)
+            yield                                   # never reached: makes it a stream handler
+
         if handler.stream_stream:
             return grpc.stream_stream_rpc_method_handler(
                 deny_stream, deserialize, handler.response_serializer)
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                deny_unary_stream, deserialize, handler.response_serializer)
         return grpc.unary_unary_rpc_method_handler(deny, deserialize, handler.response_serializer)
 
     async def _audit_denied(self, principal: Principal, method: str, request, result: str) -> None:

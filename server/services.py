@@ -74,6 +74,7 @@ _FIELDS_OF = {   # where a method's request says it otherwise
     "CreateVenue": {"id": "venue_id"}, "CreateZone": {"id": "zone_id"},
     "CreateGate": {"id": "gate_id"}, "CreateProduct": {"id": "product_id"},
     "CreateSlots": {"slots": "slots", "id": "slot_id"},
+    "ImportStatement": {"at": "at"},
 }
 
 
@@ -1267,6 +1268,7 @@ class ReportService(report_pb2_grpc.ReportServiceServicer):
     async def StreamOrders(self, request, context):
         # a server stream: each page's errors end the stream with the status the unary
         # calls answer (rpc() wraps unary handlers only)
+        metrics.note(auth.current().id)
         try:
             venue, lo, hi, kw = self._list_args(request)
             kw["limit"] = 1000
@@ -1280,6 +1282,7 @@ class ReportService(report_pb2_grpc.ReportServiceServicer):
                 await asyncio.sleep(0)
         except TurnstileError as e:
             e.field = proto_path("ListOrders", e.field)
+            metrics.note(reason=e.code)
             await context.abort_with_status(errors.to_status(e))
 
     @rpc

@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass
 from typing import Callable
 
-from turnstile.v1 import admin_pb2, common_pb2, gate_pb2, member_pb2, sales_pb2
+from turnstile.v1 import admin_pb2, common_pb2, gate_pb2, member_pb2, report_pb2, sales_pb2
 
 from .protos import is_map
 from .world import HOLDER, VENUE, World, local
@@ -125,11 +125,12 @@ def _reset(kind: str):
                 "limits": admin_pb2.SetIdLimitsRequest(venue_id=VENUE, product_id=product),
                 "refunds": admin_pb2.SetRefundPolicyRequest(venue_id=VENUE, product_id=product),
                 "passes": admin_pb2.SetPassDatesRequest(venue_id=VENUE, product_id=product),
-                "package": admin_pb2.SetPackageRequest(venue_id=VENUE, product_id=product)}[kind]
+                "package": admin_pb2.SetPackageRequest(venue_id=VENUE, product_id=product),
+                "split": admin_pb2.SetRevenueSplitRequest(venue_id=VENUE, product_id=product)}[kind]
     cls = {"prices": admin_pb2.PriceTable, "rules": admin_pb2.PriceRules,
            "booking": admin_pb2.BookingWindow, "limits": admin_pb2.IdLimits,
            "refunds": admin_pb2.RefundPolicy, "passes": admin_pb2.PassDates,
-           "package": admin_pb2.PackageSplit}[kind]
+           "package": admin_pb2.PackageSplit, "split": admin_pb2.RevenueSplit}[kind]
     return lambda w, response: _unprice(w, response, cls, clear)
 
 
@@ -197,6 +198,33 @@ def _coupon(w: World, name: str, single_use: bool) -> str:
     return w.cached(f"coupon:{name}", make, lambda c: "\0never named")
 
 
+def _shift(w: World, name: str) -> str:
+    """An open cash-desk shift of the demo window, at a station of its own (CloseShift
+    closes it: a new one next time)."""
+    def make():
+        sid = w.uid("fz-shift")
+        w.sales.OpenShift(sales_pb2.OpenShiftRequest(venue_id=VENUE, station_id=w.uid("fz-st"), shift_id=sid,
+                                                     cashier="fuzz"), metadata=w.meta("demo-window"), timeout=20)
+        return sid
+    return w.cached(f"shift:{name}", make)
+
+
+def _statement(w: World) -> str:
+    """The day an Alipay statement of the demo venue was imported for (Reconcile reads it)."""
+    def make():
+        day = w.today.isoformat()
+        w.report.ImportStatement(report_pb2.ImportStatementRequest(
+            venue_id=VENUE, method="alipay", date=day, lines=[report_pb2.StatementLine(
+                kind=report_pb2.StatementLine.PAYMENT, trade_no="fz-pay", order_id="fz-none", amount_fen=100)]),
+            metadata=w.meta("admin"), timeout=20)
+        return day
+    return w.cached("statement", make, lambda d: "\0never named")
+
+
+def _range(w: World, c, **fields):
+    return new(c, date_from=w.today.isoformat(), date_to=w.last_day.isoformat(), **fields)
+
+
 def _slot_spec(w: World) -> admin_pb2.SlotSpec:
     d = w.last_day
     return admin_pb2.SlotSpec(slot_id=w.uid("fzs"), zone_id="main", date=d.isoformat(),
@@ -223,6 +251,12 @@ BUILDERS: dict[str, Spec] = {
     "SalesService.GetOrder": Spec("demo-ota", lambda w, r, c: new(c, order_id="fz-ota-1"), readonly=True),
     "SalesService.GetHold": Spec("demo-ota", lambda w, r, c: new(c, hold_id=w.hold("get").hold_id),
                                  readonly=True),
+    "SalesService.OpenShift": Spec("demo-window", lambda w, r, c: new(
+        c, station_id=w.uid("fz-st"), shift_id=w.uid("fz-shift"), cashier="fuzz", float_fen=r.randint(0, 10_000),
+        idempotency_key=w.uid("fz-idem"))),
+    "SalesService.CloseShift": Spec("demo-window", lambda w, r, c: new(
+        c, shift_id=_shift(w, "close"), counted_cash_fen=r.randint(0, 10_000), idempotency_key=w.uid("fz-idem"))),
+    "SalesService.GetShift": Spec("demo-window", lambda w, r, c: new(c, shift_id=_shift(w, "get")), readonly=True),
     # InventoryService
     "InventoryService.Availability": Spec("demo-ota", lambda w, r, c: new(
         c, date_from=w.tomorrow.isoformat(), date_to=w.last_day.isoformat(), zone_id="main"),
@@ -300,6 +334,10 @@ BUILDERS: dict[str, Spec] = {
         c, product_id=PRICED, parts=[admin_pb2.PackagePart(part="boat", merchant="fz-boats", amount_fen=500),
                                      admin_pb2.PackagePart(part="main", merchant="westlake", pct=100)],
         idempotency_key=w.uid("fz-idem")), after_ok=_reset("package")),
+    "AdminService.SetRevenueSplit": Spec("fuzz-op", lambda w, r, c: new(
+        c, product_id=PRICED, shares=[admin_pb2.SplitShare(partner="fz-partner", kind="partner", pct=r.randint(1, 30)),
+                                      admin_pb2.SplitShare(partner="main", kind="zone", per_person_fen=100)],
+        idempotency_key=w.uid("fz-idem")), after_ok=_reset("split")),
     "AdminService.SetCoupon": Spec("fuzz-op", lambda w, r, c: new(
         c, coupon=admin_pb2.Coupon(venue_id=VENUE, coupon_id=w.uid("FZC"), kind="pct", pct=r.randint(1, 50),
                                    cap_fen=1000, valid_from=w.today.isoformat(), product_ids=["adult"],
@@ -314,6 +352,23 @@ BUILDERS: dict[str, Spec] = {
                                      readonly=True),
     "ReportService.TicketCounts": Spec("fuzz-op", lambda w, r, c: new(c), readonly=True),
     "ReportService.Conflicts": Spec("fuzz-op", lambda w, r, c: new(c, limit=10), readonly=True),
+    "ReportService.Revenue": Spec("fuzz-op", lambda w, r, c: _range(
+        w, c, period=report_pb2.MONTH, group_by=["channel", "method"]), readonly=True),
+    "ReportService.TicketStatus": Spec("fuzz-op", lambda w, r, c: _range(w, c), readonly=True),
+    "ReportService.Entries": Spec("fuzz-op", lambda w, r, c: new(c, date=w.today.isoformat()), readonly=True),
+    "ReportService.ListOrders": Spec("fuzz-op", lambda w, r, c: _range(w, c, channel="ota", limit=5),
+                                     readonly=True),
+    "ReportService.StreamOrders": Spec("fuzz-op", lambda w, r, c: _range(w, c, status="paid"), readonly=True),
+    "ReportService.ListRefunds": Spec("fuzz-op", lambda w, r, c: _range(w, c, limit=5), readonly=True),
+    "ReportService.ListChanges": Spec("fuzz-op", lambda w, r, c: _range(w, c, limit=5), readonly=True),
+    "ReportService.ListShifts": Spec("fuzz-op", lambda w, r, c: _range(w, c), readonly=True),
+    "ReportService.ImportStatement": Spec("admin", lambda w, r, c: new(
+        c, method="wechat", date=w.today.isoformat(), idempotency_key=w.uid("fz-idem"), lines=[
+            report_pb2.StatementLine(kind=report_pb2.StatementLine.PAYMENT, trade_no=w.uid("fz-trade"),
+                                     order_id="fz-none", amount_fen=r.randint(1, 10_000), fee_fen=1)])),
+    "ReportService.Reconcile": Spec("fuzz-op", lambda w, r, c: new(c, method="alipay", date=_statement(w)),
+                                    readonly=True),
+    "ReportService.Settlement": Spec("fuzz-op", lambda w, r, c: _range(w, c), readonly=True),
     # MemberService
     "MemberService.HolderTickets": Spec("demo-window", lambda w, r, c: new(c, id_number=HOLDER),
                                         readonly=True),
