@@ -4,7 +4,8 @@ Every bench times ONE operation per round (iterations=1) so that its p99 is the 
 single operations, not of averages; the harness itself costs what `test_floor` shows.
 Batch benches time one batch per round; `extra_info["ops"]` is the batch size, and
 bench/run.py reports them per id. Every bench asserts its answers: a fast wrong answer
-is a failure.
+is a failure. The finance report benches read a month of sales of their own
+(bench/reports.py: 10 million tickets, built once per run).
 
     python -m pytest bench/test_micro.py --benchmark-json=/tmp/micro.json
 """
@@ -495,3 +496,119 @@ def test_commit_durable(benchmark, shard):
         rounds = _pedantic(benchmark, one, rounds, what="Storage.commit, 64 scan records, fsync'd")
         assert storage.journal_count() == rounds
         storage.close()
+
+
+# -- finance reports (issue 14) -----------------------------------------------------------
+BY = ("channel", "product", "method")
+
+
+@pytest.fixture(scope="module")
+def month():
+    """A month of sales in its own shard (bench.reports): 10,000,000 tickets sold through
+    hold + confirm, 1,000,000 of them on one day (--quick: a tenth). Built once for the
+    report benches; its build time goes with their results."""
+    from bench import TempDir
+    from bench.reports import build
+    with TempDir() as path:
+        m = build(path, scaled(10_000_000, 1_000_000), scaled(1_000_000, 100_000))
+        print(f"\nbench.reports: {m.tickets:,} tickets ({m.day_tickets:,} on the big day) "
+              f"built in {m.build_s:.1f} s")
+        yield m
+        m.close()
+
+
+def _month_info(benchmark, m) -> None:
+    benchmark.extra_info.update(tickets=m.tickets, day_tickets=m.day_tickets,
+                                build_s=round(m.build_s, 1))
+
+
+def test_report_revenue_day(benchmark, month):
+    """Shard.revenue of the big day cut by channel, product and method: the day's ledger
+    rows added up, whatever number of tickets the day sold."""
+    from bench.reports import BIG_DAY
+    day, revenue = month.big_day, month.shard.revenue
+    out = []
+    push = out.append
+
+    def one():
+        push(revenue(VENUE, day, day, "day", BY))
+
+    _month_info(benchmark, month)
+    rounds = _pedantic(benchmark, one, scaled(2_000, 200),
+                       what=f"Shard.revenue of a day by channel, product and method: "
+                            f"{month.day_tickets:,} tickets sold that day")
+    assert len(out) == rounds and all(r == out[0] for r in out)
+    rows, total = out[0]
+    assert [per for per, _, _ in rows] == [BIG_DAY.isoformat()] * len(rows)
+    assert {tuple(cut.values()): v for _, cut, v in rows} == month.expected_revenue(day, day, BY)
+    assert len(rows) == 18                          # 3 channels x 2 products x 3 methods
+    assert total[0] == month.day_tickets and total == month.expected_revenue(day, day)[()]
+
+
+def test_report_revenue_month(benchmark, month):
+    """Shard.revenue of the whole month as one period: 30 days of ledger rows added up."""
+    from bench.reports import MONTH
+    lo, hi = month.days
+    revenue = month.shard.revenue
+    out = []
+    push = out.append
+
+    def one():
+        push(revenue(VENUE, lo, hi, "month"))
+
+    _month_info(benchmark, month)
+    rounds = _pedantic(benchmark, one, scaled(1_000, 100),
+                       what=f"Shard.revenue of a month, period month: {month.tickets:,} tickets "
+                            f"sold over 30 days")
+    assert len(out) == rounds and all(r == out[0] for r in out)
+    want = month.expected_revenue(lo, hi)[()]
+    assert want[0] == month.tickets
+    assert out[0] == ([(f"{MONTH:%Y-%m}", {}, want)], want)
+    # the month is the sum of its days
+    days = [month.shard.revenue(VENUE, d, d)[1] for d in range(lo, hi + 1)]
+    assert [sum(col) for col in zip(*days)] == want
+
+
+def test_report_ticket_status_day(benchmark, month):
+    """Shard.ticket_status of the big day: its codes sold, used, refunded and expired,
+    counted from the bitmaps of the codes issued for that visit day."""
+    day, status = month.big_day, month.shard.ticket_status
+    out = []
+    push = out.append
+
+    def one():
+        push(status(VENUE, day, day))
+
+    _month_info(benchmark, month)
+    rounds = _pedantic(benchmark, one, scaled(200, 20),
+                       what=f"Shard.ticket_status of a day: {month.day_tickets:,} codes of that "
+                            f"visit day")
+    assert len(out) == rounds and all(r == out[0] for r in out)
+    keys = ("sold", "used", "unused", "refunded", "expired")
+    got = {r["product"]: {k: r[k] for k in keys} for r in out[0]}
+    assert [r["day"] for r in out[0]] == [day] * len(out[0])
+    assert got == month.expected_status(day)
+    assert sum(r["sold"] for r in out[0]) == month.day_tickets
+    assert sum(r["used"] for r in out[0]) > 0 and sum(r["refunded"] for r in out[0]) > 0
+
+
+def test_report_settlement_month(benchmark, month):
+    """Shard.settlement of the month: each partner's share of the split ledger, the
+    month's net revenue and the venue's own share."""
+    lo, hi = month.days
+    settlement = month.shard.settlement
+    out = []
+    push = out.append
+
+    def one():
+        push(settlement(VENUE, lo, hi))
+
+    _month_info(benchmark, month)
+    rounds = _pedantic(benchmark, one, scaled(1_000, 100),
+                       what=f"Shard.settlement of a month: 2 partners, {month.tickets:,} tickets")
+    assert len(out) == rounds and all(r == out[0] for r in out)
+    partners, net_fen, venue_fen = out[0]
+    shares, net_want = month.expected_settlement()
+    assert {p["partner"]: p["amount_fen"] for p in partners} == shares
+    assert net_fen == net_want and venue_fen + sum(shares.values()) == net_fen
+    assert all(v > 0 for v in shares.values()) and venue_fen > 0

@@ -987,10 +987,11 @@ def revenue_chart_png(report: RevenueReport, *, title: str | None = None) -> byt
 def entries_chart_png(report: EntriesReport, *, title: str | None = None) -> bytes:
     """A chart (PNG) of a day's passages per venue-local hour: per zone a stacked bar of
     persons admitted, re-entries hatched on top of first entries, and exits of every
-    zone as a line. Hours from the first to the last with a passage. ``title`` defaults
-    to the venue and the day."""
-    zones = list(dict.fromkeys([z.zone_id for z in report.zones]
-                               + [g.zone_id for g in report.gate_hours]))
+    zone as a line. Hours from the first to the last with a passage; zones with a
+    passage only (in the report's zone order). ``title`` defaults to the venue and the day."""
+    passed = {g.zone_id for g in report.gate_hours}
+    zones = [z for z in dict.fromkeys([z.zone_id for z in report.zones]
+                                      + [g.zone_id for g in report.gate_hours]) if z in passed]
     hours_seen = sorted({g.hour for g in report.gate_hours})
     hours = list(range(hours_seen[0], hours_seen[-1] + 1)) if hours_seen else []
     at = {h: i for i, h in enumerate(hours)}

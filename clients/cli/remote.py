@@ -488,7 +488,9 @@ def _check_reconcile(p: argparse.ArgumentParser, args) -> None:
 
 def _report(p: argparse.ArgumentParser, fn, *, days: bool = True, check=None) -> None:
     """Make ``fn`` the subcommand of ``p``: its options are checked (the days, or
-    ``check``) before any connection is made, then it runs with one."""
+    ``check``) before any connection is made, then it runs with one (--address, the key,
+    TLS: the connection options every report takes)."""
+    _common(p)
     run = _run(fn)
 
     def go(args) -> int:

@@ -124,8 +124,9 @@ def replay_split(st: ShardState, r: dict, fmt: int) -> None:
 def shares_of(st: ShardState, venue: str, product: str, amount: int, persons: int) -> list[list]:
     """Who gets what of `amount` fen paid (> 0) or given back (< 0) for `persons` persons of
     `product`: [partner, kind, fen] (a package's parts to their merchants, less the shares
-    of each part; the shares in order, each of what the ones before it leave). What is not
-    listed is the venue's own."""
+    of each part; the shares in order, each a percent of what the ones before it leave, or
+    a fixed amount per person, never more than that). What is not listed is the venue's
+    own."""
     if amount == 0 and persons == 0:
         return []
     sign = -1 if amount < 0 else 1
@@ -139,7 +140,7 @@ def shares_of(st: ShardState, venue: str, product: str, amount: int, persons: in
         for s in rules:
             if s["part"] != part:
                 continue
-            take = min(left, fen * s["pct"] // 100 if s["pct"] else s["per_person_fen"] * persons)
+            take = left * s["pct"] // 100 if s["pct"] else min(left, s["per_person_fen"] * persons)
             left -= take
             out.append([s["partner"], s["kind"], sign * take])
         if merchant != venue and left:
@@ -338,20 +339,24 @@ def issued(st: ShardState, product: int, days: tuple[int, int] | list[int], firs
 
 
 def rebuild_issued(st: ShardState) -> None:
-    """The codes by (product, first, last day), from the ticket records (after a snapshot)."""
+    """The codes by (product, first, last day), from the ticket records (after a snapshot):
+    one sort of a packed key, not a look-up per code."""
     st.by_day = {}
     recs = np.frombuffer(st.tickets.records(), dtype=RECORD_DTYPE)
     ids = np.flatnonzero(recs["comp"] == 0).astype(np.uint32)
     if not len(ids):
         return
     codes = recs[ids]
-    keys = np.stack([codes["product"].astype(np.int64), codes["first_day"].astype(np.int64),
-                     codes["last_day"].astype(np.int64)], axis=1)
-    uniq, inv = np.unique(keys, axis=0, return_inverse=True)
-    order = np.argsort(inv, kind="stable")
-    bounds = np.searchsorted(inv[order], np.arange(len(uniq) + 1))
-    for i, (p, f, l) in enumerate(uniq.tolist()):
-        st.by_day[(p, f, l)] = BitMap(ids[order[bounds[i]:bounds[i + 1]]])
+    # days since 1970 fit in 20 bits for 2,800 years; products in 16
+    keys = ((codes["product"].astype(np.int64) << 40) | (codes["first_day"].astype(np.int64) << 20)
+            | codes["last_day"].astype(np.int64))
+    order = np.argsort(keys, kind="stable")
+    keys, ids = keys[order], ids[order]
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    ends = np.r_[starts[1:], len(keys)]
+    for a, b in zip(starts.tolist(), ends.tolist()):
+        k = int(keys[a])
+        st.by_day[(k >> 40, (k >> 20) & 0xFFFFF, k & 0xFFFFF)] = BitMap(ids[a:b])
 
 
 def ticket_status(st: ShardState, venue: str, day_from: int, day_to: int, today: int) -> list[dict]:
