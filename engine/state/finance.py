@@ -244,13 +244,12 @@ def shift_for_sale(st: ShardState, args: dict, venue: str) -> tuple[str, str]:
     if type(shift) is not str or not ID.match(shift):
         raise InvalidArgument("must be 1-64 letters, digits or ._:@/-", field="shift")
     sh = st.shifts.get((venue, shift))
-    if sh is None:
-        raise NotFound(f"no shift {shift} in venue {venue}", field="shift")
+    if sh is None or sh["principal"] != args.get("principal", ""):
+        # another's shift is no business of the caller's: not even whether it exists
+        raise NotFound(f"no shift {shift} of this caller in venue {venue}", field="shift")
     if sh["closed"]:
         raise FailedPrecondition(f"shift {shift} is closed", field="shift",
                                  hint="open a new shift")
-    if sh["principal"] != args.get("principal", ""):
-        raise NotFound(f"no shift {shift} of this caller in venue {venue}", field="shift")
     return shift, sh["station"]
 
 

@@ -662,7 +662,7 @@ def refund_order(st: ShardState, args: dict, now: int) -> RefundResult:
     if raw is None:
         raise NotFound(f"no order {order_id} of channel {channel}", field="order_id")
     row = json.loads(raw)
-    shift, _ = finance.shift_for_sale(st, args, row["venue"])
+    shift, station = finance.shift_for_sale(st, args, row["venue"])
     if any(r["refund_id"] == refund_id for r in row["refunds"]):
         raise AlreadyExists(f"refund {refund_id} exists", field="refund_id")
     where, paid = order_tickets(row)
@@ -704,7 +704,8 @@ def refund_order(st: ShardState, args: dict, now: int) -> RefundResult:
         fee += f
         for sid, a in zip(ln["slots"], ln["allots"]):
             returns.append([st.slot_idx[(row["venue"], sid)], a, persons or group[t]])
-        finance.add(fin, (row["channel"], row.get("station", ""), ln["product"], method),
+        # counted at the station that gave the money back, else the one that sold it
+        finance.add(fin, (row["channel"], station or row.get("station", ""), ln["product"], method),
                     refunded_tickets=0 if persons else 1, refunded_persons=persons or group[t],
                     refunded_fen=g - f, fee_fen=f)
         finance.add_split(st, fin, ln["product"], -(g - f), persons or group[t])
@@ -719,7 +720,7 @@ def refund_order(st: ShardState, args: dict, now: int) -> RefundResult:
     if persons:
         entry.update(persons=persons, gross_fen=gross)
     if shift:
-        entry["shift"] = shift
+        entry.update(shift=shift, station=station)
     row["refunds"].append(entry)
     row["refunded_fen"] += amount
     st.put_row(key, json.dumps(row).encode())
