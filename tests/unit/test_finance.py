@@ -227,3 +227,18 @@ def test_everything_counted_is_there_after_a_reopen(shard_path, clock, snapshot)
             s.run(cmd.open_shift(V, "window-2", "w1-am", idempotency_key="again"))
     finally:
         s.close(snapshot=False)
+
+
+def test_a_refund_at_another_desk_is_counted_there_and_in_its_shift(shard):
+    shard.run(cmd.open_shift(V, "window-1", "a", principal="till-1"))
+    shard.run(cmd.open_shift(V, "window-2", "b", principal="till-2"))
+    sold = _sell(shard, qty=2, channel="window", shift="a", principal="till-1", order="w-9")
+    shard.run(cmd.refund("w-9", "r", [sold.tickets[0].ticket_id], channel="window", shift="b",
+                         principal="till-2"))
+    rows, _ = _revenue(shard, ("station",))
+    assert (rows[("window-1",)]["paid_fen"], rows[("window-1",)]["refunded_fen"]) == (16000, 0)
+    assert (rows[("window-2",)]["paid_fen"], rows[("window-2",)]["refunded_fen"]) == (0, 8000)
+    assert shard.shift(V, "b")["methods"] == [["cash", 0, 0, 1, 8000]]
+    assert shard.shift(V, "b")["cash_expected_fen"] == -8000      # the drawer gave out what it never took
+    (r,), _ = shard.list_refunds(V, TODAY, TODAY, station="window-2")
+    assert (r["order_id"], r["shift"]) == ("w-9", "b")
