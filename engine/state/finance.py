@@ -26,6 +26,7 @@ import base64
 import binascii
 import hashlib
 import json
+import struct
 from collections import defaultdict
 from typing import TYPE_CHECKING, Iterable
 
@@ -452,7 +453,34 @@ def load(st: ShardState, d: dict) -> None:
                        for v, days in d.get("split", {}).items()}
     st.shifts = {(v, s): sh for v, s, sh in d.get("shifts", ())}
     st.open_shifts = {(v, sh["station"]): s for (v, s), sh in st.shifts.items() if not sh["closed"]}
-    rebuild_issued(st)
+
+
+_GROUP = struct.Struct("<HiiI")      # product, first day, last day, length of the bitmap
+
+
+def dump_by_day(st: ShardState) -> bytes:
+    """The codes by (product, first, last day) as one snapshot blob: per group its key and
+    its roaring bitmap serialized (runs of consecutive ids: a few bytes a sale)."""
+    out = []
+    for (p, f, l), bm in sorted(st.by_day.items()):
+        b = bm.serialize()
+        out += [_GROUP.pack(p, f, l, len(b)), b]
+    return b"".join(out)
+
+
+def load_by_day(st: ShardState, blob: bytes | None) -> None:
+    """Restore dump_by_day's blob; without one (a snapshot older than it), rebuild the
+    groups from the ticket records."""
+    if blob is None:
+        rebuild_issued(st)
+        return
+    st.by_day = {}
+    off, view = 0, memoryview(blob)
+    while off < len(blob):
+        p, f, l, n = _GROUP.unpack_from(view, off)
+        off += _GROUP.size
+        st.by_day[(p, f, l)] = BitMap.deserialize(bytes(view[off:off + n]))
+        off += n
 
 
 # -- indexes for export ----------------------------------------------------------------------

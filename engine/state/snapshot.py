@@ -24,7 +24,7 @@ from . import finance, promos
 # finance: its counters start from the journal after it)
 VERSIONS = {"catalog": FORMAT, "slots": 1, "allots": 1, "meta": 4, "records": 1,
             "bm.used": 1, "bm.inside": 1, "bm.voided": 1, "bm.blocked": 1, "entered": 1,
-            "flow": 1}
+            "flow": 1, "by_day": 1}
 
 if TYPE_CHECKING:
     from .core import ShardState
@@ -55,6 +55,7 @@ def dump(st: ShardState) -> dict[str, bytes]:
         out[f"entered.{d}"] = b
     for d, b in t["flow"].items():
         out[f"flow.{d}"] = b
+    out["by_day"] = finance.dump_by_day(st)
     return out
 
 
@@ -102,3 +103,4 @@ def load(st: ShardState, blobs: dict[str, bytes]) -> None:
     st.blacklist = {v: dict(e) for v, e in meta.get("blacklist", {}).items()}
     promos.load(st, meta.get("coupons", {}))
     finance.load(st, meta.get("finance", {}))
+    finance.load_by_day(st, blobs.get("by_day"))
