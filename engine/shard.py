@@ -984,6 +984,7 @@ class Shard:
     # -- invariants ---------------------------------------------------------------------
     # -- finance (engine/state/finance.py) ----------------------------------------------
     MAX_REPORT_DAYS = 3660
+    REVENUE_FIELDS = finance.FIELDS     # the order of a revenue row's counters
 
     def _days(self, venue: str, day_from, day_to) -> tuple[int, int]:
         if venue not in self.state.venues:

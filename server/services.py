@@ -1356,15 +1356,10 @@ class ReportService(report_pb2_grpc.ReportServiceServicer):
             for p in partners])
 
 
-_REVENUE_FIELDS = ("sold_tickets", "sold_persons", "gross_fen", "discount_fen", "paid_fen",
-                   "refunded_tickets", "refunded_persons", "refunded_fen", "fee_fen",
-                   "changed_tickets", "change_in_fen", "change_out_fen")
-
-
 def _revenue_row(period: str, cut: dict, v: list[int]) -> report_pb2.RevenueRow:
     row = report_pb2.RevenueRow(period=period, channel=cut.get("channel", ""),
                                 station_id=cut.get("station", ""), product_id=cut.get("product", ""),
-                                method=cut.get("method", ""), **dict(zip(_REVENUE_FIELDS, v)))
+                                method=cut.get("method", ""), **dict(zip(Shard.REVENUE_FIELDS, v)))
     row.net_fen = row.paid_fen - row.refunded_fen + row.change_in_fen - row.change_out_fen
     return row
 
