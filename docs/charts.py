@@ -92,8 +92,7 @@ def revenue_report(shard: Shard) -> R.RevenueReport:
     rows, total = shard.revenue(demo.VENUE, START, last, "day", ("channel",))
 
     def row(period: str, cut: dict, v: list[int]) -> R.RevenueRow:
-        net = v[4] - v[7] + v[10] - v[11]
-        return R.RevenueRow(period, cut.get("channel", ""), "", "", "", *v, net)
+        return R.RevenueRow(period, cut.get("channel", ""), "", "", "", *v, Shard.net_revenue(v))
     return R.RevenueReport(demo.VENUE, START, last, "day", ("channel",),
                            tuple(row(p, c, v) for p, c, v in rows), row("", {}, total))
 

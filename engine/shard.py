@@ -985,6 +985,7 @@ class Shard:
     # -- finance (engine/state/finance.py) ----------------------------------------------
     MAX_REPORT_DAYS = 3660
     REVENUE_FIELDS = finance.FIELDS     # the order of a revenue row's counters
+    net_revenue = staticmethod(finance.net)     # of a revenue row's counters
 
     def _days(self, venue: str, day_from, day_to) -> tuple[int, int]:
         if venue not in self.state.venues:
@@ -1085,11 +1086,11 @@ class Shard:
             raw = self.storage.get_row(bytes(key))
             if raw is None:
                 continue
-            row = json.loads(raw)
-            if ((channel and row["channel"] != channel) or (station and row.get("station", "") != station)
-                    or (status and finance.order_status(row) != status)):
+            o = Order.from_row(json.loads(raw))
+            if (channel and o.channel != channel) or (station and o.station != station) \
+                    or (status and o.status != status):
                 continue
-            out.append(Order.from_row(row))
+            out.append(o)
         return out, nxt
 
     def _events(self, kind: bytes, what: str, venue: str, day_from, day_to, channel: str,

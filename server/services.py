@@ -1357,11 +1357,10 @@ class ReportService(report_pb2_grpc.ReportServiceServicer):
 
 
 def _revenue_row(period: str, cut: dict, v: list[int]) -> report_pb2.RevenueRow:
-    row = report_pb2.RevenueRow(period=period, channel=cut.get("channel", ""),
-                                station_id=cut.get("station", ""), product_id=cut.get("product", ""),
-                                method=cut.get("method", ""), **dict(zip(Shard.REVENUE_FIELDS, v)))
-    row.net_fen = row.paid_fen - row.refunded_fen + row.change_in_fen - row.change_out_fen
-    return row
+    return report_pb2.RevenueRow(period=period, channel=cut.get("channel", ""),
+                                 station_id=cut.get("station", ""), product_id=cut.get("product", ""),
+                                 method=cut.get("method", ""), net_fen=Shard.net_revenue(v),
+                                 **dict(zip(Shard.REVENUE_FIELDS, v)))
 
 
 def _refund_msg(r: dict) -> sales_pb2.OrderRefund:

@@ -174,7 +174,7 @@ def change_order(st: ShardState, args: dict, now: int) -> ChangeResult:
     finance.add_split(st, fin, terms.product, terms.new_amount_fen, persons)
     if terms.due_fen:
         finance.shift_move(fin, shift, way, terms.due_fen > 0, abs(terms.due_fen))
-    rec["fin"] = finance.post(st, fin)
+    rec["fin"] = finance.as_record(fin)
     first = _apply(st, rec, taken=True)
     key_id = st.codec.issuing_key if st.codec.keys else -1
     signed = ln.get("signed", True)
@@ -219,7 +219,7 @@ def _apply(st: ShardState, rec: dict, taken: bool) -> int:
         st.slots.sell(s, a, q)
     first = st.tickets.issue(rec["p"], rec["group"], rec["days"][0], rec["days"][1], rec["slots"], rec["qty"])
     finance.issued(st, rec["p"], rec["days"], first, rec["qty"], len(rec["slots"]))
-    if "fin" in rec and st.replaying:       # format 4: the finance posting as made
+    if "fin" in rec:                # format 4: the finance posting as made
         finance.book(st, rec["fin"])
     if "first" in rec and rec["first"] != first:
         raise CorruptData(f"a replayed change issued ticket {first}, the journal says {rec['first']}")

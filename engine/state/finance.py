@@ -35,7 +35,7 @@ from pyroaring import BitMap
 
 from ..errors import AlreadyExists, CorruptData, FailedPrecondition, InvalidArgument, NotFound
 from ..journal import Record, json_record
-from ..model import RECORD_DTYPE, Order, day_to_date
+from ..model import RECORD_DTYPE, day_to_date
 from .catalog import product_arg, venue_of
 from .validate import ID, arg, ident_arg, int_arg, text_arg
 
@@ -46,8 +46,8 @@ if TYPE_CHECKING:
 FIELDS = ("sold_tickets", "sold_persons", "gross_fen", "discount_fen", "paid_fen",
           "refunded_tickets", "refunded_persons", "refunded_fen", "fee_fen",
           "changed_tickets", "change_in_fen", "change_out_fen")
-(SOLD_T, SOLD_P, GROSS, DISCOUNT, PAID, REF_T, REF_P, REFUNDED, FEE, CHANGED, CHANGE_IN,
- CHANGE_OUT) = range(len(FIELDS))
+PAID, REFUNDED, CHANGE_IN, CHANGE_OUT = (FIELDS.index(f) for f in (
+    "paid_fen", "refunded_fen", "change_in_fen", "change_out_fen"))
 DIMS = ("channel", "station", "product", "method")
 SPLIT_KINDS = ("zone", "merchant", "partner")
 STATUSES = ("paid", "partly_refunded", "refunded", "changed")
@@ -172,20 +172,19 @@ def add_split(st: ShardState, p: dict, product: str, amount: int, persons: int) 
         cell[1] += fen
 
 
-def post(st: ShardState, p: dict) -> dict:
-    """Apply a posting to the ledger, the split and the shift; returns it as a record's
-    `fin` part (lists, for JSON)."""
+def as_record(p: dict) -> dict:
+    """A posting as a record's `fin` part (lists, for JSON); book() applies it."""
     fin = {"venue": p["venue"], "day": p["day"],
            "rows": [[*k, v] for k, v in p["rows"].items()],
            "split": [[*k, *v] for k, v in p["split"].items()]}
     if p["shift"] is not None:
         fin["shift"] = p["shift"]
-    book(st, fin)
     return fin
 
 
 def book(st: ShardState, fin: dict) -> None:
-    """Add a `fin` part (a confirm's, refund's or change's, live or replayed) up."""
+    """Add a `fin` part (a confirm's, refund's or change's, live or replayed) up to the
+    ledger, the split and the shift."""
     venue, day = fin["venue"], fin["day"]
     days = st.ledger.setdefault(venue, {}).setdefault(day, {})
     for channel, station, product, method, v in fin["rows"]:
@@ -518,11 +517,6 @@ def cursor(key: bytes) -> str:
 
 def key_day(key: bytes) -> int:
     return int(key.split(b"\0")[1])
-
-
-def order_status(row: dict) -> str:
-    """An order row's status (model.Order.status)."""
-    return Order.from_row(row).status
 
 
 # -- statements and reconciliation -----------------------------------------------------------

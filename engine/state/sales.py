@@ -432,7 +432,8 @@ def confirm_hold(st: ShardState, args: dict, now: int) -> ConfirmResult:
     fin = finance.sale_posting(st, hold, method, station, coupon.lines if coupon else None, now)
     finance.shift_move(fin, shift, method, True, amount)
     rec = confirm_record(st, hold, hkeys, now)
-    rec["fin"] = finance.post(st, fin)
+    rec["fin"] = finance.as_record(fin)
+    finance.book(st, rec["fin"])
     row = dict(vars(order))
     row["holders"] = [[seal(st, x) for x in ids] for ids in per_line]
     st.put_row(key, json.dumps(row).encode())
@@ -711,7 +712,7 @@ def refund_order(st: ShardState, args: dict, now: int) -> RefundResult:
         finance.add_split(st, fin, ln["product"], -(g - f), persons or group[t])
     finance.shift_move(fin, shift, method, False, amount)
     rec = {"order_id": order_id, "refund_id": refund_id, "tickets": [] if persons else chosen,
-           "_returns": returns, "amount_fen": amount, "fee_fen": fee, "fin": finance.post(st, fin)}
+           "_returns": returns, "amount_fen": amount, "fee_fen": fee, "fin": finance.as_record(fin)}
     if persons:
         rec["groups"] = [[chosen[0], group[chosen[0]] - persons]]
     _refund(st, rec)
@@ -741,7 +742,7 @@ def _refund(st: ShardState, rec: dict) -> None:
         st.tickets.set_group(tid, persons)
     for s, a, q in rec["_returns"]:
         st.slots.unsell(s, a, q)
-    if "fin" in rec and st.replaying:       # format 4: the finance posting as made
+    if "fin" in rec:                # format 4: the finance posting as made
         finance.book(st, rec["fin"])
     st.journal(json_record(Record.REFUND, rec), Record.REFUND)
 
