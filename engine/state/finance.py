@@ -570,15 +570,18 @@ def import_statement(st: ShardState, args: dict, now: int) -> dict:
 def reconcile(statement: dict, payments: list[dict], refunds: list[dict]) -> dict:
     """Match a statement's lines to Turnstile's payments ({reference, order_id, amount})
     and refunds ({order_id, refund_id, amount}) of the same method and day, by reference
-    (a payment by the provider's trade number, else the order id; a refund by order and
-    refund id), to the fen. Every line and every payment is matched at most once."""
+    (a payment by the provider's trade number, else by the order id where Turnstile has no
+    reference for it; a refund by order and refund id), to the fen. Every line and every
+    payment is matched at most once."""
     out = {"digest": statement["digest"], "matched_payments": 0, "matched_paid_fen": 0,
            "matched_refunds": 0, "matched_refunded_fen": 0, "statement_paid_fen": 0,
            "statement_refunded_fen": 0, "statement_fee_fen": 0,
            "turnstile_paid_fen": sum(p["amount"] for p in payments),
            "turnstile_refunded_fen": sum(r["amount"] for r in refunds), "mismatches": []}
     by_ref = {p["reference"]: p for p in payments if p["reference"]}
-    by_order = {p["order_id"]: p for p in payments}
+    # by order id only a payment Turnstile recorded no reference for: one with another
+    # reference is another payment, whatever order it names
+    by_order = {p["order_id"]: p for p in payments if not p["reference"]}
     refs = {(r["order_id"], r["refund_id"]): r for r in refunds}
     seen_p: set[int] = set()
     seen_r: set[int] = set()

@@ -242,3 +242,15 @@ def test_a_refund_at_another_desk_is_counted_there_and_in_its_shift(shard):
     assert shard.shift(V, "b")["cash_expected_fen"] == -8000      # the drawer gave out what it never took
     (r,), _ = shard.list_refunds(V, TODAY, TODAY, station="window-2")
     assert (r["order_id"], r["shift"]) == ("w-9", "b")
+
+
+def test_a_payment_is_matched_by_its_reference_not_by_an_order_id_with_another_reference(shard):
+    _sell(shard, "child", method="alipay", order="web-7", reference="T-7")
+    _sell(shard, "child", method="alipay", order="web-8")                 # no reference recorded
+    shard.run(cmd.statement(V, "alipay", TODAY, [
+        {"kind": "payment", "trade_no": "T-OTHER", "order_id": "web-7", "amount_fen": 4000},
+        {"kind": "payment", "trade_no": "T-8", "order_id": "web-8", "amount_fen": 4000}]))
+    r = shard.reconcile(V, "alipay", TODAY)
+    assert r["matched_payments"] == 1                                     # web-8, by its order id
+    assert sorted((m["kind"], m["reference"]) for m in r["mismatches"]) == [
+        ("IN_TURNSTILE_NOT_PAID", "T-7"), ("PAID_NOT_IN_TURNSTILE", "T-OTHER")]
