@@ -70,7 +70,7 @@ __all__ = [
 
 Admin = admin_pb2_grpc.AdminServiceStub
 #: Role names of DESIGN.md section 5, as accepted by :meth:`AdminClient.create_principal`.
-ROLES = ("admin", "operator", "seller", "channel", "gate", "finance", "auditor")
+ROLES = ("admin", "operator", "seller", "channel", "gate", "finance", "auditor", "viewer")
 _MODES = {"in": admin_pb2.GATE_IN, "out": admin_pb2.GATE_OUT, "both": admin_pb2.GATE_BOTH}
 _KEY_STATES = {2: "issuing", 1: "accepted", 0: "retired"}
 #: The date types a venue prices by (AdminService.SetCalendar): a day's type is the
@@ -532,6 +532,47 @@ class AdminClient:
         return self._call("SetSlotCapacity", admin_pb2.SetSlotCapacityRequest(
             venue_id=venue, slot_id=slot_id, capacity=capacity, idempotency_key=key or new_key()),
             venue=venue)
+
+    # -- live controls (一键管控) -----------------------------------------------------------
+    def pause_sales(self, venue: str, paused: bool = True, *, zone_id: str = "", slot_id: str = "",
+                    key: str | None = None) -> admin_pb2.LiveControls:
+        """Pause (or resume) sales of the venue, or of one zone or slot of it: Quote, Hold
+        and Change for its slots answer SALES_PAUSED; holds taken before may be confirmed."""
+        return self._call("SetSalesPaused", admin_pb2.SetSalesPausedRequest(
+            venue_id=venue, zone_id=zone_id, slot_id=slot_id, paused=paused,
+            idempotency_key=key or new_key()), venue=venue)
+
+    def close_entry(self, venue: str, closed: bool = True, *, zone_id: str = "", gate_id: str = "",
+                    key: str | None = None) -> admin_pb2.LiveControls:
+        """Close (or reopen) entry through a zone or one gate: entries that would admit
+        there answer ENTRY_CLOSED; exits pass; offline gates follow at their next refresh."""
+        return self._call("SetEntryClosed", admin_pb2.SetEntryClosedRequest(
+            venue_id=venue, zone_id=zone_id, gate_id=gate_id, closed=closed,
+            idempotency_key=key or new_key()), venue=venue)
+
+    def set_live_capacity(self, venue: str, zone_id: str, live_capacity: int, *,
+                          key: str | None = None) -> admin_pb2.LiveControls:
+        """Change a zone's live capacity (persons inside at most; 0: no limit) from now on."""
+        return self._call("SetLiveCapacity", admin_pb2.SetLiveCapacityRequest(
+            venue_id=venue, zone_id=zone_id, live_capacity=live_capacity,
+            idempotency_key=key or new_key()), venue=venue)
+
+    def set_flow_alerts(self, venue: str, zone_id: str, fill_pct: Sequence[int] = (),
+                        entries_per_minute: int = 0, *, key: str | None = None) -> admin_pb2.LiveControls:
+        """Set a zone's flow alerts: fill levels in percent of its live capacity (rising,
+        at most 4) and an entries-per-minute rate; neither: none."""
+        return self._call("SetFlowAlerts", admin_pb2.SetFlowAlertsRequest(
+            venue_id=venue, zone_id=zone_id, fill_pct=list(fill_pct),
+            entries_per_minute=entries_per_minute, idempotency_key=key or new_key()), venue=venue)
+
+    def live_controls(self, venue: str) -> admin_pb2.LiveControls:
+        """The venue's live controls as set now."""
+        return self._call("GetLiveControls", admin_pb2.GetLiveControlsRequest(venue_id=venue),
+                          venue=venue, retry=True)
+
+    def whoami(self) -> admin_pb2.WhoAmIResponse:
+        """This key's principal, role, scope and the methods its role may call."""
+        return self._call("WhoAmI", admin_pb2.WhoAmIRequest(), retry=True)
 
     def set_allotment(self, venue: str, slot_id: str, channel: str, capacity: int, *,
                       key: str | None = None) -> admin_pb2.AllotmentCounters:

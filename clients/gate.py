@@ -19,6 +19,11 @@ bundle it holds). Offline it:
   ``max_bundle_age_s`` (default 4 h), or for ID numbers and face tokens (the
   holder index stays on the server).
 
+While it runs its background thread (:meth:`start`), the gate also tells the server how
+it is, every few seconds (``GateService.Heartbeat``, at the interval the server asks for):
+online or deciding offline, the age of its bundle, the scans queued, its last scan -- what
+the control room's dashboard shows, and how it sees a gate fall silent.
+
 When the server answers again, the queue is uploaded first (``UploadScans``, once per
 nonce, however often it is retried), then the bundle is refreshed, then scans go
 online again. What the offline rules cannot know is listed in README.md (live
@@ -82,6 +87,14 @@ class Decision:
     ticket_id: int = -1
     product_id: str = ""
     offline: bool = False
+
+
+def _admit(b: "_Bundle", gate, reason: int, base: int, comp: int, k: int, product):
+    """An admission as the server makes it: ENTRY_CLOSED instead where an operator closed
+    entry through the gate or its zone (AdminService.SetEntryClosed, in the bundle)."""
+    if gate.entry_closed or b.zones[gate.zone_id].entry_closed:
+        return common_pb2.ENTRY_CLOSED, base, comp, 0, product
+    return reason, base, comp, k, product
 
 
 def _ts(t: float) -> Timestamp:
@@ -153,12 +166,13 @@ class GateClient:
         retry_online_s: offline, how often a scan first tries to get back online.
         tls: a :class:`clients.base.TlsConfig` for TLS / mTLS.
         clock: UTC seconds (tests may pass their own).
+        version: the gate software's version, shown to operators with its status.
     """
 
     def __init__(self, address: str, api_key: str, gate_id: str, venue_id: str, *, state_dir: str,
                  timeout: float = 0.8, max_bundle_age_s: float = DEFAULT_MAX_BUNDLE_AGE_S,
                  retry_online_s: float = 5.0, tls: TlsConfig | None = None,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, version: str = ""):
         self.gate_id = gate_id
         self.venue_id = venue_id
         self.max_bundle_age_s = max_bundle_age_s
@@ -183,6 +197,10 @@ class GateClient:
         self._last_try = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.last_scan = 0.0                 # UTC seconds of the last scan decided (0: none)
+        self.heartbeat_s = 10.0              # as the server last asked (HeartbeatResponse)
+        self.entry_closed = False            # as the server last said (HeartbeatResponse)
+        self.version = version
         with self._env.begin() as txn:
             raw = txn.get(b"bundle", db=self._meta)
             self.bundle = _Bundle(gate_pb2.OfflineBundleResponse.FromString(raw)) if raw else None
@@ -203,7 +221,8 @@ class GateClient:
 
     def start(self, every_s: float = 60.0) -> bool:
         """Run :meth:`maintain` once now, then in a background thread every ``every_s``
-        seconds -- every ``retry_online_s`` while the server is unreachable.
+        seconds -- every ``retry_online_s`` while the server is unreachable -- and send a
+        :meth:`heartbeat` now and then every ``heartbeat_s`` (what the server asks for).
 
         The first run is here, before returning, so a gate holds a bundle from its first
         scan on (a network lost in the first period must not leave it admitting nobody).
@@ -213,13 +232,19 @@ class GateClient:
         if self._thread is not None:
             raise RuntimeError("the gate's background thread already runs")
         online = self.maintain()
+        self._beat()
 
         def loop():
-            while not self._stop.wait(every_s if self.online else min(every_s, self.retry_online_s)):
-                try:
-                    self.maintain()
-                except Exception:            # a dead thread would leave the bundle to age out
-                    log.exception("gate %s: refreshing the bundle failed", self.gate_id)
+            due = time.monotonic() + every_s
+            while not self._stop.wait(min(self.heartbeat_s, max(0.0, due - time.monotonic()))):
+                if time.monotonic() >= due:
+                    due = time.monotonic() + (every_s if self.online else
+                                              min(every_s, self.retry_online_s))
+                    try:
+                        self.maintain()
+                    except Exception:        # a dead thread would leave the bundle to age out
+                        log.exception("gate %s: refreshing the bundle failed", self.gate_id)
+                self._beat()
         self._stop.clear()
         self._thread = threading.Thread(target=loop, name=f"gate-{self.gate_id}", daemon=True)
         self._thread.start()
@@ -270,6 +295,33 @@ class GateClient:
             return False
         self.online = True
         return True
+
+    def heartbeat(self) -> gate_pb2.HeartbeatResponse:
+        """Tell the server how this gate is: online or offline, its bundle, the scans
+        queued, its last scan. The answer says how often to send it and whether entry
+        through the gate is closed now (kept in :attr:`heartbeat_s`, :attr:`entry_closed`)."""
+        req = gate_pb2.HeartbeatRequest(venue_id=self.venue_id, gate_id=self.gate_id,
+                                        offline=not self.online, queued_scans=self.pending(),
+                                        version=self.version)
+        if self.bundle is not None:
+            req.bundle_cut_at.CopyFrom(self.bundle.msg.cut_at)
+        if self.last_scan:
+            req.last_scan.CopyFrom(_ts(self.last_scan))
+        r = self._call("Heartbeat", req, retry=False)
+        self.heartbeat_s = float(max(1, r.interval_s or 10))
+        self.entry_closed = r.entry_closed
+        return r
+
+    def _beat(self) -> None:
+        """A heartbeat from the background thread: an unreachable server is simply not
+        told (it sees the gate fall silent); anything else is logged."""
+        try:
+            self.heartbeat()
+        except ApiError as e:
+            if e.code not in UNREACHABLE:
+                log.warning("gate %s: heartbeat refused: %s", self.gate_id, e)
+        except Exception:
+            log.exception("gate %s: heartbeat failed", self.gate_id)
 
     def refresh(self) -> gate_pb2.OfflineBundleResponse:
         """Fetch the bundle: a delta on the one held when the server can give one."""
@@ -362,6 +414,7 @@ class GateClient:
             raise ValueError("one of code, id_number, face_token, face_id_number")
         gate = gate_id or self.gate_id
         now = self.clock()
+        self.last_scan = now
         if not self.online and self._thread is None \
                 and time.monotonic() - self._last_try >= self.retry_online_s:
             self._last_try = time.monotonic()
@@ -459,7 +512,7 @@ class GateClient:
         if inside:
             return R.ALREADY_USED, base, comp, 0, product          # anti-passback
         if visit_open and product.reentry:
-            return R.OK_REENTRY, base, comp, k, product
+            return _admit(b, gate, R.OK_REENTRY, base, comp, k, product)
         if tid in s["exhausted"] or tid in local.exhausted:
             return (R.ALREADY_USED if product.max_entries == 1 else R.ENTRY_LIMIT), base, comp, 0, product
         if product.daily_entries == 1 and visit_open:
@@ -468,7 +521,7 @@ class GateClient:
         if slot is not None and slot.day == day and not (
                 slot.start.seconds - product.slot_grace_s <= now <= slot.end.seconds + product.slot_grace_s):
             return R.WRONG_SLOT, base, comp, 0, product
-        return R.OK, base, comp, k, product
+        return _admit(b, gate, R.OK, base, comp, k, product)
 
     def _record(self, gate_id, code, direction, persons, now, reason, tid, k, product,
                 scan_id: str) -> None:

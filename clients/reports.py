@@ -42,11 +42,13 @@ import subprocess
 import typing
 import unicodedata
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+
+import grpc
 
 from turnstile.v1 import common_pb2, report_pb2, report_pb2_grpc, sales_pb2
 
-from .base import Connection
+from .base import ApiError, Connection
 
 __all__ = ["CUT_FIELDS", "REVENUE_CUTS", "ChangeSummary", "Conflict", "EntriesReport", "GateHour",
            "ImportResult", "LiveCounts", "Mismatch", "OrderSummary", "PartnerStatement",
@@ -538,6 +540,24 @@ class ReportsClient:
                            venue=venue, retry=True)
         return LiveCounts(venue, dt.date.fromisoformat(r.date), tuple(
             ZoneCount(z.zone_id, z.inside, z.entered_tickets, z.live_capacity) for z in r.zones))
+
+    def watch_live(self, venue: str, *, min_interval_ms: int = 0,
+                   timeout: float | None = None) -> Iterator[report_pb2.LiveView]:
+        """The live view of ``venue`` as the server pushes it (``ReportService.WatchLive``):
+        the current view at once, then one whenever something changed (at most one per
+        ``min_interval_ms``; 0: the server's 250 ms). Runs until the caller stops
+        iterating (the stream is then cancelled) or ``timeout`` seconds pass; a refusal
+        raises :class:`ApiError`."""
+        stub = self.conn.stub(report_pb2_grpc.ReportServiceStub, venue=venue)
+        call = stub.WatchLive(report_pb2.WatchLiveRequest(venue_id=venue, min_interval_ms=min_interval_ms),
+                              metadata=self.conn.metadata, timeout=timeout)
+        try:
+            yield from call
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.DEADLINE_EXCEEDED or timeout is None:
+                raise ApiError.from_rpc(e, method="WatchLive") from None
+        finally:
+            call.cancel()
 
     def ticket_counts(self, venue: str) -> list[ProductCount]:
         """Codes issued, used, voided and blocked per product of ``venue``, in product order."""

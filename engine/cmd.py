@@ -337,6 +337,43 @@ def statement(venue: str, method: str, day: _dt.date | str | int, lines: Iterabl
                                            "lines": [dict(x) for x in lines]}, idempotency_key)
 
 
+# -- live operation (一键管控) ---------------------------------------------------------------
+def _opt(args: dict, **kw) -> dict:
+    args.update({k: v for k, v in kw.items() if v is not None})
+    return args
+
+
+def pause_sales(venue: str, paused: bool = True, *, zone: str | None = None,
+                slot: str | None = None, idempotency_key: str | None = None) -> Command:
+    """Pause (or resume) sales of the venue, or of one zone or slot of it: Quote, Hold
+    and Change for its slots answer SALES_PAUSED; holds taken before may be confirmed."""
+    return Command(CommandKind.CONTROL, _opt({"venue": venue, "what": "sales", "paused": paused},
+                                             zone=zone, slot=slot), idempotency_key)
+
+
+def close_entry(venue: str, closed: bool = True, *, zone: str | None = None,
+                gate: str | None = None, idempotency_key: str | None = None) -> Command:
+    """Close (or reopen) entry through a zone or one gate: entries that would admit there
+    answer ENTRY_CLOSED; exits pass."""
+    return Command(CommandKind.CONTROL, _opt({"venue": venue, "what": "entry", "closed": closed},
+                                             zone=zone, gate=gate), idempotency_key)
+
+
+def live_capacity(venue: str, zone: str, capacity: int, *,
+                  idempotency_key: str | None = None) -> Command:
+    """Set a zone's live capacity (persons inside at most; 0: no limit) from now on."""
+    return Command(CommandKind.CONTROL, {"venue": venue, "what": "capacity", "zone": zone,
+                                         "live_capacity": capacity}, idempotency_key)
+
+
+def flow_alerts(venue: str, zone: str, fill_pct: Sequence[int] = (), rate: int = 0, *,
+                idempotency_key: str | None = None) -> Command:
+    """Set a zone's flow alerts: fill levels in percent of its live capacity (rising, at
+    most 4) and an entries-per-minute rate (0: none). Neither: no alerts."""
+    return Command(CommandKind.CONTROL, {"venue": venue, "what": "alerts", "zone": zone,
+                                         "fill_pct": list(fill_pct), "rate": rate}, idempotency_key)
+
+
 def note(result: str = "OK") -> Command:
     """Changes nothing; with an audit tuple it records a call made outside the shard."""
     return Command(CommandKind.NOTE, {"result": result})

@@ -71,6 +71,10 @@ upgrade opens after it. What each record kind carries, per format:
   SPLIT               4 (new; a catalog record): a product's revenue shares as validated.
   SHIFT               4 (new): a cash-desk shift opened (station, cashier, float, the
                       principal that alone sells into it) or closed (cash counted).
+  CONTROL             5 (new): a venue's live control as set (engine/state/controls.py):
+                      sales paused or resumed (venue, zone or slot), entry closed or
+                      reopened (zone or gate), a zone's live capacity, a zone's flow
+                      alert levels and rate. Replay sets it.
   OFFLINE_SCANS       1: the gate's scans as uploaded, codes included, not the server's
                       decision; its v1 decoder decodes and decides them again, as format 1
                       did (the one record kind replayed by rules). 2: per scan the server's
@@ -87,7 +91,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 
-FORMAT = 4            # the journal and snapshot format this build writes (reads 1..FORMAT)
+FORMAT = 5            # the journal and snapshot format this build writes (reads 1..FORMAT)
 
 
 class Record(enum.IntEnum):
@@ -140,6 +144,8 @@ class Record(enum.IntEnum):
     CHANGE = 33                # format 3: tickets of an order moved to other slots (改签)
     # finance
     SHIFT = 34                 # format 4: a cash-desk shift opened or closed
+    # live operation
+    CONTROL = 35               # format 5: a venue's live control set (sales, entry, capacity, alerts)
 
 
 class CommandKind(enum.IntEnum):
@@ -184,6 +190,8 @@ class CommandKind(enum.IntEnum):
     CHANGE = 33                # move unused tickets of an order to other slots (改签)
     # finance
     SHIFT = 34                 # open or close a cash-desk shift
+    # live operation
+    CONTROL = 35               # pause sales, close entry, set a live capacity or flow alerts
     # not journaled
     STATEMENT = 38             # store a payment provider's statement of a day (rows only)
     NOTE = 39                  # an audited call that changed nothing in the shard

@@ -38,6 +38,7 @@ class Reason(enum.IntEnum):
     NOT_INSIDE = 11
     ZONE_FULL = 12
     ENTRY_LIMIT = 13
+    ENTRY_CLOSED = 14
 
     @property
     def admitted(self) -> bool:
@@ -860,6 +861,7 @@ class ShardCounts:
 class BundleZone:
     id: str
     enforce_exit: bool
+    entry_closed: bool = False
 
 
 @dataclass(frozen=True)
@@ -867,6 +869,7 @@ class BundleGate:
     id: str
     zone: str
     mode: int
+    entry_closed: bool = False
 
 
 @dataclass(frozen=True)
@@ -917,3 +920,95 @@ class Violation:
 
     invariant: str
     detail: str
+
+
+# -- the live view (engine/live.py, ReportService.WatchLive) --------------------------------
+@dataclass(frozen=True)
+class ZoneControl:
+    zone: str
+    live_capacity: int
+    fill_pct: tuple[int, ...]
+    rate: int                   # entries per minute to warn at (0: never)
+
+
+@dataclass(frozen=True)
+class LiveControls:
+    """A venue's live controls as set (engine/state/controls.py)."""
+
+    venue: str
+    sales_paused: bool
+    paused_zones: tuple[str, ...]
+    paused_slots: tuple[str, ...]
+    closed_zones: tuple[str, ...]
+    closed_gates: tuple[str, ...]
+    zones: tuple[ZoneControl, ...]
+
+
+@dataclass(frozen=True)
+class GateStatus:
+    """What a gate last said of itself (GateService.Heartbeat), and when."""
+
+    heard_at: int
+    offline: bool
+    bundle_cut_at: int          # 0: it holds no bundle
+    queued: int
+    last_scan: int              # 0: none
+    version: str
+
+
+@dataclass(frozen=True)
+class ZoneLive:
+    zone: str
+    name: str
+    inside: int
+    live_capacity: int
+    entries: int                # persons admitted on a visit today
+    reentries: int
+    exits: int
+    last_minute: int            # persons admitted in the last 60 s
+    per_minute: tuple[int, ...]  # the last 60 minutes, oldest first (the last under way)
+    sales_paused: bool
+    entry_closed: bool
+
+
+@dataclass(frozen=True)
+class GateLive:
+    gate: str
+    zone: str
+    state: str                  # "unknown", "up", "offline", "down"
+    status: GateStatus | None
+    entry_closed: bool
+
+
+@dataclass(frozen=True)
+class Alert:
+    id: str                     # "fill:ZONE", "rate:ZONE", "gate:GATE"
+    kind: str                   # "fill", "rate", "gate"
+    zone: str
+    gate: str
+    level_pct: int
+    value: int
+    threshold: int
+    raised_at: int
+    message: str
+
+
+@dataclass(frozen=True)
+class ChannelSales:
+    channel: str
+    tickets: int
+    persons: int
+    paid_fen: int
+    net_fen: int
+
+
+@dataclass(frozen=True)
+class LiveView:
+    venue: str
+    day: int
+    at: int
+    zones: tuple[ZoneLive, ...]
+    gates: tuple[GateLive, ...]
+    alerts: tuple[Alert, ...]
+    sales: tuple[ChannelSales, ...]
+    controls: LiveControls

@@ -26,11 +26,12 @@ from . import _core, audit, keyring
 from .errors import (CorruptData, ShardUnavailable, StorageFull, TurnstileError, NotFound,
                      InvalidArgument)
 from .journal import Command, CommandKind
+from .live import LiveBoard, live_controls
 from .model import (RECORD_DTYPE, day_to_date, AllotmentStock, AuditNote, CouponStatus, PackageSplit, AuditRecord, BundleGate, BundleProduct, BundleSlot,
                     BundleZone, BookingWindow, CalendarDay, IdLimits, Catalog, Conflict, HoldInfo, HolderTicket, OfflineBundle,
                     Order, OrderTicket, PriceRules, PriceTable, ProductCount, PassDates, RefundPolicy, Quote, ShardCounts, SlotStock,
-                    TicketRecord, Violation, ZoneCount, to_day)
-from .state import Batch, ShardState, catalog, finance, mask_id, promos, retry
+                    TicketRecord, Violation, ZoneCount, LiveControls, LiveView, to_day)
+from .state import Batch, ShardState, catalog, controls, finance, mask_id, promos, retry
 from .storage import SHARD_MAP_SIZE, Storage
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,7 @@ class Shard:
         if not storage.readonly:
             self._measure()
         self._audit_open(state.keyring)
+        self.board = LiveBoard(state)     # gate heartbeats and open alerts (engine/live.py)
 
     # -- open / close ----------------------------------------------------------------
     @classmethod
@@ -859,6 +861,29 @@ class Shard:
                                      int(per_zone[zi]), z.live_capacity))
         return out
 
+    # -- live operation (engine/live.py, engine/state/controls.py) --------------------
+    def live(self, venue: str) -> LiveView:
+        """The live view of `venue` now: per zone persons inside, today's passages and the
+        entries per minute, per gate its heartbeat state, the open alerts, today's sales
+        per channel and the controls as set."""
+        self._usable()
+        return self.board.view(venue, int(self.clock()), self.seq)
+
+    def heartbeat(self, venue: str, gate: str, *, offline: bool = False, bundle_cut_at: int = 0,
+                  queued: int = 0, last_scan: int = 0, version: str = "") -> bool:
+        """Take a gate's heartbeat (kept in memory, not journaled); True if entry through
+        the gate is closed now."""
+        self._usable()
+        return self.board.heartbeat(venue, gate, int(self.clock()), offline=offline,
+                                    bundle_cut_at=bundle_cut_at, queued=queued,
+                                    last_scan=last_scan, version=version)
+
+    def live_controls(self, venue: str) -> LiveControls:
+        """`venue`'s live controls as set: sales paused, entry closed, capacities, alerts."""
+        if venue not in self.state.venues:
+            raise NotFound(f"no venue {venue}", field="venue_id")
+        return live_controls(self.state, venue)
+
     def ticket_counts(self, venue: str) -> list[ProductCount]:
         """Per product of `venue`: codes issued, used, voided, blocked."""
         st = self.state
@@ -957,8 +982,10 @@ class Shard:
         return OfflineBundle(
             venue, st.shard_id, day, epoch, self.seq, full, now, v.utc_offset_s,
             st.codec.public_keys(),
-            [BundleZone(z.id, z.enforce_exit) for z in st.zones.values() if z.venue == venue],
-            [BundleGate(g.id, g.zone, int(g.mode)) for g in st.gates.values() if g.venue == venue],
+            [BundleZone(z.id, z.enforce_exit, controls.entry_closed(st, venue, z.id))
+             for z in st.zones.values() if z.venue == venue],
+            [BundleGate(g.id, g.zone, int(g.mode), controls.entry_closed(st, venue, "", g.id))
+             for g in st.gates.values() if g.venue == venue],
             [BundleProduct(i, p.id, list(p.zones), p.rule.max_entries, p.rule.daily_entries,
                            p.rule.reentry, p.rule.slot_grace_s)
              for i, p in enumerate(st.product_list) if p.venue == venue],

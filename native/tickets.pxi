@@ -25,7 +25,7 @@ cdef enum:
 # Scan reasons: the closed set of DESIGN.md 4.5, in a fixed order.
 REASONS = ("OK", "OK_REENTRY", "FORGED", "UNKNOWN", "VOIDED", "BLOCKED", "ALREADY_USED",
            "NOT_YET_VALID", "EXPIRED", "WRONG_SLOT", "WRONG_ZONE", "NOT_INSIDE",
-           "ZONE_FULL", "ENTRY_LIMIT")
+           "ZONE_FULL", "ENTRY_LIMIT", "ENTRY_CLOSED")
 cdef enum:
     R_OK = 0
     R_OK_REENTRY = 1
@@ -41,6 +41,13 @@ cdef enum:
     R_NOT_INSIDE = 11
     R_ZONE_FULL = 12
     R_ENTRY_LIMIT = 13
+    R_ENTRY_CLOSED = 14
+
+# entries per zone in TICK_S-second buckets, the last TICKS of them (64 minutes): the
+# live view's entries of the last minute and per minute (Tickets.zone_ticks)
+cdef enum:
+    TICK_S = 10
+    TICKS = 384
 
 STATE_ISSUED = ST_ISSUED
 STATE_VOIDED = ST_VOIDED
@@ -79,6 +86,7 @@ cdef struct ProductRule:
 cdef struct GateRule:
     uint16_t zone
     uint16_t venue
+    uint8_t entry_closed     # an operator closed entry here (ENTRY_CLOSED)
 
 
 cdef struct ZoneRule:
@@ -88,6 +96,9 @@ cdef struct ZoneRule:
     int64_t live_capacity    # persons inside at most; 0 = no limit
     int64_t inside           # persons inside on `day`
     int32_t day              # latest venue-local day with an accepted entry here
+    uint8_t entry_closed     # an operator closed entry through every gate (ENTRY_CLOSED)
+    int64_t tick_at[TICKS]   # the TICK_S bucket (UTC seconds // TICK_S) each slot counts
+    int32_t tick_n[TICKS]    # persons admitted (entries and re-entries) in it
 
 
 cdef void* _grow_table(void* p, uint32_t* cap, uint32_t need, size_t item) except NULL:
@@ -217,6 +228,34 @@ cdef class Tickets:
         self.n_gates = max(self.n_gates, idx + 1)
         self.gates[idx].zone = zone
         self.gates[idx].venue = venue
+
+    def set_entry_closed(self, bint gate, uint32_t idx, bint closed):
+        """Close (or reopen) entry through zone idx, or gate idx with `gate`: an entry
+        that would admit there answers ENTRY_CLOSED (offline uploads, facts, are not
+        refused)."""
+        if gate:
+            if idx >= self.n_gates:
+                raise IndexError("no such gate")
+            self.gates[idx].entry_closed = closed
+        else:
+            if idx >= self.n_zones:
+                raise IndexError("no such zone")
+            self.zones[idx].entry_closed = closed
+
+    def zone_ticks(self, uint32_t idx, int64_t now):
+        """Persons admitted into zone idx per TICK_S seconds, the TICKS buckets up to the
+        one holding `now`, oldest first (an array('q'))."""
+        out = _array.array("q", bytes(8 * TICKS))
+        cdef int64_t last = now // TICK_S, b
+        cdef int i
+        if idx >= self.n_zones:
+            return out
+        cdef ZoneRule* z = &self.zones[idx]
+        for i in range(TICKS):
+            b = last - TICKS + 1 + i
+            if z.tick_at[b % TICKS] == b:
+                out[i] = z.tick_n[b % TICKS]
+        return out
 
     def set_product(self, uint32_t idx, int venue, zones, int max_entries, int daily_entries,
                     bint reentry, int slot_grace):
@@ -505,11 +544,22 @@ cdef class Tickets:
                            int64_t now, int direction, int reason, int k) except -1:
         """Count `k` persons passing `gate` (admitted on a visit, re-admitted, or let
         out) in the venue-local hour of `now`, and the zone's peak inside on `day`."""
-        cdef int64_t local, hour
-        cdef int kind
+        cdef int64_t local, hour, tick
+        cdef int kind, i
         cdef int64_t* peak
         if k <= 0:
             return 0
+        if direction == DIR_IN:
+            tick = now // TICK_S
+            i = tick % TICKS
+            if z.tick_at[i] != tick:
+                if z.tick_at[i] > tick:
+                    i = -1                  # older than the buckets kept (a late upload)
+                else:
+                    z.tick_at[i] = tick
+                    z.tick_n[i] = 0
+            if i >= 0:
+                z.tick_n[i] += k
         if day != self.f_day or gate >= self.f_g or zone >= self.f_z:
             self._flow_day(day)
         local = now + z.utc_offset
@@ -576,6 +626,8 @@ cdef class Tickets:
             reason = self._decide_entry(t, &self.products[t.product], z, day, now, persons)
             if reason != R_OK and reason != R_OK_REENTRY:
                 return reason
+            if (z.entry_closed or self.gates[gate].entry_closed) and not self.facts:
+                return R_ENTRY_CLOSED
         else:
             reason = self._decide_exit(t, z, day)
             if reason != R_OK:
@@ -595,7 +647,7 @@ cdef class Tickets:
         cdef int32_t day = 0
         cdef int k
         admitted[0] = 0
-        if reason < 0 or reason > R_ENTRY_LIMIT:
+        if reason < 0 or reason > R_ENTRY_CLOSED:
             return -1
         if reason == R_FORGED or reason == R_UNKNOWN:
             return 0                        # no ticket of this shard: nothing to change

@@ -81,6 +81,7 @@ DEMO_PRINCIPALS = [
     ("demo-gate", "gate", {"venues": ["westlake"]}),
     ("demo-finance", "finance", {"venues": ["westlake"]}),
     ("demo-auditor", "auditor", {}),
+    ("demo-viewer", "viewer", {"venues": ["westlake"]}),
 ]
 
 
@@ -169,7 +170,8 @@ async def serve_shard(cfg: ServerConfig, shard_id: int = 0) -> int:
     writer = shard.writer(max_queue=cfg.max_queue)
     await writer.start()
     node = ShardNode(shard, writer, store, moved=frozenset(moved), scan_skew_s=cfg.scan_skew_s,
-                     offline_window_s=cfg.offline_window_s)
+                     offline_window_s=cfg.offline_window_s, gate_heartbeat_s=cfg.gate_heartbeat_s,
+                     gate_down_after_s=cfg.gate_down_after_s)
     if cfg.metrics_port:
         node.metrics = writer.observer = ShardMetrics(shard_id, writer=writer, shard=shard,
                                                       store=store)

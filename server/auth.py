@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 _current: contextvars.ContextVar[Principal] = contextvars.ContextVar("turnstile_principal")
 
-ALL = frozenset({"admin", "operator", "seller", "channel", "gate", "finance", "auditor"})
+ALL = frozenset({"admin", "operator", "seller", "channel", "gate", "finance", "auditor", "viewer"})
 SELLERS = frozenset({"admin", "seller", "channel"})       # they sell as a channel
 ADMIN = frozenset({"admin"})
 SETUP = frozenset({"admin", "operator"})                  # venue set-up, in the operator's venues
@@ -46,6 +46,8 @@ IN_PERSON = frozenset({"admin", "operator", "seller"})
 CASH_DESK = frozenset({"admin", "seller"})
 # a provider's statement is finance's to bring in (and the platform admin's)
 BOOKS = frozenset({"admin", "finance"})
+# the live view: who runs the day, who counts its money, and the control room's screens
+LIVE = frozenset({"admin", "operator", "finance", "viewer"})
 
 
 def _svc(service: str, rows: dict[str, frozenset[str]]) -> dict[str, frozenset[str]]:
@@ -57,7 +59,7 @@ def _svc(service: str, rows: dict[str, frozenset[str]]) -> dict[str, frozenset[s
 TABLE: dict[str, frozenset[str]] = {
     **_svc("GateService", {
         "Verify": GATES, "VerifyBatch": GATES, "VerifyStream": GATES,
-        "OfflineBundle": GATES, "UploadScans": GATES}),
+        "OfflineBundle": GATES, "UploadScans": GATES, "Heartbeat": GATES}),
     **_svc("SalesService", {
         "Quote": SELLERS | {"operator"},        # an operator checks what buyers are charged
         "Hold": SELLERS, "Confirm": SELLERS, "Release": SELLERS, "Refund": SELLERS,
@@ -80,9 +82,9 @@ TABLE: dict[str, frozenset[str]] = {
         "SetSlotCapacity": SETUP, "SetAllotment": SETUP, "BlockTicket": SETUP,
         "GetCatalog": ALL - {"auditor"},
         # the price calendar is set up like products; the day types are read like the catalog
-        "SetCalendar": SETUP, "GetCalendar": ALL - {"auditor"}, "SetPrices": SETUP,
+        "SetCalendar": SETUP, "GetCalendar": ALL - {"auditor", "viewer"}, "SetPrices": SETUP,
         # rules and booking windows likewise; a product's pricing is read like the catalog
-        "SetPriceRules": SETUP, "SetBookingWindow": SETUP, "SetRefundPolicy": SETUP, "GetProductPricing": ALL - {"auditor"},
+        "SetPriceRules": SETUP, "SetBookingWindow": SETUP, "SetRefundPolicy": SETUP, "GetProductPricing": ALL - {"auditor", "viewer"},
         # real-name limits and the person blacklist (against scalpers) are the venue's rules
         # of sale, set up like them; the blacklist answer shows the ID number masked only
         "SetIdLimits": SETUP, "Blacklist": SETUP, "Unblacklist": SETUP,
@@ -93,13 +95,19 @@ TABLE: dict[str, frozenset[str]] = {
         "RotateTicketKey": ADMIN, "RetireTicketKey": ADMIN,
         "CreatePrincipal": ADMIN, "ListPrincipals": ADMIN,
         "CreateApiKey": ADMIN, "RevokeApiKey": ADMIN, "ListApiKeys": ADMIN,
-        "QueryAudit": frozenset({"admin", "auditor"}), "VerifyAudit": frozenset({"admin", "auditor"})}),
+        "QueryAudit": frozenset({"admin", "auditor"}), "VerifyAudit": frozenset({"admin", "auditor"}),
+        # one-click controls (一键管控) are the venue operator's, like its set-up; the
+        # settings are read by whoever watches the live view
+        "SetSalesPaused": SETUP, "SetEntryClosed": SETUP, "SetLiveCapacity": SETUP,
+        "SetFlowAlerts": SETUP, "GetLiveControls": LIVE,
+        # any key may ask who it is (a client shows only what its role may do)
+        "WhoAmI": ALL}),
     **_svc("ReportService", {
         "LiveCounts": REPORTS, "TicketCounts": REPORTS, "Conflicts": REPORTS,
         "Revenue": REPORTS, "TicketStatus": REPORTS, "Entries": REPORTS, "ListOrders": REPORTS,
         "StreamOrders": REPORTS, "ListRefunds": REPORTS, "ListChanges": REPORTS,
         "ListShifts": REPORTS, "ImportStatement": BOOKS, "Reconcile": REPORTS,
-        "Settlement": REPORTS}),
+        "Settlement": REPORTS, "WatchLive": LIVE}),
     **_svc("MemberService", {
         "HolderTickets": IN_PERSON, "EnrollFace": IN_PERSON, "RemoveFace": IN_PERSON}),
 }

@@ -68,6 +68,13 @@ class ServerConfig(BaseSettings):
                                             "server's time: for drills and tests; 0 in production")
     offline_window_s: int = Field(7 * 86400, ge=3600, le=90 * 86400,
                                   description="how far back an uploaded offline scan's time may lie")
+    gate_heartbeat_s: int = Field(10, ge=1, le=3600,
+                                  description="seconds between a gate's heartbeats (GateService."
+                                              "Heartbeat tells the gates)")
+    gate_down_after_s: int = Field(30, ge=2, le=86400,
+                                   description="a gate not heard from for this many seconds shows "
+                                               "as down on the live view; more than "
+                                               "gate_heartbeat_s")
     audit_archive_s: float = Field(3600.0, ge=0,
                                    description="seconds between archivings of each shard's old "
                                                "audit records to files in DATA/shard-N/audit "
@@ -93,6 +100,13 @@ class ServerConfig(BaseSettings):
                                                           "kept outside the data dir); else "
                                                           "TURNSTILE_MASTER_KEY holds the key "
                                                           "itself")
+
+    @model_validator(mode="after")
+    def _gate_down_after_heartbeats(self) -> "ServerConfig":
+        if self.gate_down_after_s <= self.gate_heartbeat_s:
+            raise ValueError("gate_down_after_s must be more than gate_heartbeat_s: a gate on "
+                             "time would show as down between two heartbeats")
+        return self
 
     @model_validator(mode="after")
     def _retry_outlives_offline(self) -> "ServerConfig":

@@ -24,7 +24,7 @@ import lmdb
 from turnstile.engine.datadir import CONTROL_MAP_SIZE
 from turnstile.engine.errors import AlreadyExists, InvalidArgument, NotFound
 
-ROLES = ("admin", "operator", "seller", "channel", "gate", "finance", "auditor")
+ROLES = ("admin", "operator", "seller", "channel", "gate", "finance", "auditor", "viewer")
 CACHE_S = 5.0          # default of ServerConfig.auth_cache_s: how long a key's principal is reused
 
 

@@ -16,7 +16,7 @@ from ..codes import TicketCodec
 from ..errors import CorruptData, InvalidArgument
 from ..journal import _HDR, FORMAT, LAST_CATALOG, Batch, Command, CommandKind, Record, decode_format
 from ..model import AuditNote, Gate, Product, Slot, Venue, Zone
-from . import catalog, changes, finance, idem, offline, promos, retry, sales, scans, secrets, snapshot
+from . import catalog, changes, controls, finance, idem, offline, promos, retry, sales, scans, secrets, snapshot
 from .validate import text_arg
 
 _VERIFY, _VERIFY_FACE = int(CommandKind.VERIFY), int(CommandKind.VERIFY_FACE)
@@ -63,6 +63,7 @@ HANDLERS: dict[int, Callable[..., Any]] = {
     CommandKind.SHIFT: lambda st, args, now: (finance.close_shift if args.get("close") is True
                                               else finance.open_shift)(st, args, now),
     CommandKind.STATEMENT: finance.import_statement,
+    CommandKind.CONTROL: controls.set_control,
     CommandKind.BLOCK: sales.block_ticket,
     CommandKind.FACE: scans.enrol_face,
     CommandKind.OFFLINE_SCANS: offline.upload,
@@ -98,6 +99,7 @@ REPLAY: dict[int, Callable[..., None]] = {
     Record.CHANGE: changes.replay_change,
     Record.SPLIT: finance.replay_split,
     Record.SHIFT: finance.replay_shift,
+    Record.CONTROL: controls.replay_control,
     Record.BLOCK: sales.replay_block,
     Record.FACE: _handler(CommandKind.FACE),
     Record.BLACKLIST: sales.replay_blacklist,
@@ -161,6 +163,9 @@ class ShardState:
         self.shifts: dict[tuple[str, str], dict] = {}
         self.open_shifts: dict[tuple[str, str], str] = {}
         self.by_day: dict[tuple[int, int, int], Any] = {}
+        # venue -> its live controls (controls.py: sales paused, entry closed, live
+        # capacities set, flow alert settings)
+        self.controls: dict[str, dict[str, Any]] = {}
         self.holds: dict[int, dict] = {}
         self.expiry: list[tuple[int, int]] = []
         self.next_hold_id = 1

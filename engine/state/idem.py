@@ -16,7 +16,7 @@ from ..model import (AllotmentCounters, Coupon, CouponBatch, AuditNote, Blacklis
                      ExpireResult, FaceResult, Gate, GateMode, HoldResult, IssuedTicket, KeyResult,
                      Order, PackagePart, PackageSplit, PassDates, PriceRule, PriceRules, PriceTable, Product, RefundPolicy,
                      RefundTier, RefundResult, ReleaseResult, Slot, SlotCounters,
-                     UploadResult, Venue, Zone)
+                     UploadResult, Venue, Zone, LiveControls, ZoneControl)
 from . import changes
 from .sales import ConfirmResult
 from .retry import get_retry, put_retry
@@ -132,6 +132,9 @@ _RESTORE: dict[int, Callable[[ShardState, Any], Any]] = {
     CommandKind.FACE: lambda st, d: FaceResult(**d),
     CommandKind.OFFLINE_SCANS: lambda st, d: [UploadResult.from_dict(r) for r in d],
     CommandKind.NOTE: lambda st, d: AuditNote(**d),
+    CommandKind.CONTROL: lambda st, d: LiveControls(**{
+        **d, **{k: tuple(d[k]) for k in ("paused_zones", "paused_slots", "closed_zones", "closed_gates")},
+        "zones": tuple(ZoneControl(**{**z, "fill_pct": tuple(z["fill_pct"])}) for z in d["zones"])}),
 }
 
 

@@ -27,7 +27,7 @@ from ..model import (QUOTE_TTL_S, HeldCoupon, BlacklistResult, BlockResult, Expi
                      PricedItem, Quote, QuoteLine, RefundResult, ReleaseResult, Venue)
 from .catalog import (apply_rules, channel_of, check_booking, date_type, find, price_of,
                       refund_fee_pct, venue_of)
-from . import finance, promos
+from . import controls, finance, promos
 from .retry import get_retry, put_retry
 from .secrets import holder_key, mask_id, render, seal
 from .validate import ID, U16, arg, ident_arg, int_arg, is_id_number, text_arg
@@ -191,6 +191,7 @@ def hold_lines(st: ShardState, channel: str, venue: Venue, args: dict, now: int,
             if s.end <= now:
                 raise SlotClosed(f"slot {sid} ended at {s.end}: it can no longer be sold",
                                  field=f"{f}.slots[{c}]")
+            controls.check_sale(st, venue.id, s.zone, sid, f"{f}.slots[{c}]")
             k = st.slot_idx[(venue.id, sid)]
             sidx.append(k)
             allots.append(st.allot_idx.get((k, channel), -1))

@@ -134,6 +134,37 @@ def _reset(kind: str):
     return lambda w, response: _unprice(w, response, cls, clear)
 
 
+# the demo's live capacities (engine/demo.py), which an accepted control is undone to
+DEMO_CAPACITY = {"main": 30_000, "pagoda": 400, "boat": 0}
+
+
+def _uncontrol(w: World, response: bytes) -> None:
+    """Undo whatever an accepted live control left (a mutated call may pause the whole
+    venue or close a zone): sales resumed, entries reopened, capacities and alerts back."""
+    c = admin_pb2.LiveControls.FromString(response)
+    meta, calls = w.meta("admin"), []
+    if c.sales_paused:
+        calls.append(("SetSalesPaused", admin_pb2.SetSalesPausedRequest(venue_id=c.venue_id)))
+    calls += [("SetSalesPaused", admin_pb2.SetSalesPausedRequest(venue_id=c.venue_id, zone_id=z))
+              for z in c.paused_zones]
+    calls += [("SetSalesPaused", admin_pb2.SetSalesPausedRequest(venue_id=c.venue_id, slot_id=s))
+              for s in c.paused_slots]
+    calls += [("SetEntryClosed", admin_pb2.SetEntryClosedRequest(venue_id=c.venue_id, zone_id=z))
+              for z in c.closed_zones]
+    calls += [("SetEntryClosed", admin_pb2.SetEntryClosedRequest(venue_id=c.venue_id, gate_id=g))
+              for g in c.closed_gates]
+    for z in c.zones:
+        if z.zone_id in DEMO_CAPACITY and z.live_capacity != DEMO_CAPACITY[z.zone_id]:
+            calls.append(("SetLiveCapacity", admin_pb2.SetLiveCapacityRequest(
+                venue_id=c.venue_id, zone_id=z.zone_id, live_capacity=DEMO_CAPACITY[z.zone_id])))
+        if z.fill_pct or z.entries_per_minute:
+            calls.append(("SetFlowAlerts", admin_pb2.SetFlowAlertsRequest(venue_id=c.venue_id,
+                                                                          zone_id=z.zone_id)))
+    for method, req in calls:
+        getattr(w.admin, method)(req, metadata=meta, timeout=20)
+    w.touched()
+
+
 def _scan(w: World, rng) -> gate_pb2.OfflineScan:
     return gate_pb2.OfflineScan(nonce=w.uid("fznonce"), sequence=w.counter, code=_code(w, rng),
                                 direction=common_pb2.IN, scan_time=w.ts(-60), admitted=1,
@@ -347,6 +378,23 @@ BUILDERS: dict[str, Spec] = {
         c, coupon_id=_coupon(w, "get", False)), readonly=True),
     "AdminService.IssueCouponCodes": Spec("fuzz-op", lambda w, r, c: new(
         c, coupon_id=_coupon(w, "codes", True), count=r.randint(1, 5), idempotency_key=w.uid("fz-idem"))),
+    # live controls (一键管控): each accepted one is undone
+    "AdminService.SetSalesPaused": Spec("fuzz-op", lambda w, r, c: new(
+        c, slot_id=w.slot["main"], paused=True, idempotency_key=w.uid("fz-idem")), after_ok=_uncontrol),
+    "AdminService.SetEntryClosed": Spec("fuzz-op", lambda w, r, c: new(
+        c, gate_id="pier-1", closed=True, idempotency_key=w.uid("fz-idem")), after_ok=_uncontrol),
+    "AdminService.SetLiveCapacity": Spec("fuzz-op", lambda w, r, c: new(
+        c, zone_id="boat", live_capacity=r.randint(100, 1000), idempotency_key=w.uid("fz-idem")),
+        after_ok=_uncontrol),
+    "AdminService.SetFlowAlerts": Spec("fuzz-op", lambda w, r, c: new(
+        c, zone_id="boat", fill_pct=[80, 95], entries_per_minute=r.randint(1, 1000),
+        idempotency_key=w.uid("fz-idem")), after_ok=_uncontrol),
+    "AdminService.GetLiveControls": Spec("fuzz-op", lambda w, r, c: new(c), readonly=True),
+    "AdminService.WhoAmI": Spec("fuzz-op", lambda w, r, c: new(c), readonly=True),
+    "GateService.Heartbeat": Spec("demo-gate", lambda w, r, c: new(
+        c, gate_id="north-1", queued_scans=r.randint(0, 100), last_scan=w.ts(-5), version="fuzz"),
+        readonly=True),
+    "ReportService.WatchLive": Spec("fuzz-op", lambda w, r, c: new(c, min_interval_ms=100), readonly=True),
     # ReportService
     "ReportService.LiveCounts": Spec("fuzz-op", lambda w, r, c: new(c, date=w.today.isoformat()),
                                      readonly=True),

@@ -63,8 +63,14 @@ def call(channel: grpc.Channel, method: Method, payloads: list[bytes], metadata,
             fn = channel.stream_stream(method.path) if method.client_streaming \
                 else channel.unary_stream(method.path)
             arg = iter(payloads) if method.client_streaming else payloads[0]
-            for r in fn(arg, metadata=metadata, timeout=timeout):
+            stream = fn(arg, metadata=metadata, timeout=timeout)
+            for r in stream:
                 responses.append(r)
+                if not method.client_streaming:
+                    # a server stream that answered has answered: a live one (WatchLive)
+                    # never ends by itself
+                    stream.cancel()
+                    break
         else:
             responses.append(channel.unary_unary(method.path)(payloads[0], metadata=metadata,
                                                               timeout=timeout))
