@@ -18,13 +18,18 @@ What the shard's state does not hold lives here, in the shard process's memory:
   has been silent longer than `gate_down_after_s`. An alert keeps the time it was raised
   (or rose to its level) while it stays open.
 
-A view is cached until the shard commits, a heartbeat arrives or the second changes, so
-any number of watchers of a venue cost one computation per change.
+A view is cached until the shard commits, a heartbeat arrives or the second changes; a
+watcher that takes a view up to `max_age_s` old (WatchLive: 0.1 s) gets the cached one
+through a storm of scans, so any number of watchers of a venue cost at most one
+computation per change and per `max_age_s`.
 """
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from .errors import InvalidArgument, NotFound
 from .model import Alert, ChannelSales, GateLive, GateStatus, LiveView, ZoneLive
@@ -54,7 +59,7 @@ class LiveBoard:
         self.gates: dict[tuple[str, str], GateStatus] = {}
         self.alerts: dict[str, dict[str, Alert]] = {}
         self._heard = 0                     # heartbeats taken: a view depends on them
-        self._cache: dict[str, tuple[tuple, LiveView]] = {}
+        self._cache: dict[str, tuple[tuple, LiveView, float]] = {}
 
     # -- heartbeats ------------------------------------------------------------------------
     def heartbeat(self, venue: str, gate: str, now: int, *, offline: bool = False,
@@ -75,15 +80,19 @@ class LiveBoard:
         return controls.entry_closed(st, venue, st.gates[key].zone, gate)
 
     # -- the view --------------------------------------------------------------------------
-    def view(self, venue: str, now: int, seq: int) -> LiveView:
-        """The live view of `venue` at `now` (UTC seconds), the shard at batch `seq`."""
+    def view(self, venue: str, now: int, seq: int, max_age_s: float = 0.0) -> LiveView:
+        """The live view of `venue` at `now` (UTC seconds), the shard at batch `seq`: the
+        one taken last if nothing changed since (batch, heartbeats, second), or if it is
+        less than `max_age_s` old and no heartbeat came since (a storm of scans moves the
+        batch on every few milliseconds: watchers share one view per max_age_s)."""
         st = self.state
         v = st.venues.get(venue)
         if v is None:
             raise NotFound(f"no venue {venue}", field="venue_id")
         stamp = (seq, self._heard, now)
         hit = self._cache.get(venue)
-        if hit is not None and hit[0] == stamp:
+        if hit is not None and (hit[0] == stamp or (
+                hit[0][1] == self._heard and time.monotonic() - hit[2] < max_age_s)):
             return hit[1]
         day = (now + v.utc_offset_s) // 86400
         ctl = controls.of(st, venue)
@@ -91,44 +100,41 @@ class LiveBoard:
         gates = self._gates(venue, now, ctl)
         out = LiveView(venue, day, now, zones, gates, self._alerts(venue, now, zones, gates, ctl),
                        self._sales(venue, day), live_controls(st, venue))
-        self._cache[venue] = (stamp, out)
+        self._cache[venue] = (stamp, out, time.monotonic())
         return out
 
     def _zones(self, venue: str, day: int, now: int, ctl: dict) -> tuple[ZoneLive, ...]:
         st = self.state
         t = st.tickets
-        passed: dict[int, list[int]] = {}
+        passed: dict[int, np.ndarray] = {}
         flow = t.flow_counts(day)
         if flow is not None:
+            # per gate: entries, re-entries, exits over the day's 24 hours (flow layout:
+            # native/tickets.pxi)
             g_n, _, counts = flow
+            per_gate = np.frombuffer(counts, dtype=np.int64)[2:2 + g_n * 72].reshape(g_n, 24, 3).sum(axis=1)
             for gi, gate in enumerate(st.gate_list[:g_n]):
-                if gate.venue != venue:
-                    continue
-                acc = passed.setdefault(st.zone_idx[(venue, gate.zone)], [0, 0, 0])
-                base = 2 + gi * 72
-                for h in range(24):
-                    acc[0] += counts[base + h * 3]
-                    acc[1] += counts[base + h * 3 + 1]
-                    acc[2] += counts[base + h * 3 + 2]
+                if gate.venue == venue:
+                    zi = st.zone_idx[(venue, gate.zone)]
+                    passed[zi] = passed.get(zi, 0) + per_gate[gi]
         out = []
         venue_paused = "" in ctl["sales"]
-        minute = now // 60
+        minute_of: np.ndarray | None = None
         for key, z in st.zones.items():
             if z.venue != venue:
                 continue
             zi = st.zone_idx[key]
-            ticks = t.zone_ticks(zi, now)
-            first_tick = now // TICK_S - len(ticks) + 1
-            per_minute = [0] * 60
-            for i, n in enumerate(ticks):
-                if n:
-                    m = (first_tick + i) * TICK_S // 60 - minute + 59
-                    if 0 <= m < 60:
-                        per_minute[m] += n
-            e, r, x = passed.get(zi, (0, 0, 0))
+            ticks = np.frombuffer(t.zone_ticks(zi, now), dtype=np.int64)
+            if minute_of is None:
+                # the minute (0: 59 minutes ago .. 59: this one) of each bucket, or -1
+                first = now // TICK_S - len(ticks) + 1
+                minute_of = (first + np.arange(len(ticks))) * TICK_S // 60 - now // 60 + 59
+                minute_of[minute_of < 0] = 60
+            per_minute = np.bincount(minute_of, weights=ticks, minlength=61)[:60]
+            e, r, x = (int(n) for n in passed.get(zi, (0, 0, 0)))
             out.append(ZoneLive(
                 z.id, z.name, t.zone_inside(zi, day), z.live_capacity, e, r, x,
-                sum(ticks[-(60 // TICK_S):]), tuple(per_minute),
+                int(ticks[-(60 // TICK_S):].sum()), tuple(int(n) for n in per_minute),
                 venue_paused or f"zone:{z.id}" in ctl["sales"], f"zone:{z.id}" in ctl["entry"]))
         return tuple(out)
 

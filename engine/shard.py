@@ -862,12 +862,13 @@ class Shard:
         return out
 
     # -- live operation (engine/live.py, engine/state/controls.py) --------------------
-    def live(self, venue: str) -> LiveView:
+    def live(self, venue: str, *, max_age_s: float = 0.0) -> LiveView:
         """The live view of `venue` now: per zone persons inside, today's passages and the
         entries per minute, per gate its heartbeat state, the open alerts, today's sales
-        per channel and the controls as set."""
+        per channel and the controls as set. With `max_age_s`, a view taken that recently
+        may be answered again (engine/live.py)."""
         self._usable()
-        return self.board.view(venue, int(self.clock()), self.seq)
+        return self.board.view(venue, int(self.clock()), self.seq, max_age_s)
 
     def heartbeat(self, venue: str, gate: str, *, offline: bool = False, bundle_cut_at: int = 0,
                   queued: int = 0, last_scan: int = 0, version: str = "") -> bool:

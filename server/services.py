@@ -1360,6 +1360,7 @@ class ReportService(report_pb2_grpc.ReportServiceServicer):
             await context.abort_with_status(errors.to_status(e))
 
     LIVE_KEEPALIVE_S = 15.0
+    LIVE_SHARED_S = 0.1         # watchers of a venue share a view this young (engine/live.py)
 
     async def WatchLive(self, request, context):
         """The live view, pushed when it changes (at most one per min_interval_ms, and
@@ -1375,7 +1376,7 @@ class ReportService(report_pb2_grpc.ReportServiceServicer):
             seq, last, sent = 0, b"", 0.0
             loop = asyncio.get_running_loop()
             while True:
-                msg = _live_msg(self.node.shard.live(venue))
+                msg = _live_msg(self.node.shard.live(venue, max_age_s=self.LIVE_SHARED_S))
                 body = msg.SerializeToString()
                 now = loop.time()
                 if body != last or now - sent >= self.LIVE_KEEPALIVE_S:
