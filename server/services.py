@@ -1376,7 +1376,8 @@ class ReportService(report_pb2_grpc.ReportServiceServicer):
             seq, last, sent = 0, b"", 0.0
             loop = asyncio.get_running_loop()
             while True:
-                msg = _live_msg(self.node.shard.live(venue, max_age_s=self.LIVE_SHARED_S))
+                # the first view is taken afresh (it shows all committed before the call)
+                msg = _live_msg(self.node.shard.live(venue, max_age_s=self.LIVE_SHARED_S if seq else 0))
                 body = msg.SerializeToString()
                 now = loop.time()
                 if body != last or now - sent >= self.LIVE_KEEPALIVE_S:
