@@ -9,7 +9,7 @@ See DESIGN.md sections 3-4 and README.md.
 from . import audit, cmd, keyring
 from .codes import CodeFields, TicketCodec, verify_offline, parse_unverified
 from .errors import (TurnstileError, InvalidArgument, NotFound, AlreadyExists,
-                     FailedPrecondition, SoldOut, SlotClosed, HoldNotActive, TicketUsed,
+                     FailedPrecondition, SoldOut, SlotClosed, SalesPaused, HoldNotActive, TicketUsed,
                      IdempotencyMismatch, PermissionDenied, Overloaded, ShardUnavailable,
                      StorageFull, QuoteChanged, QuoteExpired, BookingClosed,
                      RefundClosed, CouponRefused, ChangeClosed, StorageError, CorruptData)
@@ -31,7 +31,7 @@ __all__ = [
     "audit", "cmd", "datadir", "keyring", "MasterKeyError", "Shard", "GroupCommit", "Command", "CommandKind", "Record",
     "CodeFields", "TicketCodec", "verify_offline", "parse_unverified",
     "TurnstileError", "InvalidArgument", "NotFound", "AlreadyExists", "FailedPrecondition",
-    "SoldOut", "SlotClosed", "HoldNotActive", "TicketUsed", "IdempotencyMismatch", "PermissionDenied",
+    "SoldOut", "SlotClosed", "SalesPaused", "HoldNotActive", "TicketUsed", "IdempotencyMismatch", "PermissionDenied",
     "Overloaded", "StorageFull", "QuoteChanged", "QuoteExpired", "ShardUnavailable", "StorageError",
     "CorruptData", "DATE_TYPES", "DatePrice", "PriceTable", "CalendarDay", "CalendarResult", "Quote",
     "QuoteLine", "AppliedRule", "PriceRule", "PriceRules", "RULE_KINDS", "BookingWindow",

@@ -71,6 +71,13 @@ class SlotClosed(FailedPrecondition):
     code = "SLOT_CLOSED"
 
 
+class SalesPaused(FailedPrecondition):
+    """Sales of the venue, the slot's zone or the slot are paused by an operator
+    (AdminService.SetSalesPaused)."""
+
+    code = "SALES_PAUSED"
+
+
 class BookingClosed(FailedPrecondition):
     """The product's booking window is not open for this slot (too early, too late, a
     day of the week it is not sold for): never a sale."""

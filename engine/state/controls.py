@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
-from ..errors import CorruptData, FailedPrecondition, InvalidArgument
+from ..errors import CorruptData, InvalidArgument, SalesPaused
 from ..journal import Record, json_record
 from ..model import LiveControls, ZoneControl
 from .catalog import find, venue_of
@@ -33,12 +33,6 @@ if TYPE_CHECKING:
 WHATS = ("sales", "entry", "capacity", "alerts")
 MAX_LEVELS = 4
 MAX_RATE = 10_000_000
-
-
-class SalesPaused(FailedPrecondition):
-    """Sales of the venue, zone or slot are paused by an operator."""
-
-    code = "SALES_PAUSED"
 
 
 def _empty() -> dict[str, Any]:
