@@ -2,7 +2,8 @@
 same order, given to a real shard and to a GateClient that holds the shard's bundle
 and cannot reach any server, get the same reasons.
 
-Outside this comparison, by design (README.md, offline gates): live capacity, the rest
+Entries an operator closed are in the bundle and compared too. Outside this comparison, by
+design (README.md, offline gates): live capacity, the rest
 of a group arriving later, per-day limits above one and N-visit counts made offline."""
 from __future__ import annotations
 
@@ -39,9 +40,14 @@ scans = st.lists(st.tuples(st.integers(0, 6),                  # which code
                  min_size=1, max_size=40)
 
 
+# entries an operator closed before the bundle was cut (AdminService.SetEntryClosed)
+closings = st.sets(st.sampled_from([("zone", "main"), ("zone", "pagoda"), ("gate", "east"),
+                                    ("gate", "pier-1"), ("gate", "north-1")]), max_size=2)
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(steps=scans, start_hour=st.integers(6, 17))
-def test_offline_gate_decides_as_the_server(tmp_path_factory, steps, start_hour):
+@given(steps=scans, start_hour=st.integers(6, 17), closed=closings)
+def test_offline_gate_decides_as_the_server(tmp_path_factory, steps, start_hour, closed):
     tmp = tmp_path_factory.mktemp("rules")
     clock = Clock(demo.local_time(TODAY, 8, 0))
     shard = Shard.open(str(tmp / "shard-0"), clock=clock)
@@ -54,6 +60,8 @@ def test_offline_gate_decides_as_the_server(tmp_path_factory, steps, start_hour)
         codes += sell(shard, "punch10", (SLOT,), 1)
         codes += sell(shard, "adult", (demo.slot_id("main", TODAY + dt.timedelta(days=1), 8),), 1)
         codes.append(forge(codes[0]))
+        for kind, id_ in closed:
+            shard.run(cmd.close_entry(demo.VENUE, **{kind: id_}))
         # a gate that has the bundle and no server
         clock.at(TODAY, start_hour)
         gate = GateClient("127.0.0.1:9", "tsk_none", "north-1", demo.VENUE,
