@@ -118,6 +118,17 @@ def test_a_paused_slot_or_zone_leaves_the_rest_on_sale(server, operator, ota):
     assert ota.hold(V, [Item("adult", slot(server, hour=12))]).amount_fen > 0
 
 
+def test_every_control_is_audited_under_its_principal(server, conns, operator):
+    operator.close_entry(V, zone_id="boat")
+    operator.close_entry(V, False, zone_id="boat")
+    operator.set_flow_alerts(V, "boat", [90])
+    operator.set_flow_alerts(V, "boat")
+    records = list(AdminClient(conns["admin"]).audit_records(0, principal_id="demo-operator"))
+    methods = [r.method for r in records if r.result == "OK"]
+    assert methods[-4:] == ["/turnstile.v1.AdminService/SetEntryClosed"] * 2 + \
+        ["/turnstile.v1.AdminService/SetFlowAlerts"] * 2
+
+
 def test_a_retried_control_gets_its_first_answer(server, operator):
     first = operator.set_live_capacity(V, "boat", 50, key="cap-boat-1")
     operator.set_live_capacity(V, "boat", 60)
