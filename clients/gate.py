@@ -234,16 +234,18 @@ class GateClient:
         online = self.maintain()
         self._beat()
 
+        def period() -> float:            # offline, the gate tries again sooner
+            return every_s if self.online else min(every_s, self.retry_online_s)
+
         def loop():
-            due = time.monotonic() + every_s
+            due = time.monotonic() + period()
             while not self._stop.wait(min(self.heartbeat_s, max(0.0, due - time.monotonic()))):
                 if time.monotonic() >= due:
-                    due = time.monotonic() + (every_s if self.online else
-                                              min(every_s, self.retry_online_s))
                     try:
                         self.maintain()
                     except Exception:        # a dead thread would leave the bundle to age out
                         log.exception("gate %s: refreshing the bundle failed", self.gate_id)
+                    due = time.monotonic() + period()
                 self._beat()
         self._stop.clear()
         self._thread = threading.Thread(target=loop, name=f"gate-{self.gate_id}", daemon=True)
