@@ -232,6 +232,7 @@ async def serve_shard(cfg: ServerConfig, shard_id: int = 0) -> int:
     failed.cancel()
     # NOT_SERVING for every service name, and no later set changes it
     await health_servicer.enter_graceful_shutdown()
+    node.stopping.set()         # live streams end now; unary calls get the grace
     # the metrics endpoint stops too (its thread polls every 0.5 s), before the shard closes
     metrics_down = loop.run_in_executor(None, metrics_http.shutdown) if metrics_http else None
     if cause is not None:

@@ -14,7 +14,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from turnstile.engine import cmd, Shard, GroupCommit, TurnstileError, NotFound, InvalidArgument, AlreadyExists, \
-    PermissionDenied, EntryRule, ID_PATTERN, mask_id, to_day, day_to_date
+    PermissionDenied, ShardUnavailable, EntryRule, ID_PATTERN, mask_id, to_day, day_to_date
 from turnstile.engine.model import DATE_TYPES, DatePrice, HoldInfo, OfflineBundle, PriceRule, PricedItem
 from turnstile.v1 import (admin_pb2, admin_pb2_grpc, gate_pb2, gate_pb2_grpc, inventory_pb2,
                           inventory_pb2_grpc, member_pb2, member_pb2_grpc, report_pb2,
@@ -148,6 +148,9 @@ class ShardNode:
         # venues this shard still holds but the map routes elsewhere (`turnstile shards
         # move` leaves the old catalog behind): served as absent
         self.moved = moved
+        # set when the shard starts to stop: live streams end then (SHARD_UNAVAILABLE, a
+        # watcher watches again) rather than hold the stop for its whole grace
+        self.stopping = asyncio.Event()
 
     async def submit(self, command) -> Any:
         """Apply a command through group commit, audited under the current call. If the
@@ -1386,7 +1389,11 @@ class ReportService(report_pb2_grpc.ReportServiceServicer):
                     msg.seq = seq
                     msg.at.FromSeconds(int(self.node.shard.clock()))
                     yield msg
-                await asyncio.sleep(ms / 1000)
+                try:
+                    await asyncio.wait_for(self.node.stopping.wait(), ms / 1000)
+                except TimeoutError:
+                    continue
+                raise ShardUnavailable("the shard is stopping; watch again")
         except TurnstileError as e:
             e.field = proto_path("WatchLive", e.field)
             metrics.note(reason=e.code)

@@ -339,3 +339,23 @@ def test_watch_live_refuses_an_interval_out_of_range(server, ms):
             next(call)
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error_info(e.value)[1] == "min_interval_ms"
+
+
+def test_a_stopping_server_ends_its_live_streams_rather_than_wait_out_the_grace(tmp_path):
+    """SIGTERM with a watcher connected: the stream ends with UNAVAILABLE /
+    SHARD_UNAVAILABLE (the dashboard watches again), and the server stops without using
+    the minute of grace it was given (a stream would otherwise hold it the whole time)."""
+    s = start_server(str(tmp_path / "data"), venue_day(), ("--grace-s", "60"))
+    try:
+        with Connection(s.address, s.keys["demo-viewer"]) as conn:
+            watch = ReportsClient(conn).watch_live(V, min_interval_ms=60_000)
+            assert next(watch).venue_id == V
+            t0 = time.monotonic()
+            s.proc.send_signal(15)
+            with pytest.raises(ApiError) as e:
+                next(watch)
+            assert (e.value.code, e.value.reason) == (grpc.StatusCode.UNAVAILABLE, "SHARD_UNAVAILABLE")
+            s.proc.wait(55)
+            assert time.monotonic() - t0 < 55
+    finally:
+        stop_server(s)

@@ -3,7 +3,6 @@ delta) and uploaded scans (facts, once per nonce, conflicts)."""
 from __future__ import annotations
 
 import pytest
-from pyroaring import BitMap
 
 from turnstile.engine import cmd, Direction, Reason, Shard, InvalidArgument, NotFound, demo
 from turnstile.engine.model import OfflineBundle
