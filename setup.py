@@ -93,7 +93,8 @@ setup(
     packages=["turnstile", "turnstile.v1"] + [
         f"turnstile.{p}" for p in find_packages(include=[f"{t}*" for t in NAMESPACED])],
     package_dir={"turnstile": "proto/turnstile", **{f"turnstile.{t}": t for t in NAMESPACED}},
-    package_data={"turnstile.engine": ["*.pyi", "py.typed"]},
+    package_data={"turnstile.engine": ["*.pyi", "py.typed"],
+                  "turnstile.clients.dashboard": ["static/*"]},      # the page: served locally, no CDN
     ext_modules=[core],
     cmdclass={"build_py": build_py, "build_ext": build_ext},
 )

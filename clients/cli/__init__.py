@@ -4,6 +4,7 @@
     turnstile backup | restore | shards | master-key        server/cli_data.py: a data dir
     turnstile keys | report                                 clients/cli/remote.py: over gRPC
     turnstile loadgen                                       clients/cli/loadgen.py: over gRPC
+    turnstile dashboard                                     clients/cli/dashboard.py: a web page, over gRPC
 
 The remote commands are clients of the API like any other and need only the base
 install. The data-dir commands belong to the server: they are added from `turnstile.server.cli`
@@ -17,7 +18,7 @@ import argparse
 import os
 import sys
 
-from . import loadgen, remote
+from . import dashboard, loadgen, remote
 
 
 def _server_cli():
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         server_cli.register(sub)     # serve, demo, info, check; backup, restore, shards, master-key
     remote.register(sub)             # keys, report: a running server, over gRPC
     loadgen.register(sub)            # loadgen: scenario load against a running server
+    dashboard.register(sub)          # dashboard: the control-room web page
     p.set_defaults(server_cli=server_cli)
     return p
 

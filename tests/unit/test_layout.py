@@ -86,12 +86,13 @@ def test_one_entry_point_has_every_command():
         if hasattr(action, "choices") and isinstance(action.choices, dict):
             names |= set(action.choices)
     assert {"serve", "demo", "info", "check", "backup", "restore", "shards", "master-key",
-            "keys", "report", "loadgen"} <= names
+            "keys", "report", "loadgen", "dashboard"} <= names
 
 
 def test_an_install_without_the_server_deps_has_the_remote_commands_only(monkeypatch):
     """A gate vendor's install (no turnstile[server]: qrcode, numpy, uvloop... missing)
-    gets keys, report and loadgen, and the epilog that names turnstile[server]."""
+    gets keys, report, loadgen and dashboard (whose aiohttp comes with turnstile[dashboard],
+    imported when it runs), and the epilog that names turnstile[server]."""
     from turnstile import server
     from turnstile.clients import cli
     monkeypatch.delattr(server, "cli", raising=False)       # as if never imported
@@ -99,7 +100,7 @@ def test_an_install_without_the_server_deps_has_the_remote_commands_only(monkeyp
     monkeypatch.setitem(sys.modules, "qrcode", None)          # import qrcode -> ImportError
     p = cli.build_parser()
     names = set(next(a for a in p._actions if isinstance(a.choices, dict)).choices)
-    assert names == {"keys", "report", "loadgen"} and "turnstile[server]" in p.epilog
+    assert names == {"keys", "report", "loadgen", "dashboard"} and "turnstile[server]" in p.epilog
 
 
 def test_a_broken_server_module_is_an_error_not_a_missing_extra(monkeypatch):
