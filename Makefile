@@ -1,5 +1,6 @@
 # Two commands do all the set-up on a machine with Python 3.11, gcc and make:
 #   make run    build, seed a demo venue into ./data if empty, serve gRPC on 127.0.0.1:50051
+#               and the live dashboard on http://127.0.0.1:8080/
 #               (the master key that wraps its keys: ./data.master-key, made if absent)
 #   make test   build and run the whole test suite
 # `make bench` runs the benchmarks and rewrites bench/RESULTS.md; `make soak` the season soak.
@@ -9,6 +10,7 @@ PY     := $(VENV)/bin/python
 DATA   ?= data
 # beside the data dir, never in it: whoever copies the data dir must not get the key
 MASTER_KEY ?= $(patsubst %/,%,$(DATA)).master-key
+DASHBOARD_PORT ?= 8080
 STAMP  := $(VENV)/.stamp-install
 SOURCES := setup.py pyproject.toml $(wildcard native/*.pyx native/*.pxi native/*.pxd) $(shell find proto -name '*.proto')
 
@@ -30,6 +32,10 @@ run: install
 	$(VENV)/bin/turnstile master-key create --if-absent $(MASTER_KEY)
 	$(VENV)/bin/turnstile demo --data $(DATA) --master-key-file $(MASTER_KEY)
 	$(VENV)/bin/turnstile check --data $(DATA) --master-key-file $(MASTER_KEY)
+	@# the dashboard is a client of the API like any other: it waits for the server, and
+	@# stops with it (Ctrl-C reaches both; the trap covers a server that exits by itself)
+	$(VENV)/bin/turnstile dashboard --address 127.0.0.1:50051 --port $(DASHBOARD_PORT) & dash=$$!; \
+	trap 'kill $$dash 2>/dev/null' EXIT INT TERM; \
 	$(VENV)/bin/turnstile serve --data $(DATA) --master-key-file $(MASTER_KEY)
 
 test: install

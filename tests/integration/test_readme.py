@@ -48,18 +48,27 @@ def blocks() -> list[tuple[int, str, str, str | None]]:
 
 
 def make_run_recipe() -> list[list[str]]:
-    """The commands of the Makefile's `run` target, as argv lists."""
+    """The commands of the Makefile's `run` target, as argv lists (comments dropped,
+    continued lines joined; the last line's shell glue that starts the dashboard beside
+    `serve` and stops it with it split into the two commands, dashboard first)."""
     with open(os.path.join(ROOT, "Makefile")) as f:
         text = f.read()
     recipe = re.search(r"^run:.*\n((?:\t.*\n)+)", text, re.M).group(1)
-    subst = {"$(VENV)/bin/": VENV_BIN + "/", "$(DATA)": "data", "$(MASTER_KEY)": "data.master-key"}
+    recipe = recipe.replace("\\\n", " ")
+    subst = {"$(VENV)/bin/": VENV_BIN + "/", "$(DATA)": "data", "$(MASTER_KEY)": "data.master-key",
+             "$(DASHBOARD_PORT)": "8080"}
     out = []
     for line in recipe.strip("\n").split("\n"):
         line = line.strip()
+        if line.startswith("@#"):
+            continue
         for k, v in subst.items():
             line = line.replace(k, v)
         assert "$(" not in line, f"a Makefile variable this test does not know: {line}"
-        out.append(line.split())
+        for part in re.split(r"[;&]", line):
+            argv = part.split()
+            if argv and argv[0].endswith("/turnstile"):
+                out.append(argv)
     return out
 
 
@@ -68,11 +77,12 @@ def readme_server(tmp_path_factory):
     """`make run`'s recipe in a new folder, `serve` on port 0; yields (folder, address)."""
     home = str(tmp_path_factory.mktemp("readme"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("TURNSTILE_")}
-    *setup, serve = make_run_recipe()
-    assert serve[1] == "serve", serve
+    *setup, dashboard, serve = make_run_recipe()
+    assert (dashboard[1], serve[1]) == ("dashboard", "serve"), (dashboard, serve)
     for argv in setup:
         r = subprocess.run(argv, cwd=home, env=env, capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, (argv, r.stdout, r.stderr)
+    dash = None
     proc = subprocess.Popen(serve + ["--port", "0"], cwd=home, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
@@ -89,8 +99,19 @@ def readme_server(tmp_path_factory):
         # read on, as a terminal (or journald) would: a pipe nobody reads fills and
         # stops whoever writes to it
         threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
+        # the dashboard as `make run` starts it, on the test's server and a free port
+        argv = [a.replace(README_ADDRESS, address) for a in dashboard]
+        argv[argv.index("--port") + 1] = "0"
+        dash = subprocess.Popen(argv, cwd=home, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        line = dash.stdout.readline()
+        assert line.startswith("dashboard on http://127.0.0.1:"), line + dash.stdout.read()
+        threading.Thread(target=lambda: [None for _ in dash.stdout], daemon=True).start()
         yield home, address
     finally:
+        if dash is not None:
+            os.killpg(dash.pid, signal.SIGTERM)
+            dash.wait(30)
         os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(30)
