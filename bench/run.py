@@ -195,8 +195,11 @@ def run_scenario(name: str, args: list[str], out: Path, quick: bool, timeout: fl
                  quiet=None) -> dict:
     if quiet:
         quiet()
-    module = "bench.server_scenarios" if name == "server" else "bench.scenarios"
-    cmd = [sys.executable, "-m", module, name, *args, "--json", str(out)]
+    if name == "live":              # bench/live.py: one scenario, no name to give
+        cmd = [sys.executable, "-m", "bench.live", *args, "--json", str(out)]
+    else:
+        module = "bench.server_scenarios" if name == "server" else "bench.scenarios"
+        cmd = [sys.executable, "-m", module, name, *args, "--json", str(out)]
     if quick:
         cmd.append("--quick")
     print("$", " ".join(cmd[1:]), flush=True)
@@ -321,7 +324,7 @@ def write_results(path: Path, info: dict, micro: list[dict], scen: list[dict], q
 
     if micro:
         _micro_section(w, micro)
-    if any(r.get("scenario") != "server" for r in scen):
+    if any(r.get("scenario") not in ("server", "live") for r in scen):
         _scenario_section(w, scen)
     if profiles:
         _profile_section(w, profiles)
@@ -332,6 +335,14 @@ def write_results(path: Path, info: dict, micro: list[dict], scen: list[dict], q
         w("## Server (gRPC)")
         w("")
         w(f"**FAILED: the server benchmark: {srv.get('error', '')}**")
+        w("")
+    live = _scen(scen, "live")
+    if live and "phases" in live:
+        live_section(w, live)
+    elif live:
+        w(LIVE_TITLE)
+        w("")
+        w(f"**FAILED: the live-view benchmark: {live.get('error', '')}**")
         w("")
     # the season soak's section (bench/season.py --out) is its own: kept as it was
     season = _season_section(path)
@@ -347,6 +358,7 @@ def write_results(path: Path, info: dict, micro: list[dict], scen: list[dict], q
     w("python -m pytest bench/test_micro.py        # micro benches only")
     w("python -m bench.scenarios durable-scans --loop uvloop --profile /tmp/scans.prof")
     w("python -m bench.server_scenarios server     # the gRPC server run, summary on stdout")
+    w("python -m bench.live --quick                # the live view under a gate storm (issue 15)")
     w("make soak                                   # the season soak: its section above (bench/season.py)")
     w("turnstile loadgen flash-sale --keys-file data/demo-keys.txt   # one scenario, a running server")
     w("```")
@@ -479,7 +491,7 @@ def _scenario_section(w, scen: list[dict]) -> None:
               f"{c['check']}: {'pass' if c['passed'] else 'FAIL'}" for c in rec["checks"]) +
           f". Max RSS {rec['max_rss_mb']:,.0f} MB.")
         w("")
-    failed = [r for r in scen if not r.get("ok") and r.get("scenario") != "server"]
+    failed = [r for r in scen if not r.get("ok") and r.get("scenario") not in ("server", "live")]
     for r in failed:
         w(f"**FAILED: {r.get('scenario')} {' '.join(r.get('args', []))}: {r.get('error', '')}"
           + "; ".join(f"{c['check']} → {c['detail']}" for c in r.get("checks", []) if not c["passed"])
@@ -744,6 +756,129 @@ def server_section(w, srv: dict) -> None:
     w("")
 
 
+# -- the live view under a gate storm (bench/live.py, issue 15) ----------------------------------
+LIVE_TITLE = "## Live view under a gate storm (issue 15)"
+
+
+def _spread(values: list[float]) -> float:
+    """(max - min) / mean of a phase kind's throughputs: the machine's own noise."""
+    return (max(values) - min(values)) / (sum(values) / len(values)) if len(values) > 1 else 0.0
+
+
+def live_section(w, res: dict) -> None:
+    """bench/live.py's section: the method, the phases, scans/s with the watchers against
+    without, the views pushed, the probe latencies and the checks."""
+    s, st, z = res["summary"], res["setup"], res["sizes"]
+    phases = res["phases"]
+    page = [p for p in phases if p["phase"] == "P"]
+    clock = [x["page_clock"] for x in res["watched"] if "page_clock" in x]
+    w(LIVE_TITLE)
+    w("")
+    w(f"`bench/live.py` ({res['elapsed_s']:.0f} s{', **quick run**' if res['quick'] else ''}): a real "
+      f"`turnstile serve` ({st.get('shards')} shard processes) set up as for the server run above (its "
+      f"zone, gate and single-use product; {st['tickets']['mac_only']:,} MAC-only and "
+      f"{st['tickets']['signed']:,} signed codes issued in bulk), under a gate storm from "
+      f"`clients/loadgen/` in one process (uvloop): in each phase VerifyStream of {z['stream']:,} codes "
+      f"in batches of 100 (128 streams × 2 in flight), then unary Verify at 64 in flight for "
+      f"{z['unary_s']:.0f} s (signed codes, 1 % shown twice at once), at the server's clock. Phases: "
+      f"**A** without any watcher; **B** with {res['watchers']} gRPC `ReportService.WatchLive` streams "
+      f"(min_interval_ms {res['min_interval_ms']}, the demo viewer's key, a channel each) and "
+      + (f"`turnstile dashboard` with {res['sse_readers']} readers of its `/api/live` server-sent events "
+         f"(each logged in on its own, so {res['watchers'] + res['sse_readers']} WatchLive streams on the "
+         f"shard)" if res["sse_readers"] else "no dashboard (" + "; ".join(res["notes"]) + ")")
+      + "; A B B A, so a steady drift of the machine weighs on both alike"
+      + (f"; **P**: B and the dashboard's page in headless Chromium (Playwright, Debian's chromium), "
+         f"{z['page_unary_s']:.0f} s of unary Verify" if page else "")
+      + ". The watchers, the SSE readers (aiohttp), the page and a probe run in a process of their "
+      "own and the dashboard in another, so their CPU is not the load generator's — but it is the "
+      "same 2 cores, and the *cores* columns show what each took. *Probe*: during the loads of B and P "
+      f"(not while the load generator sets up), about every {res['probe_every_s']} s (jittered ±25 %, so "
+      "probes fall at every phase of a stream's 250 ms cycle) one fresh ticket of a quiet zone (the "
+      "demo's `boat`, gate `pier-1`, a whole-day slot open at the server's clock) is scanned, and its "
+      "latency is the time from the probe's answer to the first view each stream got that counts it "
+      "inside (a view there before the answer counts 0), on the watcher process's `time.time()`. The "
+      "page records each change of the zone's number itself: a MutationObserver notes "
+      "`performance.timeOrigin + performance.now()` (the wall clock, ms) when the DOM changed, and "
+      "when the next animation frame started; an EventSource wrapper notes each view's arrival. "
+      "After the phase the log is read back and mapped onto the watcher process's clock by the "
+      "offset of the shortest of 7 `page.evaluate` round trips"
+      + (f" ({clock[-1]['offset_ms']:+.1f} ms, known to ±{clock[-1]['rtt_ms'] / 2:.1f} ms)" if clock else "")
+      + ". *Shard CPU* per code / per call: the shard-0 process from /proc during the load; "
+      "*other load*: cores other processes than the server, the load generator and the watchers used.")
+    w("")
+    w("| phase | watchers | VerifyStream | Verify | Verify p50 / p99 | shard CPU per code / per call | "
+      "batch mean (stream / unary) | dashboard / watcher process / browser cores | other load |")
+    w("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for p in phases:
+        sr, ur, c = p["stream"], p["unary"], p["cores"]
+        who = ("none" if not p["watchers"] else f"{res['watchers']} gRPC + {res['sse_readers']} SSE"
+               + (" + page" if p.get("browser") else ""))
+        w(f"| {p['phase']} | {who} | {sr['throughput_per_s']:,.0f} codes/s | "
+          f"{ur['throughput_per_s']:,.0f}/s | {_ms(ur['latency_us']['p50'])} / "
+          f"{_ms(ur['latency_us']['p99'])} | {sr['shard_us_per_item']:.1f} µs / "
+          f"{ur['shard_us_per_call']:,.0f} µs | {sr.get('batch', {}).get('mean', 0):.1f} / "
+          f"{ur.get('batch', {}).get('mean', 0):.1f} | {c.get('dashboard', 0):.2f} / "
+          f"{c.get('watcher process', 0):.2f} / {c.get('browser', 0):.2f} | {p['others_cores']:.2f} |")
+    w("")
+    a = [p for p in phases if p["phase"].startswith("A")]
+    w("| means of the phases | without (A) | with the watchers (B) | B / A |")
+    w("|---|---:|---:|---:|")
+    for part, name, unit in (("stream", "VerifyStream", " codes/s"), ("unary", "Verify, 64 in flight", "/s")):
+        x = s[part]
+        w(f"| {name} | {x['without']:,.0f}{unit} | {x['with']:,.0f}{unit} | **{x['ratio']:.2f}** |")
+    for part, name in (("stream", "shard CPU per code"), ("unary", "shard CPU per call")):
+        x = s[part]
+        w(f"| {name} | {x['shard_us_without']:,.1f} µs | {x['shard_us_with']:,.1f} µs | "
+          f"{x['shard_us_with'] / x['shard_us_without']:.2f} |")
+    w("")
+    spread = {part: _spread([p[part]["throughput_per_s"] for p in a]) for part in ("stream", "unary")}
+    cpu_spread = {part: _spread([p[part][key] for p in a])
+                  for part, key in (("stream", "shard_us_per_item"), ("unary", "shard_us_per_call"))}
+    prof = next((p["profile"] for p in phases if p["phase"].startswith("B") and p.get("profile")), None)
+    faster = [name for part, name in (("stream", "VerifyStream"), ("unary", "Verify"))
+              if s[part]["ratio"] > 1 + spread[part]]
+    w(f"The two A phases alone differ by {spread['stream']:.0%} (VerifyStream) and {spread['unary']:.0%} "
+      "(Verify): a B / A ratio within that is the machine's noise, not the watchers' cost"
+      + (f"; B above A ({' and '.join(faster)}) is the machine's state changing between phases too: "
+         "watchers add work, they cannot speed scans up" if faster else "") + ". What the "
+      "watchers cost the server is its CPU per scan, with and without them (between the two A "
+      f"phases it differs by {cpu_spread['stream']:.0%} per code and {cpu_spread['unary']:.0%} per call)"
+      + (f"; py-spy on the shard through {next(p['phase'] for p in phases if p.get('profile') and p['watchers'])} "
+         f"puts the live views at {sum(prof['live_views'].values()):.1%} of its main thread ("
+         + "; ".join(f"{k} {v:.1%}" for k, v in prof["live_views"].items()) + ")"
+         if prof and prof.get("live_views") else "")
+      + (f". P's unary load runs longer than A's and B's, so its rates are shown but not compared; "
+         f"what the page costs is the browser's CPU: Chromium took {s['cores_P'].get('browser', 0):.2f} "
+         "of the 2 cores in P, beside the server and the load generator (on a control-room machine "
+         "of its own it takes none of the server's)" if "cores_P" in s else "")
+      + ".")
+    w("")
+    w("| views pushed | streams | views/s each (slowest) | views/s in all | longest gap | size |")
+    w("|---|---:|---:|---:|---:|---:|")
+    for kind, name in (("grpc", "gRPC WatchLive"), ("sse", "dashboard `/api/live` (SSE)"),
+                       ("page", "the page (its EventSource, in Chromium)")):
+        if kind in s:
+            x = s[kind]
+            w(f"| {name} | {x['streams']} | {x['mean_per_s']:.2f} ({x['min_per_s']:.2f}) | "
+              f"{x['total_per_s']:.1f} | {x['max_gap_s'] * 1000:,.0f} ms | "
+              + (f"{x['bytes_mean']:,.0f} B |" if x["bytes_mean"] else "|"))
+    w("")
+    w("| from the probe's answer to | probes × streams | p50 | p99 | max |")
+    w("|---|---:|---:|---:|---:|")
+    for kind, name in (("grpc", "a WatchLive view counting it"), ("sse", "an SSE event counting it"),
+                       ("page", "the page's number counting it (DOM)"),
+                       ("page_frame", "… the next animation frame after it")):
+        x = s["latency"].get(kind)
+        if x:
+            w(f"| {name} | {x['n']:,} | {x['p50_ms']:.0f} ms | {x['p99_ms']:.0f} ms | {x['max_ms']:.0f} ms |")
+    w("")
+    w(f"Probes: {s['probes']} ({res['probes_admitted']} admitted). Storm: {res['admitted']:,} tickets "
+      f"admitted, refusals {res['refused']}. Checks: " + "; ".join(
+          f"{c['check']}: {'pass' if c['passed'] else '**FAIL** (' + c['detail'] + ')'}"
+          for c in res["checks"]) + ".")
+    w("")
+
+
 def _priced_pairs(scen: list[dict]) -> list[dict]:
     """hot-slot-holds with rules and a coupon and without, run with the same loop (64
     submitters, no idempotency keys, a preconditioned file): each pair and its ratio."""
@@ -972,8 +1107,9 @@ def evaluate(micro: list[dict], scen: list[dict]) -> list[dict]:
 def scenario_plan(quick: bool, *, server_only: bool = False,
                   profile: bool = True) -> list[tuple[str, list[str], float]]:
     """(scenario, args, timeout seconds). Targets first, then the diagnostics that explain them;
-    last the gRPC server run (bench/server_scenarios.py: its targets and diagnostics in one
-    process, one live server)."""
+    then the gRPC server run (bench/server_scenarios.py: its targets and diagnostics in one
+    process, one live server); last the live view under a gate storm (bench/live.py, issue
+    15: about 2 minutes, 40 s quick)."""
     server = ("server", [] if profile else ["--no-profile"], 900)
     if server_only:
         return [server]
@@ -997,6 +1133,7 @@ def scenario_plan(quick: bool, *, server_only: bool = False,
         ("hot-slot-holds", ["--loop", "uvloop", "--idempotent"], 300),
         ("hot-slot-holds-priced", ["--loop", "uvloop", "--no-coupon"], 300),   # rules alone
         server,
+        ("live", ["--profile"] if profile else [], 400),
     ]
     return plan
 
