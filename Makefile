@@ -38,8 +38,11 @@ run: install
 	trap 'kill $$dash 2>/dev/null' EXIT INT TERM; \
 	$(VENV)/bin/turnstile serve --data $(DATA) --master-key-file $(MASTER_KEY)
 
+# the suite in TEST_JOBS processes (pytest-xdist), each test file whole in one of them
+# (its module's server and state stay together); TEST_JOBS=0 runs it in this process
+TEST_JOBS ?= 2
 test: install
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile tests
 
 bench: install
 	$(PY) -m bench.run
