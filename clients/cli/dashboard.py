@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 
-from .remote import DEFAULT_ADDRESS
+from .remote import DEFAULT_ADDRESS, add_tls_options, tls_config
 
 
 def _port(text: str) -> int:
@@ -56,11 +56,7 @@ def register(sub) -> None:
                         f"else {DEFAULT_ADDRESS}); it need not be up yet")
     g.add_argument("--timeout", type=float, default=5.0,
                    help="deadline of each call attempt, seconds (default: %(default)s)")
-    g.add_argument("--tls-ca", metavar="FILE",
-                   help="PEM CA bundle that signs the node's certificate: connect over TLS")
-    g.add_argument("--tls-cert", metavar="FILE",
-                   help="PEM client certificate, for a node that requires one (mTLS)")
-    g.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
+    add_tls_options(g)
     w = p.add_argument_group("the web page")
     w.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default: %(default)s; plain HTTP, so another "
@@ -84,13 +80,7 @@ def run(args) -> int:
             raise
         raise SystemExit("turnstile: the dashboard needs aiohttp: pip install 'turnstile[dashboard]'") \
             from None
-    from ..base import TlsConfig
-    tls = None
-    if args.tls_ca or args.tls_cert or args.tls_key:
-        if bool(args.tls_cert) != bool(args.tls_key):
-            raise SystemExit("turnstile: --tls-cert and --tls-key go together")
-        tls = TlsConfig(root_certificates=args.tls_ca, certificate_chain=args.tls_cert,
-                        private_key=args.tls_key)
+    tls = tls_config(args)
     if not _loopback(args.host):
         print(f"turnstile: warning: the dashboard serves plain HTTP on {args.host}: API keys "
               f"typed into it cross the network unencrypted unless a TLS proxy is in front",

@@ -65,11 +65,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     add_key_options(g)
     g.add_argument("--timeout", type=float, default=10.0,
                    help="deadline of each call attempt, seconds (default: %(default)s)")
-    g.add_argument("--tls-ca", metavar="FILE",
-                   help="PEM CA bundle that signs the server's certificate: connect over TLS")
-    g.add_argument("--tls-cert", metavar="FILE",
-                   help="PEM client certificate, for a server that requires one (mTLS)")
-    g.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
+    add_tls_options(g)
 
 
 def add_key_options(g) -> None:
@@ -119,16 +115,30 @@ def api_key(args, prog: str = "turnstile") -> str:
     return key
 
 
+def add_tls_options(g) -> None:
+    """--tls-ca, --tls-cert, --tls-key: how a command reaches a node over TLS."""
+    g.add_argument("--tls-ca", metavar="FILE",
+                   help="PEM CA bundle that signs the server's certificate: connect over TLS")
+    g.add_argument("--tls-cert", metavar="FILE",
+                   help="PEM client certificate, for a server that requires one (mTLS)")
+    g.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
+
+
+def tls_config(args):
+    """The TlsConfig the --tls-* options ask for, or None (insecure)."""
+    from ..base import TlsConfig
+    if not (args.tls_ca or args.tls_cert or args.tls_key):
+        return None
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise SystemExit("turnstile: --tls-cert and --tls-key go together")
+    return TlsConfig(root_certificates=args.tls_ca, certificate_chain=args.tls_cert,
+                     private_key=args.tls_key)
+
+
 def _connect(args):
-    from ..base import Connection, TlsConfig
+    from ..base import Connection
     key = api_key(args)
-    tls = None
-    if args.tls_ca or args.tls_cert or args.tls_key:
-        if bool(args.tls_cert) != bool(args.tls_key):
-            raise SystemExit("turnstile: --tls-cert and --tls-key go together")
-        tls = TlsConfig(root_certificates=args.tls_ca, certificate_chain=args.tls_cert,
-                        private_key=args.tls_key)
-    return Connection(args.address, key, tls=tls, timeout=args.timeout)
+    return Connection(args.address, key, tls=tls_config(args), timeout=args.timeout)
 
 
 def _run(fn):
