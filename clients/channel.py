@@ -34,7 +34,7 @@ from collections.abc import Iterable, Sequence
 
 from turnstile.v1 import inventory_pb2, inventory_pb2_grpc, sales_pb2, sales_pb2_grpc
 
-from .base import ApiError, Connection, new_key
+from .base import Connection, new_key
 
 __all__ = ["AllotmentStock", "AppliedRule", "Change", "ChannelClient", "CouponApplied", "Hold", "Item",
            "Order", "OrderChange", "OrderLine", "OrderRefund", "Payment", "PricedItem", "Quote", "QuoteLine",
@@ -583,25 +583,25 @@ class ChannelClient:
         return Change.from_proto(self.conn.call(Sales, "Change", req, venue=venue, retry=True))
 
     def buy(self, venue: str, items: Sequence[Item], order_id: str, *, payment_reference: str = "",
-            method: str = "channel", holders: Sequence[Sequence[str]] | None = None,
-            short_codes: bool = False) -> Order:
-        """Hold and confirm at once, for a channel that is paid already (a prepaid
-        agency account). The hold's key is the order id, so calling ``buy`` again with
-        the same order id returns the same order. If the confirmation fails, the hold
-        is released (that fails harmlessly if it was confirmed after all) and the error
-        raised."""
-        hold = self.hold(venue, items, key=order_id)
-        try:
-            return self.confirm(hold, order_id, payment_reference=payment_reference, method=method,
-                                holders=holders, short_codes=short_codes)
-        except ApiError:
-            _release_quietly(self, hold)
-            raise
+            method: str = "channel", amount_fen: int | None = None,
+            holders: Sequence[Sequence[str]] | None = None, short_codes: bool = False,
+            coupon: str | None = None, coupon_holder: str | None = None,
+            shift_id: str = "") -> Order:
+        """Hold and pay at once (``SalesService.Buy``: one call, one commit), for a
+        channel that is paid already (a prepaid agency account, a card taken at a kiosk):
+        the order ``order_id`` and its tickets, or an ApiError and nothing held.
 
-
-def _release_quietly(client: ChannelClient, hold: Hold) -> None:
-    """Release a hold on a failure path; an error here must not hide the first one."""
-    try:
-        client.release(hold)
-    except ApiError:
-        pass
+        ``amount_fen``: what was paid; it must be the price (after ``coupon``), else
+        INVALID_ARGUMENT naming ``payment.amount_fen``. None: the price a :meth:`quote`
+        gives now (one more call, which takes nothing). The order id is the retry key:
+        calling ``buy`` again with the same order id and request returns the same
+        order and sells nothing more."""
+        if amount_fen is None:
+            amount_fen = self.quote(venue, items, coupon=coupon, coupon_holder=coupon_holder).amount_fen
+        r = self.conn.call(Sales, "Buy", sales_pb2.BuyRequest(
+            venue_id=venue, items=[i.to_proto() for i in items], order_id=order_id,
+            payment=sales_pb2.Payment(method=method, reference=payment_reference, amount_fen=amount_fen),
+            coupon=coupon or "", coupon_holder=coupon_holder or "",
+            holders=[sales_pb2.Holders(id_numbers=list(h)) for h in holders or ()],
+            short_codes=short_codes, shift_id=shift_id), venue=venue, retry=True)
+        return Order.from_proto(r.order, r.tickets)

@@ -272,6 +272,22 @@ def confirm(hold_id: int, order_id: str, channel: str, *, method: str, amount_fe
     return Command(CommandKind.CONFIRM, _shift(args, shift, principal), order_id)
 
 
+def buy(channel: str, venue: str, items: Iterable[HoldItem | dict], order_id: str, *,
+        method: str, amount_fen: int, reference: str = "", quote_id: str | None = None,
+        coupon: str | None = None, coupon_holder: str | None = None,
+        holders: list[list[str]] | None = None, signed: bool = True, shift: str = "",
+        principal: str = "") -> Command:
+    """Hold `items` and pay them in one command: an order a channel pays at once (an OTA's
+    prepaid order, a kiosk's card). As :func:`hold` then :func:`confirm`, or nothing: a
+    refused confirmation releases the hold at once. `order_id` is the idempotency key."""
+    h = hold(channel, venue, items, quote_id=quote_id, coupon=coupon, coupon_holder=coupon_holder).args
+    del h["ttl_s"]                   # held for no time: paid in the same step
+    c = confirm(0, order_id, channel, method=method, amount_fen=amount_fen, reference=reference,
+                holders=holders, signed=signed, shift=shift, principal=principal).args
+    del c["hold_id"]
+    return Command(CommandKind.BUY, {**h, **c}, order_id)
+
+
 def refund(order_id: str, refund_id: str, tickets: Sequence[int] = (), *,
            channel: str, persons: int = 0, shift: str = "", principal: str = "") -> Command:
     """Refund unused tickets (all unused ones of the order if `tickets` is empty) of

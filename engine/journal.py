@@ -192,6 +192,8 @@ class CommandKind(enum.IntEnum):
     SHIFT = 34                 # open or close a cash-desk shift
     # live operation
     CONTROL = 35               # pause sales, close entry, set a live capacity or flow alerts
+    # journaled as the HOLD and CONFIRM records it resolves to (RELEASE too if refused)
+    BUY = 36                   # hold and pay in one command
     # not journaled
     STATEMENT = 38             # store a payment provider's statement of a day (rows only)
     NOTE = 39                  # an audited call that changed nothing in the shard

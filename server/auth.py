@@ -62,7 +62,7 @@ TABLE: dict[str, frozenset[str]] = {
         "OfflineBundle": GATES, "UploadScans": GATES, "Heartbeat": GATES}),
     **_svc("SalesService", {
         "Quote": SELLERS | {"operator"},        # an operator checks what buyers are charged
-        "Hold": SELLERS, "Confirm": SELLERS, "Release": SELLERS, "Refund": SELLERS,
+        "Hold": SELLERS, "Confirm": SELLERS, "Buy": SELLERS, "Release": SELLERS, "Refund": SELLERS,
         "Change": SELLERS,                      # after-sale, like a refund: the selling channel's
         # the answer carries ticket codes (admission rights): the channel that sold it and
         # the venue's customer desk, not finance

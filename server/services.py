@@ -486,6 +486,30 @@ class SalesService(sales_pb2_grpc.SalesServiceServicer):
         return sales_pb2.ConfirmResponse(order=_order(r.order), tickets=[_ticket(t) for t in r.tickets])
 
     @rpc
+    async def Buy(self, request, context):
+        venue = self.node.venue(request.venue_id)
+        _id(request.order_id, "order_id")
+        if request.quote_id and len(request.quote_id) > 128:
+            raise InvalidArgument("not a quote id (SalesService.Quote's quote_id)", field="quote_id")
+        pay = request.payment
+        try:
+            r = await self.node.submit(cmd.buy(
+                self.node.channel(), venue, _items(request.items), request.order_id,
+                method=pay.method, amount_fen=pay.amount_fen, reference=pay.reference,
+                quote_id=request.quote_id or None, coupon=request.coupon or None,
+                coupon_holder=request.coupon_holder or None,
+                holders=[list(h.id_numbers) for h in request.holders] or None,
+                signed=not request.short_codes, shift=request.shift_id,
+                principal=auth.current().id))
+        except TurnstileError as e:
+            if e.field == "idempotency_key":
+                e.field = "order_id"            # the order id is the retry key
+            raise
+        self.node.metrics.hold()
+        self.node.metrics.sale()
+        return sales_pb2.ConfirmResponse(order=_order(r.order), tickets=[_ticket(t) for t in r.tickets])
+
+    @rpc
     async def Release(self, request, context):
         self.node.hold(request.hold_id, known=False)
         r = await self.node.submit(cmd.release(request.hold_id, self.node.channel(),

@@ -57,6 +57,7 @@ HANDLERS: dict[int, Callable[..., Any]] = {
     CommandKind.RELEASE: sales.release_hold,
     CommandKind.EXPIRE: sales.expire_holds,
     CommandKind.CONFIRM: sales.confirm_hold,
+    CommandKind.BUY: sales.buy,
     CommandKind.REFUND: sales.refund_order,
     CommandKind.CHANGE: changes.change_order,
     CommandKind.SPLIT: finance.set_split,

@@ -126,6 +126,7 @@ _RESTORE: dict[int, Callable[[ShardState, Any], Any]] = {
     CommandKind.RELEASE: lambda st, d: ReleaseResult(**d),
     CommandKind.EXPIRE: lambda st, d: ExpireResult(**d),
     CommandKind.CONFIRM: _confirmed,
+    CommandKind.BUY: _confirmed,
     CommandKind.REFUND: lambda st, d: RefundResult(**d),
     CommandKind.CHANGE: changes.restore,
     CommandKind.BLOCK: lambda st, d: BlockResult(**d),

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from .. import _core
 from ..errors import (AlreadyExists, Blacklisted, BookingClosed, CorruptData, FailedPrecondition,
                       HoldNotActive, IdLimitExceeded, InvalidArgument, NotFound, PermissionDenied, QuoteChanged,
-                      QuoteExpired, RefundClosed, SlotClosed, SoldOut, TicketUsed)
+                      QuoteExpired, RefundClosed, SlotClosed, SoldOut, TicketUsed, TurnstileError)
 from ..journal import Record, decode_hold, hold_record, json_record
 from ..model import (QUOTE_TTL_S, HeldCoupon, BlacklistResult, BlockResult, ExpireResult, HoldInfo, HoldResult, IssuedTicket, Order,
                      PricedItem, Quote, QuoteLine, RefundResult, ReleaseResult, Venue)
@@ -441,6 +441,34 @@ def confirm_hold(st: ShardState, args: dict, now: int) -> ConfirmResult:
     finance.index_order(st, hold["venue"], rec["fin"]["day"], hold["id"], key)
     st.journal(json_record(Record.CONFIRM, rec), Record.CONFIRM)
     return ConfirmResult(order, tickets)
+
+
+_HOLD_ARGS = ("channel", "venue", "items", "quote_id", "coupon", "coupon_holder", "member_level")
+_PAY_ARGS = ("order_id", "channel", "payment", "signed", "holders", "shift", "principal")
+
+
+def buy(st: ShardState, args: dict, now: int) -> ConfirmResult:
+    """Hold and pay in one command (cmd.buy): an order a channel pays at once. The hold
+    is taken and confirmed as Hold and Confirm would (journaled as their HOLD and
+    CONFIRM records, so replay needs nothing new); if the confirmation is refused (the
+    payment is not the price, a holder's limit, a slot that ended), the hold is released
+    at once and the refusal raised: no stock stays held."""
+    for k in args:
+        if k not in _HOLD_ARGS and k not in _PAY_ARGS:
+            raise InvalidArgument("unknown field", field=k)
+    order_id = ident_arg(args, "order_id")
+    channel = channel_of(st, args)
+    if order_row(st, channel, order_id)[1] is not None:
+        raise AlreadyExists(f"order {order_id} exists", field="order_id",
+                            hint="retry with the same order id and request to get the first answer")
+    payment_arg(args)                    # a malformed payment is refused before any stock moves
+    held = take_hold(st, {k: args[k] for k in _HOLD_ARGS if k in args}, now)
+    try:
+        return confirm_hold(st, {**{k: args[k] for k in _PAY_ARGS if k in args},
+                                 "hold_id": held.hold_id}, now)
+    except TurnstileError:
+        release_hold(st, {"hold_id": held.hold_id, "channel": channel}, now)
+        raise
 
 
 def check_holders(st: ShardState, hold: dict, hkeys: list[list[str]], now: int,

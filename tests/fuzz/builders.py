@@ -194,6 +194,15 @@ def _confirm(w: World, rng, cls):
                payment=sales_pb2.Payment(method="alipay", reference="fz-pay", amount_fen=h.amount_fen))
 
 
+def _buy(w: World, rng, cls):
+    """One adult ticket bought by the OTA in one call, paid what a Quote says now (a new
+    order id each time)."""
+    price = w.sales.Quote(sales_pb2.QuoteRequest(venue_id=VENUE, items=[_item(w)]),
+                          metadata=w.meta("demo-ota"), timeout=20).amount_fen
+    return new(cls, items=[_item(w)], order_id=w.uid("fz-buy"),
+               payment=sales_pb2.Payment(method="alipay", reference="fz-pay", amount_fen=price))
+
+
 def _refund(w: World, rng, cls):
     """Refunds one ticket of an OTA order of two (the same order until one is accepted)."""
     o = w.refundable_order()
@@ -275,6 +284,7 @@ BUILDERS: dict[str, Spec] = {
     "SalesService.Hold": Spec("demo-ota", lambda w, r, c: new(
         c, items=[_item(w)], ttl_s=3600, idempotency_key=w.uid("fz-cart")), after_ok=_release_held),
     "SalesService.Confirm": Spec("demo-ota", _confirm),
+    "SalesService.Buy": Spec("demo-ota", _buy),
     "SalesService.Release": Spec("demo-ota", lambda w, r, c: new(
         c, hold_id=w.hold("release").hold_id, idempotency_key=w.uid("fz-idem"))),
     "SalesService.Refund": Spec("demo-ota", _refund),

@@ -204,10 +204,45 @@ def test_same_key_same_order_and_nothing_sold_twice(server, conns, ota):
     assert (e.value.code, e.value.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "IDEMPOTENCY_KEY_REUSED")
     assert e.value.field == "idempotency_key" and e.value.attempts == 1
     assert slot_row(ota, slot, day) == after
-    # buy() with a used order id returns that order, again without selling
-    assert ota.buy(VENUE, [Item("adult", slot, qty=2)], "ota-order-7001",
-                   payment_reference="2026112322001400007001").tickets == order.tickets
+    # buy() (SalesService.Buy) with the id of an order confirmed before is ALREADY_EXISTS,
+    # selling and holding nothing
+    with pytest.raises(ApiError) as e:
+        ota.buy(VENUE, [Item("adult", slot, qty=2)], "ota-order-7001",
+                payment_reference="2026112322001400007001")
+    assert (e.value.code, e.value.field) == (grpc.StatusCode.ALREADY_EXISTS, "order_id")
     assert slot_row(ota, slot, day) == after
+
+
+def test_buy_is_one_order_or_nothing_and_its_retry_the_first_answer(server, conns, ota):
+    """SalesService.Buy (sales.proto): held and confirmed in one call; the same request
+    again is the first answer, selling nothing more; the order id with another request
+    is IDEMPOTENCY_KEY_REUSED; a payment that is not the price, or too little stock, is
+    refused holding nothing; the order reads back as any other (GetOrder)."""
+    day = server.day
+    slot = demo.slot_id("main", day, 12)
+    before = slot_row(ota, slot, day)
+    items = [Item("adult", slot, qty=3)]
+    order = ota.buy(VENUE, items, "ota-buy-1", payment_reference="pay-1", amount_fen=3 * 7600)
+    assert (order.order_id, order.amount_fen, len(order.tickets)) == ("ota-buy-1", 3 * 7600, 3)
+    assert order.payment.reference == "pay-1"
+    after = slot_row(ota, slot, day)
+    assert (after.sold, after.held) == (before.sold + 3, before.held)
+    again = ota.buy(VENUE, items, "ota-buy-1", payment_reference="pay-1", amount_fen=3 * 7600)
+    assert [t.code for t in again.tickets] == [t.code for t in order.tickets]
+    assert slot_row(ota, slot, day) == after
+    assert [t.code for t in ota.get_order(VENUE, "ota-buy-1").tickets] == [t.code for t in order.tickets]
+    for kw, want in [(dict(order_id="ota-buy-1", amount_fen=4 * 7600, qty=4),
+                      (grpc.StatusCode.FAILED_PRECONDITION, "IDEMPOTENCY_KEY_REUSED", "order_id")),
+                     (dict(order_id="ota-buy-2", amount_fen=3 * 7600 - 1, qty=3),
+                      (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT", "payment.amount_fen")),
+                     (dict(order_id="ota-buy-3", amount_fen=7600 * 10**6, qty=10**6),
+                      (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT", "items[0].qty")),
+                     (dict(order_id="ota-buy-4", amount_fen=7600 * 9000, qty=9000),
+                      (grpc.StatusCode.FAILED_PRECONDITION, "SOLD_OUT", "items[0].qty"))]:
+        with pytest.raises(ApiError) as e:
+            ota.buy(VENUE, [Item("adult", slot, qty=kw["qty"])], kw["order_id"], amount_fen=kw["amount_fen"])
+        assert (e.value.code, e.value.reason, e.value.field) == want, kw
+        assert slot_row(ota, slot, day) == after, kw
 
 
 class FlakyProxy:
