@@ -208,3 +208,32 @@ def test_a_command_cancelled_before_its_batch_is_not_applied(shard):
             return await kept
     kept = asyncio.run(go())
     assert kept.hold_id == 1 and avail(shard).held == 1
+
+
+def test_buy_is_a_hold_and_its_confirmation_or_nothing_and_replays(shard, shard_path, clock):
+    """cmd.buy (SalesService.Buy): the order and its tickets in one command; a refused
+    one (a payment that is not the price, an order id taken) leaves nothing held or sold;
+    after a reopen (journal replay, no snapshot) the same stock, order and codes."""
+    items = [HoldItem("adult", (SLOT,), 2)]
+    price = shard.quote("westlake", "web", [{"product": "adult", "slots": [SLOT], "qty": 2}]).amount_fen
+    r = shard.run(cmd.buy("web", "westlake", items, "buy-1", method="card", amount_fen=price))
+    assert (r.order.order_id, r.order.amount_fen, len(r.tickets)) == ("buy-1", price, 2)
+    assert (avail(shard).sold, avail(shard).held) == (2, 0)
+    with pytest.raises(InvalidArgument) as e:
+        shard.run(cmd.buy("web", "westlake", items, "buy-2", method="card", amount_fen=price - 1))
+    assert e.value.field == "payment.amount_fen"
+    sell(shard, order="taken")
+    with pytest.raises(AlreadyExists):
+        shard.run(cmd.buy("web", "westlake", items, "taken", method="card", amount_fen=price))
+    assert (avail(shard).sold, avail(shard).held) == (3, 0)
+    assert shard.check() == []
+    codes = [t.code for t in r.tickets]
+    shard.close(snapshot=False)
+    s2 = Shard.open(shard_path, clock=clock)
+    try:
+        assert (avail(s2).sold, avail(s2).held) == (3, 0) and s2.check() == []
+        again = s2.run(cmd.buy("web", "westlake", items, "buy-1", method="card", amount_fen=price))
+        assert [t.code for t in again.tickets] == codes
+        assert (avail(s2).sold, avail(s2).held) == (3, 0)
+    finally:
+        s2.close(snapshot=False)
