@@ -14,8 +14,9 @@ SCENARIOS = {
                     "also sent by a second caller at once: exactly one may admit",
     "verify-stream": "GateService.VerifyStream, batches of --per-call codes, C streams with "
                      "--window batches in flight on each",
-    "flash-sale": "SalesService.Hold of one ticket on ONE slot, C callers at once, more asks than "
-                  "stock: exactly the free stock granted, the rest SOLD_OUT, never oversold",
+    "flash-sale": "SalesService.Hold (--buy: SalesService.Buy, an order in one call) of one "
+                  "ticket on ONE slot, C callers at once, more asks than stock: exactly the free "
+                  "stock granted, the rest SOLD_OUT, never oversold",
     "gate-storm": "the gates open: C gate terminals (a connection each) scan --burst codes each "
                   "every --interval seconds; a share (--dupes) shown at two gates at once",
     "holiday": "a holiday day compressed: channels sell (Hold + Confirm) while gates admit what "
@@ -155,6 +156,9 @@ def register(sub) -> None:
                    help="flash-sale: seconds the holds last (default: %(default)s)")
     s.add_argument("--release", action="store_true",
                    help="flash-sale: release every granted hold at the end (checked)")
+    s.add_argument("--buy", action="store_true",
+                   help="flash-sale: every ask an order, SalesService.Buy (held and paid in one "
+                        "call, at the price the channel's Quote gave), instead of a Hold")
     s.add_argument("--exit-share", type=_share, default=0.3, metavar="SHARE",
                    help="holiday: share of visitors who exit (default: %(default)s)")
     s.add_argument("--reentry-share", type=_share, default=0.5, metavar="SHARE",
@@ -226,7 +230,7 @@ def _kwargs(a, lg) -> dict:
             kw["dupes"] = a.dupes
     elif a.scenario == "flash-sale":
         kw.update(capacity=a.capacity, count=a.count, inflight=conc, slot=a.slot, product=a.product,
-                  date=a.date, ttl_s=a.ttl, release=a.release, rate=a.rate)
+                  date=a.date, ttl_s=a.ttl, release=a.release, rate=a.rate, buy=a.buy)
     elif a.scenario == "holiday":
         kw.update(count=count, concurrency=conc, exit_share=a.exit_share,
                   reentry_share=a.reentry_share, product=a.product, date=a.date, rate=a.rate)

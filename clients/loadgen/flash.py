@@ -1,8 +1,9 @@
 """The flash sale: SalesService.Hold of one ticket on ONE slot from many callers at once,
-more asks than stock. Exactly the free stock is granted, every other ask is SOLD_OUT,
-sold + held never exceeds the capacity (InventoryService polled while the sale runs),
-in the shard's own order (its audit log) no ask was refused before the slot was full,
-and asks sent again with the same idempotency key take no stock.
+more asks than stock (or SalesService.Buy: each ask an order, held and paid in one call).
+Exactly the free stock is granted, every other ask is SOLD_OUT, sold + held never exceeds
+the capacity (InventoryService polled while the sale runs), in the shard's own order (its
+audit log) no ask was refused before the slot was full, and asks sent again with the same
+idempotency key (order id) take no stock.
 """
 from __future__ import annotations
 
@@ -25,11 +26,38 @@ from .target import CALL_TIMEOUT, MAX_COUNT, LoadgenError, Target, bound
 from .venue import Venue
 
 HOLD = "/turnstile.v1.SalesService/Hold"       # as the audit log names the method
+BUY = "/turnstile.v1.SalesService/Buy"
 
 
 def _hold_request(venue: str, run: str, k: int, product: str, slot: str, ttl_s: int):
     return sales_pb2.HoldRequest(venue_id=venue, idempotency_key=f"lg-{run}-flash-{k}", ttl_s=ttl_s,
                                  items=[sales_pb2.Item(product_id=product, slot_ids=[slot], qty=1)])
+
+
+def _buy_request(venue: str, run: str, k: int, product: str, slot: str, price: int):
+    return sales_pb2.BuyRequest(venue_id=venue, order_id=f"lg-{run}-order-{k}",
+                                items=[sales_pb2.Item(product_id=product, slot_ids=[slot], qty=1)],
+                                payment=sales_pb2.Payment(method="channel", reference=f"lg-{run}-{k}",
+                                                          amount_fen=price))
+
+
+def _prices(address: str, keys: list[str], venue: str, product: str, slot: str) -> list[int]:
+    """What one ticket costs each channel now (SalesService.Quote with its key)."""
+    out = []
+    for key in keys:
+        with Connection(address, key) as conn:
+            r = conn.call(sales_pb2_grpc.SalesServiceStub, "Quote", sales_pb2.QuoteRequest(
+                venue_id=venue, items=[sales_pb2.Item(product_id=product, slot_ids=[slot], qty=1)]),
+                venue=venue, retry=True)
+        out.append(r.amount_fen)
+    return out
+
+
+async def _ask(stub, req, meta):
+    """One ask: the hold id granted (for a Buy, the hold its order confirmed)."""
+    if isinstance(req, sales_pb2.BuyRequest):
+        return (await stub.Buy(req, metadata=meta, timeout=CALL_TIMEOUT)).order.hold_id
+    return (await stub.Hold(req, metadata=meta, timeout=CALL_TIMEOUT)).hold_id
 
 
 async def _flash(conn: Connection, address: str, keys: list[str], poll_key: str, reqs: list,
@@ -47,7 +75,7 @@ async def _flash(conn: Connection, address: str, keys: list[str], poll_key: str,
     pacer = Pacer(rate)
     adv = progress.advance if progress is not QUIET else None
     async with conn.aio_channel(address=address) as ch:
-        hold = sales_pb2_grpc.SalesServiceStub(ch).Hold
+        sales = sales_pb2_grpc.SalesServiceStub(ch)
         inv = inventory_pb2_grpc.InventoryServiceStub(ch)
         await ready(ch, address)
         stop = time.perf_counter() + deadline_s
@@ -74,8 +102,7 @@ async def _flash(conn: Connection, address: str, keys: list[str], poll_key: str,
             for k, c, req in items:
                 t0 = await pacer.due()
                 try:
-                    r = await hold(req, metadata=metas[c], timeout=CALL_TIMEOUT)
-                    res: Any = r.hold_id
+                    res: Any = await _ask(sales, req, metas[c])
                 except grpc.aio.AioRpcError as e:
                     if e.code() in UNKNOWN_OUTCOME:      # may or may not have been applied
                         errors[e.code().name] += 1
@@ -105,14 +132,13 @@ async def _flash(conn: Connection, address: str, keys: list[str], poll_key: str,
 
 async def _again(conn: Connection, address: str, keys: list[str], sample: list
                  ) -> list[tuple[int, Any]]:
-    """The same Hold requests again, same idempotency keys: the first answers come back."""
+    """The same requests again, same idempotency keys: the first answers come back."""
     async with conn.aio_channel(address=address) as ch:
-        hold = sales_pb2_grpc.SalesServiceStub(ch).Hold
+        sales = sales_pb2_grpc.SalesServiceStub(ch)
         out = []
         for k, c, req in sample:
             try:
-                r = await hold(req, metadata=auth_metadata(keys[c]), timeout=CALL_TIMEOUT)
-                out.append((k, r.hold_id))
+                out.append((k, await _ask(sales, req, auth_metadata(keys[c]))))
             except grpc.aio.AioRpcError as e:
                 out.append((k, error_reason(e)))
     return out
@@ -142,9 +168,11 @@ def flash_sale(target: Target, *, capacity: int = 1000, count: int | None = None
                product: str | None = None, zone: str | None = None, date: _dt.date | None = None,
                ttl_s: int = 3600, retries: int = 200, release: bool = False,
                rate: float | None = None, loop: str = "asyncio", seed: int = 11, around=None,
-               progress: Progress | None = None) -> Result:
+               progress: Progress | None = None, buy: bool = False) -> Result:
     """A flash sale on one slot: `count` asks (default 1.2 × the free stock) of
     SalesService.Hold qty 1, `inflight` at once, spread over the sales keys (channels).
+    `buy`: each ask is an order instead, SalesService.Buy of one ticket paid what the
+    channel's Quote said before the sale (checked too: nothing stays held).
 
     slot: an existing slot without allotments (its free stock is what may be granted);
     by default a new whole-day slot of `capacity` is created in the product's zone
@@ -179,9 +207,15 @@ def flash_sale(target: Target, *, capacity: int = 1000, count: int | None = None
         free = before["capacity"] - before["sold"] - before["held"]
         asks = int(free * 1.2) + 1 if count is None else count
         bound(asks, duration_s)
+        if buy and release:
+            raise LoadgenError("a sale by Buy leaves nothing held to release")
         rng = random.Random(seed)
-        reqs = [(k, rng.randrange(len(sellers)), _hold_request(v.venue, run, k, p.product_id, slot, ttl_s))
-                for k in range(asks)]
+        reqs = []
+        prices = _prices(v.address, sellers, v.venue, p.product_id, slot) if buy else []
+        for k in range(asks):
+            c = rng.randrange(len(sellers))
+            reqs.append((k, c, _buy_request(v.venue, run, k, p.product_id, slot, prices[c]) if buy
+                         else _hold_request(v.venue, run, k, p.product_id, slot, ttl_s)))
         audit0 = v.audit_end()
         progress.phase("flash-sale", asks)
         with around if around is not None else contextlib.nullcontext():
@@ -216,10 +250,14 @@ def flash_sale(target: Target, *, capacity: int = 1000, count: int | None = None
                    - before["held"] - len(granted) <= unknown, after)
         checks("flash sale: Availability sold + held never above capacity while it ran",
                r.extra["peak"]["max_used"] <= before["capacity"], r.extra["peak"])
+        if buy:
+            checks("flash sale by Buy: every order sold, none left held",
+                   after["held"] == before["held"]
+                   and 0 <= after["sold"] - before["sold"] - len(granted) <= unknown, after)
         if audit0 is not None:
             # in the order the shard applied them (its audit log): every hold granted until
             # the slot was full, every one refused after, none refused before
-            applied = v.audited(audit0, v.principals(sellers), HOLD)
+            applied = v.audited(audit0, v.principals(sellers), BUY if buy else HOLD)
             first_refusal = next((i for i, res in enumerate(applied) if res != "OK"), len(applied))
             checks("flash sale: in the shard's order (audit log) SOLD_OUT only once the slot was full",
                    len(out) - unknown <= len(applied) <= len(out) and first_refusal == len(granted)
@@ -252,7 +290,7 @@ def flash_sale(target: Target, *, capacity: int = 1000, count: int | None = None
                    rel.get("released", 0) == len(granted) and final["held"] == after["held"] - len(granted)
                    and final["sold"] == after["sold"], f"{dict(rel)}; {final}")
             counts["released"] = rel.get("released", 0)
-        res = Result("flash-sale", ops=len(out), calls=len(out), planned=asks, elapsed_s=r.elapsed,
+        res = Result("flash-sale-buy" if buy else "flash-sale", ops=len(out), calls=len(out), planned=asks, elapsed_s=r.elapsed,
                      latency_us=latency_us(r.lat), checks=checks, cut=r.cut, errors=dict(r.errors),
                      counts=counts, notes=notes,
                      extra={"slot": slot, "product": p.product_id, "date": date.isoformat(),

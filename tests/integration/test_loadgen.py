@@ -136,6 +136,19 @@ def test_flash_sale_grants_exactly_the_capacity(server, target):
     assert s["capacity"] == 100 and s["sold"] + s["held"] == 100 and s["held"] == 100
 
 
+def test_flash_sale_by_buy_sells_exactly_the_capacity_and_holds_nothing(server, target):
+    """--buy: each ask an order (SalesService.Buy); the slot ends sold out with nothing
+    held, and the server issued one ticket per order granted."""
+    before = ticket_counts(server)
+    r = loadgen.flash_sale(target, capacity=60, count=90, inflight=16, date=server.day, buy=True)
+    assert r.ok, r.summary()
+    assert r.counts["granted"] == 60 and r.counts["refused"] == {"SOLD_OUT": 30}
+    assert slots(server, server.day.isoformat())[r.extra["slot"]] == {"capacity": 60, "sold": 60, "held": 0}
+    assert delta(before, ticket_counts(server))["issued"] == 60
+    with pytest.raises(loadgen.LoadgenError, match="nothing held"):
+        loadgen.flash_sale(target, capacity=5, date=server.day, buy=True, release=True)
+
+
 def test_flash_sale_release_returns_the_stock(server, target):
     r = loadgen.flash_sale(target, capacity=40, count=60, inflight=8, date=server.day, release=True)
     assert r.ok, r.summary()
