@@ -20,7 +20,7 @@ One run, in one process (bench/run.py starts it like the engine scenarios):
    one load generator; `turnstile loadgen` runs the same): grpc.aio clients in this
    process (asyncio or uvloop loop), every request to 127.0.0.1, every run bounded in
    count and time: unary Verify at 64 and at 4 calls in flight, VerifyStream in batches
-   of 100, a flash sale of SalesService.Hold on one hot slot (checked through
+   of 100, VerifyPacked (a concentrator's packed stream) in batches of 1,000, a flash sale of SalesService.Hold on one hot slot (checked through
    InventoryService.Availability during and after it, and in the shard's own order through
    AdminService.QueryAudit); each run also checks its answers against ReportService; then
    every code is scanned again (each must be ALREADY_USED);
@@ -77,7 +77,8 @@ OK = int(common_pb2.OK)
 REASON = common_pb2.ScanReason.Name
 MAX_MESSAGE = 16 << 20
 STREAMS, WINDOW = 128, 2              # VerifyStream: streams at once, batches in flight on each
-PACKED_STREAMS, PACKED_WINDOW = 4, 8  # VerifyPacked (batches of 1,000): a few concentrators
+PACKED_STREAMS, PACKED_WINDOW = 8, 16  # VerifyPacked, batches of 1,000: 8 concentrators, each as far
+                                      # ahead as the server reads (GateService.STREAM_AHEAD)
 
 
 # -- the server under test (server/testing.py starts and stops it) --------------------------------
