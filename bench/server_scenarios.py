@@ -20,7 +20,7 @@ One run, in one process (bench/run.py starts it like the engine scenarios):
    one load generator; `turnstile loadgen` runs the same): grpc.aio clients in this
    process (asyncio or uvloop loop), every request to 127.0.0.1, every run bounded in
    count and time: unary Verify at 64 and at 4 calls in flight, VerifyStream in batches
-   of 100, a flash sale of SalesService.Hold on one hot slot (checked through
+   of 100, VerifyPacked (a concentrator's packed stream) in batches of 1,000, a flash sale of SalesService.Hold on one hot slot (checked through
    InventoryService.Availability during and after it, and in the shard's own order through
    AdminService.QueryAudit); each run also checks its answers against ReportService; then
    every code is scanned again (each must be ALREADY_USED);
@@ -77,6 +77,8 @@ OK = int(common_pb2.OK)
 REASON = common_pb2.ScanReason.Name
 MAX_MESSAGE = 16 << 20
 STREAMS, WINDOW = 128, 2              # VerifyStream: streams at once, batches in flight on each
+PACKED_STREAMS, PACKED_WINDOW = 8, 16  # VerifyPacked, batches of 1,000: 8 concentrators, each as far
+                                      # ahead as the server reads (GateService.STREAM_AHEAD)
 
 
 # -- the server under test (server/testing.py starts and stops it) --------------------------------
@@ -287,19 +289,24 @@ def verify_unary(server: Server, peek: ShardPeek, codes: list, *, inflight: int,
 
 def verify_stream(server: Server, peek: ShardPeek, codes: list, *, streams: int, per: int,
                   window: int, loop: str, at: int, deadline_s: float, label: str = "",
-                  expect: str = "admit", runs_failed: list[str] | None = None) -> tuple[dict, list]:
+                  expect: str = "admit", runs_failed: list[str] | None = None,
+                  packed: bool = False) -> tuple[dict, list]:
+    """VerifyStream (packed: VerifyPacked, the codes' binary form) through clients.loadgen,
+    every answer checked there."""
     meas = Measure(server, peek)
     r = loadgen.verify_stream(target(server), tickets=codes, at=at, gate=GATE_IN, product=PRODUCT,
                               date=_day_of(at), streams=streams, per_call=per, window=window,
-                              loop=loop, duration_s=deadline_s, expect=expect, around=meas)
+                              loop=loop, duration_s=deadline_s, expect=expect, around=meas,
+                              packed=packed)
     m = meas.result
     res = {"scenario": "server-stream", "label": label, "loop": loop, "streams": r.extra["streams"],
+           "method": "VerifyPacked" if packed else "VerifyStream",
            "per_call": per, "window": window, "codes_planned": r.planned, "codes": r.ops,
            "calls": r.calls, "cut_by_deadline": r.cut, "elapsed_s": r.elapsed_s,
            "throughput_per_s": r.throughput_per_s, "calls_per_s": r.extra["calls_per_s"],
            "latency_us": r.latency_us, "loadgen_ok": r.ok, "errors": r.errors, **m,
            **_cost(m, max(1, r.calls), r.ops)}
-    return res, _scans(r, runs_failed, f"VerifyStream {label}")
+    return res, _scans(r, runs_failed, f"{res['method']} {label}")
 
 
 def flash_sale(server: Server, peek: ShardPeek, *, channel_keys: list[str], day: _dt.date,
@@ -497,6 +504,7 @@ def server_bench(*, quick: bool, profile: bool = True, loops=("uvloop", "asyncio
     n_stream = 600_000 // scale                      # VerifyStream, MAC-only codes
     n_stream1 = 20_000 // scale                      # VerifyStream, one stream (diagnostic)
     n_stream_signed = 50_000 // scale                # VerifyStream, signed codes (diagnostic)
+    n_packed = 1_500_000 // scale                    # VerifyPacked, MAC-only codes, batches of 1,000
     n_floor, n_floor4 = 8_000 // scale, 3_000 // scale   # grpcio floor runs (any codes)
     n_signed = n_warm + n_u64 + n_u64b + n_u4 + n_prof + n_stream_signed
     asks = int(FLASH_CAPACITY * 1.2)
@@ -528,7 +536,7 @@ def server_bench(*, quick: bool, profile: bool = True, loops=("uvloop", "asyncio
             stop_server(server)
         checks("tickets sold through Hold + Confirm", len(real) == n_real, len(real))
         bulk_signed, bulk_mac, b = bulk_issue(data, cat["plaza_slot"], max(0, n_signed - n_real),
-                                              n_stream + n_stream1)
+                                              n_stream + n_stream1 + n_packed)
         setup["bulk"] = b
         checks("engine check() after the real sale and the bulk issue", not b["check_violations"],
                b["check_violations"])
@@ -571,13 +579,20 @@ def server_bench(*, quick: bool, profile: bool = True, loops=("uvloop", "asyncio
                         (parts["stream_signed"], "signed codes", STREAMS, WINDOW),
                         # a concentrator: one stream, 16 batches in flight (the server reads
                         # that far ahead, GateService.STREAM_AHEAD)
-                        (bulk_mac[n_stream:], "one stream", 1, 16)):
+                        (bulk_mac[n_stream:n_stream + n_stream1], "one stream", 1, 16)):
                     r, out = verify_stream(server, peek, codes, streams=streams, per=100,
                                            window=window, loop=loops[0], at=at,
                                            deadline_s=deadline_s, label=label,
                                            runs_failed=runs_failed)
                     runs.append(r)
                     answers += out
+                # 2b. a concentrator's packed stream: batches of 1,000 in their binary form
+                r, out = verify_stream(server, peek, bulk_mac[n_stream + n_stream1:],
+                                       streams=PACKED_STREAMS, per=1000, window=PACKED_WINDOW,
+                                       loop=loops[0], at=at, deadline_s=deadline_s,
+                                       label="MAC-only codes", runs_failed=runs_failed, packed=True)
+                runs.append(r)
+                answers += out
                 # 3. the flash sale
                 runs.append(flash_sale(server, peek, channel_keys=cat["channel_keys"], day=day,
                                        slot=flash_slot, asks_total=asks, inflight=64,
@@ -675,7 +690,8 @@ def _line(r: dict) -> str:
     if r["scenario"] == "server-holds":
         extra = f" (granted {r['granted']:,}, refused {r['refused']}, {r['granted_per_s']:,.0f} granted/s)"
     head = {"server-verify": f"Verify {r.get('label', '')} {r.get('inflight')} in flight",
-            "server-stream": f"VerifyStream {r.get('label', '')}",
+            "server-stream": f"{r.get('method', 'VerifyStream')} {r.get('per_call')} per call "
+                             f"{r.get('label', '')}",
             "server-holds": f"Hold flash sale {r.get('inflight')} in flight",
             "server-floor": f"grpcio floor ({r.get('mode')}) {r.get('inflight')} in flight"}[r["scenario"]]
     s = (f"  {head} [{r['loop']}]: {r['throughput_per_s']:,.0f} {unit}{extra}"

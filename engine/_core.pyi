@@ -11,6 +11,7 @@ FLAG_SIGNED: int
 FLAG_REAL_NAME: int
 NO_SLOT: int
 MAX_COMPONENTS: int
+MAX_CODE_LEN: int
 DEC_OK: int
 DEC_MALFORMED: int
 DEC_BAD_MAC: int
@@ -35,6 +36,7 @@ class Codec:
     def seal(self, key_id: int, region: bytes, signature: bytes = ...) -> bytes: ...
     def decode(self, text: str, shard: int = ...) -> tuple[int, dict[str, Any] | None]: ...
     def decode_ids(self, codes: list[str], shard: int) -> array: ...
+    def decode_packed_ids(self, codes: bytes, size: int, shard: int) -> array: ...
 
 class Slots:
     n: int

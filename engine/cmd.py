@@ -443,6 +443,17 @@ def verify_batch(codes: Sequence[str], gates: str | Sequence[str],
                    batch_id)
 
 
+def verify_packed(codes: bytes, code_size: int, gates: str | Sequence[str],
+                  direction: Direction = Direction.IN, *, at=None, persons: int = 0,
+                  batch_id: str | None = None) -> Command:
+    """`verify_batch` of codes in their binary form (what a code's text encodes in
+    base32), `code_size` bytes each, concatenated in `codes`: a concentrator's packed
+    batch, decoded in one pass over the buffer. Decided and journaled as the same codes'
+    text would be."""
+    return Command(CommandKind.VERIFY_PACKED, ((codes, code_size), gates, int(direction), _time(at),
+                                               persons), batch_id)
+
+
 def offline_scans(gate: str, scans: Sequence[dict], *, venue: str | None = None) -> Command:
     """Scans an offline gate made, for upload. Each scan is a dict of nonce (unique per
     gate), seq (the gate's sequence number), code, direction, at (UTC seconds), persons

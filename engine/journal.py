@@ -202,6 +202,7 @@ class CommandKind(enum.IntEnum):
     VERIFY_HOLDER = 41
     VERIFY_BATCH = 42
     VERIFY_FACE = 43
+    VERIFY_PACKED = 44         # a batch of codes in their binary form, packed in one buffer
 
 
 LAST_CATALOG = int(Record.SPLIT)         # records 1..19 are catalog records (kept in snapshots)

@@ -16,6 +16,7 @@ cdef enum:
     SIG_LEN = 64
     HEADER_LEN = 18
     MAX_TEXT = 200
+    MAX_CODE_BYTES = HEADER_LEN + 4 * MAX_COMP + MAC_LEN + SIG_LEN   # the longest code
     _CODE_VERSION = 1
     _FLAG_SIGNED = 1
     _FLAG_REAL_NAME = 2
@@ -32,6 +33,7 @@ FLAG_SIGNED = _FLAG_SIGNED
 FLAG_REAL_NAME = _FLAG_REAL_NAME
 NO_SLOT = _NO_SLOT
 MAX_COMPONENTS = MAX_COMP
+MAX_CODE_LEN = MAX_CODE_BYTES
 DEC_OK = _DEC_OK
 DEC_MALFORMED = _DEC_MALFORMED
 DEC_BAD_MAC = _DEC_BAD_MAC
@@ -249,15 +251,20 @@ cdef class Codec:
         return region + mac.to_bytes(8, "little") + signature
 
     cdef int _decode(self, const char* text, Py_ssize_t n, CodeInfo* ci, int shard) noexcept nogil:
-        """Decode and authenticate one code of `shard` (-1: of any shard). A code whose
-        text and layout are valid but which names another shard is _DEC_OTHER_SHARD,
-        decided before the key and MAC: that shard's keys are not here to check it."""
+        """Decode and authenticate one code's text (base32 of its binary form): see
+        _decode_bin."""
         cdef uint8_t buf[160]
-        cdef Py_ssize_t k, i
-        cdef uint64_t mac
         if n < 8 or n > MAX_TEXT:
             return _DEC_MALFORMED
-        k = _b32decode(text, n, buf, 160)
+        return self._decode_bin(buf, _b32decode(text, n, buf, 160), ci, shard)
+
+    cdef int _decode_bin(self, uint8_t* buf, Py_ssize_t k, CodeInfo* ci, int shard) noexcept nogil:
+        """Decode and authenticate one code of `shard` (-1: of any shard) from its k
+        binary bytes in buf (which it may overwrite; at least k bytes). A code whose
+        layout is valid but which names another shard is _DEC_OTHER_SHARD, decided
+        before the key and MAC: that shard's keys are not here to check it."""
+        cdef Py_ssize_t i
+        cdef uint64_t mac
         if k < HEADER_LEN + 4 + MAC_LEN or buf[0] != _CODE_VERSION:
             return _DEC_MALFORMED
         ci.version = buf[0]
@@ -328,4 +335,33 @@ cdef class Codec:
             else:
                 o[i] = -1
             i += 1
+        return out
+
+    def decode_packed_ids(self, const uint8_t[::1] codes, Py_ssize_t size, int shard):
+        """decode_ids of codes in their binary form (what the text's base32 encodes),
+        `size` bytes each, concatenated in `codes`: the same checks and answers, in one
+        loop over the buffer. ValueError if size is not 1..MAX_CODE_LEN or the buffer
+        is not a whole number of codes."""
+        cdef Py_ssize_t total = codes.shape[0], n, i
+        if not 1 <= size <= MAX_CODE_BYTES:
+            raise ValueError(f"a code is 1 to {MAX_CODE_BYTES} bytes")
+        if total % size:
+            raise ValueError(f"{total} bytes are not a whole number of {size}-byte codes")
+        n = total // size
+        out = _array.array("q", bytes(8 * n))
+        cdef int64_t[:] o = out
+        cdef CodeInfo ci
+        cdef uint8_t buf[160]
+        cdef const uint8_t* p = &codes[0] if total else NULL
+        cdef int st
+        with nogil:
+            for i in range(n):
+                memcpy(buf, p + i * size, size)        # _decode_bin may overwrite it
+                st = self._decode_bin(buf, size, &ci, shard)
+                if st == _DEC_OK:
+                    o[i] = ci.ticket_id
+                elif st == _DEC_OTHER_SHARD:
+                    o[i] = -2
+                else:
+                    o[i] = -1
         return out

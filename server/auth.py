@@ -59,6 +59,7 @@ def _svc(service: str, rows: dict[str, frozenset[str]]) -> dict[str, frozenset[s
 TABLE: dict[str, frozenset[str]] = {
     **_svc("GateService", {
         "Verify": GATES, "VerifyBatch": GATES, "VerifyStream": GATES,
+        "VerifyPacked": GATES,
         "OfflineBundle": GATES, "UploadScans": GATES, "Heartbeat": GATES}),
     **_svc("SalesService", {
         "Quote": SELLERS | {"operator"},        # an operator checks what buyers are charged

@@ -71,7 +71,8 @@ UPLOAD_STATUS = [v.name for v in gate_pb2.UploadStatus.DESCRIPTOR.values if v.nu
 # methods whose successful calls are logged at DEBUG: scans and frequent reads
 QUIET = frozenset({
     "/turnstile.v1.GateService/Verify", "/turnstile.v1.GateService/VerifyBatch",
-    "/turnstile.v1.GateService/VerifyStream", "/turnstile.v1.GateService/OfflineBundle",
+    "/turnstile.v1.GateService/VerifyStream", "/turnstile.v1.GateService/VerifyPacked",
+    "/turnstile.v1.GateService/OfflineBundle",
     "/turnstile.v1.SalesService/Quote", "/turnstile.v1.SalesService/GetHold",
     "/turnstile.v1.InventoryService/Availability", "/turnstile.v1.AdminService/GetShardMap",
     "/turnstile.v1.AdminService/GetCatalog",

@@ -13,7 +13,8 @@ SCENARIOS = {
     "verify-unary": "unary GateService.Verify, C calls in flight; a share of the codes (--dupes) "
                     "also sent by a second caller at once: exactly one may admit",
     "verify-stream": "GateService.VerifyStream, batches of --per-call codes, C streams with "
-                     "--window batches in flight on each",
+                     "--window batches in flight on each (--packed: GateService.VerifyPacked, "
+                     "the codes' binary form packed in one field)",
     "flash-sale": "SalesService.Hold (--buy: SalesService.Buy, an order in one call) of one "
                   "ticket on ONE slot, C callers at once, more asks than stock: exactly the free "
                   "stock granted, the rest SOLD_OUT, never oversold",
@@ -145,6 +146,9 @@ def register(sub) -> None:
                    help="verify-stream: codes per batch (default: %(default)s)")
     s.add_argument("--window", type=_positive(int), default=2,
                    help="verify-stream: batches in flight per stream (default: %(default)s)")
+    s.add_argument("--packed", action="store_true",
+                   help="verify-stream: a concentrator's GateService.VerifyPacked (codes in their "
+                        "binary form packed in one field, answers in packed arrays) instead")
     s.add_argument("--burst", type=_positive(int), default=8,
                    help="gate-storm: scans per terminal per burst (default: %(default)s)")
     s.add_argument("--interval", type=float, default=0.25, metavar="S",
@@ -223,7 +227,7 @@ def _kwargs(a, lg) -> dict:
         if a.dupes is not None:
             kw["dupes"] = a.dupes
     elif a.scenario == "verify-stream":
-        kw.update(streams=conc, per_call=a.per_call, window=a.window, rate=a.rate)
+        kw.update(streams=conc, per_call=a.per_call, window=a.window, rate=a.rate, packed=a.packed)
     elif a.scenario == "gate-storm":
         kw.update(gates=conc, burst=a.burst, interval_s=a.interval)
         if a.dupes is not None:
@@ -236,6 +240,8 @@ def _kwargs(a, lg) -> dict:
                   reentry_share=a.reentry_share, product=a.product, date=a.date, rate=a.rate)
         if a.dupes is not None:
             kw["dupes"] = a.dupes
+    if a.packed and a.scenario != "verify-stream":
+        raise lg.LoadgenError("--packed is for verify-stream")
     if a.dupes is not None and a.scenario not in ("verify-unary", "gate-storm", "holiday"):
         raise lg.LoadgenError("--dupes is for verify-unary, gate-storm and holiday")
     if a.rate is not None and a.scenario == "gate-storm":

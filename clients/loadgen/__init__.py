@@ -8,7 +8,8 @@ fast wrong answer is a failure.
 
     verify-unary   GateService.Verify, one code per call, N calls in flight; a share of
                    the codes also sent by a second caller at once (exactly one admitted)
-    verify-stream  GateService.VerifyStream, batches of codes (100), S streams × W in flight
+    verify-stream  GateService.VerifyStream, batches of codes (100), S streams × W in flight;
+                   packed=True: GateService.VerifyPacked, the codes' binary form packed
     flash-sale     SalesService.Hold of qty 1 on ONE slot from many callers at once, more
                    asks than stock: exactly the free stock granted, every other ask
                    SOLD_OUT, never sold + held > capacity (InventoryService polled during

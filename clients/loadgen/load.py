@@ -22,6 +22,7 @@ import grpc
 from turnstile.v1 import gate_pb2, gate_pb2_grpc
 
 from ..base import ApiError, Connection
+from ..concentrator import PackedAnswers, pack, request
 from .checks import IN
 from .results import QUIET, Progress
 from .target import CALL_TIMEOUT, LoadgenError, check_address
@@ -161,11 +162,13 @@ def deal(items: list, inflight: int, dupes: float, rng: random.Random) -> list[l
     return work
 
 
-def into_batches(items: list, per: int) -> list[list]:
-    """Consecutive items of one scan time, `per` at most in each batch."""
+def into_batches(items: list, per: int, *, one_size: bool = False) -> list[list]:
+    """Consecutive items of one scan time, `per` at most in each batch; with `one_size`,
+    of one code length too (a packed batch's codes are all of one size)."""
     out: list[list] = []
     for it in items:
-        if out and len(out[-1]) < per and out[-1][0][2] == it[2]:
+        if out and len(out[-1]) < per and out[-1][0][2] == it[2] \
+                and (not one_size or len(out[-1][0][1]) == len(it[1])):
             out[-1].append(it)
         else:
             out.append([it])
@@ -184,6 +187,14 @@ def _batch_request(batch: list, gate: str, direction: int) -> gate_pb2.VerifyBat
     if batch[0][2] is not None:
         req.scan_time.seconds = batch[0][2]
     return req
+
+
+def _packed_request(batch: list, gate: str, direction: int) -> gate_pb2.PackedVerifyRequest:
+    try:
+        codes = pack([it[1] for it in batch])
+    except ValueError as e:
+        raise LoadgenError(f"a batch does not pack: {e}") from None
+    return request(codes, gate_id=gate, direction=direction, scan_time=batch[0][2])
 
 
 # -- unary Verify --------------------------------------------------------------------------------
@@ -243,13 +254,18 @@ def unary_load(conn: Connection, work: list[list], *, gate: str, venue: str | No
 
 # -- VerifyStream ---------------------------------------------------------------------------------
 async def _stream(conn: Connection, address: str, work: list[list], gate: str, direction: int,
-                  window: int, deadline_s: float, rate: float | None, progress: Progress) -> Run:
+                  window: int, deadline_s: float, rate: float | None, progress: Progress,
+                  packed: bool) -> Run:
     m = conn.metadata
     lat: list[float] = []
     out: list[tuple] = []
+    # packed: (batch, answer message) as they came, read into `out` once the clock stops
+    # (the load generator's CPU is the server's too)
+    answers: list[tuple] = []
     errors: Counter = Counter()
     cut = False
-    reqs = [[(b, _batch_request(b, gate, direction)) for b in w] for w in work]
+    build = _packed_request if packed else _batch_request
+    reqs = [[(b, build(b, gate, direction)) for b in w] for w in work]
     pacer = Pacer(rate)
     adv = progress.advance if progress is not QUIET else None
     async with conn.aio_channel(address=address) as ch:
@@ -260,7 +276,8 @@ async def _stream(conn: Connection, address: str, work: list[list], gate: str, d
         async def one(batches):
             if not batches:
                 return
-            call = stub.VerifyStream(metadata=m, timeout=deadline_s + CALL_TIMEOUT)
+            call = (stub.VerifyPacked if packed else stub.VerifyStream)(
+                metadata=m, timeout=deadline_s + CALL_TIMEOUT)
             room = asyncio.Semaphore(window)
             sent: list[float] = []
 
@@ -284,8 +301,11 @@ async def _stream(conn: Connection, address: str, work: list[list], gate: str, d
                 async for resp in call:
                     lat.append(time.perf_counter() - sent[k])
                     b = batches[k][0]
-                    out.extend((it[0], it[1], reason, got)
-                               for it, reason, got in zip(b, resp.reasons, resp.ticket_ids))
+                    if packed:
+                        answers.append((b, resp))
+                    else:
+                        out.extend((it[0], it[1], reason, got)
+                                   for it, reason, got in zip(b, resp.reasons, resp.ticket_ids))
                     k += 1
                     room.release()
                     if adv:
@@ -303,6 +323,12 @@ async def _stream(conn: Connection, address: str, work: list[list], gate: str, d
         pacer.start()
         await asyncio.gather(*(one(w) for w in reqs))
         elapsed = time.perf_counter() - t
+    for b, resp in answers:
+        a = PackedAnswers.of(resp)
+        if len(a) != len(b) or len(a.ticket_ids) != len(b) or len(a.persons) != len(b):
+            raise LoadgenError(f"a packed answer of {len(a)} reasons, {len(a.ticket_ids)} ticket "
+                               f"ids, {len(a.persons)} persons for a batch of {len(b)}")
+        out.extend((it[0], it[1], reason, got) for it, reason, got in zip(b, a.reasons, a.ticket_ids))
     calls = len(lat)
     return Run(lat, out, elapsed, cut, errors, t, {"calls": calls})
 
@@ -310,11 +336,12 @@ async def _stream(conn: Connection, address: str, work: list[list], gate: str, d
 def stream_load(conn: Connection, work: list[list], *, gate: str, venue: str | None = None,
                 direction: int = IN, window: int = 2, deadline_s: float = 60,
                 loop: str = "asyncio", rate: float | None = None, progress: Progress = QUIET,
-                allow_remote: bool = False) -> Run:
+                allow_remote: bool = False, packed: bool = False) -> Run:
     """The bare VerifyStream load as `conn`'s caller, to the shard of `venue` (None: the
     connection's address): `work` is one list of batches per stream, each batch a list
     of (ticket id, code, scan time) of one scan time; `window` batches in flight on each
-    stream."""
+    stream. `packed`: GateService.VerifyPacked instead, each batch's codes in their
+    binary form (a batch's codes of one size: into_batches(one_size=True))."""
     address = check_address(conn.address_of(venue=venue), allow_remote)
     return run_loop(lambda: _stream(conn, address, work, gate, direction, window, deadline_s, rate,
-                                    progress), loop, deadline_s + CALL_TIMEOUT + 30)
+                                    progress, packed), loop, deadline_s + CALL_TIMEOUT + 30)

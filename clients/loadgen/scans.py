@@ -123,10 +123,12 @@ def verify_stream(target: Target, *, count: int = 10_000, streams: int = 8, per_
                   at: int | None = None, gate: str | None = None, product: str | None = None,
                   date: _dt.date | None = None, expect: str = "admit", rate: float | None = None,
                   loop: str = "asyncio", short_codes: bool = False, around=None,
-                  progress: Progress | None = None) -> Result:
+                  progress: Progress | None = None, packed: bool = False) -> Result:
     """GateService.VerifyStream: batches of `per_call` codes, `streams` streams at once,
     `window` batches in flight on each; every ticket once. Throughput in codes/s,
-    latency per batch. `rate` paces batches per second."""
+    latency per batch. `rate` paces batches per second. `packed`: the concentrators'
+    GateService.VerifyPacked instead (codes in their binary form, answers in packed
+    arrays; a batch holds codes of one size), checked alike."""
     progress = progress or QUIET
     bound(len(tickets) if tickets is not None else count, duration_s)
     if not 1 <= per_call <= 10_000:
@@ -135,20 +137,21 @@ def verify_stream(target: Target, *, count: int = 10_000, streams: int = 8, per_
         run = run_id()
         items, product, zone, gates, date = _scan_setup(
             v, count, tickets, at, gate, product, date, run, short_codes, progress)
-        batches = into_batches(items, per_call)
+        batches = into_batches(items, per_call, one_size=packed)
         streams = max(1, min(streams, len(batches)))
         work = [batches[k::streams] for k in range(streams)]
         tc0 = v.ticket_counts(product) if product else None
         lc0 = v.live_counts(date, zone) if product else None
         scanner = v.connection(target.keys.need("gate"))
-        progress.phase("verify-stream", len(items))
+        name = "verify-packed" if packed else "verify-stream"
+        progress.phase(name, len(items))
         with around if around is not None else contextlib.nullcontext():
             r = stream_load(scanner, work, gate=gates[0], venue=v.venue, window=max(1, window),
                             deadline_s=duration_s, loop=loop, rate=rate, progress=progress,
-                            allow_remote=target.allow_remote)
+                            allow_remote=target.allow_remote, packed=packed)
         progress.close()
         answered = sum(1 for a in r.out if a[2] is not None)
-        res = Result("verify-stream", ops=answered, unit="codes", calls=r.extra["calls"],
+        res = Result(name, ops=answered, unit="codes", calls=r.extra["calls"],
                      planned=len(items), elapsed_s=r.elapsed, latency_us=latency_us(r.lat),
                      cut=r.cut, errors=dict(r.errors), tickets=items,
                      extra={"streams": streams, "per_call": per_call, "window": window,

@@ -19,7 +19,7 @@ from ..model import AuditNote, Gate, Product, Slot, Venue, Zone
 from . import catalog, changes, controls, finance, idem, offline, promos, retry, sales, scans, secrets, snapshot
 from .validate import text_arg
 
-_VERIFY, _VERIFY_FACE = int(CommandKind.VERIFY), int(CommandKind.VERIFY_FACE)
+_VERIFY, _VERIFY_LAST = int(CommandKind.VERIFY), int(CommandKind.VERIFY_PACKED)
 _verify = scans.verify                  # the hot path, called without a table look-up
 
 
@@ -73,6 +73,7 @@ HANDLERS: dict[int, Callable[..., Any]] = {
     CommandKind.VERIFY_HOLDER: scans.verify_holder,
     CommandKind.VERIFY_BATCH: scans.verify_batch,
     CommandKind.VERIFY_FACE: scans.verify_face,
+    CommandKind.VERIFY_PACKED: scans.verify_packed,
 }
 
 
@@ -195,7 +196,7 @@ class ShardState:
         """Apply one command at time `now`, journaling into `batch`; returns its result."""
         self.batch = batch
         op = cmd.op
-        if _VERIFY <= op <= _VERIFY_FACE:
+        if _VERIFY <= op <= _VERIFY_LAST:
             what, gate, direction, at, persons = cmd.args
             if at is None:
                 at = now

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .core import ShardState
 
 _VERIFY_BATCH = int(CommandKind.VERIFY_BATCH)
+_VERIFY_PACKED = int(CommandKind.VERIFY_PACKED)
 
 
 @dataclass(frozen=True)
@@ -72,11 +73,12 @@ def scan_once(st: ShardState, cmd: Command, scan: Callable[..., Any], what: Any,
     whose answer the gate never saw, then queued offline under the same id, uploads
     as DUPLICATE instead of a false conflict."""
     op = cmd.op
-    field = "batch_id" if op == _VERIFY_BATCH else "scan_id"
+    batch = op == _VERIFY_BATCH or op == _VERIFY_PACKED
+    field = "batch_id" if batch else "scan_id"
     scan_id = ident_arg({field: cmd.idem}, field)
     fp = fingerprint(op, list(cmd.args), st.holder_secret)
     run = lambda: scan(st, what, gate, direction, at, persons)   # noqa: E731
-    if op == _VERIFY_BATCH:
+    if batch:
         return once(
             st, f"scanbatch/{cmd.audit[0] if cmd.audit else ''}\0{scan_id}".encode(), fp, field, run,
             lambda r: {"reasons": base64.b64encode(r.reasons).decode(),
@@ -165,16 +167,47 @@ def verify_batch(st: ShardState, codes: Any, gates: Any, direction: int, at: int
     persons = persons_arg(persons)
     if not isinstance(codes, (list, tuple)) or not all(isinstance(c, str) for c in codes):
         raise InvalidArgument("must be a list of strings", field="codes")
-    if not isinstance(gates, list):        # one gate: an id or (venue, id)
-        g: Any = gate_index(st, gates, direction)
-    else:
-        if len(gates) != len(codes):
-            raise InvalidArgument("one gate, or one gate per code", field="gates")
-        try:
-            g = array.array("q", [gate_index(st, x, direction) for x in gates])
-        except InvalidArgument as e:
-            raise InvalidArgument(e.message, field="gates") from None
-    ids = tickets_of(st, codes)
+    g = batch_gates(st, gates, len(codes), direction)
+    return scan_ids(st, tickets_of(st, codes), g, direction, at, persons)
+
+
+def verify_packed(st: ShardState, packed: Any, gates: Any, direction: int, at: int,
+                  persons: int) -> BatchScanResult:
+    """A batch of codes in their binary form, `size` bytes each in one buffer: decoded
+    in the core in one pass (the text decode's checks without its base32), then decided
+    and journaled as verify_batch does: the journal holds the same SCAN_BATCH record."""
+    persons = persons_arg(persons)
+    if not (isinstance(packed, tuple) and len(packed) == 2 and type(packed[0]) is bytes
+            and type(packed[1]) is int):
+        raise InvalidArgument("must be (codes as bytes, code size)", field="codes")
+    codes, size = packed
+    if not 1 <= size <= _core.MAX_CODE_LEN:
+        raise InvalidArgument(f"must be 1 to {_core.MAX_CODE_LEN} (bytes per code)", field="code_size")
+    if len(codes) % size:
+        raise InvalidArgument(f"{len(codes)} bytes are not a whole number of {size}-byte codes",
+                              field="codes")
+    g = batch_gates(st, gates, len(codes) // size, direction)
+    ids = st.codec.core.decode_packed_ids(codes, size, st.shard_id)
+    return scan_ids(st, ids, g, direction, at, persons)
+
+
+def batch_gates(st: ShardState, gates: Any, n: int, direction: int) -> Any:
+    """The gate index of a batch (one gate: an id or (venue, id)), or array('q') of
+    one per scan (a list of n)."""
+    if not isinstance(gates, list):
+        return gate_index(st, gates, direction)
+    if len(gates) != n:
+        raise InvalidArgument("one gate, or one gate per code", field="gates")
+    try:
+        return array.array("q", [gate_index(st, x, direction) for x in gates])
+    except InvalidArgument as e:
+        raise InvalidArgument(e.message, field="gates") from None
+
+
+def scan_ids(st: ShardState, ids: array.array, g: Any, direction: int, at: int,
+             persons: int) -> BatchScanResult:
+    """Decide a batch of decoded codes (ids as decode_ids gives them) in order and
+    journal it as one SCAN_BATCH record."""
     reasons, admitted = st.tickets.scan_batch(ids, g, direction, at, persons)
     st.journal(scan_batch_record(ids, g, direction, at, persons, reasons), Record.SCAN_BATCH)
     return BatchScanResult(reasons, ids, admitted)

@@ -11,6 +11,7 @@ import random
 from dataclasses import dataclass
 from typing import Callable
 
+from turnstile import ticketcode
 from turnstile.v1 import admin_pb2, common_pb2, gate_pb2, member_pb2, report_pb2, sales_pb2
 
 from .protos import is_map
@@ -187,6 +188,14 @@ def _batch(w: World, rng, cls):
                batch_id=w.uid("fzbatch"))
 
 
+def _packed(w: World, rng, cls):
+    """_batch's codes in their binary form, packed (GateService.VerifyPacked)."""
+    raw = [ticketcode.b32decode(_code(w, rng)) for _ in range(2)]
+    gates = {"gate_id": "north-1"} if rng.random() < 0.5 else {"gate_ids": ["north-1", "north-2"]}
+    return new(cls, codes=b"".join(raw), code_size=len(raw[0]), **gates, direction=common_pb2.IN,
+               scan_time=w.ts(), batch_id=w.uid("fzbatch"))
+
+
 def _confirm(w: World, rng, cls):
     """Pays the OTA's active hold (the same one until an accepted call uses it)."""
     h = w.hold("confirm")
@@ -276,6 +285,7 @@ BUILDERS: dict[str, Spec] = {
     "GateService.Verify": Spec("demo-gate", _verify),
     "GateService.VerifyBatch": Spec("demo-gate", _batch),
     "GateService.VerifyStream": Spec("demo-gate", _batch),
+    "GateService.VerifyPacked": Spec("demo-gate", _packed),
     "GateService.OfflineBundle": Spec("demo-gate", lambda w, r, c: new(c, venue_id=VENUE), readonly=True),
     "GateService.UploadScans": Spec("demo-gate", lambda w, r, c: new(c, gate_id="north-1",
                                                                       scans=[_scan(w, r)])),

@@ -303,6 +303,22 @@ def test_cli_scan_scenarios(server, tmp_path, scenario, args):
     assert delta(before, ticket_counts(server)) == {"issued": n, "used": n}
 
 
+def test_cli_verify_stream_packed(server, tmp_path):
+    """--packed: the concentrators' VerifyPacked, checked as VerifyStream is (each ticket
+    admitted once; ReportService counted them)."""
+    out = tmp_path / "packed.json"
+    before = ticket_counts(server)
+    r = loadgen_cli(server, "verify-stream", "--packed", "-n", "300", "-c", "2", "--per-call", "100",
+                    "--json", str(out), "--loop", "asyncio")
+    assert r.returncode == 0, r.stdout + r.stderr
+    res = json.loads(out.read_text())
+    assert res["ok"] and res["scenario"] == "verify-packed" and res["counts"]["admitted"] == 300
+    assert res["calls"] == 3
+    assert delta(before, ticket_counts(server)) == {"issued": 300, "used": 300}
+    r = loadgen_cli(server, "flash-sale", "--packed", "--capacity", "5")
+    assert r.returncode == 2 and "--packed is for verify-stream" in r.stdout + r.stderr
+
+
 def test_cli_flash_sale(server, tmp_path):
     out = tmp_path / "flash.json"
     r = loadgen_cli(server, "flash-sale", "--capacity", "50", "-n", "80", "-c", "8", "--quiet",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from turnstile.engine import _core, cmd, Reason, verify_offline, parse_unverified, Shard
+from turnstile.engine import _core, cmd, InvalidArgument, Reason, verify_offline, parse_unverified, Shard
 from turnstile.engine.codes import TicketCodec, TicketKey
 from tests.conftest import sell
 
@@ -142,3 +142,62 @@ def test_key_rotation_overlap_then_retire(shard, shard_path, clock):
         assert old_key not in s2.public_keys()
     finally:
         s2.close()
+
+
+def _variants(raw: bytes) -> list[bytes]:
+    """A code's binary form, every single-bit flip of it, the code moved to another
+    shard (the u16 at byte 2), and garbage of its size."""
+    out = [raw]
+    for bit in range(len(raw) * 8):
+        b = bytearray(raw)
+        b[bit // 8] ^= 1 << (bit % 8)
+        out.append(bytes(b))
+    out.append(raw[:2] + (int.from_bytes(raw[2:4], "little") + 1).to_bytes(2, "little") + raw[4:])
+    out.append(bytes(len(raw)))
+    return out
+
+
+def test_packed_codes_decode_as_their_text(shard):
+    """The binary form, packed, decodes to exactly what the same codes' text does (the
+    ids of decode_ids: -1 FORGED, -2 another shard's), signed or MAC-only; a code
+    packed at a size not its own is not a code."""
+    signed = sell(shard).tickets[0].code
+    h = shard.run(cmd.hold("web", "westlake", [{"product": "adult", "slots": ["main-20261123-08"]}]))
+    short = shard.run(cmd.confirm(h.hold_id, "o-packed", "web", method="cash",
+                                  amount_fen=h.amount_fen, signed=False)).tickets[0].code
+    core = shard.state.codec.core
+    for code in (signed, short):
+        raw = _core.b32decode(code)
+        codes = _variants(raw)
+        want = core.decode_ids([_core.b32encode(c) for c in codes], 0)
+        got = core.decode_packed_ids(b"".join(codes), len(raw), 0)
+        assert list(got) == list(want)
+        assert got[0] >= 0 and -2 in got and set(got[1:]) <= {-1, -2}
+        for size in (len(raw) - 1, len(raw) + 1):
+            cut = (raw * 2)[:size]
+            assert list(core.decode_packed_ids(cut, size, 0)) == [-1] == list(core.decode_ids(
+                [_core.b32encode(cut)], 0))
+    assert len(core.decode_packed_ids(b"", 30, 0)) == 0
+    for buf, size in ((b"x" * 30, 0), (b"x" * 123, 123), (b"x" * 31, 30)):
+        with pytest.raises(ValueError):
+            core.decode_packed_ids(buf, size, 0)
+
+
+def test_verify_packed_decides_and_replays_as_the_text_batch(shard, shard_path, clock):
+    codes = [t.code for t in sell(shard, qty=3).tickets]
+    raw = [_core.b32decode(c) for c in codes]
+    forged = raw[0][:-1] + bytes([raw[0][-1] ^ 1])
+    r = shard.run(cmd.verify_packed(b"".join(raw + [forged, raw[1]]), len(raw[0]), "north-1"))
+    assert list(map(Reason, r.reasons)) == [Reason.OK] * 3 + [Reason.FORGED, Reason.ALREADY_USED]
+    text = shard.run(cmd.verify_batch(codes, "north-2"))
+    assert list(map(Reason, text.reasons)) == [Reason.ALREADY_USED] * 3
+    with pytest.raises(InvalidArgument) as e:
+        shard.run(cmd.verify_packed(b"".join(raw)[:-1], len(raw[0]), "north-1"))
+    assert e.value.field == "codes"
+    shard.close(snapshot=False)
+    again = Shard.open(shard_path, clock=clock)
+    try:
+        assert again.run(cmd.verify(codes[2], "north-1")).reason == Reason.ALREADY_USED
+        assert again.check() == []
+    finally:
+        again.close(snapshot=False)
