@@ -143,9 +143,13 @@ async def _drive(shard: Shard, work: list[list], call, deadline_s: float) -> dic
     gc.callbacks.remove(on_gc)
     gc.unfreeze()
     full = [p for g, p in pauses if g == 2]
+    every = sorted(p for _, p in pauses)
     gcs = {"gen2_collections": len(full), "gen2_max_ms": max(full, default=0) * 1e3,
            "gen2_total_ms": sum(full) * 1e3, "young_collections": len(pauses) - len(full),
-           "young_max_ms": max((p for g, p in pauses if g < 2), default=0) * 1e3}
+           "young_max_ms": max((p for g, p in pauses if g < 2), default=0) * 1e3,
+           # every collection, all generations: the stops of the world a caller may meet
+           "pauses": len(every), "pause_total_ms": sum(every) * 1e3,
+           "pause_ms": {k: v * 1e3 for k, v in {**percentiles(every), "max": every[-1]}.items()} if every else {}}
     return {"results": results, "lat": lat, "elapsed": elapsed, "cpu_s": cpu, "cut": cut,
             "writer": stats, "gc": gcs}
 
@@ -717,6 +721,11 @@ def _summary(r: dict) -> str:
         lines.append(f"  GC: {g.get('gen2_collections', 0)} full collections, longest "
                      f"{g.get('gen2_max_ms', 0):,.0f} ms; {g.get('young_collections', 0)} young, longest "
                      f"{g.get('young_max_ms', 0):,.1f} ms")
+        pm = g.get("pause_ms")
+        if pm:
+            lines.append(f"  GC pauses (all {g['pauses']:,} collections): p50 {pm['p50']:.2f} ms  "
+                         f"p99 {pm['p99']:.2f} ms  p99.9 {pm['p999']:.2f} ms  max {pm['max']:.1f} ms  "
+                         f"total {g['pause_total_ms']:,.0f} ms")
     else:
         for o in r["opens"]:
             lines.append(f"  open {o['open_s']:.2f} s ({'cold' if o['cold'] else 'warm'}): read snapshot "

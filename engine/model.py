@@ -497,6 +497,72 @@ class HeldCoupon(NamedTuple):
     lines: tuple[int, ...]
 
 
+class HeldLine(NamedTuple):
+    """One line of an active hold, as applied: product index, quantity, persons per
+    ticket, the stock it took (slot index and allotment index, -1: none, per component),
+    unit price and its share of the hold's coupon discount. Atoms and tuples of atoms
+    only: the cyclic GC untracks it at its first collection."""
+    p: int
+    qty: int
+    group: int
+    slots: tuple[int, ...]
+    allots: tuple[int, ...]
+    price: int
+    discount: int = 0
+
+    def to_dict(self, coupon: bool) -> dict:
+        """The line as snapshots store it (`discount` only in a hold that took a coupon)."""
+        d = {"p": self.p, "qty": self.qty, "group": self.group, "slots": list(self.slots),
+             "allots": list(self.allots), "price": self.price}
+        if coupon:
+            d["discount"] = self.discount
+        return d
+
+
+class ActiveHold(NamedTuple):
+    """A hold while it is active (ShardState.holds): what it took and costs. A compact
+    record, not a tree of dicts and lists: a tuple of atoms and HeldLines, which the cyclic
+    GC stops tracking, so a flash sale's tens of thousands of active holds cost a full
+    collection nothing. `coupon` is "" without one; with one, its kind, serial and holder
+    key (promos.HeldCoupon) and the discount (`amount` is after it). Snapshots keep it
+    as the dict of to_dict/from_dict; the journal as a HOLD record (journal.hold_record)."""
+    id: int
+    channel: str
+    venue: str
+    expires_at: int
+    created: int
+    amount: int
+    lines: tuple[HeldLine, ...]
+    coupon: str = ""
+    coupon_kind: str = ""
+    coupon_serial: int = -1
+    coupon_holder: str = ""
+    discount: int = 0
+
+    def to_dict(self) -> dict:
+        """The hold as snapshots store it (JSON, unchanged since holds were dicts)."""
+        c = bool(self.coupon)
+        d = {"id": self.id, "channel": self.channel, "venue": self.venue,
+             "expires_at": self.expires_at, "created": self.created, "amount": self.amount,
+             "lines": [ln.to_dict(c) for ln in self.lines]}
+        if c:
+            d.update(coupon=self.coupon, coupon_kind=self.coupon_kind,
+                     coupon_serial=self.coupon_serial, coupon_holder=self.coupon_holder,
+                     discount=self.discount)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ActiveHold":
+        """A hold from a snapshot's dict (to_dict)."""
+        lines = tuple(HeldLine(ln["p"], ln["qty"], ln["group"], tuple(ln["slots"]), tuple(ln["allots"]),
+                               ln["price"], ln.get("discount", 0)) for ln in d["lines"])
+        if "coupon" in d:
+            return cls(d["id"], d["channel"], d["venue"], d["expires_at"], d["created"], d["amount"],
+                       lines, d["coupon"], d["coupon_kind"], d["coupon_serial"], d["coupon_holder"],
+                       d["discount"])
+        return cls(d["id"], d["channel"], d["venue"], d["expires_at"], d["created"], d["amount"], lines)
+
+
 class CouponApplied(NamedTuple):
     """What a coupon took off an order (in a Quote, a hold, an order)."""
     coupon: str
