@@ -401,6 +401,11 @@ def _holds(kind: str, *, quick: bool, loop: str, submitters: int, deadline_s: fl
         st = shard.state
         counters = {s: st.slots.slot(st.slot_idx[s]) for s in slot_ids}
         checks("no errors other than SoldOut", not other, other[:3])
+        checks("granted = capacity of every slot asked exactly (all asks answered)",
+               not run["cut"] and len(done) == asks_total
+               and sum(granted.values()) == sum(min(asked[s], capacity) for s in slot_ids)
+               and (kind != "hot" or sum(granted.values()) == capacity),
+               f"{sum(granted.values())} granted, {len(done)} of {asks_total} asks answered")
         over = [s for s in slot_ids if granted[s] > capacity]
         checks("zero oversell: granted <= capacity on every slot", not over, over[:5])
         # qty 1 each: a slot grants every ask until it is full, then refuses every one
@@ -417,11 +422,19 @@ def _holds(kind: str, *, quick: bool, loop: str, submitters: int, deadline_s: fl
                    if priced else None)
         checks("shard.check(replay=True) == []", (v := shard.check(replay=True)) == [], v)
         held = sum(c["held"] for c in counters.values())
+        holds_before = list(st.holds.values())
         shard.close(snapshot=False)
         again = Shard.open(path, durable=True, clock=bench_clock)
         held_again = sum(again.state.slots.slot(again.state.slot_idx[s])["held"] for s in slot_ids)
         checks("every acknowledged hold survived reopen", held_again == held and again.check() == [],
                f"held {held_again} after reopen, {held} before")
+        # replayed from the journal: every active hold as it was, field by field, and the
+        # slot counters alike
+        holds_after = list(again.state.holds.values())
+        checks("state after reopen (journal replay) = state before: holds and slot counters",
+               holds_after == holds_before and len(holds_before) == len(hold_ids) and all(
+                   again.state.slots.slot(again.state.slot_idx[s]) == counters[s] for s in slot_ids),
+               f"{len(holds_after)} holds after, {len(holds_before)} before")
         if coupon:
             cs = again.coupon(VENUE, COUPON)
             checks("coupon use survived reopen (replayed from the HOLD records)",

@@ -282,7 +282,10 @@ class Shard:
                 try:
                     r = state.apply(c, now, batch)
                 except TurnstileError as e:
-                    r = e
+                    # a refusal is an answer, not a crash: without its traceback (which holds
+                    # this frame, which holds `results`, which holds it) it makes no
+                    # reference cycle for the cyclic GC to find
+                    r = e.with_traceback(None)
                 results.append(r)
                 if c.audit is not None and c.op < _FIRST_VERIFY:
                     # the record of a scan is its journal record: the audit log is for

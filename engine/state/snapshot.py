@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import CorruptData
 from ..journal import FORMAT, FORMAT_RECORD, Batch
-from ..model import ActiveHold
+from ..model import ActiveHold, HoldStore
 from . import controls, finance, promos
 
 # blob -> the version of its layout this build writes (and the newest it reads)
@@ -98,7 +98,7 @@ def load(st: ShardState, blobs: dict[str, bytes]) -> None:
         "flow": {d: blobs[f"flow.{d}"] for d in meta.get("flow_days", ())},
     })
     st.next_hold_id = meta["next_hold_id"]
-    st.holds = {h["id"]: ActiveHold.from_dict(h) for h in meta["holds"]}
+    st.holds = HoldStore(ActiveHold.from_dict(h) for h in meta["holds"])
     st.expiry = [(h.expires_at, h.id) for h in st.holds.values()]
     heapq.heapify(st.expiry)
     st.holders = {k: list(v) for k, v in meta["holders"].items()}
