@@ -264,12 +264,21 @@ def scan_record(base: int, gate: int, direction: int, persons: int, at: int, rea
     return _SCAN_REC.pack(SCAN.size, _SCAN_KIND, base, gate, direction, persons, at, reason)
 
 
+# channel -> its part of a HOLD record (length byte, UTF-8): a bounded memo of a pure function
+_CHANNELS: dict[str, bytes] = {}
+
+
 def hold_record(hold: ActiveHold, venue: int) -> bytes:
     """A hold as applied (resolved indices), so replay needs no look-ups."""
-    ch = hold.channel.encode()
     lines = hold.lines
-    parts = [_HOLD.pack(hold.id, hold.expires_at, hold.created, hold.amount, venue, len(lines)),
-             bytes((len(ch),)), ch]
+    ch = _CHANNELS.get(hold.channel)
+    if ch is None:
+        ch = hold.channel.encode()
+        ch = bytes((len(ch),)) + ch
+        if len(_CHANNELS) >= 4096:
+            _CHANNELS.clear()
+        _CHANNELS[hold.channel] = ch
+    parts = [_HOLD.pack(hold.id, hold.expires_at, hold.created, hold.amount, venue, len(lines)), ch]
     for ln in lines:
         slots = ln.slots
         parts.append(_LINE.pack(ln.p, ln.qty, ln.group, ln.price, len(slots)))

@@ -161,12 +161,21 @@ def hold_lines(st: ShardState, channel: str, venue: Venue, args: dict, now: int,
     for i, it in enumerate(items):
         f = f"items[{i}]"
         try:
-            pid = it.get("product") if type(it) is dict else None
+            if type(it) is dict:
+                pid, qty, group, slot_ids = (it.get("product"), it.get("qty", 1), it.get("group", 1),
+                                             it.get("slots"))
+            else:
+                pid = qty = group = slot_ids = None
+            # what a well-formed item has passes on these few type checks; anything else
+            # goes through the validators, which refuse it naming the field
             if (venue.id, pid) not in st.products:
                 pid = ident_arg(it, "product")
-            qty = int_arg(it, "qty", 1, MAX_QTY, 1)
-            group = int_arg(it, "group", 1, U16, 1)
-            slot_ids = arg(it, "slots", list)
+            if type(qty) is not int or not 1 <= qty <= MAX_QTY:
+                qty = int_arg(it, "qty", 1, MAX_QTY, 1)
+            if type(group) is not int or not 1 <= group <= U16:
+                group = int_arg(it, "group", 1, U16, 1)
+            if type(slot_ids) is not list:
+                slot_ids = arg(it, "slots", list)
         except InvalidArgument as e:
             raise InvalidArgument(e.message, field=f"{f}.{e.field}") from None
         p = st.products.get((venue.id, pid))
