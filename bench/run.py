@@ -345,11 +345,15 @@ def write_results(path: Path, info: dict, micro: list[dict], scen: list[dict], q
         w("")
         w(f"**FAILED: the live-view benchmark: {live.get('error', '')}**")
         w("")
-    # the season soak's section (bench/season.py --out) is its own: kept as it was
-    season = _season_section(path)
-    if season:
-        w(season)
-        w("")
+    # the season soak's section (bench/season.py --out) and the hot-slot holds' before and
+    # after (issue 16, written by hand from bench/scenarios.py runs) are their own: kept as
+    # they were
+    from bench.season import BEGIN, END
+    for begin, end in ((BEGIN, END), (HOLDS_BEGIN, HOLDS_END)):
+        kept = _kept_section(path, begin, end)
+        if kept:
+            w(kept)
+            w("")
     w("## Reproduce")
     w("")
     w("```")
@@ -368,13 +372,17 @@ def write_results(path: Path, info: dict, micro: list[dict], scen: list[dict], q
     return targets
 
 
-def _season_section(path: Path) -> str:
-    """The season soak's section of the report at `path` (or of bench/RESULTS.md), if any."""
-    from bench.season import BEGIN, END
+HOLDS_BEGIN = "<!-- hot-slot-holds-16: begin (bench/scenarios.py runs, by hand; bench/run.py keeps it) -->"
+HOLDS_END = "<!-- hot-slot-holds-16: end -->"
+
+
+def _kept_section(path: Path, begin: str, end: str) -> str:
+    """The section between `begin` and `end` of the report at `path` (or of
+    bench/RESULTS.md), if any."""
     for f in (path, HERE / "RESULTS.md"):
         text = f.read_text() if f.exists() else ""
-        if BEGIN in text and END in text:
-            return text[text.index(BEGIN):text.index(END) + len(END)]
+        if begin in text and end in text:
+            return text[text.index(begin):text.index(end) + len(end)]
     return ""
 
 

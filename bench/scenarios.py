@@ -143,9 +143,13 @@ async def _drive(shard: Shard, work: list[list], call, deadline_s: float) -> dic
     gc.callbacks.remove(on_gc)
     gc.unfreeze()
     full = [p for g, p in pauses if g == 2]
+    every = sorted(p for _, p in pauses)
     gcs = {"gen2_collections": len(full), "gen2_max_ms": max(full, default=0) * 1e3,
            "gen2_total_ms": sum(full) * 1e3, "young_collections": len(pauses) - len(full),
-           "young_max_ms": max((p for g, p in pauses if g < 2), default=0) * 1e3}
+           "young_max_ms": max((p for g, p in pauses if g < 2), default=0) * 1e3,
+           # every collection, all generations: the stops of the world a caller may meet
+           "pauses": len(every), "pause_total_ms": sum(every) * 1e3,
+           "pause_ms": {k: v * 1e3 for k, v in {**percentiles(every), "max": every[-1]}.items()} if every else {}}
     return {"results": results, "lat": lat, "elapsed": elapsed, "cpu_s": cpu, "cut": cut,
             "writer": stats, "gc": gcs}
 
@@ -397,6 +401,11 @@ def _holds(kind: str, *, quick: bool, loop: str, submitters: int, deadline_s: fl
         st = shard.state
         counters = {s: st.slots.slot(st.slot_idx[s]) for s in slot_ids}
         checks("no errors other than SoldOut", not other, other[:3])
+        checks("granted = capacity of every slot asked exactly (all asks answered)",
+               not run["cut"] and len(done) == asks_total
+               and sum(granted.values()) == sum(min(asked[s], capacity) for s in slot_ids)
+               and (kind != "hot" or sum(granted.values()) == capacity),
+               f"{sum(granted.values())} granted, {len(done)} of {asks_total} asks answered")
         over = [s for s in slot_ids if granted[s] > capacity]
         checks("zero oversell: granted <= capacity on every slot", not over, over[:5])
         # qty 1 each: a slot grants every ask until it is full, then refuses every one
@@ -413,11 +422,19 @@ def _holds(kind: str, *, quick: bool, loop: str, submitters: int, deadline_s: fl
                    if priced else None)
         checks("shard.check(replay=True) == []", (v := shard.check(replay=True)) == [], v)
         held = sum(c["held"] for c in counters.values())
+        holds_before = list(st.holds.values())
         shard.close(snapshot=False)
         again = Shard.open(path, durable=True, clock=bench_clock)
         held_again = sum(again.state.slots.slot(again.state.slot_idx[s])["held"] for s in slot_ids)
         checks("every acknowledged hold survived reopen", held_again == held and again.check() == [],
                f"held {held_again} after reopen, {held} before")
+        # replayed from the journal: every active hold as it was, field by field, and the
+        # slot counters alike
+        holds_after = list(again.state.holds.values())
+        checks("state after reopen (journal replay) = state before: holds and slot counters",
+               holds_after == holds_before and len(holds_before) == len(hold_ids) and all(
+                   again.state.slots.slot(again.state.slot_idx[s]) == counters[s] for s in slot_ids),
+               f"{len(holds_after)} holds after, {len(holds_before)} before")
         if coupon:
             cs = again.coupon(VENUE, COUPON)
             checks("coupon use survived reopen (replayed from the HOLD records)",
@@ -717,6 +734,11 @@ def _summary(r: dict) -> str:
         lines.append(f"  GC: {g.get('gen2_collections', 0)} full collections, longest "
                      f"{g.get('gen2_max_ms', 0):,.0f} ms; {g.get('young_collections', 0)} young, longest "
                      f"{g.get('young_max_ms', 0):,.1f} ms")
+        pm = g.get("pause_ms")
+        if pm:
+            lines.append(f"  GC pauses (all {g['pauses']:,} collections): p50 {pm['p50']:.2f} ms  "
+                         f"p99 {pm['p99']:.2f} ms  p99.9 {pm['p999']:.2f} ms  max {pm['max']:.1f} ms  "
+                         f"total {g['pause_total_ms']:,.0f} ms")
     else:
         for o in r["opens"]:
             lines.append(f"  open {o['open_s']:.2f} s ({'cold' if o['cold'] else 'warm'}): read snapshot "

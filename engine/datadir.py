@@ -924,8 +924,8 @@ def catalog_commands(shard: Shard, venue: str) -> tuple[list[Command], dict[str,
 def _active_holds(shard: Shard, venue: str, now: float) -> int:
     """Holds of `venue` on `shard` that have not expired by `now`."""
     st = shard.state
-    return sum(1 for h in st.holds.values() if h["expires_at"] > now and any(
-        st.product_list[ln["p"]].venue == venue for ln in h["lines"]))
+    return sum(1 for h in st.holds.values() if h.expires_at > now and any(
+        st.product_list[ln.p].venue == venue for ln in h.lines))
 
 
 @dataclass(frozen=True, slots=True)

@@ -90,6 +90,8 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Iterator
 
+from .model import ActiveHold, HeldLine
+
 
 FORMAT = 5            # the journal and snapshot format this build writes (reads 1..FORMAT)
 
@@ -265,19 +267,30 @@ def scan_record(base: int, gate: int, direction: int, persons: int, at: int, rea
     return _SCAN_REC.pack(SCAN.size, _SCAN_KIND, base, gate, direction, persons, at, reason)
 
 
-def hold_record(hold: dict, venue: int) -> bytes:
+# channel -> its part of a HOLD record (length byte, UTF-8): a bounded memo of a pure function
+_CHANNELS: dict[str, bytes] = {}
+
+
+def hold_record(hold: ActiveHold, venue: int) -> bytes:
     """A hold as applied (resolved indices), so replay needs no look-ups."""
-    ch = hold["channel"].encode()
-    parts = [_HOLD.pack(hold["id"], hold["expires_at"], hold["created"], hold["amount"], venue,
-                        len(hold["lines"])), bytes((len(ch),)), ch]
-    for ln in hold["lines"]:
-        parts.append(_LINE.pack(ln["p"], ln["qty"], ln["group"], ln["price"], len(ln["slots"])))
-        for s, a in zip(ln["slots"], ln["allots"]):
+    lines = hold.lines
+    ch = _CHANNELS.get(hold.channel)
+    if ch is None:
+        ch = hold.channel.encode()
+        ch = bytes((len(ch),)) + ch
+        if len(_CHANNELS) >= 4096:
+            _CHANNELS.clear()
+        _CHANNELS[hold.channel] = ch
+    parts = [_HOLD.pack(hold.id, hold.expires_at, hold.created, hold.amount, venue, len(lines)), ch]
+    for ln in lines:
+        slots = ln.slots
+        parts.append(_LINE.pack(ln.p, ln.qty, ln.group, ln.price, len(slots)))
+        for s, a in zip(slots, ln.allots):
             parts.append(_COMP.pack(s, a))
-    if "coupon" in hold:        # format 3: the coupon it took (state/promos.py put), after its lines
-        parts.append(_coupon_part(hold["coupon"], hold["coupon_kind"], hold["coupon_serial"],
-                                  hold["coupon_holder"], hold["discount"],
-                                  tuple(ln["discount"] for ln in hold["lines"])))
+    if hold.coupon:             # format 3: the coupon it took (state/promos.py), after its lines
+        parts.append(_coupon_part(hold.coupon, hold.coupon_kind, hold.coupon_serial,
+                                  hold.coupon_holder, hold.discount,
+                                  tuple(ln.discount for ln in lines)))
     payload = b"".join(parts)
     return _HDR.pack(len(payload), Record.HOLD) + payload
 
@@ -300,7 +313,8 @@ def _coupon_part(cid: str, kind: str, serial: int, holder: str, discount: int, s
     return part
 
 
-def decode_hold(payload: bytes) -> tuple[dict, int]:
+def decode_hold(payload: bytes, venues: list[str]) -> ActiveHold:
+    """A HOLD record's hold; `venues` names the venue indices (ShardState.venue_list)."""
     hid, expires, created, amount, venue, n = _HOLD.unpack_from(payload)
     off = _HOLD.size
     ln_ch = payload[off]
@@ -316,23 +330,21 @@ def decode_hold(payload: bytes) -> tuple[dict, int]:
             off += _COMP.size
             slots.append(s)
             allots.append(a)
-        lines.append({"p": p, "qty": qty, "group": group, "slots": slots, "allots": allots,
-                      "price": price})
-    hold = {"id": hid, "channel": channel, "expires_at": expires, "created": created,
-            "amount": amount, "lines": lines}
-    if off < len(payload):
-        serial, discount, n_id, n_kind, n_holder = _CPN.unpack_from(payload, off)
-        off += _CPN.size
-        cid = bytes(payload[off:off + n_id]).decode()
-        kind = bytes(payload[off + n_id:off + n_id + n_kind]).decode()
-        off += n_id + n_kind
-        holder = bytes(payload[off:off + n_holder]).hex()
-        off += n_holder
-        hold.update(coupon=cid, coupon_kind=kind, coupon_serial=serial, coupon_holder=holder,
-                    discount=discount)          # as state/promos.py put keeps them
-        for ln, d in zip(lines, struct.unpack_from(f"<{n}q", payload, off)):
-            ln["discount"] = d
-    return hold, venue
+        lines.append((p, qty, group, tuple(slots), tuple(allots), price))
+    if off >= len(payload):
+        return ActiveHold(hid, channel, venues[venue], expires, created, amount,
+                          tuple(HeldLine(*ln) for ln in lines))
+    serial, discount, n_id, n_kind, n_holder = _CPN.unpack_from(payload, off)
+    off += _CPN.size
+    cid = bytes(payload[off:off + n_id]).decode()
+    kind = bytes(payload[off + n_id:off + n_id + n_kind]).decode()
+    off += n_id + n_kind
+    holder = bytes(payload[off:off + n_holder]).hex()
+    off += n_holder
+    split = struct.unpack_from(f"<{n}q", payload, off)
+    return ActiveHold(hid, channel, venues[venue], expires, created, amount,
+                      tuple(HeldLine(*ln, d) for ln, d in zip(lines, split)),
+                      cid, kind, serial, holder, discount)
 
 
 def scan_batch_record(ids: array.array, gates, direction: int, at: int, persons: int,

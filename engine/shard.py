@@ -282,7 +282,10 @@ class Shard:
                 try:
                     r = state.apply(c, now, batch)
                 except TurnstileError as e:
-                    r = e
+                    # a refusal is an answer, not a crash: without its traceback (which holds
+                    # this frame, which holds `results`, which holds it) it makes no
+                    # reference cycle for the cyclic GC to find
+                    r = e.with_traceback(None)
                 results.append(r)
                 if c.audit is not None and c.op < _FIRST_VERIFY:
                     # the record of a scan is its journal record: the audit log is for
@@ -658,7 +661,7 @@ class Shard:
         venue, expires_at, created, amount, lines of resolved indices. For tests and
         checks; hold_info is what a channel reads."""
         h = self.state.holds.get(hold_id)
-        return None if h is None else dict(h)
+        return None if h is None else h.to_dict()
 
     def hold_info(self, hold_id: int) -> HoldInfo:
         """A hold as its channel may read it back (status active, confirmed, released
@@ -1263,11 +1266,11 @@ class Shard:
         held = np.zeros(n_slots, dtype=np.int64)
         held_a = np.zeros(st.slots.n_allot, dtype=np.int64)
         for h in st.holds.values():
-            for ln in h["lines"]:
-                for s, a in zip(ln["slots"], ln["allots"]):
-                    held[s] += ln["qty"] * ln["group"]
+            for ln in h.lines:
+                for s, a in zip(ln.slots, ln.allots):
+                    held[s] += ln.qty * ln.group
                     if a >= 0:
-                        held_a[a] += ln["qty"] * ln["group"]
+                        held_a[a] += ln.qty * ln.group
         reserved = np.zeros(n_slots, dtype=np.int64)
         allot_used = np.zeros(n_slots, dtype=np.int64)
         for a in range(st.slots.n_allot):

@@ -114,8 +114,8 @@ def _terms(st: ShardState, args: dict, now: int) -> tuple[ChangeTerms, dict, byt
         raise
     old = sum(paid[t] for t in chosen)
     fee = sum((paid[t] * pct + 50) // 100 for t in chosen)
-    amount = new["price"] * group * len(chosen)
-    terms = ChangeTerms(order_id, change_id, p.id, chosen, list(slots), new["price"], old, amount,
+    amount = new.price * group * len(chosen)
+    terms = ChangeTerms(order_id, change_id, p.id, chosen, list(slots), new.price, old, amount,
                         fee, amount + fee - old)
     return terms, row, key, ln, li, new
 
@@ -143,24 +143,24 @@ def change_order(st: ShardState, args: dict, now: int) -> ChangeResult:
     ids = [st.unseal(sealed[k_of[t]]).upper() for t in terms.tickets] if sealed else []
     hkeys = [holder_key(st, x) for x in ids]
     if hkeys:
-        check_holders(st, {"venue": row["venue"], "lines": [new]}, [hkeys], now, set(terms.tickets))
-    need = new["qty"] * new["group"]
+        check_holders(st, row["venue"], [new], [hkeys], now, set(terms.tickets))
+    need = new.qty * new.group
     taken = []
-    for c, (s, a) in enumerate(zip(new["slots"], new["allots"])):
+    for c, (s, a) in enumerate(zip(new.slots, new.allots)):
         if not st.slots.take(s, a, need):
             for ts, ta in taken:
                 st.slots.release(ts, ta, need)
             raise SoldOut(f"slot {st.slot_list[s]} has not {need} left", field=f"slots[{c}]")
         taken.append((s, a))
     p = st.products[(row["venue"], terms.product)]
-    first_day = st.slots.slot(new["slots"][0])["day"]
+    first_day = st.slots.slot(new.slots[0])["day"]
     days = st.pass_dates.get((p.venue, p.id)) or (first_day, first_day + p.rule.valid_days - 1)
-    returns = [[st.slot_idx[(row["venue"], sid)], a, new["group"]]
+    returns = [[st.slot_idx[(row["venue"], sid)], a, new.group]
                for _ in terms.tickets for sid, a in zip(ln["slots"], ln["allots"])]
     rec = {"order_id": terms.order_id, "channel": row["channel"], "change_id": terms.change_id,
            "tickets": terms.tickets, "_returns": returns,
-           "_takes": [[s, a, need] for s, a in taken], "p": new["p"], "group": new["group"],
-           "qty": new["qty"], "slots": new["slots"], "days": list(days), "holder_keys": hkeys,
+           "_takes": [[s, a, need] for s, a in taken], "p": new.p, "group": new.group,
+           "qty": new.qty, "slots": list(new.slots), "days": list(days), "holder_keys": hkeys,
            "unit_price_fen": terms.unit_price_fen, "fee_fen": terms.fee_fen, "due_fen": terms.due_fen,
            "_now": now}
     # the money: paid by the change's payment, or given back the way the order was paid
@@ -169,7 +169,7 @@ def change_order(st: ShardState, args: dict, now: int) -> ChangeResult:
     finance.add(fin, (row["channel"], station or row.get("station", ""), terms.product, way),
                 changed_tickets=len(terms.tickets), fee_fen=terms.fee_fen,
                 change_in_fen=max(terms.due_fen, 0), change_out_fen=max(-terms.due_fen, 0))
-    persons = len(terms.tickets) * new["group"]
+    persons = len(terms.tickets) * new.group
     finance.add_split(st, fin, terms.product, -(terms.old_paid_fen - terms.fee_fen), persons)
     finance.add_split(st, fin, terms.product, terms.new_amount_fen, persons)
     if terms.due_fen:
@@ -179,15 +179,15 @@ def change_order(st: ShardState, args: dict, now: int) -> ChangeResult:
     key_id = st.codec.issuing_key if st.codec.keys else -1
     signed = ln.get("signed", True)
     ncomp = len(p.zones)
-    tickets = [IssuedTicket(first + k * ncomp, p.id, new["group"], render(st, first + k * ncomp, key_id, signed),
-                            mask_id(ids[k]) if ids else "") for k in range(new["qty"])]
-    row["lines"].append({"product": p.id, "qty": new["qty"], "group": new["group"],
-                         "slots": list(terms.slots), "allots": new["allots"],
+    tickets = [IssuedTicket(first + k * ncomp, p.id, new.group, render(st, first + k * ncomp, key_id, signed),
+                            mask_id(ids[k]) if ids else "") for k in range(new.qty)]
+    row["lines"].append({"product": p.id, "qty": new.qty, "group": new.group,
+                         "slots": list(terms.slots), "allots": list(new.allots),
                          "unit_price_fen": terms.unit_price_fen, "first_ticket": first, "ncomp": ncomp,
                          "key_id": key_id, "signed": signed})
     pkg = st.packages.get((p.venue, p.id))
     if pkg is not None:
-        row["lines"][-1]["split"] = pkg.split(terms.new_amount_fen, new["qty"] * new["group"])
+        row["lines"][-1]["split"] = pkg.split(terms.new_amount_fen, new.qty * new.group)
     if sealed:                      # sealed ID numbers per line, the new line's the moved ones'
         holders = row["holders"]
         holders += [[]] * (len(row["lines"]) - 1 - len(holders))

@@ -35,7 +35,7 @@ from pyroaring import BitMap
 
 from ..errors import AlreadyExists, CorruptData, FailedPrecondition, InvalidArgument, NotFound
 from ..journal import Record, json_record
-from ..model import RECORD_DTYPE, day_to_date
+from ..model import RECORD_DTYPE, ActiveHold, day_to_date
 from .catalog import product_arg, venue_of
 from .validate import ID, arg, ident_arg, int_arg, text_arg
 
@@ -212,17 +212,17 @@ def book(st: ShardState, fin: dict) -> None:
         m[3] += refunds_fen
 
 
-def sale_posting(st: ShardState, hold: dict, method: str, station: str, coupon_lines: list[int] | None,
+def sale_posting(st: ShardState, hold: ActiveHold, method: str, station: str, coupon_lines: list[int] | None,
                  now: int) -> dict:
     """What a confirm posts: per line its tickets, persons, price before the coupon, the
     coupon's share and what was paid; the split of what was paid."""
-    p = posting(st, hold["venue"], now)
-    for i, ln in enumerate(hold["lines"]):
-        product = st.product_list[ln["p"]].id
-        persons = ln["qty"] * ln["group"]
-        gross = ln["price"] * persons
+    p = posting(st, hold.venue, now)
+    for i, ln in enumerate(hold.lines):
+        product = st.product_list[ln.p].id
+        persons = ln.qty * ln.group
+        gross = ln.price * persons
         disc = coupon_lines[i] if coupon_lines else 0
-        add(p, (hold["channel"], station, product, method), sold_tickets=ln["qty"],
+        add(p, (hold.channel, station, product, method), sold_tickets=ln.qty,
             sold_persons=persons, gross_fen=gross, discount_fen=disc, paid_fen=gross - disc)
         add_split(st, p, product, gross - disc, persons)
     return p

@@ -26,7 +26,8 @@ from pyroaring import BitMap
 
 from ..errors import CorruptData, CouponRefused, FailedPrecondition, InvalidArgument, NotFound
 from ..journal import Record, json_record
-from ..model import COUPON_KINDS, Coupon, CouponApplied, CouponBatch, CouponStatus, HeldCoupon, Venue
+from ..model import (COUPON_KINDS, ActiveHold, Coupon, CouponApplied, CouponBatch, CouponStatus, HeldCoupon,
+                     HeldLine, Venue)
 from .catalog import venue_of
 from .secrets import holder_key
 from .validate import arg, ident_arg, int_arg, is_id_number, text_arg
@@ -257,8 +258,8 @@ def evaluate(st: ShardState, args: dict, channel: str, venue: Venue, lines: list
     if c.channels and channel not in c.channels:
         raise CouponRefused(f"channel {channel} may not take coupon {c.id}", field="coupon",
                             code="COUPON_NOT_APPLICABLE")
-    totals = [ln["price"] * ln["qty"] * ln["group"]
-              if not c.products or st.product_list[ln["p"]].id in c.products else 0 for ln in lines]
+    totals = [ln.price * ln.qty * ln.group
+              if not c.products or st.product_list[ln.p].id in c.products else 0 for ln in lines]
     subtotal = sum(totals)
     if not subtotal or subtotal < c.min_spend_fen:
         raise CouponRefused(f"coupon {c.id} needs {max(c.min_spend_fen, 1)} fen of the items it "
@@ -301,21 +302,21 @@ def evaluate(st: ShardState, args: dict, channel: str, venue: Venue, lines: list
     return HeldCoupon(c.id, c.kind, serial, hk, off, tuple(split))
 
 
-def put(hold: dict, use: HeldCoupon) -> None:
-    """Keep the coupon a hold took in the hold as atoms (its fields in the hold's dict, the
-    split in its lines' dicts): no object per held coupon for the cyclic GC to walk."""
-    hold["coupon"], hold["coupon_kind"], hold["coupon_serial"], hold["coupon_holder"], hold["discount"] = use[:5]
-    for ln, d in zip(hold["lines"], use.lines):
-        ln["discount"] = d
+def with_coupon(hold: ActiveHold, use: HeldCoupon) -> ActiveHold:
+    """`hold` having taken coupon `use`: its fields kept in the hold as atoms, the split in
+    its lines, the discount off its amount (no object per held coupon for the cyclic GC)."""
+    return hold._replace(amount=hold.amount - use.discount,
+                         lines=tuple(HeldLine(*ln[:6], d) for ln, d in zip(hold.lines, use.lines)),
+                         coupon=use.coupon, coupon_kind=use.kind, coupon_serial=use.serial,
+                         coupon_holder=use.holder, discount=use.discount)
 
 
-def held(hold: dict) -> HeldCoupon | None:
-    """The coupon a hold took (put), or None."""
-    cid = hold.get("coupon")
-    if cid is None:
+def held(hold: ActiveHold) -> HeldCoupon | None:
+    """The coupon a hold took (with_coupon), or None."""
+    if not hold.coupon:
         return None
-    return HeldCoupon(cid, hold["coupon_kind"], hold["coupon_serial"], hold["coupon_holder"],
-                      hold["discount"], tuple(ln["discount"] for ln in hold["lines"]))
+    return HeldCoupon(hold.coupon, hold.coupon_kind, hold.coupon_serial, hold.coupon_holder,
+                      hold.discount, tuple(ln.discount for ln in hold.lines))
 
 
 def applied(use: HeldCoupon | None) -> CouponApplied | None:

@@ -3,8 +3,9 @@ written), orders, refunds and blocked tickets. A line's unit price comes from th
 calendar (catalog.date_type, catalog.price_of) by the day of its slot; a quote explains
 it and names it by an id a hold can be held to (quote_id, check_quote).
 
-A hold is kept as a dict (`holds`): the snapshot stores it as JSON and the journal as a
-binary HOLD record (journal.hold_record), so replay needs no look-ups.
+An active hold is kept as a compact record (`holds`: model.ActiveHold, a tuple of atoms the
+cyclic GC does not walk): the snapshot stores it as JSON (ActiveHold.to_dict) and the
+journal as a binary HOLD record (journal.hold_record), so replay needs no look-ups.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from ..errors import (AlreadyExists, Blacklisted, BookingClosed, CorruptData, Fa
                       HoldNotActive, IdLimitExceeded, InvalidArgument, NotFound, PermissionDenied, QuoteChanged,
                       QuoteExpired, RefundClosed, SlotClosed, SoldOut, TicketUsed, TurnstileError)
 from ..journal import Record, decode_hold, hold_record, json_record
-from ..model import (QUOTE_TTL_S, HeldCoupon, BlacklistResult, BlockResult, ExpireResult, HoldInfo, HoldResult, IssuedTicket, Order,
+from ..model import (QUOTE_TTL_S, ActiveHold, HeldCoupon, HeldLine, BlacklistResult, BlockResult, ExpireResult, HoldInfo, HoldResult, IssuedTicket, Order,
                      PricedItem, Quote, QuoteLine, RefundResult, ReleaseResult, Venue)
 from .catalog import (apply_rules, channel_of, check_booking, date_type, find, price_of,
                       refund_fee_pct, venue_of)
@@ -67,28 +68,26 @@ def take_hold(st: ShardState, args: dict, now: int) -> HoldResult:
     if args.get("quote_id") is not None:
         check_quote(st, args["quote_id"], channel, venue.id, lines, now, coupon)
     # take stock line by line, component by component; undo all if any is short
+    slots = st.slots
     taken = []
+    amount = 0
     for i, ln in enumerate(lines):
-        need = ln["qty"] * ln["group"]
-        for s, a in zip(ln["slots"], ln["allots"]):
-            if not st.slots.take(s, a, need):
+        need = ln.qty * ln.group
+        amount += ln.price * need
+        for s, a in zip(ln.slots, ln.allots):
+            if not slots.take(s, a, need):
                 for ts, ta, tq in taken:
-                    st.slots.release(ts, ta, tq)
+                    slots.release(ts, ta, tq)
                 raise SoldOut(f"slot {st.slot_list[s]} has not {need} left"
                               + (f" in the {channel} allotment" if a >= 0 else ""),
                               field=f"items[{i}].qty")
             taken.append((s, a, need))
     hid = st.next_hold_id
     st.next_hold_id += 1
-    amount = 0
-    for ln in lines:
-        amount += ln["price"] * ln["qty"] * ln["group"]
-    hold = {"id": hid, "channel": channel, "venue": venue.id, "expires_at": now + ttl,
-            "created": now, "amount": amount, "lines": lines}
+    hold = ActiveHold(hid, channel, venue.id, now + ttl, now, amount, tuple(lines))
     if coupon is not None:
         promos.take(st, venue.id, coupon)
-        promos.put(hold, coupon)
-        hold["amount"] = amount - coupon.discount
+        hold = promos.with_coupon(hold, coupon)
     st.holds[hid] = hold
     heapq.heappush(st.expiry, (now + ttl, hid))
     st.journal(hold_record(hold, st.venue_idx[venue.id]), Record.HOLD)
@@ -107,8 +106,8 @@ def quote(st: ShardState, channel: str, venue_id: str, items: Any, now: int,
     lines = hold_lines(st, channel, venue, {"items": items, "member_level": member_level}, now, explained)
     use = promos.evaluate(st, coupon or {}, channel, venue, lines, now)
     expires = now + QUOTE_TTL_S
-    return Quote(hold_result(st, {"id": 0, "expires_at": 0, "amount": 0, "lines": lines}).items,
-                 sum(ln["price"] * ln["qty"] * ln["group"] for ln in lines) - (use.discount if use else 0),
+    return Quote(priced_items(st, lines),
+                 sum(ln.price * ln.qty * ln.group for ln in lines) - (use.discount if use else 0),
                  quote_id(st, channel, venue.id, lines, expires, use), expires, explained,
                  promos.applied(use))
 
@@ -116,17 +115,16 @@ def quote(st: ShardState, channel: str, venue_id: str, items: Any, now: int,
 _QUOTE = struct.Struct(">Q16s")
 
 
-def _quote_mac(st: ShardState, channel: str, venue: str, lines: list[dict], expires: int,
+def _quote_mac(st: ShardState, channel: str, venue: str, lines: list[HeldLine], expires: int,
                coupon: HeldCoupon | None) -> bytes:
-    body = [channel, venue, expires, [[ln["p"], ln["qty"], ln["group"], ln["slots"], ln["price"]]
-                                      for ln in lines]]
+    body = [channel, venue, expires, [[ln.p, ln.qty, ln.group, ln.slots, ln.price] for ln in lines]]
     if coupon is not None:
         body.append([coupon.coupon, coupon.serial, coupon.discount])
     return hashlib.blake2b(json.dumps(body, separators=(",", ":")).encode(), key=st.holder_secret,
                            digest_size=16, person=b"turnstile-quote").digest()
 
 
-def quote_id(st: ShardState, channel: str, venue: str, lines: list[dict], expires: int,
+def quote_id(st: ShardState, channel: str, venue: str, lines: list[HeldLine], expires: int,
              coupon: HeldCoupon | None = None) -> str:
     """A quote's id: its expiry and a MAC (keyed by the shard) over the channel, venue,
     items, unit prices and coupon discount it gave. Nothing is stored: a Hold naming it
@@ -135,7 +133,7 @@ def quote_id(st: ShardState, channel: str, venue: str, lines: list[dict], expire
         expires, _quote_mac(st, channel, venue, lines, expires, coupon))).decode().rstrip("=")
 
 
-def check_quote(st: ShardState, qid: Any, channel: str, venue: str, lines: list[dict], now: int,
+def check_quote(st: ShardState, qid: Any, channel: str, venue: str, lines: list[HeldLine], now: int,
                 coupon: HeldCoupon | None = None) -> None:
     """A Hold naming quote `qid` is charged what it said, or refused: QuoteExpired past
     its expiry, QuoteChanged if the items, channel, prices or coupon are not those quoted."""
@@ -151,7 +149,7 @@ def check_quote(st: ShardState, qid: Any, channel: str, venue: str, lines: list[
 
 
 def hold_lines(st: ShardState, channel: str, venue: Venue, args: dict, now: int,
-               explained: list | None = None) -> list[dict]:
+               explained: list | None = None) -> list[HeldLine]:
     """The validated item lines of a hold (or quote): product, stock per component,
     unit price for the channel on the day of the line's (first) slot, by the price
     calendar (catalog.price_of); with `explained`, how each price came about."""
@@ -163,12 +161,21 @@ def hold_lines(st: ShardState, channel: str, venue: Venue, args: dict, now: int,
     for i, it in enumerate(items):
         f = f"items[{i}]"
         try:
-            pid = it.get("product") if type(it) is dict else None
+            if type(it) is dict:
+                pid, qty, group, slot_ids = (it.get("product"), it.get("qty", 1), it.get("group", 1),
+                                             it.get("slots"))
+            else:
+                pid = qty = group = slot_ids = None
+            # what a well-formed item has passes on these few type checks; anything else
+            # goes through the validators, which refuse it naming the field
             if (venue.id, pid) not in st.products:
                 pid = ident_arg(it, "product")
-            qty = int_arg(it, "qty", 1, MAX_QTY, 1)
-            group = int_arg(it, "group", 1, U16, 1)
-            slot_ids = arg(it, "slots", list)
+            if type(qty) is not int or not 1 <= qty <= MAX_QTY:
+                qty = int_arg(it, "qty", 1, MAX_QTY, 1)
+            if type(group) is not int or not 1 <= group <= U16:
+                group = int_arg(it, "group", 1, U16, 1)
+            if type(slot_ids) is not list:
+                slot_ids = arg(it, "slots", list)
         except InvalidArgument as e:
             raise InvalidArgument(e.message, field=f"{f}.{e.field}") from None
         p = st.products.get((venue.id, pid))
@@ -218,69 +225,72 @@ def hold_lines(st: ShardState, channel: str, venue: Venue, args: dict, now: int,
                 fill_pct=lambda k=sidx[0]: st.slots.fill_pct(k), member_level=level)
         if explained is not None:
             explained.append(QuoteLine(pid, dtype, base, applied, price))
-        lines.append({"p": st.product_idx[(venue.id, pid)], "qty": qty, "group": group, "slots": sidx,
-                      "allots": allots, "price": price})
+        lines.append(HeldLine(st.product_idx[(venue.id, pid)], qty, group, tuple(sidx), tuple(allots), price))
     return lines
 
 
 def replay_hold(st: ShardState, payload) -> None:
     """A HOLD record: the hold as it was applied (resolved indices, no look-ups)."""
-    hold, venue = decode_hold(payload)
-    hold["venue"] = st.venue_list[venue]
-    for ln in hold["lines"]:
-        need = ln["qty"] * ln["group"]
-        for s, a in zip(ln["slots"], ln["allots"]):
+    hold = decode_hold(payload, st.venue_list)
+    for ln in hold.lines:
+        need = ln.qty * ln.group
+        for s, a in zip(ln.slots, ln.allots):
             if not st.slots.take(s, a, need):
-                raise CorruptData(f"replayed hold {hold['id']} does not fit its slot")
+                raise CorruptData(f"replayed hold {hold.id} does not fit its slot")
     c = promos.held(hold)
     if c is not None:
-        if (hold["venue"], c.coupon) not in st.coupon_use:
-            raise CorruptData(f"replayed hold {hold['id']} took coupon {c.coupon}, which is not set")
-        promos.take(st, hold["venue"], c)
-    st.holds[hold["id"]] = hold
-    st.next_hold_id = max(st.next_hold_id, hold["id"] + 1)
-    heapq.heappush(st.expiry, (hold["expires_at"], hold["id"]))
+        if (hold.venue, c.coupon) not in st.coupon_use:
+            raise CorruptData(f"replayed hold {hold.id} took coupon {c.coupon}, which is not set")
+        promos.take(st, hold.venue, c)
+    st.holds[hold.id] = hold
+    st.next_hold_id = max(st.next_hold_id, hold.id + 1)
+    heapq.heappush(st.expiry, (hold.expires_at, hold.id))
     st.batch.n_commands += 1
 
 
-def hold_result(st: ShardState, hold: dict) -> HoldResult:
-    return HoldResult(hold["id"], hold["expires_at"], hold["amount"], [
-        PricedItem(st.product_list[ln["p"]].id, ln["qty"], ln["group"],
-                   [st.slot_list[s] for s in ln["slots"]], ln["price"])
-        for ln in hold["lines"]], hold.get("coupon", ""), hold.get("discount", 0))
+def priced_items(st: ShardState, lines) -> list[PricedItem]:
+    """Lines of a hold (or quote) as their channel reads them: ids, not indices."""
+    products, slot_list = st.product_list, st.slot_list
+    return [PricedItem(products[ln.p].id, ln.qty, ln.group, [slot_list[s] for s in ln.slots], ln.price)
+            for ln in lines]
 
 
-def active_hold(st: ShardState, args: dict, now: int) -> dict:
+def hold_result(st: ShardState, hold: ActiveHold) -> HoldResult:
+    return HoldResult(hold.id, hold.expires_at, hold.amount, priced_items(st, hold.lines),
+                      hold.coupon, hold.discount)
+
+
+def active_hold(st: ShardState, args: dict, now: int) -> ActiveHold:
     hid = int_arg(args, "hold_id", 1, 2**62)
     channel = channel_of(st, args)
     hold = st.holds.get(hid)
-    if hold is not None and hold["expires_at"] <= now:
+    if hold is not None and hold.expires_at <= now:
         hold = None                 # due: the next EXPIRE releases its stock
     if hold is None:
         if hid < st.next_hold_id:
             raise HoldNotActive(f"hold {hid} expired, was released or confirmed", field="hold_id")
         raise NotFound(f"no hold {hid}", field="hold_id")
-    if hold["channel"] != channel:
+    if hold.channel != channel:
         raise NotFound(f"no hold {hid} for channel {channel}", field="hold_id")
     return hold
 
 
-def drop_hold(st: ShardState, hold: dict, status: str) -> None:
-    for ln in hold["lines"]:
-        need = ln["qty"] * ln["group"]
-        for s, a in zip(ln["slots"], ln["allots"]):
+def drop_hold(st: ShardState, hold: ActiveHold, status: str) -> None:
+    for ln in hold.lines:
+        need = ln.qty * ln.group
+        for s, a in zip(ln.slots, ln.allots):
             st.slots.release(s, a, need)
-    if "coupon" in hold:
-        promos.give_back(st, hold["venue"], promos.held(hold))
-    del st.holds[hold["id"]]
+    if hold.coupon:
+        promos.give_back(st, hold.venue, promos.held(hold))
+    del st.holds[hold.id]
     end_hold(st, hold, status)
 
 
-def end_hold(st: ShardState, hold: dict, status: str, order_id: str = "") -> None:
+def end_hold(st: ShardState, hold: ActiveHold, status: str, order_id: str = "") -> None:
     """Keep what a hold was and what became of it (GetHold after it ended)."""
-    put_retry(st, b"hold/%d" % hold["id"], json.dumps({
-        "status": status, "order_id": order_id, "channel": hold["channel"],
-        "venue": hold["venue"], **hold_result(st, hold).to_dict()}).encode())
+    put_retry(st, b"hold/%d" % hold.id, json.dumps({
+        "status": status, "order_id": order_id, "channel": hold.channel,
+        "venue": hold.venue, **hold_result(st, hold).to_dict()}).encode())
 
 
 def hold_info(st: ShardState, hold_id: int, now: int) -> HoldInfo:
@@ -289,8 +299,8 @@ def hold_info(st: ShardState, hold_id: int, now: int) -> HoldInfo:
     hold = st.holds.get(hold_id)
     if hold is not None:
         r = hold_result(st, hold)
-        return HoldInfo("expired" if hold["expires_at"] <= now else "active", "", hold["channel"],
-                        hold["venue"], r.hold_id, r.expires_at, r.amount_fen, r.items)
+        return HoldInfo("expired" if hold.expires_at <= now else "active", "", hold.channel,
+                        hold.venue, r.hold_id, r.expires_at, r.amount_fen, r.items)
     row = get_retry(st, b"hold/%d" % hold_id)
     if row is None:
         raise NotFound(f"no hold {hold_id}", field="hold_id")
@@ -300,12 +310,12 @@ def hold_info(st: ShardState, hold_id: int, now: int) -> HoldInfo:
 def release_hold(st: ShardState, args: dict, now: int) -> ReleaseResult:
     hold = active_hold(st, args, now)
     drop_hold(st, hold, "released")
-    st.journal(json_record(Record.RELEASE, {"hold_id": hold["id"], "channel": hold["channel"]}),
+    st.journal(json_record(Record.RELEASE, {"hold_id": hold.id, "channel": hold.channel}),
                Record.RELEASE)
-    return ReleaseResult(hold["id"], True)
+    return ReleaseResult(hold.id, True)
 
 
-def _replayed_hold(st: ShardState, hid: Any, what: str) -> dict:
+def _replayed_hold(st: ShardState, hid: Any, what: str) -> ActiveHold:
     hold = st.holds.get(hid)
     if hold is None:
         raise CorruptData(f"a replayed {what} names hold {hid}, which is not held")
@@ -316,7 +326,7 @@ def replay_release(st: ShardState, args: dict, fmt: int) -> None:
     """A RELEASE record (formats 1 and 2): the hold it names is dropped."""
     hold = _replayed_hold(st, args["hold_id"], "release")
     drop_hold(st, hold, "released")
-    st.journal(json_record(Record.RELEASE, {"hold_id": hold["id"], "channel": hold["channel"]}),
+    st.journal(json_record(Record.RELEASE, {"hold_id": hold.id, "channel": hold.channel}),
                Record.RELEASE)
 
 
@@ -330,7 +340,7 @@ def expire_holds(st: ShardState, args: dict, now: int) -> ExpireResult:
     while st.expiry and st.expiry[0][0] <= at:
         exp, hid = heapq.heappop(st.expiry)
         hold = st.holds.get(hid)
-        if hold is not None and hold["expires_at"] == exp:
+        if hold is not None and hold.expires_at == exp:
             drop_hold(st, hold, "expired")
             expired.append(hid)
     st.journal(json_record(Record.EXPIRE, {"_at": at, "holds": sorted(expired)}), Record.EXPIRE)
@@ -345,7 +355,7 @@ def replay_expire(st: ShardState, args: dict, fmt: int) -> None:
     while st.expiry and st.expiry[0][0] <= at:
         exp, hid = heapq.heappop(st.expiry)
         hold = st.holds.get(hid)
-        if hold is not None and hold["expires_at"] == exp:
+        if hold is not None and hold.expires_at == exp:
             due.append((exp, hid))
     expired = [hid for _, hid in due] if fmt < 2 else args["holds"]
     for hid in expired:
@@ -377,68 +387,68 @@ def confirm_hold(st: ShardState, args: dict, now: int) -> ConfirmResult:
         raise AlreadyExists(f"order {order_id} exists", field="order_id",
                             hint="retry with the same idempotency key to get the first answer")
     hold = active_hold(st, args, now)
-    shift, station = finance.shift_for_sale(st, args, hold["venue"])
-    for ln in hold["lines"]:
-        for s in ln["slots"]:
+    shift, station = finance.shift_for_sale(st, args, hold.venue)
+    for ln in hold.lines:
+        for s in ln.slots:
             if st.slots.slot(s)["end"] <= now:
                 raise SlotClosed(f"slot {st.slot_list[s]} ended while held: it can no longer "
                                  "be sold", field="hold_id", hint="release the hold")
     key = order_key(channel, order_id)
-    if amount != hold["amount"]:
-        raise InvalidArgument(f"paid {amount} fen, the hold costs {hold['amount']} fen",
+    if amount != hold.amount:
+        raise InvalidArgument(f"paid {amount} fen, the hold costs {hold.amount} fen",
                               field="payment.amount_fen")
     # holder ID numbers per line for real-name products (or given anyway)
     per_line: list[list[str]] = []
-    for i, ln in enumerate(hold["lines"]):
-        p = st.product_list[ln["p"]]
+    for i, ln in enumerate(hold.lines):
+        p = st.product_list[ln.p]
         ids = holders[i] if i < len(holders) else []
         if not isinstance(ids, list) or not all(is_id_number(x) for x in ids):
             raise InvalidArgument("must be lists of ID numbers", field=f"holders[{i}]")
-        if (p.real_name or ids) and len(ids) != ln["qty"]:
+        if (p.real_name or ids) and len(ids) != ln.qty:
             raise InvalidArgument(f"{p.id} is real-name: one ID number per ticket",
                                   field=f"holders[{i}]")
         per_line.append([x.upper() for x in ids])
     # the journal carries holder keys, never ID numbers
     hkeys = [[holder_key(st, x) for x in ids] for ids in per_line]
-    check_holders(st, hold, hkeys, now)
+    check_holders(st, hold.venue, hold.lines, hkeys, now)
     coupon = promos.held(hold)
     if coupon and coupon.holder and any(hkeys) and not any(coupon.holder in k for k in hkeys):
         raise InvalidArgument("the coupon was taken for a person who holds none of this order's "
                               "tickets", field="holders", hint="name them among the holders")
     end_hold(st, hold, "confirmed", order_id)
-    issue(st, hold, hkeys)
+    issued = issue(st, hold, hkeys)
     key_id = st.codec.issuing_key if st.codec.keys else -1
     lines, tickets = [], []
-    for i, (ln, ids, keys) in enumerate(zip(hold["lines"], per_line, hkeys)):
-        p = st.product_list[ln["p"]]
-        lines.append({"product": p.id, "qty": ln["qty"], "group": ln["group"],
-                      "slots": [st.slot_list[s] for s in ln["slots"]], "allots": ln["allots"],
-                      "unit_price_fen": ln["price"], "first_ticket": ln["first"],
+    for i, (ln, ids, (first, _)) in enumerate(zip(hold.lines, per_line, issued)):
+        p = st.product_list[ln.p]
+        lines.append({"product": p.id, "qty": ln.qty, "group": ln.group,
+                      "slots": [st.slot_list[s] for s in ln.slots], "allots": list(ln.allots),
+                      "unit_price_fen": ln.price, "first_ticket": first,
                       "ncomp": len(p.zones), "key_id": key_id, "signed": signed})
         if coupon:
             lines[-1]["discount_fen"] = coupon.lines[i]
         pkg = st.packages.get((p.venue, p.id))
         if pkg is not None:         # a package: its price split over its parts, as paid
-            lines[-1]["split"] = pkg.split(ln["price"] * ln["qty"] * ln["group"]
-                                           - (coupon.lines[i] if coupon else 0), ln["qty"] * ln["group"])
-        for k in range(ln["qty"]):
-            tid = ln["first"] + k * len(p.zones)
+            lines[-1]["split"] = pkg.split(ln.price * ln.qty * ln.group
+                                           - (coupon.lines[i] if coupon else 0), ln.qty * ln.group)
+        for k in range(ln.qty):
+            tid = first + k * len(p.zones)
             code = "" if st.replaying else render(st, tid, key_id, signed)
-            tickets.append(IssuedTicket(tid, p.id, ln["group"], code,
+            tickets.append(IssuedTicket(tid, p.id, ln.group, code,
                                         mask_id(ids[k]) if ids else ""))
-    order = Order(order_id, hold["channel"], hold["venue"], hold["id"], amount, 0,
+    order = Order(order_id, hold.channel, hold.venue, hold.id, amount, 0,
                   {"method": method, "reference": reference, "amount_fen": amount},
                   lines, [], now, *((coupon.coupon, coupon.discount) if coupon else ("", 0)),
                   station=station, shift=shift)
     fin = finance.sale_posting(st, hold, method, station, coupon.lines if coupon else None, now)
     finance.shift_move(fin, shift, method, True, amount)
-    rec = confirm_record(st, hold, hkeys, now)
+    rec = confirm_record(hold, hkeys, now, issued)
     rec["fin"] = finance.as_record(fin)
     finance.book(st, rec["fin"])
     row = dict(vars(order))
     row["holders"] = [[seal(st, x) for x in ids] for ids in per_line]
     st.put_row(key, json.dumps(row).encode())
-    finance.index_order(st, hold["venue"], rec["fin"]["day"], hold["id"], key)
+    finance.index_order(st, hold.venue, rec["fin"]["day"], hold.id, key)
     st.journal(json_record(Record.CONFIRM, rec), Record.CONFIRM)
     return ConfirmResult(order, tickets)
 
@@ -471,22 +481,21 @@ def buy(st: ShardState, args: dict, now: int) -> ConfirmResult:
         raise
 
 
-def check_holders(st: ShardState, hold: dict, hkeys: list[list[str]], now: int,
-                  excluding: set[int] = frozenset()) -> None:
+def check_holders(st: ShardState, venue: str, lines: tuple[HeldLine, ...] | list[HeldLine],
+                  hkeys: list[list[str]], now: int, excluding: set[int] = frozenset()) -> None:
     """Before a confirm (or change) issues anything: no holder on the venue's blacklist
     (Blacklisted), and no holder above a real-name product's limits per ID number for
     the day or the slot, counting their tickets of the product that are not voided (nor
     `excluding`: those a change gives up), across channels, and this order's
     (IdLimitExceeded)."""
-    venue = hold["venue"]
     listed = st.blacklist.get(venue)
     counts: dict[tuple, int] = {}
-    for i, (ln, keys) in enumerate(zip(hold["lines"], hkeys)):
+    for i, (ln, keys) in enumerate(zip(lines, hkeys)):
         if not keys:
             continue
-        p = st.product_list[ln["p"]]
+        p = st.product_list[ln.p]
         lim = st.id_limits.get((venue, p.id))
-        day = st.slots.slot(ln["slots"][0])["day"]
+        day = st.slots.slot(ln.slots[0])["day"]
         for k, hk in enumerate(keys):
             entry = listed.get(hk) if listed else None
             if entry is not None and (not entry["until"] or entry["until"] > now):
@@ -494,18 +503,18 @@ def check_holders(st: ShardState, hold: dict, hkeys: list[list[str]], now: int,
                                   field=f"holders[{i}][{k}]")
             if lim is None:
                 continue
-            dk, sk = (hk, ln["p"], "day", day), (hk, ln["p"], "slot", ln["slots"][0])
+            dk, sk = (hk, ln.p, "day", day), (hk, ln.p, "slot", ln.slots[0])
             if dk not in counts or sk not in counts:
                 # the holder's tickets sold before; a count already begun (an earlier line
                 # of this order on the same day or slot) goes on from where it is
                 on_day = on_slot = 0
                 for b in st.holders.get(hk, ()):
                     rec = st.tickets.record(b)
-                    if (rec["product"] != ln["p"] or st.tickets.code_state(b) & _core.STATE_VOIDED
+                    if (rec["product"] != ln.p or st.tickets.code_state(b) & _core.STATE_VOIDED
                             or b in excluding):
                         continue
                     on_day += rec["first_day"] == day
-                    on_slot += rec["slot"] == ln["slots"][0]
+                    on_slot += rec["slot"] == ln.slots[0]
                 counts.setdefault(dk, on_day)
                 counts.setdefault(sk, on_slot)
             counts[dk] += 1
@@ -569,48 +578,52 @@ def replay_blacklist(st: ShardState, r: dict, fmt: int) -> None:
     _blacklist(st, r)
 
 
-def confirm_record(st: ShardState, hold: dict, hkeys: list[list[str]], now: int) -> dict:
+def confirm_record(hold: ActiveHold, hkeys: list[list[str]], now: int,
+                   issued: list[tuple[int, tuple[int, int]]]) -> dict:
     """A CONFIRM record of format 2: the hold, holder keys, and per line the tickets
-    issued (first id, first and last valid day)."""
-    return {"hold_id": hold["id"], "holder_keys": hkeys, "_now": now,
-            "tickets": [[ln["first"], *ln["days"]] for ln in hold["lines"]]}
+    issued (first id, first and last valid day: `issued`, as issue returned it)."""
+    return {"hold_id": hold.id, "holder_keys": hkeys, "_now": now,
+            "tickets": [[first, *days] for first, days in issued]}
 
 
-def issue(st: ShardState, hold: dict, hkeys: list[list[str]],
-          tickets: list[list[int]] | None = None) -> None:
-    """Issue the tickets of a hold and turn its held stock into sold stock. `tickets`
-    (replay of format 2): per line the first id and valid days issued then; without,
-    the days are the first slot's and the product's validity."""
-    for i, (ln, keys) in enumerate(zip(hold["lines"], hkeys)):
-        p = st.product_list[ln["p"]]
+def issue(st: ShardState, hold: ActiveHold, hkeys: list[list[str]],
+          tickets: list[list[int]] | None = None) -> list[tuple[int, tuple[int, int]]]:
+    """Issue the tickets of a hold and turn its held stock into sold stock; returns per
+    line the first ticket id and the (first, last) valid days issued. `tickets` (replay
+    of format 2): per line the first id and valid days issued then; without, the days
+    are the first slot's and the product's validity."""
+    issued = []
+    for i, (ln, keys) in enumerate(zip(hold.lines, hkeys)):
+        p = st.product_list[ln.p]
         if tickets is None:
-            first_day = st.slots.slot(ln["slots"][0])["day"]
+            first_day = st.slots.slot(ln.slots[0])["day"]
             days = st.pass_dates.get((p.venue, p.id)) or (first_day, first_day + p.rule.valid_days - 1)
         else:
             days = (tickets[i][1], tickets[i][2])
-        ln["days"] = days
-        ln["first"] = st.tickets.issue(ln["p"], ln["group"], days[0], days[1], ln["slots"], ln["qty"])
-        finance.issued(st, ln["p"], days, ln["first"], ln["qty"], len(p.zones))
-        if tickets is not None and ln["first"] != tickets[i][0]:
-            raise CorruptData(f"replayed hold {hold['id']} issued ticket {ln['first']}, "
+        first = st.tickets.issue(ln.p, ln.group, days[0], days[1], list(ln.slots), ln.qty)
+        issued.append((first, days))
+        finance.issued(st, ln.p, days, first, ln.qty, len(p.zones))
+        if tickets is not None and first != tickets[i][0]:
+            raise CorruptData(f"replayed hold {hold.id} issued ticket {first}, "
                               f"the journal says {tickets[i][0]}")
-        need = ln["qty"] * ln["group"]
-        for s, a in zip(ln["slots"], ln["allots"]):
+        need = ln.qty * ln.group
+        for s, a in zip(ln.slots, ln.allots):
             st.slots.sell(s, a, need)
         for k, hk in enumerate(keys):
-            st.holders.setdefault(hk, []).append(ln["first"] + k * len(p.zones))
-    del st.holds[hold["id"]]
+            st.holders.setdefault(hk, []).append(first + k * len(p.zones))
+    del st.holds[hold.id]
+    return issued
 
 
 def replay_confirm(st: ShardState, args: dict, fmt: int) -> None:
     """A CONFIRM record: the hold's tickets issued to the holder keys it carries; in
     format 2, exactly the tickets it names (format 1: as format 1 issued them)."""
     hold = _replayed_hold(st, args["hold_id"], "confirm")
-    if len(args["holder_keys"]) != len(hold["lines"]):
-        raise CorruptData(f"a replayed confirm of hold {hold['id']} has holder keys for "
-                          f"{len(args['holder_keys'])} lines, the hold has {len(hold['lines'])}")
-    issue(st, hold, args["holder_keys"], args["tickets"] if fmt >= 2 else None)
-    rec = confirm_record(st, hold, args["holder_keys"], args.get("_now", 0))
+    if len(args["holder_keys"]) != len(hold.lines):
+        raise CorruptData(f"a replayed confirm of hold {hold.id} has holder keys for "
+                          f"{len(args['holder_keys'])} lines, the hold has {len(hold.lines)}")
+    issued = issue(st, hold, args["holder_keys"], args["tickets"] if fmt >= 2 else None)
+    rec = confirm_record(hold, args["holder_keys"], args.get("_now", 0), issued)
     if "fin" in args:               # format 4: the finance posting as made
         finance.book(st, args["fin"])
         rec["fin"] = args["fin"]

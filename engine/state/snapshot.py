@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import CorruptData
 from ..journal import FORMAT, FORMAT_RECORD, Batch
+from ..model import ActiveHold, HoldStore
 from . import controls, finance, promos
 
 # blob -> the version of its layout this build writes (and the newest it reads)
@@ -36,7 +37,7 @@ def dump(st: ShardState) -> dict[str, bytes]:
     t = st.tickets.dump()
     meta = {
         "next_hold_id": st.next_hold_id,
-        "holds": list(st.holds.values()),
+        "holds": [h.to_dict() for h in st.holds.values()],
         "holders": st.holders,
         "faces": st.faces,
         "blacklist": st.blacklist,
@@ -97,8 +98,8 @@ def load(st: ShardState, blobs: dict[str, bytes]) -> None:
         "flow": {d: blobs[f"flow.{d}"] for d in meta.get("flow_days", ())},
     })
     st.next_hold_id = meta["next_hold_id"]
-    st.holds = {h["id"]: h for h in meta["holds"]}
-    st.expiry = [(h["expires_at"], h["id"]) for h in st.holds.values()]
+    st.holds = HoldStore(ActiveHold.from_dict(h) for h in meta["holds"])
+    st.expiry = [(h.expires_at, h.id) for h in st.holds.values()]
     heapq.heapify(st.expiry)
     st.holders = {k: list(v) for k, v in meta["holders"].items()}
     st.faces = dict(meta.get("faces", {}))
