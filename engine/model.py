@@ -521,11 +521,10 @@ class HeldLine(NamedTuple):
 
 class ActiveHold(NamedTuple):
     """A hold while it is active (ShardState.holds): what it took and costs. A compact
-    record, not a tree of dicts and lists: a tuple of atoms and HeldLines, which the cyclic
-    GC stops tracking, so a flash sale's tens of thousands of active holds cost a full
-    collection nothing. `coupon` is "" without one; with one, its kind, serial and holder
+    record, not a tree of dicts and lists: a tuple of atoms and HeldLines. `coupon` is "" without one; with one, its kind, serial and holder
     key (promos.HeldCoupon) and the discount (`amount` is after it). Snapshots keep it
-    as the dict of to_dict/from_dict; the journal as a HOLD record (journal.hold_record)."""
+    as the dict of to_dict/from_dict; the journal as a HOLD record (journal.hold_record),
+    and so does the shard's store of active holds (sales.HoldStore)."""
     id: int
     channel: str
     venue: str
@@ -561,65 +560,6 @@ class ActiveHold(NamedTuple):
                        lines, d["coupon"], d["coupon_kind"], d["coupon_serial"], d["coupon_holder"],
                        d["discount"])
         return cls(d["id"], d["channel"], d["venue"], d["expires_at"], d["created"], d["amount"], lines)
-
-
-class HoldStore:
-    """The active holds of a shard by id (ShardState.holds), a mapping of ActiveHold. Each
-    is stored as ONE flat tuple of atoms: the hold's fields, then per line product,
-    quantity, group, price, discount, its number of components, their slot indices and
-    their allotment indices. The cyclic GC untracks a tuple of atoms at the first
-    collection it meets (never a tuple subclass such as a NamedTuple, and a nested tuple
-    only one level per collection, by which time it sits in the oldest generation): tens
-    of thousands of active holds then cost a full collection nothing. Reads give
-    ActiveHold."""
-
-    __slots__ = ("_rows",)
-
-    def __init__(self, holds=()) -> None:
-        self._rows: dict[int, tuple] = {}
-        for h in holds:
-            self[h.id] = h
-
-    @staticmethod
-    def _hold(row: tuple) -> ActiveHold:
-        lines = []
-        i, end = 11, len(row)
-        while i < end:
-            n = row[i + 5]
-            j = i + 6 + n
-            lines.append(HeldLine(row[i], row[i + 1], row[i + 2], row[i + 6:j], row[j:j + n],
-                                  row[i + 3], row[i + 4]))
-            i = j + n
-        return ActiveHold(*row[:6], tuple(lines), *row[6:11])
-
-    def __setitem__(self, hold_id: int, hold: ActiveHold) -> None:
-        row = [*hold[:6], *hold[7:]]
-        for ln in hold.lines:
-            row += (ln.p, ln.qty, ln.group, ln.price, ln.discount, len(ln.slots), *ln.slots, *ln.allots)
-        self._rows[hold_id] = tuple(row)
-
-    def get(self, hold_id: int, default: ActiveHold | None = None) -> ActiveHold | None:
-        row = self._rows.get(hold_id)
-        return default if row is None else self._hold(row)
-
-    def __getitem__(self, hold_id: int) -> ActiveHold:
-        return self._hold(self._rows[hold_id])
-
-    def __delitem__(self, hold_id: int) -> None:
-        del self._rows[hold_id]
-
-    def __contains__(self, hold_id: object) -> bool:
-        return hold_id in self._rows
-
-    def __len__(self) -> int:
-        return len(self._rows)
-
-    def __iter__(self):
-        return iter(self._rows)
-
-    def values(self):
-        """Every active hold, in the order they were stored."""
-        return (self._hold(row) for row in self._rows.values())
 
 
 class CouponApplied(NamedTuple):

@@ -15,7 +15,7 @@ from .. import _core
 from ..codes import TicketCodec
 from ..errors import CorruptData, InvalidArgument
 from ..journal import _HDR, FORMAT, LAST_CATALOG, Batch, Command, CommandKind, Record, decode_format
-from ..model import AuditNote, HoldStore, Gate, Product, Slot, Venue, Zone
+from ..model import AuditNote, Gate, Product, Slot, Venue, Zone
 from . import catalog, changes, controls, finance, idem, offline, promos, retry, sales, scans, secrets, snapshot
 from .validate import text_arg
 
@@ -168,7 +168,6 @@ class ShardState:
         # venue -> its live controls (controls.py: sales paused, entry closed, live
         # capacities set, flow alert settings)
         self.controls: dict[str, dict[str, Any]] = {}
-        self.holds = HoldStore()
         self.expiry: list[tuple[int, int]] = []
         self.next_hold_id = 1
         self.holders: dict[str, list[int]] = {}
@@ -180,6 +179,7 @@ class ShardState:
         self.keyring = None        # engine.keyring.Keyring: seals SECRETS/KEY records (Shard.open)
         self.catalog_log: list[bytes] = []
         self.venue_list: list[str] = []
+        self.holds = sales.HoldStore(self.venue_list)
         self.known_channels: set[str] = set()
         self.replaying = False
         self.pending: dict[bytes, tuple[int, bytes | None]] = {}

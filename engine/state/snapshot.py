@@ -15,8 +15,8 @@ import json
 from typing import TYPE_CHECKING
 
 from ..errors import CorruptData
-from ..journal import FORMAT, FORMAT_RECORD, Batch
-from ..model import ActiveHold, HoldStore
+from ..journal import FORMAT, FORMAT_RECORD, Batch, hold_record
+from ..model import ActiveHold
 from . import controls, finance, promos
 
 # blob -> the version of its layout this build writes (and the newest it reads)
@@ -98,8 +98,12 @@ def load(st: ShardState, blobs: dict[str, bytes]) -> None:
         "flow": {d: blobs[f"flow.{d}"] for d in meta.get("flow_days", ())},
     })
     st.next_hold_id = meta["next_hold_id"]
-    st.holds = HoldStore(ActiveHold.from_dict(h) for h in meta["holds"])
-    st.expiry = [(h.expires_at, h.id) for h in st.holds.values()]
+    st.holds.clear()
+    st.expiry = []
+    for d in meta["holds"]:
+        h = ActiveHold.from_dict(d)
+        st.holds.add(h.id, hold_record(h, st.venue_idx[h.venue]))
+        st.expiry.append((h.expires_at, h.id))
     heapq.heapify(st.expiry)
     st.holders = {k: list(v) for k, v in meta["holders"].items()}
     st.faces = dict(meta.get("faces", {}))
