@@ -253,9 +253,18 @@ def unary_load(conn: Connection, work: list[list], *, gate: str, venue: str | No
 
 
 # -- VerifyStream ---------------------------------------------------------------------------------
-async def _stream(conn: Connection, address: str, work: list[list], gate: str, direction: int,
-                  window: int, deadline_s: float, rate: float | None, progress: Progress,
-                  packed: bool) -> Run:
+def stream_requests(work: list[list], gate: str, direction: int = IN, *,
+                    packed: bool = False) -> list[list[tuple]]:
+    """Each stream's batches (lists of (ticket id, code, scan time)) with their request
+    messages: VerifyBatchRequest, or with `packed` PackedVerifyRequest (a batch's codes
+    of one size: into_batches(one_size=True)). Built before a load is timed and measured:
+    packing costs the load generator microseconds per code, which are not the server's."""
+    build = _packed_request if packed else _batch_request
+    return [[(b, build(b, gate, direction)) for b in w] for w in work]
+
+
+async def _stream(conn: Connection, address: str, reqs: list[list[tuple]], window: int,
+                  deadline_s: float, rate: float | None, progress: Progress) -> Run:
     m = conn.metadata
     lat: list[float] = []
     out: list[tuple] = []
@@ -264,8 +273,7 @@ async def _stream(conn: Connection, address: str, work: list[list], gate: str, d
     answers: list[tuple] = []
     errors: Counter = Counter()
     cut = False
-    build = _packed_request if packed else _batch_request
-    reqs = [[(b, build(b, gate, direction)) for b in w] for w in work]
+    packed = any(type(req) is gate_pb2.PackedVerifyRequest for w in reqs for _, req in w[:1])
     pacer = Pacer(rate)
     adv = progress.advance if progress is not QUIET else None
     async with conn.aio_channel(address=address) as ch:
@@ -333,15 +341,15 @@ async def _stream(conn: Connection, address: str, work: list[list], gate: str, d
     return Run(lat, out, elapsed, cut, errors, t, {"calls": calls})
 
 
-def stream_load(conn: Connection, work: list[list], *, gate: str, venue: str | None = None,
-                direction: int = IN, window: int = 2, deadline_s: float = 60,
-                loop: str = "asyncio", rate: float | None = None, progress: Progress = QUIET,
-                allow_remote: bool = False, packed: bool = False) -> Run:
+def stream_load(conn: Connection, requests: list[list[tuple]], *, venue: str | None = None,
+                window: int = 2, deadline_s: float = 60, loop: str = "asyncio",
+                rate: float | None = None, progress: Progress = QUIET,
+                allow_remote: bool = False) -> Run:
     """The bare VerifyStream load as `conn`'s caller, to the shard of `venue` (None: the
-    connection's address): `work` is one list of batches per stream, each batch a list
-    of (ticket id, code, scan time) of one scan time; `window` batches in flight on each
-    stream. `packed`: GateService.VerifyPacked instead, each batch's codes in their
-    binary form (a batch's codes of one size: into_batches(one_size=True))."""
+    connection's address): `requests` is one list per stream of (batch, request) as
+    stream_requests makes them, each batch a list of (ticket id, code, scan time) of one
+    scan time; `window` batches in flight on each stream. PackedVerifyRequests go on
+    GateService.VerifyPacked."""
     address = check_address(conn.address_of(venue=venue), allow_remote)
-    return run_loop(lambda: _stream(conn, address, work, gate, direction, window, deadline_s, rate,
-                                    progress, packed), loop, deadline_s + CALL_TIMEOUT + 30)
+    return run_loop(lambda: _stream(conn, address, requests, window, deadline_s, rate, progress),
+                    loop, deadline_s + CALL_TIMEOUT + 30)

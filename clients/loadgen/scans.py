@@ -22,7 +22,7 @@ from turnstile.v1 import gate_pb2_grpc
 from ..base import Connection
 from .checks import IN, Checks, count_checks, scan_checks
 from .load import (Run, deal, into_batches, ready, run_id, run_loop, scan_items, stream_load,
-                   unary_load, verify_request)
+                   stream_requests, unary_load, verify_request)
 from .results import QUIET, Progress, Result, latency_us
 from .target import CALL_TIMEOUT, MAX_COUNT, LoadgenError, Target, bound
 from .venue import Venue
@@ -144,11 +144,12 @@ def verify_stream(target: Target, *, count: int = 10_000, streams: int = 8, per_
         lc0 = v.live_counts(date, zone) if product else None
         scanner = v.connection(target.keys.need("gate"))
         name = "verify-packed" if packed else "verify-stream"
+        requests = stream_requests(work, gates[0], IN, packed=packed)
         progress.phase(name, len(items))
         with around if around is not None else contextlib.nullcontext():
-            r = stream_load(scanner, work, gate=gates[0], venue=v.venue, window=max(1, window),
+            r = stream_load(scanner, requests, venue=v.venue, window=max(1, window),
                             deadline_s=duration_s, loop=loop, rate=rate, progress=progress,
-                            allow_remote=target.allow_remote, packed=packed)
+                            allow_remote=target.allow_remote)
         progress.close()
         answered = sum(1 for a in r.out if a[2] is not None)
         res = Result(name, ops=answered, unit="codes", calls=r.extra["calls"],

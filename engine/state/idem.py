@@ -27,9 +27,17 @@ if TYPE_CHECKING:
 
 
 def fingerprint(op: int, args: Any, secret: bytes) -> str:
-    """Keyed digest of a request (requests may carry ID numbers: never a plain hash)."""
-    body = json.dumps([op, args], sort_keys=True, separators=(",", ":"), default=str)
+    """Keyed digest of a request (requests may carry ID numbers: never a plain hash).
+    Bytes (a packed batch's codes) go in as their own BLAKE2b digest, inside the keyed
+    one: their repr, JSON-escaped, took milliseconds for a batch of 1,000 codes."""
+    body = json.dumps([op, args], sort_keys=True, separators=(",", ":"), default=_plain)
     return hashlib.blake2b(body.encode(), key=secret, digest_size=20).hexdigest()
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, bytes):
+        return "blake2b:" + hashlib.blake2b(value, digest_size=32).hexdigest()
+    return str(value)
 
 
 def once(st: ShardState, key: bytes, fp: str, field: str, run: Callable[[], Any],

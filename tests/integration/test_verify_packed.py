@@ -20,7 +20,7 @@ from turnstile.v1 import common_pb2, gate_pb2, gate_pb2_grpc, sales_pb2, sales_p
 
 from .conftest import kill_server, start_server, venue_day
 
-IN, OUT = common_pb2.IN, common_pb2.OUT
+IN = common_pb2.IN
 R = common_pb2.ScanReason
 OK, USED, FORGED, UNKNOWN = (R.Value(n) for n in ("OK", "ALREADY_USED", "FORGED", "UNKNOWN"))
 GATE = "north-1"
