@@ -310,19 +310,23 @@ def verify_stream(server: Server, peek: ShardPeek, codes: list, *, streams: int,
 
 
 def flash_sale(server: Server, peek: ShardPeek, *, channel_keys: list[str], day: _dt.date,
-               slot: str, asks_total: int, inflight: int, loop: str, deadline_s: float,
-               checks: Checks) -> dict:
+               slot: str | None, asks_total: int, inflight: int, loop: str, deadline_s: float,
+               checks: Checks, buy: bool = False) -> dict:
     """clients.loadgen's flash sale on the bench's flash slot (capacity set by
-    setup_catalog); its checks join the bench's."""
+    setup_catalog), or with `buy` (every ask an order, SalesService.Buy) on a new slot
+    of the same capacity it creates; its checks join the bench's."""
     meas = Measure(server, peek)
-    r = loadgen.flash_sale(target(server, channel_keys), slot=slot, product="adult", date=day,
-                           count=asks_total, inflight=inflight, loop=loop, duration_s=deadline_s,
-                           ttl_s=3600, retries=200, seed=11, around=meas)
+    r = loadgen.flash_sale(target(server, channel_keys), slot=slot, capacity=FLASH_CAPACITY,
+                           product="adult", date=day, count=asks_total, inflight=inflight,
+                           loop=loop, duration_s=deadline_s, ttl_s=3600, retries=200, seed=11,
+                           around=meas, buy=buy)
     checks.extend(r.checks)
-    checks("flash sale: every Hold answered (no RPC errors)", not r.errors, r.errors)
+    checks(f"flash sale: every {'Buy' if buy else 'Hold'} answered (no RPC errors)", not r.errors,
+           r.errors)
     m = meas.result
     x = r.extra
-    return {"scenario": "server-holds", "loop": loop, "inflight": inflight,
+    return {"scenario": "server-holds", "method": "Buy" if buy else "Hold", "loop": loop,
+            "inflight": inflight,
             "channels": x["channels"], "asks_planned": asks_total, "calls": r.calls,
             "cut_by_deadline": r.cut, "elapsed_s": r.elapsed_s,
             "throughput_per_s": r.throughput_per_s, "granted": r.counts["granted"],
@@ -499,14 +503,15 @@ def server_bench(*, quick: bool, profile: bool = True, loops=("uvloop", "asyncio
     n_u64 = 24_000 // scale                          # unary, 64 in flight, first loop
     n_u64b = 12_000 // scale                         # unary, 64 in flight, the other loop
     n_u4 = 5_000 // scale                            # unary, 4 in flight (latency)
+    n_u16 = 10_000 // scale                          # unary, 16 in flight
     n_prof = 12_000 // scale                         # unary under py-spy (not a target)
     n_warm = 2_000 // scale                          # unary warm-up after the restart
     n_stream = 600_000 // scale                      # VerifyStream, MAC-only codes
     n_stream1 = 20_000 // scale                      # VerifyStream, one stream (diagnostic)
     n_stream_signed = 50_000 // scale                # VerifyStream, signed codes (diagnostic)
     n_packed = 1_500_000 // scale                    # VerifyPacked, MAC-only codes, batches of 1,000
-    n_floor, n_floor4 = 8_000 // scale, 3_000 // scale   # grpcio floor runs (any codes)
-    n_signed = n_warm + n_u64 + n_u64b + n_u4 + n_prof + n_stream_signed
+    n_floor, n_floor16, n_floor4 = 8_000 // scale, 5_000 // scale, 3_000 // scale   # grpcio floor runs
+    n_signed = n_warm + n_u64 + n_u64b + n_u4 + n_u16 + n_prof + n_stream_signed
     asks = int(FLASH_CAPACITY * 1.2)
     checks = Checks()
     runs: list[dict] = []
@@ -544,7 +549,7 @@ def server_bench(*, quick: bool, profile: bool = True, loops=("uvloop", "asyncio
         rng = random.Random(5)
         rng.shuffle(signed)                          # real-path and bulk tickets mixed
         parts, lo = {}, 0
-        for name, n in (("warm", n_warm), ("u64", n_u64), ("u64b", n_u64b), ("u4", n_u4), ("prof", n_prof),
+        for name, n in (("warm", n_warm), ("u64", n_u64), ("u64b", n_u64b), ("u4", n_u4), ("u16", n_u16), ("prof", n_prof),
                         ("stream_signed", n_stream_signed)):
             parts[name] = signed[lo:lo + n]
             lo += n
@@ -573,6 +578,11 @@ def server_bench(*, quick: bool, profile: bool = True, loops=("uvloop", "asyncio
                                       runs_failed=runs_failed)
                 runs.append(r)
                 answers += out
+                r, out = verify_unary(server, peek, parts["u16"], inflight=16, loop=loops[0], at=at,
+                                      deadline_s=deadline_s, label="mid load",
+                                      runs_failed=runs_failed)
+                runs.append(r)
+                answers += out
                 # 2. VerifyStream in batches of 100
                 for codes, label, streams, window in (
                         (bulk_mac[:n_stream], "MAC-only codes", STREAMS, WINDOW),
@@ -597,6 +607,10 @@ def server_bench(*, quick: bool, profile: bool = True, loops=("uvloop", "asyncio
                 runs.append(flash_sale(server, peek, channel_keys=cat["channel_keys"], day=day,
                                        slot=flash_slot, asks_total=asks, inflight=64,
                                        loop=loops[0], deadline_s=deadline_s, checks=checks))
+                # 3b. the same sale by orders: each ask SalesService.Buy (held and paid in one)
+                runs.append(flash_sale(server, peek, channel_keys=cat["channel_keys"], day=day,
+                                       slot=None, asks_total=asks, inflight=64, loop=loops[0],
+                                       deadline_s=deadline_s, checks=checks, buy=True))
                 # diagnostics: where the shard's time goes
                 if profile:
                     prof, out = profile_run(server, peek, parts["prof"], inflight=64,
@@ -665,7 +679,7 @@ def server_bench(*, quick: bool, profile: bool = True, loops=("uvloop", "asyncio
         # (twice each, interleaved, the faster kept: a neighbour's burst only slows a run)
         reps: dict[tuple[int, str], list[dict]] = {}
         for _ in range(2):
-            for inflight, n in ((64, n_floor), (4, n_floor4)):
+            for inflight, n in ((64, n_floor), (16, n_floor16), (4, n_floor4)):
                 for mode in ("bare", "auth"):
                     reps.setdefault((inflight, mode), []).append(grpc_floor(
                         mode, data, server.keys["demo-gate"], signed[:n], inflight=inflight,
@@ -692,7 +706,7 @@ def _line(r: dict) -> str:
     head = {"server-verify": f"Verify {r.get('label', '')} {r.get('inflight')} in flight",
             "server-stream": f"{r.get('method', 'VerifyStream')} {r.get('per_call')} per call "
                              f"{r.get('label', '')}",
-            "server-holds": f"Hold flash sale {r.get('inflight')} in flight",
+            "server-holds": f"{r.get('method', 'Hold')} flash sale {r.get('inflight')} in flight",
             "server-floor": f"grpcio floor ({r.get('mode')}) {r.get('inflight')} in flight"}[r["scenario"]]
     s = (f"  {head} [{r['loop']}]: {r['throughput_per_s']:,.0f} {unit}{extra}"
          f"{' (cut)' if r.get('cut_by_deadline') else ''}\n"
