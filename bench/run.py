@@ -540,6 +540,19 @@ def _floor(srv: dict, mode: str, inflight: int) -> dict | None:
     return f[0] if f else None
 
 
+def _stream_cost(r: dict, unit: str) -> str:
+    """A scan stream run's shape and cost per batch, for its target's explanation; `unit`
+    names what the writer commits together."""
+    return (f"{r['streams']} streams, {r['window']} batches of {r['per_call']:,} in flight on each; "
+            f"{r['calls_per_s']:,.0f} batches/s, p50 {_ms(r['latency_us']['p50'])} per batch. "
+            f"The shard spent {r['shard_us_per_call']:,.0f} µs of CPU per batch "
+            f"({r['shard_us_per_item']:.2f} µs per code; main thread "
+            f"{r['shard_main_us_per_call']:,.0f} µs per batch, {r['shard_main_cores']:.2f} cores), "
+            f"the load generator {r['client_us_per_call']:,.0f} µs per batch on the same 2 "
+            f"cores ({r['client_cores']:.2f} cores); the writer committed "
+            f"{r.get('batch', {}).get('mean', 0):.1f} {unit} per LMDB transaction.")
+
+
 def floor_ratios(srv: dict) -> list[dict]:
     """Each unary run of ours (Verify; Hold and Buy in the flash sale) against the floor
     with auth at the same calls in flight, measured in the same run."""
@@ -635,14 +648,7 @@ def evaluate_server(srv: dict) -> list[dict]:
     if st:
         r = st[0]
         thr = r["throughput_per_s"]
-        why = (f"{r['streams']} streams, {r['window']} batches of {r['per_call']} in flight on each; "
-               f"{r['calls_per_s']:,.0f} batches/s, p50 {_ms(r['latency_us']['p50'])} per batch. "
-               f"The shard spent {r['shard_us_per_call']:,.0f} µs of CPU per batch "
-               f"({r['shard_us_per_item']:.2f} µs per code; main thread "
-               f"{r['shard_main_us_per_call']:,.0f} µs per batch, {r['shard_main_cores']:.2f} cores), "
-               f"the load generator {r['client_us_per_call']:,.0f} µs per batch on the same 2 "
-               f"cores ({r['client_cores']:.2f} cores); the writer committed "
-               f"{r.get('batch', {}).get('mean', 0):.1f} stream messages per LMDB transaction.")
+        why = _stream_cost(r, "stream messages")
         sig = _srv(srv, "server-stream", label="signed codes")
         if sig:
             why += f" Signed codes (151 characters, 3× the bytes): {sig[0]['throughput_per_s']:,.0f} codes/s."
@@ -660,15 +666,8 @@ def evaluate_server(srv: dict) -> list[dict]:
     if pk:
         r = pk[0]
         thr = r["throughput_per_s"]
-        why = (f"The codes' binary form packed in one field, answers in packed arrays; "
-               f"{r['streams']} streams, {r['window']} batches of {r['per_call']:,} in flight on "
-               f"each; {r['calls_per_s']:,.0f} batches/s, p50 {_ms(r['latency_us']['p50'])} per "
-               f"batch. The shard spent {r['shard_us_per_call']:,.0f} µs of CPU per batch "
-               f"({r['shard_us_per_item']:.2f} µs per code; main thread "
-               f"{r['shard_main_us_per_call']:,.0f} µs per batch, {r['shard_main_cores']:.2f} cores), "
-               f"the load generator {r['client_us_per_call']:,.0f} µs per batch on the same 2 "
-               f"cores ({r['client_cores']:.2f} cores); the writer committed "
-               f"{r.get('batch', {}).get('mean', 0):.1f} batches per LMDB transaction.")
+        why = ("The codes' binary form packed in one field, answers in packed arrays; "
+               + _stream_cost(r, "batches"))
         out.append({"target": "gRPC VerifyPacked ≥ 1,000,000 codes/s, batches of 1,000, one shard",
                     "met": thr >= TARGETS["server_packed"] and ok,
                     "measured": f"{thr:,.0f} codes/s (MAC-only codes)", "why": why})

@@ -500,12 +500,11 @@ class SalesService(sales_pb2_grpc.SalesServiceServicer):
         venue = self.node.venue(request.venue_id)
         if not request.idempotency_key:
             raise InvalidArgument("every hold needs one (e.g. the cart id)", field="idempotency_key")
-        if request.quote_id and len(request.quote_id) > 128:
-            raise InvalidArgument("not a quote id (SalesService.Quote's quote_id)", field="quote_id")
+        quote = _quote_id(request)
         h = await self.node.submit(cmd.hold(self.node.channel(), venue, _items(request.items),
                                             ttl_s=request.ttl_s or 900,
                                             idempotency_key=request.idempotency_key,
-                                            quote_id=request.quote_id or None,
+                                            quote_id=quote,
                                             coupon=request.coupon or None,
                                             coupon_holder=request.coupon_holder or None))
         self.node.metrics.hold()
@@ -532,20 +531,19 @@ class SalesService(sales_pb2_grpc.SalesServiceServicer):
                 e.field = "order_id"            # the order id was the retry key
             raise
         self.node.metrics.sale()
-        return sales_pb2.ConfirmResponse(order=_order(r.order), tickets=[_ticket(t) for t in r.tickets])
+        return _confirmed(r)
 
     @rpc
     async def Buy(self, request, context):
         venue = self.node.venue(request.venue_id)
         _id(request.order_id, "order_id")
-        if request.quote_id and len(request.quote_id) > 128:
-            raise InvalidArgument("not a quote id (SalesService.Quote's quote_id)", field="quote_id")
+        quote = _quote_id(request)
         pay = request.payment
         try:
             r = await self.node.submit(cmd.buy(
                 self.node.channel(), venue, _items(request.items), request.order_id,
                 method=pay.method, amount_fen=pay.amount_fen, reference=pay.reference,
-                quote_id=request.quote_id or None, coupon=request.coupon or None,
+                quote_id=quote, coupon=request.coupon or None,
                 coupon_holder=request.coupon_holder or None,
                 holders=[list(h.id_numbers) for h in request.holders] or None,
                 signed=not request.short_codes, shift=request.shift_id,
@@ -556,7 +554,7 @@ class SalesService(sales_pb2_grpc.SalesServiceServicer):
             raise
         self.node.metrics.hold()
         self.node.metrics.sale()
-        return sales_pb2.ConfirmResponse(order=_order(r.order), tickets=[_ticket(t) for t in r.tickets])
+        return _confirmed(r)
 
     @rpc
     async def Release(self, request, context):
@@ -669,6 +667,19 @@ def _ticket(t) -> sales_pb2.Ticket:
 
 def _payment(p: dict) -> sales_pb2.Payment:
     return sales_pb2.Payment(method=p["method"], reference=p["reference"], amount_fen=p["amount_fen"])
+
+
+def _quote_id(request) -> str | None:
+    """A Hold's or Buy's quote id (None: the prices now); one far too long to be one is
+    refused before it goes anywhere."""
+    if len(request.quote_id) > 128:
+        raise InvalidArgument("not a quote id (SalesService.Quote's quote_id)", field="quote_id")
+    return request.quote_id or None
+
+
+def _confirmed(r) -> sales_pb2.ConfirmResponse:
+    """An order just paid (Confirm, Buy) and its tickets."""
+    return sales_pb2.ConfirmResponse(order=_order(r.order), tickets=[_ticket(t) for t in r.tickets])
 
 
 def _order(o) -> sales_pb2.Order:

@@ -5,6 +5,7 @@ clearing, gates heard from and falling silent. Every role and scope edge is trie
 outside, as documented in admin.proto, report.proto, gate.proto and docs/ROLES.md."""
 from __future__ import annotations
 
+import signal
 import time
 import uuid
 
@@ -350,12 +351,10 @@ def test_a_stopping_server_ends_its_live_streams_rather_than_wait_out_the_grace(
         with Connection(s.address, s.keys["demo-viewer"]) as conn:
             watch = ReportsClient(conn).watch_live(V, min_interval_ms=60_000)
             assert next(watch).venue_id == V
-            t0 = time.monotonic()
-            s.proc.send_signal(15)
+            s.proc.send_signal(signal.SIGTERM)
             with pytest.raises(ApiError) as e:
                 next(watch)
             assert (e.value.code, e.value.reason) == (grpc.StatusCode.UNAVAILABLE, "SHARD_UNAVAILABLE")
-            s.proc.wait(55)
-            assert time.monotonic() - t0 < 55
+            s.proc.wait(55)             # TimeoutExpired if the stream held it for the grace
     finally:
         stop_server(s)
