@@ -367,7 +367,7 @@ class GateService(gate_pb2_grpc.GateServiceServicer):
         # the commands of a scan stream are scans, whose record is their journal record,
         # never the audit log (Shard._stage): no request digest, the keyed hash of every
         # batch (a tenth of the shard's CPU under a packed stream) would be spent for nothing
-        info = (auth.current().id, f"/turnstile.v1.GateService/{method}", "")
+        info = _audit_info("GateService", method, None)
 
         async def read() -> None:
             try:
