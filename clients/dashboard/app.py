@@ -138,17 +138,24 @@ def _flag(body: dict, name: str) -> bool:
     return v
 
 
+U32 = 2 ** 32 - 1        # the control requests' counts are uint32
+
+
+def _whole(v: Any) -> bool:
+    return not isinstance(v, bool) and isinstance(v, int) and 0 <= v <= U32
+
+
 def _count(body: dict, name: str) -> int:
     v = body.get(name)
-    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-        raise _invalid(name, f"{name} must be a whole number, 0 or more")
+    if not _whole(v):
+        raise _invalid(name, f"{name} must be a whole number, 0 to {U32}")
     return v
 
 
 def _counts(body: dict, name: str) -> list[int]:
     v = body.get(name, [])
-    if not isinstance(v, list) or any(isinstance(x, bool) or not isinstance(x, int) or x < 0 for x in v):
-        raise _invalid(name, f"{name} must be a list of whole numbers")
+    if not isinstance(v, list) or not all(_whole(x) for x in v):
+        raise _invalid(name, f"{name} must be a list of whole numbers, 0 to {U32}")
     return v
 
 
@@ -340,12 +347,9 @@ class Dashboard:
                 venue_id=venue, zone_id=_id(body, "zone"),
                 live_capacity=_count(body, "live_capacity"), idempotency_key=key)
         else:
-            try:
-                req = admin_pb2.SetFlowAlertsRequest(
-                    venue_id=venue, zone_id=_id(body, "zone"), fill_pct=_counts(body, "fill_pct"),
-                    entries_per_minute=_count(body, "entries_per_minute"), idempotency_key=key)
-            except ValueError:                      # past uint32
-                raise _invalid("fill_pct", "a threshold is out of range") from None
+            req = admin_pb2.SetFlowAlertsRequest(
+                venue_id=venue, zone_id=_id(body, "zone"), fill_pct=_counts(body, "fill_pct"),
+                entries_per_minute=_count(body, "entries_per_minute"), idempotency_key=key)
         try:
             answer = await self.call(s, ADMIN, CONTROLS[name], req, venue=venue)
         except ApiError as e:

@@ -322,6 +322,14 @@ def test_a_refused_control_answers_the_nodes_error(operator):
     status, _, out = operator.post("/api/control/capacity", {"venue": VENUE, "zone": "boat",
                                                              "live_capacity": "lots"})
     assert status == 400 and error(out)["field"] == "live_capacity"
+    # counts past what the requests carry (uint32, admin.proto) are the caller's error too
+    for path, body, field in [("capacity", {"zone": "boat", "live_capacity": 2 ** 40}, "live_capacity"),
+                              ("alerts", {"zone": "boat", "fill_pct": [2 ** 40], "entries_per_minute": 0},
+                               "fill_pct"),
+                              ("alerts", {"zone": "boat", "fill_pct": [], "entries_per_minute": 2 ** 40},
+                               "entries_per_minute")]:
+        status, _, out = operator.post(f"/api/control/{path}", {"venue": VENUE, **body})
+        assert (status, error(out)["field"]) == (400, field), (path, body, out)
     assert operator.post("/api/control/nothing", {"venue": VENUE})[0] == 404
 
 
