@@ -21,11 +21,12 @@ from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
+import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from turnstile import ticketcode
 from turnstile.v1 import common_pb2, gate_pb2, gate_pb2_grpc
 
-from .base import Connection
+from .base import ApiError, Connection
 
 ADMITS = frozenset({common_pb2.OK, common_pb2.OK_REENTRY})
 
@@ -109,10 +110,17 @@ class Concentrator:
                direction: int = common_pb2.IN, timeout: float = 60.0) -> Iterator[PackedAnswers]:
         """Send the batches on one stream (a Packed goes at this concentrator's gate, now)
         and yield each one's answers, in order. A refused request (a malformed batch, an
-        unknown gate) ends the stream with its grpc.RpcError after the answers before it."""
+        unknown gate) ends the stream with an ApiError (its status, reason and field) after
+        the answers before it, as every client's calls do."""
         stub = self.conn.stub(gate_pb2_grpc.GateServiceStub, venue=self.venue_id)
         reqs = (b if isinstance(b, gate_pb2.PackedVerifyRequest)
                 else request(b, gate_id=self.gate_id, venue_id=self.venue_id, direction=direction)
                 for b in batches)
-        for msg in stub.VerifyPacked(reqs, metadata=self.conn.metadata, timeout=timeout):
-            yield PackedAnswers.of(msg)
+        call = stub.VerifyPacked(reqs, metadata=self.conn.metadata, timeout=timeout)
+        try:
+            for msg in call:
+                yield PackedAnswers.of(msg)
+        except grpc.RpcError as e:
+            raise ApiError.from_rpc(e, method="VerifyPacked") from None
+        finally:
+            call.cancel()

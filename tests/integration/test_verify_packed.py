@@ -13,7 +13,7 @@ import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from turnstile.clients.base import Connection, error_info
+from turnstile.clients.base import ApiError, Connection, error_info
 from turnstile.clients.concentrator import Concentrator, PackedAnswers, pack, request
 from turnstile.engine import demo
 from turnstile.v1 import common_pb2, gate_pb2, gate_pb2_grpc, sales_pb2, sales_pb2_grpc
@@ -123,6 +123,12 @@ def test_packed_decides_as_the_text_stream_and_verify(server):
     # what the packed batch admitted is used for every other way in
     for _, code in mine[:3]:
         assert unary(server, code, when).reason == USED
+    # a refused batch ends the concentrator's stream with the API's error, naming the field
+    with Connection(server.address, server.keys["demo-gate"]) as conn:
+        bad = request(pack(codes), gate_id="no-such-gate", venue_id="westlake")
+        with pytest.raises(ApiError) as e:
+            list(Concentrator(conn, venue_id="westlake").verify([bad]))
+    assert (e.value.code, e.value.field) == (grpc.StatusCode.NOT_FOUND, "gate_id")
 
 
 def test_every_single_bit_flip_is_refused(server):
