@@ -98,3 +98,14 @@ def test_the_server_serves_on(server):
         m = admin_pb2.ShardMap.FromString(
             raw_unary(ch, "/turnstile.v1.AdminService/GetShardMap", b"", server.meta("admin")))
         assert "westlake" in m.venues
+
+
+@pytest.mark.parametrize("path", ["/turnstile.v1.GateService/NoSuchMethod",
+                                  "/turnstile.v1.NoSuchService/Verify", "/grpc.health.v1.Health/Nope"])
+def test_an_unknown_method_is_unimplemented(server, path):
+    """The rpcs are served through generic handlers (server/app.py _GenericOnly): a method
+    no service has is still UNIMPLEMENTED, and the known ones answer (the cases above)."""
+    with server.channel() as ch:
+        with pytest.raises(grpc.RpcError) as e:
+            raw_unary(ch, path, b"", server.meta("admin"))
+        assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED, (e.value.code(), e.value.details())
