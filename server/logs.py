@@ -88,6 +88,21 @@ class TextFormatter(logging.Formatter):
 QUEUE = 10_000          # records waiting for the writer thread before new ones are dropped
 
 
+class _Line:
+    """A record's finished text, what the queue carries to the writer thread."""
+    __slots__ = ("line",)
+
+    def __init__(self, line: str):
+        self.line = line
+
+
+class _LineWriter(logging.StreamHandler):
+    """The writer thread's handler: writes the lines as they were formatted."""
+
+    def format(self, record: _Line) -> str:      # type: ignore[override]
+        return record.line
+
+
 class DroppingQueueHandler(logging.handlers.QueueHandler):
     """Hands records to the writer thread without waiting: when its queue is full the
     record is dropped and counted (`dropped`), and the next record that gets through is
@@ -106,7 +121,18 @@ class DroppingQueueHandler(logging.handlers.QueueHandler):
             self.queue.put(self.prepare(lost), block=block)
             self._untold = 0
 
-    def enqueue(self, record: logging.LogRecord) -> None:
+    def handle(self, record: logging.LogRecord) -> bool:
+        # the queue is thread-safe: no handler lock per record (Handler.handle takes one)
+        if not self.filter(record):
+            return False
+        self.emit(record)
+        return True
+
+    def prepare(self, record: logging.LogRecord) -> _Line:
+        # the line, made here; no copy of the record (QueueHandler.prepare makes one)
+        return _Line(self.format(record))
+
+    def enqueue(self, record: _Line) -> None:
         try:
             self._tell(block=False)
             self.queue.put_nowait(record)
@@ -130,14 +156,12 @@ def configure(fmt: str = "text", level: str = "INFO", *, shard: int | None = Non
     the new (queue) handler."""
     if fmt not in FORMATS:
         raise ValueError(f"log format {fmt!r}: one of {', '.join(FORMATS)}")
-    out = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    out.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    out = _LineWriter(stream if stream is not None else sys.stderr)
     q: queue.Queue = queue.Queue(QUEUE)
     handler = DroppingQueueHandler(q)
     handler.addFilter(_Shard(shard))
     # formatted here (prepare), written there: the writer thread only does the I/O
-    handler.setFormatter(out.formatter)
-    out.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler.listener = logging.handlers.QueueListener(q, out)
     handler.listener.start()
     atexit.register(handler.close_listener)
