@@ -850,12 +850,13 @@ class Shard:
         today = self.today(venue)
         day = today if day is None else to_day(day)
         entered = st.tickets.entered.get(day)
-        per_zone = np.zeros(len(st.zones), dtype=np.int64)
+        per_zone = [0] * len(st.zones)
         if entered is not None and len(entered):
-            ids = np.frombuffer(entered.to_array(), dtype=np.uint32)
-            recs = np.frombuffer(st.tickets.records(), dtype=RECORD_DTYPE)[ids]
-            per_zone = np.bincount(self._zone_table()[recs["product"], recs["comp"]],
-                                   minlength=len(st.zones))
+            # counted in the core, over the bitmap's ids: ~0.45 s of the shard's event loop
+            # at 2 M tickets entered when numpy gathered a copy of the records
+            table = self._zone_table()
+            per_zone = st.tickets.zone_counts(entered.to_array(), table.reshape(-1),
+                                              table.shape[1], len(st.zones))
         out = []
         for key, z in st.zones.items():
             if z.venue == venue:
@@ -889,26 +890,16 @@ class Shard:
         return live_controls(self.state, venue)
 
     def ticket_counts(self, venue: str) -> list[ProductCount]:
-        """Per product of `venue`: codes issued, used, voided, blocked."""
+        """Per product of `venue`: codes issued, used (through any of its components),
+        voided, blocked: one pass over the ticket records in the core (~10 ms at 2 M
+        tickets on the bench machine, where a copy of the records and numpy's sort took
+        0.5 s of the shard's event loop, and so of every gate)."""
         st = self.state
         if venue not in st.venues:
             raise NotFound(f"no venue {venue}", field="venue_id")
-        recs = np.frombuffer(st.tickets.records(), dtype=RECORD_DTYPE)
-        out = []
-        for pi, p in enumerate(st.product_list):
-            if p.venue != venue:
-                continue
-            mine = recs[recs["product"] == pi]
-            codes = mine[mine["comp"] == 0]
-            # a code is used if any component is; components follow their code
-            used = 0
-            if len(mine):
-                used = len(np.unique((np.flatnonzero(recs["product"] == pi)
-                                      - mine["comp"])[(mine["state"] & _core.STATE_USED) != 0]))
-            out.append(ProductCount(p.id, len(codes), used,
-                                    int(((codes["state"] & _core.STATE_VOIDED) != 0).sum()),
-                                    int(((codes["state"] & _core.STATE_BLOCKED) != 0).sum())))
-        return out
+        counts = st.tickets.product_counts(len(st.product_list))
+        return [ProductCount(p.id, *counts[pi]) for pi, p in enumerate(st.product_list)
+                if p.venue == venue]
 
     def holder_tickets(self, id_number: str) -> list[HolderTicket]:
         """The codes bound to a real-name holder's ID number."""

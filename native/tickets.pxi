@@ -884,6 +884,67 @@ cdef class Tickets:
         """A copy of all records, RECORD_SIZE bytes each (snapshots, check())."""
         return PyBytes_FromStringAndSize(<char*>self.r, self.n * sizeof(TicketRec))
 
+    def product_counts(self, int n_products):
+        """[codes issued, used, voided, blocked] per product index, in one pass over the
+        records (ReportService.TicketCounts). A code is used if any of its components
+        is; components follow their code, so the used ones of a code come together."""
+        if n_products < 1:
+            return []
+        cdef uint64_t* c = <uint64_t*>calloc(4 * n_products, sizeof(uint64_t))
+        if c == NULL:
+            raise MemoryError()
+        cdef uint32_t i, base, last_used = 0xFFFFFFFF
+        cdef TicketRec* t
+        try:
+            with nogil:
+                for i in range(self.n):
+                    t = &self.r[i]
+                    if t.product >= n_products:
+                        continue
+                    if t.comp == 0:
+                        c[4 * t.product] += 1
+                        if t.state & ST_VOIDED:
+                            c[4 * t.product + 2] += 1
+                        if t.state & ST_BLOCKED:
+                            c[4 * t.product + 3] += 1
+                    if t.state & ST_USED:
+                        base = i - t.comp
+                        if base != last_used:
+                            last_used = base
+                            c[4 * t.product + 1] += 1
+            return [[c[4 * k], c[4 * k + 1], c[4 * k + 2], c[4 * k + 3]] for k in range(n_products)]
+        finally:
+            free(c)
+
+    def zone_counts(self, ids, table, int width, int n_zones):
+        """How many of the tickets `ids` (a uint32 buffer: a bitmap's to_array()) lie in
+        each zone, a record's zone being table[product * width + comp] (ReportService.
+        LiveCounts: the tickets entered on a day, per zone)."""
+        cdef const uint32_t[::1] v = ids
+        cdef const int64_t[::1] z = table
+        cdef Py_ssize_t k, j, nz = z.shape[0], nv = v.shape[0]
+        cdef int64_t zi
+        cdef TicketRec* t
+        if n_zones < 1:
+            return []
+        cdef uint64_t* c = <uint64_t*>calloc(n_zones, sizeof(uint64_t))
+        if c == NULL:
+            raise MemoryError()
+        try:
+            with nogil:
+                for k in range(nv):
+                    if v[k] >= self.n:
+                        continue
+                    t = &self.r[v[k]]
+                    j = <Py_ssize_t>t.product * width + t.comp
+                    if j < nz:
+                        zi = z[j]
+                        if 0 <= zi < n_zones:
+                            c[zi] += 1
+            return [c[k] for k in range(n_zones)]
+        finally:
+            free(c)
+
     def zone_counters(self):
         """[inside, day] of every zone."""
         return [[self.zones[i].inside, self.zones[i].day] for i in range(self.n_zones)]

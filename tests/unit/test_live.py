@@ -268,3 +268,29 @@ def test_a_heartbeat_says_when_entry_is_closed(shard):
     assert e.value.field == "version"
     with pytest.raises(NotFound):
         shard.heartbeat(V, "nowhere")
+
+
+# -- ticket and live counts (ReportService.TicketCounts, LiveCounts) -----------------------------
+def test_ticket_and_live_counts_count_codes_and_a_code_used_through_any_of_its_parts(shard, clock):
+    """report.proto: per product, codes issued, used (entered through any zone of the code),
+    voided and blocked; a combo's three parts are one code."""
+    before = {c.product: c for c in shard.ticket_counts(V)}
+    entered0 = {z.zone: z.entered for z in shard.live_counts(V, TODAY)}
+    combos = [t for _ in range(3) for t in sell(shard, "combo", COMBO.slots).tickets]
+    adults = sell(shard, "adult", (MAIN8,), qty=3).tickets
+    clock.at(TODAY, 10, 5)
+    assert scan(shard, combos[0].code, "pagoda-1").reason == Reason.OK      # the pagoda only
+    assert scan(shard, combos[1].code).reason == Reason.OK                  # the main zone
+    assert scan(shard, combos[1].code, "pagoda-1").reason == Reason.OK      # and the pagoda
+    assert scan(shard, combos[1].code, "pier-1").reason == Reason.OK        # and the boat
+    shard.run(cmd.block(adults[0].ticket_id))
+    shard.run(cmd.block(combos[2].ticket_id))
+    after = {c.product: c for c in shard.ticket_counts(V)}
+    grew = {p: (after[p].issued - before[p].issued, after[p].used - before[p].used,
+                after[p].voided - before[p].voided, after[p].blocked - before[p].blocked)
+            for p in ("combo", "adult")}
+    assert grew == {"combo": (3, 2, 0, 1), "adult": (3, 0, 0, 1)}
+    # LiveCounts: tickets entered today per zone, each part of a combo in its own zone
+    entered = {z.zone: z.entered - entered0[z.zone] for z in shard.live_counts(V, TODAY)}
+    assert entered == {"main": 1, "pagoda": 2, "boat": 1}
+    assert [c.product for c in shard.ticket_counts(V)][:3] == ["adult", "child", "combo"]
