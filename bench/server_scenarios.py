@@ -34,7 +34,9 @@ Diagnostics that explain the numbers: the CPU the shard process spent per call (
 /proc, main thread apart; bench/cpu.py), the group-commit batches the writer formed (read
 from the shard's LMDB journal, read-only, after each run), the LMDB bytes written per call, the
 grpcio floor (the same load against a bare grpc.aio server in a process of its own,
-without and with the project's auth interceptor), and a py-spy profile of the shard
+without and with the project's auth interceptor, run just before and just after each unary
+Verify run of ours at the same calls in flight, and after the flash sales, while the
+server is up and idle: the fastest of those runs is the floor), and a py-spy profile of the shard
 process (when py-spy is installed: `pip install py-spy`).
 """
 from __future__ import annotations
@@ -518,6 +520,7 @@ def server_bench(*, quick: bool, profile: bool = True, loops=("uvloop", "asyncio
     setup: dict[str, Any] = {"day": day.isoformat(), "scan_time_utc": at}
     prof = None
     floors: list[dict] = []
+    floor_reps: dict[tuple[int, str], list[dict]] = {}
     with TempDir(prefix="turnstile-server-bench-") as data:
         t = time.perf_counter()
         seed_demo(data, day)
@@ -566,23 +569,41 @@ def server_bench(*, quick: bool, profile: bool = True, loops=("uvloop", "asyncio
                                       at=at, deadline_s=deadline_s, label="warm-up",
                                       runs_failed=runs_failed)
                 answers += out
-                # 1. unary Verify, 64 in flight: each loop; then 4 in flight for latency
+                # the grpcio floor beside each unary run of ours, the server up and idle
+                # (same load generator, same codes' form): the machine's speed drifts by up
+                # to 3x over a bench run, so a floor measured minutes later is no measure
+                n_floor_at = {64: n_floor, 16: n_floor16, 4: n_floor4}
+
+                def floor(inflight: int) -> None:
+                    for mode in ("bare", "auth"):
+                        floor_reps.setdefault((inflight, mode), []).append(grpc_floor(
+                            mode, data, server.keys["demo-gate"], signed[:n_floor_at[inflight]],
+                            inflight=inflight, loop=loops[0], at=at, deadline_s=deadline_s))
+
+                # 1. unary Verify, 64 in flight: each loop; then 4 and 16 in flight, each
+                # between two runs of the floor at the same calls in flight
+                floor(64)
                 for loop, part in ((loops[0], "u64"), (loops[-1], "u64b")):
                     r, out = verify_unary(server, peek, parts[part], inflight=64, loop=loop, at=at,
                                           deadline_s=deadline_s, label="throughput",
                                           runs_failed=runs_failed)
                     runs.append(r)
                     answers += out
+                floor(64)
+                floor(4)
                 r, out = verify_unary(server, peek, parts["u4"], inflight=4, loop=loops[0], at=at,
                                       deadline_s=deadline_s, label="latency",
                                       runs_failed=runs_failed)
                 runs.append(r)
                 answers += out
+                floor(4)
+                floor(16)
                 r, out = verify_unary(server, peek, parts["u16"], inflight=16, loop=loops[0], at=at,
                                       deadline_s=deadline_s, label="mid load",
                                       runs_failed=runs_failed)
                 runs.append(r)
                 answers += out
+                floor(16)
                 # 2. VerifyStream in batches of 100
                 for codes, label, streams, window in (
                         (bulk_mac[:n_stream], "MAC-only codes", STREAMS, WINDOW),
@@ -611,6 +632,7 @@ def server_bench(*, quick: bool, profile: bool = True, loops=("uvloop", "asyncio
                 runs.append(flash_sale(server, peek, channel_keys=cat["channel_keys"], day=day,
                                        slot=None, asks_total=asks, inflight=64, loop=loops[0],
                                        deadline_s=deadline_s, checks=checks, buy=True))
+                floor(64)                   # the sales' floor, measured right after them
                 # diagnostics: where the shard's time goes
                 if profile:
                     prof, out = profile_run(server, peek, parts["prof"], inflight=64,
@@ -675,16 +697,9 @@ def server_bench(*, quick: bool, profile: bool = True, loops=("uvloop", "asyncio
             shard.close(snapshot=False)
         setup["final_check_s"] = time.perf_counter() - t
 
-        # the grpcio floor, with the server stopped (same load generator, same machine)
-        # (twice each, interleaved, the faster kept: a neighbour's burst only slows a run)
-        reps: dict[tuple[int, str], list[dict]] = {}
-        for _ in range(2):
-            for inflight, n in ((64, n_floor), (16, n_floor16), (4, n_floor4)):
-                for mode in ("bare", "auth"):
-                    reps.setdefault((inflight, mode), []).append(grpc_floor(
-                        mode, data, server.keys["demo-gate"], signed[:n], inflight=inflight,
-                        loop=loops[0], at=at, deadline_s=deadline_s))
-        for rs in reps.values():
+        # each floor: the fastest of its runs beside ours (a neighbour's burst only slows
+        # a run), every run's rate kept
+        for rs in floor_reps.values():
             best = max(rs, key=lambda r: r["throughput_per_s"])
             best["repetitions_per_s"] = [r["throughput_per_s"] for r in rs]
             floors.append(best)
