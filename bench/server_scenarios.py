@@ -580,30 +580,19 @@ def server_bench(*, quick: bool, profile: bool = True, loops=("uvloop", "asyncio
                             mode, data, server.keys["demo-gate"], signed[:n_floor_at[inflight]],
                             inflight=inflight, loop=loops[0], at=at, deadline_s=deadline_s))
 
-                # 1. unary Verify, 64 in flight: each loop; then 4 and 16 in flight, each
-                # between two runs of the floor at the same calls in flight
-                floor(64)
-                for loop, part in ((loops[0], "u64"), (loops[-1], "u64b")):
-                    r, out = verify_unary(server, peek, parts[part], inflight=64, loop=loop, at=at,
-                                          deadline_s=deadline_s, label="throughput",
-                                          runs_failed=runs_failed)
-                    runs.append(r)
-                    answers += out
-                floor(64)
-                floor(4)
-                r, out = verify_unary(server, peek, parts["u4"], inflight=4, loop=loops[0], at=at,
-                                      deadline_s=deadline_s, label="latency",
-                                      runs_failed=runs_failed)
-                runs.append(r)
-                answers += out
-                floor(4)
-                floor(16)
-                r, out = verify_unary(server, peek, parts["u16"], inflight=16, loop=loops[0], at=at,
-                                      deadline_s=deadline_s, label="mid load",
-                                      runs_failed=runs_failed)
-                runs.append(r)
-                answers += out
-                floor(16)
+                # 1. unary Verify, 64 in flight in each loop, then 4 (latency) and 16 in
+                # flight, each between two runs of the floor at the same calls in flight
+                for inflight, label, rounds in (
+                        (64, "throughput", ((loops[0], "u64"), (loops[-1], "u64b"))),
+                        (4, "latency", ((loops[0], "u4"),)), (16, "mid load", ((loops[0], "u16"),))):
+                    floor(inflight)
+                    for loop, part in rounds:
+                        r, out = verify_unary(server, peek, parts[part], inflight=inflight,
+                                              loop=loop, at=at, deadline_s=deadline_s,
+                                              label=label, runs_failed=runs_failed)
+                        runs.append(r)
+                        answers += out
+                    floor(inflight)
                 # 2. VerifyStream in batches of 100
                 for codes, label, streams, window in (
                         (bulk_mac[:n_stream], "MAC-only codes", STREAMS, WINDOW),
