@@ -11,8 +11,8 @@ import datetime as _dt
 from typing import Iterable, Mapping, Sequence
 
 from .journal import Command, CommandKind
-from .model import (RULE_CONDITION, DatePrice, PackagePart, Direction, EntryRule, GateMode, HoldItem, PriceRule,
-                    RefundTier, Slot, to_day)
+from .model import (RULE_CONDITION, DatePrice, EarnRule, MemberLevel, PackagePart, Direction, EntryRule, GateMode,
+                    HoldItem, PriceRule, RefundTier, Slot, to_day, vars_)
 
 
 def _time(at) -> int | None:
@@ -260,15 +260,18 @@ def _shift(args: dict, shift: str, principal: str) -> dict:
 
 def confirm(hold_id: int, order_id: str, channel: str, *, method: str, amount_fen: int,
             reference: str = "", holders: list[list[str]] | None = None,
-            signed: bool = True, shift: str = "", principal: str = "") -> Command:
+            signed: bool = True, shift: str = "", principal: str = "", member: str = "") -> Command:
     """Pay a hold: tickets are issued. `order_id` (the channel's own) is the idempotency
     key: a retry returns the first answer. `holders` gives ID numbers per item line.
-    `shift`: the open cash-desk shift it is rung up in, which `principal` opened."""
+    `shift`: the open cash-desk shift it is rung up in, which `principal` opened.
+    `member`: the venue's member (id) the order is sold to, who earns its points."""
     args = {"hold_id": hold_id, "order_id": order_id, "channel": channel,
             "payment": {"method": method, "reference": reference, "amount_fen": amount_fen},
             "signed": signed}
     if holders is not None:
         args["holders"] = holders
+    if member:
+        args["member"] = member
     return Command(CommandKind.CONFIRM, _shift(args, shift, principal), order_id)
 
 
@@ -276,14 +279,14 @@ def buy(channel: str, venue: str, items: Iterable[HoldItem | dict], order_id: st
         method: str, amount_fen: int, reference: str = "", quote_id: str | None = None,
         coupon: str | None = None, coupon_holder: str | None = None,
         holders: list[list[str]] | None = None, signed: bool = True, shift: str = "",
-        principal: str = "") -> Command:
+        principal: str = "", member: str = "") -> Command:
     """Hold `items` and pay them in one command: an order a channel pays at once (an OTA's
     prepaid order, a kiosk's card). As :func:`hold` then :func:`confirm`, or nothing: a
     refused confirmation releases the hold at once. `order_id` is the idempotency key."""
     h = hold(channel, venue, items, quote_id=quote_id, coupon=coupon, coupon_holder=coupon_holder).args
     del h["ttl_s"]                   # held for no time: paid in the same step
     c = confirm(0, order_id, channel, method=method, amount_fen=amount_fen, reference=reference,
-                holders=holders, signed=signed, shift=shift, principal=principal).args
+                holders=holders, signed=signed, shift=shift, principal=principal, member=member).args
     del c["hold_id"]
     return Command(CommandKind.BUY, {**h, **c}, order_id)
 
@@ -461,3 +464,43 @@ def offline_scans(gate: str, scans: Sequence[dict], *, venue: str | None = None)
     refused) and reason (the gate's offline Reason)."""
     return Command(CommandKind.OFFLINE_SCANS,
                    _in(venue, {"gate": gate, "scans": [dict(s) for s in scans]}))
+
+
+# -- members ----------------------------------------------------------------------------
+def member_program(venue: str, *, levels: Iterable[MemberLevel | dict] = (), period_days: int = 365,
+                   earn: Iterable[EarnRule | dict] = (), expiry: str = "year_end",
+                   expiry_n: int | None = None, fen_per_point: int = 1,
+                   idempotency_key: str | None = None) -> Command:
+    """Set a venue's member programme (model.MemberProgram): levels by spend within
+    `period_days`, points per yuan paid by product and channel, when points expire
+    (`year_end`: at the end of the year `expiry_n` years after, default 1; `days`:
+    `expiry_n` days after, default 365; `never`), what a point is worth. It applies to
+    what is paid, refunded and asked from then on; balances and ledgers are kept."""
+    args = {"venue": venue, "levels": [vars_(x) if isinstance(x, MemberLevel) else x for x in levels],
+            "period_days": period_days,
+            "earn": [vars_(x) if isinstance(x, EarnRule) else x for x in earn],
+            "expiry": expiry, "fen_per_point": fen_per_point}
+    if expiry_n is not None:
+        args["expiry_n"] = expiry_n
+    return Command(CommandKind.MEMBER_PROGRAM, args, idempotency_key)
+
+
+def enrol(venue: str, *, id_number: str = "", phone: str = "",
+          idempotency_key: str | None = None) -> Command:
+    """Enrol a person as a member of a venue, by ID number, phone number or both (each
+    names one member of the venue at most); the answer (model.MemberInfo) names the
+    member id the shard gave."""
+    args = {"venue": venue}
+    if id_number:
+        args["id_number"] = id_number
+    if phone:
+        args["phone"] = phone
+    return Command(CommandKind.MEMBER, args, idempotency_key)
+
+
+def adjust_points(venue: str, member: str, points: int, reason: str, *,
+                  idempotency_key: str | None = None) -> Command:
+    """An operator's adjustment of a member's points: a grant (points > 0) or a
+    correction (< 0, refused INSUFFICIENT_POINTS below a zero balance), with a reason."""
+    return Command(CommandKind.POINTS, {"venue": venue, "member": member, "points": points,
+                                        "reason": reason}, idempotency_key)

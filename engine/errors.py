@@ -122,6 +122,13 @@ class CouponRefused(FailedPrecondition):
     code = "COUPON_INVALID"
 
 
+class InsufficientPoints(FailedPrecondition):
+    """A member's points balance is short of what a correction or redemption takes; a
+    balance never goes below zero."""
+
+    code = "INSUFFICIENT_POINTS"
+
+
 class QuoteChanged(FailedPrecondition):
     """A Hold named a quote whose prices or items no longer hold (or are not these)."""
 

@@ -75,6 +75,15 @@ upgrade opens after it. What each record kind carries, per format:
                       sales paused or resumed (venue, zone or slot), entry closed or
                       reopened (zone or gate), a zone's live capacity, a zone's flow
                       alert levels and rate. Replay sets it.
+  MEMBER_PROGRAM      6 (new): a venue's member programme as validated (levels, period,
+                      earn rules, expiry rule, what a point is worth). Replay sets it.
+  MEMBER              6 (new): a member enrolled: the id the shard gave, the keyed hashes
+                      of the ID and phone numbers and the numbers sealed. Replay enrols.
+  POINTS              6 (new): an operator's adjustment as its effects on the member
+                      (engine/state/members.py: ledger entries with the expiry buckets
+                      they moved, debt, spend). Replay applies them.
+  CONFIRM, REFUND     6: also `pts`, a member's effects as for POINTS (points earned by the
+                      order, taken back by the refund; spend) when the order has a member.
   OFFLINE_SCANS       1: the gate's scans as uploaded, codes included, not the server's
                       decision; its v1 decoder decodes and decides them again, as format 1
                       did (the one record kind replayed by rules). 2: per scan the server's
@@ -93,7 +102,7 @@ from typing import Any, Iterator
 from .model import ActiveHold, HeldLine
 
 
-FORMAT = 5            # the journal and snapshot format this build writes (reads 1..FORMAT)
+FORMAT = 6            # the journal and snapshot format this build writes (reads 1..FORMAT)
 
 
 class Record(enum.IntEnum):
@@ -148,6 +157,10 @@ class Record(enum.IntEnum):
     SHIFT = 34                 # format 4: a cash-desk shift opened or closed
     # live operation
     CONTROL = 35               # format 5: a venue's live control set (sales, entry, capacity, alerts)
+    # members
+    MEMBER_PROGRAM = 45        # format 6: a venue's member programme set
+    MEMBER = 46                # format 6: a member enrolled
+    POINTS = 47                # format 6: a member's points adjusted by an operator
 
 
 class CommandKind(enum.IntEnum):
@@ -205,6 +218,10 @@ class CommandKind(enum.IntEnum):
     VERIFY_BATCH = 42
     VERIFY_FACE = 43
     VERIFY_PACKED = 44         # a batch of codes in their binary form, packed in one buffer
+    # members (journaled as the Record of the same number)
+    MEMBER_PROGRAM = 45        # set a venue's member programme
+    MEMBER = 46                # enrol a member
+    POINTS = 47                # adjust a member's points
 
 
 LAST_CATALOG = int(Record.SPLIT)         # records 1..19 are catalog records (kept in snapshots)

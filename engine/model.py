@@ -711,6 +711,8 @@ class Order:
     changes: list[dict] = field(default_factory=list)   # its changes (改签), as made
     station: str = ""               # the station it was sold at (its shift's); "": none
     shift: str = ""                 # the cash-desk shift it was rung up in; "": none
+    member: str = ""                # the member it was sold to (points earned), if any
+    points_earned: int = 0          # points the member earned by it (refunds take theirs back)
 
     @classmethod
     def from_row(cls, row: dict) -> "Order":
@@ -739,12 +741,15 @@ class RefundResult:
     amount_fen: int
     fee_fen: int
     persons: int = 0            # of a group ticket refunded in part: the persons refunded
+    points_reversed: int = 0    # points the order's member earned on them, taken back
 
     def to_dict(self) -> dict:
         d = {"order_id": self.order_id, "refund_id": self.refund_id,
              "tickets": list(self.tickets), "amount_fen": self.amount_fen, "fee_fen": self.fee_fen}
         if self.persons:
             d["persons"] = self.persons
+        if self.points_reversed:
+            d["points_reversed"] = self.points_reversed
         return d
 
 
@@ -1077,3 +1082,116 @@ class LiveView:
     alerts: tuple[Alert, ...]
     sales: tuple[ChannelSales, ...]
     controls: LiveControls
+
+
+# -- members and points (engine/state/members.py) --------------------------------------
+POINT_KINDS = ("earn", "reverse", "adjust", "expire")
+EXPIRY_KINDS = ("year_end", "days", "never")
+
+
+@dataclass(frozen=True)
+class MemberLevel:
+    """A member level: reached by spending `min_spend_fen` within the programme's period."""
+
+    level: int                  # 1..99; the pricing rules' member_level
+    name: str
+    min_spend_fen: int
+
+
+@dataclass(frozen=True)
+class EarnRule:
+    """Points earned per yuan (100 fen) paid, for a product and channel ("": any)."""
+
+    product: str = ""
+    channel: str = ""
+    points_per_yuan: int = 0
+
+
+@dataclass(frozen=True)
+class MemberProgram:
+    """A venue's membership programme (会员体系), as an operator set it (cmd.member_program):
+
+      levels        by spend within the last `period_days` venue-local days, lowest first
+      earn          points per yuan paid at Confirm; the most specific rule applies
+                    (product and channel, product, channel, neither); none: no points
+      expiry        points earned on a day expire: `year_end` at the end of the year
+                    `expiry_n` years after (1: the end of the next year); `days`:
+                    `expiry_n` days after; `never`
+      fen_per_point what a point is worth when redeemed"""
+
+    venue: str
+    levels: tuple[MemberLevel, ...] = ()
+    period_days: int = 365
+    earn: tuple[EarnRule, ...] = ()
+    expiry: str = "year_end"
+    expiry_n: int = 1
+    fen_per_point: int = 1
+
+    def to_dict(self) -> dict:
+        return {"venue": self.venue, "levels": [vars_(x) for x in self.levels],
+                "period_days": self.period_days, "earn": [vars_(x) for x in self.earn],
+                "expiry": self.expiry, "expiry_n": self.expiry_n, "fen_per_point": self.fen_per_point}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "MemberProgram":
+        return cls(d["venue"], tuple(MemberLevel(**x) for x in d["levels"]), d["period_days"],
+                   tuple(EarnRule(**x) for x in d["earn"]), d["expiry"], d["expiry_n"],
+                   d["fen_per_point"])
+
+
+def vars_(x: Any) -> dict:
+    return {k: getattr(x, k) for k in x.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class MemberInfo:
+    """A member as shown: the ID number and phone masked, the level as of the asking
+    time, the points balance with what expires when (venue-local day numbers)."""
+
+    venue: str
+    member_id: str
+    holder: str                 # masked ID number ("" if enrolled by phone only)
+    phone: str                  # masked phone number ("" if enrolled by ID number only)
+    enrolled_at: int
+    level: int                  # 0: below the first level (or no programme)
+    level_name: str
+    spend_fen: int              # paid within the programme's period up to today
+    balance: int
+    debt: int                   # points refunds took back that the balance could not cover
+    expiring: tuple[tuple[int, int], ...] = ()   # (last valid day, points), soonest first
+
+    def to_dict(self) -> dict:
+        d = vars_(self)
+        d["expiring"] = [list(x) for x in self.expiring]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "MemberInfo":
+        return cls(**{**d, "expiring": tuple(tuple(x) for x in d["expiring"])})
+
+
+@dataclass(frozen=True)
+class PointsEntry:
+    """One entry of a member's points ledger: what changed the balance, by how much
+    (`points`, signed), the balance and debt after it, and what it refers to (an order
+    id, a refund id, an operator's reason)."""
+
+    seq: int
+    at: int
+    kind: str                   # POINT_KINDS
+    points: int
+    balance: int
+    debt: int
+    ref: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class PointsResult:
+    """An adjustment made (cmd.adjust_points): the member's balance after it."""
+
+    member_id: str
+    points: int
+    balance: int
+    debt: int
+    seq: int

@@ -30,12 +30,13 @@ from .live import LiveBoard, live_controls
 from .model import (RECORD_DTYPE, day_to_date, AllotmentStock, AuditNote, CouponStatus, PackageSplit, AuditRecord, BundleGate, BundleProduct, BundleSlot,
                     BundleZone, BookingWindow, CalendarDay, IdLimits, Catalog, Conflict, HoldInfo, HolderTicket, OfflineBundle,
                     Order, OrderTicket, PriceRules, PriceTable, ProductCount, PassDates, RefundPolicy, Quote, ShardCounts, SlotStock,
-                    TicketRecord, Violation, ZoneCount, LiveControls, LiveView, to_day)
-from .state import Batch, ShardState, catalog, controls, finance, mask_id, promos, retry
+                    TicketRecord, Violation, ZoneCount, LiveControls, LiveView, MemberInfo, MemberProgram, PointsEntry,
+                    to_day)
+from .state import Batch, ShardState, catalog, controls, finance, mask_id, members, promos, retry
 from .storage import SHARD_MAP_SIZE, Storage
 
 log = logging.getLogger(__name__)
-_FIRST_VERIFY = CommandKind.VERIFY
+_FIRST_VERIFY, _LAST_VERIFY = CommandKind.VERIFY, CommandKind.VERIFY_PACKED
 MAP_WARN = (0.8, 0.9, 0.95)        # map use at which a shard warns, once per level
 
 
@@ -287,7 +288,7 @@ class Shard:
                     # reference cycle for the cyclic GC to find
                     r = e.with_traceback(None)
                 results.append(r)
-                if c.audit is not None and c.op < _FIRST_VERIFY:
+                if c.audit is not None and not _FIRST_VERIFY <= c.op <= _LAST_VERIFY:
                     # the record of a scan is its journal record: the audit log is for
                     # administrative and sales changes
                     self._audit(c.audit, now, r, batch)
@@ -916,6 +917,42 @@ class Shard:
                                     bool(state & _core.STATE_BLOCKED)))
         return out
 
+    # -- members (engine/state/members.py) ----------------------------------------------
+    def member_program(self, venue: str) -> MemberProgram:
+        """A venue's member programme (FAILED_PRECONDITION if it has none)."""
+        st = self.state
+        catalog.venue_of(st, {"venue": venue})
+        return members.program_of(st, venue)
+
+    def member(self, venue: str, member_id: str = "", id_number: str = "",
+               phone: str = "") -> MemberInfo:
+        """A member of a venue, found by exactly one of member id, ID number and phone
+        number: masked numbers, level and spend as of now, balance and what expires when."""
+        st = self.state
+        catalog.venue_of(st, {"venue": venue})
+        return members.info(st, members.find(st, venue, member_id, id_number, phone),
+                            int(self.clock()))
+
+    def member_ledger(self, venue: str, member_id: str, after: int = 0,
+                      limit: int = 100) -> list[PointsEntry]:
+        """A member's points ledger, oldest first: the entries after sequence `after`, at
+        most `limit` (committed entries: what a caller was answered)."""
+        st = self.state
+        catalog.venue_of(st, {"venue": venue})
+        m = members.find(st, venue, member_id=member_id)
+        if type(after) is not int or not 0 <= after < 2**63:
+            raise InvalidArgument("must be a sequence number, 0 or more", field="after")
+        if type(limit) is not int or not 1 <= limit <= 1000:
+            raise InvalidArgument("must be 1 to 1000", field="limit")
+        return members.ledger(st, venue, m.id, after, limit, self.storage.rows_with_prefix)
+
+    def members_report(self, venue: str) -> dict:
+        """Members of a venue by level (as of now), and points by kind: earned, taken back
+        by refunds, adjusted, expired; the balance of them all."""
+        st = self.state
+        catalog.venue_of(st, {"venue": venue})
+        return members.report(st, venue, int(self.clock()))
+
     def public_keys(self) -> dict[int, bytes]:
         return self.state.codec.public_keys()
 
@@ -1287,6 +1324,13 @@ class Shard:
                                      f"{name}: counter {c['sold']}, tickets {int(sold_by_tickets[i])}"))
             if c["held"] != held[i]:
                 out.append(Violation("held = Σ active holds", f"{name}: counter {c['held']}, holds {held[i]}"))
+        # points: never negative, the expiry buckets add up to the balance
+        for m in st.members.values():
+            if m.balance < 0 or m.debt < 0 or any(n <= 0 for n in m.buckets.values()):
+                out.append(Violation("points ≥ 0", f"member {m.id} of {m.venue}: balance {m.balance}, "
+                                                   f"debt {m.debt}"))
+            if sum(m.buckets.values()) != m.balance:
+                out.append(Violation("points balance = Σ buckets", f"member {m.id} of {m.venue}"))
         if replay:
             out += self._check_replay()
         return out

@@ -14,6 +14,8 @@ the state; at run time each module imports only modules listed above it:
     retry.py     retry rows: kept in time buckets, read for a window, pruned by slices
     catalog.py   venues, zones, gates, products, slots, capacity, allotments; find by name
     promos.py    coupons: as set, single-use codes, what a hold's coupon takes off, its use
+    members.py   members, their venue's programme (levels, earn and expiry rules), points
+                 ledgers: what Confirm earns, Refund takes back, an operator adjusts
     sales.py     quotes, holds, expiry, confirm (tickets issued), orders, refunds, blocks
     changes.py   changes (改签): unused tickets moved to other slots, priced by the rules
     idem.py      idempotency: decided once, a retry gets the first answer

@@ -192,6 +192,12 @@ def change_order(st: ShardState, args: dict, now: int) -> ChangeResult:
         holders = row["holders"]
         holders += [[]] * (len(row["lines"]) - 1 - len(holders))
         holders.append([sealed[k_of[t]] for t in terms.tickets])
+    earned = row.get("member_points")
+    if earned:                      # the new tickets carry the points the moved ones earned
+        for k, t in enumerate(terms.tickets):
+            n = earned.pop(str(t), 0)
+            if n:
+                earned[str(first + k * ncomp)] = n
     row.setdefault("changes", []).append({
         "change_id": terms.change_id, "tickets": terms.tickets, "first_ticket": first,
         "slots": list(terms.slots), "unit_price_fen": terms.unit_price_fen, "fee_fen": terms.fee_fen,

@@ -16,7 +16,7 @@ from ..codes import TicketCodec
 from ..errors import CorruptData, InvalidArgument
 from ..journal import _HDR, FORMAT, LAST_CATALOG, Batch, Command, CommandKind, Record, decode_format
 from ..model import AuditNote, Gate, Product, Slot, Venue, Zone
-from . import catalog, changes, controls, finance, idem, offline, promos, retry, sales, scans, secrets, snapshot
+from . import catalog, changes, controls, finance, idem, members, offline, promos, retry, sales, scans, secrets, snapshot
 from .validate import text_arg
 
 _VERIFY, _VERIFY_LAST = int(CommandKind.VERIFY), int(CommandKind.VERIFY_PACKED)
@@ -69,6 +69,9 @@ HANDLERS: dict[int, Callable[..., Any]] = {
     CommandKind.FACE: scans.enrol_face,
     CommandKind.OFFLINE_SCANS: offline.upload,
     CommandKind.NOTE: note,
+    CommandKind.MEMBER_PROGRAM: members.set_program,
+    CommandKind.MEMBER: members.enrol,
+    CommandKind.POINTS: members.adjust,
     CommandKind.VERIFY: scans.verify,
     CommandKind.VERIFY_HOLDER: scans.verify_holder,
     CommandKind.VERIFY_BATCH: scans.verify_batch,
@@ -108,6 +111,9 @@ REPLAY: dict[int, Callable[..., None]] = {
     Record.COUPON: promos.replay_coupon,
     Record.COUPON_CODES: promos.replay_codes,
     Record.OFFLINE_SCANS: offline.replay_upload,
+    Record.MEMBER_PROGRAM: members.replay_program,
+    Record.MEMBER: members.replay_enrol,
+    Record.POINTS: members.replay_points,
 }
 
 
@@ -165,6 +171,14 @@ class ShardState:
         self.shifts: dict[tuple[str, str], dict] = {}
         self.open_shifts: dict[tuple[str, str], str] = {}
         self.by_day: dict[tuple[int, int, int], Any] = {}
+        # members (members.py): venue -> its programme; (venue, member id) -> the member;
+        # (venue, keyed hash of an ID or phone number) -> member id; the next member
+        # number; venue -> points moved by kind
+        self.member_programs: dict[str, Any] = {}
+        self.members: dict[tuple[str, str], members.Member] = {}
+        self.member_index: dict[tuple[str, str], str] = {}
+        self.next_member = 1
+        self.points_totals: dict[str, dict[str, int]] = {}
         # venue -> its live controls (controls.py: sales paused, entry closed, live
         # capacities set, flow alert settings)
         self.controls: dict[str, dict[str, Any]] = {}

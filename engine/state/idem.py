@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import IdempotencyMismatch, InvalidArgument
 from ..journal import Command, CommandKind
-from ..model import (AllotmentCounters, Coupon, CouponBatch, AuditNote, BlacklistResult, BlockResult, BookingWindow, IdLimits, CalendarResult, DatePrice, EntryRule,
+from ..model import (MemberInfo, MemberProgram, PointsResult, AllotmentCounters, Coupon, CouponBatch, AuditNote, BlacklistResult, BlockResult, BookingWindow, IdLimits, CalendarResult, DatePrice, EntryRule,
                      ExpireResult, FaceResult, Gate, GateMode, HoldResult, IssuedTicket, KeyResult,
                      Order, PackagePart, PackageSplit, PassDates, PriceRule, PriceRules, PriceTable, Product, RefundPolicy,
                      RefundTier, RefundResult, ReleaseResult, Slot, SlotCounters,
@@ -141,6 +141,9 @@ _RESTORE: dict[int, Callable[[ShardState, Any], Any]] = {
     CommandKind.FACE: lambda st, d: FaceResult(**d),
     CommandKind.OFFLINE_SCANS: lambda st, d: [UploadResult.from_dict(r) for r in d],
     CommandKind.NOTE: lambda st, d: AuditNote(**d),
+    CommandKind.MEMBER_PROGRAM: lambda st, d: MemberProgram.from_dict(d),
+    CommandKind.MEMBER: lambda st, d: MemberInfo.from_dict(d),
+    CommandKind.POINTS: lambda st, d: PointsResult(**d),
     CommandKind.CONTROL: lambda st, d: LiveControls(**{
         **d, **{k: tuple(d[k]) for k in ("paused_zones", "paused_slots", "closed_zones", "closed_gates")},
         "zones": tuple(ZoneControl(**{**z, "fill_pct": tuple(z["fill_pct"])}) for z in d["zones"])}),

@@ -28,7 +28,7 @@ from ..model import (QUOTE_TTL_S, ActiveHold, HeldCoupon, HeldLine, BlacklistRes
                      PricedItem, Quote, QuoteLine, RefundResult, ReleaseResult, Venue)
 from .catalog import (apply_rules, channel_of, check_booking, date_type, find, price_of,
                       refund_fee_pct, venue_of)
-from . import controls, finance, promos
+from . import controls, finance, members, promos
 from .retry import get_retry, put_retry
 from .secrets import holder_key, mask_id, render, seal
 from .validate import ID, U16, arg, ident_arg, int_arg, is_id_number, text_arg
@@ -430,6 +430,11 @@ def confirm_hold(st: ShardState, args: dict, now: int) -> ConfirmResult:
                             hint="retry with the same idempotency key to get the first answer")
     hold = active_hold(st, args, now)
     shift, station = finance.shift_for_sale(st, args, hold.venue)
+    # the member the order is sold to earns its points (the venue's programme)
+    member = None
+    if args.get("member") is not None:
+        member = members.member_arg(st, hold.venue, args)
+        members.program_of(st, hold.venue, "member")
     for ln in hold.lines:
         for s in ln.slots:
             if st.slots.slot(s)["end"] <= now:
@@ -478,16 +483,27 @@ def confirm_hold(st: ShardState, args: dict, now: int) -> ConfirmResult:
             code = "" if st.replaying else render(st, tid, key_id, signed)
             tickets.append(IssuedTicket(tid, p.id, ln.group, code,
                                         mask_id(ids[k]) if ids else ""))
+    pts = per_ticket = None
+    if member is not None:
+        where, paid = order_tickets({"lines": lines, "refunds": []})
+        pts, per_ticket = members.earn(st, member, hold.channel, lines, paid, where, order_id,
+                                       amount, now)
     order = Order(order_id, hold.channel, hold.venue, hold.id, amount, 0,
                   {"method": method, "reference": reference, "amount_fen": amount},
                   lines, [], now, *((coupon.coupon, coupon.discount) if coupon else ("", 0)),
-                  station=station, shift=shift)
+                  station=station, shift=shift, member=member.id if member else "",
+                  points_earned=sum(per_ticket.values()) if per_ticket else 0)
     fin = finance.sale_posting(st, hold, method, station, coupon.lines if coupon else None, now)
     finance.shift_move(fin, shift, method, True, amount)
     rec = confirm_record(hold, hkeys, now, issued)
     rec["fin"] = finance.as_record(fin)
     finance.book(st, rec["fin"])
     row = dict(vars(order))
+    if pts is not None:
+        members.apply(st, pts)
+        rec["pts"] = pts
+        # what each ticket earned: a refund takes back exactly that
+        row["member_points"] = {str(t): n for t, n in per_ticket.items()}
     row["holders"] = [[seal(st, x) for x in ids] for ids in per_line]
     st.put_row(key, json.dumps(row).encode())
     finance.index_order(st, hold.venue, rec["fin"]["day"], hold.id, key)
@@ -496,7 +512,7 @@ def confirm_hold(st: ShardState, args: dict, now: int) -> ConfirmResult:
 
 
 _HOLD_ARGS = ("channel", "venue", "items", "quote_id", "coupon", "coupon_holder", "member_level")
-_PAY_ARGS = ("order_id", "channel", "payment", "signed", "holders", "shift", "principal")
+_PAY_ARGS = ("order_id", "channel", "payment", "signed", "holders", "shift", "principal", "member")
 
 
 def buy(st: ShardState, args: dict, now: int) -> ConfirmResult:
@@ -669,6 +685,9 @@ def replay_confirm(st: ShardState, args: dict, fmt: int) -> None:
     if "fin" in args:               # format 4: the finance posting as made
         finance.book(st, args["fin"])
         rec["fin"] = args["fin"]
+    if "pts" in args:               # format 6: the member's points and spend as decided
+        members.apply(st, args["pts"])
+        rec["pts"] = args["pts"]
     st.journal(json_record(Record.CONFIRM, rec), Record.CONFIRM)
 
 
@@ -799,8 +818,22 @@ def refund_order(st: ShardState, args: dict, now: int) -> RefundResult:
            "_returns": returns, "amount_fen": amount, "fee_fen": fee, "fin": finance.as_record(fin)}
     if persons:
         rec["groups"] = [[chosen[0], group[chosen[0]] - persons]]
+    # the points the refunded tickets (persons) earned go back, and their money out of
+    # the member's spend of the day of sale
+    owed = 0
+    if row.get("member"):
+        earned = row.setdefault("member_points", {})
+        for t in chosen:
+            n = earned.get(str(t), 0)
+            n = n * persons // group[t] if persons else n
+            owed += n
+            if n:
+                earned[str(t)] -= n
+        rec["pts"] = members.reverse(st, st.members[(row["venue"], row["member"])], owed,
+                                     finance.local_day(st, row["venue"], row["created"]), amount,
+                                     refund_id, now)
     _refund(st, rec)
-    result = RefundResult(order_id, refund_id, chosen, amount, fee, persons)
+    result = RefundResult(order_id, refund_id, chosen, amount, fee, persons, owed)
     entry = {"refund_id": refund_id, "tickets": chosen, "amount_fen": amount, "fee_fen": fee, "at": now}
     if persons:
         entry.update(persons=persons, gross_fen=gross)
@@ -828,6 +861,8 @@ def _refund(st: ShardState, rec: dict) -> None:
         st.slots.unsell(s, a, q)
     if "fin" in rec:                # format 4: the finance posting as made
         finance.book(st, rec["fin"])
+    if "pts" in rec:                # format 6: the member's points and spend as decided
+        members.apply(st, rec["pts"])
     st.journal(json_record(Record.REFUND, rec), Record.REFUND)
 
 
