@@ -97,15 +97,16 @@ def retire_key(key_id: int) -> Command:
 
 def hold(channel: str, venue: str, items: Iterable[HoldItem | dict], *, ttl_s: int = 900,
          idempotency_key: str | None = None, quote_id: str | None = None,
-         coupon: str | None = None, coupon_holder: str | None = None, member_level: int = 0) -> Command:
+         coupon: str | None = None, coupon_holder: str | None = None, member_level: int = 0,
+         member: str = "") -> Command:
     """Take stock for `ttl_s` seconds. With `quote_id` (from Shard.quote) the hold is
     charged exactly what that quote said, or refused (QuoteChanged, QuoteExpired).
     `coupon` (a code) is taken with the hold, after every pricing rule, and given back
     if the hold ends unpaid (CouponRefused if it can't be used); `coupon_holder` is the
     ID number of the person using it (needed where it is limited per person).
-    `member_level` is the buyer's member level for member_level pricing rules (the
-    hook of the members work, which decides it from the member's record; the API does
-    not take it from callers)."""
+    `member` (a member id of the venue): the member buying, priced by member_level rules
+    at their level (by spend). `member_level` sets a level without a member (engine
+    callers only: the API never takes a level from callers)."""
     its = [{"product": i.product, "slots": list(i.slots), "qty": i.qty, "group": i.group}
            if isinstance(i, HoldItem) else i for i in items]
     args = {"channel": channel, "venue": venue, "items": its, "ttl_s": ttl_s}
@@ -117,6 +118,8 @@ def hold(channel: str, venue: str, items: Iterable[HoldItem | dict], *, ttl_s: i
         args["coupon_holder"] = coupon_holder
     if member_level:
         args["member_level"] = member_level
+    if member:
+        args["member"] = member
     return Command(CommandKind.HOLD, args, idempotency_key)
 
 
@@ -282,8 +285,10 @@ def buy(channel: str, venue: str, items: Iterable[HoldItem | dict], order_id: st
         principal: str = "", member: str = "") -> Command:
     """Hold `items` and pay them in one command: an order a channel pays at once (an OTA's
     prepaid order, a kiosk's card). As :func:`hold` then :func:`confirm`, or nothing: a
-    refused confirmation releases the hold at once. `order_id` is the idempotency key."""
-    h = hold(channel, venue, items, quote_id=quote_id, coupon=coupon, coupon_holder=coupon_holder).args
+    refused confirmation releases the hold at once. `order_id` is the idempotency key.
+    `member`: the venue's member buying, priced at their level and earning the points."""
+    h = hold(channel, venue, items, quote_id=quote_id, coupon=coupon, coupon_holder=coupon_holder,
+             member=member).args
     del h["ttl_s"]                   # held for no time: paid in the same step
     c = confirm(0, order_id, channel, method=method, amount_fen=amount_fen, reference=reference,
                 holders=holders, signed=signed, shift=shift, principal=principal, member=member).args

@@ -672,13 +672,16 @@ class Shard:
         return self.state.hold_info(hold_id, int(self.clock()))
 
     def quote(self, venue: str, channel: str, items: list, *, coupon: str | None = None,
-              coupon_holder: str | None = None, member_level: int = 0) -> Quote:
+              coupon_holder: str | None = None, member_level: int = 0,
+              member: str | None = None) -> Quote:
         """Prices of `items` for `channel` now, by the rules a hold applies, explained per
         line (date type, base price, rules), the coupon `coupon` names taken off last, with
         a quote id a hold can be held to for QUOTE_TTL_S (cmd.hold(quote_id=...)); takes
-        no stock and no coupon."""
+        no stock and no coupon. `member`: the venue's member buying (member prices by
+        their level)."""
         return self.state.quote(channel, venue, items, int(self.clock()),
-                                {"coupon": coupon, "coupon_holder": coupon_holder}, member_level)
+                                {"coupon": coupon, "coupon_holder": coupon_holder}, member_level,
+                                member)
 
     def coupon(self, venue: str, coupon: str) -> CouponStatus:
         """A coupon as set and its use now (codes issued, uses, discount given)."""

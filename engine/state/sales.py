@@ -137,15 +137,17 @@ def take_hold(st: ShardState, args: dict, now: int) -> HoldResult:
 
 
 def quote(st: ShardState, channel: str, venue_id: str, items: Any, now: int,
-          coupon: dict | None = None, member_level: int = 0) -> Quote:
+          coupon: dict | None = None, member_level: int = 0, member: str | None = None) -> Quote:
     """What a hold of `items` would cost the channel now, by the same rules as a
     hold (validated alike), explained line by line, with the coupon `coupon` names
     ({"coupon": code, "coupon_holder": ID number}) taken off last, and the id a Hold
-    may name to be charged exactly that for QUOTE_TTL_S; takes no stock."""
+    may name to be charged exactly that for QUOTE_TTL_S; takes no stock. `member`: the
+    venue's member buying, whose level (by spend) the member_level rules price by."""
     venue = venue_of(st, {"venue": venue_id})
     channel = channel_of(st, {"channel": channel})
     explained: list[QuoteLine] = []
-    lines = hold_lines(st, channel, venue, {"items": items, "member_level": member_level}, now, explained)
+    who = {"member": member} if member is not None else {"member_level": member_level}
+    lines = hold_lines(st, channel, venue, {"items": items, **who}, now, explained)
     use = promos.evaluate(st, coupon or {}, channel, venue, lines, now)
     expires = now + QUOTE_TTL_S
     return Quote(priced_items(st, lines),
@@ -198,7 +200,14 @@ def hold_lines(st: ShardState, channel: str, venue: Venue, args: dict, now: int,
     items = arg(args, "items", list)
     if not 1 <= len(items) <= 100:
         raise InvalidArgument("between 1 and 100 items", field="items")
-    level = int_arg(args, "member_level", 0, 99, 0) if "member_level" in args else 0
+    if args.get("member") is not None:
+        # a named member's level is theirs, from their spend (members.py), not the caller's
+        if args.get("member_level"):
+            raise InvalidArgument("a named member's level comes from their spend",
+                                  field="member_level")
+        level = members.level_of(st, members.member_arg(st, venue.id, args), now)[0]
+    else:
+        level = int_arg(args, "member_level", 0, 99, 0) if "member_level" in args else 0
     lines = []
     for i, it in enumerate(items):
         f = f"items[{i}]"
@@ -511,7 +520,8 @@ def confirm_hold(st: ShardState, args: dict, now: int) -> ConfirmResult:
     return ConfirmResult(order, tickets)
 
 
-_HOLD_ARGS = ("channel", "venue", "items", "quote_id", "coupon", "coupon_holder", "member_level")
+_HOLD_ARGS = ("channel", "venue", "items", "quote_id", "coupon", "coupon_holder", "member_level",
+              "member")
 _PAY_ARGS = ("order_id", "channel", "payment", "signed", "holders", "shift", "principal", "member")
 
 

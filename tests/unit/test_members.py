@@ -309,3 +309,25 @@ def test_the_report_counts_members_by_level_and_points_by_kind(club):
     assert r["members"] == 3 and r["by_level"] == [(0, 1), (1, 2)]
     assert {k: v for k, v in r["totals"].items() if v} == {"earn": 1320, "reverse": -160, "adjust": 40}
     assert r["balance"] == 1200
+
+
+# -- member prices ---------------------------------------------------------------------------
+def test_a_member_is_priced_at_the_level_their_spend_reached(club):
+    club.run(cmd.price_rules(V, "adult", [{"kind": "member_level", "member_level": 1, "pct": -20}]))
+    m = _enrol(club)
+    item = [{"product": "adult", "slots": [SLOT], "qty": 1}]
+    assert club.quote(V, "web", item, member=m).amount_fen == 8000          # no spend yet
+    _buy(club, m, "child", 3)                                               # 120 yuan: silver
+    q = club.quote(V, "web", item, member=m)
+    assert (q.amount_fen, [(r.rule, r.amount_fen) for r in q.lines[0].rules]) == (6400, [("member_level", -1600)])
+    assert club.quote(V, "web", item).amount_fen == 8000                    # not a member
+    h = club.run(cmd.hold("web", V, item, member=m, quote_id=q.quote_id))
+    assert h.amount_fen == 6400
+    sold = club.run(cmd.buy("web", V, item, "b1", method="cash", amount_fen=6400, member=m))
+    assert (sold.order.amount_fen, sold.order.points_earned) == (6400, 128)  # 64 yuan x 2
+    with pytest.raises(InvalidArgument) as e:                               # the level is theirs
+        club.run(cmd.hold("web", V, item, member=m, member_level=9))
+    assert e.value.field == "member_level"
+    with pytest.raises(NotFound) as e:
+        club.quote(V, "web", item, member="M77")
+    assert e.value.field == "member"
