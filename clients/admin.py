@@ -159,8 +159,9 @@ class PriceRule:
       time_of_day  the slot starts at ``from_minute`` (venue-local minutes after
                    midnight, 0-1439) or later
       fill_rate    ``fill_pct`` percent (1-100) or more of the slot is sold or held
-      member_level the buyer's member level is ``member_level`` (1-99) or higher (the
-                   members work decides levels; until then the rule never applies)
+      member_level the buyer's member level is ``member_level`` (1-99) or higher: the
+                   level the spend of the member a sale names reached (``member_id``;
+                   MembersClient.set_program sets the levels)
 
     It changes the price per person by ``amount_fen`` or by ``pct`` percent of it
     (exactly one non-zero; negative: a discount), the change at most ``cap_fen`` either

@@ -348,6 +348,8 @@ class Order:
     coupon_id: str = ""
     discount_fen: int = 0
     changes: tuple[OrderChange, ...] = ()
+    member_id: str = ""             # the venue's member it was sold to, if any
+    points_earned: int = 0          # points that member earned by it
 
     def line_of(self, ticket: Ticket | int) -> OrderLine:
         """The line a ticket of this order was sold on (tickets come in line order)."""
@@ -372,7 +374,8 @@ class Order:
             _utc(o.created), tuple(Ticket.from_proto(t) for t in (list(tickets) or o.tickets)),
             o.coupon_id, o.discount_fen,
             tuple(OrderChange(c.change_id, tuple(c.ticket_ids), c.first_ticket_id, tuple(c.slot_ids),
-                              c.unit_price_fen, c.fee_fen, c.due_fen, _utc(c.at)) for c in o.changes))
+                              c.unit_price_fen, c.fee_fen, c.due_fen, _utc(c.at)) for c in o.changes),
+            o.member_id, o.points_earned)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -386,6 +389,7 @@ class Refund:
     amount_fen: int
     fee_fen: int
     persons: int = 0
+    points_reversed: int = 0        # points the order's member earned on them, taken back
 
 
 @dataclasses.dataclass(frozen=True)
@@ -444,14 +448,15 @@ class ChannelClient:
         return [SlotAvailability.from_proto(s, self.channel) for s in r.slots]
 
     def quote(self, venue: str, items: Sequence[Item], *, coupon: str | None = None,
-              coupon_holder: str | None = None) -> Quote:
+              coupon_holder: str | None = None, member_id: str = "") -> Quote:
         """Prices of ``items`` for this channel, explained line by line (date type, base
         price, rules) with ``coupon`` (a code) taken off last, and a quote id for
         :meth:`hold`; takes no stock and no coupon. A coupon that can't be used raises
-        as :meth:`hold` does."""
+        as :meth:`hold` does. ``member_id``: the venue's member buying (member prices
+        at their level)."""
         r = self.conn.call(Sales, "Quote", sales_pb2.QuoteRequest(
             venue_id=venue, items=[i.to_proto() for i in items], coupon=coupon or "",
-            coupon_holder=coupon_holder or ""), venue=venue, retry=True)
+            coupon_holder=coupon_holder or "", member_id=member_id), venue=venue, retry=True)
         return Quote.from_proto(r)
 
     def get_order(self, venue: str, order_id: str) -> Order:
@@ -470,7 +475,7 @@ class ChannelClient:
     # -- mutations (each with an idempotency key, so each is retried safely) ------------
     def hold(self, venue: str, items: Sequence[Item], *, key: str | None = None,
              ttl_s: int = 0, quote_id: str | Quote | None = None, coupon: str | None = None,
-             coupon_holder: str | None = None) -> Hold:
+             coupon_holder: str | None = None, member_id: str = "") -> Hold:
         """Take stock of every item, all or nothing, for ``ttl_s`` seconds (0: the
         server's default, 15 minutes).
 
@@ -486,6 +491,9 @@ class ChannelClient:
         ``COUPON_INVALID``, ``COUPON_NOT_APPLICABLE``, ``COUPON_USED``,
         ``COUPON_EXHAUSTED`` or ``COUPON_LIMIT``, holding nothing.
 
+        ``member_id``: the venue's member buying, priced at the level their spend
+        reached (member_level pricing rules).
+
         ``key``: the idempotency key, e.g. the channel's cart or order id; a UUID if
         None. Holding again with the same key and items returns the same hold; the
         same key with other items is refused (``IDEMPOTENCY_KEY_REUSED``).
@@ -497,14 +505,14 @@ class ChannelClient:
             quote_id = quote_id.quote_id
         r = self.conn.call(Sales, "Hold", sales_pb2.HoldRequest(
             venue_id=venue, items=[i.to_proto() for i in items], ttl_s=ttl_s, idempotency_key=key,
-            quote_id=quote_id or "", coupon=coupon or "", coupon_holder=coupon_holder or ""),
-            venue=venue, retry=True)
+            quote_id=quote_id or "", coupon=coupon or "", coupon_holder=coupon_holder or "",
+            member_id=member_id), venue=venue, retry=True)
         return Hold.from_proto(venue, key, r)
 
     def confirm(self, hold: Hold, order_id: str, *, payment_reference: str = "",
                 method: str = "channel", amount_fen: int | None = None,
                 holders: Sequence[Sequence[str]] | None = None, short_codes: bool = False,
-                key: str | None = None, shift_id: str = "") -> Order:
+                key: str | None = None, shift_id: str = "", member_id: str = "") -> Order:
         """Record the payment of ``hold`` as order ``order_id`` and issue its tickets.
 
         ``method``: how it was paid (cash, card, alipay, wechat; default ``channel``,
@@ -515,13 +523,14 @@ class ChannelClient:
         ``key``: the idempotency key; default the order id, so confirming the same
         order again returns the same order and tickets and sells nothing more.
         ``shift_id``: the cash-desk shift (opened by this key) the sale is rung up in.
+        ``member_id``: the venue's member it is sold to, who earns its points.
         """
         req = sales_pb2.ConfirmRequest(
             hold_id=hold.hold_id, order_id=order_id,
             payment=sales_pb2.Payment(method=method, reference=payment_reference,
                                       amount_fen=hold.amount_fen if amount_fen is None else amount_fen),
             holders=[sales_pb2.Holders(id_numbers=list(h)) for h in holders or ()],
-            short_codes=short_codes, idempotency_key=key or "", shift_id=shift_id)
+            short_codes=short_codes, idempotency_key=key or "", shift_id=shift_id, member_id=member_id)
         r = self.conn.call(Sales, "Confirm", req, venue=hold.venue_id, retry=True)
         return Order.from_proto(r.order, r.tickets)
 
@@ -550,7 +559,8 @@ class ChannelClient:
                                       ticket_ids=list(ticket_ids), idempotency_key=key or "",
                                       persons=persons, shift_id=shift_id)
         r = self.conn.call(Sales, "Refund", req, venue=venue, retry=True)
-        return Refund(r.order_id, r.refund_id, tuple(r.ticket_ids), r.amount_fen, r.fee_fen, r.persons)
+        return Refund(r.order_id, r.refund_id, tuple(r.ticket_ids), r.amount_fen, r.fee_fen, r.persons,
+                      r.points_reversed)
 
     def change(self, venue: str, order_id: str, slot_ids: Sequence[str], ticket_ids: Sequence[int] = (),
                *, change_id: str | None = None, preview: bool = False, method: str = "channel",
@@ -586,7 +596,7 @@ class ChannelClient:
             method: str = "channel", amount_fen: int | None = None,
             holders: Sequence[Sequence[str]] | None = None, short_codes: bool = False,
             coupon: str | None = None, coupon_holder: str | None = None,
-            shift_id: str = "") -> Order:
+            shift_id: str = "", member_id: str = "") -> Order:
         """Hold and pay at once (``SalesService.Buy``: one call, one commit), for a
         channel that is paid already (a prepaid agency account, a card taken at a kiosk):
         the order ``order_id`` and its tickets, or an ApiError and nothing held.
@@ -595,13 +605,15 @@ class ChannelClient:
         INVALID_ARGUMENT naming ``payment.amount_fen``. None: the price a :meth:`quote`
         gives now (one more call, which takes nothing). The order id is the retry key:
         calling ``buy`` again with the same order id and request returns the same
-        order and sells nothing more."""
+        order and sells nothing more. ``member_id``: the venue's member buying, priced
+        at their level and earning the points."""
         if amount_fen is None:
-            amount_fen = self.quote(venue, items, coupon=coupon, coupon_holder=coupon_holder).amount_fen
+            amount_fen = self.quote(venue, items, coupon=coupon, coupon_holder=coupon_holder,
+                                    member_id=member_id).amount_fen
         r = self.conn.call(Sales, "Buy", sales_pb2.BuyRequest(
             venue_id=venue, items=[i.to_proto() for i in items], order_id=order_id,
             payment=sales_pb2.Payment(method=method, reference=payment_reference, amount_fen=amount_fen),
             coupon=coupon or "", coupon_holder=coupon_holder or "",
             holders=[sales_pb2.Holders(id_numbers=list(h)) for h in holders or ()],
-            short_codes=short_codes, shift_id=shift_id), venue=venue, retry=True)
+            short_codes=short_codes, shift_id=shift_id, member_id=member_id), venue=venue, retry=True)
         return Order.from_proto(r.order, r.tickets)

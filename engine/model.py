@@ -302,9 +302,10 @@ class PriceRule:
       time_of_day  the slot starts at `from_minute` (minutes after venue-local
                    midnight) or later
       fill_rate    the slot is `fill_pct` percent or more sold and held
-      member_level the buyer's member level is `member_level` or higher (the hook of
-                   the members work: the hold says the level, cmd.hold(member_level=);
-                   without one, 0, no member price applies)
+      member_level the buyer's member level is `member_level` or higher: the level the
+                   spend of the member a hold names reached (cmd.hold(member=),
+                   members.level_of); engine callers may give a level alone
+                   (member_level=); without either, 0, no member price applies
 
     changing the price by `amount_fen` (negative: off) or by `pct` percent of it, the
     change at most `cap_fen` (0: no cap); a price never goes below 0."""
@@ -1086,6 +1087,7 @@ class LiveView:
 
 # -- members and points (engine/state/members.py) --------------------------------------
 POINT_KINDS = ("earn", "reverse", "adjust", "expire")
+NEVER_EXPIRES = 2**31 - 1       # the last valid day of points that never expire
 EXPIRY_KINDS = ("year_end", "days", "never")
 
 

@@ -110,7 +110,17 @@ TABLE: dict[str, frozenset[str]] = {
         "ListShifts": REPORTS, "ImportStatement": BOOKS, "Reconcile": REPORTS,
         "Settlement": REPORTS, "WatchLive": LIVE}),
     **_svc("MemberService", {
-        "HolderTickets": IN_PERSON, "EnrollFace": IN_PERSON, "RemoveFace": IN_PERSON}),
+        "HolderTickets": IN_PERSON, "EnrollFace": IN_PERSON, "RemoveFace": IN_PERSON,
+        # the member programme is the venue's, set up like its prices; read by who sells
+        # to members and who counts its cost
+        "SetMemberProgram": SETUP, "GetMemberProgram": SELLERS | {"operator", "finance"},
+        # members join and are looked up where they buy: the window, the venue's own
+        # channels (official site, mini-program) and its member desk; numbers shown masked
+        "Enrol": SELLERS | {"operator"}, "GetMember": SELLERS | {"operator"},
+        "ListPoints": SELLERS | {"operator", "finance"},
+        # points by hand are the operator's (audited, with a reason)
+        "AdjustPoints": SETUP,
+        "MemberReport": REPORTS}),
 }
 # health checks need no key (load balancers, orchestrators), nor does reflection, which
 # shows only the schema and is served on the admin listener alone

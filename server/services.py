@@ -18,7 +18,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from turnstile.engine import cmd, Shard, GroupCommit, TurnstileError, NotFound, InvalidArgument, AlreadyExists, \
     PermissionDenied, ShardUnavailable, EntryRule, ID_PATTERN, mask_id, to_day, day_to_date
-from turnstile.engine.model import DATE_TYPES, DatePrice, HoldInfo, OfflineBundle, PriceRule, PricedItem
+from turnstile.engine.model import DATE_TYPES, NEVER_EXPIRES, DatePrice, HoldInfo, OfflineBundle, PriceRule, PricedItem
 from turnstile.v1 import (admin_pb2, admin_pb2_grpc, gate_pb2, gate_pb2_grpc, inventory_pb2,
                           inventory_pb2_grpc, member_pb2, member_pb2_grpc, report_pb2,
                           report_pb2_grpc, sales_pb2, sales_pb2_grpc)
@@ -77,13 +77,18 @@ def rpc(fn=None, *, scans: bool = False):
 _FIELDS = {"venue": "venue_id", "zone": "zone_id", "zones": "zone_ids", "gate": "gate_id",
            "gates": "gate_ids", "product": "product_id", "slot": "slot_id", "slots": "slot_ids",
            "tickets": "ticket_ids", "at": "scan_time", "seq": "sequence", "day_to": "date_to",
-           "day_from": "date_from", "day": "date", "shift": "shift_id", "station": "station_id"}
+           "day_from": "date_from", "day": "date", "shift": "shift_id", "station": "station_id",
+           "member": "member_id"}
 _FIELDS_OF = {   # where a method's request says it otherwise
     "CreateVenue": {"id": "venue_id"}, "CreateZone": {"id": "zone_id"},
     "CreateGate": {"id": "gate_id"}, "CreateProduct": {"id": "product_id"},
     "CreateSlots": {"slots": "slots", "id": "slot_id"},
     "ImportStatement": {"at": "at"},
     "SetFlowAlerts": {"rate": "entries_per_minute"},
+    # the programme's fields are the request's program.*
+    "SetMemberProgram": {k: f"program.{v}" for k, v in (
+        ("venue", "venue_id"), ("levels", "levels"), ("period_days", "period_days"), ("earn", "earn"),
+        ("expiry", "expiry"), ("expiry_n", "expiry_n"), ("fen_per_point", "fen_per_point"))},
 }
 
 
@@ -484,7 +489,8 @@ class SalesService(sales_pb2_grpc.SalesServiceServicer):
         venue = self.node.venue(request.venue_id)
         q = self.node.shard.quote(venue, self.node.channel(), _items(request.items),
                                   coupon=request.coupon or None,
-                                  coupon_holder=request.coupon_holder or None)
+                                  coupon_holder=request.coupon_holder or None,
+                                  member=request.member_id or None)
         c = q.coupon
         return sales_pb2.QuoteResponse(
             items=_priced(q.items), amount_fen=q.amount_fen, quote_id=q.quote_id,
@@ -506,7 +512,8 @@ class SalesService(sales_pb2_grpc.SalesServiceServicer):
                                             idempotency_key=request.idempotency_key,
                                             quote_id=quote,
                                             coupon=request.coupon or None,
-                                            coupon_holder=request.coupon_holder or None))
+                                            coupon_holder=request.coupon_holder or None,
+                                            member=request.member_id))
         self.node.metrics.hold()
         return sales_pb2.HoldResponse(hold_id=h.hold_id, expires_at=_ts(h.expires_at),
                                       amount_fen=h.amount_fen, items=_priced(h.items),
@@ -521,7 +528,7 @@ class SalesService(sales_pb2_grpc.SalesServiceServicer):
                         amount_fen=pay.amount_fen, reference=pay.reference,
                         holders=[list(h.id_numbers) for h in request.holders] or None,
                         signed=not request.short_codes, shift=request.shift_id,
-                        principal=auth.current().id)
+                        principal=auth.current().id, member=request.member_id)
         if request.idempotency_key:
             c.idem = request.idempotency_key
         try:
@@ -547,7 +554,7 @@ class SalesService(sales_pb2_grpc.SalesServiceServicer):
                 coupon_holder=request.coupon_holder or None,
                 holders=[list(h.id_numbers) for h in request.holders] or None,
                 signed=not request.short_codes, shift=request.shift_id,
-                principal=auth.current().id))
+                principal=auth.current().id, member=request.member_id))
         except TurnstileError as e:
             if e.field == "idempotency_key":
                 e.field = "order_id"            # the order id is the retry key
@@ -575,7 +582,7 @@ class SalesService(sales_pb2_grpc.SalesServiceServicer):
         self.node.metrics.refund()
         return sales_pb2.RefundResponse(order_id=r.order_id, refund_id=r.refund_id,
                                         ticket_ids=r.tickets, amount_fen=r.amount_fen, fee_fen=r.fee_fen,
-                                        persons=r.persons)
+                                        persons=r.persons, points_reversed=r.points_reversed)
 
     @rpc
     async def Change(self, request, context):
@@ -695,7 +702,8 @@ def _order(o) -> sales_pb2.Order:
         refunds=[_refund_msg(r) for r in o.refunds],
         created=_ts(o.created), coupon_id=o.coupon, discount_fen=o.discount_fen,
         station_id=o.station, shift_id=o.shift, status=o.status,
-        changes=[_change_entry_msg(c) for c in o.changes])
+        changes=[_change_entry_msg(c) for c in o.changes], member_id=o.member,
+        points_earned=o.points_earned)
 
 
 def _change_msg(t, tickets: list) -> sales_pb2.ChangeResponse:
@@ -1639,3 +1647,86 @@ class MemberService(member_pb2_grpc.MemberServiceServicer):
         r = await self.node.submit(cmd.enroll_face(venue, request.face_token, None,
                                                    idempotency_key=request.idempotency_key or None))
         return member_pb2.EnrollFaceResponse(enrolled=r.enrolled, holder=r.holder, tickets=r.tickets)
+
+    # -- members and points (engine/state/members.py) ------------------------------------
+    @rpc
+    async def SetMemberProgram(self, request, context):
+        p = request.program
+        venue = self.node.venue(p.venue_id, "program.venue_id")
+        r = await self.node.submit(cmd.member_program(
+            venue, levels=[{"level": x.level, "name": x.name, "min_spend_fen": x.min_spend_fen}
+                           for x in p.levels],
+            period_days=p.period_days or 365,
+            earn=[{"product": x.product_id, "channel": x.channel, "points_per_yuan": x.points_per_yuan}
+                  for x in p.earn],
+            expiry=p.expiry or "year_end", expiry_n=p.expiry_n if p.HasField("expiry_n") else None,
+            fen_per_point=p.fen_per_point or 1, idempotency_key=request.idempotency_key or None))
+        return _program_msg(r)
+
+    @rpc
+    async def GetMemberProgram(self, request, context):
+        return _program_msg(self.node.shard.member_program(self.node.venue(request.venue_id)))
+
+    @rpc
+    async def Enrol(self, request, context):
+        venue = self.node.venue(request.venue_id)
+        r = await self.node.submit(cmd.enrol(venue, id_number=request.id_number, phone=request.phone,
+                                             idempotency_key=request.idempotency_key or None))
+        return _member_msg(r)
+
+    @rpc
+    async def GetMember(self, request, context):
+        venue = self.node.venue(request.venue_id)
+        return _member_msg(self.node.shard.member(venue, request.member_id, request.id_number,
+                                                  request.phone))
+
+    @rpc
+    async def ListPoints(self, request, context):
+        venue = self.node.venue(request.venue_id)
+        _id(request.member_id, "member_id")
+        limit = request.limit or 100
+        entries = self.node.shard.member_ledger(venue, request.member_id, request.after, limit)
+        return member_pb2.ListPointsResponse(
+            entries=[member_pb2.PointsEntry(seq=e.seq, at=_ts(e.at), kind=e.kind, points=e.points,
+                                            balance=e.balance, debt=e.debt, ref=e.ref, reason=e.reason)
+                     for e in entries],
+            next_after=entries[-1].seq if len(entries) == limit else 0)
+
+    @rpc
+    async def AdjustPoints(self, request, context):
+        venue = self.node.venue(request.venue_id)
+        _id(request.member_id, "member_id")
+        r = await self.node.submit(cmd.adjust_points(venue, request.member_id, request.points,
+                                                     request.reason,
+                                                     idempotency_key=request.idempotency_key or None))
+        return member_pb2.AdjustPointsResponse(member_id=r.member_id, points=r.points,
+                                               balance=r.balance, debt=r.debt, seq=r.seq)
+
+    @rpc
+    async def MemberReport(self, request, context):
+        r = self.node.shard.members_report(self.node.venue(request.venue_id))
+        t = r["totals"]
+        return member_pb2.MemberReportResponse(
+            members=r["members"], by_level=[member_pb2.LevelCount(level=lv, members=n)
+                                            for lv, n in r["by_level"]],
+            earned=t.get("earn", 0), reversed=t.get("reverse", 0), adjusted=t.get("adjust", 0),
+            expired=t.get("expire", 0), balance=r["balance"])
+
+
+def _program_msg(p) -> member_pb2.MemberProgram:
+    return member_pb2.MemberProgram(
+        venue_id=p.venue, levels=[member_pb2.MemberLevel(level=x.level, name=x.name,
+                                                         min_spend_fen=x.min_spend_fen) for x in p.levels],
+        period_days=p.period_days, earn=[member_pb2.EarnRule(product_id=x.product, channel=x.channel,
+                                                             points_per_yuan=x.points_per_yuan)
+                                         for x in p.earn],
+        expiry=p.expiry, expiry_n=p.expiry_n, fen_per_point=p.fen_per_point)
+
+
+def _member_msg(m) -> member_pb2.Member:
+    return member_pb2.Member(
+        venue_id=m.venue, member_id=m.member_id, holder=m.holder, phone=m.phone,
+        enrolled_at=_ts(m.enrolled_at), level=m.level, level_name=m.level_name, spend_fen=m.spend_fen,
+        balance=m.balance, debt=m.debt,
+        expiring=[member_pb2.ExpiringPoints(last_day="" if d == NEVER_EXPIRES else day_to_date(d).isoformat(),
+                                            points=n) for d, n in m.expiring])

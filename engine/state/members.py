@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import AlreadyExists, CorruptData, FailedPrecondition, InsufficientPoints, InvalidArgument, NotFound
 from ..journal import Record, json_record
-from ..model import (EXPIRY_KINDS, POINT_KINDS, EarnRule, MemberInfo, MemberLevel, MemberProgram,
+from ..model import (EXPIRY_KINDS, NEVER_EXPIRES, POINT_KINDS, EarnRule, MemberInfo, MemberLevel, MemberProgram,
                      PointsEntry, PointsResult, day_to_date, vars_)
 from .catalog import venue_of
 from .secrets import holder_key, mask_id, seal, unseal
@@ -52,7 +52,7 @@ from .validate import arg, ident_arg, int_arg, is_id_number, text_arg
 if TYPE_CHECKING:
     from .core import ShardState
 
-NEVER = 2**31 - 1              # the bucket of points that never expire
+NEVER = NEVER_EXPIRES          # the bucket of points that never expire
 KEEP_SPEND_DAYS = 3660         # spend per day kept (the longest period a programme may have)
 MAX_POINTS = 10**12
 PHONE = re.compile(r"\+?[0-9]{6,20}\Z")

@@ -444,6 +444,21 @@ BUILDERS: dict[str, Spec] = {
         c, face_token=w.uid("fzface"), id_number=HOLDER, idempotency_key=w.uid("fz-idem"))),
     "MemberService.RemoveFace": Spec("demo-window", lambda w, r, c: new(
         c, face_token=_enrolled_face(w), idempotency_key=w.uid("fz-idem"))),
+    "MemberService.SetMemberProgram": Spec("fuzz-op", lambda w, r, c: new(
+        c, program=member_pb2.MemberProgram(
+            venue_id=VENUE, levels=[member_pb2.MemberLevel(level=1, name="silver", min_spend_fen=10000)],
+            earn=[member_pb2.EarnRule(points_per_yuan=1)], expiry="year_end", expiry_n=1),
+        idempotency_key=w.uid("fz-idem"))),
+    "MemberService.GetMemberProgram": Spec("fuzz-op", lambda w, r, c: new(c), readonly=True),
+    "MemberService.Enrol": Spec("demo-window", lambda w, r, c: new(
+        c, phone=f"139{w.seed % 1000:03d}{w.counter:05d}", idempotency_key=w.uid("fz-idem"))),
+    "MemberService.GetMember": Spec("demo-window", lambda w, r, c: new(c, member_id=w.member_a),
+                                    readonly=True),
+    "MemberService.ListPoints": Spec("demo-window", lambda w, r, c: new(c, member_id=w.member_a, limit=10),
+                                     readonly=True),
+    "MemberService.AdjustPoints": Spec("fuzz-op", lambda w, r, c: new(
+        c, member_id=w.member_a, points=-1, reason="fuzz", idempotency_key=w.uid("fz-idem"))),
+    "MemberService.MemberReport": Spec("fuzz-op", lambda w, r, c: new(c), readonly=True),
 }
 
 # rpcs that make later set-up harder when accepted (a retired key, a revoked key) run last

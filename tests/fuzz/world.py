@@ -135,6 +135,21 @@ class World(Stubs):
         self.member.EnrollFace(member_pb2.EnrollFaceRequest(
             venue_id=VENUE, face_token="fzface-setup-0001", id_number=HOLDER,
             idempotency_key="fz-face-setup"), metadata=self.meta("demo-window"), timeout=t)
+        # members: the demo venue's programme and a member with points; one of venue B
+        # (what a swapped member id names)
+        self.member.SetMemberProgram(member_pb2.SetMemberProgramRequest(program=member_pb2.MemberProgram(
+            venue_id=VENUE, levels=[member_pb2.MemberLevel(level=1, name="silver", min_spend_fen=10000)],
+            earn=[member_pb2.EarnRule(points_per_yuan=1)])), metadata=self.meta("fuzz-op"), timeout=t)
+        self.member.SetMemberProgram(member_pb2.SetMemberProgramRequest(program=member_pb2.MemberProgram(
+            venue_id=VENUE_B)), metadata=a, timeout=t)
+        self.member_a = self.member.Enrol(member_pb2.EnrolRequest(
+            venue_id=VENUE, phone="13800000001", id_number=HOLDER), metadata=self.meta("demo-window"),
+            timeout=t).member_id
+        self.member_b = self.member.Enrol(member_pb2.EnrolRequest(
+            venue_id=VENUE_B, phone="13800000002"), metadata=a, timeout=t).member_id
+        self.member.AdjustPoints(member_pb2.AdjustPointsRequest(
+            venue_id=VENUE, member_id=self.member_a, points=100_000, reason="fuzz set-up"),
+            metadata=self.meta("fuzz-op"), timeout=t)
         self._pool = {
             "venue": [VENUE, VENUE_B],
             "zone": ["main", "pagoda", "boat", "fzb-main"],
@@ -152,11 +167,13 @@ class World(Stubs):
             "id_number": [HOLDER, "110101199001011234"],
             "face_token": ["fzface-setup-0001"],
             "refund": ["fz-refund-1"],
+            "member": [self.member_a, "M999999"],
+            "phone": ["13800000001", "13800000002"],
         }
         self._pool_b = {"venue": [VENUE_B], "zone": ["fzb-main"], "gate": ["fzb-gate"],
                         "product": ["fzb-adult"], "slot": [self.slot_b], "order": ["fzb-order-1"],
                         "hold": [self.hold_b], "ticket": [x.ticket_id for x in self.order_b.tickets],
-                        "code": [x.code for x in self.order_b.tickets]}
+                        "code": [x.code for x in self.order_b.tickets], "member": [self.member_b]}
         self.touched()
 
     def _hold(self, principal: str, *, venue: str = VENUE, product: str = "adult", slots=None,
