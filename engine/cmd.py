@@ -98,15 +98,17 @@ def retire_key(key_id: int) -> Command:
 def hold(channel: str, venue: str, items: Iterable[HoldItem | dict], *, ttl_s: int = 900,
          idempotency_key: str | None = None, quote_id: str | None = None,
          coupon: str | None = None, coupon_holder: str | None = None, member_level: int = 0,
-         member: str = "") -> Command:
+         member: str = "", points: int = 0) -> Command:
     """Take stock for `ttl_s` seconds. With `quote_id` (from Shard.quote) the hold is
     charged exactly what that quote said, or refused (QuoteChanged, QuoteExpired).
     `coupon` (a code) is taken with the hold, after every pricing rule, and given back
     if the hold ends unpaid (CouponRefused if it can't be used); `coupon_holder` is the
     ID number of the person using it (needed where it is limited per person).
     `member` (a member id of the venue): the member buying, priced by member_level rules
-    at their level (by spend). `member_level` sets a level without a member (engine
-    callers only: the API never takes a level from callers)."""
+    at their level (by spend), who may redeem `points` as money off after the coupon
+    (taken with the hold, given back if it ends unpaid; enough make a ticket free).
+    `member_level` sets a level without a member (engine callers only: the API never
+    takes a level from callers)."""
     its = [{"product": i.product, "slots": list(i.slots), "qty": i.qty, "group": i.group}
            if isinstance(i, HoldItem) else i for i in items]
     args = {"channel": channel, "venue": venue, "items": its, "ttl_s": ttl_s}
@@ -120,6 +122,8 @@ def hold(channel: str, venue: str, items: Iterable[HoldItem | dict], *, ttl_s: i
         args["member_level"] = member_level
     if member:
         args["member"] = member
+    if points:
+        args["points"] = points
     return Command(CommandKind.HOLD, args, idempotency_key)
 
 
@@ -282,13 +286,14 @@ def buy(channel: str, venue: str, items: Iterable[HoldItem | dict], order_id: st
         method: str, amount_fen: int, reference: str = "", quote_id: str | None = None,
         coupon: str | None = None, coupon_holder: str | None = None,
         holders: list[list[str]] | None = None, signed: bool = True, shift: str = "",
-        principal: str = "", member: str = "") -> Command:
+        principal: str = "", member: str = "", points: int = 0) -> Command:
     """Hold `items` and pay them in one command: an order a channel pays at once (an OTA's
     prepaid order, a kiosk's card). As :func:`hold` then :func:`confirm`, or nothing: a
     refused confirmation releases the hold at once. `order_id` is the idempotency key.
-    `member`: the venue's member buying, priced at their level and earning the points."""
+    `member`: the venue's member buying, priced at their level, redeeming `points` and
+    earning the points of what they pay."""
     h = hold(channel, venue, items, quote_id=quote_id, coupon=coupon, coupon_holder=coupon_holder,
-             member=member).args
+             member=member, points=points).args
     del h["ttl_s"]                   # held for no time: paid in the same step
     c = confirm(0, order_id, channel, method=method, amount_fen=amount_fen, reference=reference,
                 holders=holders, signed=signed, shift=shift, principal=principal, member=member).args

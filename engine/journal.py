@@ -81,9 +81,12 @@ upgrade opens after it. What each record kind carries, per format:
                       of the ID and phone numbers and the numbers sealed. Replay enrols.
   POINTS              6 (new): an operator's adjustment as its effects on the member
                       (engine/state/members.py: ledger entries with the expiry buckets
-                      they moved, debt, spend). Replay applies them.
-  CONFIRM, REFUND     6: also `pts`, a member's effects as for POINTS (points earned by the
-                      order, taken back by the refund; spend) when the order has a member.
+                      they moved, debt, spend), or the points a hold redeemed (it names
+                      the hold, with their split over its tickets and the buckets they
+                      came from; it follows the hold's HOLD record). Replay applies them.
+  CONFIRM, REFUND,    6: also `pts`, a member's effects as for POINTS (points earned by the
+  CHANGE, RELEASE,    order, taken back and given back by a refund or change, given back by
+  EXPIRE              a hold that ends unpaid; spend) when the order or hold has a member.
   OFFLINE_SCANS       1: the gate's scans as uploaded, codes included, not the server's
                       decision; its v1 decoder decodes and decides them again, as format 1
                       did (the one record kind replayed by rules). 2: per scan the server's

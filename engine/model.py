@@ -210,6 +210,8 @@ class HoldResult:
     items: list[PricedItem]
     coupon: str = ""                # the coupon the hold took, if any
     discount_fen: int = 0           # what it took off
+    points: int = 0                 # a member's points it redeemed (amount_fen is after them)
+    points_fen: int = 0             # what they took off
 
     def to_dict(self) -> dict:
         # what the idempotency row stores; dataclasses.asdict's deep copy was half the
@@ -218,13 +220,15 @@ class HoldResult:
              "amount_fen": self.amount_fen, "items": [it.to_dict() for it in self.items]}
         if self.coupon:
             d["coupon"], d["discount_fen"] = self.coupon, self.discount_fen
+        if self.points:
+            d["points"], d["points_fen"] = self.points, self.points_fen
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "HoldResult":
         return cls(d["hold_id"], d["expires_at"], d["amount_fen"],
                    [PricedItem.from_dict(it) for it in d["items"]], d.get("coupon", ""),
-                   d.get("discount_fen", 0))
+                   d.get("discount_fen", 0), d.get("points", 0), d.get("points_fen", 0))
 
 
 # the kinds of day a venue prices by (Shard.calendar): an operator's calendar entry for a
@@ -604,6 +608,8 @@ class Quote(NamedTuple):
     expires_at: int = 0
     lines: list[QuoteLine] = []
     coupon: CouponApplied | None = None     # amount_fen is after its discount
+    points: int = 0                         # a member's points redeemed (after the coupon)
+    points_fen: int = 0                     # what they take off (amount_fen is after it)
 
 
 @dataclass(frozen=True)
@@ -714,6 +720,7 @@ class Order:
     shift: str = ""                 # the cash-desk shift it was rung up in; "": none
     member: str = ""                # the member it was sold to (points earned), if any
     points_earned: int = 0          # points the member earned by it (refunds take theirs back)
+    points_redeemed: int = 0        # points the member paid part of it with (amount_fen is after them)
 
     @classmethod
     def from_row(cls, row: dict) -> "Order":
@@ -743,6 +750,7 @@ class RefundResult:
     fee_fen: int
     persons: int = 0            # of a group ticket refunded in part: the persons refunded
     points_reversed: int = 0    # points the order's member earned on them, taken back
+    points_restored: int = 0    # points they were paid with, given back to the member
 
     def to_dict(self) -> dict:
         d = {"order_id": self.order_id, "refund_id": self.refund_id,
@@ -751,6 +759,8 @@ class RefundResult:
             d["persons"] = self.persons
         if self.points_reversed:
             d["points_reversed"] = self.points_reversed
+        if self.points_restored:
+            d["points_restored"] = self.points_restored
         return d
 
 
@@ -1086,7 +1096,7 @@ class LiveView:
 
 
 # -- members and points (engine/state/members.py) --------------------------------------
-POINT_KINDS = ("earn", "reverse", "adjust", "expire")
+POINT_KINDS = ("earn", "reverse", "redeem", "restore", "adjust", "expire")
 NEVER_EXPIRES = 2**31 - 1       # the last valid day of points that never expire
 EXPIRY_KINDS = ("year_end", "days", "never")
 

@@ -673,15 +673,15 @@ class Shard:
 
     def quote(self, venue: str, channel: str, items: list, *, coupon: str | None = None,
               coupon_holder: str | None = None, member_level: int = 0,
-              member: str | None = None) -> Quote:
+              member: str | None = None, points: int = 0) -> Quote:
         """Prices of `items` for `channel` now, by the rules a hold applies, explained per
         line (date type, base price, rules), the coupon `coupon` names taken off last, with
         a quote id a hold can be held to for QUOTE_TTL_S (cmd.hold(quote_id=...)); takes
         no stock and no coupon. `member`: the venue's member buying (member prices by
-        their level)."""
+        their level), who may redeem `points` (taken off last; the quote takes none)."""
         return self.state.quote(channel, venue, items, int(self.clock()),
                                 {"coupon": coupon, "coupon_holder": coupon_holder}, member_level,
-                                member)
+                                member, points)
 
     def coupon(self, venue: str, coupon: str) -> CouponStatus:
         """A coupon as set and its use now (codes issued, uses, discount given)."""

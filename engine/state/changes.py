@@ -24,9 +24,9 @@ from ..errors import (AlreadyExists, ChangeClosed, CorruptData, InvalidArgument,
                       TurnstileError)
 from ..journal import Record, json_record
 from ..model import IssuedTicket
-from . import finance
+from . import finance, members
 from .catalog import channel_of, refund_fee_pct
-from .sales import check_holders, choose_tickets, hold_lines, order_row, order_tickets, payment_arg
+from .sales import check_holders, choose_tickets, hold_lines, member_refund, order_row, order_tickets, payment_arg
 from .secrets import holder_key, mask_id, render, render_if_valid
 from .validate import arg, ident_arg
 
@@ -175,6 +175,11 @@ def change_order(st: ShardState, args: dict, now: int) -> ChangeResult:
     if terms.due_fen:
         finance.shift_move(fin, shift, way, terms.due_fen > 0, abs(terms.due_fen))
     rec["fin"] = finance.as_record(fin)
+    if row.get("redeemed"):         # the points the moved tickets were paid with go back
+        back, pts = member_refund(st, row, terms.tickets, order_tickets(row)[0], {}, 0, 0,
+                                  terms.change_id, now, take_earned=False)[1:]
+        if back:
+            rec["pts"] = pts
     first = _apply(st, rec, taken=True)
     key_id = st.codec.issuing_key if st.codec.keys else -1
     signed = ln.get("signed", True)
@@ -227,6 +232,8 @@ def _apply(st: ShardState, rec: dict, taken: bool) -> int:
     finance.issued(st, rec["p"], rec["days"], first, rec["qty"], len(rec["slots"]))
     if "fin" in rec:                # format 4: the finance posting as made
         finance.book(st, rec["fin"])
+    if "pts" in rec:                # format 6: the member's points given back
+        members.apply(st, rec["pts"])
     if "first" in rec and rec["first"] != first:
         raise CorruptData(f"a replayed change issued ticket {first}, the journal says {rec['first']}")
     rec["first"] = first

@@ -113,7 +113,7 @@ REPLAY: dict[int, Callable[..., None]] = {
     Record.OFFLINE_SCANS: offline.replay_upload,
     Record.MEMBER_PROGRAM: members.replay_program,
     Record.MEMBER: members.replay_enrol,
-    Record.POINTS: members.replay_points,
+    Record.POINTS: sales.replay_points,
 }
 
 
@@ -179,6 +179,8 @@ class ShardState:
         self.member_index: dict[tuple[str, str], str] = {}
         self.next_member = 1
         self.points_totals: dict[str, dict[str, int]] = {}
+        # hold id -> the points an active hold redeemed (sales.redemption)
+        self.hold_points: dict[int, dict] = {}
         # venue -> its live controls (controls.py: sales paused, entry closed, live
         # capacities set, flow alert settings)
         self.controls: dict[str, dict[str, Any]] = {}

@@ -18,12 +18,19 @@ moved them in and between, and what it refers to:
   reverse   at Refund: the points the refunded tickets (or persons of a group ticket)
             earned
   adjust    an operator's grant (+) or correction (-), with a reason
+  redeem    at Hold (or Buy): points spent as money off the order, after the coupon
+            (`points` x the programme's `fen_per_point`), split over its tickets in
+            proportion to what each costs, never more than a ticket costs; enough
+            points make a ticket free (a ticket bought with points alone)
+  restore   redeemed points given back: all of them when the hold ends unpaid
+            (released, expired), a ticket's when it is refunded or changed
   expire    a bucket past its last valid day, written when the member is next touched
             (its balance as shown leaves it out from the day after already)
 
 Points earned on a day fall in the bucket of their last valid day (the programme's
-expiry rule); taking points (reverse, a negative adjust) empties the soonest-expiring
-buckets first. A balance never goes negative: a reversal that finds fewer points than it
+expiry rule); taking points (redeem, reverse, a negative adjust) empties the
+soonest-expiring buckets first, and restored points go back to the buckets they were
+redeemed from (the last taken first). A balance never goes negative: a reversal that finds fewer points than it
 takes back (they were spent) takes what there is and records the rest as the member's
 `debt`, which the next points earned pay off first. So for every member the ledger's
 points add up to the balance, the buckets add up to the balance, and balance >= 0.
@@ -360,6 +367,21 @@ class Plan:
         if points:
             self.entries.append(_entry(kind, rest, [[day, rest]] if rest else [], -paid, ref, reason))
 
+    def credit_to(self, kind: str, buckets: list[list[int]], ref: str = "") -> None:
+        """Points in, back to the buckets they came from (`buckets`: [last valid day,
+        points]); a debt is paid off first, out of the first of them."""
+        moved, debt = [], self.debt
+        for d, n in buckets:
+            paid = min(debt, n)
+            debt -= paid
+            if n - paid:
+                moved.append([d, n - paid])
+                self.buckets[d] = self.buckets.get(d, 0) + n - paid
+        total = sum(n for _, n in buckets)
+        if total:
+            self.entries.append(_entry(kind, total - (self.debt - debt), moved, debt - self.debt, ref))
+        self.debt = debt
+
     def take(self, kind: str, points: int, ref: str = "", reason: str = "",
              owe: bool = False) -> int:
         """Points out of the soonest-expiring buckets; what the balance can't cover is
@@ -370,11 +392,13 @@ class Plan:
                                      field="points")
         took = min(points, have)
         moved, left = [], took
+        self.taken: list[list[int]] = []
         for d in sorted(self.buckets):
             if not left:
                 break
             x = min(left, self.buckets[d])
             moved.append([d, -x])
+            self.taken.append([d, x])
             left -= x
             if x == self.buckets[d]:
                 del self.buckets[d]
@@ -481,14 +505,75 @@ def earn(st: ShardState, m: Member, channel: str, lines: list[dict], paid: dict[
 
 
 def reverse(st: ShardState, m: Member, points: int, sale_day: int, fen: int, refund_id: str,
-            now: int) -> dict:
-    """The effects of a refund of a member's order: the points its tickets earned taken
-    back (what the balance lacks owed), the money given back out of the sale day's spend."""
+            now: int, restore: int = 0, redeemed: list[list[int]] | None = None) -> tuple[dict, list]:
+    """The effects of a refund (or change) of a member's order: the points its tickets
+    redeemed given back (`restore` of them, into the buckets `redeemed` still names, the
+    last taken first), the points they earned taken back (what the balance lacks owed),
+    the money given back out of the sale day's spend. Returns (the effects, what of
+    `redeemed` is left)."""
     plan = Plan(st, m, now)
+    left = [list(x) for x in redeemed or ()]
+    if restore:
+        back, left = unredeem(left, restore)
+        plan.credit_to("restore", back, ref=refund_id)
     plan.take("reverse", points, ref=refund_id, owe=True)
-    back = min(fen, m.spend.get(sale_day, 0))
-    if back:
-        plan.spend.append([sale_day, -back])
+    back_fen = min(fen, m.spend.get(sale_day, 0))
+    if back_fen:
+        plan.spend.append([sale_day, -back_fen])
+    return plan.record(), left
+
+
+def unredeem(redeemed: list[list[int]], n: int) -> tuple[list[list[int]], list[list[int]]]:
+    """`n` of the points a redemption took from the buckets `redeemed` ([last valid day,
+    points], in the order taken), the last taken first: (the buckets they go back to,
+    what is left)."""
+    left = [list(x) for x in redeemed]
+    back = []
+    while n:
+        d, x = left[-1]
+        y = min(n, x)
+        back.append([d, y])
+        n -= y
+        if y == x:
+            left.pop()
+        else:
+            left[-1][1] -= y
+    return back, left
+
+
+def split(costs: list[list[int]], points: int, fen_per_point: int) -> list[list[int]]:
+    """`points` spread over tickets (`costs`: per line, what each ticket costs after the
+    coupon) in proportion to their cost, no ticket given more points than it costs;
+    refused (naming `points`) when the order can't take that many."""
+    caps = [[c // fen_per_point for c in line] for line in costs]
+    cap = sum(map(sum, caps))
+    if points > cap:
+        raise InvalidArgument(f"{points} points are worth more than the order ({cap} at most)",
+                              field="points")
+    out = [[points * c // cap if cap else 0 for c in line] for line in caps]
+    rest = points - sum(map(sum, out))
+    for line, lcap in zip(out, caps):
+        for k, c in enumerate(lcap):
+            if not rest:
+                return out
+            more = min(rest, c - line[k])
+            line[k] += more
+            rest -= more
+    return out
+
+
+def redeem(st: ShardState, m: Member, points: int, hold_id: int, now: int) -> tuple[dict, list[list[int]]]:
+    """The effects of points redeemed by a hold (refused INSUFFICIENT_POINTS when the
+    balance is short): (the effects, the buckets taken, in the order taken)."""
+    plan = Plan(st, m, now)
+    plan.take("redeem", points, ref=f"hold:{hold_id}")
+    return plan.record(), plan.taken
+
+
+def give_back(st: ShardState, m: Member, redeemed: list[list[int]], ref: str, now: int) -> dict:
+    """The effects of a hold that ends unpaid: every point it redeemed back."""
+    plan = Plan(st, m, now)
+    plan.credit_to("restore", unredeem(redeemed, sum(n for _, n in redeemed))[0], ref=ref)
     return plan.record()
 
 
@@ -529,7 +614,8 @@ def dump(st: ShardState) -> dict:
     return {"programs": [p.to_dict() for p in st.member_programs.values()],
             "members": [m.dump() for m in st.members.values()],
             "next": st.next_member,
-            "totals": st.points_totals}
+            "totals": st.points_totals,
+            "holds": [[hid, red] for hid, red in sorted(st.hold_points.items())]}
 
 
 def load(st: ShardState, d: dict) -> None:
@@ -543,3 +629,4 @@ def load(st: ShardState, d: dict) -> None:
                 st.member_index[(m.venue, key)] = m.id
     st.next_member = d.get("next", 1)
     st.points_totals = {v: dict(t) for v, t in d.get("totals", {}).items()}
+    st.hold_points = {hid: red for hid, red in d.get("holds", ())}

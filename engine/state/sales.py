@@ -108,6 +108,7 @@ def take_hold(st: ShardState, args: dict, now: int) -> HoldResult:
     coupon = promos.evaluate(st, args, channel, venue, lines, now)
     if args.get("quote_id") is not None:
         check_quote(st, args["quote_id"], channel, venue.id, lines, now, coupon)
+    red = redemption(st, venue.id, args, lines, coupon, st.next_hold_id, now)
     # take stock line by line, component by component; undo all if any is short
     slots = st.slots
     taken = []
@@ -129,31 +130,80 @@ def take_hold(st: ShardState, args: dict, now: int) -> HoldResult:
     if coupon is not None:
         promos.take(st, venue.id, coupon)
         hold = promos.with_coupon(hold, coupon)
+    if red is not None:
+        hold = hold._replace(amount=hold.amount - red["fen"])
     rec = hold_record(hold, st.venue_idx[venue.id])
     st.holds.add(hid, rec)
     heapq.heappush(st.expiry, (now + ttl, hid))
     st.journal(rec, Record.HOLD)
+    if red is not None:
+        eff = red.pop("pts")
+        _redeemed(st, {**eff, "hold": hid, "redeem": red})
     return hold_result(st, hold)
 
 
+def redemption(st: ShardState, venue: str, args: dict, lines: list[HeldLine], coupon,
+               hold_id: int, now: int) -> dict | None:
+    """What the points a hold (or quote) redeems take off (members.py): the member, the
+    points, what a point is worth, their split over the tickets, what they cost, the
+    buckets they come from and the member's effects (`pts`); None without points.
+    Refused before anything is taken: points without a member, more than the member
+    holds (INSUFFICIENT_POINTS), more than the order is worth."""
+    if not args.get("points"):
+        return None
+    points = int_arg(args, "points", 0, members.MAX_POINTS)
+    if args.get("member") is None:
+        raise InvalidArgument("points are a member's: name the member", field="member")
+    m = members.member_arg(st, venue, args)
+    fpp = members.program_of(st, venue, "member").fen_per_point
+    costs = [[ln.price * ln.group - (promos.line_share(coupon.lines[i], ln.qty, k) if coupon else 0)
+              for k in range(ln.qty)] for i, ln in enumerate(lines)]
+    split = members.split(costs, points, fpp)
+    eff, taken = members.redeem(st, m, points, hold_id, now)
+    return {"member": m.id, "points": points, "fpp": fpp, "fen": points * fpp, "split": split,
+            "taken": taken, "pts": eff}
+
+
+def replay_points(st: ShardState, rec: dict, fmt: int) -> None:
+    """A POINTS record: a hold's redemption (it names the hold), or an adjustment."""
+    if "redeem" in rec:
+        _redeemed(st, rec)
+    else:
+        members.replay_points(st, rec, fmt)
+
+
+def _redeemed(st: ShardState, rec: dict) -> None:
+    """A hold's points redeemed (a POINTS record naming the hold): the member's effects,
+    and what the hold redeemed kept beside it until it is paid or ends."""
+    members.apply(st, rec)
+    red = rec["redeem"]
+    st.hold_points[rec["hold"]] = {k: red[k] for k in ("member", "points", "fpp", "fen", "split", "taken")}
+    st.journal(json_record(Record.POINTS, rec), Record.POINTS)
+
+
 def quote(st: ShardState, channel: str, venue_id: str, items: Any, now: int,
-          coupon: dict | None = None, member_level: int = 0, member: str | None = None) -> Quote:
+          coupon: dict | None = None, member_level: int = 0, member: str | None = None,
+          points: int = 0) -> Quote:
     """What a hold of `items` would cost the channel now, by the same rules as a
     hold (validated alike), explained line by line, with the coupon `coupon` names
     ({"coupon": code, "coupon_holder": ID number}) taken off last, and the id a Hold
     may name to be charged exactly that for QUOTE_TTL_S; takes no stock. `member`: the
-    venue's member buying, whose level (by spend) the member_level rules price by."""
+    venue's member buying, whose level (by spend) the member_level rules price by, and
+    who may redeem `points` (taken off after the coupon, refused as a Hold refuses them;
+    the quote takes none)."""
     venue = venue_of(st, {"venue": venue_id})
     channel = channel_of(st, {"channel": channel})
     explained: list[QuoteLine] = []
     who = {"member": member} if member is not None else {"member_level": member_level}
     lines = hold_lines(st, channel, venue, {"items": items, **who}, now, explained)
     use = promos.evaluate(st, coupon or {}, channel, venue, lines, now)
+    red = redemption(st, venue.id, {**who, "points": points}, lines, use, 0, now)
     expires = now + QUOTE_TTL_S
     return Quote(priced_items(st, lines),
-                 sum(ln.price * ln.qty * ln.group for ln in lines) - (use.discount if use else 0),
+                 sum(ln.price * ln.qty * ln.group for ln in lines) - (use.discount if use else 0)
+                 - (red["fen"] if red else 0),
                  quote_id(st, channel, venue.id, lines, expires, use), expires, explained,
-                 promos.applied(use))
+                 promos.applied(use), red["points"] if red else 0, red["fen"] if red else 0)
 
 
 _QUOTE = struct.Struct(">Q16s")
@@ -307,8 +357,9 @@ def priced_items(st: ShardState, lines) -> list[PricedItem]:
 
 
 def hold_result(st: ShardState, hold: ActiveHold) -> HoldResult:
+    red = st.hold_points.get(hold.id)
     return HoldResult(hold.id, hold.expires_at, hold.amount, priced_items(st, hold.lines),
-                      hold.coupon, hold.discount)
+                      hold.coupon, hold.discount, red["points"] if red else 0, red["fen"] if red else 0)
 
 
 def active_hold(st: ShardState, args: dict, now: int) -> ActiveHold:
@@ -326,7 +377,11 @@ def active_hold(st: ShardState, args: dict, now: int) -> ActiveHold:
     return hold
 
 
-def drop_hold(st: ShardState, hold: ActiveHold, status: str) -> None:
+def drop_hold(st: ShardState, hold: ActiveHold, status: str, now: int = 0,
+              pts: dict | None = None) -> dict | None:
+    """A hold that ends unpaid: its stock, its coupon's use and the points it redeemed
+    back. The points' effects: `pts` as journaled (replay), else decided now; returned
+    for the journal."""
     for ln in hold.lines:
         need = ln.qty * ln.group
         for s, a in zip(ln.slots, ln.allots):
@@ -335,6 +390,16 @@ def drop_hold(st: ShardState, hold: ActiveHold, status: str) -> None:
         promos.give_back(st, hold.venue, promos.held(hold))
     del st.holds[hold.id]
     end_hold(st, hold, status)
+    red = st.hold_points.pop(hold.id, None)
+    if red is None:
+        return None
+    if pts is None:
+        if st.replaying:
+            raise CorruptData(f"a replayed end of hold {hold.id} does not give its points back")
+        pts = {**members.give_back(st, st.members[(hold.venue, red["member"])], red["taken"],
+                                   f"hold:{hold.id}", now), "hold": hold.id}
+    members.apply(st, pts)
+    return pts
 
 
 def end_hold(st: ShardState, hold: ActiveHold, status: str, order_id: str = "") -> None:
@@ -360,9 +425,11 @@ def hold_info(st: ShardState, hold_id: int, now: int) -> HoldInfo:
 
 def release_hold(st: ShardState, args: dict, now: int) -> ReleaseResult:
     hold = active_hold(st, args, now)
-    drop_hold(st, hold, "released")
-    st.journal(json_record(Record.RELEASE, {"hold_id": hold.id, "channel": hold.channel}),
-               Record.RELEASE)
+    pts = drop_hold(st, hold, "released", now)
+    rec = {"hold_id": hold.id, "channel": hold.channel}
+    if pts is not None:             # format 6: the points it had redeemed, given back
+        rec["pts"] = pts
+    st.journal(json_record(Record.RELEASE, rec), Record.RELEASE)
     return ReleaseResult(hold.id, True)
 
 
@@ -376,9 +443,8 @@ def _replayed_hold(st: ShardState, hid: Any, what: str) -> ActiveHold:
 def replay_release(st: ShardState, args: dict, fmt: int) -> None:
     """A RELEASE record (formats 1 and 2): the hold it names is dropped."""
     hold = _replayed_hold(st, args["hold_id"], "release")
-    drop_hold(st, hold, "released")
-    st.journal(json_record(Record.RELEASE, {"hold_id": hold.id, "channel": hold.channel}),
-               Record.RELEASE)
+    drop_hold(st, hold, "released", pts=args.get("pts"))
+    st.journal(json_record(Record.RELEASE, args), Record.RELEASE)
 
 
 def due_expiry(st: ShardState, now: int) -> bool:
@@ -387,14 +453,19 @@ def due_expiry(st: ShardState, now: int) -> bool:
 
 def expire_holds(st: ShardState, args: dict, now: int) -> ExpireResult:
     at = now
-    expired = []
+    expired, gave = [], []
     while st.expiry and st.expiry[0][0] <= at:
         exp, hid = heapq.heappop(st.expiry)
         hold = st.holds.get(hid)
         if hold is not None and hold.expires_at == exp:
-            drop_hold(st, hold, "expired")
+            pts = drop_hold(st, hold, "expired", now)
             expired.append(hid)
-    st.journal(json_record(Record.EXPIRE, {"_at": at, "holds": sorted(expired)}), Record.EXPIRE)
+            if pts is not None:
+                gave.append(pts)
+    rec = {"_at": at, "holds": sorted(expired)}
+    if gave:                        # format 6: the points they had redeemed, given back
+        rec["pts"] = gave
+    st.journal(json_record(Record.EXPIRE, rec), Record.EXPIRE)
     return ExpireResult(len(expired))
 
 
@@ -409,12 +480,16 @@ def replay_expire(st: ShardState, args: dict, fmt: int) -> None:
         if hold is not None and hold.expires_at == exp:
             due.append((exp, hid))
     expired = [hid for _, hid in due] if fmt < 2 else args["holds"]
+    gave = {p["hold"]: p for p in args.get("pts", ())}
     for hid in expired:
-        drop_hold(st, _replayed_hold(st, hid, "expiry"), "expired")
+        drop_hold(st, _replayed_hold(st, hid, "expiry"), "expired", pts=gave.get(hid))
     for exp, hid in due:            # due then but not expired by the record: still held
         if hid in st.holds:
             heapq.heappush(st.expiry, (exp, hid))
-    st.journal(json_record(Record.EXPIRE, {"_at": at, "holds": sorted(expired)}), Record.EXPIRE)
+    rec = {"_at": at, "holds": sorted(expired)}
+    if gave:
+        rec["pts"] = list(gave.values())
+    st.journal(json_record(Record.EXPIRE, rec), Record.EXPIRE)
 
 
 # -- orders ----------------------------------------------------------------------------
@@ -444,6 +519,13 @@ def confirm_hold(st: ShardState, args: dict, now: int) -> ConfirmResult:
     if args.get("member") is not None:
         member = members.member_arg(st, hold.venue, args)
         members.program_of(st, hold.venue, "member")
+    red = st.hold_points.get(hold.id)         # the points the hold redeemed: that member's
+    if red is not None:
+        if member is None:
+            member = st.members[(hold.venue, red["member"])]
+        elif member.id != red["member"]:
+            raise InvalidArgument(f"hold {hold.id} redeemed the points of member {red['member']}",
+                                  field="member")
     for ln in hold.lines:
         for s in ln.slots:
             if st.slots.slot(s)["end"] <= now:
@@ -472,6 +554,10 @@ def confirm_hold(st: ShardState, args: dict, now: int) -> ConfirmResult:
         raise InvalidArgument("the coupon was taken for a person who holds none of this order's "
                               "tickets", field="holders", hint="name them among the holders")
     end_hold(st, hold, "confirmed", order_id)
+
+    def off_line(i: int) -> int:
+        """What the coupon and the points took off line i."""
+        return (coupon.lines[i] if coupon else 0) + (sum(red["split"][i]) * red["fpp"] if red else 0)
     issued = issue(st, hold, hkeys)
     key_id = st.codec.issuing_key if st.codec.keys else -1
     lines, tickets = [], []
@@ -483,10 +569,11 @@ def confirm_hold(st: ShardState, args: dict, now: int) -> ConfirmResult:
                       "ncomp": len(p.zones), "key_id": key_id, "signed": signed})
         if coupon:
             lines[-1]["discount_fen"] = coupon.lines[i]
+        if red is not None:         # the points each ticket was paid with, and their worth
+            lines[-1]["points"], lines[-1]["fen_per_point"] = red["split"][i], red["fpp"]
         pkg = st.packages.get((p.venue, p.id))
         if pkg is not None:         # a package: its price split over its parts, as paid
-            lines[-1]["split"] = pkg.split(ln.price * ln.qty * ln.group
-                                           - (coupon.lines[i] if coupon else 0), ln.qty * ln.group)
+            lines[-1]["split"] = pkg.split(ln.price * ln.qty * ln.group - off_line(i), ln.qty * ln.group)
         for k in range(ln.qty):
             tid = first + k * len(p.zones)
             code = "" if st.replaying else render(st, tid, key_id, signed)
@@ -501,8 +588,10 @@ def confirm_hold(st: ShardState, args: dict, now: int) -> ConfirmResult:
                   {"method": method, "reference": reference, "amount_fen": amount},
                   lines, [], now, *((coupon.coupon, coupon.discount) if coupon else ("", 0)),
                   station=station, shift=shift, member=member.id if member else "",
-                  points_earned=sum(per_ticket.values()) if per_ticket else 0)
-    fin = finance.sale_posting(st, hold, method, station, coupon.lines if coupon else None, now)
+                  points_earned=sum(per_ticket.values()) if per_ticket else 0,
+                  points_redeemed=red["points"] if red else 0)
+    fin = finance.sale_posting(st, hold, method, station,
+                               [off_line(i) for i in range(len(hold.lines))] if coupon or red else None, now)
     finance.shift_move(fin, shift, method, True, amount)
     rec = confirm_record(hold, hkeys, now, issued)
     rec["fin"] = finance.as_record(fin)
@@ -513,6 +602,10 @@ def confirm_hold(st: ShardState, args: dict, now: int) -> ConfirmResult:
         rec["pts"] = pts
         # what each ticket earned: a refund takes back exactly that
         row["member_points"] = {str(t): n for t, n in per_ticket.items()}
+    if red is not None:
+        # the buckets the points came from (a refund gives a ticket's back to them), and
+        # what of each ticket's points was given back so far
+        row["redeemed"] = {"points": red["points"], "taken": red["taken"], "restored": {}}
     row["holders"] = [[seal(st, x) for x in ids] for ids in per_line]
     st.put_row(key, json.dumps(row).encode())
     finance.index_order(st, hold.venue, rec["fin"]["day"], hold.id, key)
@@ -521,7 +614,7 @@ def confirm_hold(st: ShardState, args: dict, now: int) -> ConfirmResult:
 
 
 _HOLD_ARGS = ("channel", "venue", "items", "quote_id", "coupon", "coupon_holder", "member_level",
-              "member")
+              "member", "points")
 _PAY_ARGS = ("order_id", "channel", "payment", "signed", "holders", "shift", "principal", "member")
 
 
@@ -680,6 +773,7 @@ def issue(st: ShardState, hold: ActiveHold, hkeys: list[list[str]],
         for k, hk in enumerate(keys):
             st.holders.setdefault(hk, []).append(first + k * len(p.zones))
     del st.holds[hold.id]
+    st.hold_points.pop(hold.id, None)       # paid with them: the order keeps them now
     return issued
 
 
@@ -732,14 +826,18 @@ def replay_refund(st: ShardState, args: dict, fmt: int) -> None:
 def order_tickets(row: dict) -> tuple[dict[int, tuple[int, int]], dict[int, int]]:
     """Of an order row: ticket -> (line index, index in the line), and ticket -> what it
     was paid and is not refunded yet (its price less its share of a coupon's discount,
-    less what refunds of some of its persons gave back and kept)."""
+    less the worth of the points it was paid with, less what refunds of some of its
+    persons gave back and kept)."""
     where, paid = {}, {}
     for i, ln in enumerate(row["lines"]):
+        points = ln.get("points")
         for k in range(ln["qty"]):
             t = ln["first_ticket"] + k * ln["ncomp"]
             where[t] = (i, k)
             paid[t] = ln["unit_price_fen"] * ln["group"] - promos.line_share(
                 ln.get("discount_fen", 0), ln["qty"], k)
+            if points:
+                paid[t] -= points[k] * ln["fen_per_point"]
     for r in row["refunds"]:
         if r.get("persons"):
             paid[r["tickets"][0]] -= r["gross_fen"]
@@ -830,20 +928,12 @@ def refund_order(st: ShardState, args: dict, now: int) -> RefundResult:
         rec["groups"] = [[chosen[0], group[chosen[0]] - persons]]
     # the points the refunded tickets (persons) earned go back, and their money out of
     # the member's spend of the day of sale
-    owed = 0
+    owed = back = 0
     if row.get("member"):
-        earned = row.setdefault("member_points", {})
-        for t in chosen:
-            n = earned.get(str(t), 0)
-            n = n * persons // group[t] if persons else n
-            owed += n
-            if n:
-                earned[str(t)] -= n
-        rec["pts"] = members.reverse(st, st.members[(row["venue"], row["member"])], owed,
-                                     finance.local_day(st, row["venue"], row["created"]), amount,
-                                     refund_id, now)
+        owed, back, rec["pts"] = member_refund(st, row, chosen, where, group, persons, amount,
+                                               refund_id, now)
     _refund(st, rec)
-    result = RefundResult(order_id, refund_id, chosen, amount, fee, persons, owed)
+    result = RefundResult(order_id, refund_id, chosen, amount, fee, persons, owed, back)
     entry = {"refund_id": refund_id, "tickets": chosen, "amount_fen": amount, "fee_fen": fee, "at": now}
     if persons:
         entry.update(persons=persons, gross_fen=gross)
@@ -854,6 +944,39 @@ def refund_order(st: ShardState, args: dict, now: int) -> RefundResult:
     st.put_row(key, json.dumps(row).encode())
     finance.index_event(st, b"rx/", row["venue"], rec["fin"]["day"], key, refund_id)
     return result
+
+
+def member_refund(st: ShardState, row: dict, chosen: list[int], where: dict, group: dict,
+                  persons: int, fen: int, ref: str, now: int,
+                  take_earned: bool = True) -> tuple[int, int, dict]:
+    """What a refund (or change) of tickets of a member's order does to the member: the
+    points the tickets (or `persons` of a group ticket) redeemed given back, those they
+    earned taken back (not by a change: they go with the new tickets), `fen` out of the
+    spend of the day of sale. Updates the order row (what each ticket has left of both);
+    returns (points taken back, points given back, the effects)."""
+    earned = row.setdefault("member_points", {})
+    red = row.get("redeemed")
+    owed = back = 0
+    for t in chosen:
+        n = earned.get(str(t), 0) if take_earned else 0
+        n = n * persons // group[t] if persons else n
+        owed += n
+        if n:
+            earned[str(t)] -= n
+        if red is not None:
+            i, k = where[t]
+            ln = row["lines"][i]
+            left = ln["points"][k] - red["restored"].get(str(t), 0) if "points" in ln else 0
+            n = left * persons // group[t] if persons else left
+            back += n
+            if n:
+                red["restored"][str(t)] = red["restored"].get(str(t), 0) + n
+    eff, left = members.reverse(st, st.members[(row["venue"], row["member"])], owed,
+                                finance.local_day(st, row["venue"], row["created"]), fen, ref, now,
+                                back, red["taken"] if red else None)
+    if red is not None:
+        red["taken"] = left
+    return owed, back, eff
 
 
 def _refund(st: ShardState, rec: dict) -> None:

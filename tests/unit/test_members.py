@@ -331,3 +331,141 @@ def test_a_member_is_priced_at_the_level_their_spend_reached(club):
     with pytest.raises(NotFound) as e:
         club.quote(V, "web", item, member="M77")
     assert e.value.field == "member"
+
+
+# -- redeeming points -----------------------------------------------------------------------
+def _availability_held(shard) -> int:
+    return next(s for s in shard.availability(V, TODAY) if s.slot == SLOT).held
+
+
+def test_points_redeemed_at_hold_come_off_last_and_come_back_when_the_hold_ends(club, clock):
+    m = _enrol(club)
+    _buy(club, m, "adult", 3)                                         # 480 points
+    item = [HoldItem("adult", (SLOT,), 1)]
+    q = club.quote(V, "web", [{"product": "adult", "slots": [SLOT], "qty": 1}], member=m, points=300)
+    assert (q.amount_fen, q.points, q.points_fen) == (7700, 300, 300)
+    assert _balance(club, m) == 480                                   # a quote takes none
+    h = club.run(cmd.hold("web", V, item, member=m, points=300))
+    assert (h.amount_fen, h.points, h.points_fen) == (7700, 300, 300)
+    assert _balance(club, m) == 180
+    club.run(cmd.release(h.hold_id, "web"))
+    assert _balance(club, m) == 480
+    h = club.run(cmd.hold("web", V, item, member=m, points=100, ttl_s=60))
+    assert _balance(club, m) == 380
+    clock.t += 61
+    club.run(cmd.enrol(V, phone="13900000009"))                       # the next batch expires it
+    assert _balance(club, m) == 480
+    assert [(e.kind, e.points, e.ref) for e in club.member_ledger(V, m)][1:] == [
+        ("redeem", -300, "hold:2"), ("restore", 300, "hold:2"),
+        ("redeem", -100, "hold:3"), ("restore", 100, "hold:3")]
+
+
+def test_a_ticket_paid_with_points_alone_and_refunded(club):
+    m = _enrol(club)
+    club.run(cmd.adjust_points(V, m, 8000, "a gift"))
+    h = club.run(cmd.hold("web", V, [HoldItem("adult", (SLOT,), 1)], member=m, points=8000))
+    assert h.amount_fen == 0
+    sold = club.run(cmd.confirm(h.hold_id, "free-1", "web", method="points", amount_fen=0))
+    assert (sold.order.amount_fen, sold.order.member, sold.order.points_redeemed,
+            sold.order.points_earned) == (0, m, 8000, 0)             # the hold's member; nothing paid
+    assert _balance(club, m) == 0
+    r = club.run(cmd.refund("free-1", "r1", channel="web"))
+    assert (r.amount_fen, r.points_restored, r.points_reversed) == (0, 8000, 0)
+    assert _balance(club, m) == 8000
+
+
+def test_points_spread_over_the_tickets_and_each_refund_gives_its_share_back(club):
+    m = _enrol(club)
+    club.run(cmd.adjust_points(V, m, 1000, "a gift"))
+    h = club.run(cmd.hold("web", V, [HoldItem("adult", (SLOT,), 2), HoldItem("child", (SLOT,), 1)],
+                          member=m, points=1000))
+    assert h.amount_fen == 20000 - 1000                               # 8000 + 8000 + 4000
+    sold = club.run(cmd.confirm(h.hold_id, "mix-1", "web", method="cash", amount_fen=19000, member=m))
+    # earned on what was paid: each adult 7600 x 2 per yuan, the child 3800 x 1
+    assert (sold.order.points_redeemed, sold.order.points_earned) == (1000, 152 + 152 + 38)
+    assert _balance(club, m) == 342
+    adult, child = sold.tickets[0].ticket_id, sold.tickets[2].ticket_id
+    r = club.run(cmd.refund("mix-1", "r1", [adult], channel="web"))
+    assert (r.amount_fen, r.points_restored, r.points_reversed) == (7600, 400, 152)
+    r = club.run(cmd.refund("mix-1", "r2", [child], channel="web"))
+    assert (r.amount_fen, r.points_restored, r.points_reversed) == (3800, 200, 38)
+    r = club.run(cmd.refund("mix-1", "r3", channel="web"))
+    assert (r.amount_fen, r.points_restored, r.points_reversed) == (7600, 400, 152)
+    assert _balance(club, m) == 1000 and club.member(V, member_id=m).debt == 0
+    assert club.check(replay=True) == []
+
+
+def test_a_group_ticket_paid_partly_with_points_gives_back_the_persons_share(club):
+    m = _enrol(club)
+    club.run(cmd.adjust_points(V, m, 1000, "a gift"))
+    h = club.run(cmd.hold("agency", V, [HoldItem("group", (SLOT,), 1, 10)], member=m, points=1000))
+    sold = club.run(cmd.confirm(h.hold_id, "g-1", "agency", method="cash", amount_fen=59000))
+    tid = sold.tickets[0].ticket_id
+    r = club.run(cmd.refund("g-1", "r1", [tid], channel="agency", persons=4))
+    assert (r.amount_fen, r.points_restored) == (59000 * 4 // 10, 400)
+    r = club.run(cmd.refund("g-1", "r2", [tid], channel="agency"))
+    assert (r.amount_fen, r.points_restored) == (59000 - 23600, 600)
+
+
+@pytest.mark.parametrize("kw, exc, field", [
+    ({"points": 481}, InsufficientPoints, "points"),
+    ({"points": 8001, "adjust": 10000}, InvalidArgument, "points"),    # worth more than the order
+    ({"points": 10, "member": None}, InvalidArgument, "member"),
+    ({"points": -1}, InvalidArgument, "points"),
+])
+def test_points_that_cannot_be_redeemed_hold_nothing(club, kw, exc, field):
+    m = _enrol(club)
+    _buy(club, m, "adult", 3)                                         # 480
+    if "adjust" in kw:
+        club.run(cmd.adjust_points(V, m, kw["adjust"], "for the test"))
+    before = (_balance(club, m), _availability_held(club))
+    args = {"member": m, "points": kw["points"]}
+    if "member" in kw:
+        del args["member"]
+    with pytest.raises(exc) as e:
+        club.run(cmd.Command(cmd.CommandKind.HOLD, {"channel": "web", "venue": V, "ttl_s": 900,
+                 "items": [{"product": "adult", "slots": [SLOT], "qty": 1}], **args}))
+    assert e.value.field == field
+    assert (_balance(club, m), _availability_held(club)) == before
+
+
+def test_a_hold_paid_with_a_members_points_is_confirmed_for_that_member_only(club):
+    a, b = _enrol(club, phone="13900000001"), _enrol(club, phone="13900000002")
+    club.run(cmd.adjust_points(V, a, 100, "gift"))
+    h = club.run(cmd.hold("web", V, [HoldItem("adult", (SLOT,), 1)], member=a, points=100))
+    with pytest.raises(InvalidArgument) as e:
+        club.run(cmd.confirm(h.hold_id, "x-1", "web", method="cash", amount_fen=7900, member=b))
+    assert e.value.field == "member"
+    assert club.run(cmd.confirm(h.hold_id, "x-1", "web", method="cash", amount_fen=7900,
+                                member=a)).order.points_redeemed == 100
+
+
+def test_a_change_gives_back_the_points_the_moved_tickets_were_paid_with(club):
+    m = _enrol(club)
+    club.run(cmd.adjust_points(V, m, 200, "gift"))
+    h = club.run(cmd.hold("web", V, [HoldItem("adult", (SLOT,), 2)], member=m, points=200))
+    sold = club.run(cmd.confirm(h.hold_id, "c-1", "web", method="cash", amount_fen=15800))
+    earned = sold.order.points_earned                                 # 2 x 7900 x 2 / 100 = 316
+    assert earned == 316 and _balance(club, m) == 316
+    later = demo.slot_id("main", TODAY, 14)
+    t = sold.tickets[0].ticket_id
+    terms = club.change_terms("c-1", "c1", [later], [t], channel="web")
+    ch = club.run(cmd.change("c-1", "c1", [later], [t], channel="web", method="cash",
+                             amount_fen=max(terms.due_fen, 0)))
+    assert _balance(club, m) == 316 + 100                             # its 100 points back
+    r = club.run(cmd.refund("c-1", "r1", [ch.new_tickets[0].ticket_id], channel="web"))
+    assert (r.points_restored, r.points_reversed) == (0, 158)         # its points went back already
+    assert club.check(replay=True) == []
+
+
+def test_points_given_back_pay_off_a_debt_first(club):
+    m = _enrol(club)
+    sold = _buy(club, m, "adult", 1)                                  # 160
+    h = club.run(cmd.hold("web", V, [HoldItem("adult", (SLOT,), 1)], member=m, points=100))
+    club.run(cmd.adjust_points(V, m, -60, "the rest spent"))           # balance 0
+    club.run(cmd.refund(sold.order.order_id, "r1", channel="web"))    # 160 owed: debt 160
+    assert (_balance(club, m), club.member(V, member_id=m).debt) == (0, 160)
+    club.run(cmd.release(h.hold_id, "web"))                           # 100 back: all to the debt
+    info = club.member(V, member_id=m)
+    assert (info.balance, info.debt) == (0, 60)
+    assert [(e.kind, e.points, e.debt) for e in club.member_ledger(V, m)][-1] == ("restore", 0, 60)

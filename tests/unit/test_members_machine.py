@@ -12,6 +12,10 @@ member's balance and debt must be:
             balance lacks becomes debt
   adjust    a grant (debt first), or a correction refused with INSUFFICIENT_POINTS beyond
             the balance
+  redeem    a hold of one adult ticket paying `p` points takes them (INSUFFICIENT_POINTS
+            beyond the balance, nothing held); the ticket earns on what is paid
+  restore   the hold released: its points back; the ticket refunded: its points back,
+            before what it earned is taken back (a debt is paid off first, as by earning)
   expire    every point earned before the jump is gone after it (year_end, 1 year)
 
 and after every step: balance >= 0, debt >= 0, the ledger's points add up to the shard's
@@ -53,6 +57,7 @@ class PointsMachine(RuleBasedStateMachine):
         self.tickets = []           # [member, order, ticket id, points left, persons left, channel]
         self.n = 0
         self.jumped = False
+        self.open_holds = []        # (member, hold id, points) of holds not paid yet
 
     def teardown(self):
         if getattr(self, "shard", None) is not None and not self.shard.closed:
@@ -79,19 +84,47 @@ class PointsMachine(RuleBasedStateMachine):
         assert sold.order.points_earned == each * qty
         self._credit(m, each * qty)
         for t in sold.tickets:
-            self.tickets.append([m, f"o{self.n}", t.ticket_id, each, group, channel])
+            self.tickets.append([m, f"o{self.n}", t.ticket_id, each, group, channel, 0])
+
+    @precondition(lambda self: not self.jumped)
+    @rule(who=st.integers(0, 1), points=st.integers(1, 300), pay=st.booleans())
+    def hold_with_points(self, who, points, pay):
+        """A hold paying `points`: paid at once, or left open (released later, or gone
+        with the clock's jump, by expiry)."""
+        m = self.members[who]
+        self.n += 1
+        item = [HoldItem("adult", (SLOT,), 1)]
+        if points > self.balance[m]:
+            try:
+                self.shard.run(cmd.hold("web", V, item, member=m, points=points))
+            except InsufficientPoints:
+                return
+            raise AssertionError("points beyond the balance were redeemed")
+        h = self.shard.run(cmd.hold("web", V, item, member=m, points=points))
+        self.balance[m] -= points
+        assert (h.points, h.amount_fen) == (points, 8000 - points)
+        if not pay:
+            self.open_holds.append((m, h.hold_id, points))
+            return
+        sold = self.shard.run(cmd.confirm(h.hold_id, f"o{self.n}", "web", method="cash",
+                                          amount_fen=h.amount_fen))
+        each = (8000 - points) * RATES[("adult", "web")] // 100
+        assert (sold.order.member, sold.order.points_earned) == (m, each)
+        self._credit(m, each)
+        self.tickets.append([m, f"o{self.n}", sold.tickets[0].ticket_id, each, 1, "web", points])
 
     @precondition(lambda self: any(t[3] >= 0 and t[4] for t in self.tickets))
     @rule(data=st.data())
     def refund(self, data):
         live = [t for t in self.tickets if t[4]]
         t = data.draw(st.sampled_from(live))
-        m, order, tid, left, persons, channel = t
+        m, order, tid, left, persons, channel, redeemed = t
         part = data.draw(st.integers(0, persons - 1)) if persons > 1 else 0
         self.n += 1
         r = self.shard.run(cmd.refund(order, f"r{self.n}", [tid], channel=channel, persons=part))
         owed = left * part // persons if part else left
-        assert r.points_reversed == owed
+        assert (r.points_reversed, r.points_restored) == (owed, redeemed)
+        self._credit(m, redeemed)
         took = min(self.balance[m], owed)
         self.balance[m] -= took
         self.debt[m] += owed - took
@@ -114,6 +147,13 @@ class PointsMachine(RuleBasedStateMachine):
             self.balance[m] += points
         assert (r.balance, r.debt) == (self.balance[m], self.debt[m])
 
+    @precondition(lambda self: self.open_holds)
+    @rule(data=st.data())
+    def release(self, data):
+        m, hid, points = self.open_holds.pop(data.draw(st.integers(0, len(self.open_holds) - 1)))
+        self.shard.run(cmd.release(hid, "web"))
+        self._credit(m, points)
+
     @rule(who=st.integers(0, 1))
     def spend_all(self, who):
         """The member's points all used (a correction of the whole balance): a refund
@@ -130,6 +170,11 @@ class PointsMachine(RuleBasedStateMachine):
         # TODAY's slots have ended by then: nothing more is bought or refunded
         self.clock.at(dt.date(2028, 1, 1), 9)
         self.jumped = True
+        # the open holds expire on the way: their points come back, and expire too
+        for m, _, points in self.open_holds:
+            self._credit(m, points)
+        self.open_holds = []
+        self.shard.run(cmd.enrol(V, phone="13999999999"))        # a batch: the expiry sweep
         for m in self.members:
             self.balance[m] = 0
         for t in self.tickets:
@@ -153,5 +198,5 @@ class PointsMachine(RuleBasedStateMachine):
         assert self.shard.check() == []
 
 
-PointsMachine.TestCase.settings = settings(max_examples=40, stateful_step_count=25, deadline=None)
+PointsMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)
 TestPoints = PointsMachine.TestCase
