@@ -190,6 +190,8 @@ class Quote:
     quote_id: str = ""
     expires_at: dt.datetime | None = None
     coupon: CouponApplied | None = None
+    points: int = 0                 # a member's points redeemed, after the coupon
+    points_fen: int = 0             # what they take off
 
     @classmethod
     def from_proto(cls, r: sales_pb2.QuoteResponse) -> Quote:
@@ -199,11 +201,12 @@ class Quote:
                                    tuple(AppliedRule(x.rule, x.amount_fen) for x in ln.rules),
                                    ln.unit_price_fen) for ln in r.lines),
                    r.quote_id, _utc(r.expires_at) if r.HasField("expires_at") else None,
-                   CouponApplied(c.coupon_id, c.kind, c.discount_fen) if c else None)
+                   CouponApplied(c.coupon_id, c.kind, c.discount_fen) if c else None,
+                   r.points, r.points_fen)
 
     def explain(self) -> list[str]:
         """The quote as lines a person reads: each item's date type, base price, every rule
-        with its amount and the price charged; the coupon; the total (yuan)."""
+        with its amount and the price charged; the coupon; the points; the total (yuan)."""
         out = []
         for item, ln in zip(self.items, self.lines):
             rules = "".join(f" {r.rule} {r.amount_fen / 100:+.2f}" for r in ln.rules)
@@ -212,6 +215,8 @@ class Quote:
         if self.coupon:
             out.append(f"coupon {self.coupon.coupon_id} ({self.coupon.kind}) "
                        f"-{self.coupon.discount_fen / 100:.2f}")
+        if self.points:
+            out.append(f"points {self.points} -{self.points_fen / 100:.2f}")
         out.append(f"total {self.amount_fen / 100:.2f}")
         return out
 
@@ -232,11 +237,14 @@ class Hold:
     idempotency_key: str
     coupon_id: str = ""             # the coupon it took
     discount_fen: int = 0           # what the coupon took off (amount_fen is after it)
+    points: int = 0                 # a member's points it redeemed
+    points_fen: int = 0             # what they took off (amount_fen is after them)
 
     @classmethod
     def from_proto(cls, venue: str, key: str, h: sales_pb2.HoldResponse) -> Hold:
         return cls(h.hold_id, venue, _utc(h.expires_at), h.amount_fen,
-                   tuple(PricedItem.from_proto(i) for i in h.items), key, h.coupon_id, h.discount_fen)
+                   tuple(PricedItem.from_proto(i) for i in h.items), key, h.coupon_id, h.discount_fen,
+                   h.points, h.points_fen)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -350,6 +358,7 @@ class Order:
     changes: tuple[OrderChange, ...] = ()
     member_id: str = ""             # the venue's member it was sold to, if any
     points_earned: int = 0          # points that member earned by it
+    points_redeemed: int = 0        # points that member paid part of it with
 
     def line_of(self, ticket: Ticket | int) -> OrderLine:
         """The line a ticket of this order was sold on (tickets come in line order)."""
@@ -375,7 +384,7 @@ class Order:
             o.coupon_id, o.discount_fen,
             tuple(OrderChange(c.change_id, tuple(c.ticket_ids), c.first_ticket_id, tuple(c.slot_ids),
                               c.unit_price_fen, c.fee_fen, c.due_fen, _utc(c.at)) for c in o.changes),
-            o.member_id, o.points_earned)
+            o.member_id, o.points_earned, o.points_redeemed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -390,6 +399,7 @@ class Refund:
     fee_fen: int
     persons: int = 0
     points_reversed: int = 0        # points the order's member earned on them, taken back
+    points_restored: int = 0        # points they were paid with, given back
 
 
 @dataclasses.dataclass(frozen=True)
@@ -448,15 +458,15 @@ class ChannelClient:
         return [SlotAvailability.from_proto(s, self.channel) for s in r.slots]
 
     def quote(self, venue: str, items: Sequence[Item], *, coupon: str | None = None,
-              coupon_holder: str | None = None, member_id: str = "") -> Quote:
+              coupon_holder: str | None = None, member_id: str = "", points: int = 0) -> Quote:
         """Prices of ``items`` for this channel, explained line by line (date type, base
         price, rules) with ``coupon`` (a code) taken off last, and a quote id for
         :meth:`hold`; takes no stock and no coupon. A coupon that can't be used raises
         as :meth:`hold` does. ``member_id``: the venue's member buying (member prices
-        at their level)."""
+        at their level), who may redeem ``points`` (taken off last; the quote takes none)."""
         r = self.conn.call(Sales, "Quote", sales_pb2.QuoteRequest(
             venue_id=venue, items=[i.to_proto() for i in items], coupon=coupon or "",
-            coupon_holder=coupon_holder or "", member_id=member_id), venue=venue, retry=True)
+            coupon_holder=coupon_holder or "", member_id=member_id, points=points), venue=venue, retry=True)
         return Quote.from_proto(r)
 
     def get_order(self, venue: str, order_id: str) -> Order:
@@ -475,7 +485,7 @@ class ChannelClient:
     # -- mutations (each with an idempotency key, so each is retried safely) ------------
     def hold(self, venue: str, items: Sequence[Item], *, key: str | None = None,
              ttl_s: int = 0, quote_id: str | Quote | None = None, coupon: str | None = None,
-             coupon_holder: str | None = None, member_id: str = "") -> Hold:
+             coupon_holder: str | None = None, member_id: str = "", points: int = 0) -> Hold:
         """Take stock of every item, all or nothing, for ``ttl_s`` seconds (0: the
         server's default, 15 minutes).
 
@@ -492,7 +502,10 @@ class ChannelClient:
         ``COUPON_EXHAUSTED`` or ``COUPON_LIMIT``, holding nothing.
 
         ``member_id``: the venue's member buying, priced at the level their spend
-        reached (member_level pricing rules).
+        reached (member_level pricing rules). ``points``: that member's points to
+        redeem (积分抵扣), taken off after the coupon (the hold's ``amount_fen`` is after
+        them) and given back if the hold is released or expires; ApiError
+        ``INSUFFICIENT_POINTS`` beyond the balance, holding nothing.
 
         ``key``: the idempotency key, e.g. the channel's cart or order id; a UUID if
         None. Holding again with the same key and items returns the same hold; the
@@ -506,7 +519,7 @@ class ChannelClient:
         r = self.conn.call(Sales, "Hold", sales_pb2.HoldRequest(
             venue_id=venue, items=[i.to_proto() for i in items], ttl_s=ttl_s, idempotency_key=key,
             quote_id=quote_id or "", coupon=coupon or "", coupon_holder=coupon_holder or "",
-            member_id=member_id), venue=venue, retry=True)
+            member_id=member_id, points=points), venue=venue, retry=True)
         return Hold.from_proto(venue, key, r)
 
     def confirm(self, hold: Hold, order_id: str, *, payment_reference: str = "",
@@ -560,7 +573,7 @@ class ChannelClient:
                                       persons=persons, shift_id=shift_id)
         r = self.conn.call(Sales, "Refund", req, venue=venue, retry=True)
         return Refund(r.order_id, r.refund_id, tuple(r.ticket_ids), r.amount_fen, r.fee_fen, r.persons,
-                      r.points_reversed)
+                      r.points_reversed, r.points_restored)
 
     def change(self, venue: str, order_id: str, slot_ids: Sequence[str], ticket_ids: Sequence[int] = (),
                *, change_id: str | None = None, preview: bool = False, method: str = "channel",
@@ -596,7 +609,7 @@ class ChannelClient:
             method: str = "channel", amount_fen: int | None = None,
             holders: Sequence[Sequence[str]] | None = None, short_codes: bool = False,
             coupon: str | None = None, coupon_holder: str | None = None,
-            shift_id: str = "", member_id: str = "") -> Order:
+            shift_id: str = "", member_id: str = "", points: int = 0) -> Order:
         """Hold and pay at once (``SalesService.Buy``: one call, one commit), for a
         channel that is paid already (a prepaid agency account, a card taken at a kiosk):
         the order ``order_id`` and its tickets, or an ApiError and nothing held.
@@ -606,14 +619,15 @@ class ChannelClient:
         gives now (one more call, which takes nothing). The order id is the retry key:
         calling ``buy`` again with the same order id and request returns the same
         order and sells nothing more. ``member_id``: the venue's member buying, priced
-        at their level and earning the points."""
+        at their level, redeeming ``points`` and earning the points of what they pay."""
         if amount_fen is None:
             amount_fen = self.quote(venue, items, coupon=coupon, coupon_holder=coupon_holder,
-                                    member_id=member_id).amount_fen
+                                    member_id=member_id, points=points).amount_fen
         r = self.conn.call(Sales, "Buy", sales_pb2.BuyRequest(
             venue_id=venue, items=[i.to_proto() for i in items], order_id=order_id,
             payment=sales_pb2.Payment(method=method, reference=payment_reference, amount_fen=amount_fen),
             coupon=coupon or "", coupon_holder=coupon_holder or "",
             holders=[sales_pb2.Holders(id_numbers=list(h)) for h in holders or ()],
-            short_codes=short_codes, shift_id=shift_id, member_id=member_id), venue=venue, retry=True)
+            short_codes=short_codes, shift_id=shift_id, member_id=member_id, points=points),
+            venue=venue, retry=True)
         return Order.from_proto(r.order, r.tickets)

@@ -153,7 +153,7 @@ class PointsEntry:
 
     seq: int
     at: dt.datetime
-    kind: str                   # earn, reverse, adjust, expire
+    kind: str                   # earn, reverse, redeem, restore, adjust, expire
     points: int
     balance: int
     debt: int
@@ -172,6 +172,8 @@ class MemberReport:
     adjusted: int
     expired: int
     balance: int
+    redeemed: int = 0
+    restored: int = 0
 
 
 class MembersClient:
@@ -285,4 +287,4 @@ class MembersClient:
         r = self.conn.call(Members, "MemberReport", member_pb2.MemberReportRequest(venue_id=venue_id),
                            venue=venue_id, retry=True)
         return MemberReport(r.members, {x.level: x.members for x in r.by_level}, r.earned, r.reversed,
-                            r.adjusted, r.expired, r.balance)
+                            r.adjusted, r.expired, r.balance, r.redeemed, r.restored)

@@ -490,7 +490,7 @@ class SalesService(sales_pb2_grpc.SalesServiceServicer):
         q = self.node.shard.quote(venue, self.node.channel(), _items(request.items),
                                   coupon=request.coupon or None,
                                   coupon_holder=request.coupon_holder or None,
-                                  member=request.member_id or None)
+                                  member=request.member_id or None, points=request.points)
         c = q.coupon
         return sales_pb2.QuoteResponse(
             items=_priced(q.items), amount_fen=q.amount_fen, quote_id=q.quote_id,
@@ -499,7 +499,7 @@ class SalesService(sales_pb2_grpc.SalesServiceServicer):
                 rules=[sales_pb2.AppliedRule(rule=r.rule, amount_fen=r.amount_fen) for r in ln.rules],
                 unit_price_fen=ln.unit_price_fen) for ln in q.lines],
             coupon=sales_pb2.CouponApplied(coupon_id=c.coupon, kind=c.kind, discount_fen=c.discount_fen)
-            if c else None)
+            if c else None, points=q.points, points_fen=q.points_fen)
 
     @rpc
     async def Hold(self, request, context):
@@ -513,11 +513,12 @@ class SalesService(sales_pb2_grpc.SalesServiceServicer):
                                             quote_id=quote,
                                             coupon=request.coupon or None,
                                             coupon_holder=request.coupon_holder or None,
-                                            member=request.member_id))
+                                            member=request.member_id, points=request.points))
         self.node.metrics.hold()
         return sales_pb2.HoldResponse(hold_id=h.hold_id, expires_at=_ts(h.expires_at),
                                       amount_fen=h.amount_fen, items=_priced(h.items),
-                                      coupon_id=h.coupon, discount_fen=h.discount_fen)
+                                      coupon_id=h.coupon, discount_fen=h.discount_fen,
+                                      points=h.points, points_fen=h.points_fen)
 
     @rpc
     async def Confirm(self, request, context):
@@ -554,7 +555,7 @@ class SalesService(sales_pb2_grpc.SalesServiceServicer):
                 coupon_holder=request.coupon_holder or None,
                 holders=[list(h.id_numbers) for h in request.holders] or None,
                 signed=not request.short_codes, shift=request.shift_id,
-                principal=auth.current().id, member=request.member_id))
+                principal=auth.current().id, member=request.member_id, points=request.points))
         except TurnstileError as e:
             if e.field == "idempotency_key":
                 e.field = "order_id"            # the order id is the retry key
@@ -582,7 +583,8 @@ class SalesService(sales_pb2_grpc.SalesServiceServicer):
         self.node.metrics.refund()
         return sales_pb2.RefundResponse(order_id=r.order_id, refund_id=r.refund_id,
                                         ticket_ids=r.tickets, amount_fen=r.amount_fen, fee_fen=r.fee_fen,
-                                        persons=r.persons, points_reversed=r.points_reversed)
+                                        persons=r.persons, points_reversed=r.points_reversed,
+                                        points_restored=r.points_restored)
 
     @rpc
     async def Change(self, request, context):
@@ -703,7 +705,7 @@ def _order(o) -> sales_pb2.Order:
         created=_ts(o.created), coupon_id=o.coupon, discount_fen=o.discount_fen,
         station_id=o.station, shift_id=o.shift, status=o.status,
         changes=[_change_entry_msg(c) for c in o.changes], member_id=o.member,
-        points_earned=o.points_earned)
+        points_earned=o.points_earned, points_redeemed=o.points_redeemed)
 
 
 def _change_msg(t, tickets: list) -> sales_pb2.ChangeResponse:
@@ -1710,7 +1712,8 @@ class MemberService(member_pb2_grpc.MemberServiceServicer):
             members=r["members"], by_level=[member_pb2.LevelCount(level=lv, members=n)
                                             for lv, n in r["by_level"]],
             earned=t.get("earn", 0), reversed=t.get("reverse", 0), adjusted=t.get("adjust", 0),
-            expired=t.get("expire", 0), balance=r["balance"])
+            expired=t.get("expire", 0), balance=r["balance"], redeemed=t.get("redeem", 0),
+            restored=t.get("restore", 0))
 
 
 def _program_msg(p) -> member_pb2.MemberProgram:

@@ -151,3 +151,43 @@ def test_every_edge_of_members_is_refused_and_changes_nothing(conns, program):
     after = window.get(VENUE, member_id=mine.member_id)
     assert (after.balance, after.debt, after.spend_fen) == (0, 0, 0)
     assert list(window.points(VENUE, mine.member_id)) == []
+
+
+def test_a_member_pays_with_points_and_gets_them_back_by_a_refund(conns, program):
+    desk = MembersClient(conns["demo-operator"])
+    window = ChannelClient(conns["demo-window"])
+    m = desk.enrol(VENUE, phone="13600000001")
+    window.buy(VENUE, [Item("adult", slot(), qty=5)], "p-earn", method="cash", member_id=m.member_id)
+    assert desk.get(VENUE, member_id=m.member_id).balance == 800               # 5 x 80 yuan x 2
+    q = window.quote(VENUE, [Item("adult", slot())], member_id=m.member_id, points=300)
+    assert (q.amount_fen, q.points, q.points_fen) == (7700, 300, 300)
+    assert q.explain()[-2:] == ["points 300 -3.00", "total 77.00"]
+    h = window.hold(VENUE, [Item("adult", slot())], member_id=m.member_id, points=300)
+    assert (h.amount_fen, h.points) == (7700, 300)
+    assert desk.get(VENUE, member_id=m.member_id).balance == 500               # taken with the hold
+    o = window.confirm(h, "p-pay", method="cash")
+    assert (o.amount_fen, o.member_id, o.points_redeemed, o.points_earned) == (7700, m.member_id, 300, 154)
+    r = window.refund(VENUE, "p-pay")
+    assert (r.amount_fen, r.points_restored, r.points_reversed) == (7700, 300, 154)
+    assert desk.get(VENUE, member_id=m.member_id).balance == 800
+    # a ticket bought with points alone (40 yuan: 4000 points of 1 fen)
+    desk.adjust(VENUE, m.member_id, 3600, "points for a child ticket")
+    free = window.buy(VENUE, [Item("child", slot())], "p-free", method="points", amount_fen=0,
+                      member_id=m.member_id, points=4000)
+    assert (free.amount_fen, free.points_redeemed, free.points_earned, len(free.tickets)) == (0, 4000, 0, 1)
+    assert desk.get(VENUE, member_id=m.member_id).balance == 400
+    # refused, holding nothing and taking no points
+    held = next(s for s in window.availability(VENUE, TUE, zone="main") if s.slot_id == slot()).held
+    assert refused(window.hold, VENUE, [Item("adult", slot())], member_id=m.member_id, points=401) == \
+        ("FAILED_PRECONDITION", "INSUFFICIENT_POINTS", "points")
+    assert refused(window.hold, VENUE, [Item("adult", slot())], points=10)[::2] == \
+        ("INVALID_ARGUMENT", "member_id")
+    assert refused(window.hold, VENUE, [Item("adult", slot())], member_id=m.member_id, points=-5)[::2] == \
+        ("INVALID_ARGUMENT", "points")
+    assert next(s for s in window.availability(VENUE, TUE, zone="main") if s.slot_id == slot()).held == held
+    assert desk.get(VENUE, member_id=m.member_id).balance == 400
+    kinds = [(e.kind, e.points) for e in desk.points(VENUE, m.member_id)]
+    assert kinds == [("earn", 800), ("redeem", -300), ("earn", 154), ("restore", 300), ("reverse", -154),
+                     ("adjust", 3600), ("redeem", -4000)]
+    rep = MembersClient(conns["demo-finance"]).report(VENUE)
+    assert (rep.redeemed, rep.restored) == (-4300, 300)
