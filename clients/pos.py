@@ -664,11 +664,13 @@ class Till:
         return self.explain(cart, coupon=coupon).amount_fen
 
     def explain(self, cart: Cart, *, coupon: str | None = None,
-                coupon_holder: str | None = None) -> Quote:
+                coupon_holder: str | None = None, member_id: str = "", points: int = 0) -> Quote:
         """The cart's quote as the window shows it to the buyer: per line the day's date
         type, the base price, every rule with its amount (``Quote.explain()`` gives the
-        lines to display), the coupon and the total; takes no stock."""
-        return self.sales.quote(self.venue, cart.items(), coupon=coupon, coupon_holder=coupon_holder)
+        lines to display), the coupon, the member's points and the total; takes no
+        stock and no points. ``member_id``: the member buying (member prices)."""
+        return self.sales.quote(self.venue, cart.items(), coupon=coupon, coupon_holder=coupon_holder,
+                                member_id=member_id, points=points)
 
     # -- shifts --------------------------------------------------------------------------
     def open_shift(self, cashier: str, float_fen: int = 0, *, shift_id: str | None = None) -> Shift:
@@ -734,7 +736,8 @@ class Till:
 
     def checkout(self, cart: Cart, method: str | PaymentMethod, *, tendered_fen: int | None = None,
                  auth_code: str | None = None, order_id: str | None = None,
-                 coupon: str | None = None, coupon_holder: str | None = None) -> Sale:
+                 coupon: str | None = None, coupon_holder: str | None = None,
+                 member_id: str = "", points: int = 0) -> Sale:
         """Sell the cart: Hold the stock, take the payment, Confirm the order.
 
         ``method``: cash, card, alipay or wechat. ``tendered_fen``: cash handed over
@@ -743,7 +746,10 @@ class Till:
         ``<station>-<random>``; giving the same one again after a failure resumes
         that sale instead of selling twice. ``coupon``: a coupon code the buyer shows
         (``coupon_holder``: their ID number, where it is limited per person), taken off
-        before the charge.
+        before the charge. ``member_id``: the member buying (looked up with
+        MembersClient.get by phone or ID card): member prices, the points earned;
+        ``points``: theirs to pay with, taken off before the charge (enough of them
+        leave nothing to charge, and no provider is asked).
 
         Raises ApiError (e.g. ``SOLD_OUT``, ``COUPON_USED``) before any money is taken;
         :class:`PaymentDeclined` after releasing the hold; ApiError from Confirm after
@@ -757,17 +763,20 @@ class Till:
         order_id = order_id or f"{self.station}-{uuid.uuid4().hex[:16]}"
         self._slots.update(cart.slots)
         hold = self.sales.hold(self.venue, cart.items(), key=order_id, coupon=coupon,
-                               coupon_holder=coupon_holder)
+                               coupon_holder=coupon_holder, member_id=member_id, points=points)
         try:
-            payment = self.payments.charge(method, hold.amount_fen, order_id=order_id,
-                                           tendered_fen=tendered_fen, auth_code=auth_code)
+            if hold.amount_fen == 0:        # points paid it all: nothing to charge
+                payment = PaymentResult(method, 0, "", tendered_fen or 0, tendered_fen or 0)
+            else:
+                payment = self.payments.charge(method, hold.amount_fen, order_id=order_id,
+                                               tendered_fen=tendered_fen, auth_code=auth_code)
         except BaseException:
             self._release(hold)
             raise
         try:
             order = self.sales.confirm(hold, order_id, method=method, payment_reference=payment.reference,
                                        amount_fen=payment.amount_fen, holders=cart.holders(),
-                                       shift_id=shift)
+                                       shift_id=shift, member_id=member_id)
         except ApiError as e:
             if e.retryable:           # the outcome is unknown: did the order go through?
                 try:
@@ -776,7 +785,8 @@ class Till:
                     order = None
                 if order is not None:
                     return self._sold(order, payment)
-            self.payments.refund(payment, payment.amount_fen, refund_id=f"void-{order_id}")
+            if payment.amount_fen:
+                self.payments.refund(payment, payment.amount_fen, refund_id=f"void-{order_id}")
             self._release(hold)
             raise
         return self._sold(order, payment)
@@ -870,6 +880,8 @@ class Till:
                 _lr(f"Paid by {p.method}", fen(p.tendered_fen if p.method == "cash" else p.amount_fen), width)]
         if p.method == "cash":
             out.append(_lr("Change", fen(p.change_fen), width))
+        if o.member_id:
+            out.append(f"Member {o.member_id}: {o.points_redeemed} points used, {o.points_earned} earned")
         out += [f"Ref {p.reference}", "-" * width,
                 "Tickets " + ", ".join(str(t.ticket_id) for t in o.tickets), ""]
         return "\n".join(out)

@@ -288,3 +288,26 @@ def test_sandbox_payments_are_idempotent_by_order_and_refund_id():
         pay.refund(first, 2_346, refund_id="r-2")                   # 2,345 left
     assert e.value.reason == "REFUND_EXCEEDS_PAYMENT"
     assert io.BytesIO(qr_png("HELLO")).read(4) == b"\x89PNG"
+
+
+def test_a_member_at_the_window_earns_pays_with_points_and_a_refund_gives_them_back(server, till):
+    from turnstile.clients.members import EarnRule, MembersClient
+    with Connection(server.address, server.keys["demo-operator"]) as op:
+        desk = MembersClient(op)
+        desk.set_program(VENUE, earn=[EarnRule(points_per_yuan=1)])
+        m = desk.enrol(VENUE, phone="13512345678")
+        desk.adjust(VENUE, m.member_id, 4500, "welcome points")
+    member = MembersClient(till.sales.conn).get(VENUE, phone="13512345678")   # looked up at the window
+    slot = demo.slot_id("main", server.day, 10)
+    cart = till.cart().add("adult", slot)
+    assert till.explain(cart, member_id=member.member_id, points=500).explain()[-2:] == \
+        ["points 500 -5.00", "total 75.00"]
+    sale = till.checkout(cart, "cash", tendered_fen=10_000, member_id=member.member_id, points=500)
+    assert (sale.payment.amount_fen, sale.order.points_redeemed, sale.order.points_earned) == (7500, 500, 75)
+    assert f"Member {member.member_id}: 500 points used, 75 earned" in till.receipt(sale).splitlines()
+    # a child ticket with points alone: nothing charged, no provider asked
+    free = till.checkout(till.cart().add("child", slot), "cash", member_id=member.member_id, points=4000)
+    assert (free.payment.amount_fen, free.order.amount_fen, free.order.points_redeemed) == (0, 0, 4000)
+    back = till.refund(sale.order.order_id)
+    assert (back.refund.amount_fen, back.refund.points_restored, back.refund.points_reversed) == (7500, 500, 75)
+    assert MembersClient(till.sales.conn).get(VENUE, member_id=member.member_id).balance == 500
