@@ -475,6 +475,87 @@ def test_apply_confirm(benchmark, shard):
     shard._committed(batch)
 
 
+_phones = itertools.count(13800000000)
+
+
+def _member(shard, points: int = 0) -> str:
+    """A new member of the bench venue with `points`, its programme earning 1 point a yuan."""
+    st = shard.state
+    now = int(shard.clock())
+    batch = Batch(shard.seq + 1)
+    st.apply(cmd.member_program(VENUE, earn=[{"points_per_yuan": 1}]), now, batch)
+    m = st.apply(cmd.enrol(VENUE, phone=str(next(_phones))), now, batch).member_id
+    if points:
+        st.apply(cmd.adjust_points(VENUE, m, points, "bench"), now, batch)
+    shard.seq += 1
+    shard._commit(batch)
+    shard._committed(batch)
+    return m
+
+
+def test_apply_hold_points(benchmark, shard):
+    """test_apply_hold by a member paying 10 points: the member's level for the pricing
+    rules, the points split over the ticket and taken (ledger row, POINTS record)."""
+    rounds = scaled(10_000, 1_000)
+    m = _member(shard, 10 * (rounds + 100))
+    hold = cmd.hold("web", VENUE, ONE, member=m, points=10)
+    st = shard.state
+    batch = Batch(shard.seq + 1)
+    apply = st.apply
+    now = int(shard.clock())
+    out = []
+    push = out.append
+
+    def one():
+        push(apply(hold, now, batch))
+
+    rounds = _pedantic(benchmark, one, rounds, what="ShardState.apply(cmd.hold), 1 ticket, a member "
+                                                    "paying 10 points")
+    plain = shard.quote(VENUE, "web", ONE).amount_fen
+    assert all(isinstance(h, HoldResult) and h.points == 10 and h.amount_fen == plain - 10 for h in out)
+    assert shard.member(VENUE, member_id=m).balance == 10 * (rounds + 100) - 10 * rounds
+    for h in out:                       # the stock and the points back
+        st.apply(cmd.release(h.hold_id, "web"), now, batch)
+    assert shard.member(VENUE, member_id=m).balance == 10 * (rounds + 100)
+    shard.seq += 1
+    shard._commit(batch)
+
+
+def test_apply_confirm_member(benchmark, shard):
+    """test_apply_confirm sold to a member: the points earned per ticket, the member's
+    spend, the ledger row, carried by the CONFIRM record."""
+    rounds = scaled(2_000, 200)
+    m = _member(shard)
+    st = shard.state
+    now = int(shard.clock())
+    prep = Batch(shard.seq + 1)
+    holds = [st.apply(cmd.hold("web", VENUE, ONE), now, prep) for _ in range(rounds)]
+    shard.seq += 1
+    shard._commit(prep)
+    shard._committed(prep)
+    cmds = iter([cmd.confirm(h.hold_id, f"bench-member-{h.hold_id}", "web", method="alipay",
+                             amount_fen=h.amount_fen, member=m) for h in holds])
+    batch = Batch(shard.seq + 1)
+    apply = st.apply
+    out = []
+
+    def setup():
+        return (next(cmds),), {}
+
+    def one(c):
+        out.append(apply(c, now, batch))
+
+    rounds = _pedantic(benchmark, one, rounds, setup=setup,
+                       what="ShardState.apply(cmd.confirm), 1 signed ticket, sold to a member")
+    each = holds[0].amount_fen // 100
+    assert all(isinstance(r, ConfirmResult) and r.order.member == m and r.order.points_earned == each
+               for r in out)
+    assert shard.member(VENUE, member_id=m).balance == each * rounds
+    shard.seq += 1
+    shard._commit(batch)
+    shard._committed(batch)
+
+
 # -- the disk ---------------------------------------------------------------------------
 def test_commit_durable(benchmark, shard):
     """One durable LMDB commit (fsync) of a 64-scan journal batch: what group commit pays

@@ -179,8 +179,9 @@ class ShardState:
         self.member_index: dict[tuple[str, str], str] = {}
         self.next_member = 1
         self.points_totals: dict[str, dict[str, int]] = {}
-        # hold id -> the points an active hold redeemed (sales.redemption)
-        self.hold_points: dict[int, dict] = {}
+        # hold id -> the points an active hold redeemed (sales.redemption), as JSON bytes:
+        # no object per hold for the cyclic GC (as the holds themselves, sales.HoldStore)
+        self.hold_points: dict[int, bytes] = {}
         # venue -> its live controls (controls.py: sales paused, entry closed, live
         # capacities set, flow alert settings)
         self.controls: dict[str, dict[str, Any]] = {}

@@ -615,7 +615,7 @@ def dump(st: ShardState) -> dict:
             "members": [m.dump() for m in st.members.values()],
             "next": st.next_member,
             "totals": st.points_totals,
-            "holds": [[hid, red] for hid, red in sorted(st.hold_points.items())]}
+            "holds": [[hid, json.loads(red)] for hid, red in sorted(st.hold_points.items())]}
 
 
 def load(st: ShardState, d: dict) -> None:
@@ -629,4 +629,4 @@ def load(st: ShardState, d: dict) -> None:
                 st.member_index[(m.venue, key)] = m.id
     st.next_member = d.get("next", 1)
     st.points_totals = {v: dict(t) for v, t in d.get("totals", {}).items()}
-    st.hold_points = {hid: red for hid, red in d.get("holds", ())}
+    st.hold_points = {hid: json.dumps(red).encode() for hid, red in d.get("holds", ())}

@@ -164,6 +164,12 @@ def redemption(st: ShardState, venue: str, args: dict, lines: list[HeldLine], co
             "taken": taken, "pts": eff}
 
 
+def held_points(st: ShardState, hold_id: int) -> dict | None:
+    """What an active hold redeemed (_redeemed), or None."""
+    raw = st.hold_points.get(hold_id)
+    return None if raw is None else json.loads(raw)
+
+
 def replay_points(st: ShardState, rec: dict, fmt: int) -> None:
     """A POINTS record: a hold's redemption (it names the hold), or an adjustment."""
     if "redeem" in rec:
@@ -177,7 +183,8 @@ def _redeemed(st: ShardState, rec: dict) -> None:
     and what the hold redeemed kept beside it until it is paid or ends."""
     members.apply(st, rec)
     red = rec["redeem"]
-    st.hold_points[rec["hold"]] = {k: red[k] for k in ("member", "points", "fpp", "fen", "split", "taken")}
+    st.hold_points[rec["hold"]] = json.dumps({k: red[k] for k in ("member", "points", "fpp", "fen", "split",
+                                                                  "taken")}).encode()
     st.journal(json_record(Record.POINTS, rec), Record.POINTS)
 
 
@@ -357,7 +364,7 @@ def priced_items(st: ShardState, lines) -> list[PricedItem]:
 
 
 def hold_result(st: ShardState, hold: ActiveHold) -> HoldResult:
-    red = st.hold_points.get(hold.id)
+    red = held_points(st, hold.id)
     return HoldResult(hold.id, hold.expires_at, hold.amount, priced_items(st, hold.lines),
                       hold.coupon, hold.discount, red["points"] if red else 0, red["fen"] if red else 0)
 
@@ -390,9 +397,10 @@ def drop_hold(st: ShardState, hold: ActiveHold, status: str, now: int = 0,
         promos.give_back(st, hold.venue, promos.held(hold))
     del st.holds[hold.id]
     end_hold(st, hold, status)
-    red = st.hold_points.pop(hold.id, None)
+    red = held_points(st, hold.id)
     if red is None:
         return None
+    del st.hold_points[hold.id]
     if pts is None:
         if st.replaying:
             raise CorruptData(f"a replayed end of hold {hold.id} does not give its points back")
@@ -519,7 +527,7 @@ def confirm_hold(st: ShardState, args: dict, now: int) -> ConfirmResult:
     if args.get("member") is not None:
         member = members.member_arg(st, hold.venue, args)
         members.program_of(st, hold.venue, "member")
-    red = st.hold_points.get(hold.id)         # the points the hold redeemed: that member's
+    red = held_points(st, hold.id)            # the points the hold redeemed: that member's
     if red is not None:
         if member is None:
             member = st.members[(hold.venue, red["member"])]
