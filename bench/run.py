@@ -986,6 +986,15 @@ def evaluate_priced(micro: list[dict], scen: list[dict]) -> list[dict]:
     if qp:
         why += (f" A Quote with the rules (`test_quote_priced`, what a buyer asks before the "
                 f"Hold): {qp['median_s'] * 1e6:.1f} µs.")
+    hp, cf, cm = (_get(micro, n) for n in ("test_apply_hold_points", "test_apply_confirm",
+                                            "test_apply_confirm_member"))
+    if ah and hp and cf and cm:
+        why += (f" Points on the sale path (issue 17): a hold by a member paying 10 points "
+                f"(`test_apply_hold_points`: the member's level, the points split, taken and "
+                f"journaled, a ledger row) {hp['median_s'] * 1e6:.1f} µs against "
+                f"{ah['median_s'] * 1e6:.1f} µs; a confirm sold to a member (points earned, "
+                f"spend, a ledger row) {cm['median_s'] * 1e6:.1f} µs against "
+                f"{cf['median_s'] * 1e6:.1f} µs (`test_apply_confirm_member`).")
     bare = _best(scen, "hot-slot-holds-priced", with_coupon=False)
     plain = next((p["plain"] for p in pairs if bare and p["loop"] == bare["loop"]), None)
     if bare and plain:
