@@ -109,7 +109,8 @@ def hold(channel: str, venue: str, items: Iterable[HoldItem | dict], *, ttl_s: i
     (taken with the hold, given back if it ends unpaid; enough make a ticket free).
     `member_level` sets a level without a member (engine callers only: the API never
     takes a level from callers)."""
-    its = [{"product": i.product, "slots": list(i.slots), "qty": i.qty, "group": i.group}
+    its = [({"product": i.product, "slots": list(i.slots), "qty": i.qty, "group": i.group}
+            | ({"seats": list(i.seats), "qty": len(i.seats)} if i.seats else {}))
            if isinstance(i, HoldItem) else i for i in items]
     args = {"channel": channel, "venue": venue, "items": its, "ttl_s": ttl_s}
     if quote_id is not None:
@@ -514,3 +515,22 @@ def adjust_points(venue: str, member: str, points: int, reason: str, *,
     correction (< 0, refused INSUFFICIENT_POINTS below a zero balance), with a reason."""
     return Command(CommandKind.POINTS, {"venue": venue, "member": member, "points": points,
                                         "reason": reason}, idempotency_key)
+
+
+# -- theatre seats ------------------------------------------------------------------------
+def seat_map(venue: str, id: str, rows: Iterable[Mapping], zones: Iterable[Mapping], *,
+             name: str = "", idempotency_key: str | None = None) -> Command:
+    """Set a venue's seat map (model.SeatMap): `rows` of {section, row, layout}, a layout
+    read left to right (a zone letter is a seat of that price zone, x a seat never sold,
+    _ an aisle); `zones` of {zone, price_fen, name}, best first. A map with sessions is
+    kept as it is: a changed hall is a new map."""
+    return Command(CommandKind.SEAT_MAP, {"venue": venue, "id": id, "name": name,
+                                          "rows": [dict(r) for r in rows],
+                                          "zones": [dict(z) for z in zones]}, idempotency_key)
+
+
+def seating(venue: str, slot: str, seat_map: str, *, idempotency_key: str | None = None) -> Command:
+    """Make a slot a session of a seat map before its first sale: its capacity becomes
+    the seats sold, each hold of it names its seats or asks the best available."""
+    return Command(CommandKind.SEATING, {"venue": venue, "slot": slot, "seat_map": seat_map},
+                   idempotency_key)

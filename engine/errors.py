@@ -122,6 +122,12 @@ class CouponRefused(FailedPrecondition):
     code = "COUPON_INVALID"
 
 
+class SeatTaken(FailedPrecondition):
+    """A seat a hold named is held or sold already (or never sold); nothing is held."""
+
+    code = "SEAT_TAKEN"
+
+
 class InsufficientPoints(FailedPrecondition):
     """A member's points balance is short of what a correction or redemption takes; a
     balance never goes below zero."""

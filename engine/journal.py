@@ -84,6 +84,13 @@ upgrade opens after it. What each record kind carries, per format:
                       they moved, debt, spend), or the points a hold redeemed (it names
                       the hold, with their split over its tickets and the buckets they
                       came from; it follows the hold's HOLD record). Replay applies them.
+  SEAT_MAP, SEATING   6 (new): a venue's seat map as validated (rows and layouts, price
+                      zones); a slot bound to one (its capacity set to the seats sold).
+                      Replay sets them.
+  SEATS               6 (new): the seats a hold took (per seated line, the slot and seat
+                      indices; it follows the hold's HOLD record). Replay takes them; the
+                      hold's release, expiry or confirm and a ticket's refund follow from
+                      them.
   CONFIRM, REFUND,    6: also `pts`, a member's effects as for POINTS (points earned by the
   CHANGE, RELEASE,    order, taken back and given back by a refund or change, given back by
   EXPIRE              a hold that ends unpaid; spend) when the order or hold has a member.
@@ -164,6 +171,10 @@ class Record(enum.IntEnum):
     MEMBER_PROGRAM = 45        # format 6: a venue's member programme set
     MEMBER = 46                # format 6: a member enrolled
     POINTS = 47                # format 6: a member's points adjusted by an operator
+    # theatre seats
+    SEAT_MAP = 48              # format 6: a venue's seat map set
+    SEATING = 49               # format 6: a slot made a session of a seat map
+    SEATS = 50                 # format 6: the seats a hold took (after its HOLD record)
 
 
 class CommandKind(enum.IntEnum):
@@ -225,6 +236,9 @@ class CommandKind(enum.IntEnum):
     MEMBER_PROGRAM = 45        # set a venue's member programme
     MEMBER = 46                # enrol a member
     POINTS = 47                # adjust a member's points
+    # theatre seats (journaled as the Record of the same number)
+    SEAT_MAP = 48              # set a venue's seat map
+    SEATING = 49               # make a slot a session of a seat map
 
 
 LAST_CATALOG = int(Record.SPLIT)         # records 1..19 are catalog records (kept in snapshots)

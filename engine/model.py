@@ -158,12 +158,15 @@ class Slot:
 
 @dataclass(frozen=True)
 class HoldItem:
-    """qty codes of product, each admitting `group` persons, one slot per zone."""
+    """qty codes of product, each admitting `group` persons, one slot per zone; in a
+    session (a slot with seats), the `seats` named (qty: as many), else the best
+    available for qty persons."""
 
     product: str
     slots: tuple[str, ...]
     qty: int = 1
     group: int = 1
+    seats: tuple[str, ...] = ()
 
 
 class ScanResult(NamedTuple):
@@ -192,14 +195,19 @@ class PricedItem(NamedTuple):
     group: int
     slots: list[str]
     unit_price_fen: int
+    seats: tuple[str, ...] = ()     # in a session: the line's seats, by name
 
     def to_dict(self) -> dict:
-        return {"product": self.product, "qty": self.qty, "group": self.group,
-                "slots": self.slots, "unit_price_fen": self.unit_price_fen}
+        d = {"product": self.product, "qty": self.qty, "group": self.group,
+             "slots": self.slots, "unit_price_fen": self.unit_price_fen}
+        if self.seats:
+            d["seats"] = list(self.seats)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "PricedItem":
-        return cls(d["product"], d["qty"], d["group"], d["slots"], d["unit_price_fen"])
+        return cls(d["product"], d["qty"], d["group"], d["slots"], d["unit_price_fen"],
+                   tuple(d.get("seats", ())))
 
 
 @dataclass(slots=True)
@@ -699,6 +707,7 @@ class IssuedTicket:
     persons: int
     code: str
     holder: str = ""            # masked ID number for real-name tickets
+    seat: str = ""              # its seat (<section>-<row>-<number>) in a session, if any
 
 
 @dataclass(frozen=True)
@@ -1207,3 +1216,44 @@ class PointsResult:
     balance: int
     debt: int
     seq: int
+
+
+# -- theatre seats (engine/state/seating.py) -----------------------------------------------
+@dataclass(frozen=True)
+class SeatZone:
+    """A price zone of a seat map: its letter, its price per person, its name."""
+
+    zone: str
+    price_fen: int
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class SeatMap:
+    """A hall (cmd.seat_map): rows of (section, row, layout), the price zones best first.
+    A layout reads left to right: a zone letter is a seat, x a seat never sold, _ an aisle."""
+
+    venue: str
+    id: str
+    name: str
+    rows: tuple[tuple[str, str, str], ...]
+    zones: tuple[SeatZone, ...]
+
+    def to_dict(self) -> dict:
+        return {"venue": self.venue, "id": self.id, "name": self.name,
+                "rows": [list(r) for r in self.rows], "zones": [vars_(z) for z in self.zones]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SeatMap":
+        return cls(d["venue"], d["id"], d["name"], tuple(tuple(r) for r in d["rows"]),
+                   tuple(SeatZone(**z) for z in d["zones"]))
+
+
+@dataclass(frozen=True)
+class SessionSeat:
+    """A slot made a session (cmd.seating): its seat map and the seats it sells."""
+
+    venue: str
+    slot: str
+    seat_map: str
+    seats: int

@@ -30,9 +30,9 @@ from .live import LiveBoard, live_controls
 from .model import (RECORD_DTYPE, day_to_date, AllotmentStock, AuditNote, CouponStatus, PackageSplit, AuditRecord, BundleGate, BundleProduct, BundleSlot,
                     BundleZone, BookingWindow, CalendarDay, IdLimits, Catalog, Conflict, HoldInfo, HolderTicket, OfflineBundle,
                     Order, OrderTicket, PriceRules, PriceTable, ProductCount, PassDates, RefundPolicy, Quote, ShardCounts, SlotStock,
-                    TicketRecord, Violation, ZoneCount, LiveControls, LiveView, MemberInfo, MemberProgram, PointsEntry,
+                    TicketRecord, Violation, ZoneCount, LiveControls, LiveView, MemberInfo, MemberProgram, PointsEntry, SeatMap,
                     to_day)
-from .state import Batch, ShardState, catalog, controls, finance, mask_id, members, promos, retry
+from .state import Batch, ShardState, catalog, controls, finance, mask_id, members, promos, retry, seating
 from .storage import SHARD_MAP_SIZE, Storage
 
 log = logging.getLogger(__name__)
@@ -920,6 +920,18 @@ class Shard:
                                     bool(state & _core.STATE_BLOCKED)))
         return out
 
+    # -- theatre seats (engine/state/seating.py) -----------------------------------------
+    def session_seats(self, venue: str, slot: str) -> tuple[SeatMap, list[tuple[str, str, str]]]:
+        """A session's seat map and its seats now: (name, price zone, state: free, held,
+        sold or never) of each, in map order (NOT_FOUND for a slot without seats)."""
+        st = self.state
+        catalog.venue_of(st, {"venue": venue})
+        return seating.session_seats(st, venue, slot)
+
+    def seat_of(self, ticket_id: int) -> str:
+        """The seat a ticket has ("" if none)."""
+        return seating.seat_of(self.state, ticket_id)
+
     # -- members (engine/state/members.py) ----------------------------------------------
     def member_program(self, venue: str) -> MemberProgram:
         """A venue's member programme (FAILED_PRECONDITION if it has none)."""
@@ -1327,6 +1339,26 @@ class Shard:
                                      f"{name}: counter {c['sold']}, tickets {int(sold_by_tickets[i])}"))
             if c["held"] != held[i]:
                 out.append(Violation("held = Σ active holds", f"{name}: counter {c['held']}, holds {held[i]}"))
+        # seats: a session's held and sold seats are its slot's, each held seat a hold's and
+        # each sold seat a live ticket's
+        held_seats: dict[int, int] = {}
+        for hid in st.hold_seats:
+            for slot, xs in seating.hold_lines_seats(st, hid).values():
+                held_seats[slot] = held_seats.get(slot, 0) + len(xs)
+        sold_seats: dict[int, int] = {}
+        for t, packed in st.ticket_seats.items():
+            if st.tickets.code_state(t) & _core.STATE_VOIDED:
+                out.append(Violation("a seat is a live ticket's", f"ticket {t} is voided"))
+            sold_seats[packed >> seating._SHIFT] = sold_seats.get(packed >> seating._SHIFT, 0) + 1
+        for idx, sess in st.sessions.items():
+            free, held_n, sold_n, _ = sess.seats.counts()
+            c = st.slots.slot(idx)
+            if (held_n, sold_n) != (c["held"], c["sold"]) or \
+                    (held_n, sold_n) != (held_seats.get(idx, 0), sold_seats.get(idx, 0)) or \
+                    free != sess.seats.free_seats or free + held_n + sold_n != c["capacity"]:
+                out.append(Violation("seats = the session's stock",
+                                     f"slot {st.slot_list[idx]}: seats free/held/sold {free}/{held_n}/{sold_n}, "
+                                     f"slot {c}, holds {held_seats.get(idx, 0)}, tickets {sold_seats.get(idx, 0)}"))
         # points: never negative, the expiry buckets add up to the balance
         for m in st.members.values():
             if m.balance < 0 or m.debt < 0 or any(n <= 0 for n in m.buckets.values()):

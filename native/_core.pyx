@@ -14,3 +14,4 @@ from pyroaring import BitMap
 include "codes.pxi"
 include "slots.pxi"
 include "tickets.pxi"
+include "seats.pxi"

@@ -14,6 +14,8 @@ the state; at run time each module imports only modules listed above it:
     retry.py     retry rows: kept in time buckets, read for a window, pruned by slices
     catalog.py   venues, zones, gates, products, slots, capacity, allotments; find by name
     promos.py    coupons: as set, single-use codes, what a hold's coupon takes off, its use
+    seating.py   theatre seats: seat maps, sessions (slots of a map), the seats of holds
+                 and tickets (the seats themselves in the core)
     members.py   members, their venue's programme (levels, earn and expiry rules), points
                  ledgers: what Confirm earns, Refund takes back, an operator adjusts
     sales.py     quotes, holds, expiry, confirm (tickets issued), orders, refunds, blocks

@@ -269,6 +269,8 @@ def set_slot_capacity(st: ShardState, args: dict, now: int) -> SlotCounters:
     key = slot_key(st, args)
     idx = st.slot_idx[key]
     cap = int_arg(args, "capacity", 0, 10**9)
+    if idx in st.sessions:
+        raise FailedPrecondition(f"slot {key[1]} is a session: its seats are its capacity", field="slot")
     if not st.slots.set_capacity(idx, cap):
         raise FailedPrecondition("capacity below stock already sold, held or allotted",
                                  field="capacity")
@@ -289,6 +291,9 @@ def set_allotment(st: ShardState, args: dict, now: int) -> AllotmentCounters:
     key = slot_key(st, args)
     channel = ident_arg(args, "channel")
     cap = int_arg(args, "capacity", 0, 10**9)
+    if st.slot_idx[key] in st.sessions:
+        raise FailedPrecondition(f"slot {key[1]} is a session: its seats are sold from one pool",
+                                 field="slot")
     return _allotment(st, {"venue": key[0], "slot": key[1], "channel": channel,
                            "capacity": cap}, st.slot_idx[key])
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .. import _core
-from ..errors import (AlreadyExists, ChangeClosed, CorruptData, InvalidArgument, NotFound, SoldOut,
+from ..errors import (AlreadyExists, ChangeClosed, CorruptData, FailedPrecondition, InvalidArgument, NotFound, SoldOut,
                       TurnstileError)
 from ..journal import Record, json_record
 from ..model import IssuedTicket
@@ -92,6 +92,9 @@ def _terms(st: ShardState, args: dict, now: int) -> tuple[ChangeTerms, dict, byt
                               field="tickets")
     li = line.pop()
     ln = row["lines"][li]
+    if ln.get("seats"):
+        raise FailedPrecondition("a seated ticket is not changed: refund it and buy another seat",
+                                 field="tickets")
     sizes = {st.tickets.record(t)["group"] for t in chosen}      # a group refunded in part
     if len(sizes) > 1:
         raise InvalidArgument("tickets admitting as many persons each at a time", field="tickets")

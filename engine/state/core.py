@@ -16,7 +16,8 @@ from ..codes import TicketCodec
 from ..errors import CorruptData, InvalidArgument
 from ..journal import _HDR, FORMAT, LAST_CATALOG, Batch, Command, CommandKind, Record, decode_format
 from ..model import AuditNote, Gate, Product, Slot, Venue, Zone
-from . import catalog, changes, controls, finance, idem, members, offline, promos, retry, sales, scans, secrets, snapshot
+from . import (catalog, changes, controls, finance, idem, members, offline, promos, retry, sales, scans, seating,
+               secrets, snapshot)
 from .validate import text_arg
 
 _VERIFY, _VERIFY_LAST = int(CommandKind.VERIFY), int(CommandKind.VERIFY_PACKED)
@@ -72,6 +73,8 @@ HANDLERS: dict[int, Callable[..., Any]] = {
     CommandKind.MEMBER_PROGRAM: members.set_program,
     CommandKind.MEMBER: members.enrol,
     CommandKind.POINTS: members.adjust,
+    CommandKind.SEAT_MAP: seating.set_seat_map,
+    CommandKind.SEATING: seating.set_seating,
     CommandKind.VERIFY: scans.verify,
     CommandKind.VERIFY_HOLDER: scans.verify_holder,
     CommandKind.VERIFY_BATCH: scans.verify_batch,
@@ -114,6 +117,9 @@ REPLAY: dict[int, Callable[..., None]] = {
     Record.MEMBER_PROGRAM: members.replay_program,
     Record.MEMBER: members.replay_enrol,
     Record.POINTS: sales.replay_points,
+    Record.SEAT_MAP: seating.replay_seat_map,
+    Record.SEATING: seating.replay_seating,
+    Record.SEATS: seating.replay_seats,
 }
 
 
@@ -182,6 +188,12 @@ class ShardState:
         # hold id -> the points an active hold redeemed (sales.redemption), as JSON bytes:
         # no object per hold for the cyclic GC (as the holds themselves, sales.HoldStore)
         self.hold_points: dict[int, bytes] = {}
+        # theatre seats (seating.py): (venue, id) -> seat map; slot index -> its session
+        # (seats in the core); hold id -> its seats (JSON bytes); ticket -> its seat
+        self.seat_maps: dict[tuple[str, str], Any] = {}
+        self.sessions: dict[int, seating.Session] = {}
+        self.hold_seats: dict[int, bytes] = {}
+        self.ticket_seats: dict[int, int] = {}
         # venue -> its live controls (controls.py: sales paused, entry closed, live
         # capacities set, flow alert settings)
         self.controls: dict[str, dict[str, Any]] = {}

@@ -91,8 +91,10 @@ def _confirmed(st: ShardState, data: dict) -> ConfirmResult:
     tickets = []
     for tid, product, persons, holder in data["tickets"]:
         ln = next(ln for lo, hi, ln in lines if lo <= tid < hi)
+        seats = ln.get("seats")
         tickets.append(IssuedTicket(tid, product, persons,
-                                    render_if_valid(st, tid, ln["key_id"], ln["signed"]), holder))
+                                    render_if_valid(st, tid, ln["key_id"], ln["signed"]), holder,
+                                    seats[(tid - ln["first_ticket"]) // ln["ncomp"]] if seats else ""))
     return ConfirmResult(order, tickets)
 
 

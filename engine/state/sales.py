@@ -28,7 +28,7 @@ from ..model import (QUOTE_TTL_S, ActiveHold, HeldCoupon, HeldLine, BlacklistRes
                      PricedItem, Quote, QuoteLine, RefundResult, ReleaseResult, Venue)
 from .catalog import (apply_rules, channel_of, check_booking, date_type, find, price_of,
                       refund_fee_pct, venue_of)
-from . import controls, finance, members, promos
+from . import controls, finance, members, promos, seating
 from .retry import get_retry, put_retry
 from .secrets import holder_key, mask_id, render, seal
 from .validate import ID, U16, arg, ident_arg, int_arg, is_id_number, text_arg
@@ -104,11 +104,14 @@ def take_hold(st: ShardState, args: dict, now: int) -> HoldResult:
     channel = channel_of(st, args)
     venue = venue_of(st, args)
     ttl = int_arg(args, "ttl_s", 1, MAX_TTL, DEFAULT_TTL)
-    lines = hold_lines(st, channel, venue, args, now)
+    seats: list = []
+    lines = hold_lines(st, channel, venue, args, now, seats=seats)
     coupon = promos.evaluate(st, args, channel, venue, lines, now)
     if args.get("quote_id") is not None:
         check_quote(st, args["quote_id"], channel, venue.id, lines, now, coupon)
     red = redemption(st, venue.id, args, lines, coupon, st.next_hold_id, now)
+    if seats:                       # the seats first, all or nothing (SEAT_TAKEN)
+        seating.take(st, [(slot, xs) for _, slot, xs in seats])
     # take stock line by line, component by component; undo all if any is short
     slots = st.slots
     taken = []
@@ -120,6 +123,8 @@ def take_hold(st: ShardState, args: dict, now: int) -> HoldResult:
             if not slots.take(s, a, need):
                 for ts, ta, tq in taken:
                     slots.release(ts, ta, tq)
+                for _, slot, xs in seats:
+                    st.sessions[slot].seats.release(xs)
                 raise SoldOut(f"slot {st.slot_list[s]} has not {need} left"
                               + (f" in the {channel} allotment" if a >= 0 else ""),
                               field=f"items[{i}].qty")
@@ -139,6 +144,8 @@ def take_hold(st: ShardState, args: dict, now: int) -> HoldResult:
     if red is not None:
         eff = red.pop("pts")
         _redeemed(st, {**eff, "hold": hid, "redeem": red})
+    if seats:
+        seating.held(st, hid, seats)
     return hold_result(st, hold)
 
 
@@ -202,11 +209,12 @@ def quote(st: ShardState, channel: str, venue_id: str, items: Any, now: int,
     channel = channel_of(st, {"channel": channel})
     explained: list[QuoteLine] = []
     who = {"member": member} if member is not None else {"member_level": member_level}
-    lines = hold_lines(st, channel, venue, {"items": items, **who}, now, explained)
+    seats: list = []
+    lines = hold_lines(st, channel, venue, {"items": items, **who}, now, explained, seats)
     use = promos.evaluate(st, coupon or {}, channel, venue, lines, now)
     red = redemption(st, venue.id, {**who, "points": points}, lines, use, 0, now)
     expires = now + QUOTE_TTL_S
-    return Quote(priced_items(st, lines),
+    return Quote(priced_items(st, lines, {i: (slot, xs) for i, slot, xs in seats}),
                  sum(ln.price * ln.qty * ln.group for ln in lines) - (use.discount if use else 0)
                  - (red["fen"] if red else 0),
                  quote_id(st, channel, venue.id, lines, expires, use), expires, explained,
@@ -250,10 +258,12 @@ def check_quote(st: ShardState, qid: Any, channel: str, venue: str, lines: list[
 
 
 def hold_lines(st: ShardState, channel: str, venue: Venue, args: dict, now: int,
-               explained: list | None = None) -> list[HeldLine]:
+               explained: list | None = None, seats: list | None = None) -> list[HeldLine]:
     """The validated item lines of a hold (or quote): product, stock per component,
     unit price for the channel on the day of the line's (first) slot, by the price
-    calendar (catalog.price_of); with `explained`, how each price came about."""
+    calendar (catalog.price_of); with `explained`, how each price came about. An item
+    of a session (seating.py) gives a line per price zone of its seats, priced by the
+    zone; with `seats`, (line index, slot index, seat indices) of each such line."""
     items = arg(args, "items", list)
     if not 1 <= len(items) <= 100:
         raise InvalidArgument("between 1 and 100 items", field="items")
@@ -323,17 +333,28 @@ def hold_lines(st: ShardState, channel: str, venue: Venue, args: dict, now: int,
             raise BookingClosed(f"{pid} is valid until day {fixed[1]}: not for this slot's day",
                                 field=f"{f}.slots[0]")
         dtype = date_type(st, venue.id, first.day)[0]
-        base = price = price_of(st, p, channel, dtype)
-        applied = []
-        rules = st.price_rules.get((venue.id, pid))
-        if rules:
-            price, applied = apply_rules(
-                rules, price, days_ahead=first.day - (now + venue.utc_offset_s) // 86400,
-                start_minute=(first.start + venue.utc_offset_s) % 86400 // 60,
-                fill_pct=lambda k=sidx[0]: st.slots.fill_pct(k), member_level=level)
-        if explained is not None:
-            explained.append(QuoteLine(pid, dtype, base, applied, price))
-        lines.append(HeldLine(st.product_idx[(venue.id, pid)], qty, group, tuple(sidx), tuple(allots), price))
+        sess = st.sessions.get(sidx[0]) if st.sessions else None
+        if sess is not None and len(sidx) > 1 or any(k in st.sessions for k in sidx[1:]):
+            raise InvalidArgument("a session's seats are sold by a product of its zone alone",
+                                  field=f"{f}.product")
+        if sess is None:
+            parts = [(price_of(st, p, channel, dtype), qty, None)]
+        else:
+            parts = [(seating.zone_price(sess, z), len(xs), xs) for z, xs in seating.pick(
+                st, sess, it, it.get("qty") if type(it) is dict else None, group, f)]
+        for base, n, xs in parts:
+            price, applied = base, []
+            rules = st.price_rules.get((venue.id, pid))
+            if rules:
+                price, applied = apply_rules(
+                    rules, price, days_ahead=first.day - (now + venue.utc_offset_s) // 86400,
+                    start_minute=(first.start + venue.utc_offset_s) % 86400 // 60,
+                    fill_pct=lambda k=sidx[0]: st.slots.fill_pct(k), member_level=level)
+            if explained is not None:
+                explained.append(QuoteLine(pid, dtype, base, applied, price))
+            if xs is not None and seats is not None:
+                seats.append((len(lines), sidx[0], xs))
+            lines.append(HeldLine(st.product_idx[(venue.id, pid)], n, group, tuple(sidx), tuple(allots), price))
     return lines
 
 
@@ -356,16 +377,22 @@ def replay_hold(st: ShardState, payload) -> None:
     st.batch.n_commands += 1
 
 
-def priced_items(st: ShardState, lines) -> list[PricedItem]:
-    """Lines of a hold (or quote) as their channel reads them: ids, not indices."""
+def priced_items(st: ShardState, lines, seats: dict | None = None) -> list[PricedItem]:
+    """Lines of a hold (or quote) as their channel reads them: ids, not indices; with
+    `seats` (line index -> (slot index, seat indices)), each seated line's seats by name."""
     products, slot_list = st.product_list, st.slot_list
-    return [PricedItem(products[ln.p].id, ln.qty, ln.group, [slot_list[s] for s in ln.slots], ln.price)
-            for ln in lines]
+    if not seats:
+        return [PricedItem(products[ln.p].id, ln.qty, ln.group, [slot_list[s] for s in ln.slots], ln.price)
+                for ln in lines]
+    return [PricedItem(products[ln.p].id, ln.qty, ln.group, [slot_list[s] for s in ln.slots], ln.price,
+                       tuple(st.sessions[seats[i][0]].labels[x] for x in seats[i][1]) if i in seats else ())
+            for i, ln in enumerate(lines)]
 
 
 def hold_result(st: ShardState, hold: ActiveHold) -> HoldResult:
     red = held_points(st, hold.id)
-    return HoldResult(hold.id, hold.expires_at, hold.amount, priced_items(st, hold.lines),
+    seats = seating.hold_lines_seats(st, hold.id) if hold.id in st.hold_seats else None
+    return HoldResult(hold.id, hold.expires_at, hold.amount, priced_items(st, hold.lines, seats),
                       hold.coupon, hold.discount, red["points"] if red else 0, red["fen"] if red else 0)
 
 
@@ -397,6 +424,8 @@ def drop_hold(st: ShardState, hold: ActiveHold, status: str, now: int = 0,
         promos.give_back(st, hold.venue, promos.held(hold))
     del st.holds[hold.id]
     end_hold(st, hold, status)
+    if hold.id in st.hold_seats:
+        seating.drop(st, hold.id)
     red = held_points(st, hold.id)
     if red is None:
         return None
@@ -579,6 +608,10 @@ def confirm_hold(st: ShardState, args: dict, now: int) -> ConfirmResult:
             lines[-1]["discount_fen"] = coupon.lines[i]
         if red is not None:         # the points each ticket was paid with, and their worth
             lines[-1]["points"], lines[-1]["fen_per_point"] = red["split"][i], red["fpp"]
+        seats = [seating.seat_of(st, first + k * len(p.zones)) for k in range(ln.qty)] \
+            if st.ticket_seats else []
+        if any(seats):
+            lines[-1]["seats"] = seats
         pkg = st.packages.get((p.venue, p.id))
         if pkg is not None:         # a package: its price split over its parts, as paid
             lines[-1]["split"] = pkg.split(ln.price * ln.qty * ln.group - off_line(i), ln.qty * ln.group)
@@ -586,7 +619,7 @@ def confirm_hold(st: ShardState, args: dict, now: int) -> ConfirmResult:
             tid = first + k * len(p.zones)
             code = "" if st.replaying else render(st, tid, key_id, signed)
             tickets.append(IssuedTicket(tid, p.id, ln.group, code,
-                                        mask_id(ids[k]) if ids else ""))
+                                        mask_id(ids[k]) if ids else "", seats[k] if any(seats) else ""))
     pts = per_ticket = None
     if member is not None:
         where, paid = order_tickets({"lines": lines, "refunds": []})
@@ -780,8 +813,11 @@ def issue(st: ShardState, hold: ActiveHold, hkeys: list[list[str]],
             st.slots.sell(s, a, need)
         for k, hk in enumerate(keys):
             st.holders.setdefault(hk, []).append(first + k * len(p.zones))
+        if hold.id in st.hold_seats:         # its seats sold, each ticket its own
+            seating.sold(st, hold.id, i, first, len(p.zones))
     del st.holds[hold.id]
     st.hold_points.pop(hold.id, None)       # paid with them: the order keeps them now
+    seating.paid(st, hold.id)
     return issued
 
 
@@ -994,6 +1030,8 @@ def _refund(st: ShardState, rec: dict) -> None:
         if not st.tickets.is_code(tid):
             raise CorruptData(f"a refund voids ticket {tid}, which is no code")
         st.tickets.void(tid)
+        if tid in st.ticket_seats:      # its seat free again
+            seating.freed(st, tid)
     for tid, persons in rec.get("groups", ()):
         if not st.tickets.is_code(tid) or not 0 < persons < st.tickets.record(tid)["group"]:
             raise CorruptData(f"a refund leaves ticket {tid} {persons} persons, which does not fit")

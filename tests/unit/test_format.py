@@ -35,7 +35,8 @@ FORMAT_3_KINDS = {Record.CALENDAR, Record.PRICES, Record.PRICE_RULES, Record.BOO
                   Record.PACKAGE}
 FORMAT_4_KINDS = {Record.SPLIT, Record.SHIFT}
 FORMAT_5_KINDS = {Record.CONTROL}
-FORMAT_6_KINDS = {Record.MEMBER_PROGRAM, Record.MEMBER, Record.POINTS}
+FORMAT_6_KINDS = {Record.MEMBER_PROGRAM, Record.MEMBER, Record.POINTS, Record.SEAT_MAP, Record.SEATING,
+                  Record.SEATS}
 
 
 @pytest.fixture(scope="module")
