@@ -669,6 +669,27 @@ class AdminClient:
                 part=p.part, merchant=p.merchant, amount_fen=p.amount_fen, pct=p.pct) for p in parts],
             idempotency_key=key or new_key()), venue=venue))
 
+    def set_seat_map(self, venue: str, seat_map_id: str, rows: Sequence[tuple[str, str, str]],
+                     zones: Sequence[tuple[str, int]], *, name: str = "",
+                     key: str | None = None) -> admin_pb2.SeatMapResponse:
+        """Set a hall's seat map: ``rows`` of (section, row, layout), front first, a layout
+        read left to right (a zone letter is a seat of that price zone, ``x`` a seat never
+        sold, ``_`` an aisle; seats numbered from 1 along the row, ``x`` included);
+        ``zones`` of (zone letter, price per person in fen), best first."""
+        return self._call("SetSeatMap", admin_pb2.SetSeatMapRequest(
+            venue_id=venue, seat_map_id=seat_map_id, name=name,
+            rows=[admin_pb2.SeatRow(section=a, row=b, layout=c) for a, b, c in rows],
+            zones=[admin_pb2.SeatMapZone(zone=z, price_fen=f) for z, f in zones],
+            idempotency_key=key or new_key()), venue=venue)
+
+    def set_seating(self, venue: str, slot_id: str, seat_map_id: str, *,
+                    key: str | None = None) -> int:
+        """Make a slot (before its first sale) a session of a seat map; returns the seats
+        it sells (its capacity now)."""
+        return self._call("SetSeating", admin_pb2.SetSeatingRequest(
+            venue_id=venue, slot_id=slot_id, seat_map_id=seat_map_id,
+            idempotency_key=key or new_key()), venue=venue).seats
+
     def set_coupon(self, coupon: Coupon, *, key: str | None = None) -> Coupon:
         """Create or change a coupon (its use so far is kept)."""
         return Coupon.from_proto(self._call("SetCoupon", admin_pb2.SetCouponRequest(

@@ -38,7 +38,7 @@ from .base import Connection, new_key
 
 __all__ = ["AllotmentStock", "AppliedRule", "Change", "ChannelClient", "CouponApplied", "Hold", "Item",
            "Order", "OrderChange", "OrderLine", "OrderRefund", "Payment", "PricedItem", "Quote", "QuoteLine",
-           "Refund", "SlotAvailability", "Ticket"]
+           "Refund", "SessionSeats", "SlotAvailability", "Ticket"]
 
 Sales = sales_pb2_grpc.SalesServiceStub
 Inventory = inventory_pb2_grpc.InventoryServiceStub
@@ -59,18 +59,36 @@ class Item:
 
     ``slot_ids``: one slot id per zone the product admits, in the product's zone
     order; a single string for a one-zone product. ``qty``: number of codes.
-    ``group``: persons each code admits (group tickets); 0 means 1.
+    ``group``: persons each code admits (group tickets); 0 means 1. In a session (a slot
+    with seats): ``seat_ids``, the seats wanted by name (all or nothing; ``qty`` then
+    counts them), else the best available for ``qty`` persons.
     """
 
     product_id: str
     slot_ids: tuple[str, ...] | str
     qty: int = 1
     group: int = 0
+    seat_ids: tuple[str, ...] = ()
 
     def to_proto(self) -> sales_pb2.Item:
         slots = (self.slot_ids,) if isinstance(self.slot_ids, str) else tuple(self.slot_ids)
-        return sales_pb2.Item(product_id=self.product_id, slot_ids=slots, qty=self.qty,
-                              group=self.group)
+        return sales_pb2.Item(product_id=self.product_id, slot_ids=slots,
+                              qty=len(self.seat_ids) if self.seat_ids else self.qty,
+                              group=self.group, seat_ids=self.seat_ids)
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionSeats:
+    """A session's seats: its seat map, the price per person of each zone (best first),
+    and every seat as (name, zone, state: free, held, sold or never), row by row."""
+
+    seat_map_id: str
+    zone_prices: dict[str, int]
+    seats: tuple[tuple[str, str, str], ...]
+
+    def free(self, zone: str | None = None) -> list[str]:
+        """The free seats (of ``zone``), in map order."""
+        return [n for n, z, st in self.seats if st == "free" and (zone is None or z == zone)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,6 +152,7 @@ class PricedItem:
     qty: int
     group: int
     unit_price_fen: int
+    seat_ids: tuple[str, ...] = ()  # in a session: the line's seats
 
     @property
     def amount_fen(self) -> int:
@@ -142,7 +161,7 @@ class PricedItem:
 
     @classmethod
     def from_proto(cls, p) -> PricedItem:
-        return cls(p.product_id, tuple(p.slot_ids), p.qty, p.group, p.unit_price_fen)
+        return cls(p.product_id, tuple(p.slot_ids), p.qty, p.group, p.unit_price_fen, tuple(p.seat_ids))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -270,12 +289,13 @@ class Ticket:
     holder: str = ""
     state: str = "issued"       # issued, used, inside, voided or blocked (as of the answer)
     entries_left: int = -1      # visits left over its validity, -1 unlimited (GetOrder only)
+    seat: str = ""              # its seat in a session (<section>-<row>-<number>)
 
     @classmethod
     def from_proto(cls, t: sales_pb2.Ticket) -> Ticket:
         state = sales_pb2.TicketState.Name(t.state).removeprefix("TICKET_").lower() \
             if t.state else "issued"
-        return cls(t.ticket_id, t.product_id, t.persons, t.code, t.holder, state, t.entries_left)
+        return cls(t.ticket_id, t.product_id, t.persons, t.code, t.holder, state, t.entries_left, t.seat)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -309,6 +329,7 @@ class OrderLine:
     unit_price_fen: int
     discount_fen: int = 0           # the line's share of the order's coupon discount
     split: tuple[tuple[str, str, int], ...] = ()     # a package: (part, merchant, fen) of what was paid
+    seat_ids: tuple[str, ...] = ()  # in a session: its tickets' seats
 
 
 @dataclasses.dataclass(frozen=True)
@@ -376,7 +397,8 @@ class Order:
             o.order_id, o.channel, o.venue_id, o.hold_id, o.amount_fen, o.refunded_fen,
             Payment(o.payment.method, o.payment.reference, o.payment.amount_fen),
             tuple(OrderLine(ln.product_id, tuple(ln.slot_ids), ln.qty, ln.group, ln.unit_price_fen,
-                            ln.discount_fen, tuple((p.part, p.merchant, p.amount_fen) for p in ln.split))
+                            ln.discount_fen, tuple((p.part, p.merchant, p.amount_fen) for p in ln.split),
+                            tuple(ln.seat_ids))
                   for ln in o.lines),
             tuple(OrderRefund(r.refund_id, tuple(r.ticket_ids), r.amount_fen, r.fee_fen, _utc(r.at),
                               r.persons) for r in o.refunds),
@@ -456,6 +478,15 @@ class ChannelClient:
                                                 zone_id=zone or "")
         r = self.conn.call(Inventory, "Availability", req, venue=venue, retry=True)
         return [SlotAvailability.from_proto(s, self.channel) for s in r.slots]
+
+    def session_seats(self, venue: str, slot_id: str) -> SessionSeats:
+        """The seats of a session now: each seat's name, price zone and state (free,
+        held, sold, never), with the zones' prices; ApiError NOT_FOUND for a slot
+        without seats."""
+        r = self.conn.call(Inventory, "SessionSeats", inventory_pb2.SessionSeatsRequest(
+            venue_id=venue, slot_id=slot_id), venue=venue, retry=True)
+        return SessionSeats(r.seat_map_id, {z.zone: z.price_fen for z in r.zones},
+                            tuple((x.seat_id, x.zone, x.state) for x in r.seats))
 
     def quote(self, venue: str, items: Sequence[Item], *, coupon: str | None = None,
               coupon_holder: str | None = None, member_id: str = "", points: int = 0) -> Quote:

@@ -79,6 +79,7 @@ class Decision:
     reason: a ScanReason name (``OK``, ``OK_REENTRY``, ``ALREADY_USED``...).
     admitted: True for OK and OK_REENTRY. persons: persons let through.
     ticket_id: the code's ticket id, -1 if unreadable. offline: decided by the gate.
+    seat: the ticket's seat in a session, for the usher (online only).
     """
 
     reason: str
@@ -87,6 +88,7 @@ class Decision:
     ticket_id: int = -1
     product_id: str = ""
     offline: bool = False
+    seat: str = ""
 
 
 def _admit(b: "_Bundle", gate, reason: int, base: int, comp: int, k: int, product):
@@ -447,7 +449,7 @@ class GateClient:
             else:
                 name = common_pb2.ScanReason.Name(r.reason)
                 return Decision(name, name in ("OK", "OK_REENTRY"), r.persons, r.ticket_id,
-                                r.product_id)
+                                r.product_id, seat=r.seat)
         if code is None:
             raise GateOffline("offline: ID numbers and faces are resolved by the server only")
         with self._lock:

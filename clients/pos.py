@@ -480,6 +480,7 @@ class TicketView:
     order_id: str = ""
     price_fen: int | None = None        # what the ticket cost, all its persons; None: not printed
     entry_rule: tuple[str, ...] = ()    # how it admits, a line per language (entry_rule_lines)
+    seat: str = ""              # its seat in a session (<section>-<row>-<number>), printed large
 
 
 def entry_rule_lines(rule: admin_pb2.EntryRule) -> tuple[str, str]:
@@ -576,7 +577,8 @@ def tickets_pdf(tickets: Sequence[TicketView], *, width_mm: float = 80, height_m
     for t in tickets:
         when = " ".join(x for x in (t.date, t.window) if x)
         above = [(s, fit(s, size), bold) for s, size, bold in
-                 ((t.venue, 12, True), (t.product, 10.5, False), (when, 10, True)) if s]
+                 ((t.venue, 12, True), (t.product, 10.5, False), (when, 10, True),
+                  (f"座位 Seat {t.seat}" if t.seat else "", 12, True)) if s]
         below = [] if t.price_fen is None else [(f"¥{fen(t.price_fen)}", 14, True)]
         below += [(s, 8.5 if i == 0 else 7.5, False) for i, s in enumerate(t.entry_rule) if s]
         below.append((f"{t.persons} 人 / {t.persons} person{'s' if t.persons != 1 else ''}"
@@ -847,7 +849,7 @@ class Till:
                                   cat.venue.name or cat.venue.venue_id, date, window, t.persons,
                                   t.holder, order.order_id,
                                   price_fen=line.unit_price_fen * max(line.group, 1),
-                                  entry_rule=entry_rule_lines(p.rule) if p else ()))
+                                  entry_rule=entry_rule_lines(p.rule) if p else (), seat=t.seat))
         return out
 
     def tickets_pdf(self, sale: Sale | Order) -> bytes:

@@ -73,7 +73,8 @@ TABLE: dict[str, frozenset[str]] = {
         # back by its opener and by who checks the day's takings
         "OpenShift": CASH_DESK, "CloseShift": CASH_DESK, "GetShift": CASH_DESK | REPORTS}),
     **_svc("InventoryService", {
-        "Availability": SELLERS | {"operator", "finance"}}),   # stock is sales data: no gate
+        "Availability": SELLERS | {"operator", "finance"},   # stock is sales data: no gate
+        "SessionSeats": SELLERS | {"operator", "finance"}}),  # a session's seats: its stock
     **_svc("AdminService", {
         # routing metadata (shard addresses, venue ids): every client routes by it, the
         # auditor to reach each shard's audit log; it carries no stock, sales or people
@@ -93,6 +94,8 @@ TABLE: dict[str, frozenset[str]] = {
         # coupon's use (budget spent) is read by who runs and pays for the promotion
         "SetPassDates": SETUP, "SetPackage": SETUP, "SetRevenueSplit": SETUP, "SetCoupon": SETUP, "IssueCouponCodes": SETUP,
         "GetCoupon": REPORTS,
+        # a hall's seat map and which slots are its sessions: venue set-up, like slots
+        "SetSeatMap": SETUP, "SetSeating": SETUP,
         "RotateTicketKey": ADMIN, "RetireTicketKey": ADMIN,
         "CreatePrincipal": ADMIN, "ListPrincipals": ADMIN,
         "CreateApiKey": ADMIN, "RevokeApiKey": ADMIN, "ListApiKeys": ADMIN,

@@ -78,7 +78,7 @@ _FIELDS = {"venue": "venue_id", "zone": "zone_id", "zones": "zone_ids", "gate": 
            "gates": "gate_ids", "product": "product_id", "slot": "slot_id", "slots": "slot_ids",
            "tickets": "ticket_ids", "at": "scan_time", "seq": "sequence", "day_to": "date_to",
            "day_from": "date_from", "day": "date", "shift": "shift_id", "station": "station_id",
-           "member": "member_id"}
+           "member": "member_id", "seats": "seat_ids", "seat_map": "seat_map_id"}
 _FIELDS_OF = {   # where a method's request says it otherwise
     "CreateVenue": {"id": "venue_id"}, "CreateZone": {"id": "zone_id"},
     "CreateGate": {"id": "gate_id"}, "CreateProduct": {"id": "product_id"},
@@ -86,6 +86,7 @@ _FIELDS_OF = {   # where a method's request says it otherwise
     "ImportStatement": {"at": "at"},
     "SetFlowAlerts": {"rate": "entries_per_minute"},
     # the programme's fields are the request's program.*
+    "SetSeatMap": {"id": "seat_map_id", "zones": "zones", "zone": "zone"},
     "SetMemberProgram": {k: f"program.{v}" for k, v in (
         ("venue", "venue_id"), ("levels", "levels"), ("period_days", "period_days"), ("earn", "earn"),
         ("expiry", "expiry"), ("expiry_n", "expiry_n"), ("fen_per_point", "fen_per_point"))},
@@ -308,9 +309,10 @@ class GateService(gate_pb2_grpc.GateServiceServicer):
                                   field="credential")
         r = await self.node.submit(c)
         self.node.metrics.scan(r.reason)
+        shard = self.node.shard
         return gate_pb2.VerifyResponse(reason=int(r.reason), ticket_id=r.ticket, persons=r.persons,
-                                       product_id=self.node.shard.product_of(r.ticket),
-                                       shard=self.node.shard_id)
+                                       product_id=shard.product_of(r.ticket), shard=self.node.shard_id,
+                                       seat=shard.seat_of(r.ticket) if shard.state.ticket_seats else "")
 
     def _batch_gates(self, request) -> tuple[Any, int | None]:
         """(gates, scan time) of a batch request (VerifyBatchRequest, PackedVerifyRequest):
@@ -470,13 +472,19 @@ def bundle_message(b: OfflineBundle) -> gate_pb2.OfflineBundleResponse:
 
 
 def _items(request_items) -> list[dict]:
-    return [{"product": it.product_id, "slots": list(it.slot_ids), "qty": it.qty,
-             "group": it.group or 1} for it in request_items]
+    out = []
+    for it in request_items:
+        d = {"product": it.product_id, "slots": list(it.slot_ids), "qty": it.qty, "group": it.group or 1}
+        if it.seat_ids:                 # named seats: qty 0 or as many
+            d["seats"] = list(it.seat_ids)
+            d["qty"] = it.qty or len(it.seat_ids)
+        out.append(d)
+    return out
 
 
 def _priced(items: list[PricedItem]) -> list[sales_pb2.PricedItem]:
     return [sales_pb2.PricedItem(product_id=it.product, slot_ids=it.slots, qty=it.qty,
-                                 group=it.group, unit_price_fen=it.unit_price_fen)
+                                 group=it.group, unit_price_fen=it.unit_price_fen, seat_ids=it.seats)
             for it in items]
 
 
@@ -617,7 +625,7 @@ class SalesService(sales_pb2_grpc.SalesServiceServicer):
         msg.tickets.extend(sales_pb2.Ticket(
             ticket_id=t.ticket_id, product_id=t.product, persons=t.persons, code=t.code,
             holder=t.holder, state=sales_pb2.TicketState.Value("TICKET_" + t.state.upper()),
-            entries_left=t.entries_left) for t in tickets)
+            entries_left=t.entries_left, seat=self.node.shard.seat_of(t.ticket_id)) for t in tickets)
         return msg
 
     @rpc
@@ -671,7 +679,7 @@ def _shift_msg(sh: dict) -> sales_pb2.Shift:
 
 def _ticket(t) -> sales_pb2.Ticket:
     return sales_pb2.Ticket(ticket_id=t.ticket_id, product_id=t.product, persons=t.persons,
-                            code=t.code, holder=t.holder, state=sales_pb2.TICKET_ISSUED)
+                            code=t.code, holder=t.holder, state=sales_pb2.TICKET_ISSUED, seat=t.seat)
 
 
 def _payment(p: dict) -> sales_pb2.Payment:
@@ -697,7 +705,7 @@ def _order(o) -> sales_pb2.Order:
         amount_fen=o.amount_fen, refunded_fen=o.refunded_fen, payment=_payment(o.payment),
         lines=[sales_pb2.OrderLine(product_id=ln["product"], slot_ids=ln["slots"], qty=ln["qty"],
                                    group=ln["group"], unit_price_fen=ln["unit_price_fen"],
-                                   discount_fen=ln.get("discount_fen", 0),
+                                   discount_fen=ln.get("discount_fen", 0), seat_ids=ln.get("seats", ()),
                                    split=[sales_pb2.SplitPart(part=p, merchant=m, amount_fen=f)
                                           for p, m, f in ln.get("split", ())])
                for ln in o.lines],
@@ -740,6 +748,16 @@ class InventoryService(inventory_pb2_grpc.InventoryServiceServicer):
                 sold=row.sold, held=row.held, remaining=row.remaining,
                 pool_remaining=row.pool_remaining, allotments=allots))
         return inventory_pb2.AvailabilityResponse(slots=out)
+
+    @rpc
+    async def SessionSeats(self, request, context):
+        venue = self.node.venue(request.venue_id)
+        _id(request.slot_id, "slot_id")
+        m, seats = self.node.shard.session_seats(venue, request.slot_id)
+        return inventory_pb2.SessionSeatsResponse(
+            seat_map_id=m.id, zones=[inventory_pb2.SeatZone(zone=z.zone, name=z.name, price_fen=z.price_fen)
+                                     for z in m.zones],
+            seats=[inventory_pb2.Seat(seat_id=n, zone=z, state=state) for n, z, state in seats])
 
 
 def _date_range(request) -> tuple[int, int]:
@@ -1150,6 +1168,28 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             raise
         return admin_pb2.CouponStatus(coupon=_coupon_msg(s.coupon), issued=s.issued, uses=s.uses,
                                       spent_fen=s.spent_fen)
+
+    @rpc
+    async def SetSeatMap(self, request, context):
+        venue = self.node.venue(request.venue_id)
+        m = await self.node.submit(self._idem(cmd.seat_map(
+            venue, request.seat_map_id,
+            [{"section": r.section, "row": r.row, "layout": r.layout} for r in request.rows],
+            [{"zone": z.zone, "price_fen": z.price_fen, "name": z.name} for z in request.zones],
+            name=request.name), request))
+        return admin_pb2.SeatMapResponse(
+            venue_id=m.venue, seat_map_id=m.id, name=m.name,
+            rows=[admin_pb2.SeatRow(section=a, row=b, layout=c) for a, b, c in m.rows],
+            zones=[admin_pb2.SeatMapZone(zone=z.zone, price_fen=z.price_fen, name=z.name) for z in m.zones])
+
+    @rpc
+    async def SetSeating(self, request, context):
+        venue = self.node.venue(request.venue_id)
+        _id(request.slot_id, "slot_id")
+        r = await self.node.submit(self._idem(cmd.seating(venue, request.slot_id, request.seat_map_id),
+                                              request))
+        return admin_pb2.SetSeatingResponse(venue_id=r.venue, slot_id=r.slot, seat_map_id=r.seat_map,
+                                            seats=r.seats)
 
     @rpc
     async def IssueCouponCodes(self, request, context):

@@ -338,6 +338,8 @@ def hold_lines(st: ShardState, channel: str, venue: Venue, args: dict, now: int,
             raise InvalidArgument("a session's seats are sold by a product of its zone alone",
                                   field=f"{f}.product")
         if sess is None:
+            if type(it) is dict and it.get("seats"):
+                raise InvalidArgument(f"slot {slot_ids[0]} has no seats", field=f"{f}.seats")
             parts = [(price_of(st, p, channel, dtype), qty, None)]
         else:
             parts = [(seating.zone_price(sess, z), len(xs), xs) for z, xs in seating.pick(

@@ -247,6 +247,43 @@ def _coupon(w: World, name: str, single_use: bool) -> str:
     return w.cached(f"coupon:{name}", make, lambda c: "\0never named")
 
 
+def _free_slot(w: World) -> str:
+    """A new slot of the demo venue with no sales (SetSeating makes it a session)."""
+    def make():
+        sid = w.uid("fzseat")
+        day = w.tomorrow
+        w.admin.CreateSlots(admin_pb2.CreateSlotsRequest(venue_id=VENUE, slots=[admin_pb2.SlotSpec(
+            slot_id=sid, zone_id="main", date=day.isoformat(), start=local(day, 19), end=local(day, 21),
+            capacity=10)]), metadata=w.meta("admin"), timeout=20)
+        return sid
+    return w.cached("slot:seating", make)
+
+
+def _seat_map(w: World) -> str:
+    """A seat map of the demo venue, made once."""
+    def make():
+        w.admin.SetSeatMap(admin_pb2.SetSeatMapRequest(
+            venue_id=VENUE, seat_map_id="fzhall", rows=[admin_pb2.SeatRow(section="s", row="A", layout="AAx_BB")],
+            zones=[admin_pb2.SeatMapZone(zone="A", price_fen=2000), admin_pb2.SeatMapZone(zone="B", price_fen=1000)]),
+            metadata=w.meta("admin"), timeout=20)
+        return "fzhall"
+    return w.cached("seatmap", make, lambda m: "\0never named")
+
+
+def _session(w: World) -> str:
+    """A session of the demo venue (a slot of the seat map), made once."""
+    def make():
+        sid = w.uid("fzsession")
+        day = w.tomorrow
+        w.admin.CreateSlots(admin_pb2.CreateSlotsRequest(venue_id=VENUE, slots=[admin_pb2.SlotSpec(
+            slot_id=sid, zone_id="main", date=day.isoformat(), start=local(day, 19), end=local(day, 21),
+            capacity=10)]), metadata=w.meta("admin"), timeout=20)
+        w.admin.SetSeating(admin_pb2.SetSeatingRequest(venue_id=VENUE, slot_id=sid, seat_map_id=_seat_map(w)),
+                           metadata=w.meta("admin"), timeout=20)
+        return sid
+    return w.cached("session", make, lambda m: "\0never named")
+
+
 def _shift(w: World, name: str) -> str:
     """An open cash-desk shift of the demo window, at a station of its own (CloseShift
     closes it: a new one next time)."""
@@ -444,6 +481,14 @@ BUILDERS: dict[str, Spec] = {
         c, face_token=w.uid("fzface"), id_number=HOLDER, idempotency_key=w.uid("fz-idem"))),
     "MemberService.RemoveFace": Spec("demo-window", lambda w, r, c: new(
         c, face_token=_enrolled_face(w), idempotency_key=w.uid("fz-idem"))),
+    "AdminService.SetSeatMap": Spec("fuzz-op", lambda w, r, c: new(
+        c, seat_map_id=w.uid("fzmap"), rows=[admin_pb2.SeatRow(section="s", row="A", layout="AA_BB")],
+        zones=[admin_pb2.SeatMapZone(zone="A", price_fen=1000), admin_pb2.SeatMapZone(zone="B", price_fen=500)],
+        idempotency_key=w.uid("fz-idem"))),
+    "AdminService.SetSeating": Spec("fuzz-op", lambda w, r, c: new(
+        c, slot_id=_free_slot(w), seat_map_id=_seat_map(w), idempotency_key=w.uid("fz-idem"))),
+    "InventoryService.SessionSeats": Spec("demo-ota", lambda w, r, c: new(c, slot_id=_session(w)),
+                                          readonly=True),
     "MemberService.SetMemberProgram": Spec("fuzz-op", lambda w, r, c: new(
         c, program=member_pb2.MemberProgram(
             venue_id=VENUE, levels=[member_pb2.MemberLevel(level=1, name="silver", min_spend_fen=10000)],

@@ -210,3 +210,9 @@ def test_a_show_sells_out_seat_by_seat_and_no_seat_twice(hall):
     show = next(x for x in hall.availability(V, TODAY) if x.slot == "show-1")
     assert (show.sold, show.held) == (3 * SEATS_PER_ROW, 0)
     assert hall.check() == []
+
+
+def test_seats_named_for_a_slot_without_seats_are_refused(hall):
+    with pytest.raises(InvalidArgument) as e:
+        hall.run(cmd.hold("web", V, [HoldItem("adult", (demo.slot_id("main", TODAY, 10),), seats=("s-A-1",))]))
+    assert e.value.field == "items[0].seats"
