@@ -481,6 +481,95 @@ def hot_slot_holds_priced(*, quick: bool, loop: str = "asyncio", submitters: int
                   with_coupon=with_coupon)
 
 
+HALL_ROWS = 40                  # 40 rows of 50 seats, an aisle in the middle: 2,000 seats
+
+
+def seat_holds(*, quick: bool, loop: str = "asyncio", submitters: int = SUBMITTERS,
+               deadline_s: float = 120, profile: str | None = None, warm: bool = True) -> dict:
+    """A show sold out by best-available holds (issue 17): 64 submitters each ask the best
+    seats for 1-4 persons on ONE session of a 2,000-seat hall (three price zones, an
+    aisle in every row) until it is sold out, then single seats until none is left:
+    exactly the hall held, no seat twice, every refusal SoldOut."""
+    checks = Checks()
+    rng = random.Random(17)
+    rows = HALL_ROWS // 4 if quick else HALL_ROWS
+    layout = [{"section": "hall", "row": f"R{r:02d}",
+               "layout": ("A" if r < rows // 4 else "B" if r < rows * 5 // 8 else "C") * 25 + "_"
+               + ("A" if r < rows // 4 else "B" if r < rows * 5 // 8 else "C") * 25} for r in range(rows)]
+    seats_total = rows * 50
+    day = to_day(DAY)
+    start = demo.local_time(DAY, 19)
+    with TempDir() as path:
+        shard = open_bench_shard(path, durable=True)
+        shard.run_many([cmd.zone(VENUE, "theatre", "Theatre"), cmd.product(VENUE, "show", ["theatre"], price_fen=1),
+                        cmd.slots([{"id": "show", "zone": "theatre", "day": day, "start": start,
+                                    "end": start + 7200, "capacity": 1}]),
+                        cmd.seat_map(VENUE, "hall", layout, [{"zone": "A", "price_fen": 58000},
+                                                             {"zone": "B", "price_fen": 38000},
+                                                             {"zone": "C", "price_fen": 18000}]),
+                        cmd.seating(VENUE, "show", "hall")])
+        pre = precondition(shard, 100_000) if warm else None
+        asks = [rng.randint(1, 4) for _ in range(seats_total // 2)] + [1] * (seats_total // 2)
+        work = [[(k, asks[k]) for k in range(sub, len(asks), submitters)] for sub in range(submitters)]
+        got = array.array("i", [-1]) * (len(asks) * 4)         # ask k's seats at 4k..4k+3
+
+        async def call(w, item):
+            k, n = item
+            try:
+                h = await w.submit(cmd.hold(f"ch{k % 8}", VENUE, [HoldItem("show", ("show",), qty=n)]))
+            except SoldOut:
+                return "SoldOut"
+            except Exception as e:
+                return f"{type(e).__name__}: {e}"
+            names = [x for it in h.items for x in it.seats]
+            for j, x in enumerate(names):
+                got[4 * k + j] = int(x.rsplit("-", 2)[1][1:]) * 50 + int(x.rsplit("-", 1)[1]) - 1
+            return len(names)
+
+        commits = _time_commits(shard)
+        before = Counter(shard.batch_sizes)
+        run = _profiled(lambda: _run_loop(lambda: _drive(shard, work, call, deadline_s), loop), profile)
+        batches = _batch_stats(before, shard.batch_sizes)
+        done = [(item, r) for out in run["results"] for item, r in out]
+        granted = [r for _, r in done if isinstance(r, int)]
+        other = [r for _, r in done if isinstance(r, str) and r != "SoldOut"]
+        seats = [x for x in got if x >= 0]
+        checks("no errors other than SoldOut", not other, other[:3])
+        checks("every ask answered", not run["cut"] and len(done) == len(asks), f"{len(done)} of {len(asks)}")
+        checks("each hold got the seats it asked for", all(r == n for (_, n), r in done if isinstance(r, int)))
+        checks("exactly the hall held: every seat once, none twice",
+               len(seats) == len(set(seats)) == seats_total == sum(granted),
+               f"{len(seats)} seats answered, {len(set(seats))} distinct, of {seats_total}")
+        st = shard.state
+        sess = st.sessions[st.slot_idx[(VENUE, "show")]]
+        c = st.slots.slot(st.slot_idx[(VENUE, "show")])
+        checks("the session's seats and slot: all held, none free",
+               sess.seats.counts() == (0, seats_total, 0, 0) and (c["held"], c["sold"]) == (seats_total, 0),
+               f"seats {sess.seats.counts()}, slot {c}")
+        checks("shard.check(replay=True) == []", (v := shard.check(replay=True)) == [], v)
+        states = sess.seats.states()
+        shard.close(snapshot=False)
+        again = Shard.open(path, durable=True, clock=bench_clock)
+        checks("every acknowledged seat survived reopen",
+               again.state.sessions[again.state.slot_idx[(VENUE, "show")]].seats.states() == states
+               and again.check() == [])
+        again.close(snapshot=False)
+    lat = run["lat"]
+    return {
+        "scenario": "seat-holds", "loop": loop, "submitters": submitters, "slots": 1,
+        "capacity_per_slot": seats_total, "idempotency_keys": False, "warm_file": warm, "precondition": pre,
+        "priced": False, "with_coupon": False, "pricing": None,
+        "asks_planned": len(asks), "asks_done": len(done), "cut_by_deadline": run["cut"],
+        "granted": len(granted), "seats": len(seats), "sold_out": len(done) - len(granted) - len(other),
+        "elapsed_s": run["elapsed"], "throughput_per_s": len(done) / run["elapsed"],
+        "holds_per_s": len(granted) / run["elapsed"], "seats_per_s": len(seats) / run["elapsed"],
+        "cpu_us_per_ask": run["cpu_s"] / max(len(done), 1) * 1e6,
+        "latency_us": _us(percentiles(lat)), "batch": batches, "gc": run["gc"],
+        "commit_us": _us(percentiles(commits)), "commits": len(commits),
+        "checks": checks.as_dicts(), "ok": checks.ok, "max_rss_mb": max_rss_mb(),
+    }
+
+
 def _quote(shard: Shard, channel: str, slot: str, coupon: str | None) -> tuple:
     """(amount after the coupon, discount, rules met, date type) of Quote for one ticket
     of `slot`."""
@@ -661,6 +750,7 @@ SCENARIOS = {
     "hot-slot-holds": hot_slot_holds,
     "hot-slot-holds-priced": hot_slot_holds_priced,
     "spread-holds": spread_holds,
+    "seat-holds": seat_holds,
     "recovery": recovery,
 }
 
