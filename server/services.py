@@ -312,7 +312,7 @@ class GateService(gate_pb2_grpc.GateServiceServicer):
         shard = self.node.shard
         return gate_pb2.VerifyResponse(reason=int(r.reason), ticket_id=r.ticket, persons=r.persons,
                                        product_id=shard.product_of(r.ticket), shard=self.node.shard_id,
-                                       seat=shard.seat_of(r.ticket) if shard.state.ticket_seats else "")
+                                       seat=shard.seat_of(r.ticket))
 
     def _batch_gates(self, request) -> tuple[Any, int | None]:
         """(gates, scan time) of a batch request (VerifyBatchRequest, PackedVerifyRequest):
