@@ -247,16 +247,19 @@ def _coupon(w: World, name: str, single_use: bool) -> str:
     return w.cached(f"coupon:{name}", make, lambda c: "\0never named")
 
 
+def _new_slot(w: World, prefix: str) -> str:
+    """A new slot of the demo venue tomorrow evening, with no sales."""
+    sid = w.uid(prefix)
+    day = w.tomorrow
+    w.admin.CreateSlots(admin_pb2.CreateSlotsRequest(venue_id=VENUE, slots=[admin_pb2.SlotSpec(
+        slot_id=sid, zone_id="main", date=day.isoformat(), start=local(day, 19), end=local(day, 21),
+        capacity=10)]), metadata=w.meta("admin"), timeout=20)
+    return sid
+
+
 def _free_slot(w: World) -> str:
-    """A new slot of the demo venue with no sales (SetSeating makes it a session)."""
-    def make():
-        sid = w.uid("fzseat")
-        day = w.tomorrow
-        w.admin.CreateSlots(admin_pb2.CreateSlotsRequest(venue_id=VENUE, slots=[admin_pb2.SlotSpec(
-            slot_id=sid, zone_id="main", date=day.isoformat(), start=local(day, 19), end=local(day, 21),
-            capacity=10)]), metadata=w.meta("admin"), timeout=20)
-        return sid
-    return w.cached("slot:seating", make)
+    """A slot SetSeating may make a session (a new one once it has)."""
+    return w.cached("slot:seating", lambda: _new_slot(w, "fzseat"))
 
 
 def _seat_map(w: World) -> str:
@@ -273,11 +276,7 @@ def _seat_map(w: World) -> str:
 def _session(w: World) -> str:
     """A session of the demo venue (a slot of the seat map), made once."""
     def make():
-        sid = w.uid("fzsession")
-        day = w.tomorrow
-        w.admin.CreateSlots(admin_pb2.CreateSlotsRequest(venue_id=VENUE, slots=[admin_pb2.SlotSpec(
-            slot_id=sid, zone_id="main", date=day.isoformat(), start=local(day, 19), end=local(day, 21),
-            capacity=10)]), metadata=w.meta("admin"), timeout=20)
+        sid = _new_slot(w, "fzsession")
         w.admin.SetSeating(admin_pb2.SetSeatingRequest(venue_id=VENUE, slot_id=sid, seat_map_id=_seat_map(w)),
                            metadata=w.meta("admin"), timeout=20)
         return sid
