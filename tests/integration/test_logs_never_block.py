@@ -57,5 +57,13 @@ def test_calls_are_answered_while_nobody_reads_the_log(tmp_path):
         assert set(codes) == {grpc.StatusCode.INVALID_ARGUMENT}, set(codes)     # each answered, none timed out
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-    assert "log records dropped" in err
+        # stderr alone: a thread of the test reads stdout to its end already, and
+        # communicate() reading stdout too could block in a read the thread won the race
+        # for -- while the server, stopping, waits for its stderr to be read (a deadlock
+        # communicate's timeout can't break)
+        got: list[str] = []
+        reader = threading.Thread(target=lambda: got.append(proc.stderr.read()), daemon=True)
+        reader.start()
+        reader.join(60)
+        proc.wait(timeout=60)
+    assert got and "log records dropped" in got[0]
