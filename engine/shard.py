@@ -1339,33 +1339,12 @@ class Shard:
                                      f"{name}: counter {c['sold']}, tickets {int(sold_by_tickets[i])}"))
             if c["held"] != held[i]:
                 out.append(Violation("held = Σ active holds", f"{name}: counter {c['held']}, holds {held[i]}"))
-        # seats: a session's held and sold seats are its slot's, each held seat a hold's and
-        # each sold seat a live ticket's
-        held_seats: dict[int, int] = {}
-        for hid in st.hold_seats:
-            for slot, xs in seating.hold_lines_seats(st, hid).values():
-                held_seats[slot] = held_seats.get(slot, 0) + len(xs)
-        sold_seats: dict[int, int] = {}
-        for t, packed in st.ticket_seats.items():
-            if st.tickets.code_state(t) & _core.STATE_VOIDED:
-                out.append(Violation("a seat is a live ticket's", f"ticket {t} is voided"))
-            sold_seats[packed >> seating._SHIFT] = sold_seats.get(packed >> seating._SHIFT, 0) + 1
-        for idx, sess in st.sessions.items():
-            free, held_n, sold_n, _ = sess.seats.counts()
-            c = st.slots.slot(idx)
-            if (held_n, sold_n) != (c["held"], c["sold"]) or \
-                    (held_n, sold_n) != (held_seats.get(idx, 0), sold_seats.get(idx, 0)) or \
-                    free != sess.seats.free_seats or free + held_n + sold_n != c["capacity"]:
-                out.append(Violation("seats = the session's stock",
-                                     f"slot {st.slot_list[idx]}: seats free/held/sold {free}/{held_n}/{sold_n}, "
-                                     f"slot {c}, holds {held_seats.get(idx, 0)}, tickets {sold_seats.get(idx, 0)}"))
-        # points: never negative, the expiry buckets add up to the balance
+        out += seating.check(st)
+        # points: never negative (a balance is the sum of its expiry buckets)
         for m in st.members.values():
-            if m.balance < 0 or m.debt < 0 or any(n <= 0 for n in m.buckets.values()):
-                out.append(Violation("points ≥ 0", f"member {m.id} of {m.venue}: balance {m.balance}, "
+            if m.debt < 0 or any(n <= 0 for n in m.buckets.values()):
+                out.append(Violation("points ≥ 0", f"member {m.id} of {m.venue}: buckets {m.buckets}, "
                                                    f"debt {m.debt}"))
-            if sum(m.buckets.values()) != m.balance:
-                out.append(Violation("points balance = Σ buckets", f"member {m.id} of {m.venue}"))
         if replay:
             out += self._check_replay()
         return out

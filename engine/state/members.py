@@ -33,7 +33,7 @@ soonest-expiring buckets first, and restored points go back to the buckets they 
 redeemed from (the last taken first). A balance never goes negative: a reversal that finds fewer points than it
 takes back (they were spent) takes what there is and records the rest as the member's
 `debt`, which the next points earned pay off first. So for every member the ledger's
-points add up to the balance, the buckets add up to the balance, and balance >= 0.
+points add up to the balance (the sum of the buckets, none below zero).
 
 Levels are by spend: what the member paid (less refunds) within the last `period_days`
 venue-local days, against the programme's thresholds; they are worked out when asked,
@@ -71,7 +71,7 @@ class Member:
     """A member's state in memory (kept in the snapshot's meta)."""
 
     __slots__ = ("venue", "id", "holder_key", "phone_key", "id_sealed", "phone_sealed",
-                 "enrolled_at", "balance", "debt", "buckets", "spend", "seq")
+                 "enrolled_at", "debt", "buckets", "spend", "seq")
 
     def __init__(self, venue: str, mid: str, holder_key: str, phone_key: str, id_sealed: str,
                  phone_sealed: str, enrolled_at: int) -> None:
@@ -79,17 +79,21 @@ class Member:
         self.holder_key, self.phone_key = holder_key, phone_key
         self.id_sealed, self.phone_sealed = id_sealed, phone_sealed
         self.enrolled_at = enrolled_at
-        self.balance = 0
         self.debt = 0
         self.buckets: dict[int, int] = {}      # last valid day -> points
         self.spend: dict[int, int] = {}        # venue-local day -> fen paid, net of refunds
         self.seq = 0                           # ledger entries written
 
+    @property
+    def balance(self) -> int:
+        """The points held: the buckets' (expired ones not written yet included)."""
+        return sum(self.buckets.values())
+
     def dump(self) -> dict:
         return {"venue": self.venue, "id": self.id, "holder_key": self.holder_key,
                 "phone_key": self.phone_key, "id_sealed": self.id_sealed,
                 "phone_sealed": self.phone_sealed, "enrolled_at": self.enrolled_at,
-                "balance": self.balance, "debt": self.debt,
+                "debt": self.debt,
                 "buckets": sorted(self.buckets.items()), "spend": sorted(self.spend.items()),
                 "seq": self.seq}
 
@@ -97,7 +101,7 @@ class Member:
     def load(cls, d: dict) -> "Member":
         m = cls(d["venue"], d["id"], d["holder_key"], d["phone_key"], d["id_sealed"],
                 d["phone_sealed"], d["enrolled_at"])
-        m.balance, m.debt, m.seq = d["balance"], d["debt"], d["seq"]
+        m.debt, m.seq = d["debt"], d["seq"]
         m.buckets = {int(k): v for k, v in d["buckets"]}
         m.spend = {int(k): v for k, v in d["spend"]}
         return m
@@ -352,6 +356,7 @@ class Plan:
         self.entries = [_entry("expire", -n, [[d, -n]]) for d, n in sorted(m.buckets.items())
                         if d < self.day]
         self.spend: list[list[int]] = []
+        self.taken: list[list[int]] = []       # [bucket, points] take() took, in order
 
     @property
     def balance(self) -> int:
@@ -370,17 +375,16 @@ class Plan:
     def credit_to(self, kind: str, buckets: list[list[int]], ref: str = "") -> None:
         """Points in, back to the buckets they came from (`buckets`: [last valid day,
         points]); a debt is paid off first, out of the first of them."""
-        moved, debt = [], self.debt
+        moved, paid = [], 0
         for d, n in buckets:
-            paid = min(debt, n)
-            debt -= paid
-            if n - paid:
-                moved.append([d, n - paid])
-                self.buckets[d] = self.buckets.get(d, 0) + n - paid
-        total = sum(n for _, n in buckets)
-        if total:
-            self.entries.append(_entry(kind, total - (self.debt - debt), moved, debt - self.debt, ref))
-        self.debt = debt
+            x = min(self.debt - paid, n)
+            paid += x
+            if n - x:
+                moved.append([d, n - x])
+                self.buckets[d] = self.buckets.get(d, 0) + n - x
+        if buckets:
+            self.entries.append(_entry(kind, sum(n for _, n in moved), moved, -paid, ref))
+        self.debt -= paid
 
     def take(self, kind: str, points: int, ref: str = "", reason: str = "",
              owe: bool = False) -> int:
@@ -392,7 +396,6 @@ class Plan:
                                      field="points")
         took = min(points, have)
         moved, left = [], took
-        self.taken: list[list[int]] = []
         for d in sorted(self.buckets):
             if not left:
                 break
@@ -434,10 +437,9 @@ def apply(st: ShardState, eff: dict) -> list[PointsEntry]:
                 m.buckets[day] = n
             else:
                 m.buckets.pop(day, None)
-        m.balance += points
         m.debt += debt
-        if m.balance < 0 or m.debt < 0:
-            raise CorruptData(f"points entries of member {m.id} leave a negative balance or debt")
+        if m.debt < 0:
+            raise CorruptData(f"points entries of member {m.id} leave a negative debt")
         m.seq += 1
         totals[kind] += points
         e = PointsEntry(m.seq, eff["at"], kind, points, m.balance, m.debt, ref, reason)
@@ -492,9 +494,10 @@ def earn(st: ShardState, m: Member, channel: str, lines: list[dict], paid: dict[
     """The effects of an order paid by a member: per ticket what it paid times its rate,
     and the spend. Returns (the effects, ticket -> points)."""
     p = program_of(st, m.venue, "member")
+    rates = [rate(p, ln["product"], channel) for ln in lines]
     per: dict[int, int] = {}
     for t, (i, _) in where.items():
-        n = paid[t] * rate(p, lines[i]["product"], channel) // 100
+        n = paid[t] * rates[i] // 100
         if n:
             per[t] = n
     plan = Plan(st, m, now)

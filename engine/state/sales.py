@@ -156,9 +156,10 @@ def redemption(st: ShardState, venue: str, args: dict, lines: list[HeldLine], co
     buckets they come from and the member's effects (`pts`); None without points.
     Refused before anything is taken: points without a member, more than the member
     holds (INSUFFICIENT_POINTS), more than the order is worth."""
-    if not args.get("points"):
+    raw = args.get("points")
+    if raw is None or (type(raw) is int and raw == 0):
         return None
-    points = int_arg(args, "points", 0, members.MAX_POINTS)
+    points = int_arg(args, "points", 1, members.MAX_POINTS)
     if args.get("member") is None:
         raise InvalidArgument("points are a member's: name the member", field="member")
     m = members.member_arg(st, venue, args)
@@ -333,10 +334,12 @@ def hold_lines(st: ShardState, channel: str, venue: Venue, args: dict, now: int,
             raise BookingClosed(f"{pid} is valid until day {fixed[1]}: not for this slot's day",
                                 field=f"{f}.slots[0]")
         dtype = date_type(st, venue.id, first.day)[0]
-        sess = st.sessions.get(sidx[0]) if st.sessions else None
-        if sess is not None and len(sidx) > 1 or any(k in st.sessions for k in sidx[1:]):
-            raise InvalidArgument("a session's seats are sold by a product of its zone alone",
-                                  field=f"{f}.product")
+        sess = None
+        if st.sessions:                 # a shard with no session pays nothing for seats
+            sess = st.sessions.get(sidx[0])
+            if (sess is not None and len(sidx) > 1) or any(k in st.sessions for k in sidx[1:]):
+                raise InvalidArgument("a session's seats are sold by a product of its zone alone",
+                                      field=f"{f}.product")
         if sess is None:
             if type(it) is dict and it.get("seats"):
                 raise InvalidArgument(f"slot {slot_ids[0]} has no seats", field=f"{f}.seats")

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from .. import _core
 from ..errors import CorruptData, FailedPrecondition, InvalidArgument, NotFound, SeatTaken, SoldOut
 from ..journal import Record, json_record
-from ..model import SeatMap, SeatZone, SessionSeat
+from ..model import SeatMap, SeatZone, SessionSeat, Violation
 from .catalog import find, venue_of
 from .validate import arg, ident_arg, int_arg, text_arg
 
@@ -48,11 +48,12 @@ _SHIFT = 20                     # a ticket's seat: slot index << _SHIFT | seat i
 class Session:
     """A slot's seats: the map they follow and their states in the core."""
 
-    __slots__ = ("map", "seats", "labels")
+    __slots__ = ("map", "seats", "labels", "by_name")
 
     def __init__(self, seat_map: SeatMap) -> None:
         self.map = seat_map
         rows, self.labels = layout(seat_map)
+        self.by_name = {name: i for i, name in enumerate(self.labels)}
         self.seats = _core.Seats(rows, len(seat_map.zones))
 
 
@@ -194,10 +195,7 @@ def pick(st: ShardState, sess: Session, item: dict, qty: Any, group: int,
             raise InvalidArgument(f"{len(names)} seats named for {qty} tickets", field=f"{field}.qty")
         out = []
         for k, name in enumerate(names):
-            try:
-                s = sess.labels.index(name) if type(name) is str else -1
-            except ValueError:
-                s = -1
+            s = sess.by_name.get(name, -1) if type(name) is str else -1
             if s < 0:
                 raise NotFound(f"no seat {str(name)[:40]!r} in seat map {sess.map.id}",
                                field=f"{field}.seats[{k}]")
@@ -261,29 +259,33 @@ def drop(st: ShardState, hold_id: int) -> None:
     st.hold_seats.pop(hold_id, None)
 
 
-def sold(st: ShardState, hold_id: int, line: int, first: int, ncomp: int) -> list[str]:
+def sold(st: ShardState, hold_id: int, line: int, first: int, ncomp: int) -> None:
     """A paid hold's line: its seats sold, each ticket given its seat (the line's k-th
-    ticket the k-th seat); their names."""
+    ticket the k-th seat)."""
     got = hold_lines_seats(st, hold_id).get(line)
     if got is None:
-        return []
+        return
     slot, xs = got
-    sess = st.sessions[slot]
-    sess.seats.sell(xs)
+    st.sessions[slot].seats.sell(xs)
     for k, s in enumerate(xs):
         st.ticket_seats[first + k * ncomp] = slot << _SHIFT | s
-    return [sess.labels[s] for s in xs]
 
 
 def paid(st: ShardState, hold_id: int) -> None:
     st.hold_seats.pop(hold_id, None)
 
 
+def _unpack(packed: int) -> tuple[int, int]:
+    """(slot index, seat index) of a ticket's seat as ticket_seats keeps it."""
+    return packed >> _SHIFT, packed & ((1 << _SHIFT) - 1)
+
+
 def freed(st: ShardState, ticket: int) -> None:
     """A refunded ticket's seat free again."""
     packed = st.ticket_seats.pop(ticket, None)
     if packed is not None:
-        st.sessions[packed >> _SHIFT].seats.unsell([packed & ((1 << _SHIFT) - 1)])
+        slot, seat = _unpack(packed)
+        st.sessions[slot].seats.unsell([seat])
 
 
 def seat_of(st: ShardState, ticket: int) -> str:
@@ -291,7 +293,33 @@ def seat_of(st: ShardState, ticket: int) -> str:
     packed = st.ticket_seats.get(ticket)
     if packed is None:
         return ""
-    return st.sessions[packed >> _SHIFT].labels[packed & ((1 << _SHIFT) - 1)]
+    slot, seat = _unpack(packed)
+    return st.sessions[slot].labels[seat]
+
+
+def check(st: ShardState) -> list[Violation]:
+    """A session's held and sold seats are its slot's held and sold stock, each held seat
+    an active hold's and each sold seat a live ticket's (Shard.check)."""
+    out = []
+    held: dict[int, int] = {}
+    for hid in st.hold_seats:
+        for slot, xs in hold_lines_seats(st, hid).values():
+            held[slot] = held.get(slot, 0) + len(xs)
+    sold: dict[int, int] = {}
+    for t, packed in st.ticket_seats.items():
+        if st.tickets.code_state(t) & _core.STATE_VOIDED:
+            out.append(Violation("a seat is a live ticket's", f"ticket {t} is voided"))
+        slot = _unpack(packed)[0]
+        sold[slot] = sold.get(slot, 0) + 1
+    for idx, sess in st.sessions.items():
+        free, held_n, sold_n, _ = sess.seats.counts()
+        c = st.slots.slot(idx)
+        if (held_n, sold_n) != (c["held"], c["sold"]) or (held_n, sold_n) != (held.get(idx, 0), sold.get(idx, 0)) \
+                or free != sess.seats.free_seats or free + held_n + sold_n != c["capacity"]:
+            out.append(Violation("seats = the session's stock",
+                                 f"slot {st.slot_list[idx]}: seats free/held/sold {free}/{held_n}/{sold_n}, "
+                                 f"slot {c}, holds {held.get(idx, 0)}, tickets {sold.get(idx, 0)}"))
+    return out
 
 
 def session_seats(st: ShardState, venue: str, slot: str) -> tuple[SeatMap, list[tuple[str, str, str]]]:

@@ -58,7 +58,7 @@ def show(server):
 
 
 def test_eight_channels_sell_the_hall_out_seat_by_seat_and_no_seat_twice(server, show):
-    sold: list[tuple[str, str, int]] = []
+    sold: list[tuple[str, str, int, str]] = []          # seat, channel, ticket, order
     lock = threading.Lock()
 
     def sell(ch: str) -> None:
@@ -78,13 +78,13 @@ def test_eight_channels_sell_the_hall_out_seat_by_seat_and_no_seat_twice(server,
                         continue              # fewer left than asked: ask for one
                     raise
                 with lock:
-                    sold.extend((t.seat, ch, t.ticket_id) for t in o.tickets)
+                    sold.extend((t.seat, ch, t.ticket_id, o.order_id) for t in o.tickets)
 
     with cf.ThreadPoolExecutor(len(CHANNELS)) as pool:
         list(pool.map(sell, CHANNELS))
-    seats = [s for s, _, _ in sold]
+    seats = [s for s, _, _, _ in sold]
     assert len(seats) == len(set(seats)) == SEATS                  # the whole hall, each seat once
-    assert len({ch for _, ch, _ in sold}) == len(CHANNELS)
+    assert len({ch for _, ch, _, _ in sold}) == len(CHANNELS)
     with Connection(server.address, server.keys["demo-ota"]) as c:
         hall = ChannelClient(c).session_seats(VENUE, "opera-1")
         states = {n: st for n, _, st in hall.seats}
@@ -94,11 +94,9 @@ def test_eight_channels_sell_the_hall_out_seat_by_seat_and_no_seat_twice(server,
         stock = next(s for s in ChannelClient(c).availability(VENUE, MON) if s.slot_id == "opera-1")
         assert (stock.sold, stock.held, stock.remaining) == (SEATS, 0, 0)
     # a refund frees its seat, which sells again by name
-    seat, ch, tid = sold[0]
+    seat, ch, tid, order = sold[0]
     with Connection(server.address, show[ch]) as c:
         box = ChannelClient(c)
-        order = next(o for o in (f"{ch}-{k}" for k in range(1, 60))
-                     if any(t.ticket_id == tid for t in box.get_order(VENUE, o).tickets))
         box.refund(VENUE, order, [tid])
         assert {n: st for n, _, st in box.session_seats(VENUE, "opera-1").seats}[seat] == "free"
         again = box.buy(VENUE, [Item("opera", "opera-1", seat_ids=(seat,))], f"{ch}-again", method="alipay")
