@@ -342,12 +342,14 @@ def revenue_split(venue: str, product: str, shares: Iterable[Mapping], *,
 
 
 def open_shift(venue: str, station: str, shift: str, *, cashier: str = "", float_fen: int = 0,
-               principal: str = "", idempotency_key: str | None = None) -> Command:
+               principal: str = "", channel: str = "", idempotency_key: str | None = None) -> Command:
     """Open a cash-desk shift at `station`; only `principal` sells into it (confirm, refund
-    and change naming it), and a station has one open shift at a time."""
+    and change naming it), and a station has one open shift at a time. `channel`: the
+    channel the principal sells as; a merchant's station opens only to its channel."""
     return Command(CommandKind.SHIFT, {"venue": venue, "station": station, "shift": shift,
                                        "cashier": cashier, "float_fen": float_fen,
-                                       "principal": principal}, idempotency_key or shift)
+                                       "principal": principal, "channel": channel},
+                   idempotency_key or shift)
 
 
 def close_shift(venue: str, shift: str, counted_cash_fen: int, *, principal: str = "",
@@ -533,4 +535,15 @@ def seating(venue: str, slot: str, seat_map: str, *, idempotency_key: str | None
     """Make a slot a session of a seat map before its first sale: its capacity becomes
     the seats sold, each hold of it names its seats or asks the best available."""
     return Command(CommandKind.SEATING, {"venue": venue, "slot": slot, "seat_map": seat_map},
+                   idempotency_key)
+
+
+def merchant(venue: str, id: str, *, name: str = "", zones: Iterable[str] = (),
+             stations: Iterable[str] = (), idempotency_key: str | None = None) -> Command:
+    """Set a merchant inside a venue (a boat company, a restaurant; model.Merchant): the
+    `zones` it runs become consumption points (each person of a ticket admitted once,
+    ever; the zones' gates are its terminals), the `stations` its tills. Setting it again
+    replaces both lists; a zone or station is one merchant's at most."""
+    return Command(CommandKind.MERCHANT, {"venue": venue, "id": id, "name": name or id,
+                                          "zones": list(zones), "stations": list(stations)},
                    idempotency_key)

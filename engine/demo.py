@@ -1,5 +1,5 @@
-"""A demo venue: West Lake scenic area with three zones, six gates, seven products
-and a week of time slots. Used by `turnstile demo`, the tests and the benchmarks.
+"""A demo venue: West Lake scenic area with three zones, six gates, eight products,
+a merchant (the boat company) and a week of time slots. Used by `turnstile demo`, the tests and the benchmarks.
 
 Prices follow a calendar: the adult ticket costs 100 yuan on weekends and 120 on
 holidays (80 on weekdays, 76 through the OTA), and the holiday calendar is data
@@ -11,9 +11,9 @@ boat company, refunded free until a day before and at 10 % until its slot starts
 coupons are public: WELCOME10 and SPEND300 (满减).
 
 Each day has two-hour slots of the main zone from 08:00 to 18:00, hourly ones of the
-pagoda and the boat from 09:00 to 17:00, and one whole-day slot of the main zone
-(`main-YYYYMMDD-day`, 00:00-24:00), so a ticket sold now can be scanned now, at any
-hour."""
+pagoda and the boat from 09:00 to 17:00, and one whole-day slot of the main zone and one
+of the boat (`main-YYYYMMDD-day`, `boat-YYYYMMDD-day`, 00:00-24:00), so a ticket sold now
+can be scanned now, at any hour."""
 from __future__ import annotations
 
 import datetime as _dt
@@ -56,6 +56,16 @@ PACKAGES = {
     "combo": [("boat", "westlake-boats", 4000, 0), ("pagoda", "leifeng-pagoda", 3000, 0),
               ("main", "westlake", 0, 100)],
 }
+# Merchants inside the venue (AdminService.SetMerchant): the boat company runs the boat
+# zone, a consumption point (each person of a ticket rides once; its gate pier-1 is the
+# company's terminal), and sells at its till by the pier; it sells the cruise alone too,
+# and keeps 85 % of it (AdminService.SetRevenueSplit: the venue's commission is the rest).
+MERCHANTS = [
+    dict(id="westlake-boats", name="West Lake Boats", zones=["boat"], stations=["pier-till"]),
+]
+SPLITS = {
+    "cruise": [{"partner": "westlake-boats", "kind": "merchant", "pct": 85}],
+}
 # Coupons (AdminService.SetCoupon): a public code, 10 % off adult and child tickets (at
 # most 20 yuan an order), and spend 300 yuan, save 30 (满减) on anything.
 COUPONS = [
@@ -94,6 +104,7 @@ def commands(start: _dt.date | None = None, days: int = 7, *, main_capacity: int
                     rule=EntryRule(max_entries=10, valid_days=180)),
         cmd.product(VENUE, "night", ["main"], name="Night tour, real-name", price_fen=10000,
                     rule=EntryRule(slot_grace_s=900), real_name=True, refund_fee_pct=10),
+        cmd.product(VENUE, "cruise", ["boat"], name="Lake cruise", price_fen=6000),
         cmd.calendar(VENUE, HOLIDAYS),
         *(cmd.prices(VENUE, product, [DatePrice(*row) for row in rows])
           for product, rows in DATE_PRICES.items()),
@@ -102,6 +113,8 @@ def commands(start: _dt.date | None = None, days: int = 7, *, main_capacity: int
           for product, tiers in REFUND_POLICIES.items()),
         *(cmd.package(VENUE, product, [PackagePart(*p) for p in parts]) for product, parts in PACKAGES.items()),
         *(cmd.coupon(VENUE, **c) for c in COUPONS),
+        *(cmd.merchant(VENUE, **m) for m in MERCHANTS),
+        *(cmd.revenue_split(VENUE, product, shares) for product, shares in SPLITS.items()),
     ]
     return out + slot_commands(start, days, main_capacity=main_capacity)
 
@@ -126,6 +139,8 @@ def slot_commands(start: _dt.date, days: int = 7, *, main_capacity: int = 2000,
                           "start": base + h * 3600, "end": base + (h + 1) * 3600, "capacity": 100})
         slots.append({"id": day_slot_id(day), "zone": "main", "day": dn, "start": base,
                       "end": base + 86400, "capacity": main_capacity})
+        slots.append({"id": day_slot_id(day, "boat"), "zone": "boat", "day": dn, "start": base,
+                      "end": base + 86400, "capacity": 100})
     slots = [s for s in slots if not skip(s["id"])]
     if not slots:
         return []
@@ -136,9 +151,9 @@ def slot_commands(start: _dt.date, days: int = 7, *, main_capacity: int = 2000,
     return out
 
 
-def day_slot_id(day: _dt.date) -> str:
-    """The main zone's whole-day slot of `day`."""
-    return f"main-{day:%Y%m%d}-day"
+def day_slot_id(day: _dt.date, zone: str = "main") -> str:
+    """The main zone's (or the boat's) whole-day slot of `day`."""
+    return f"{zone}-{day:%Y%m%d}-day"
 
 
 def venue_today(now: float) -> _dt.date:

@@ -91,6 +91,9 @@ upgrade opens after it. What each record kind carries, per format:
                       indices; it follows the hold's HOLD record). Replay takes them; the
                       hold's release, expiry or confirm and a ticket's refund follow from
                       them.
+  MERCHANT            7 (new): a merchant of a venue as validated (name, the zones it runs:
+                      consumption points, its stations). Replay sets it, and its zones'
+                      once-only flag in the core (engine/state/merchants.py).
   CONFIRM, REFUND,    6: also `pts`, a member's effects as for POINTS (points earned by the
   CHANGE, RELEASE,    order, taken back and given back by a refund or change, given back by
   EXPIRE              a hold that ends unpaid; spend) when the order or hold has a member.
@@ -112,7 +115,7 @@ from typing import Any, Iterator
 from .model import ActiveHold, HeldLine
 
 
-FORMAT = 6            # the journal and snapshot format this build writes (reads 1..FORMAT)
+FORMAT = 7            # the journal and snapshot format this build writes (reads 1..FORMAT)
 
 
 class Record(enum.IntEnum):
@@ -175,6 +178,8 @@ class Record(enum.IntEnum):
     SEAT_MAP = 48              # format 6: a venue's seat map set
     SEATING = 49               # format 6: a slot made a session of a seat map
     SEATS = 50                 # format 6: the seats a hold took (after its HOLD record)
+    # merchants inside a venue
+    MERCHANT = 51              # format 7: a merchant set (the zones it runs, its stations)
 
 
 class CommandKind(enum.IntEnum):
@@ -239,6 +244,8 @@ class CommandKind(enum.IntEnum):
     # theatre seats (journaled as the Record of the same number)
     SEAT_MAP = 48              # set a venue's seat map
     SEATING = 49               # make a slot a session of a seat map
+    # merchants (journaled as the Record of the same number)
+    MERCHANT = 51              # set a merchant of a venue
 
 
 LAST_CATALOG = int(Record.SPLIT)         # records 1..19 are catalog records (kept in snapshots)

@@ -923,6 +923,21 @@ class Catalog:
     zones: list[Zone]
     gates: list[Gate]
     products: list[Product]
+    merchants: list["Merchant"] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Merchant:
+    """A merchant inside a venue (二次消费: a boat company, a cable car, a restaurant) as
+    set (engine/state/merchants.py): the zones it runs, each a consumption point where
+    each person of a ticket is admitted once (its terminals are the zones' gates), and
+    the stations (tills) it sells at. Its principals sell as channel `id`."""
+
+    venue: str
+    id: str
+    name: str
+    zones: tuple[str, ...] = ()
+    stations: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -952,6 +967,7 @@ class BundleZone:
     id: str
     enforce_exit: bool
     entry_closed: bool = False
+    once: bool = False           # a merchant's consumption point (merchants.py)
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from .model import (RECORD_DTYPE, day_to_date, AllotmentStock, AuditNote, Coupon
                     Order, OrderTicket, PriceRules, PriceTable, ProductCount, PassDates, RefundPolicy, Quote, ShardCounts, SlotStock,
                     TicketRecord, Violation, ZoneCount, LiveControls, LiveView, MemberInfo, MemberProgram, PointsEntry, SeatMap,
                     to_day)
-from .state import Batch, ShardState, catalog, controls, finance, mask_id, members, promos, retry, seating
+from .state import Batch, ShardState, catalog, controls, finance, mask_id, members, merchants, promos, retry, seating
 from .storage import SHARD_MAP_SIZE, Storage
 
 log = logging.getLogger(__name__)
@@ -812,13 +812,18 @@ class Shard:
         return list(self.state.names[kind].get(id_, ()))
 
     def catalog(self, venue: str) -> Catalog:
-        """A venue's catalog: the venue, its zones, gates and products."""
+        """A venue's catalog: the venue, its zones, gates, products and merchants."""
         st = self.state
         if venue not in st.venues:
             raise NotFound(f"no venue {venue}", field="venue_id")
         return Catalog(st.venues[venue], [z for z in st.zones.values() if z.venue == venue],
                        [g for g in st.gates.values() if g.venue == venue],
-                       [p for p in st.products.values() if p.venue == venue])
+                       [p for p in st.products.values() if p.venue == venue],
+                       merchants.listed(st, venue))
+
+    def gate_merchant(self, venue: str, gate: str) -> str:
+        """The merchant whose terminal a gate is (it runs the gate's zone), or ""."""
+        return merchants.of_gate(self.state, venue, gate)
 
     def ticket(self, ticket_id: int) -> TicketRecord:
         """A code's state: its components' records and state flags."""
@@ -1029,7 +1034,8 @@ class Shard:
         return OfflineBundle(
             venue, st.shard_id, day, epoch, self.seq, full, now, v.utc_offset_s,
             st.codec.public_keys(),
-            [BundleZone(z.id, z.enforce_exit, controls.entry_closed(st, venue, z.id))
+            [BundleZone(z.id, z.enforce_exit, controls.entry_closed(st, venue, z.id),
+                        (venue, z.id) in st.zone_merchant)
              for z in st.zones.values() if z.venue == venue],
             [BundleGate(g.id, g.zone, int(g.mode), controls.entry_closed(st, venue, "", g.id))
              for g in st.gates.values() if g.venue == venue],
@@ -1340,6 +1346,7 @@ class Shard:
             if c["held"] != held[i]:
                 out.append(Violation("held = Σ active holds", f"{name}: counter {c['held']}, holds {held[i]}"))
         out += seating.check(st)
+        out += merchants.check(st)
         # points: never negative (a balance is the sum of its expiry buckets)
         for m in st.members.values():
             if m.debt < 0 or any(n <= 0 for n in m.buckets.values()):

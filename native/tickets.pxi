@@ -97,6 +97,7 @@ cdef struct ZoneRule:
     int64_t inside           # persons inside on `day`
     int32_t day              # latest venue-local day with an accepted entry here
     uint8_t entry_closed     # an operator closed entry through every gate (ENTRY_CLOSED)
+    uint8_t once             # a merchant's consumption point: each person of a code once
     int64_t tick_at[TICKS]   # the TICK_S bucket (UTC seconds // TICK_S) each slot counts
     int32_t tick_n[TICKS]    # persons admitted (entries and re-entries) in it
 
@@ -241,6 +242,15 @@ cdef class Tickets:
             if idx >= self.n_zones:
                 raise IndexError("no such zone")
             self.zones[idx].entry_closed = closed
+
+    def set_zone_once(self, uint32_t idx, bint once):
+        """Make zone idx a consumption point (a merchant's boat, ride, restaurant) or a
+        zone again: at a consumption point each person of a code is admitted once, ever
+        (a group's persons one by one if it likes); the next scan is ALREADY_USED,
+        whatever the product's re-entry rule."""
+        if idx >= self.n_zones:
+            raise IndexError("no such zone")
+        self.zones[idx].once = once
 
     def zone_ticks(self, uint32_t idx, int64_t now):
         """Persons admitted into zone idx per TICK_S seconds, the TICKS buckets up to the
@@ -444,6 +454,8 @@ cdef class Tickets:
             if capped and cur + _take(group - t.visit_admitted, persons) > z.live_capacity:
                 return R_ZONE_FULL
             return R_OK
+        if z.once and t.entries:
+            return R_ALREADY_USED          # consumed: a ride, a meal is had once
         if visit_open and t.persons_in > 0 and (not p.reentry or t.persons_in >= group):
             return R_ALREADY_USED          # anti-passback: still inside
         if visit_open and p.reentry:
@@ -857,7 +869,8 @@ cdef class Tickets:
 
     def select(self, bm, int venue, bint exhausted=False):
         """The ids of `bm` whose product belongs to venue index `venue` (-1: any); with
-        `exhausted`, only those that may start no further visit (max_entries reached).
+        `exhausted`, only those that may start no further visit (max_entries reached, or
+        admitted at a consumption point).
         An offline gate's bundle is made of such selections."""
         ids = bm.to_array()
         cdef unsigned int[:] iv = ids
@@ -873,7 +886,8 @@ cdef class Tickets:
             p = &self.products[t.product]
             if venue >= 0 and p.venue != venue:
                 continue
-            if exhausted and not (p.max_entries and t.entries >= p.max_entries):
+            if exhausted and not (t.entries and (p.max_entries and t.entries >= p.max_entries
+                                                 or self.zones[p.zones[t.comp]].once)):
                 continue
             ov[k] = iv[i]
             k += 1

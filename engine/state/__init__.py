@@ -16,6 +16,8 @@ the state; at run time each module imports only modules listed above it:
     promos.py    coupons: as set, single-use codes, what a hold's coupon takes off, its use
     seating.py   theatre seats: seat maps, sessions (slots of a map), the seats of holds
                  and tickets (the seats themselves in the core)
+    merchants.py merchants inside a venue: the zones they run (consumption points, each
+                 person of a ticket admitted once), their stations, what they sell
     members.py   members, their venue's programme (levels, earn and expiry rules), points
                  ledgers: what Confirm earns, Refund takes back, an operator adjusts
     sales.py     quotes, holds, expiry, confirm (tickets issued), orders, refunds, blocks

@@ -16,7 +16,7 @@ from ..codes import TicketCodec
 from ..errors import CorruptData, InvalidArgument
 from ..journal import _HDR, FORMAT, LAST_CATALOG, Batch, Command, CommandKind, Record, decode_format
 from ..model import AuditNote, Gate, Product, Slot, Venue, Zone
-from . import (catalog, changes, controls, finance, idem, members, offline, promos, retry, sales, scans, seating,
+from . import (catalog, changes, controls, finance, idem, members, merchants, offline, promos, retry, sales, scans, seating,
                secrets, snapshot)
 from .validate import text_arg
 
@@ -75,6 +75,7 @@ HANDLERS: dict[int, Callable[..., Any]] = {
     CommandKind.POINTS: members.adjust,
     CommandKind.SEAT_MAP: seating.set_seat_map,
     CommandKind.SEATING: seating.set_seating,
+    CommandKind.MERCHANT: merchants.set_merchant,
     CommandKind.VERIFY: scans.verify,
     CommandKind.VERIFY_HOLDER: scans.verify_holder,
     CommandKind.VERIFY_BATCH: scans.verify_batch,
@@ -120,6 +121,7 @@ REPLAY: dict[int, Callable[..., None]] = {
     Record.SEAT_MAP: seating.replay_seat_map,
     Record.SEATING: seating.replay_seating,
     Record.SEATS: seating.replay_seats,
+    Record.MERCHANT: merchants.replay_merchant,
 }
 
 
@@ -194,6 +196,11 @@ class ShardState:
         self.sessions: dict[int, seating.Session] = {}
         self.hold_seats: dict[int, bytes] = {}
         self.ticket_seats: dict[int, int] = {}
+        # merchants (merchants.py): (venue, id) -> merchant; (venue, zone) and (venue,
+        # station) -> the merchant that runs it
+        self.merchants: dict[tuple[str, str], Any] = {}
+        self.zone_merchant: dict[tuple[str, str], str] = {}
+        self.station_merchant: dict[tuple[str, str], str] = {}
         # venue -> its live controls (controls.py: sales paused, entry closed, live
         # capacities set, flow alert settings)
         self.controls: dict[str, dict[str, Any]] = {}

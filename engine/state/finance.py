@@ -36,6 +36,7 @@ from pyroaring import BitMap
 from ..errors import AlreadyExists, CorruptData, FailedPrecondition, InvalidArgument, NotFound
 from ..journal import Record, json_record
 from ..model import RECORD_DTYPE, ActiveHold, day_to_date
+from . import merchants
 from .catalog import product_arg, venue_of
 from .validate import ID, arg, ident_arg, int_arg, text_arg
 
@@ -260,6 +261,7 @@ def open_shift(st: ShardState, args: dict, now: int) -> dict:
     cashier = text_arg(args, "cashier", "", 64)
     float_fen = int_arg(args, "float_fen", 0, 10**10, 0)
     principal = text_arg(args, "principal", "", 128)
+    merchants.check_station(st, v.id, station, text_arg(args, "channel", "", 64))
     if (v.id, shift) in st.shifts:
         raise AlreadyExists(f"shift {shift} exists", field="shift")
     busy = st.open_shifts.get((v.id, station))

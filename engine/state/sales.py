@@ -28,7 +28,7 @@ from ..model import (QUOTE_TTL_S, ActiveHold, HeldCoupon, HeldLine, BlacklistRes
                      PricedItem, Quote, QuoteLine, RefundResult, ReleaseResult, Venue)
 from .catalog import (apply_rules, channel_of, check_booking, date_type, find, price_of,
                       refund_fee_pct, venue_of)
-from . import controls, finance, members, promos, seating
+from . import controls, finance, members, merchants, promos, seating
 from .retry import get_retry, put_retry
 from .secrets import holder_key, mask_id, render, seal
 from .validate import ID, U16, arg, ident_arg, int_arg, is_id_number, text_arg
@@ -302,6 +302,8 @@ def hold_lines(st: ShardState, channel: str, venue: Venue, args: dict, now: int,
             raise NotFound(f"no product {pid} in venue {venue.id}", field=f"{f}.product")
         if p.channels and channel not in p.channels:
             raise PermissionDenied(f"channel {channel} may not sell {pid}", field="channel")
+        if st.merchants:
+            merchants.check_product(st, channel, p, f"{f}.product")
         if group > p.max_group:
             raise InvalidArgument(f"{pid} admits at most {p.max_group} per code", field=f"{f}.group")
         if len(slot_ids) != len(p.zones):

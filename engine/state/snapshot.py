@@ -17,15 +17,16 @@ from typing import TYPE_CHECKING
 from ..errors import CorruptData
 from ..journal import FORMAT, FORMAT_RECORD, Batch, hold_record
 from ..model import ActiveHold
-from . import controls, finance, members, promos, seating
+from . import controls, finance, members, merchants, promos, seating
 
 # blob -> the version of its layout this build writes (and the newest it reads)
 # (meta 2: with the venues' blacklists; 3: with the coupons' use; 4: with the finance
 # counters and shifts; 5: with the venues' live controls; a meta of version 1 has none,
 # of version 2 no coupons, of 3 no finance: its counters start from the journal after it;
 # of 4 no controls: none were set; 6: with the members, their programmes and points, and
-# the seat maps, sessions and seats; of 5 none: none were enrolled or set)
-VERSIONS = {"catalog": FORMAT, "slots": 1, "allots": 1, "meta": 6, "records": 1,
+# the seat maps, sessions and seats; of 5 none: none were enrolled or set; 7: with the
+# merchants; of 6 none: none were set)
+VERSIONS = {"catalog": FORMAT, "slots": 1, "allots": 1, "meta": 7, "records": 1,
             "bm.used": 1, "bm.inside": 1, "bm.voided": 1, "bm.blocked": 1, "entered": 1,
             "flow": 1, "by_day": 1}
 
@@ -47,6 +48,7 @@ def dump(st: ShardState) -> dict[str, bytes]:
         "controls": controls.dump(st),
         "members": members.dump(st),
         "seating": seating.dump(st),
+        "merchants": merchants.dump(st),
         "zones_inside": t["zones_inside"],
         "entered_days": sorted(t["entered"]),
         "flow_days": sorted(t["flow"]),
@@ -116,4 +118,5 @@ def load(st: ShardState, blobs: dict[str, bytes]) -> None:
     controls.load(st, meta.get("controls", {}))
     members.load(st, meta.get("members", {}))
     seating.load(st, meta.get("seating", {}))
+    merchants.load(st, meta.get("merchants", []))
     finance.load_by_day(st, blobs.get("by_day"))

@@ -14,12 +14,15 @@ from hypothesis import given, settings, HealthCheck, strategies as st
 from turnstile.clients.gate import GateClient, IN, OUT
 from turnstile.clients.gate import _Bundle
 from turnstile.engine import Shard, cmd, demo, Direction, HoldItem
+from turnstile.engine.model import GateMode
 from turnstile.server.services import bundle_message
 from tests.conftest import Clock, TODAY
 
 # (gate, direction) pairs of the demo venue
+# pier-2 (made below) scans both ways at the boat, a merchant's consumption point: a rider
+# who got off is not let on again, whatever the combo's re-entry rule
 MOVES = [("north-1", IN), ("east", IN), ("east", OUT), ("south-exit", OUT),
-         ("pagoda-1", IN), ("pagoda-1", OUT), ("pier-1", IN)]
+         ("pagoda-1", IN), ("pagoda-1", OUT), ("pier-1", IN), ("pier-2", IN), ("pier-2", OUT)]
 SLOT = demo.slot_id("main", TODAY, 8)
 
 
@@ -53,6 +56,7 @@ def test_offline_gate_decides_as_the_server(tmp_path_factory, steps, start_hour,
     shard = Shard.open(str(tmp / "shard-0"), clock=clock)
     try:
         shard.run_many(demo.commands(TODAY - dt.timedelta(days=1), 4))
+        shard.run(cmd.gate("boat", "pier-2", GateMode.BOTH))
         codes = sell(shard, "adult", (SLOT,), 2)
         codes += sell(shard, "group", (SLOT,), 1, "window")
         codes += sell(shard, "combo", (SLOT, demo.slot_id("pagoda", TODAY, 10),
