@@ -70,7 +70,7 @@ __all__ = [
 
 Admin = admin_pb2_grpc.AdminServiceStub
 #: Role names of DESIGN.md section 5, as accepted by :meth:`AdminClient.create_principal`.
-ROLES = ("admin", "operator", "seller", "channel", "gate", "finance", "auditor", "viewer")
+ROLES = ("admin", "operator", "seller", "channel", "gate", "finance", "auditor", "viewer", "merchant")
 _MODES = {"in": admin_pb2.GATE_IN, "out": admin_pb2.GATE_OUT, "both": admin_pb2.GATE_BOTH}
 _KEY_STATES = {2: "issuing", 1: "accepted", 0: "retired"}
 #: The date types a venue prices by (AdminService.SetCalendar): a day's type is the
@@ -690,6 +690,16 @@ class AdminClient:
             venue_id=venue, slot_id=slot_id, seat_map_id=seat_map_id,
             idempotency_key=key or new_key()), venue=venue).seats
 
+    def set_merchant(self, venue: str, merchant_id: str, *, name: str = "", zones: Sequence[str] = (),
+                     stations: Sequence[str] = (), key: str | None = None) -> admin_pb2.Merchant:
+        """Set a merchant inside a venue (a boat company, a restaurant): the ``zones`` it
+        runs become consumption points (each person of a ticket admitted once; their
+        gates are its terminals), the ``stations`` its tills. Setting it again replaces
+        both lists. Its principals: role ``merchant``, channel ``merchant_id``."""
+        return self._call("SetMerchant", admin_pb2.SetMerchantRequest(
+            venue_id=venue, merchant_id=merchant_id, name=name, zone_ids=list(zones),
+            station_ids=list(stations), idempotency_key=key or new_key()), venue=venue)
+
     def set_coupon(self, coupon: Coupon, *, key: str | None = None) -> Coupon:
         """Create or change a coupon (its use so far is kept)."""
         return Coupon.from_proto(self._call("SetCoupon", admin_pb2.SetCouponRequest(
@@ -761,7 +771,8 @@ class AdminClient:
     def create_principal(self, principal_id: str, role: str, *, venue_ids: Sequence[str] = (),
                          channel: str = "", gate_ids: Sequence[str] = ()) -> Principal:
         """Create a principal with a role (one of :data:`ROLES`) and a scope. A seller
-        or channel principal needs the ``channel`` it sells as."""
+        or channel principal needs the ``channel`` it sells as; a merchant's staff
+        their venue and the merchant's id as ``channel``."""
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}")
         return Principal.from_proto(self._call("CreatePrincipal", admin_pb2.CreatePrincipalRequest(

@@ -515,6 +515,10 @@ class GateClient:
             return R.EXPIRED, base, comp, 0, product
         if inside:
             return R.ALREADY_USED, base, comp, 0, product          # anti-passback
+        once = b.zones[gate.zone_id].once
+        if once and (visit_open or tid in s["exhausted"] or tid in local.exhausted):
+            # a merchant's consumption point: a ride or a meal is had once
+            return R.ALREADY_USED, base, comp, 0, product
         if visit_open and product.reentry:
             return _admit(b, gate, R.OK_REENTRY, base, comp, k, product)
         if tid in s["exhausted"] or tid in local.exhausted:
@@ -540,7 +544,7 @@ class GateClient:
                 local.entered.add(tid)
                 local.put_in.add(tid)
                 local.let_out.discard(tid)
-                if product.max_entries == 1:
+                if product.max_entries == 1 or self.bundle.zones[self.bundle.gates[gate_id].zone_id].once:
                     local.exhausted.add(tid)
             else:
                 local.let_out.add(tid)

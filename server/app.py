@@ -82,6 +82,8 @@ DEMO_PRINCIPALS = [
     ("demo-finance", "finance", {"venues": ["westlake"]}),
     ("demo-auditor", "auditor", {}),
     ("demo-viewer", "viewer", {"venues": ["westlake"]}),
+    # the boat company's terminals at the pier (its zone's gate) and its till
+    ("demo-boats", "merchant", {"venues": ["westlake"], "channel": "westlake-boats"}),
 ]
 
 

@@ -34,11 +34,18 @@ log = logging.getLogger(__name__)
 
 _current: contextvars.ContextVar[Principal] = contextvars.ContextVar("turnstile_principal")
 
-ALL = frozenset({"admin", "operator", "seller", "channel", "gate", "finance", "auditor", "viewer"})
+ALL = frozenset({"admin", "operator", "seller", "channel", "gate", "finance", "auditor", "viewer",
+                 "merchant"})
+# roles that sell as their principal's channel and see that channel's orders, holds and
+# shifts alone (a merchant's channel is its merchant id)
+SELLS_AS_CHANNEL = frozenset({"seller", "channel", "merchant"})
 SELLERS = frozenset({"admin", "seller", "channel"})       # they sell as a channel
 ADMIN = frozenset({"admin"})
 SETUP = frozenset({"admin", "operator"})                  # venue set-up, in the operator's venues
-GATES = frozenset({"admin", "gate"})
+# a merchant inside a venue (二次消费): scans at its consumption points' gates (a boat's
+# pier, a restaurant's door) and sells its own products at its tills
+MERCHANT = frozenset({"merchant"})
+GATES = frozenset({"admin", "gate"}) | MERCHANT
 REPORTS = frozenset({"admin", "operator", "finance"})
 # face enrolment and holder look-up: only roles that meet holders in person and see their
 # ID card (the window, the venue's member desk); never a remote channel
@@ -62,18 +69,22 @@ TABLE: dict[str, frozenset[str]] = {
         "VerifyPacked": GATES,
         "OfflineBundle": GATES, "UploadScans": GATES, "Heartbeat": GATES}),
     **_svc("SalesService", {
-        "Quote": SELLERS | {"operator"},        # an operator checks what buyers are charged
-        "Hold": SELLERS, "Confirm": SELLERS, "Buy": SELLERS, "Release": SELLERS, "Refund": SELLERS,
+        # a merchant sells its own products at its till, as its channel
+        "Quote": SELLERS | MERCHANT | {"operator"},   # an operator checks what buyers are charged
+        "Hold": SELLERS | MERCHANT, "Confirm": SELLERS | MERCHANT, "Buy": SELLERS | MERCHANT,
+        "Release": SELLERS | MERCHANT, "Refund": SELLERS | MERCHANT,
         "Change": SELLERS,                      # after-sale, like a refund: the selling channel's
         # the answer carries ticket codes (admission rights): the channel that sold it and
         # the venue's customer desk, not finance
-        "GetOrder": SELLERS | {"operator"},
-        "GetHold": SELLERS,                     # a channel reads back its own holds
-        # cash-desk shifts: a window's (a seller's; a remote channel has no drawer), read
-        # back by its opener and by who checks the day's takings
-        "OpenShift": CASH_DESK, "CloseShift": CASH_DESK, "GetShift": CASH_DESK | REPORTS}),
+        "GetOrder": SELLERS | MERCHANT | {"operator"},
+        "GetHold": SELLERS | MERCHANT,          # a channel reads back its own holds
+        # cash-desk shifts: a window's or a merchant's till (a remote channel has no
+        # drawer), read back by its opener and by who checks the day's takings
+        "OpenShift": CASH_DESK | MERCHANT, "CloseShift": CASH_DESK | MERCHANT,
+        "GetShift": CASH_DESK | MERCHANT | REPORTS}),
     **_svc("InventoryService", {
-        "Availability": SELLERS | {"operator", "finance"},   # stock is sales data: no gate
+        # stock is sales data: no gate; a merchant sees its products' slots
+        "Availability": SELLERS | MERCHANT | {"operator", "finance"},
         "SessionSeats": SELLERS | {"operator", "finance"}}),  # a session's seats: its stock
     **_svc("AdminService", {
         # routing metadata (shard addresses, venue ids): every client routes by it, the
@@ -96,6 +107,8 @@ TABLE: dict[str, frozenset[str]] = {
         "GetCoupon": REPORTS,
         # a hall's seat map and which slots are its sessions: venue set-up, like slots
         "SetSeatMap": SETUP, "SetSeating": SETUP,
+        # who works inside the venue and where: venue set-up, like zones and gates
+        "SetMerchant": SETUP,
         "RotateTicketKey": ADMIN, "RetireTicketKey": ADMIN,
         "CreatePrincipal": ADMIN, "ListPrincipals": ADMIN,
         "CreateApiKey": ADMIN, "RevokeApiKey": ADMIN, "ListApiKeys": ADMIN,
@@ -111,7 +124,8 @@ TABLE: dict[str, frozenset[str]] = {
         "Revenue": REPORTS, "TicketStatus": REPORTS, "Entries": REPORTS, "ListOrders": REPORTS,
         "StreamOrders": REPORTS, "ListRefunds": REPORTS, "ListChanges": REPORTS,
         "ListShifts": REPORTS, "ImportStatement": BOOKS, "Reconcile": REPORTS,
-        "Settlement": REPORTS, "WatchLive": LIVE}),
+        # a merchant reads its own statement (what the split owes it), nothing else
+        "Settlement": REPORTS | MERCHANT, "WatchLive": LIVE}),
     **_svc("MemberService", {
         "HolderTickets": IN_PERSON, "EnrollFace": IN_PERSON, "RemoveFace": IN_PERSON,
         # the member programme is the venue's, set up like its prices; read by who sells

@@ -4,7 +4,8 @@ and each shard process's status as its supervisor sees it (running, starting, in
 backoff after a crash; restarts and their last cause). One LMDB environment shared by
 every shard process of the node.
 
-A principal has a role and a scope (venues, channel, gates). An API key is
+A principal has a role and a scope (venues, channel, gates; a merchant's channel is the
+merchant's id). An API key is
 `tsk_<key id>_<secret>`; only SHA-256 of the secret is stored (the secret is 32
 random bytes, so a fast hash is enough: there is nothing to brute-force), and it
 is shown once, when made.
@@ -24,7 +25,7 @@ import lmdb
 from turnstile.engine.datadir import CONTROL_MAP_SIZE
 from turnstile.engine.errors import AlreadyExists, InvalidArgument, NotFound
 
-ROLES = ("admin", "operator", "seller", "channel", "gate", "finance", "auditor", "viewer")
+ROLES = ("admin", "operator", "seller", "channel", "gate", "finance", "auditor", "viewer", "merchant")
 CACHE_S = 5.0          # default of ServerConfig.auth_cache_s: how long a key's principal is reused
 
 
@@ -41,7 +42,7 @@ class Principal:
     id: str
     role: str
     venues: tuple[str, ...] = ()     # empty: every venue
-    channel: str = ""                # the channel a seller or channel sells as
+    channel: str = ""                # the channel a seller or channel sells as; a merchant's id
     gates: tuple[str, ...] = ()      # empty: every gate of its venues
 
     def may_use_venue(self, venue: str) -> bool:
@@ -144,6 +145,14 @@ class ControlStore:
         _id(pid, "principal_id")
         if role in ("seller", "channel") and not channel:
             raise InvalidArgument("a seller or channel principal sells as a channel", field="channel")
+        if role == "merchant":
+            # a merchant's staff sell as the merchant (its id is their channel), inside the
+            # venues that have it
+            if not channel:
+                raise InvalidArgument("a merchant principal sells as its merchant: the channel is "
+                                      "the merchant's id (AdminService.SetMerchant)", field="channel")
+            if not venues:
+                raise InvalidArgument("a merchant works inside venues: name them", field="venue_ids")
         p = Principal(pid, role, tuple(venues), channel, tuple(gates))
         with self.env.begin(write=True, db=self.principals) as txn:
             if not txn.put(pid.encode(), json.dumps(asdict(p)).encode(), overwrite=False):

@@ -87,6 +87,7 @@ _FIELDS_OF = {   # where a method's request says it otherwise
     "SetFlowAlerts": {"rate": "entries_per_minute"},
     # the programme's fields are the request's program.*
     "SetSeatMap": {"id": "seat_map_id", "zones": "zones", "zone": "zone"},
+    "SetMerchant": {"id": "merchant_id", "stations": "station_ids"},
     "SetMemberProgram": {k: f"program.{v}" for k, v in (
         ("venue", "venue_id"), ("levels", "levels"), ("period_days", "period_days"), ("earn", "earn"),
         ("expiry", "expiry"), ("expiry_n", "expiry_n"), ("fen_per_point", "fen_per_point"))},
@@ -214,7 +215,9 @@ class ShardNode:
         if len(venues) > 1:
             raise InvalidArgument(f"gate {gate_id} is in {len(venues)} of your venues: set venue_id",
                                   field="venue_id")
-        if not p.may_use_gate(gate_id):
+        if not p.may_use_gate(gate_id) or (
+                p.role == "merchant" and self.shard.gate_merchant(venues[0], gate_id) != p.channel):
+            # a merchant's terminals are the gates of the zones it runs, no others
             raise PermissionDenied(f"{p.id} may not scan at gate {gate_id}", field=field)
         key = self._gates[(p.id, gate_id, venue_id)] = (venues[0], gate_id)
         if len(self._gates) > 10_000:
@@ -255,7 +258,7 @@ class ShardNode:
         _id(order_id, "order_id")
         if channel:
             _id(channel, "channel")
-        if p.role in ("seller", "channel"):
+        if p.role in auth.SELLS_AS_CHANNEL:
             if channel and channel != p.channel:
                 raise NotFound(f"no order {order_id} of channel {channel}", field="order_id")
             channel = p.channel
@@ -457,7 +460,7 @@ def bundle_message(b: OfflineBundle) -> gate_pb2.OfflineBundleResponse:
         full=b.full, cut_at=_ts(b.cut_at), utc_offset_s=b.utc_offset_s,
         public_keys=b.public_keys,
         zones=[gate_pb2.BundleZone(zone_id=z.id, enforce_exit=z.enforce_exit,
-                                   entry_closed=z.entry_closed) for z in b.zones],
+                                   entry_closed=z.entry_closed, once=z.once) for z in b.zones],
         gates=[gate_pb2.BundleGate(gate_id=g.id, zone_id=g.zone, mode=g.mode,
                                    entry_closed=g.entry_closed) for g in b.gates],
         products=[gate_pb2.BundleProduct(
@@ -644,7 +647,7 @@ class SalesService(sales_pb2_grpc.SalesServiceServicer):
         _id(request.shift_id, "shift_id")
         c = cmd.open_shift(venue, request.station_id, request.shift_id, cashier=request.cashier,
                            float_fen=request.float_fen, principal=auth.current().id,
-                           idempotency_key=request.idempotency_key or None)
+                           channel=self.node.channel(), idempotency_key=request.idempotency_key or None)
         return _shift_msg(await self.node.submit(c))
 
     @rpc
@@ -661,7 +664,7 @@ class SalesService(sales_pb2_grpc.SalesServiceServicer):
         _id(request.shift_id, "shift_id")
         sh = self.node.shard.shift(venue, request.shift_id)
         p = auth.current()
-        if p.role in ("seller", "channel") and sh["principal"] != p.id:
+        if p.role in auth.SELLS_AS_CHANNEL and sh["principal"] != p.id:
             raise NotFound(f"no shift {request.shift_id} of this caller", field="shift_id")
         return _shift_msg(sh)
 
@@ -734,7 +737,7 @@ class InventoryService(inventory_pb2_grpc.InventoryServiceServicer):
             _id(request.zone_id, "zone_id")
         lo, hi = _date_range(request)
         p = auth.current()
-        mine = p.channel if p.role in ("seller", "channel") else None
+        mine = p.channel if p.role in auth.SELLS_AS_CHANNEL else None
         out = []
         for row in self.node.shard.availability(venue, lo, hi, channel=self.node.channel()):
             if request.zone_id and row.zone != request.zone_id:
@@ -867,6 +870,11 @@ def _package_msg(pkg) -> admin_pb2.PackageSplit:
 
 # the engine's names of a coupon's fields that the Coupon message names otherwise
 _COUPON_FIELDS = {"id": "coupon_id", "products": "product_ids", "venue": "venue_id"}
+
+
+def _merchant_msg(m) -> admin_pb2.Merchant:
+    return admin_pb2.Merchant(venue_id=m.venue, merchant_id=m.id, name=m.name, zone_ids=list(m.zones),
+                              station_ids=list(m.stations))
 
 
 def _split_msg(venue: str, product: str, shares: list[dict]) -> admin_pb2.RevenueSplit:
@@ -1014,7 +1022,8 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         c = self.node.shard.catalog(self.node.venue(request.venue_id))
         return admin_pb2.Catalog(
             venue=_venue_msg(c.venue, self.node.shard_id), zones=[_zone_msg(z) for z in c.zones],
-            gates=[_gate_msg(g) for g in c.gates], products=[_product_msg(p) for p in c.products])
+            gates=[_gate_msg(g) for g in c.gates], products=[_product_msg(p) for p in c.products],
+            merchants=[_merchant_msg(m) for m in c.merchants])
 
     @rpc
     async def SetCalendar(self, request, context):
@@ -1190,6 +1199,16 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
                                               request))
         return admin_pb2.SetSeatingResponse(venue_id=r.venue, slot_id=r.slot, seat_map_id=r.seat_map,
                                             seats=r.seats)
+
+    @rpc
+    async def SetMerchant(self, request, context):
+        venue = self.node.venue(request.venue_id)
+        _id(request.merchant_id, "merchant_id")
+        m = await self.node.submit(self._idem(cmd.merchant(
+            venue, request.merchant_id, name=request.name or request.merchant_id,
+            zones=list(request.zone_ids), stations=list(request.station_ids)), request))
+        self.node.forget_gates()        # a merchant's principals scan at its zones' gates alone
+        return _merchant_msg(m)
 
     @rpc
     async def IssueCouponCodes(self, request, context):
@@ -1596,7 +1615,15 @@ class ReportService(report_pb2_grpc.ReportServiceServicer):
     async def Settlement(self, request, context):
         venue, lo, hi = self._range(request)
         partner = _id(request.partner, "partner") if request.partner else ""
-        partners, net_fen, venue_fen = self.node.shard.settlement(venue, lo, hi, partner)
+        p = auth.current()
+        if p.role == "merchant":
+            # a merchant reads its own statement, and not the venue's totals
+            if partner and partner != p.channel:
+                raise PermissionDenied(f"{p.id} reads the statement of {p.channel} alone", field="partner")
+            partners, _, _ = self.node.shard.settlement(venue, lo, hi, p.channel)
+            net_fen = venue_fen = 0
+        else:
+            partners, net_fen, venue_fen = self.node.shard.settlement(venue, lo, hi, partner)
         return report_pb2.SettlementResponse(net_fen=net_fen, venue_fen=venue_fen, partners=[
             report_pb2.PartnerStatement(partner=p["partner"], kind=p["kind"], amount_fen=p["amount_fen"], lines=[
                 report_pb2.SettlementLine(product_id=ln["product"], persons=ln["persons"],

@@ -283,6 +283,16 @@ def _session(w: World) -> str:
     return w.cached("session", make, lambda m: "\0never named")
 
 
+def _merchant_zone(w: World) -> str:
+    """A zone of the demo venue that only the fuzz merchant runs, made once (a merchant's
+    zone admits each person once: never one the other builders scan in)."""
+    def make():
+        w.admin.CreateZone(admin_pb2.CreateZoneRequest(venue_id=VENUE, zone_id="fzfood", name="Fuzz food"),
+                           metadata=w.meta("admin"), timeout=20)
+        return "fzfood"
+    return w.cached("zone:merchant", make, lambda m: "\0never named")
+
+
 def _shift(w: World, name: str) -> str:
     """An open cash-desk shift of the demo window, at a station of its own (CloseShift
     closes it: a new one next time)."""
@@ -484,6 +494,9 @@ BUILDERS: dict[str, Spec] = {
         c, seat_map_id=w.uid("fzmap"), rows=[admin_pb2.SeatRow(section="s", row="A", layout="AA_BB")],
         zones=[admin_pb2.SeatMapZone(zone="A", price_fen=1000), admin_pb2.SeatMapZone(zone="B", price_fen=500)],
         idempotency_key=w.uid("fz-idem"))),
+    "AdminService.SetMerchant": Spec("fuzz-op", lambda w, r, c: new(
+        c, merchant_id="fz-canteen", name="Fuzz canteen", zone_ids=[_merchant_zone(w)],
+        station_ids=[w.uid("fz-till")], idempotency_key=w.uid("fz-idem"))),
     "AdminService.SetSeating": Spec("fuzz-op", lambda w, r, c: new(
         c, slot_id=_free_slot(w), seat_map_id=_seat_map(w), idempotency_key=w.uid("fz-idem"))),
     "InventoryService.SessionSeats": Spec("demo-ota", lambda w, r, c: new(c, slot_id=_session(w)),

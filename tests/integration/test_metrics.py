@@ -247,8 +247,8 @@ def test_json_logs_name_the_call_never_a_secret(watched):
     # no line of the server's output (bar the one-time demo key listing on a new data dir)
     # holds the ID number, a ticket code or any principal's API key or its secret
     keys = list(server.keys.values())            # tsk_<key id>_<secret>: the secret may hold _
-    assert sorted(server.keys) == ["admin", "demo-auditor", "demo-finance", "demo-gate", "demo-operator",
-                                   "demo-ota", "demo-viewer", "demo-window"], sorted(server.keys)
+    assert sorted(server.keys) == ["admin", "demo-auditor", "demo-boats", "demo-finance", "demo-gate",
+                                   "demo-operator", "demo-ota", "demo-viewer", "demo-window"], sorted(server.keys)
     assert all(k.startswith("tsk_") for k in keys)
     secrets = [ID_NUMBER, code, *keys, *(k.split("_", 2)[2] for k in keys)]
     assert min(map(len, secrets)) >= 16

@@ -47,7 +47,8 @@ SERVICES = {svc.name: svc for svc in (
 
 
 def test_the_doc_has_every_role_and_every_rpc():
-    assert ROLES == ["admin", "operator", "seller", "channel", "gate", "finance", "auditor", "viewer"]
+    assert ROLES == ["admin", "operator", "seller", "channel", "gate", "finance", "auditor", "viewer",
+                     "merchant"]
     rpcs = {f"{name}.{m.name}" for name, svc in SERVICES.items() for m in svc.methods}
     assert sorted(rpcs - set(DOCUMENTED)) == []
 
@@ -55,7 +56,8 @@ def test_the_doc_has_every_role_and_every_rpc():
 @pytest.fixture(scope="module")
 def role_server(tmp_path_factory):
     """A real server with one principal per role, made over AdminService with the admin
-    key. None is scoped, so a refusal can only come from the role check."""
+    key. None is scoped (but the merchant, which must be, to the demo venue and its boat
+    company), so a refusal can only come from the role check."""
     data = str(tmp_path_factory.mktemp("roles"))
     server = start_server(data, venue_day())
     try:
@@ -64,7 +66,9 @@ def role_server(tmp_path_factory):
             admin = AdminClient(conn)
             for role in ROLES[1:]:
                 admin.create_principal(f"any-{role}", role,
-                                       channel="ota" if role in ("seller", "channel") else "")
+                                       channel="ota" if role in ("seller", "channel") else
+                                       "westlake-boats" if role == "merchant" else "",
+                                       venue_ids=["westlake"] if role == "merchant" else ())
                 keys[role] = admin.create_api_key(f"any-{role}").secret
         yield server, keys
     finally:

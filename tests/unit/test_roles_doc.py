@@ -61,7 +61,7 @@ def test_readme_links_the_doc():
 
 def test_render_marks_every_cell():
     out = render({"/turnstile.v1.GateService/Verify": frozenset({"admin", "gate"})}).splitlines()
-    assert out[2] == "| `GateService.Verify` | ✓ | ✗ | ✗ | ✗ | ✓ | ✗ | ✗ | ✗ |"
+    assert out[2] == "| `GateService.Verify` | ✓ | ✗ | ✗ | ✗ | ✓ | ✗ | ✗ | ✗ | ✗ |"
 
 
 if __name__ == "__main__":
