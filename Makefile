@@ -41,7 +41,10 @@ run: install
 # the suite in TEST_JOBS processes (pytest-xdist), each test file whole in one of them
 # (its module's server and state stay together); TEST_JOBS=0 runs it in this process
 TEST_JOBS ?= 2
+# the replicated mode's tests run real etcd and PostgreSQL (Debian's packages; installed
+# here if missing and run as root, else named): tests/services.py starts them on 127.0.0.1
 test: install
+	bash scripts/install-services.sh
 	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile tests
 
 bench: install

@@ -10,7 +10,7 @@ from . import audit, cmd, keyring
 from .codes import CodeFields, TicketCodec, verify_offline, parse_unverified
 from .errors import (TurnstileError, InvalidArgument, NotFound, AlreadyExists,
                      FailedPrecondition, SoldOut, SlotClosed, SalesPaused, HoldNotActive, TicketUsed,
-                     IdempotencyMismatch, PermissionDenied, Overloaded, ShardUnavailable,
+                     IdempotencyMismatch, PermissionDenied, Overloaded, ShardUnavailable, NotPrimary,
                      StorageFull, QuoteChanged, QuoteExpired, BookingClosed,
                      RefundClosed, CouponRefused, ChangeClosed, StorageError, CorruptData)
 from .journal import Command, CommandKind, Record
@@ -32,7 +32,7 @@ __all__ = [
     "CodeFields", "TicketCodec", "verify_offline", "parse_unverified",
     "TurnstileError", "InvalidArgument", "NotFound", "AlreadyExists", "FailedPrecondition",
     "SoldOut", "SlotClosed", "SalesPaused", "HoldNotActive", "TicketUsed", "IdempotencyMismatch", "PermissionDenied",
-    "Overloaded", "StorageFull", "QuoteChanged", "QuoteExpired", "ShardUnavailable", "StorageError",
+    "Overloaded", "StorageFull", "QuoteChanged", "QuoteExpired", "ShardUnavailable", "NotPrimary", "StorageError",
     "CorruptData", "DATE_TYPES", "DatePrice", "PriceTable", "CalendarDay", "CalendarResult", "Quote",
     "QuoteLine", "AppliedRule", "PriceRule", "PriceRules", "RULE_KINDS", "BookingWindow",
     "RefundPolicy", "RefundTier", "RefundClosed", "PassDates",

@@ -190,6 +190,14 @@ class ShardUnavailable(TurnstileError):
     code = "SHARD_UNAVAILABLE"
 
 
+class NotPrimary(ShardUnavailable):
+    """A replicated shard that is not (or no longer) its shard's primary: a newer owner
+    holds the log of record (engine/recordlog.py), or this process is a standby. Route
+    to the primary the shard map names and ask again."""
+
+    code = "NOT_PRIMARY"
+
+
 class StorageError(TurnstileError):
     """LMDB refused a write; the shard stops accepting commands."""
 

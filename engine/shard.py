@@ -109,6 +109,9 @@ class Shard:
         self._shard_id = state.shard_id
         self.closed = False
         self.batch_sizes: Counter[int] = Counter()
+        # a replicated shard's log of record (engine/recordlog.py): each batch goes there
+        # before LMDB; None: a shard of its own
+        self.record_log = None
         self.recovery: dict[str, float] = {}
         self._writer = None
         # offline bundles: ids changed per cut since open; a gate's bundle of another
@@ -507,10 +510,42 @@ class Shard:
         return r.ok, r.checked, r.first_bad_seq
 
     def _commit(self, batch: Batch) -> None:
-        """Make a staged batch durable (I/O thread): one LMDB transaction, fsync'd."""
+        """Make a staged batch durable (I/O thread): one LMDB transaction, fsync'd. A
+        replicated shard (`record_log` set) writes it to its log of record first, so that
+        the log holds every batch the LMDB file does (engine/recordlog.py): a batch in the
+        log and not here is replayed from the log; none is here and not in the log."""
         if batch.records or batch.rows:
-            self.storage.commit(batch.seq, batch.blob(), batch.rows)
+            blob = batch.blob()
+            if self.record_log is not None:
+                self.record_log.append(batch.seq, blob, batch.rows)
+            self.storage.commit(batch.seq, blob, batch.rows)
             self._measure()
+
+    def follow(self, seq: int, journal: bytes, rows: dict[bytes, bytes | None]) -> bool:
+        """Apply batch `seq` of the primary's log of record (a standby): written to LMDB as
+        the primary wrote it, replayed into memory by what its records say was decided --
+        never decided again. A batch at or below the shard's sequence is had already
+        (False). Batches come in sequence order; a gap is a batch that wrote nothing."""
+        self._usable()
+        if seq <= self.seq:
+            return False
+        b = Batch(seq)
+        self.storage.commit(seq, journal or None, rows)
+        st = self.state
+        st.replaying = True
+        try:
+            st.replay(journal, b)
+        except BaseException as e:
+            self._fail(e)
+            raise
+        finally:
+            st.replaying = False
+        self.seq = seq
+        self.since_snapshot += b.n_commands
+        if self._snapshot_due():
+            self.storage.write_snapshot(seq, st.dump())
+            self.since_snapshot = 0
+        return True
 
     def _measure(self) -> None:
         """How full the LMDB map is (after a commit, on the I/O thread): a warning in the

@@ -274,7 +274,8 @@ class GroupCommit:
     def _answer(self, f: asyncio.Future, batch, items, results) -> None:
         exc = f.exception()
         if exc is not None:
-            err = exc if isinstance(exc, StorageError) else StorageError(repr(exc))
+            # a storage failure, or a replicated shard fenced off its log (NotPrimary)
+            err = exc if isinstance(exc, (StorageError, ShardUnavailable)) else StorageError(repr(exc))
             self._fail_all(items, err)
             self.shard._fail(exc)
             self._wake.set()

@@ -1,0 +1,246 @@
+"""The log of record of a replicated shard (DESIGN.md 7, issue 18), in PostgreSQL.
+
+Each committed batch -- its journal blob and its rows, exactly what the shard's own LMDB
+transaction writes -- is one row of `turnstile_log`, written (by `append`, on the commit
+thread) before the LMDB commit, and the batch's callers are answered only after both. The
+database runs with a synchronous standby (synchronous_commit = on), so an appended batch
+is on two machines before it is acknowledged. A standby shard reads the log by sequence
+(`read`, woken by NOTIFY on `turnstile_log`) and replays each batch into its own LMDB as
+recorded: it never decides again (engine/shard.py, Shard.follow).
+
+Fencing: whoever owns a shard holds an epoch (server/ownership.py takes it from etcd; it
+rises with every new owner). `claim(epoch)` raises the shard's row of `turnstile_epochs`
+to it; `append` takes that row FOR SHARE in the transaction of its insert and is refused
+(`Fenced`) unless the row names its own epoch. A deposed primary therefore writes
+nothing once its successor has claimed, even if it still believes it owns the shard; and
+a claim waits for an append in flight (the row lock orders them).
+
+Durability under a failing database: an append whose connection breaks is retried on a
+new connection until it succeeds or the log is closed -- the shard acknowledges nothing
+meanwhile, and loses nothing. A retry finds a batch whose commit did happen (the answer
+was lost) already there, identical, and takes it as written. A commit that waits for the
+synchronous standby is never cancelled here: a cancelled wait leaves the row committed
+on the primary alone, which must not be read as "not written".
+"""
+from __future__ import annotations
+
+import logging
+import struct
+import threading
+import time
+from typing import Iterator
+
+from .errors import CorruptData, NotPrimary
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS turnstile_epochs (
+    shard integer PRIMARY KEY,
+    epoch bigint NOT NULL,
+    owner text NOT NULL DEFAULT '',
+    claimed_at timestamptz NOT NULL DEFAULT now());
+CREATE TABLE IF NOT EXISTS turnstile_log (
+    shard integer NOT NULL,
+    seq bigint NOT NULL,
+    epoch bigint NOT NULL,
+    body bytea NOT NULL,
+    PRIMARY KEY (shard, seq));
+"""
+CHANNEL = "turnstile_log"
+_U32 = struct.Struct("<I")
+_I32 = struct.Struct("<i")
+
+
+class Fenced(NotPrimary):
+    """A newer owner of the shard has claimed the log: this one may write no more."""
+
+
+def pack(journal: bytes | None, rows: dict[bytes, bytes | None]) -> bytes:
+    """A batch as one log body: the journal blob, then each row (a deleted one as -1)."""
+    j = journal or b""
+    out = [_U32.pack(len(j)), j, _U32.pack(len(rows))]
+    for k, v in rows.items():
+        out += [_U32.pack(len(k)), k]
+        if v is None:
+            out.append(_I32.pack(-1))
+        else:
+            out += [_I32.pack(len(v)), v]
+    return b"".join(out)
+
+
+def unpack(body: bytes) -> tuple[bytes, dict[bytes, bytes | None]]:
+    """(journal blob, rows) of a log body (pack's inverse); CorruptData if it is not one."""
+    try:
+        view = memoryview(body)
+        n = _U32.unpack_from(view, 0)[0]
+        off = 4 + n
+        journal = bytes(view[4:off])
+        if len(journal) != n:
+            raise ValueError("short journal")
+        count = _U32.unpack_from(view, off)[0]
+        off += 4
+        rows: dict[bytes, bytes | None] = {}
+        for _ in range(count):
+            kl = _U32.unpack_from(view, off)[0]
+            k = bytes(view[off + 4:off + 4 + kl])
+            off += 4 + kl
+            vl = _I32.unpack_from(view, off)[0]
+            off += 4
+            if vl < 0:
+                rows[k] = None
+            else:
+                rows[k] = bytes(view[off:off + vl])
+                off += vl
+        if off != len(body):
+            raise ValueError("trailing bytes")
+        return journal, rows
+    except (struct.error, ValueError) as e:
+        raise CorruptData(f"a log of record entry does not decode: {e}") from None
+
+
+class RecordLog:
+    """Shard `shard`'s log of record in the PostgreSQL database `dsn` (a libpq connection
+    string). One connection, used by one thread at a time (the commit thread)."""
+
+    def __init__(self, dsn: str, shard: int, *, retry_s: float = 0.2, owner: str = ""):
+        self.dsn = dsn
+        self.shard = shard
+        self.owner = owner
+        self.retry_s = retry_s
+        self.epoch = 0                  # the epoch claimed (0: none yet)
+        self.closed = threading.Event()
+        self._conn = None
+
+    # -- connection ------------------------------------------------------------------------
+    def _connect(self):
+        import psycopg
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self.dsn, autocommit=False)
+        return self._conn
+
+    def close(self) -> None:
+        """Stop retrying and close the connection."""
+        self.closed.set()
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:
+                pass
+
+    def _retrying(self, what: str, fn):
+        """fn(connection) until it gets through: a broken connection (the database
+        stopped, restarted, unreachable) is dropped and tried again every retry_s;
+        TurnstileErrors (Fenced) and SQL errors of the statement itself are raised."""
+        import psycopg
+        first = None
+        while True:
+            try:
+                return fn(self._connect())
+            except psycopg.OperationalError as e:
+                if self.closed.is_set():
+                    raise Fenced(f"the log of record of shard {self.shard} is closed") from e
+                if first is None:
+                    first = time.monotonic()
+                    log.error("shard %d: the log of record is not writable (%s): %s waits, "
+                              "nothing is acknowledged meanwhile", self.shard, e, what)
+                if self._conn is not None:
+                    try:
+                        self._conn.close()
+                    except Exception:
+                        pass
+                    self._conn = None
+                time.sleep(self.retry_s)
+            else:
+                if first is not None:
+                    log.warning("shard %d: the log of record is writable again after %.1f s",
+                                self.shard, time.monotonic() - first)
+
+    def ensure_schema(self) -> None:
+        def run(c):
+            with c.transaction():
+                # one creator at a time: concurrent CREATE TABLE IF NOT EXISTS can collide
+                c.execute("SELECT pg_advisory_xact_lock(7237011)")
+                c.execute(SCHEMA)
+        self._retrying("creating its tables", run)
+
+    # -- ownership ---------------------------------------------------------------------------
+    def current_epoch(self) -> int:
+        def run(c):
+            with c.transaction():
+                row = c.execute("SELECT epoch FROM turnstile_epochs WHERE shard = %s",
+                                (self.shard,)).fetchone()
+            return row[0] if row else 0
+        return self._retrying("reading the epoch", run)
+
+    def claim(self, epoch: int) -> None:
+        """Make `epoch` the shard's: from now on only appends of `epoch` are taken. Fenced
+        if a newer epoch has claimed it already; claiming one's own epoch again is a no-op."""
+        def run(c):
+            with c.transaction():
+                cur = c.execute(
+                    "INSERT INTO turnstile_epochs (shard, epoch, owner) VALUES (%s, %s, %s) "
+                    "ON CONFLICT (shard) DO UPDATE SET epoch = EXCLUDED.epoch, owner = EXCLUDED.owner, "
+                    "claimed_at = now() WHERE turnstile_epochs.epoch < EXCLUDED.epoch RETURNING epoch",
+                    (self.shard, epoch, self.owner))
+                if cur.fetchone() is None:
+                    now = c.execute("SELECT epoch FROM turnstile_epochs WHERE shard = %s",
+                                    (self.shard,)).fetchone()[0]
+                    if now != epoch:
+                        raise Fenced(f"shard {self.shard} is claimed by epoch {now}, newer than {epoch}")
+        self._retrying(f"claiming epoch {epoch}", run)
+        self.epoch = epoch
+
+    # -- the log -----------------------------------------------------------------------------
+    def append(self, seq: int, journal: bytes | None, rows: dict[bytes, bytes | None]) -> None:
+        """Write batch `seq` under this log's epoch, durable on the primary and its
+        synchronous standby when this returns. Fenced if another epoch holds the shard,
+        or if another writer put a different batch at `seq`."""
+        if not self.epoch:
+            raise Fenced(f"shard {self.shard}: no epoch claimed: nothing may be written")
+        body = pack(journal, rows)
+
+        def run(c):
+            with c.transaction():
+                row = c.execute("SELECT epoch FROM turnstile_epochs WHERE shard = %s FOR SHARE",
+                                (self.shard,)).fetchone()
+                if row is None or row[0] != self.epoch:
+                    raise Fenced(f"shard {self.shard} is claimed by epoch {row[0] if row else 0}; "
+                                 f"this writer holds epoch {self.epoch}")
+                cur = c.execute("INSERT INTO turnstile_log (shard, seq, epoch, body) VALUES "
+                                "(%s, %s, %s, %s) ON CONFLICT (shard, seq) DO NOTHING",
+                                (self.shard, seq, self.epoch, body))
+                if cur.rowcount == 0:
+                    # there already: this batch retried after a lost answer, or another writer's
+                    old = c.execute("SELECT epoch, body FROM turnstile_log WHERE shard = %s AND seq = %s",
+                                    (self.shard, seq)).fetchone()
+                    if old is None or old[0] != self.epoch or bytes(old[1]) != body:
+                        raise Fenced(f"shard {self.shard}: batch {seq} of the log of record is "
+                                     "another writer's")
+                c.execute("SELECT pg_notify(%s, %s)", (CHANNEL, f"{self.shard}:{seq}"))
+        self._retrying(f"batch {seq}", run)
+
+    def last_seq(self) -> int:
+        """The highest sequence in the log (0: none)."""
+        def run(c):
+            with c.transaction():
+                return c.execute("SELECT coalesce(max(seq), 0) FROM turnstile_log WHERE shard = %s",
+                                 (self.shard,)).fetchone()[0]
+        return self._retrying("reading its end", run)
+
+    def read(self, after: int, limit: int = 1000) -> list[tuple[int, int, bytes, dict[bytes, bytes | None]]]:
+        """Up to `limit` batches after sequence `after`, in order: (seq, epoch, journal, rows)."""
+        def run(c):
+            with c.transaction():
+                return c.execute("SELECT seq, epoch, body FROM turnstile_log WHERE shard = %s AND seq > %s "
+                                 "ORDER BY seq LIMIT %s", (self.shard, after, limit)).fetchall()
+        return [(seq, epoch, *unpack(bytes(body))) for seq, epoch, body in self._retrying("reading", run)]
+
+    def entries(self, after: int = 0, batch: int = 1000) -> Iterator[tuple[int, int, bytes, dict]]:
+        """Every batch after `after`, in order, read `batch` at a time."""
+        while True:
+            got = self.read(after, batch)
+            yield from got
+            if len(got) < batch:
+                return
+            after = got[-1][0]

@@ -1,0 +1,159 @@
+"""The log of record (engine/recordlog.py, issue 18) on a real PostgreSQL primary with a
+real synchronous standby. The contract (its docstring, DESIGN.md 7): every batch a
+replicated shard commits is in the log before it is answered, on both database machines;
+a standby that starts from a copy of the primary and replays the log after it holds the
+same state, without deciding anything again; once a newer epoch claims the shard, the
+older owner writes nothing (in the same transaction as its write); a database that
+stops makes the shard wait, acknowledging nothing and losing nothing."""
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+
+import psycopg
+import pytest
+
+from turnstile.engine import Direction, HoldItem, NotPrimary, ShardUnavailable, Shard, cmd, demo
+from turnstile.engine.errors import CorruptData
+from turnstile.engine.recordlog import Fenced, RecordLog, pack, unpack
+
+from tests.conftest import TODAY, Clock, sell
+
+SLOT = demo.slot_id("main", TODAY, 8)
+
+
+def new_log(pg, shard: int, epoch: int | None = None, **kw) -> RecordLog:
+    log = RecordLog(pg.dsn(), shard, **kw)
+    log.ensure_schema()
+    if epoch is not None:
+        log.claim(epoch)
+    return log
+
+
+def rows_of(pg, node, shard: int) -> list[tuple[int, int]]:
+    with psycopg.connect(pg.dsn(node)) as c:
+        return c.execute("SELECT seq, epoch FROM turnstile_log WHERE shard = %s ORDER BY seq",
+                         (shard,)).fetchall()
+
+
+def test_a_body_is_the_batch_as_written():
+    rows = {b"a": b"1", b"gone": None, b"": b"", b"k" * 300: b"\0" * 70_000}
+    assert unpack(pack(b"journal", rows)) == (b"journal", rows)
+    assert unpack(pack(None, {})) == (b"", {})
+    for bad in (b"", b"\x05\0\0\0abc", pack(b"j", {b"a": b"1"}) + b"x", pack(b"j", {b"a": b"1"})[:-1]):
+        with pytest.raises(CorruptData):
+            unpack(bad)
+
+
+def test_a_standby_replaying_the_log_holds_the_primarys_state(pg, shard_no, tmp_path):
+    clock = Clock(demo.local_time(TODAY, 8, 30))
+    primary_dir, standby_dir = str(tmp_path / "primary"), str(tmp_path / "standby")
+    p = Shard.open(primary_dir, clock=clock)
+    p.close(snapshot=False)
+    shutil.copytree(primary_dir, standby_dir)           # the standby starts from a copy
+    p = Shard.open(primary_dir, clock=clock)
+    try:
+        p.record_log = new_log(pg, shard_no, epoch=1)
+        p.run_many(demo.commands(TODAY))
+        sold = [sell(p, "adult", qty=3, order="o-1"), sell(p, "combo", (SLOT, demo.slot_id("pagoda", TODAY, 9),
+                                                                       demo.slot_id("boat", TODAY, 9)))]
+        code = sold[0].tickets[0].code
+        assert p.run(cmd.verify(code, "north-1")).reason.name == "OK"
+        p.run(cmd.refund("o-1", "r-1", [sold[0].tickets[2].ticket_id], channel="web"))
+        h = p.run(cmd.hold("web", demo.VENUE, [HoldItem("child", (SLOT,), 2)]))       # left open
+        # every batch the primary wrote is in the log, on the database's standby as well
+        on_primary = rows_of(pg, pg.primary, shard_no)
+        assert [seq for seq, _ in on_primary][-1] == p.seq and {e for _, e in on_primary} == {1}
+        assert rows_of(pg, pg.standby, shard_no) == on_primary
+
+        s = Shard.open(standby_dir, clock=clock)
+        try:
+            reader = RecordLog(pg.dsn(pg.standby), shard_no)
+            applied = [s.follow(seq, journal, rows) for seq, _, journal, rows in reader.entries(s.seq)]
+            assert applied and all(applied)
+            assert s.seq == p.seq
+            assert s.state.dump() == p.state.dump()
+            assert s.check(replay=True) == []
+            assert s.get_order("o-1", "web") == p.get_order("o-1", "web")
+            assert s.order_tickets("o-1", "web") == p.order_tickets("o-1", "web")
+            # applied again: had already, nothing changes
+            assert not any(s.follow(seq, j, r) for seq, _, j, r in reader.entries(0))
+            # the standby knows what was decided: the scan, the refund, the open hold
+            assert s.run(cmd.verify(code, "north-1")).reason.name == "ALREADY_USED"
+            assert s.run(cmd.verify(sold[0].tickets[2].code, "north-1")).reason.name == "VOIDED"
+            assert s.hold_info(h.hold_id).status == "active"
+            reader.close()
+        finally:
+            s.close(snapshot=False)
+    finally:
+        p.record_log.close()
+        p.close(snapshot=False)
+
+
+def test_a_newer_epoch_fences_the_older_owner_in_the_same_transaction(pg, shard_no, tmp_path):
+    old = new_log(pg, shard_no, epoch=1, owner="node-a")
+    old.append(1, b"one", {b"k": b"1"})
+    new = new_log(pg, shard_no, owner="node-b")
+    new.claim(2)
+    with pytest.raises(Fenced):
+        old.append(2, b"two", {})
+    with pytest.raises(Fenced):
+        old.claim(1)                                   # an older epoch claims nothing back
+    new.claim(2)                                       # its own epoch again: a no-op
+    new.append(2, b"two", {})
+    assert rows_of(pg, pg.primary, shard_no) == [(1, 1), (2, 2)]
+    # a shard whose log is fenced stops, and says it is not the primary
+    clock = Clock(demo.local_time(TODAY, 8, 30))
+    p = Shard.open(str(tmp_path / "deposed"), clock=clock)
+    try:
+        p.record_log = old
+        with pytest.raises(NotPrimary):
+            p.run(cmd.venue("v2", "Another venue", 8 * 3600))
+        with pytest.raises(ShardUnavailable):
+            p.run(cmd.venue("v3", "Yet another", 8 * 3600))
+    finally:
+        p.close(snapshot=False)
+    assert rows_of(pg, pg.primary, shard_no) == [(1, 1), (2, 2)]
+    old.close()
+    new.close()
+
+
+def test_a_retried_batch_is_taken_once_and_another_writers_is_refused(pg, shard_no):
+    log = new_log(pg, shard_no, epoch=7)
+    log.append(1, b"batch", {b"a": None})
+    log.append(1, b"batch", {b"a": None})              # the answer was lost: sent again
+    with pytest.raises(Fenced):
+        log.append(1, b"other", {})                     # another batch at that sequence
+    assert rows_of(pg, pg.primary, shard_no) == [(1, 7)]
+    assert log.last_seq() == 1
+    assert [(s, e, j, r) for s, e, j, r in log.entries()] == [(1, 7, b"batch", {b"a": None})]
+    with pytest.raises(Fenced):
+        RecordLog(pg.dsn(), shard_no).append(2, b"x", {})   # no epoch claimed: nothing written
+    log.close()
+
+
+@pytest.mark.parametrize("stop", ["primary", "standby"])
+def test_while_the_log_is_not_writable_a_batch_waits_and_is_then_written(pg, shard_no, stop):
+    """The database's primary stopped (the append can't connect), or its synchronous
+    standby stopped (the commit waits for it): the append returns only once the log is
+    writable again, and the batch is then on both machines."""
+    log = new_log(pg, shard_no, epoch=1, retry_s=0.1)
+    log.append(1, b"before", {})
+    done = threading.Event()
+    (pg.stop_primary if stop == "primary" else pg.stop_standby)()
+    try:
+        t = threading.Thread(target=lambda: (log.append(2, b"during", {b"k": b"v"}), done.set()),
+                             daemon=True)
+        t.start()
+        time.sleep(1.5)
+        assert not done.is_set()                        # nothing acknowledged meanwhile
+    finally:
+        (pg.start_primary if stop == "primary" else pg.start_standby)()
+    assert done.wait(60)
+    assert rows_of(pg, pg.primary, shard_no) == [(1, 1), (2, 1)]
+    deadline = time.monotonic() + 30
+    while rows_of(pg, pg.standby, shard_no) != [(1, 1), (2, 1)] and time.monotonic() < deadline:
+        time.sleep(0.1)                                 # the standby replays what it received
+    assert rows_of(pg, pg.standby, shard_no) == [(1, 1), (2, 1)]
+    log.close()
