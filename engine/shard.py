@@ -110,8 +110,11 @@ class Shard:
         self.closed = False
         self.batch_sizes: Counter[int] = Counter()
         # a replicated shard's log of record (engine/recordlog.py): each batch goes there
-        # before LMDB; None: a shard of its own
+        # before LMDB; None: a shard of its own. `fence`, if set, is called before each
+        # append and raises NotPrimary when this process may no longer count itself the
+        # owner (server/ownership.py, Ownership.check)
         self.record_log = None
+        self.fence: Callable[[], None] | None = None
         self.recovery: dict[str, float] = {}
         self._writer = None
         # offline bundles: ids changed per cut since open; a gate's bundle of another
@@ -517,6 +520,8 @@ class Shard:
         if batch.records or batch.rows:
             blob = batch.blob()
             if self.record_log is not None:
+                if self.fence is not None:
+                    self.fence()            # NotPrimary once the owner's lease may lapse
                 self.record_log.append(batch.seq, blob, batch.rows)
             self.storage.commit(batch.seq, blob, batch.rows)
             self._measure()

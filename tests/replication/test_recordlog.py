@@ -157,3 +157,26 @@ def test_while_the_log_is_not_writable_a_batch_waits_and_is_then_written(pg, sha
         time.sleep(0.1)                                 # the standby replays what it received
     assert rows_of(pg, pg.standby, shard_no) == [(1, 1), (2, 1)]
     log.close()
+
+
+def test_an_owner_whose_lease_may_lapse_writes_nothing(pg, shard_no, tmp_path):
+    """Shard.fence (Ownership.check in a server) is asked before each batch is written:
+    once it says the owner may be gone, the batch goes nowhere and the shard stops."""
+    clock = Clock(demo.local_time(TODAY, 8, 30))
+    p = Shard.open(str(tmp_path / "fenced"), clock=clock)
+    log = new_log(pg, shard_no, epoch=1)
+    owner = {"valid": True}
+
+    def fence():
+        if not owner["valid"]:
+            raise NotPrimary("the lease may lapse")
+    try:
+        p.record_log, p.fence = log, fence
+        p.run(cmd.venue("v1", "A venue", 8 * 3600))
+        owner["valid"] = False
+        with pytest.raises(NotPrimary):
+            p.run(cmd.venue("v2", "Another venue", 8 * 3600))
+        assert [seq for seq, _ in rows_of(pg, pg.primary, shard_no)] == [p.seq - 1]
+    finally:
+        log.close()
+        p.close(snapshot=False)
