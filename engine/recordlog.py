@@ -244,3 +244,98 @@ class RecordLog:
             if len(got) < batch:
                 return
             after = got[-1][0]
+
+
+class Follower:
+    """Keeps a standby shard up with the primary's log of record: applies every batch after
+    the shard's sequence (Shard.follow), woken by the NOTIFY each append sends, and by a
+    poll every `poll_s` in case a notification was missed (a reconnect). Runs in one
+    thread, the only one that touches the shard while it follows. `dsn` names the
+    database's primary (NOTIFY is not replicated to its standby; a libpq string listing
+    both hosts with target_session_attrs=read-write finds it after a database failover).
+
+    `lag()`: batches in the log not yet applied, as of the last look, and the seconds since
+    the standby was last known to be caught up."""
+
+    def __init__(self, shard, dsn: str, shard_no: int, *, poll_s: float = 1.0, batch: int = 1000):
+        self.shard = shard
+        self.log = RecordLog(dsn, shard_no)
+        self.dsn = dsn
+        self.poll_s = poll_s
+        self.batch = batch
+        self.applied = 0
+        self.behind = 0
+        self.caught_up_at = 0.0                 # monotonic
+        self.stop = threading.Event()
+        self._listen = None
+
+    def catch_up(self) -> int:
+        """Apply what the log has after the shard's sequence; returns how many batches."""
+        n = 0
+        while True:
+            got = self.log.read(self.shard.seq, self.batch)
+            for seq, _epoch, journal, rows in got:
+                if self.shard.follow(seq, journal, rows):
+                    n += 1
+            if len(got) < self.batch:
+                break
+        self.applied += n
+        self.behind = 0
+        self.caught_up_at = time.monotonic()
+        return n
+
+    def lag(self) -> tuple[int, float]:
+        return self.behind, time.monotonic() - self.caught_up_at
+
+    def _wait(self) -> None:
+        """Until an append is notified, or poll_s passed."""
+        import psycopg
+        try:
+            if self._listen is None or self._listen.closed:
+                self._listen = psycopg.connect(self.dsn, autocommit=True)
+                self._listen.execute(f"LISTEN {CHANNEL}")
+            for _ in self._listen.notifies(timeout=self.poll_s, stop_after=1):
+                pass
+        except psycopg.Error as e:
+            # unreachable, or a hot standby of the database (LISTEN needs its primary:
+            # notifications are not replicated): poll instead
+            if self._listen is not None:
+                log.warning("shard %d: not woken by the log (%s): polling every %.1f s",
+                            self.log.shard, e, self.poll_s)
+                try:
+                    self._listen.close()
+                except Exception:
+                    pass
+            self._listen = None
+            self.stop.wait(self.poll_s)
+
+    def run(self) -> None:
+        """Follow until `stop` is set."""
+        while not self.stop.is_set():
+            self.catch_up()
+            self._wait()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.log.close()
+        if self._listen is not None:
+            try:
+                self._listen.close()
+            except Exception:
+                pass
+
+
+def promote(shard, log: RecordLog, epoch: int) -> int:
+    """Make a following standby the primary: claim `epoch` in the log (from then on no
+    older owner writes), apply what the log holds after the shard (the end is final once
+    claimed), and write every later batch through the log. Returns the batches applied."""
+    log.claim(epoch)
+    n = 0
+    while True:
+        got = log.read(shard.seq, 1000)
+        for seq, _epoch, journal, rows in got:
+            n += bool(shard.follow(seq, journal, rows))
+        if len(got) < 1000:
+            break
+    shard.promoted(log)
+    return n

@@ -526,6 +526,14 @@ class Shard:
             self.storage.commit(batch.seq, blob, batch.rows)
             self._measure()
 
+    def promoted(self, record_log) -> None:
+        """A standby that applied the whole log (engine/recordlog.py, promote) becomes the
+        primary: its audit chain goes on from the last record the log brought, and every
+        later batch goes through `record_log`."""
+        self._usable()
+        self._audit_open(self._audit_ring)
+        self.record_log = record_log
+
     def follow(self, seq: int, journal: bytes, rows: dict[bytes, bytes | None]) -> bool:
         """Apply batch `seq` of the primary's log of record (a standby): written to LMDB as
         the primary wrote it, replayed into memory by what its records say was decided --
