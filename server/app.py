@@ -54,7 +54,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from turnstile.engine import Shard, keyring
-from turnstile.engine.errors import StorageError
+from turnstile.engine.errors import NotPrimary, StorageError
+from turnstile.engine.recordlog import Follower, RecordLog, promote
 from turnstile.v1 import (admin_pb2_grpc, gate_pb2_grpc, inventory_pb2_grpc, member_pb2_grpc,
                           report_pb2_grpc, sales_pb2_grpc)
 
@@ -62,6 +63,7 @@ from .auth import AuthInterceptor
 from .config import ServerConfig
 from . import logs
 from .control import ControlStore
+from .ownership import Ownership
 from .metrics import NULL as NULL_METRICS, CallObserver, ShardMetrics, call_log
 from .services import (AdminService, GateService, InventoryService, MemberService, ReportService,
                        SalesService, ShardNode)
@@ -194,7 +196,6 @@ async def serve_shard(cfg: ServerConfig, shard_id: int = 0) -> int:
     if drill:
         _arm_failpoint(shard, drill)
     writer = shard.writer(max_queue=cfg.max_queue)
-    await writer.start()
     node = ShardNode(shard, writer, store, moved=frozenset(moved), scan_skew_s=cfg.scan_skew_s,
                      offline_window_s=cfg.offline_window_s, gate_heartbeat_s=cfg.gate_heartbeat_s,
                      gate_down_after_s=cfg.gate_down_after_s)
@@ -223,6 +224,11 @@ async def serve_shard(cfg: ServerConfig, shard_id: int = 0) -> int:
             raise SystemExit(f"shard {shard_id}: cannot serve metrics on "
                              f"{cfg.metrics_host}:{cfg.metrics_port} ({e})") from None
         metrics_address = f", metrics {cfg.metrics_host}:{metrics_bound}"
+    ownership = None
+    if cfg.replicated:
+        # a standby until this process owns the shard in etcd, then its primary
+        ownership = await _become_primary(cfg, shard, shard_id, node.address)
+    await writer.start()
     store.set_endpoint(shard_id, node.address)
     for server in servers:
         await server.start()
@@ -251,11 +257,20 @@ async def serve_shard(cfg: ServerConfig, shard_id: int = 0) -> int:
     peers = asyncio.create_task(_refresh_health(health_servicer, store, shard_id))
     stopped = asyncio.create_task(stop.wait())
     failed = asyncio.create_task(writer.wait_failed())
-    await asyncio.wait([stopped, failed], return_when=asyncio.FIRST_COMPLETED)
+    waits = [stopped, failed]
+    if ownership is not None:
+        # ownership lost (the lease could not be renewed): stop as after a failure; the
+        # supervisor starts the shard again, as a standby
+        lost = asyncio.create_task(ownership.wait_lost())
+        waits.append(lost)
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     for task in (watch, archiver, peers, stopped):
         task.cancel()
     cause = failed.result() if failed.done() else None
-    failed.cancel()
+    if cause is None and ownership is not None and lost.done():
+        cause = NotPrimary(f"shard {shard_id}: {lost.result()}")
+    for task in waits[1:]:
+        task.cancel()
     # NOT_SERVING for every service name, and no later set changes it
     await health_servicer.enter_graceful_shutdown()
     node.stopping.set()         # live streams end now; unary calls get the grace
@@ -274,10 +289,43 @@ async def serve_shard(cfg: ServerConfig, shard_id: int = 0) -> int:
         await metrics_down
     shard.close()               # a failed shard writes no snapshot (Shard.close)
     store.close()
+    if ownership is not None:
+        # the last batch is written: a standby may take over at once
+        await ownership.release()
+        await ownership.close()
+        if shard.record_log is not None:
+            shard.record_log.close()
     if cause is not None:
         return EXIT_FAILED
     print(f"shard {shard_id} stopped", flush=True)
     return 0
+
+
+async def _become_primary(cfg: ServerConfig, shard: Shard, shard_id: int, address: str) -> Ownership:
+    """Replicated mode (DESIGN.md 7): follow the shard's log of record as a standby
+    (engine/recordlog.py, Follower) until this process owns the shard in etcd
+    (server/ownership.py), then apply the log to its end under the new epoch and write
+    every later batch through it, asking the ownership before each (Shard.fence)."""
+    loop = asyncio.get_running_loop()
+    record_log = RecordLog(cfg.pg, shard_id, owner=address)
+    await loop.run_in_executor(None, record_log.ensure_schema)
+    ownership = Ownership(cfg.etcd, shard_id, address, cluster=cfg.cluster, ttl=cfg.lease_ttl_s)
+    follower = Follower(shard, cfg.pg, shard_id)
+    thread = threading.Thread(target=follower.run, name="turnstile-follower", daemon=True)
+    thread.start()
+    print(f"standby of shard {shard_id} at {address}: following its log of record", flush=True)
+    try:
+        epoch = await ownership.acquire()
+    finally:
+        follower.stop.set()
+        await loop.run_in_executor(None, thread.join)
+        follower.close()
+    t = time.monotonic()
+    applied = await loop.run_in_executor(None, promote, shard, record_log, epoch)
+    shard.fence = ownership.check
+    log.warning("shard %d: primary at %s, epoch %d (followed %d batches, %d more on taking over in "
+                "%.3f s)", shard_id, address, epoch, follower.applied, applied, time.monotonic() - t)
+    return ownership
 
 
 async def _archive_audit(shard: Shard, every_s: float) -> None:

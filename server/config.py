@@ -95,6 +95,21 @@ class ServerConfig(BaseSettings):
     tls_key: str | None = Field(None, description="PEM private key of tls_cert")
     tls_client_ca: str | None = Field(None, description="PEM CA bundle: require client "
                                                         "certificates signed by it (mTLS)")
+    etcd: str = Field("", description="etcd endpoint (host:port); with pg: replicated mode "
+                                      "(DESIGN.md 7): each shard process follows its shard's "
+                                      "log of record as a standby until it owns the shard in "
+                                      "etcd, then serves as its primary")
+    pg: str = Field("", description="libpq connection string of the PostgreSQL database that "
+                                    "holds the log of record (its primary, run with a "
+                                    "synchronous standby); with etcd: replicated mode")
+    cluster: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+                         description="name of this platform in etcd (its shard owners and "
+                                     "epochs), replicated mode")
+    lease_ttl_s: int = Field(5, ge=2, le=60,
+                             description="seconds of a shard owner's etcd lease, replicated "
+                                         "mode: a primary that can't renew it stops "
+                                         "acknowledging a second before it lapses; a standby "
+                                         "takes over once it has")
     master_key_file: str | None = Field(None, description="file of the master key that wraps "
                                                           "every shard's keys (64 hex digits; "
                                                           "kept outside the data dir); else "
@@ -114,6 +129,16 @@ class ServerConfig(BaseSettings):
             raise ValueError("retry_window_s must not be less than offline_window_s: an offline "
                              "scan uploaded within its window must still find its first answer")
         return self
+
+    @model_validator(mode="after")
+    def _replicated_needs_both(self) -> "ServerConfig":
+        if bool(self.etcd) != bool(self.pg):
+            raise ValueError("etcd and pg go together (replicated mode needs both)")
+        return self
+
+    @property
+    def replicated(self) -> bool:
+        return bool(self.etcd and self.pg)
 
     @field_validator("log_format", "log_level", mode="before")
     @classmethod

@@ -54,6 +54,7 @@ class Ownership:
         self._client = None
         self._lease = None
         self._renewer: asyncio.Task | None = None
+        self._lost = asyncio.Event()
 
     async def _connect(self):
         import aetcd
@@ -138,6 +139,12 @@ class Ownership:
             else:
                 self.valid_until = sent + r.TTL
         log.error("shard %d: %s is no longer its owner: %s", self.shard, self.me, self.lost)
+        self._lost.set()
+
+    async def wait_lost(self) -> str:
+        """Wait until ownership is lost (not by release); returns why."""
+        await self._lost.wait()
+        return self.lost or ""
 
     def valid(self) -> bool:
         """Owner now, and for margin_s at least (before etcd can let the lease lapse)."""
