@@ -162,6 +162,13 @@ class PostgresPair:
                       "-Atc", query, check=False)
         return r.stdout.strip()
 
+    def create_database(self, name: str) -> str:
+        """A new database on the pair (the log of record of one test's shards); its dsn."""
+        import psycopg
+        with psycopg.connect(self.dsn(), autocommit=True) as c:
+            c.execute(f'CREATE DATABASE "{name}"')
+        return self.dsn(dbname=name)
+
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> "PostgresPair":
         os.makedirs(self.base, exist_ok=True)

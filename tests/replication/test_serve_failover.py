@@ -7,7 +7,9 @@ acknowledged is there: no acknowledged order lost, no admitted ticket admitted a
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
+import signal
 import threading
 import time
 
@@ -34,7 +36,10 @@ def verify(server, code: str) -> str:
     return common_pb2.ScanReason.Name(r.reason)
 
 
-def test_the_standby_node_takes_over_a_killed_primary_with_every_acknowledged_write(etcd, pg, tmp_path):
+def two_nodes(etcd, pg, tmp_path, name: str):
+    """Node A (serving, the shard's owner) and node B (started from the same data, a
+    standby following the log; its Server once it serves, in the returned list), with a
+    database and an etcd cluster name of their own."""
     a_dir, b_dir = str(tmp_path / "a"), str(tmp_path / "b")
     testing.seed_demo(a_dir, DAY, master_key=MASTER_KEY)
     store = ControlStore(f"{a_dir}/control")
@@ -42,7 +47,7 @@ def test_the_standby_node_takes_over_a_killed_primary_with_every_acknowledged_wr
     store.close()
     shutil.copytree(a_dir, b_dir)
     shutil.copy(testing.master_key_file(a_dir, MASTER_KEY), testing.master_key_file(b_dir, MASTER_KEY))
-    args = ("--shards", "1", "--etcd", etcd.endpoint, "--pg", pg.dsn(), "--cluster", "failover",
+    args = ("--shards", "1", "--etcd", etcd.endpoint, "--pg", pg.create_database(name), "--cluster", name,
             "--lease-ttl-s", "3")
     a = start_server(a_dir, DAY, args)
     b_started: list = []
@@ -51,6 +56,17 @@ def test_the_standby_node_takes_over_a_killed_primary_with_every_acknowledged_wr
     b_thread.start()
     time.sleep(2)
     assert not b_started                         # a standby: it follows, it does not serve
+    return a, b_thread, b_started
+
+
+def shard_pid(server) -> int:
+    """The shard process of a one-shard `serve` (the supervisor's child)."""
+    with open(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children") as f:
+        return int(f.read().split()[0])
+
+
+def test_the_standby_node_takes_over_a_killed_primary_with_every_acknowledged_write(etcd, pg, tmp_path):
+    a, b_thread, b_started = two_nodes(etcd, pg, tmp_path, "killed")
 
     acked: dict[str, list[str]] = {}             # orders A acknowledged -> codes
     admitted: list[str] = []
@@ -105,3 +121,89 @@ def test_the_standby_node_takes_over_a_killed_primary_with_every_acknowledged_wr
             kill_server(a)
         if b_started and b_started[0].proc.poll() is None:
             kill_server(b_started[0])
+
+
+def test_a_primary_stopped_past_its_lease_is_refused_when_it_resumes_and_steps_down(etcd, pg, tmp_path):
+    """SIGSTOP the primary's shard process past its lease: the standby takes the shard;
+    SIGCONT: what the old primary was asked meanwhile is refused (NOT_PRIMARY: its lease
+    may have lapsed, and the log takes no write of its epoch), and it steps down -- its
+    supervisor starts it again as a standby."""
+    a, b_thread, b_started = two_nodes(etcd, pg, tmp_path, "stopped")
+    try:
+        with Connection(a.address, a.keys["demo-ota"], timeout=5) as conn:
+            before = ChannelClient(conn).buy(demo.VENUE, [Item("adult", SLOT, 1)], "before-stop")
+        pid = shard_pid(a)
+        os.kill(pid, signal.SIGSTOP)
+        stopped = time.monotonic()
+        late: list = []
+
+        def ask_the_stopped_one() -> None:       # a call that reaches the frozen primary
+            try:
+                with Connection(a.address, a.keys["demo-ota"], timeout=60) as conn:
+                    late.append(ChannelClient(conn).buy(demo.VENUE, [Item("adult", SLOT, 1)], "while-stopped"))
+            except ApiError as e:
+                late.append(e)
+        caller = threading.Thread(target=ask_the_stopped_one, daemon=True)
+        caller.start()
+        b_thread.join(60)
+        assert b_started, "the standby did not take over"
+        b = b_started[0]
+        took = time.monotonic() - stopped
+        os.kill(pid, signal.SIGCONT)
+        caller.join(60)
+        assert len(late) == 1 and isinstance(late[0], ApiError), late
+        # NOT_PRIMARY from the resumed process, or (a retry) its restart in progress
+        assert late[0].code.name == "UNAVAILABLE", late[0]
+        # it steps down: the process exits and comes back as a standby
+        deadline = time.monotonic() + 30
+        while sum("standby of shard 0" in line for line in a.log) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert sum("standby of shard 0" in line for line in a.log) >= 2, "\n".join(a.log[-20:])
+        with Connection(b.address, b.keys["demo-ota"], timeout=10) as conn:
+            ota = ChannelClient(conn)
+            assert [t.code for t in ota.get_order(demo.VENUE, "before-stop").tickets] \
+                == [t.code for t in before.tickets]
+            assert refused_not_found(ota, "while-stopped")
+        print(f"SIGSTOP past the lease: the standby served after {took:.1f} s")
+        assert "stopped" in stop_server(b)
+    finally:
+        for s in (a, *(b_started or [])):
+            if s.proc.poll() is None:
+                kill_server(s)
+
+
+def refused_not_found(ota, order: str) -> bool:
+    try:
+        ota.get_order(demo.VENUE, order)
+    except ApiError as e:
+        return e.code.name == "NOT_FOUND"
+    return False
+
+
+def test_with_the_databases_primary_stopped_the_shard_acknowledges_nothing_and_loses_nothing(etcd, pg, tmp_path):
+    a, b_thread, b_started = two_nodes(etcd, pg, tmp_path, "nodb")
+    try:
+        got: list = []
+        pg.stop_primary()
+        try:
+            def buy() -> None:
+                try:
+                    with Connection(a.address, a.keys["demo-ota"], timeout=30) as conn:
+                        got.append(ChannelClient(conn).buy(demo.VENUE, [Item("adult", SLOT, 1)], "during-outage"))
+                except ApiError as e:
+                    got.append(e)
+            t = threading.Thread(target=buy, daemon=True)
+            t.start()
+            time.sleep(3)
+            assert got == []                     # not acknowledged while the log is not writable
+        finally:
+            pg.start_primary()
+        t.join(60)
+        assert len(got) == 1 and not isinstance(got[0], ApiError), got
+        with Connection(a.address, a.keys["demo-ota"], timeout=10) as conn:
+            assert ChannelClient(conn).get_order(demo.VENUE, "during-outage").tickets
+        assert not b_started                     # the primary kept its lease throughout
+    finally:
+        for s in (a, *(b_started or [])):
+            if s.proc.poll() is None:
+                kill_server(s)
