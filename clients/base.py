@@ -2,7 +2,8 @@
 
 A :class:`Connection` is one caller (one API key) talking to one Turnstile node:
 
-* it connects to a bootstrap address, insecure or over TLS (server roots, and a
+* it connects to a bootstrap address (or several, comma-separated: the nodes of a
+  replicated platform, DESIGN.md 7), insecure or over TLS (server roots, and a
   client certificate and key for mTLS), and sends the API key on every call as
   ``authorization: Bearer <key>`` metadata;
 * it asks the node for its shard map once (``AdminService.GetShardMap``: where each
@@ -287,7 +288,11 @@ class Connection:
     """One caller's connection to a Turnstile node (see the module docstring).
 
     Args:
-        address: ``host:port`` of any shard of the node (each answers GetShardMap).
+        address: ``host:port`` of any shard of the node (each answers GetShardMap); in
+            replicated mode, the nodes' addresses comma-separated: the map is asked of
+            the first that answers, and asked again (of any of them, and of the shards
+            it named) when a shard goes away or answers NOT_PRIMARY, so calls follow a
+            shard to its new primary.
         api_key: the ``tsk_...`` key sent as ``authorization: Bearer <key>``; None
             sends no key (only health checks pass without one).
         tls: a :class:`TlsConfig` to connect over TLS; None connects insecure.
@@ -309,7 +314,10 @@ class Connection:
                  rewrite_address: Callable[[str], str] | None = None):
         if timeout <= 0:
             raise ValueError("timeout must be positive")
-        self.address = address
+        self.addresses = [a.strip() for a in address.split(",") if a.strip()]
+        if not self.addresses:
+            raise ValueError("no address")
+        self.address = self.addresses[0]
         self.timeout = timeout
         self.retry = retry
         self.tls = tls
@@ -413,24 +421,28 @@ class Connection:
 
     def _fetch_map(self, policy: RetryPolicy) -> ShardMap:
         """GetShardMap from the bootstrap address, retried as a read; if the bootstrap
-        shard is down, any other shard known from an earlier map answers too."""
+        shard is down, the other bootstrap addresses and any shard known from an earlier
+        map answer too."""
         with self._lock:
             known = [] if self._map is None else [self._rewrite(a) for a in self._map.shards.values()]
-        addresses = [self.address] + [a for a in known if a != self.address]
+        addresses = self.addresses + [a for a in known if a not in self.addresses]
         method = "/turnstile.v1.AdminService/GetShardMap"
         last: ApiError | None = None
-        for address in addresses:
-            stub = self._stub_at(admin_pb2_grpc.AdminServiceStub, address)
-            try:
-                return ShardMap.from_proto(self._attempts(
-                    lambda timeout, stub=stub: stub.GetShardMap(admin_pb2.GetShardMapRequest(),
-                                                                metadata=self.metadata,
-                                                                timeout=timeout),
-                    method, policy, self.timeout))
-            except ApiError as e:
-                last = e
-                if e.code != grpc.StatusCode.UNAVAILABLE:
-                    raise
+        # several places to ask: each once first (a dead one costs one refused connection,
+        # not a whole retry policy), then each with the policy
+        for p in (NO_RETRY, policy) if len(addresses) > 1 and policy is not NO_RETRY else (policy,):
+            for address in addresses:
+                stub = self._stub_at(admin_pb2_grpc.AdminServiceStub, address)
+                try:
+                    return ShardMap.from_proto(self._attempts(
+                        lambda timeout, stub=stub: stub.GetShardMap(admin_pb2.GetShardMapRequest(),
+                                                                    metadata=self.metadata,
+                                                                    timeout=timeout),
+                        method, p, self.timeout))
+                except ApiError as e:
+                    last = e
+                    if e.code != grpc.StatusCode.UNAVAILABLE:
+                        raise
         assert last is not None
         raise last
 

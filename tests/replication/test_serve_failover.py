@@ -15,7 +15,7 @@ import time
 
 import grpc
 
-from turnstile.clients.base import ApiError, Connection
+from turnstile.clients.base import ApiError, Connection, RetryPolicy
 from turnstile.clients.channel import ChannelClient, Item
 from turnstile.engine import demo
 from turnstile.server.app import bootstrap_principals
@@ -23,6 +23,7 @@ from turnstile.server.control import ControlStore
 from turnstile.server import testing
 from turnstile.v1 import common_pb2, gate_pb2, gate_pb2_grpc
 from tests.integration.conftest import MASTER_KEY, kill_server, start_server, stop_server
+from tests.services import free_ports
 
 DAY = dt.date(2026, 12, 29)
 SLOT = demo.day_slot_id(DAY)
@@ -51,11 +52,13 @@ def two_nodes(etcd, pg, tmp_path, name: str):
             "--lease-ttl-s", "3")
     a = start_server(a_dir, DAY, args)
     b_started: list = []
-    b_thread = threading.Thread(target=lambda: b_started.append(start_server(b_dir, DAY, args, timeout=180)),
-                                daemon=True)
+    b_port = free_ports(1)[0]                    # known before it serves: the clients name it
+    b_thread = threading.Thread(target=lambda: b_started.append(
+        start_server(b_dir, DAY, (*args, "--port", str(b_port)), timeout=180)), daemon=True)
     b_thread.start()
     time.sleep(2)
     assert not b_started                         # a standby: it follows, it does not serve
+    a.standby_address = f"127.0.0.1:{b_port}"
     return a, b_thread, b_started
 
 
@@ -68,25 +71,36 @@ def shard_pid(server) -> int:
 def test_the_standby_node_takes_over_a_killed_primary_with_every_acknowledged_write(etcd, pg, tmp_path):
     a, b_thread, b_started = two_nodes(etcd, pg, tmp_path, "killed")
 
-    acked: dict[str, list[str]] = {}             # orders A acknowledged -> codes
+    acked: dict[str, list[str]] = {}             # orders acknowledged -> codes
+    killed_at: list[float] = []
     admitted: list[str] = []
     stop = threading.Event()
 
+    after_kill: list[str] = []                   # orders acknowledged by the new primary
+
     def load() -> None:
+        # the OTA knows both nodes: its calls follow the shard to its new primary
         i = 0
-        with Connection(a.address, a.keys["demo-ota"], timeout=3) as conn:
+        with Connection(f"{a.address},{a.standby_address}", a.keys["demo-ota"], timeout=3,
+                        retry=RetryPolicy(max_attempts=40, max_backoff_s=1.0, total_s=60)) as conn:
             ota = ChannelClient(conn)
             while not stop.is_set():
                 i += 1
                 try:
                     o = ota.buy(demo.VENUE, [Item("adult", SLOT, 1)], f"ota-{i}")
-                    acked[f"ota-{i}"] = [t.code for t in o.tickets]
-                    if i % 2 == 0 and verify(a, acked[f"ota-{i}"][0]) == "OK":
-                        admitted.append(acked[f"ota-{i}"][0])
-                except (ApiError, grpc.RpcError):
-                    if stop.is_set():
+                except ApiError:
+                    continue
+                acked[f"ota-{i}"] = [t.code for t in o.tickets]
+                if killed_at:
+                    after_kill.append(f"ota-{i}")
+                    if len(after_kill) >= 5:
                         return
-                    time.sleep(0.05)
+                elif i % 2 == 0:
+                    try:
+                        if verify(a, acked[f"ota-{i}"][0]) == "OK":
+                            admitted.append(acked[f"ota-{i}"][0])
+                    except grpc.RpcError:
+                        pass
     loader = threading.Thread(target=load, daemon=True)
     try:
         loader.start()
@@ -94,12 +108,14 @@ def test_the_standby_node_takes_over_a_killed_primary_with_every_acknowledged_wr
         while len(acked) < 40 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert len(acked) >= 40 and admitted
+        killed_at.append(time.monotonic())
         kill_server(a)                           # the primary's machine dies, mid-load
         killed = time.monotonic()
-        stop.set()
-        loader.join(30)
         b_thread.join(60)
         took = time.monotonic() - killed
+        loader.join(60)
+        stop.set()
+        assert len(after_kill) >= 5              # the OTA's calls went on, to the new primary
         assert b_started, "the standby did not take over"
         b = b_started[0]
         assert took < 30, took
@@ -111,7 +127,8 @@ def test_the_standby_node_takes_over_a_killed_primary_with_every_acknowledged_wr
                 for code in admitted:
                     assert verify(b, code) == "ALREADY_USED"
                 ota.buy(demo.VENUE, [Item("adult", SLOT, 1)], "after-failover")
-            print(f"failover after SIGKILL: {took:.1f} s; {len(acked)} orders, {len(admitted)} "
+            print(f"failover after SIGKILL: {took:.1f} s; {len(acked)} orders ({len(after_kill)} after the kill, "
+                  f"re-routed), {len(admitted)} "
                   "admissions acknowledged before, all there")
         finally:
             assert "stopped" in stop_server(b)
