@@ -3,7 +3,8 @@
 #               and the live dashboard on http://127.0.0.1:8080/
 #               (the master key that wraps its keys: ./data.master-key, made if absent)
 #   make test   build and run the whole test suite
-# `make bench` runs the benchmarks and rewrites bench/RESULTS.md; `make soak` the season soak.
+# `make bench` runs the benchmarks and rewrites bench/RESULTS.md (the replicated mode's
+# section too, on etcd and PostgreSQL as the tests run them); `make soak` the season soak.
 PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -48,7 +49,9 @@ test: install
 	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile tests
 
 bench: install
+	bash scripts/install-services.sh
 	$(PY) -m bench.run
+	$(PY) -m bench.replicated --out bench/RESULTS.md
 
 # The season soak (a compressed holiday week, 5-10 minutes): its run "current" goes into
 # bench/RESULTS.md's season section; `make bench` keeps that section.

@@ -349,7 +349,8 @@ def write_results(path: Path, info: dict, micro: list[dict], scen: list[dict], q
     # after (issue 16, written by hand from bench/scenarios.py runs) are their own: kept as
     # they were
     from bench.season import BEGIN, END
-    for begin, end in ((BEGIN, END), (HOLDS_BEGIN, HOLDS_END)):
+    from bench.replicated import BEGIN as REP_BEGIN, END as REP_END
+    for begin, end in ((BEGIN, END), (HOLDS_BEGIN, HOLDS_END), (REP_BEGIN, REP_END)):
         kept = _kept_section(path, begin, end)
         if kept:
             w(kept)
@@ -365,6 +366,7 @@ def write_results(path: Path, info: dict, micro: list[dict], scen: list[dict], q
     w("python -m bench.server_scenarios server     # the gRPC server run, summary on stdout")
     w("python -m bench.live --quick                # the live view under a gate storm (issue 15)")
     w("make soak                                   # the season soak: its section above (bench/season.py)")
+    w("python -m bench.replicated --out bench/RESULTS.md   # replicated mode (issue 18; make bench runs it)")
     w("turnstile loadgen flash-sale --keys-file data/demo-keys.txt   # one scenario, a running server")
     w("```")
     w("")
