@@ -72,6 +72,7 @@ log = logging.getLogger("turnstile.server")
 MAX_MESSAGE = 16 << 20
 EXIT_FAILED = 70                # a shard process whose writer failed (EX_SOFTWARE)
 FAILPOINT_ENV = "TURNSTILE_FAILPOINT"
+SECRET_OPTIONS = ("pg",)        # passed to the shard processes as TURNSTILE_PG, not argv
 SHARD_SERVICE = "turnstile.shard."     # gRPC health service name of shard k: this + k
 HEALTH_REFRESH_S = 1.0          # how often a shard process re-reads every shard's status
 # one principal per role (docs/ROLES.md), all but admin scoped to the demo venue
@@ -571,10 +572,16 @@ def supervise(cfg: ServerConfig, config_file: str | None = None) -> int:
                                          "metrics_port": cfg.metrics_port + k if cfg.metrics_port else 0})
             out = [sys.executable, "-m", "turnstile.server.cli", "serve-shard", "--shard", str(k)]
             for name, value in own.model_dump().items():
-                if value is not None:
+                if value is not None and name not in SECRET_OPTIONS:
                     out += ["--" + name.replace("_", "-"), str(value)]
             return out
         children.append(_Child(k, argv, cfg.port + k if cfg.port else 0, cfg))
+    # options that may hold a password reach the shard processes in their environment, never
+    # on their command lines (which every user of the machine can read in `ps`)
+    for name in SECRET_OPTIONS:
+        value = getattr(cfg, name)
+        if value:
+            os.environ[f"TURNSTILE_{name.upper()}"] = str(value)
     stopping = False
 
     def on_signal(signum, frame):

@@ -101,7 +101,10 @@ class ServerConfig(BaseSettings):
                                       "etcd, then serves as its primary")
     pg: str = Field("", description="libpq connection string of the PostgreSQL database that "
                                     "holds the log of record (its primary, run with a "
-                                    "synchronous standby); with etcd: replicated mode")
+                                    "synchronous standby); with etcd: replicated mode. It "
+                                    "may hold a password: give it in the TOML file or "
+                                    "TURNSTILE_PG, not on the command line (the shard "
+                                    "processes get it in their environment)")
     cluster: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
                          description="name of this platform in etcd (its shard owners and "
                                      "epochs), replicated mode")

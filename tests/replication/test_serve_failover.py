@@ -26,6 +26,7 @@ from tests.integration.conftest import MASTER_KEY, kill_server, start_server, st
 from tests.services import free_ports
 
 DAY = dt.date(2026, 12, 29)
+PASSWORD = "pg-secret-never-in-ps"
 SLOT = demo.day_slot_id(DAY)
 
 
@@ -48,13 +49,15 @@ def two_nodes(etcd, pg, tmp_path, name: str):
     store.close()
     shutil.copytree(a_dir, b_dir)
     shutil.copy(testing.master_key_file(a_dir, MASTER_KEY), testing.master_key_file(b_dir, MASTER_KEY))
-    args = ("--shards", "1", "--etcd", etcd.endpoint, "--pg", pg.create_database(name), "--cluster", name,
-            "--lease-ttl-s", "3")
-    a = start_server(a_dir, DAY, args)
+    args = ("--shards", "1", "--etcd", etcd.endpoint, "--cluster", name, "--lease-ttl-s", "3")
+    # the connection string as an operator gives one with a password: in the environment
+    # (the database trusts 127.0.0.1, so the password is carried and never checked)
+    env = {"TURNSTILE_PG": f"{pg.create_database(name)} password={PASSWORD}"}
+    a = start_server(a_dir, DAY, args, env)
     b_started: list = []
     b_port = free_ports(1)[0]                    # known before it serves: the clients name it
     b_thread = threading.Thread(target=lambda: b_started.append(
-        start_server(b_dir, DAY, (*args, "--port", str(b_port)), timeout=180)), daemon=True)
+        start_server(b_dir, DAY, (*args, "--port", str(b_port)), env, timeout=180)), daemon=True)
     b_thread.start()
     time.sleep(2)
     assert not b_started                         # a standby: it follows, it does not serve
@@ -108,6 +111,9 @@ def test_the_standby_node_takes_over_a_killed_primary_with_every_acknowledged_wr
         while len(acked) < 40 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert len(acked) >= 40 and admitted
+        for pid in (a.proc.pid, shard_pid(a)):   # the password is in no command line
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                assert PASSWORD.encode() not in f.read()
         killed_at.append(time.monotonic())
         kill_server(a)                           # the primary's machine dies, mid-load
         killed = time.monotonic()
