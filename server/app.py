@@ -229,6 +229,7 @@ async def serve_shard(cfg: ServerConfig, shard_id: int = 0) -> int:
     if cfg.replicated:
         # a standby until this process owns the shard in etcd, then its primary
         ownership = await _become_primary(cfg, shard, shard_id, node.address)
+        node.ownership = ownership
     await writer.start()
     store.set_endpoint(shard_id, node.address)
     for server in servers:

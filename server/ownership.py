@@ -45,6 +45,7 @@ class Ownership:
         self.me = me
         self.ttl = ttl
         self.margin_s = margin_s
+        self.shards_prefix = f"/turnstile/{cluster}/shards/".encode()
         prefix = f"/turnstile/{cluster}/shards/{shard}/"
         self.owner_key = (prefix + "owner").encode()
         self.epoch_key = (prefix + "epoch").encode()
@@ -77,6 +78,17 @@ class Ownership:
         c = await self._connect()
         got = await c.get(self.owner_key)
         return None if got is None else got.value.decode()
+
+    async def owners(self) -> dict[int, str]:
+        """Every shard of the cluster that has an owner now: shard -> its owner's name (the
+        address its primary serves on). The shard map's endpoints in replicated mode."""
+        c = await self._connect()
+        out = {}
+        for kv in await c.get_prefix(self.shards_prefix):
+            parts = kv.key[len(self.shards_prefix):].split(b"/")
+            if len(parts) == 2 and parts[1] == b"owner" and parts[0].isdigit():
+                out[int(parts[0])] = kv.value.decode()
+        return out
 
     async def last_epoch(self) -> int:
         c = await self._connect()

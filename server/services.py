@@ -166,6 +166,7 @@ class ShardNode:
         self.shard = shard
         self.writer = writer
         self.store = store
+        self.ownership = None           # replicated mode: this shard's Ownership (etcd)
         self.address = address
         self.shard_id = shard.shard_id
         # venues this shard still holds but the map routes elsewhere (`turnstile shards
@@ -1396,6 +1397,14 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     @rpc
     async def GetShardMap(self, request, context):
         endpoints, venues = self.store.shard_map()
+        if self.node.ownership is not None:
+            # replicated mode: where each shard's primary serves is its owner in etcd
+            # (this node's own store knows only the shards it served itself)
+            try:
+                endpoints.update(await self.node.ownership.owners())
+            except Exception as e:
+                raise ShardUnavailable(f"the shard map in etcd is not readable ({type(e).__name__})",
+                                       hint="retry; ask another node") from None
         return admin_pb2.ShardMap(
             shards=[admin_pb2.ShardEndpoint(shard=k, address=a) for k, a in sorted(endpoints.items())],
             venues=venues, version=len(endpoints) + len(venues))

@@ -10,6 +10,8 @@ import datetime as dt
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -230,3 +232,63 @@ def test_with_the_databases_primary_stopped_the_shard_acknowledges_nothing_and_l
         for s in (a, *(b_started or [])):
             if s.proc.poll() is None:
                 kill_server(s)
+
+
+def test_the_shard_map_names_each_shards_primary_across_nodes(etcd, pg, tmp_path):
+    """Two nodes of two shards: A owns both; its shard 1 process dies (and its supervisor
+    is frozen, so it can't start it again), B's shard 1 takes over while A still serves
+    shard 0. Each node's GetShardMap names the primary of each shard, from etcd: a client
+    that asks either finds shard 1 on B."""
+    from turnstile.engine import Shard
+    from turnstile.v1 import admin_pb2, admin_pb2_grpc
+    a_dir, b_dir = str(tmp_path / "a"), str(tmp_path / "b")
+    testing.seed_demo(a_dir, DAY, master_key=MASTER_KEY)
+    Shard.open(os.path.join(a_dir, "shard-1"), shard_id=1, master_key=MASTER_KEY).close()
+    store = ControlStore(f"{a_dir}/control")
+    bootstrap_principals(store, a_dir)
+    store.close()
+    shutil.copytree(a_dir, b_dir)                # both shards made once, then copied
+    shutil.copy(testing.master_key_file(a_dir, MASTER_KEY), testing.master_key_file(b_dir, MASTER_KEY))
+    env = {"TURNSTILE_PG": pg.create_database("map")}
+    args = ("--shards", "2", "--etcd", etcd.endpoint, "--cluster", "map", "--lease-ttl-s", "3")
+    a = start_server(a_dir, DAY, args, env)
+    b_port = free_ports(1)[0]                    # its shard k listens on b_port + k
+    # B never serves both shards here, so it never says "listening on": started by hand
+    b = subprocess.Popen([sys.executable, "-m", "turnstile.server.cli", "serve", "--data", b_dir,
+                          "--master-key-file", testing.master_key_file(b_dir, MASTER_KEY),
+                          *testing.day_clock(DAY), *args, "--port", str(b_port)],
+                         cwd=testing.ROOT, env=testing._env(env), stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def shard_map(address: str) -> dict[int, str]:
+        with grpc.insecure_channel(address) as ch:
+            m = admin_pb2_grpc.AdminServiceStub(ch).GetShardMap(admin_pb2.GetShardMapRequest(),
+                                                               metadata=a.meta("demo-ota"), timeout=5)
+        return {e.shard: e.address for e in m.shards}
+    try:
+        time.sleep(2)                            # B's shard processes follow
+        assert shard_map(a.address) == a.shards
+        os.kill(a.proc.pid, signal.SIGSTOP)      # A's supervisor frozen: no restart
+        with open(f"/proc/{a.proc.pid}/task/{a.proc.pid}/children") as f:
+            children = [int(x) for x in f.read().split()]
+        one = [pid for pid in children if b"--shard\x001\x00" in open(f"/proc/{pid}/cmdline", "rb").read()]
+        os.kill(one[0], signal.SIGKILL)
+        b1 = f"127.0.0.1:{b_port + 1}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if shard_map(a.address).get(1) == b1:
+                    break
+            except grpc.RpcError:
+                pass
+            time.sleep(0.2)
+        assert shard_map(a.address) == {0: a.shards[0], 1: b1}      # A names B for shard 1
+        assert shard_map(b1) == {0: a.shards[0], 1: b1}             # and B names A for shard 0
+    finally:
+        try:
+            os.kill(a.proc.pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+        kill_server(a)
+        os.killpg(b.pid, signal.SIGKILL)
+        b.wait(10)
