@@ -292,3 +292,40 @@ def test_the_shard_map_names_each_shards_primary_across_nodes(etcd, pg, tmp_path
         kill_server(a)
         os.killpg(b.pid, signal.SIGKILL)
         b.wait(10)
+
+
+def test_a_gate_decides_offline_through_a_failover_and_uploads_to_the_new_primary(etcd, pg, tmp_path):
+    from turnstile.clients.gate import GateClient
+    a, b_thread, b_started = two_nodes(etcd, pg, tmp_path, "gate")
+    gate = GateClient(f"{a.address},{a.standby_address}", a.keys["demo-gate"], "north-1", demo.VENUE,
+                      state_dir=str(tmp_path / "gate"), timeout=1.0, retry_online_s=0.5,
+                      clock=lambda: time.time() + a.offset)
+    try:
+        with Connection(a.address, a.keys["demo-ota"], timeout=10) as conn:
+            codes = [t.code for t in ChannelClient(conn).buy(demo.VENUE, [Item("adult", SLOT, 3)], "gate-1").tickets]
+        assert gate.maintain()
+        d0 = gate.verify(codes[0])
+        assert (d0.reason, d0.offline) == ("OK", False)
+        assert gate.maintain()                   # the bundle knows the admission
+        kill_server(a)
+        # no server: the gate decides from its bundle
+        d1 = gate.verify(codes[1])
+        assert (d1.reason, d1.offline) == ("OK", True)
+        assert (gate.verify(codes[0]).reason, gate.verify(codes[1]).reason) == ("ALREADY_USED", "ALREADY_USED")
+        b_thread.join(60)
+        assert b_started
+        b = b_started[0]
+        deadline = time.monotonic() + 30
+        while gate.pending() and time.monotonic() < deadline:
+            gate.maintain()                      # back online: to the new primary
+            time.sleep(0.2)
+        assert gate.pending() == 0 and gate.online
+        # the new primary knows the offline admission, and decides the rest
+        again, fresh = gate.verify(codes[1]), gate.verify(codes[2])
+        assert [(d.reason, d.offline) for d in (again, fresh)] == [("ALREADY_USED", False), ("OK", False)]
+        assert "stopped" in stop_server(b)
+    finally:
+        gate.close()
+        for s in (a, *b_started):
+            if s.proc.poll() is None:
+                kill_server(s)
