@@ -230,6 +230,7 @@ async def serve_shard(cfg: ServerConfig, shard_id: int = 0) -> int:
         # a standby until this process owns the shard in etcd, then its primary
         ownership = await _become_primary(cfg, shard, shard_id, node.address)
         node.ownership = ownership
+        await ownership.sync_control(store)     # the principals and keys of every node
     await writer.start()
     store.set_endpoint(shard_id, node.address)
     for server in servers:
@@ -256,6 +257,8 @@ async def serve_shard(cfg: ServerConfig, shard_id: int = 0) -> int:
         stop.set()
     watch = asyncio.create_task(orphaned())
     archiver = asyncio.create_task(_archive_audit(shard, cfg.audit_archive_s))
+    control_sync = asyncio.create_task(_sync_control(ownership, store, max(1.0, cfg.auth_cache_s))) \
+        if ownership is not None else None
     peers = asyncio.create_task(_refresh_health(health_servicer, store, shard_id))
     stopped = asyncio.create_task(stop.wait())
     failed = asyncio.create_task(writer.wait_failed())
@@ -266,8 +269,9 @@ async def serve_shard(cfg: ServerConfig, shard_id: int = 0) -> int:
         lost = asyncio.create_task(ownership.wait_lost())
         waits.append(lost)
     await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    for task in (watch, archiver, peers, stopped):
-        task.cancel()
+    for task in (watch, archiver, peers, stopped, control_sync):
+        if task is not None:
+            task.cancel()
     cause = failed.result() if failed.done() else None
     if cause is None and ownership is not None and lost.done():
         cause = NotPrimary(f"shard {shard_id}: {lost.result()}")
@@ -328,6 +332,19 @@ async def _become_primary(cfg: ServerConfig, shard: Shard, shard_id: int, addres
     log.warning("shard %d: primary at %s, epoch %d (followed %d batches, %d more on taking over in "
                 "%.3f s)", shard_id, address, epoch, follower.applied, applied, time.monotonic() - t)
     return ownership
+
+
+async def _sync_control(ownership: Ownership, store: ControlStore, every_s: float) -> None:
+    """Replicated mode: principals and API keys synced with etcd every `every_s` seconds
+    (a key made or revoked on another node works, or stops working, here within that and
+    the auth cache's life). A failure is logged and tried again."""
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            await ownership.sync_control(store)
+        except Exception as e:
+            log.warning("principals and keys not synced with etcd (%s); trying again in %.0f s",
+                        e, every_s)
 
 
 async def _archive_audit(shard: Shard, every_s: float) -> None:

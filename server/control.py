@@ -204,6 +204,33 @@ class ControlStore:
         return [(k, d["principal"], bool(d.get("revoked"))) for k, d in rows
                 if not pid or d["principal"] == pid]
 
+    # -- replicated mode: the principals and keys of every node (server/ownership.py) --------
+    def records(self) -> dict[str, dict[str, bytes]]:
+        """The principals and API keys as stored (a key's record holds its secret's hash
+        only), by id: what replicated mode mirrors in etcd."""
+        with self.env.begin() as txn:
+            return {"principals": {k.decode(): bytes(v) for k, v in txn.cursor(db=self.principals)},
+                    "keys": {k.decode(): bytes(v) for k, v in txn.cursor(db=self.keys)}}
+
+    def merge(self, records: dict[str, dict[str, bytes]]) -> list[str]:
+        """Take the principals and keys another node made: those this store lacks are
+        added, a key revoked there is revoked here (a revocation is never undone), nothing
+        is removed. Returns the ids that changed."""
+        changed = []
+        with self.env.begin(write=True) as txn:
+            for pid, raw in records.get("principals", {}).items():
+                if txn.get(pid.encode(), db=self.principals) is None:
+                    txn.put(pid.encode(), raw, db=self.principals)
+                    changed.append(pid)
+            for kid, raw in records.get("keys", {}).items():
+                mine = txn.get(kid.encode(), db=self.keys)
+                if mine is None or (json.loads(raw).get("revoked") and not json.loads(mine).get("revoked")):
+                    txn.put(kid.encode(), raw, db=self.keys)
+                    changed.append(kid)
+        for kid in changed:
+            self._cache.pop(kid, None)
+        return changed
+
     def authenticate(self, token: str) -> Principal | None:
         """The principal of a presented API key, or None. The secret's hash is compared in
         constant time (hmac.compare_digest), so timing tells nothing about it; whether a key

@@ -46,6 +46,7 @@ class Ownership:
         self.ttl = ttl
         self.margin_s = margin_s
         self.shards_prefix = f"/turnstile/{cluster}/shards/".encode()
+        self.control_prefix = f"/turnstile/{cluster}/control/".encode()
         prefix = f"/turnstile/{cluster}/shards/{shard}/"
         self.owner_key = (prefix + "owner").encode()
         self.epoch_key = (prefix + "epoch").encode()
@@ -89,6 +90,32 @@ class Ownership:
             if len(parts) == 2 and parts[1] == b"owner" and parts[0].isdigit():
                 out[int(parts[0])] = kv.value.decode()
         return out
+
+    async def sync_control(self, store) -> list[str]:
+        """Principals and API keys both ways between this node's control store and etcd
+        (replicated mode: every node accepts the keys any node made, and refuses a key
+        revoked on any): etcd's are merged here (ControlStore.merge: added, revocations
+        taken, nothing removed), then this node's that etcd lacks, or has unrevoked, are
+        put there, each compared on the revision read (a concurrent change wins; the next
+        sync merges it). Returns the ids that changed here."""
+        c = await self._connect()
+        T = c.transactions
+        remote: dict[str, dict[str, bytes]] = {"principals": {}, "keys": {}}
+        revs: dict[bytes, int] = {}
+        for kv in await c.get_prefix(self.control_prefix):
+            kind, _, ident = kv.key[len(self.control_prefix):].decode().partition("/")
+            if kind in remote and ident:
+                remote[kind][ident] = kv.value
+                revs[kv.key] = kv.mod_revision
+        changed = store.merge(remote)
+        for kind, rows in store.records().items():
+            for ident, raw in rows.items():
+                if remote[kind].get(ident) == raw:
+                    continue
+                key = self.control_prefix + f"{kind}/{ident}".encode()
+                cond = T.mod(key) == revs[key] if key in revs else T.create(key) == 0
+                await c.transaction(compare=[cond], success=[T.put(key, raw)], failure=[])
+        return changed
 
     async def last_epoch(self) -> int:
         c = await self._connect()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import logging
 import sys
 from array import array
 from collections.abc import Awaitable, Callable
@@ -24,6 +25,8 @@ from turnstile.v1 import (admin_pb2, admin_pb2_grpc, gate_pb2, gate_pb2_grpc, in
                           report_pb2_grpc, sales_pb2, sales_pb2_grpc)
 
 from . import auth, errors, metrics
+
+log = logging.getLogger(__name__)
 
 
 # (principal, method, request digest) of the call being handled: every command it
@@ -1288,6 +1291,14 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             await self.node.submit(cmd.note(e.code))
             raise
         await self.node.submit(cmd.note("OK"))
+        if self.node.ownership is not None:
+            # replicated mode: every node takes the change (a failure is retried by the
+            # periodic sync: the change is made here either way)
+            try:
+                await self.node.ownership.sync_control(self.store)
+            except Exception as e:
+                log.warning("principals and keys not synced to etcd now (%s); the next sync "
+                            "carries them", e)
         return result
 
     @rpc

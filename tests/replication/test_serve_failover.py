@@ -329,3 +329,40 @@ def test_a_gate_decides_offline_through_a_failover_and_uploads_to_the_new_primar
         for s in (a, *b_started):
             if s.proc.poll() is None:
                 kill_server(s)
+
+
+def test_keys_made_and_revoked_on_one_node_hold_on_the_other(etcd, pg, tmp_path):
+    """Principals and API keys live in each node's control store, mirrored through etcd:
+    a key made on the primary after the nodes were set up works on the standby once it
+    serves, and a key revoked on the primary -- one made there, and one both nodes had
+    from the start -- is refused there."""
+    from turnstile.clients.admin import AdminClient
+    a, b_thread, b_started = two_nodes(etcd, pg, tmp_path, "keys")
+    try:
+        with Connection(a.address, a.keys["admin"], timeout=10) as conn:
+            admin = AdminClient(conn)
+            admin.create_principal("late-agency", "channel", venue_ids=[demo.VENUE], channel="agency")
+            kept = admin.create_api_key("late-agency").secret
+            dropped = admin.create_api_key("late-agency")
+            admin.revoke_api_key(dropped.key_id)
+            # a key both nodes had from the start, revoked on A: B's own copy is unrevoked
+            viewer = a.keys["demo-viewer"]
+            admin.revoke_api_key(viewer.split("_")[1])
+        kill_server(a)
+        b_thread.join(60)
+        assert b_started
+        b = b_started[0]
+        with Connection(b.address, kept, timeout=10) as conn:
+            assert AdminClient(conn).whoami().principal_id == "late-agency"
+        for secret in (dropped.secret, viewer):
+            with Connection(b.address, secret, timeout=10) as conn:
+                try:
+                    AdminClient(conn).whoami()
+                    raise AssertionError("a revoked key was taken")
+                except ApiError as e:
+                    assert (e.code.name, e.reason) == ("UNAUTHENTICATED", "API_KEY_INVALID")
+        assert "stopped" in stop_server(b)
+    finally:
+        for s in (a, *b_started):
+            if s.proc.poll() is None:
+                kill_server(s)
