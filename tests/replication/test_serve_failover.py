@@ -366,3 +366,46 @@ def test_keys_made_and_revoked_on_one_node_hold_on_the_other(etcd, pg, tmp_path)
         for s in (a, *b_started):
             if s.proc.poll() is None:
                 kill_server(s)
+
+
+def test_a_new_standby_starts_from_a_hot_backup_and_the_log_after_it(etcd, pg, tmp_path):
+    """A standby made while the primary serves: `turnstile backup` beside it, `turnstile
+    restore` on the new node, which follows the log from the backup's last batch and, when
+    the primary dies, has the sales from before the backup and from after it."""
+    a_dir, b_dir, bk = str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "backup")
+    testing.seed_demo(a_dir, DAY, master_key=MASTER_KEY)
+    store = ControlStore(f"{a_dir}/control")
+    bootstrap_principals(store, a_dir)
+    store.close()
+    key = testing.master_key_file(a_dir, MASTER_KEY)
+    env = {"TURNSTILE_PG": pg.create_database("backup")}
+    args = ("--shards", "1", "--etcd", etcd.endpoint, "--cluster", "backup", "--lease-ttl-s", "3")
+    a = start_server(a_dir, DAY, args, env)
+    b_started: list = []
+    try:
+        with Connection(a.address, a.keys["demo-ota"], timeout=10) as conn:
+            ota = ChannelClient(conn)
+            orders = [ota.buy(demo.VENUE, [Item("adult", SLOT, 1)], f"pre-{i}").order_id for i in range(10)]
+            cli = [sys.executable, "-m", "turnstile.server.cli"]
+            for argv in ([*cli, "backup", "--data", a_dir, "--out", bk, "--master-key-file", key],
+                         [*cli, "restore", "--from", bk, "--data", b_dir, "--master-key-file", key]):
+                r = subprocess.run(argv, cwd=testing.ROOT, env=testing._env(None), capture_output=True,
+                                   text=True, timeout=120)
+                assert r.returncode == 0, r.stdout + r.stderr
+            orders += [ota.buy(demo.VENUE, [Item("adult", SLOT, 1)], f"post-{i}").order_id for i in range(10)]
+        shutil.copy(key, testing.master_key_file(b_dir, MASTER_KEY))
+        t = threading.Thread(target=lambda: b_started.append(start_server(b_dir, DAY, args, env, timeout=120)),
+                             daemon=True)
+        t.start()
+        time.sleep(2)
+        kill_server(a)
+        t.join(60)
+        assert b_started
+        with Connection(b_started[0].address, a.keys["demo-ota"], timeout=10) as conn:
+            ota = ChannelClient(conn)
+            assert all(ota.get_order(demo.VENUE, o).tickets for o in orders)
+        assert "stopped" in stop_server(b_started[0])
+    finally:
+        for s in (a, *b_started):
+            if s.proc.poll() is None:
+                kill_server(s)
