@@ -40,16 +40,36 @@ def verify(server, code: str) -> str:
     return common_pb2.ScanReason.Name(r.reason)
 
 
+def seeded(data: str) -> None:
+    """The demo in `data`, with its principals and keys made (as the first serve would)."""
+    testing.seed_demo(data, DAY, master_key=MASTER_KEY)
+    store = ControlStore(f"{data}/control")
+    bootstrap_principals(store, data)
+    store.close()
+
+
+def buy_meanwhile(server, order: str, timeout: float) -> tuple[threading.Thread, list]:
+    """A Buy by the demo OTA in a thread of its own; its order, or ApiError, in the list."""
+    got: list = []
+
+    def buy() -> None:
+        try:
+            with Connection(server.address, server.keys["demo-ota"], timeout=timeout) as conn:
+                got.append(ChannelClient(conn).buy(demo.VENUE, [Item("adult", SLOT, 1)], order))
+        except ApiError as e:
+            got.append(e)
+    t = threading.Thread(target=buy, daemon=True)
+    t.start()
+    return t, got
+
+
 def two_nodes(etcd, pg, tmp_path, name: str):
     """Node A (serving, the shard's owner) and node B (started from the same data, a
     standby following the log; its Server once it serves, in the returned list), with a
     database and an etcd cluster name of their own."""
     a_dir, b_dir = str(tmp_path / "a"), str(tmp_path / "b")
-    testing.seed_demo(a_dir, DAY, master_key=MASTER_KEY)
-    store = ControlStore(f"{a_dir}/control")
-    bootstrap_principals(store, a_dir)           # the same principals and keys on both nodes
-    store.close()
-    shutil.copytree(a_dir, b_dir)
+    seeded(a_dir)
+    shutil.copytree(a_dir, b_dir)                # the same principals and keys on both nodes
     shutil.copy(testing.master_key_file(a_dir, MASTER_KEY), testing.master_key_file(b_dir, MASTER_KEY))
     args = ("--shards", "1", "--etcd", etcd.endpoint, "--cluster", name, "--lease-ttl-s", "3")
     # the connection string as an operator gives one with a password: in the environment
@@ -160,16 +180,7 @@ def test_a_primary_stopped_past_its_lease_is_refused_when_it_resumes_and_steps_d
         pid = shard_pid(a)
         os.kill(pid, signal.SIGSTOP)
         stopped = time.monotonic()
-        late: list = []
-
-        def ask_the_stopped_one() -> None:       # a call that reaches the frozen primary
-            try:
-                with Connection(a.address, a.keys["demo-ota"], timeout=60) as conn:
-                    late.append(ChannelClient(conn).buy(demo.VENUE, [Item("adult", SLOT, 1)], "while-stopped"))
-            except ApiError as e:
-                late.append(e)
-        caller = threading.Thread(target=ask_the_stopped_one, daemon=True)
-        caller.start()
+        caller, late = buy_meanwhile(a, "while-stopped", 60)   # it reaches the frozen primary
         b_thread.join(60)
         assert b_started, "the standby did not take over"
         b = b_started[0]
@@ -208,17 +219,9 @@ def refused_not_found(ota, order: str) -> bool:
 def test_with_the_databases_primary_stopped_the_shard_acknowledges_nothing_and_loses_nothing(etcd, pg, tmp_path):
     a, b_thread, b_started = two_nodes(etcd, pg, tmp_path, "nodb")
     try:
-        got: list = []
         pg.stop_primary()
         try:
-            def buy() -> None:
-                try:
-                    with Connection(a.address, a.keys["demo-ota"], timeout=30) as conn:
-                        got.append(ChannelClient(conn).buy(demo.VENUE, [Item("adult", SLOT, 1)], "during-outage"))
-                except ApiError as e:
-                    got.append(e)
-            t = threading.Thread(target=buy, daemon=True)
-            t.start()
+            t, got = buy_meanwhile(a, "during-outage", 30)
             time.sleep(3)
             assert got == []                     # not acknowledged while the log is not writable
         finally:
@@ -242,11 +245,8 @@ def test_the_shard_map_names_each_shards_primary_across_nodes(etcd, pg, tmp_path
     from turnstile.engine import Shard
     from turnstile.v1 import admin_pb2, admin_pb2_grpc
     a_dir, b_dir = str(tmp_path / "a"), str(tmp_path / "b")
-    testing.seed_demo(a_dir, DAY, master_key=MASTER_KEY)
+    seeded(a_dir)
     Shard.open(os.path.join(a_dir, "shard-1"), shard_id=1, master_key=MASTER_KEY).close()
-    store = ControlStore(f"{a_dir}/control")
-    bootstrap_principals(store, a_dir)
-    store.close()
     shutil.copytree(a_dir, b_dir)                # both shards made once, then copied
     shutil.copy(testing.master_key_file(a_dir, MASTER_KEY), testing.master_key_file(b_dir, MASTER_KEY))
     env = {"TURNSTILE_PG": pg.create_database("map")}
@@ -373,10 +373,7 @@ def test_a_new_standby_starts_from_a_hot_backup_and_the_log_after_it(etcd, pg, t
     restore` on the new node, which follows the log from the backup's last batch and, when
     the primary dies, has the sales from before the backup and from after it."""
     a_dir, b_dir, bk = str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "backup")
-    testing.seed_demo(a_dir, DAY, master_key=MASTER_KEY)
-    store = ControlStore(f"{a_dir}/control")
-    bootstrap_principals(store, a_dir)
-    store.close()
+    seeded(a_dir)
     key = testing.master_key_file(a_dir, MASTER_KEY)
     env = {"TURNSTILE_PG": pg.create_database("backup")}
     args = ("--shards", "1", "--etcd", etcd.endpoint, "--cluster", "backup", "--lease-ttl-s", "3")
