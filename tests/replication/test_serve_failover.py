@@ -193,7 +193,7 @@ def test_a_primary_stopped_past_its_lease_is_refused_when_it_resumes_and_steps_d
                         venue_id=demo.VENUE, order_id="while-stopped",
                         items=[sales_pb2.Item(product_id="adult", slot_ids=[SLOT], qty=1)],
                         payment=sales_pb2.Payment(method="channel", amount_fen=price)),
-                        metadata=a.meta("demo-ota"), timeout=60))
+                        metadata=a.meta("demo-ota"), timeout=30))
                 except grpc.RpcError as e:
                     late.append(e)
         caller = threading.Thread(target=pinned, daemon=True)
@@ -205,8 +205,10 @@ def test_a_primary_stopped_past_its_lease_is_refused_when_it_resumes_and_steps_d
         os.kill(pid, signal.SIGCONT)
         caller.join(60)
         assert len(late) == 1 and isinstance(late[0], grpc.RpcError), late
-        # NOT_PRIMARY from the resumed process (or the connection it dropped on stepping down)
-        assert late[0].code() == grpc.StatusCode.UNAVAILABLE, late[0]
+        # not acknowledged: NOT_PRIMARY from the resumed process, or no answer at all (once
+        # a CI run: DEADLINE_EXCEEDED, the process stepping down before it answered); that
+        # nothing was written is checked on the new primary below
+        assert late[0].code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED), late[0]
         # it steps down: the process exits and comes back as a standby
         deadline = time.monotonic() + 30
         while sum("standby of shard 0" in line for line in a.log) < 2 and time.monotonic() < deadline:
