@@ -63,6 +63,27 @@ def buy_meanwhile(server, order: str, timeout: float) -> tuple[threading.Thread,
     return t, got
 
 
+def kill_node(data: str) -> None:
+    """SIGKILL every `serve` of data dir `data` this test started and its shard processes
+    (a standby that never served was never handed back by start_server): found by their
+    command line, ended by their own process group (start_server starts each in a session
+    of its own)."""
+    want = f"\0--data\0{data}\0".encode()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                line = f.read()
+        except OSError:
+            continue
+        if b"turnstile.server.cli\0serve\0" in line and want in line:
+            try:
+                os.killpg(int(pid), signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
 def two_nodes(etcd, pg, tmp_path, name: str):
     """Node A (serving, the shard's owner) and node B (started from the same data, a
     standby following the log; its Server once it serves, in the returned list), with a
@@ -78,12 +99,17 @@ def two_nodes(etcd, pg, tmp_path, name: str):
     a = start_server(a_dir, DAY, args, env)
     b_started: list = []
     b_port = free_ports(1)[0]                    # known before it serves: the clients name it
-    b_thread = threading.Thread(target=lambda: b_started.append(
-        start_server(b_dir, DAY, (*args, "--port", str(b_port)), env, timeout=180)), daemon=True)
+    def start_b() -> None:
+        try:
+            b_started.append(start_server(b_dir, DAY, (*args, "--port", str(b_port)), env, timeout=180))
+        except RuntimeError:
+            pass                                 # ended before it served (kill_node)
+    b_thread = threading.Thread(target=start_b, daemon=True)
     b_thread.start()
     time.sleep(2)
     assert not b_started                         # a standby: it follows, it does not serve
     a.standby_address = f"127.0.0.1:{b_port}"
+    a.standby_dir = b_dir
     return a, b_thread, b_started
 
 
@@ -166,6 +192,7 @@ def test_the_standby_node_takes_over_a_killed_primary_with_every_acknowledged_wr
             kill_server(a)
         if b_started and b_started[0].proc.poll() is None:
             kill_server(b_started[0])
+        kill_node(a.standby_dir)
 
 
 def test_a_primary_stopped_past_its_lease_is_refused_when_it_resumes_and_steps_down(etcd, pg, tmp_path):
@@ -225,6 +252,7 @@ def test_a_primary_stopped_past_its_lease_is_refused_when_it_resumes_and_steps_d
         for s in (a, *(b_started or [])):
             if s.proc.poll() is None:
                 kill_server(s)
+        kill_node(a.standby_dir)
 
 
 def refused_not_found(ota, order: str) -> bool:
@@ -254,6 +282,7 @@ def test_with_the_databases_primary_stopped_the_shard_acknowledges_nothing_and_l
         for s in (a, *(b_started or [])):
             if s.proc.poll() is None:
                 kill_server(s)
+        kill_node(a.standby_dir)
 
 
 def test_the_shard_map_names_each_shards_primary_across_nodes(etcd, pg, tmp_path):
@@ -348,6 +377,7 @@ def test_a_gate_decides_offline_through_a_failover_and_uploads_to_the_new_primar
         for s in (a, *b_started):
             if s.proc.poll() is None:
                 kill_server(s)
+        kill_node(a.standby_dir)
 
 
 def test_keys_made_and_revoked_on_one_node_hold_on_the_other(etcd, pg, tmp_path):
@@ -385,6 +415,7 @@ def test_keys_made_and_revoked_on_one_node_hold_on_the_other(etcd, pg, tmp_path)
         for s in (a, *b_started):
             if s.proc.poll() is None:
                 kill_server(s)
+        kill_node(a.standby_dir)
 
 
 def test_a_new_standby_starts_from_a_hot_backup_and_the_log_after_it(etcd, pg, tmp_path):
@@ -425,3 +456,4 @@ def test_a_new_standby_starts_from_a_hot_backup_and_the_log_after_it(etcd, pg, t
         for s in (a, *b_started):
             if s.proc.poll() is None:
                 kill_server(s)
+        kill_node(b_dir)
