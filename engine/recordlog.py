@@ -52,6 +52,22 @@ _U32 = struct.Struct("<I")
 _I32 = struct.Struct("<i")
 
 
+def _close(conn) -> None:
+    """Close a connection that may be broken already, whatever it says."""
+    if conn is not None:
+        try:
+            conn.close()
+        except Exception:
+            pass
+
+
+def apply_log(shard, log: "RecordLog", batch: int = 1000) -> int:
+    """Apply to `shard` every batch of `log` after the shard's sequence (Shard.follow, as
+    recorded); returns how many it had not had."""
+    return sum(bool(shard.follow(seq, journal, rows)) for seq, _epoch, journal, rows
+               in log.entries(shard.seq, batch))
+
+
 class Fenced(NotPrimary):
     """A newer owner of the shard has claimed the log: this one may write no more."""
 
@@ -122,11 +138,7 @@ class RecordLog:
     def close(self) -> None:
         """Stop retrying and close the connection."""
         self.closed.set()
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            except Exception:
-                pass
+        _close(self._conn)
 
     def _retrying(self, what: str, fn):
         """fn(connection) until it gets through: a broken connection (the database
@@ -144,12 +156,8 @@ class RecordLog:
                     first = time.monotonic()
                     log.error("shard %d: the log of record is not writable (%s): %s waits, "
                               "nothing is acknowledged meanwhile", self.shard, e, what)
-                if self._conn is not None:
-                    try:
-                        self._conn.close()
-                    except Exception:
-                        pass
-                    self._conn = None
+                _close(self._conn)
+                self._conn = None
                 time.sleep(self.retry_s)
             else:
                 if first is not None:
@@ -253,9 +261,7 @@ class Follower:
     thread, the only one that touches the shard while it follows. `dsn` names the
     database's primary (NOTIFY is not replicated to its standby; a libpq string listing
     both hosts with target_session_attrs=read-write finds it after a database failover).
-
-    `lag()`: batches in the log not yet applied, as of the last look, and the seconds since
-    the standby was last known to be caught up."""
+    `applied`: the batches it applied so far."""
 
     def __init__(self, shard, dsn: str, shard_no: int, *, poll_s: float = 1.0, batch: int = 1000):
         self.shard = shard
@@ -264,28 +270,14 @@ class Follower:
         self.poll_s = poll_s
         self.batch = batch
         self.applied = 0
-        self.behind = 0
-        self.caught_up_at = 0.0                 # monotonic
         self.stop = threading.Event()
         self._listen = None
 
     def catch_up(self) -> int:
         """Apply what the log has after the shard's sequence; returns how many batches."""
-        n = 0
-        while True:
-            got = self.log.read(self.shard.seq, self.batch)
-            for seq, _epoch, journal, rows in got:
-                if self.shard.follow(seq, journal, rows):
-                    n += 1
-            if len(got) < self.batch:
-                break
+        n = apply_log(self.shard, self.log, self.batch)
         self.applied += n
-        self.behind = 0
-        self.caught_up_at = time.monotonic()
         return n
-
-    def lag(self) -> tuple[int, float]:
-        return self.behind, time.monotonic() - self.caught_up_at
 
     def _wait(self) -> None:
         """Until an append is notified, or poll_s passed."""
@@ -302,10 +294,7 @@ class Follower:
             if self._listen is not None:
                 log.warning("shard %d: not woken by the log (%s): polling every %.1f s",
                             self.log.shard, e, self.poll_s)
-                try:
-                    self._listen.close()
-                except Exception:
-                    pass
+                _close(self._listen)
             self._listen = None
             self.stop.wait(self.poll_s)
 
@@ -318,11 +307,7 @@ class Follower:
     def close(self) -> None:
         self.stop.set()
         self.log.close()
-        if self._listen is not None:
-            try:
-                self._listen.close()
-            except Exception:
-                pass
+        _close(self._listen)
 
 
 def promote(shard, log: RecordLog, epoch: int) -> int:
@@ -330,12 +315,6 @@ def promote(shard, log: RecordLog, epoch: int) -> int:
     older owner writes), apply what the log holds after the shard (the end is final once
     claimed), and write every later batch through the log. Returns the batches applied."""
     log.claim(epoch)
-    n = 0
-    while True:
-        got = log.read(shard.seq, 1000)
-        for seq, _epoch, journal, rows in got:
-            n += bool(shard.follow(seq, journal, rows))
-        if len(got) < 1000:
-            break
+    n = apply_log(shard, log)
     shard.promoted(log)
     return n

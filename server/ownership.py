@@ -171,7 +171,7 @@ class Ownership:
                 log.warning("shard %d: lease renewal failed (%s); owner for %.1f s more at most",
                             self.shard, e, self.valid_until - self.margin_s - time.monotonic())
                 if not self.valid():
-                    self.lost = f"the lease could not be renewed ({e})"
+                    self.lost = "the lease could not be renewed"
                 continue
             if r.TTL <= 0:
                 self.lost = "the lease lapsed (etcd no longer knows it)"
@@ -192,8 +192,9 @@ class Ownership:
     def check(self) -> None:
         """NotPrimary unless valid(): a batch may be written only by a valid owner."""
         if not self.valid():
-            raise NotPrimary(f"shard {self.shard}: {self.me} is not its owner (epoch {self.epoch}): "
-                             f"{self.lost or 'its lease may lapse'}")
+            # what callers read: no node address, no exception text (those are logged)
+            raise NotPrimary(f"shard {self.shard}: this process is no longer its primary",
+                             hint="route by the shard map (AdminService.GetShardMap) and ask again")
 
     async def release(self) -> None:
         """Stop owning: the lease revoked, the owner key gone (a standby may take over)."""

@@ -1414,7 +1414,8 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
             try:
                 endpoints.update(await self.node.ownership.owners())
             except Exception as e:
-                raise ShardUnavailable(f"the shard map in etcd is not readable ({type(e).__name__})",
+                log.warning("shard map: etcd not readable (%r)", e)
+                raise ShardUnavailable("the shard map is not readable now",
                                        hint="retry; ask another node") from None
         return admin_pb2.ShardMap(
             shards=[admin_pb2.ShardEndpoint(shard=k, address=a) for k, a in sorted(endpoints.items())],
@@ -1635,12 +1636,13 @@ class ReportService(report_pb2_grpc.ReportServiceServicer):
     async def Settlement(self, request, context):
         venue, lo, hi = self._range(request)
         partner = _id(request.partner, "partner") if request.partner else ""
-        p = auth.current()
-        if p.role == "merchant":
+        who = auth.current()
+        if who.role == "merchant":
             # a merchant reads its own statement, and not the venue's totals
-            if partner and partner != p.channel:
-                raise PermissionDenied(f"{p.id} reads the statement of {p.channel} alone", field="partner")
-            partners, _, _ = self.node.shard.settlement(venue, lo, hi, p.channel)
+            if partner and partner != who.channel:
+                raise PermissionDenied(f"{who.id} reads the statement of {who.channel} alone",
+                                       field="partner")
+            partners, _, _ = self.node.shard.settlement(venue, lo, hi, who.channel)
             net_fen = venue_fen = 0
         else:
             partners, net_fen, venue_fen = self.node.shard.settlement(venue, lo, hi, partner)
