@@ -9,7 +9,10 @@ test's, and stopped by the test that started them (by their own process ids).
   commit (synchronous_standby_names = standby1, synchronous_commit = on): a commit the
   primary answered is on both machines. initdb refuses root, so as root both run as the
   `postgres` user the package made. fsync is off: the tests kill processes, never the
-  machine, and the page cache keeps what a killed process wrote.
+  machine, and the page cache keeps what a killed process wrote. A database failover
+  (its primary's machine dies, its standby is promoted) is `kill_primary` then
+  `promote_standby`; a client finds the new primary by itself through `dsn_both`. It
+  destroys the pair's topology: a test that does it uses a PostgresPair of its own.
 """
 from __future__ import annotations
 
@@ -116,6 +119,32 @@ class Etcd:
         self.stop()
 
 
+def _children(pid: int) -> list[int]:
+    """The ids of the processes whose parent is `pid` now (from /proc)."""
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            # pid (comm) state ppid ...: comm may hold spaces and parentheses
+            if int(stat[stat.rindex(")") + 2:].split()[1]) == pid:
+                out.append(int(d))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie, dead and not yet reaped, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] not in "ZX"
+
+
 @dataclass
 class _Node:
     name: str
@@ -152,6 +181,14 @@ class PostgresPair:
     def dsn(self, node: _Node | None = None, dbname: str = "postgres") -> str:
         node = node or self.primary
         return f"host=127.0.0.1 port={node.port} user=postgres dbname={dbname} connect_timeout=3"
+
+    def dsn_both(self, dbname: str = "postgres") -> str:
+        """The libpq string a client of the pair holds to survive a database failover: both
+        servers, the primary first, and only one taking writes is connected to
+        (target_session_attrs=read-write; a server that is down or in recovery is passed
+        over), so after `promote_standby` it reaches the promoted standby by itself."""
+        return (f"host=127.0.0.1,127.0.0.1 port={self.primary.port},{self.standby.port} "
+                f"user=postgres dbname={dbname} target_session_attrs=read-write connect_timeout=3")
 
     def _pg_ctl(self, node: _Node, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return self._run(os.path.join(PG_BIN, "pg_ctl"), "-D", node.data, "-l",
@@ -205,6 +242,46 @@ class PostgresPair:
 
     def stop_standby(self, mode: str = "fast") -> None:
         self._pg_ctl(self.standby, "-m", mode, "-w", "stop", check=False)
+
+    def kill_primary(self, timeout: float = 10.0) -> list[int]:
+        """The primary's machine dies: SIGKILL at once to its postmaster and every process it
+        forked (backends, WAL sender, checkpointer...), so nothing is shut down and no
+        client gets another answer -- a commit waiting for the standby is never answered.
+        Returns after they are all gone (a zombie counts as gone), their ids. The stale
+        postmaster.pid is then removed, so that stop() signals no process that took one of
+        those ids since (the data dir is left as the crash left it otherwise)."""
+        pidfile = os.path.join(self.primary.data, "postmaster.pid")
+        try:
+            with open(pidfile) as f:
+                postmaster = int(f.readline())
+        except (OSError, ValueError):
+            return []
+        victims = [postmaster, *_children(postmaster)]
+        for pid in victims:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        _wait(lambda: not any(_alive(pid) for pid in victims), "the killed primary's exit", timeout)
+        os.unlink(pidfile)
+        return victims
+
+    def promote_standby(self) -> None:
+        """Fail the database over to the standby (after `kill_primary`): `pg_ctl promote -w`,
+        back once it takes writes. It then runs alone, as an operator runs it when the only
+        standby became the primary (and as Patroni's non-strict synchronous_mode does):
+        synchronous_standby_names, which pg_basebackup copied from the old primary and which
+        names no server now, is emptied first (ALTER SYSTEM, reload) -- else every commit on
+        the promoted server would wait for a standby that never comes. A commit it answers
+        is then on this one machine only, until a new standby is attached."""
+        self._run(os.path.join(PG_BIN, "psql"), "-h", "127.0.0.1", "-p", str(self.standby.port),
+                  "-U", "postgres", "-v", "ON_ERROR_STOP=1",
+                  "-c", "ALTER SYSTEM SET synchronous_standby_names = ''",
+                  "-c", "SELECT pg_reload_conf()")
+        self._pg_ctl(self.standby, "-w", "promote")
+        _wait(lambda: self._sql(self.standby, "select pg_is_in_recovery()") == "f"
+              and self._sql(self.standby, "show synchronous_standby_names") == "",
+              "the promoted standby")
 
     def stop(self) -> None:
         """Stop both servers and remove their directory."""
