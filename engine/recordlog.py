@@ -21,6 +21,18 @@ meanwhile, and loses nothing. A retry finds a batch whose commit did happen (the
 was lost) already there, identical, and takes it as written. A commit that waits for the
 synchronous standby is never cancelled here: a cancelled wait leaves the row committed
 on the primary alone, which must not be read as "not written".
+
+Lineage: a shard's log belongs to one shard, made once (its secrets: Shard.lineage), and
+copied to every node by backup and restore. The first claim records the claimer's
+lineage; a node whose shard was made apart (another data dir seeded the same shard
+number itself) is refused (`NotThisShard`) before it follows or claims, instead of
+applying another shard's batches over its own secrets.
+
+Pruning: `prune(upto)` deletes the batches up to `upto` -- what every standby and the
+latest verified backup hold (server/ownership.py, prune_floor) -- and records `upto` as
+the shard's `pruned_to`, under the pruner's epoch (a deposed primary prunes nothing). A
+node behind `pruned_to` can't be brought up to date from the log: it is refused
+(`LogPruned`) and must start again from a newer backup.
 """
 from __future__ import annotations
 
@@ -39,7 +51,9 @@ CREATE TABLE IF NOT EXISTS turnstile_epochs (
     shard integer PRIMARY KEY,
     epoch bigint NOT NULL,
     owner text NOT NULL DEFAULT '',
-    claimed_at timestamptz NOT NULL DEFAULT now());
+    claimed_at timestamptz NOT NULL DEFAULT now(),
+    lineage text NOT NULL DEFAULT '',
+    pruned_to bigint NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS turnstile_log (
     shard integer NOT NULL,
     seq bigint NOT NULL,
@@ -63,13 +77,33 @@ def _close(conn) -> None:
 
 def apply_log(shard, log: "RecordLog", batch: int = 1000) -> int:
     """Apply to `shard` every batch of `log` after the shard's sequence (Shard.follow, as
-    recorded); returns how many it had not had."""
-    return sum(bool(shard.follow(seq, journal, rows)) for seq, _epoch, journal, rows
-               in log.entries(shard.seq, batch))
+    recorded); returns how many it had not had. LogPruned if the log no longer holds the
+    batches after the shard's sequence."""
+    n = 0
+    for seq, _epoch, journal, rows in log.entries(shard.seq, batch):
+        if not n and seq > shard.seq + 1:
+            # a gap is a batch that wrote nothing -- or batches pruned away
+            log.check_position(shard.seq)
+        n += bool(shard.follow(seq, journal, rows))
+    return n
 
 
 class Fenced(NotPrimary):
     """A newer owner of the shard has claimed the log: this one may write no more."""
+
+
+class NotThisShard(CorruptData):
+    """The log of record belongs to a shard made apart from this node's (another lineage):
+    this node's data dir must be restored from a backup of the primary's."""
+
+    code = "NOT_THIS_SHARD"
+
+
+class LogPruned(CorruptData):
+    """The log of record no longer holds the batches this node lacks: it must start again
+    from a newer backup."""
+
+    code = "LOG_PRUNED"
 
 
 def pack(journal: bytes | None, rows: dict[bytes, bytes | None]) -> bytes:
@@ -119,10 +153,12 @@ class RecordLog:
     """Shard `shard`'s log of record in the PostgreSQL database `dsn` (a libpq connection
     string). One connection, used by one thread at a time (the commit thread)."""
 
-    def __init__(self, dsn: str, shard: int, *, retry_s: float = 0.2, owner: str = ""):
+    def __init__(self, dsn: str, shard: int, *, retry_s: float = 0.2, owner: str = "",
+                 lineage: str = ""):
         self.dsn = dsn
         self.shard = shard
         self.owner = owner
+        self.lineage = lineage          # Shard.lineage of the node's shard ('' : not checked)
         self.retry_s = retry_s
         self.epoch = 0                  # the epoch claimed (0: none yet)
         self.closed = threading.Event()
@@ -148,7 +184,7 @@ class RecordLog:
         first = None
         while True:
             try:
-                return fn(self._connect())
+                result = fn(self._connect())
             except psycopg.OperationalError as e:
                 if self.closed.is_set():
                     raise Fenced(f"the log of record of shard {self.shard} is closed") from e
@@ -163,6 +199,7 @@ class RecordLog:
                 if first is not None:
                     log.warning("shard %d: the log of record is writable again after %.1f s",
                                 self.shard, time.monotonic() - first)
+                return result
 
     def ensure_schema(self) -> None:
         def run(c):
@@ -181,16 +218,79 @@ class RecordLog:
             return row[0] if row else 0
         return self._retrying("reading the epoch", run)
 
-    def claim(self, epoch: int) -> None:
-        """Make `epoch` the shard's: from now on only appends of `epoch` are taken. Fenced
-        if a newer epoch has claimed it already; claiming one's own epoch again is a no-op."""
+    def _shard_row(self, c, lock: str = "") -> tuple[int, str, int] | None:
+        """(epoch, lineage, pruned_to) of the shard's row, None before its first claim."""
+        return c.execute(f"SELECT epoch, lineage, pruned_to FROM turnstile_epochs WHERE shard = %s {lock}",
+                         (self.shard,)).fetchone()
+
+    def _mismatch(self, lineage: str) -> NotThisShard | None:
+        if self.lineage and lineage and lineage != self.lineage:
+            return NotThisShard(
+                f"shard {self.shard} here (lineage {self.lineage}) is not the shard of the log of "
+                f"record (lineage {lineage}): it was made apart from the primary's",
+                hint="stop this node, restore its data dir from a `turnstile backup` of the "
+                     "primary's and start it again")
+        return None
+
+    def check_position(self, seq: int) -> None:
+        """NotThisShard if the log is another shard's; LogPruned if it no longer holds the
+        batches after `seq` (a node at `seq` can't follow it)."""
         def run(c):
             with c.transaction():
+                return self._shard_row(c)
+        row = self._retrying("reading the shard's row", run)
+        if row is None:
+            return
+        err = self._mismatch(row[1])
+        if err is not None:
+            raise err
+        if seq < row[2]:
+            raise LogPruned(f"the log of record of shard {self.shard} is pruned up to batch {row[2]}; "
+                            f"this node holds batches up to {seq} only",
+                            hint="start this node again from a newer `turnstile backup` "
+                                 "(the latest verified one is never pruned past)")
+
+    def pruned_to(self) -> int:
+        def run(c):
+            with c.transaction():
+                row = self._shard_row(c)
+            return row[2] if row else 0
+        return self._retrying("reading how far it is pruned", run)
+
+    def prune(self, upto: int) -> int:
+        """Delete the batches up to `upto` (never past the log's end) under this log's
+        epoch; returns how many went. Fenced unless this log's epoch holds the shard."""
+        def run(c):
+            with c.transaction():
+                row = self._shard_row(c, "FOR UPDATE")
+                if row is None or row[0] != self.epoch or not self.epoch:
+                    raise Fenced(f"shard {self.shard}: only its owner prunes its log")
+                end = c.execute("SELECT coalesce(max(seq), 0) FROM turnstile_log WHERE shard = %s",
+                                (self.shard,)).fetchone()[0]
+                to = min(upto, end)
+                if to <= row[2]:
+                    return 0
+                c.execute("UPDATE turnstile_epochs SET pruned_to = %s WHERE shard = %s", (to, self.shard))
+                return c.execute("DELETE FROM turnstile_log WHERE shard = %s AND seq <= %s",
+                                 (self.shard, to)).rowcount
+        return self._retrying(f"pruning up to {upto}", run)
+
+    def claim(self, epoch: int) -> None:
+        """Make `epoch` the shard's: from now on only appends of `epoch` are taken. Fenced
+        if a newer epoch has claimed it already; claiming one's own epoch again is a no-op.
+        NotThisShard if the log is another lineage's; the first claim records this one's."""
+        def run(c):
+            with c.transaction():
+                row = self._shard_row(c, "FOR UPDATE")
+                if row is not None and (err := self._mismatch(row[1])) is not None:
+                    raise err
                 cur = c.execute(
-                    "INSERT INTO turnstile_epochs (shard, epoch, owner) VALUES (%s, %s, %s) "
+                    "INSERT INTO turnstile_epochs (shard, epoch, owner, lineage) VALUES (%s, %s, %s, %s) "
                     "ON CONFLICT (shard) DO UPDATE SET epoch = EXCLUDED.epoch, owner = EXCLUDED.owner, "
-                    "claimed_at = now() WHERE turnstile_epochs.epoch < EXCLUDED.epoch RETURNING epoch",
-                    (self.shard, epoch, self.owner))
+                    "claimed_at = now(), lineage = CASE WHEN turnstile_epochs.lineage = '' "
+                    "THEN EXCLUDED.lineage ELSE turnstile_epochs.lineage END "
+                    "WHERE turnstile_epochs.epoch < EXCLUDED.epoch RETURNING epoch",
+                    (self.shard, epoch, self.owner, self.lineage))
                 if cur.fetchone() is None:
                     now = c.execute("SELECT epoch FROM turnstile_epochs WHERE shard = %s",
                                     (self.shard,)).fetchone()[0]
@@ -265,11 +365,13 @@ class Follower:
 
     def __init__(self, shard, dsn: str, shard_no: int, *, poll_s: float = 1.0, batch: int = 1000):
         self.shard = shard
-        self.log = RecordLog(dsn, shard_no)
+        self.log = RecordLog(dsn, shard_no, lineage=shard.lineage)
         self.dsn = dsn
         self.poll_s = poll_s
         self.batch = batch
         self.applied = 0
+        self.error: Exception | None = None
+        self.checked = threading.Event()    # the log is this shard's, and not pruned past it
         self.stop = threading.Event()
         self._listen = None
 
@@ -299,7 +401,18 @@ class Follower:
             self.stop.wait(self.poll_s)
 
     def run(self) -> None:
-        """Follow until `stop` is set."""
+        """Follow until `stop` is set. NotThisShard or LogPruned (this node can't follow
+        the log) end it: `error` holds them; else `checked` is set before the first batch."""
+        try:
+            self.log.check_position(self.shard.seq)
+            self.checked.set()
+            self._follow()
+        except (NotThisShard, LogPruned) as e:
+            log.error("shard %d: can't follow its log of record: %s", self.log.shard, e)
+            self.error = e
+            self.stop.set()
+
+    def _follow(self) -> None:
         while not self.stop.is_set():
             self.catch_up()
             self._wait()
@@ -313,7 +426,9 @@ class Follower:
 def promote(shard, log: RecordLog, epoch: int) -> int:
     """Make a following standby the primary: claim `epoch` in the log (from then on no
     older owner writes), apply what the log holds after the shard (the end is final once
-    claimed), and write every later batch through the log. Returns the batches applied."""
+    claimed), and write every later batch through the log. Returns the batches applied.
+    NotThisShard or LogPruned, before claiming, if this shard can't take the log on."""
+    log.check_position(shard.seq)
     log.claim(epoch)
     n = apply_log(shard, log)
     shard.promoted(log)

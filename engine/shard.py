@@ -526,6 +526,14 @@ class Shard:
             self.storage.commit(batch.seq, blob, batch.rows)
             self._measure()
 
+    @property
+    def lineage(self) -> str:
+        """Which shard this is, whatever copy of it: a digest of the secrets it was made
+        with (the same in every backup, restore and standby of it, another in a shard made
+        apart). The log of record refuses a node of another lineage."""
+        secret = self.state.holder_secret
+        return hashlib.blake2b(secret, digest_size=8, person=b"turnstile-lineag").hexdigest() if secret else ""
+
     def promoted(self, record_log) -> None:
         """A standby that applied the whole log (engine/recordlog.py, promote) becomes the
         primary: its audit chain goes on from the last record the log brought, and every

@@ -55,7 +55,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from turnstile.engine import Shard, keyring
 from turnstile.engine.errors import NotPrimary, StorageError
-from turnstile.engine.recordlog import Follower, RecordLog, promote
+from turnstile.engine.recordlog import Follower, LogPruned, NotThisShard, RecordLog, promote
 from turnstile.v1 import (admin_pb2_grpc, gate_pb2_grpc, inventory_pb2_grpc, member_pb2_grpc,
                           report_pb2_grpc, sales_pb2_grpc)
 
@@ -75,6 +75,8 @@ FAILPOINT_ENV = "TURNSTILE_FAILPOINT"
 SECRET_OPTIONS = ("pg",)        # passed to the shard processes as TURNSTILE_PG, not argv
 SHARD_SERVICE = "turnstile.shard."     # gRPC health service name of shard k: this + k
 HEALTH_REFRESH_S = 1.0          # how often a shard process re-reads every shard's status
+POSITION_S = 1.0                # replicated: how often a node records its position in etcd
+STANDBY_DEFER = 3               # --standby: leases a shard nobody owns is left to other nodes
 # one principal per role (docs/ROLES.md), all but admin scoped to the demo venue
 DEMO_PRINCIPALS = [
     ("admin", "admin", {}),
@@ -230,6 +232,7 @@ async def serve_shard(cfg: ServerConfig, shard_id: int = 0) -> int:
         # a standby until this process owns the shard in etcd, then its primary
         ownership = await _become_primary(cfg, shard, shard_id, node.address)
         node.ownership = ownership
+        node.moved = frozenset(moved | await _place_venues(ownership, shard, shard_id))
         await ownership.sync_control(store)     # the principals and keys of every node
     await writer.start()
     store.set_endpoint(shard_id, node.address)
@@ -257,8 +260,10 @@ async def serve_shard(cfg: ServerConfig, shard_id: int = 0) -> int:
         stop.set()
     watch = asyncio.create_task(orphaned())
     archiver = asyncio.create_task(_archive_audit(shard, cfg.audit_archive_s))
-    control_sync = asyncio.create_task(_sync_control(ownership, store, max(1.0, cfg.auth_cache_s))) \
-        if ownership is not None else None
+    control_sync = duties = None
+    if ownership is not None:
+        control_sync = asyncio.create_task(_sync_control(ownership, store, max(1.0, cfg.auth_cache_s)))
+        duties = asyncio.create_task(_primary_duties(ownership, shard, cfg))
     peers = asyncio.create_task(_refresh_health(health_servicer, store, shard_id))
     stopped = asyncio.create_task(stop.wait())
     failed = asyncio.create_task(writer.wait_failed())
@@ -269,7 +274,7 @@ async def serve_shard(cfg: ServerConfig, shard_id: int = 0) -> int:
         lost = asyncio.create_task(ownership.wait_lost())
         waits.append(lost)
     await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    for task in (watch, archiver, peers, stopped, control_sync):
+    for task in (watch, archiver, peers, stopped, control_sync, duties):
         if task is not None:
             task.cancel()
     cause = failed.result() if failed.done() else None
@@ -309,29 +314,103 @@ async def serve_shard(cfg: ServerConfig, shard_id: int = 0) -> int:
 
 async def _become_primary(cfg: ServerConfig, shard: Shard, shard_id: int, address: str) -> Ownership:
     """Replicated mode (DESIGN.md 7): follow the shard's log of record as a standby
-    (engine/recordlog.py, Follower) until this process owns the shard in etcd
-    (server/ownership.py), then apply the log to its end under the new epoch and write
-    every later batch through it, asking the ownership before each (Shard.fence)."""
+    (engine/recordlog.py, Follower), recording in etcd how far it got every POSITION_S,
+    until this process owns the shard in etcd (server/ownership.py); then apply the log
+    to its end under the new epoch and write every later batch through it, asking the
+    ownership before each (Shard.fence). A node that can't follow the log (another
+    shard's, or pruned past this one) stops with the reason and never takes over."""
     loop = asyncio.get_running_loop()
-    record_log = RecordLog(cfg.pg, shard_id, owner=address)
+    record_log = RecordLog(cfg.pg, shard_id, owner=address, lineage=shard.lineage)
     await loop.run_in_executor(None, record_log.ensure_schema)
     ownership = Ownership(cfg.etcd, shard_id, address, cluster=cfg.cluster, ttl=cfg.lease_ttl_s)
     follower = Follower(shard, cfg.pg, shard_id)
     thread = threading.Thread(target=follower.run, name="turnstile-follower", daemon=True)
     thread.start()
-    print(f"standby of shard {shard_id} at {address}: following its log of record", flush=True)
+    print(f"standby of shard {shard_id} at {address}: following its log of record"
+          + (" (--standby: a node without it takes the shard first)" if cfg.standby else ""), flush=True)
+    # not a candidate before the log is known to be this shard's and followable from here
+    while not follower.checked.wait(0) and follower.error is None:
+        await asyncio.sleep(0.05)
+    if cfg.standby:
+        # the preferred standby: a shard nobody owns is left to a node without --standby
+        # for STANDBY_DEFER leases; once someone owns it, this node waits for it to lapse
+        until = time.monotonic() + STANDBY_DEFER * cfg.lease_ttl_s
+        while follower.error is None and time.monotonic() < until and await ownership.owner() is None:
+            await _report(ownership, "standby", shard.seq)
+            await asyncio.sleep(0.2)
+    acquired = asyncio.create_task(ownership.acquire())
     try:
-        epoch = await ownership.acquire()
+        while not acquired.done():
+            if follower.error is not None:
+                acquired.cancel()
+                raise SystemExit(f"shard {shard_id}: {follower.error}")
+            await _report(ownership, "standby", shard.seq)
+            await asyncio.wait([acquired], timeout=POSITION_S)
+        epoch = acquired.result()
     finally:
+        acquired.cancel()
         follower.stop.set()
         await loop.run_in_executor(None, thread.join)
         follower.close()
     t = time.monotonic()
-    applied = await loop.run_in_executor(None, promote, shard, record_log, epoch)
+    try:
+        applied = await loop.run_in_executor(None, promote, shard, record_log, epoch)
+    except (NotThisShard, LogPruned) as e:
+        await ownership.release()
+        raise SystemExit(f"shard {shard_id}: {e}") from None
     shard.fence = ownership.check
     log.warning("shard %d: primary at %s, epoch %d (followed %d batches, %d more on taking over in "
                 "%.3f s)", shard_id, address, epoch, follower.applied, applied, time.monotonic() - t)
     return ownership
+
+
+async def _report(ownership: Ownership, role: str, seq: int) -> None:
+    """Where this node of the shard stands, in etcd; a failure is logged (pruning waits)."""
+    try:
+        await ownership.report(role, seq)
+    except Exception as e:
+        log.warning("shard %d: position not recorded in etcd (%s)", ownership.shard, e)
+
+
+async def _place_venues(ownership: Ownership, shard: Shard, shard_id: int) -> set[str]:
+    """Replicated mode: the shard's venues in etcd's venue map (the cluster's, read by
+    GetShardMap on every node). Returns those the map gives another shard: left behind by
+    a move, not served here."""
+    moved = set()
+    for venue in shard.venues():
+        home = await ownership.place_venue(venue, shard_id)
+        if home != shard_id:
+            log.warning("venue %s is mapped to shard %s in etcd; not served here", venue, home)
+            moved.add(venue)
+    return moved
+
+
+async def _primary_duties(ownership: Ownership, shard: Shard, cfg: ServerConfig) -> None:
+    """A primary's background work in replicated mode: its position in etcd every
+    POSITION_S, and every cfg.log_prune_s (0: never) the log of record pruned up to what
+    every node of the shard and its latest verified backup hold (Ownership.prune_floor),
+    on a connection of its own, under its epoch. Failures are logged and tried again."""
+    loop = asyncio.get_running_loop()
+    pruner = RecordLog(cfg.pg, ownership.shard, owner=ownership.me, lineage=shard.lineage)
+    pruner.epoch = ownership.epoch
+    next_prune = time.monotonic() + cfg.log_prune_s
+    try:
+        while True:
+            await _report(ownership, "primary", shard.seq)
+            if cfg.log_prune_s and time.monotonic() >= next_prune:
+                next_prune = time.monotonic() + cfg.log_prune_s
+                try:
+                    floor = await ownership.prune_floor()
+                    if floor:
+                        gone = await loop.run_in_executor(None, pruner.prune, floor)
+                        if gone:
+                            log.info("shard %d: log of record pruned up to batch %d (%d batches)",
+                                     ownership.shard, floor, gone)
+                except Exception as e:
+                    log.warning("shard %d: log of record not pruned (%s)", ownership.shard, e)
+            await asyncio.sleep(POSITION_S)
+    finally:
+        await loop.run_in_executor(None, pruner.close)
 
 
 async def _sync_control(ownership: Ownership, store: ControlStore, every_s: float) -> None:
@@ -590,7 +669,9 @@ def supervise(cfg: ServerConfig, config_file: str | None = None) -> int:
                                          "metrics_port": cfg.metrics_port + k if cfg.metrics_port else 0})
             out = [sys.executable, "-m", "turnstile.server.cli", "serve-shard", "--shard", str(k)]
             for name, value in own.model_dump().items():
-                if value is not None and name not in SECRET_OPTIONS:
+                if isinstance(value, bool):
+                    out.append(("--" if value else "--no-") + name.replace("_", "-"))
+                elif value is not None and name not in SECRET_OPTIONS:
                     out += ["--" + name.replace("_", "-"), str(value)]
             return out
         children.append(_Child(k, argv, cfg.port + k if cfg.port else 0, cfg))

@@ -205,10 +205,15 @@ def _serve_options(s) -> None:
                                                     "with _ for -); TURNSTILE_<NAME> variables "
                                                     "override it, options override both")
     for name, f in ServerConfig.model_fields.items():
+        default = "" if f.default is None else f" (default: {f.default})"
+        if f.annotation is bool:
+            s.add_argument("--" + name.replace("_", "-"), dest=name, default=None,
+                           action=argparse.BooleanOptionalAction,
+                           help=f"{f.description} (default: no); env TURNSTILE_{name.upper()}")
+            continue
         kind = {int: int, float: float}.get(f.annotation, str)
         if f.annotation == (int | None):
             kind = int
-        default = "" if f.default is None else f" (default: {f.default})"
         s.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None,
                        metavar=name.upper(),
                        help=f"{f.description}{default}; env TURNSTILE_{name.upper()}")

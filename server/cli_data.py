@@ -6,6 +6,8 @@
     turnstile shards list      --data data                        offline (no server on DATA)
     turnstile shards set-count 4 --data data
     turnstile shards move hills --to 2 --data data
+    turnstile shards list --etcd 10.0.0.5:2379 --cluster prod    replicated: the map in etcd
+    turnstile shards place lingyin --to 1 --etcd ...   | step-down 0 | forget 0 NODE
     turnstile master-key create /etc/turnstile/master.key       64 hex digits, mode 0600
     turnstile master-key rotate --data data --new-key-file /etc/turnstile/master.key.new
 
@@ -139,7 +141,36 @@ def cmd_backup(args) -> int:
     for w in b.warnings:
         print(f"warning: {w} (the backup is a faithful copy; `turnstile check` the source)",
               file=sys.stderr)
+    if args.etcd:
+        _record_backup(args, b)
     return 0
+
+
+def _record_backup(args, b) -> None:
+    """Replicated mode: each shard of the backup whose copy checked clean is recorded in
+    etcd as its latest verified backup -- the position the log of record may be pruned
+    up to (server/ownership.py). A shard with problems is not."""
+    bad = {e["shard"] for e in b.manifest["shards"] if e.get("violations")}
+    out = os.path.abspath(b.out)
+
+    async def run() -> list[str]:
+        cluster = _cluster(args)
+        try:
+            said = []
+            for s in b.shards:
+                if s.shard in bad:
+                    said.append(f"  shard-{s.shard}: NOT recorded as a verified backup in etcd "
+                                f"(its copy has problems)")
+                elif await cluster.record_backup(s.shard, s.last_seq, out):
+                    said.append(f"  shard-{s.shard}: recorded in etcd as its latest verified backup "
+                                f"(batch {s.last_seq}): its log of record may be pruned up to it")
+                else:
+                    said.append(f"  shard-{s.shard}: etcd records a backup of a later batch; kept")
+            return said
+        finally:
+            await cluster.close()
+    for line in _etcd_call(args, run):
+        print(line)
 
 
 def cmd_restore(args) -> int:
@@ -248,6 +279,141 @@ def cmd_shards_move(args) -> int:
     return 0
 
 
+# -- the shard map in etcd (replicated mode) ------------------------------------------------
+def etcd_options(p, *, required: bool = False) -> None:
+    """--etcd and --cluster, as `turnstile serve` takes them (env TURNSTILE_ETCD,
+    TURNSTILE_CLUSTER)."""
+    env = os.environ.get("TURNSTILE_ETCD") or None
+    p.add_argument("--etcd", metavar="HOST:PORT", default=env, required=required and env is None,
+                   help="etcd endpoint of a replicated cluster (default: $TURNSTILE_ETCD)")
+    p.add_argument("--cluster", default=os.environ.get("TURNSTILE_CLUSTER", "default"),
+                   help="the cluster's name in etcd, as `serve --cluster` (default: "
+                        "$TURNSTILE_CLUSTER, else %(default)s)")
+
+
+def _cluster(args):
+    from .ownership import Cluster
+    try:
+        return Cluster(args.etcd, cluster=args.cluster)
+    except ValueError as e:
+        raise Refused(str(e)) from None
+
+
+def _etcd_call(args, run):
+    """asyncio.run(run()); etcd unreachable or refusing: Refused, one line."""
+    import asyncio
+    try:
+        return asyncio.run(run())
+    except Refused:
+        raise
+    except Exception as e:
+        raise Refused(f"etcd at {args.etcd} (cluster {args.cluster}): {type(e).__name__}: "
+                      f"{e or 'no answer'}") from None
+
+
+def _ago(at) -> str:
+    import time
+    if not at:
+        return "never"
+    d = max(0.0, time.time() - float(at))
+    return f"{d:.0f} s ago" if d < 120 else f"{d / 60:.0f} min ago" if d < 7200 else f"{d / 3600:.0f} h ago"
+
+
+def cmd_shards_list_etcd(args) -> int:
+    async def run():
+        cluster = _cluster(args)
+        try:
+            return await cluster.shards(), await cluster.venues()
+        finally:
+            await cluster.close()
+    shards, venues = _etcd_call(args, run)
+    if args.json:
+        json.dump({"cluster": args.cluster, "shards": {str(k): v for k, v in sorted(shards.items())},
+                   "venues": venues}, sys.stdout, indent=2, sort_keys=True)
+        print()
+        return 0
+    print(f"cluster {args.cluster} in etcd at {args.etcd}: {len(shards)} shards, {len(venues)} venues")
+    for k, s in sorted(shards.items()):
+        primary = s["owner"] or "NONE (no owner: a standby takes over once it can)"
+        print(f"shard {k}: primary {primary}, epoch {s['epoch']}")
+        end = max([int(n.get("seq", 0)) for n in s["nodes"].values()] or [0])
+        for name, n in sorted(s["nodes"].items()):
+            role = "primary" if name == s["owner"] else n.get("role", "?")
+            if role == "primary" and name != s["owner"]:
+                role = "was primary"
+            behind = end - int(n.get("seq", 0))
+            print(f"  {role:<12} {name:<21}  batch {n.get('seq', 0)}"
+                  + (f" ({behind} behind)" if behind else "") + f", seen {_ago(n.get('at'))}")
+        b = s["backup"]
+        print("  backup       " + (f"batch {b.get('seq', 0)} in {b.get('out', '?')}, {_ago(b.get('at'))}"
+                                   if b else "none recorded (the log of record is not pruned)"))
+        mine = sorted(v for v, h in venues.items() if h == k)
+        print(f"  venues       {', '.join(mine) or '-'}")
+    for v, h in sorted(venues.items()):
+        if h not in shards:
+            print(f"venue {v}: mapped to shard {h}, which has no node")
+    return 0
+
+
+def cmd_shards_place(args) -> int:
+    async def run():
+        cluster = _cluster(args)
+        try:
+            return await cluster.place_venue(args.venue, args.to)
+        finally:
+            await cluster.close()
+    from turnstile.engine import ID_PATTERN
+    if not ID_PATTERN.match(args.venue):
+        raise Refused(f"{args.venue!r} is not a venue id (1-64 letters, digits or ._:@/-, "
+                      f"a letter or digit first)")
+    if args.to < 0:
+        raise Refused(f"no shard {args.to}")
+    home = _etcd_call(args, run)
+    if home != args.to:
+        raise Refused(f"venue {args.venue} is mapped to shard {home} already; a venue's data "
+                      f"moves with `turnstile shards move`, on a data dir offline")
+    print(f"venue {args.venue} is mapped to shard {home} in cluster {args.cluster}: "
+          f"CreateVenue is taken by shard {home}'s primary only")
+    return 0
+
+
+def cmd_shards_step_down(args) -> int:
+    if args.shard < 0:
+        raise Refused(f"no shard {args.shard}")
+
+    async def run():
+        cluster = _cluster(args)
+        try:
+            return await cluster.step_down(args.shard)
+        finally:
+            await cluster.close()
+    owner = _etcd_call(args, run)
+    if owner is None:
+        raise Refused(f"shard {args.shard} has no primary in cluster {args.cluster}")
+    print(f"shard {args.shard}: the lease of its primary {owner} is revoked; it stops writing "
+          f"at its next renewal and comes back as a standby, and a standby takes the shard "
+          f"over (`turnstile shards list --etcd` shows which)")
+    return 0
+
+
+def cmd_shards_forget(args) -> int:
+    if args.shard < 0 or not args.node or "/" in args.node:
+        raise Refused(f"no node {args.node!r} of shard {args.shard}")
+
+    async def run():
+        cluster = _cluster(args)
+        try:
+            return await cluster.forget(args.shard, args.node)
+        finally:
+            await cluster.close()
+    if not _etcd_call(args, run):
+        raise Refused(f"shard {args.shard} has no node {args.node} in cluster {args.cluster}")
+    print(f"shard {args.shard}: node {args.node} forgotten; its log of record is no longer kept "
+          f"for it (a node that comes back records itself again, and is refused if the log "
+          f"was pruned past it)")
+    return 0
+
+
 # -- the parser -------------------------------------------------------------------------
 def _run(func):
     def wrapped(args) -> int:
@@ -285,13 +451,19 @@ checks them.
 A backup holds each shard's keys only wrapped by the master key, which it does not
 contain: the master key must open every shard before anything is copied, and restoring
 needs it. DATA/demo-keys.txt (API keys in clear) is not copied. Files are created mode
-0600 in a 0700 directory.""",
+0600 in a 0700 directory.
+
+Replicated mode (--etcd): each shard whose copy checked clean is then recorded in etcd
+as the shard's latest verified backup, with its last batch. A primary prunes its log of
+record only up to what every node of the shard and that backup hold, so a new standby
+restored from it can always follow the log after it.""",
                        epilog="example: turnstile backup --data /var/lib/turnstile "
                               "--out /backups/turnstile-$(date +%F)")
     b.add_argument("--data", default="data", help="data dir to back up (default: %(default)s)")
     b.add_argument("--out", required=True, metavar="DIR",
                    help="backup directory: new or empty (refused otherwise)")
     master_key_option(b)
+    etcd_options(b)
     b.set_defaults(func=_run(cmd_backup))
 
     r = sub.add_parser("restore", parents=[quiet], formatter_class=fmt,
@@ -338,24 +510,37 @@ anything differs it stops and names the backup to restore.""",
     mg.set_defaults(func=_run(cmd_migrate))
 
     s = sub.add_parser("shards", formatter_class=fmt,
-                       help="list shards, move a venue, set the shard count (offline)",
+                       help="list shards, move a venue, set the shard count; the map in etcd",
                        description="""\
-Inspect and change how DATA is split into shards. These commands need the data dir
-offline: they refuse while a server holds any shard's owner.lock.""")
-    ss = s.add_subparsers(dest="action", required=True, metavar="{list,set-count,move}")
+Inspect and change how DATA is split into shards. `list` (without --etcd), `set-count`
+and `move` work on the data dir and need it offline: they refuse while a server holds
+any shard's owner.lock.
+
+In replicated mode (`serve --etcd --pg`) the shard map is the cluster's, in etcd:
+`list --etcd` reads it (each shard's primary and epoch, every node with the batch it
+holds, the latest verified backup, the venues), `place` maps a new venue to a shard,
+`step-down` hands a shard over to a standby, `forget` drops a node taken out of service.""")
+    ss = s.add_subparsers(dest="action", required=True,
+                          metavar="{list,set-count,move,place,step-down,forget}")
 
     ls = ss.add_parser("list", parents=[quiet], formatter_class=fmt,
-                       help="shards, their venues, ticket counts and sizes",
+                       help="shards, their venues, ticket counts and sizes; or the map in etcd",
                        description="""\
 Open every shard of DATA (offline) and list its venues (as the venue map routes them;
 a catalog left behind by `shards move` is shown as such), tickets, holds, orders, the
 size of its LMDB file and the part in use, and its last endpoint. Also shows the shard
 count recorded by `shards set-count` and any disagreement between the venue map and
-the shards.""")
+the shards.
+
+With --etcd (replicated mode): the cluster's map in etcd instead, with no data dir --
+each shard's primary and epoch; each node of it (primary, standby, or a former primary
+not back yet) with the last batch it holds, how far behind the most advanced it is,
+and when it last said so; the latest verified backup; the venues mapped to it.""")
     ls.add_argument("--data", default="data", help="data dir (default: %(default)s)")
     ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
     master_key_option(ls)
-    ls.set_defaults(func=_run(cmd_shards_list))
+    etcd_options(ls)
+    ls.set_defaults(func=_run(lambda a: (cmd_shards_list_etcd if a.etcd else cmd_shards_list)(a)))
 
     sc = ss.add_parser("set-count", parents=[quiet], formatter_class=fmt,
                        help="create (or drop empty) shards up to N, record N for `serve`",
@@ -396,6 +581,46 @@ clients route by the map.""")
     mv.add_argument("--data", default="data", help="data dir (default: %(default)s)")
     master_key_option(mv)
     mv.set_defaults(func=_run(cmd_shards_move))
+
+    pl = ss.add_parser("place", formatter_class=fmt, help="map a new venue to a shard (etcd)",
+                       description="""\
+Replicated mode: map VENUE to shard K in the cluster's venue map in etcd, before the
+venue is created; AdminService.CreateVenue is then taken by shard K's primary only (the
+others answer ALREADY_EXISTS naming K). Refused if VENUE is mapped already: a venue's
+data moves with `shards move`, offline. Without `place`, a venue is mapped to the shard
+whose primary creates it.""",
+                       epilog="example: turnstile shards place lingyin --to 1 --etcd 10.0.0.5:2379")
+    pl.add_argument("venue", metavar="VENUE", help="venue id")
+    pl.add_argument("--to", type=int, required=True, metavar="K", help="shard id")
+    etcd_options(pl, required=True)
+    pl.set_defaults(func=_run(cmd_shards_place))
+
+    sd = ss.add_parser("step-down", formatter_class=fmt,
+                       help="hand shard K over to a standby (etcd)",
+                       description="""\
+Replicated mode: revoke the etcd lease of shard K's primary. It stops acknowledging
+writes at its next renewal (a third of the lease at most; a write it still sends is
+refused by the log of record once a standby has claimed the shard), exits, and its node
+restarts it as a standby; a standby takes the shard over with a new epoch, as after a
+failure. For a planned switch (maintenance of the primary's machine).""",
+                       epilog="example: turnstile shards step-down 0 --etcd 10.0.0.5:2379")
+    sd.add_argument("shard", type=int, metavar="K", help="shard id")
+    etcd_options(sd, required=True)
+    sd.set_defaults(func=_run(cmd_shards_step_down))
+
+    fg = ss.add_parser("forget", formatter_class=fmt,
+                       help="drop a node taken out of service from shard K (etcd)",
+                       description="""\
+Replicated mode: drop NODE (its address, as `list --etcd` shows it) from shard K's
+nodes in etcd. A node that is down still holds back the pruning of the log of record at
+the last batch it held, so it can come back and catch up; forget one that will not come
+back. If it does, it records itself again -- and is refused if the log was pruned past
+it (restore it from a newer backup).""",
+                       epilog="example: turnstile shards forget 0 10.0.0.7:50051 --etcd 10.0.0.5:2379")
+    fg.add_argument("shard", type=int, metavar="K", help="shard id")
+    fg.add_argument("node", metavar="NODE", help="the node's name (its address)")
+    etcd_options(fg, required=True)
+    fg.set_defaults(func=_run(cmd_shards_forget))
 
     mk = sub.add_parser("master-key", formatter_class=fmt,
                         help="create a master key file, or rotate a data dir's master key",

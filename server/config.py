@@ -106,13 +106,24 @@ class ServerConfig(BaseSettings):
                                     "TURNSTILE_PG, not on the command line (the shard "
                                     "processes get it in their environment)")
     cluster: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
-                         description="name of this platform in etcd (its shard owners and "
-                                     "epochs), replicated mode")
+                         description="name of this platform in etcd (its shard map: "
+                                     "owners, epochs, nodes, venues), replicated mode")
     lease_ttl_s: int = Field(5, ge=2, le=60,
                              description="seconds of a shard owner's etcd lease, replicated "
                                          "mode: a primary that can't renew it stops "
                                          "acknowledging a second before it lapses; a standby "
                                          "takes over once it has")
+    standby: bool = Field(False, description="replicated mode: this node prefers to be the "
+                                             "standby -- at start it lets a node without "
+                                             "--standby take each shard nobody owns, for "
+                                             "3 leases at most, then contends as any node "
+                                             "(a primary that dies is always taken over)")
+    log_prune_s: float = Field(60.0, ge=0, le=86400,
+                               description="seconds between prunings of the log of record by "
+                                           "a primary, replicated mode: batches every node of "
+                                           "the shard and its latest verified backup "
+                                           "(`turnstile backup --etcd`) hold are deleted; 0: "
+                                           "never")
     master_key_file: str | None = Field(None, description="file of the master key that wraps "
                                                           "every shard's keys (64 hex digits; "
                                                           "kept outside the data dir); else "

@@ -1,11 +1,20 @@
-"""Who owns a shard, in etcd (DESIGN.md 7, issue 18): one lease per owner and a fencing
-epoch that rises with every new owner.
+"""Who owns a shard, and the cluster's shard map, in etcd (DESIGN.md 7, issue 18): one
+lease per owner, a fencing epoch that rises with every new owner, where every node of a
+shard stands, and which shard holds each venue.
 
 Keys, under a cluster's prefix (`/turnstile/<cluster>/`):
 
-    shards/<n>/owner   the owner's name (its address); bound to the owner's lease, so it
-                       goes when the lease lapses or is revoked
-    shards/<n>/epoch   the last epoch given out (a decimal integer); never goes down
+    shards/<n>/owner         the owner's name (its address); bound to the owner's lease, so
+                             it goes when the lease lapses or is revoked
+    shards/<n>/epoch         the last epoch given out (a decimal integer); never goes down
+    shards/<n>/nodes/<name>  each node of the shard, primary or standby (JSON: role, seq --
+                             the last batch it holds --, at); kept when the node stops, so a
+                             node that is down still holds back pruning, until `turnstile
+                             shards forget` drops it
+    shards/<n>/backup        the latest verified backup of the shard (JSON: seq, at, out),
+                             recorded by `turnstile backup --etcd`; only ever raised
+    venues/<venue>           the shard that holds the venue (a decimal integer)
+    control/<kind>/<id>      principals and API keys (ControlStore.records)
 
 `acquire` puts the owner key if nobody has it (a transaction comparing its create
 revision with 0), then raises the epoch by one (a transaction comparing the epoch key's
@@ -19,11 +28,16 @@ renewal answered with the lease's TTL moves `valid_until` to that time plus the 
 owner counts itself valid only until `margin_s` before `valid_until` -- before etcd can
 let the lease lapse, whatever happens to its renewals -- and `check()` raises NotPrimary
 from then on, so a primary that can't renew stops acknowledging writes before another can
-take over (Shard.fence calls it before each batch is written).
+take over (Shard.fence calls it before each batch is written). A lease revoked from
+outside (`turnstile shards step-down`) is noticed at the next renewal the same way.
+
+The log of record is pruned up to `prune_floor()`: the lowest batch that every recorded
+node of the shard and its latest verified backup hold (none before a backup is recorded).
 """
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 
@@ -32,72 +46,134 @@ from turnstile.engine.errors import NotPrimary
 log = logging.getLogger(__name__)
 
 
-class Ownership:
-    """Shard `shard`'s ownership in the etcd at `endpoint` (host:port), as `me`."""
+def _json(raw: bytes) -> dict:
+    try:
+        got = json.loads(raw)
+    except ValueError:
+        return {}
+    return got if isinstance(got, dict) else {}
 
-    def __init__(self, endpoint: str, shard: int, me: str, *, cluster: str = "default",
-                 ttl: int = 5, margin_s: float = 1.0):
-        if ttl < 2 or not 0 < margin_s < ttl:
-            raise ValueError("ttl must be 2 s or more, and the margin less than it")
+
+class Cluster:
+    """The cluster `cluster` in the etcd at `endpoint` (host:port): its shard map, read and
+    changed (`turnstile shards ... --etcd`, GetShardMap, the shard processes)."""
+
+    def __init__(self, endpoint: str, *, cluster: str = "default", timeout: int = 2):
         host, _, port = endpoint.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"etcd endpoint {endpoint!r} is not host:port")
         self.host, self.port = host, int(port)
-        self.shard = shard
-        self.me = me
-        self.ttl = ttl
-        self.margin_s = margin_s
-        self.shards_prefix = f"/turnstile/{cluster}/shards/".encode()
-        self.control_prefix = f"/turnstile/{cluster}/control/".encode()
-        prefix = f"/turnstile/{cluster}/shards/{shard}/"
-        self.owner_key = (prefix + "owner").encode()
-        self.epoch_key = (prefix + "epoch").encode()
-        self.epoch = 0
-        self.valid_until = 0.0          # monotonic seconds; 0: not the owner
-        self.lost: str | None = None    # why ownership ended (None while held)
+        self.timeout = timeout
+        self.root = f"/turnstile/{cluster}/".encode()
+        self.shards_prefix = self.root + b"shards/"
+        self.control_prefix = self.root + b"control/"
+        self.venues_prefix = self.root + b"venues/"
+        self.conflicts: set[str] = set()    # principal ids made apart on two nodes (logged)
         self._client = None
-        self._lease = None
-        self._renewer: asyncio.Task | None = None
-        self._lost = asyncio.Event()
 
     async def _connect(self):
         import aetcd
         if self._client is None:
-            self._client = aetcd.Client(host=self.host, port=self.port, timeout=max(1, self.ttl // 3))
+            self._client = aetcd.Client(host=self.host, port=self.port, timeout=self.timeout)
             await self._client.connect()
         return self._client
 
     async def close(self) -> None:
-        if self._renewer is not None:
-            self._renewer.cancel()
-            await asyncio.gather(self._renewer, return_exceptions=True)
         if self._client is not None:
             await self._client.close()
             self._client = None
 
-    # -- reading ----------------------------------------------------------------------------
-    async def owner(self) -> str | None:
-        """Who owns the shard now (None: nobody)."""
+    def _shard_key(self, shard: int, *rest: str) -> bytes:
+        return self.shards_prefix + "/".join((str(shard), *rest)).encode()
+
+    # -- the shard map ---------------------------------------------------------------------
+    async def shards(self) -> dict[int, dict]:
+        """Every shard etcd knows: shard -> {"owner": name or None, "epoch": int, "nodes":
+        {name: {"role", "seq", "at", ...}}, "backup": {"seq", "at", "out"} or None}."""
         c = await self._connect()
-        got = await c.get(self.owner_key)
-        return None if got is None else got.value.decode()
+        out: dict[int, dict] = {}
+        for kv in await c.get_prefix(self.shards_prefix):
+            parts = kv.key[len(self.shards_prefix):].decode().split("/", 2)
+            if not parts[0].isdigit() or len(parts) < 2:
+                continue
+            s = out.setdefault(int(parts[0]), {"owner": None, "epoch": 0, "nodes": {}, "backup": None})
+            if parts[1:] == ["owner"]:
+                s["owner"] = kv.value.decode()
+            elif parts[1:] == ["epoch"] and kv.value.isdigit():
+                s["epoch"] = int(kv.value)
+            elif parts[1:] == ["backup"]:
+                s["backup"] = _json(kv.value)
+            elif parts[1] == "nodes" and len(parts) == 3:
+                s["nodes"][parts[2]] = _json(kv.value)
+        return out
 
     async def owners(self) -> dict[int, str]:
         """Every shard of the cluster that has an owner now: shard -> its owner's name (the
         address its primary serves on). The shard map's endpoints in replicated mode."""
+        return {k: s["owner"] for k, s in (await self.shards()).items() if s["owner"]}
+
+    async def venues(self) -> dict[str, int]:
+        """The venue map: venue -> the shard that holds it."""
         c = await self._connect()
-        out = {}
-        for kv in await c.get_prefix(self.shards_prefix):
-            parts = kv.key[len(self.shards_prefix):].split(b"/")
-            if len(parts) == 2 and parts[1] == b"owner" and parts[0].isdigit():
-                out[int(parts[0])] = kv.value.decode()
-        return out
+        return {kv.key[len(self.venues_prefix):].decode(): int(kv.value)
+                for kv in await c.get_prefix(self.venues_prefix) if kv.value.isdigit()}
+
+    async def place_venue(self, venue: str, shard: int) -> int:
+        """Map `venue` to `shard` unless it is mapped already; returns the shard it is
+        mapped to (another one: the venue is that shard's)."""
+        c = await self._connect()
+        T = c.transactions
+        key = self.venues_prefix + venue.encode()
+        ok, _ = await c.transaction(compare=[T.create(key) == 0],
+                                    success=[T.put(key, str(shard).encode())], failure=[])
+        if ok:
+            return shard
+        got = await c.get(key)
+        return int(got.value) if got is not None else await self.place_venue(venue, shard)
+
+    async def record_backup(self, shard: int, seq: int, out: str) -> bool:
+        """Record a verified backup holding shard `shard` up to batch `seq` -- unless one of
+        a later batch is recorded already (False then)."""
+        c = await self._connect()
+        T = c.transactions
+        key = self._shard_key(shard, "backup")
+        body = json.dumps({"seq": seq, "at": time.time(), "out": out}).encode()
+        while True:
+            got = await c.get(key)
+            if got is not None and _json(got.value).get("seq", 0) > seq:
+                return False
+            cond = T.create(key) == 0 if got is None else T.mod(key) == got.mod_revision
+            ok, _ = await c.transaction(compare=[cond], success=[T.put(key, body)], failure=[])
+            if ok:
+                return True
+
+    async def forget(self, shard: int, name: str) -> bool:
+        """Drop node `name`'s record from shard `shard` (a node taken out of service: it no
+        longer holds back pruning). False if there was none."""
+        c = await self._connect()
+        return bool(await c.delete(self._shard_key(shard, "nodes", name)))
+
+    async def step_down(self, shard: int) -> str | None:
+        """Revoke the lease of shard `shard`'s owner: it stops writing at its next renewal
+        (ttl/3 at most; fenced in the log before that, once a standby claims), and a
+        standby takes the shard over. Returns the owner stepped down (None: no owner)."""
+        c = await self._connect()
+        got = await c.get(self._shard_key(shard, "owner"))
+        if got is None:
+            return None
+        await c.revoke_lease(got.lease)
+        return got.value.decode()
 
     async def sync_control(self, store) -> list[str]:
         """Principals and API keys both ways between this node's control store and etcd
         (replicated mode: every node accepts the keys any node made, and refuses a key
         revoked on any): etcd's are merged here (ControlStore.merge: added, revocations
-        taken, nothing removed), then this node's that etcd lacks, or has unrevoked, are
-        put there, each compared on the revision read (a concurrent change wins; the next
-        sync merges it). Returns the ids that changed here."""
+        taken, nothing removed), then this node's that etcd lacks, and revocations etcd
+        lacks, are put there, each compared on the revision read (a concurrent change
+        wins; the next sync merges it). A principal is never replaced in etcd: one id made
+        apart on two nodes (a partition) keeps the first in etcd, the other node keeps its
+        own, and the conflict is logged as an error once (`conflicts`). Returns the ids
+        that changed here."""
         c = await self._connect()
         T = c.transactions
         remote: dict[str, dict[str, bytes]] = {"principals": {}, "keys": {}}
@@ -110,12 +186,75 @@ class Ownership:
         changed = store.merge(remote)
         for kind, rows in store.records().items():
             for ident, raw in rows.items():
-                if remote[kind].get(ident) == raw:
+                there = remote[kind].get(ident)
+                if there == raw:
                     continue
+                if there is not None and kind == "principals":
+                    if ident not in self.conflicts:
+                        self.conflicts.add(ident)
+                        log.error("principal %s was made apart on two nodes: etcd (and every node "
+                                  "that took it from there) has another one than this node; "
+                                  "revoke its keys and make it again under one id", ident)
+                    continue
+                if there is not None and not _json(raw).get("revoked"):
+                    continue        # etcd's key is revoked, or another: merge took etcd's
                 key = self.control_prefix + f"{kind}/{ident}".encode()
                 cond = T.mod(key) == revs[key] if key in revs else T.create(key) == 0
                 await c.transaction(compare=[cond], success=[T.put(key, raw)], failure=[])
         return changed
+
+
+class Ownership(Cluster):
+    """Shard `shard`'s ownership in the etcd at `endpoint` (host:port), as `me`."""
+
+    def __init__(self, endpoint: str, shard: int, me: str, *, cluster: str = "default",
+                 ttl: int = 5, margin_s: float = 1.0):
+        if ttl < 2 or not 0 < margin_s < ttl:
+            raise ValueError("ttl must be 2 s or more, and the margin less than it")
+        super().__init__(endpoint, cluster=cluster, timeout=max(1, ttl // 3))
+        self.shard = shard
+        self.me = me
+        self.ttl = ttl
+        self.margin_s = margin_s
+        self.owner_key = self._shard_key(shard, "owner")
+        self.epoch_key = self._shard_key(shard, "epoch")
+        self.node_key = self._shard_key(shard, "nodes", me)
+        self.epoch = 0
+        self.valid_until = 0.0          # monotonic seconds; 0: not the owner
+        self.lost: str | None = None    # why ownership ended (None while held)
+        self._lease = None
+        self._renewer: asyncio.Task | None = None
+        self._lost = asyncio.Event()
+
+    async def close(self) -> None:
+        if self._renewer is not None:
+            self._renewer.cancel()
+            await asyncio.gather(self._renewer, return_exceptions=True)
+        await super().close()
+
+    # -- reading ----------------------------------------------------------------------------
+    async def owner(self) -> str | None:
+        """Who owns the shard now (None: nobody)."""
+        c = await self._connect()
+        got = await c.get(self.owner_key)
+        return None if got is None else got.value.decode()
+
+    async def report(self, role: str, seq: int, **more) -> None:
+        """Record where this node of the shard stands: `role` (primary, standby) and `seq`,
+        the last batch it holds (what pruning waits for)."""
+        c = await self._connect()
+        await c.put(self.node_key, json.dumps({"role": role, "seq": seq, "at": time.time(),
+                                               **more}).encode())
+
+    async def prune_floor(self) -> int:
+        """The batch up to which the shard's log of record may be pruned: the lowest `seq`
+        of every recorded node and of the latest verified backup; 0 before a backup is
+        recorded (a new standby starts from one and reads the log after it)."""
+        s = (await self.shards()).get(self.shard)
+        if s is None or not s["backup"]:
+            return 0
+        return max(0, min([int(s["backup"].get("seq", 0))]
+                          + [int(n.get("seq", 0)) for n in s["nodes"].values()]))
 
     async def last_epoch(self) -> int:
         c = await self._connect()
@@ -174,7 +313,7 @@ class Ownership:
                     self.lost = "the lease could not be renewed"
                 continue
             if r.TTL <= 0:
-                self.lost = "the lease lapsed (etcd no longer knows it)"
+                self.lost = "the lease lapsed or was revoked (etcd no longer knows it)"
             else:
                 self.valid_until = sent + r.TTL
         log.error("shard %d: %s is no longer its owner: %s", self.shard, self.me, self.lost)

@@ -935,18 +935,38 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         c.idem = request.idempotency_key or None
         return c
 
+    async def _venue_home(self, venue: str) -> int | None:
+        """The shard the venue map gives `venue` (replicated mode: etcd's, the cluster's)."""
+        if self.node.ownership is None:
+            return self.node.store.venue_shard(venue)
+        return (await self._etcd(self.node.ownership.venues)).get(venue)
+
+    async def _etcd(self, read):
+        try:
+            return await read()
+        except Exception as e:
+            log.warning("etcd not readable (%r)", e)
+            raise ShardUnavailable("the shard map is not readable now",
+                                   hint="retry; ask another node") from None
+
     @rpc
     async def CreateVenue(self, request, context):
         _id(request.venue_id, "venue_id")
         if request.HasField("shard") and request.shard != self.node.shard_id:
             raise InvalidArgument(f"this is shard {self.node.shard_id}; send it to shard {request.shard}",
                                   field="shard")
-        home = self.node.store.venue_shard(request.venue_id)
+        home = await self._venue_home(request.venue_id)
         if home is not None and home != self.node.shard_id:
-            raise AlreadyExists(f"venue {request.venue_id} exists on shard {home}", field="venue_id")
+            raise AlreadyExists(f"venue {request.venue_id} is mapped to shard {home}", field="venue_id",
+                                hint="route by the shard map (AdminService.GetShardMap)")
         await self.node.submit(self._idem(cmd.venue(request.venue_id, request.name or None,
                                                     request.utc_offset_s), request))
         self.node.store.place_venue(request.venue_id, self.node.shard_id)
+        if self.node.ownership is not None:
+            home = await self.node.ownership.place_venue(request.venue_id, self.node.shard_id)
+            if home != self.node.shard_id:      # placed elsewhere meanwhile: the map wins
+                log.error("venue %s was created on shard %d while etcd's map placed it on shard %d",
+                          request.venue_id, self.node.shard_id, home)
         return _venue_msg(self.node.shard.catalog(request.venue_id).venue, self.node.shard_id)
 
     def _created(self, venue: str, kind: str, id_: str):
@@ -1284,7 +1304,11 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         return admin_pb2.TicketKeyInfo(shard=self.node.shard_id, key_id=r.key_id, state=r.state)
 
     async def _store_change(self, change):
-        """Run a change of the principal store and audit it through the shard."""
+        """Run a change of the principal store and audit it through the shard. Replicated
+        mode: what etcd holds is taken first, so a principal id another node made is
+        refused here (ALREADY_EXISTS) instead of made twice."""
+        if self.node.ownership is not None:
+            await self._etcd(lambda: self.node.ownership.sync_control(self.store))
         try:
             result = change()
         except TurnstileError as e:
@@ -1409,14 +1433,11 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     async def GetShardMap(self, request, context):
         endpoints, venues = self.store.shard_map()
         if self.node.ownership is not None:
-            # replicated mode: where each shard's primary serves is its owner in etcd
-            # (this node's own store knows only the shards it served itself)
-            try:
-                endpoints.update(await self.node.ownership.owners())
-            except Exception as e:
-                log.warning("shard map: etcd not readable (%r)", e)
-                raise ShardUnavailable("the shard map is not readable now",
-                                       hint="retry; ask another node") from None
+            # replicated mode: the map is etcd's -- each shard's primary is its owner, each
+            # venue where the cluster placed it (this node's own store knows only the
+            # shards it served itself)
+            endpoints.update(await self._etcd(self.node.ownership.owners))
+            venues.update(await self._etcd(self.node.ownership.venues))
         return admin_pb2.ShardMap(
             shards=[admin_pb2.ShardEndpoint(shard=k, address=a) for k, a in sorted(endpoints.items())],
             venues=venues, version=len(endpoints) + len(venues))

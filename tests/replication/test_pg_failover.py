@@ -174,7 +174,7 @@ def test_the_log_of_record_survives_a_database_failover_under_sales(pair, tmp_pa
         follower.stop.set()
         following.join(10)
         assert not following.is_alive()
-        assert getattr(follower, "error", None) is None
+        assert follower.error is None
 
         # the shard's primary goes; its standby takes over with the next epoch
         sold_count = sum(len(c) for c in seller.sold.values())

@@ -84,15 +84,15 @@ def kill_node(data: str) -> None:
                 pass
 
 
-def two_nodes(etcd, pg, tmp_path, name: str):
+def two_nodes(etcd, pg, tmp_path, name: str, extra: tuple = ()):
     """Node A (serving, the shard's owner) and node B (started from the same data, a
     standby following the log; its Server once it serves, in the returned list), with a
-    database and an etcd cluster name of their own."""
+    database and an etcd cluster name of their own (`extra`: more serve options)."""
     a_dir, b_dir = str(tmp_path / "a"), str(tmp_path / "b")
     seeded(a_dir)
     shutil.copytree(a_dir, b_dir)                # the same principals and keys on both nodes
     shutil.copy(testing.master_key_file(a_dir, MASTER_KEY), testing.master_key_file(b_dir, MASTER_KEY))
-    args = ("--shards", "1", "--etcd", etcd.endpoint, "--cluster", name, "--lease-ttl-s", "3")
+    args = ("--shards", "1", "--etcd", etcd.endpoint, "--cluster", name, "--lease-ttl-s", "3", *extra)
     # the connection string as an operator gives one with a password: in the environment
     # (the database trusts 127.0.0.1, so the password is carried and never checked)
     env = {"TURNSTILE_PG": f"{pg.create_database(name)} password={PASSWORD}"}
@@ -110,6 +110,7 @@ def two_nodes(etcd, pg, tmp_path, name: str):
     assert not b_started                         # a standby: it follows, it does not serve
     a.standby_address = f"127.0.0.1:{b_port}"
     a.standby_dir = b_dir
+    a.dsn = env["TURNSTILE_PG"]
     return a, b_thread, b_started
 
 
