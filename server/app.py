@@ -212,6 +212,7 @@ async def serve_shard(cfg: ServerConfig, shard_id: int = 0) -> int:
     if bound == 0:
         raise SystemExit(f"shard {shard_id}: cannot listen on {cfg.host}:{cfg.port}")
     node.address = f"{cfg.host}:{bound}"
+    advertised = f"{cfg.advertised}:{bound}"     # its name in the shard map (and in etcd)
     admin_address = ""
     if cfg.admin_port:
         servers.append(_grpc_server(node, store, health_servicer, reflect=True))
@@ -230,12 +231,12 @@ async def serve_shard(cfg: ServerConfig, shard_id: int = 0) -> int:
     ownership = None
     if cfg.replicated:
         # a standby until this process owns the shard in etcd, then its primary
-        ownership = await _become_primary(cfg, shard, shard_id, node.address)
+        ownership = await _become_primary(cfg, shard, shard_id, advertised)
         node.ownership = ownership
         node.moved = frozenset(moved | await _place_venues(ownership, shard, shard_id))
         await ownership.sync_control(store)     # the principals and keys of every node
     await writer.start()
-    store.set_endpoint(shard_id, node.address)
+    store.set_endpoint(shard_id, advertised)
     for server in servers:
         await server.start()
     # the state just loaded and the code: out of the cyclic GC's way (full collections

@@ -19,6 +19,9 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, TomlConfigSettingsSource
 
 
+WILDCARD_HOSTS = ("0.0.0.0", "::", "[::]", "")
+
+
 class ServerConfig(BaseSettings):
     """Every option of `turnstile serve`; each has a TURNSTILE_<NAME> variable."""
 
@@ -26,6 +29,11 @@ class ServerConfig(BaseSettings):
 
     data: str = Field("data", description="data dir")
     host: str = Field("127.0.0.1", description="address to listen on")
+    advertise_host: str = Field("", description="host clients and the other nodes reach this "
+                                                "node at, as the shard map names its shards "
+                                                "(default: --host); replicated mode with a "
+                                                "wildcard --host (0.0.0.0, ::) needs it, or every "
+                                                "node would be named alike in etcd")
     port: int = Field(50051, ge=0, le=65535,
                       description="port of shard 0, shard k listens on PORT+k; 0 picks free ports")
     admin_port: int = Field(0, ge=0, le=65535,
@@ -148,7 +156,16 @@ class ServerConfig(BaseSettings):
     def _replicated_needs_both(self) -> "ServerConfig":
         if bool(self.etcd) != bool(self.pg):
             raise ValueError("etcd and pg go together (replicated mode needs both)")
+        if self.etcd and not self.advertise_host and self.host in WILDCARD_HOSTS:
+            raise ValueError(f"replicated mode listening on {self.host or 'every address'} needs "
+                             "advertise_host: the address other machines and clients reach this "
+                             "node at (it names the node in etcd's shard map)")
         return self
+
+    @property
+    def advertised(self) -> str:
+        """The host the shard map names this node's shards at."""
+        return self.advertise_host or self.host
 
     @property
     def replicated(self) -> bool:

@@ -281,3 +281,22 @@ def test_a_preferred_standby_started_first_leaves_the_shard_to_the_other_node(et
             kill_server(a)
         kill_node(b_dir)
         b.wait(10)
+
+
+def test_nodes_are_named_in_the_map_by_the_host_they_advertise(etcd, pg, tmp_path):
+    """Two machines listening on 0.0.0.0 would both be "0.0.0.0:50051" in etcd: replicated
+    mode on a wildcard host is refused without --advertise-host, and with it the map names
+    the node by that host (here one no client could dial: the map is read, not used)."""
+    env = {"TURNSTILE_PG": pg.create_database("advertise")}
+    args = ("--shards", "1", "--etcd", etcd.endpoint, "--cluster", "advertise", "--lease-ttl-s", "3")
+    r = subprocess.run([*CLI, "serve", "--data", str(tmp_path / "wild"), *args, "--host", "0.0.0.0"],
+                       cwd=testing.ROOT, env=testing._env(env), capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "advertise_host" in r.stderr + r.stdout
+    assert not (tmp_path / "wild" / "shard-0").exists()
+    a = start_server(str(tmp_path / "a"), DAY, (*args, "--advertise-host", "turnstile-a.invalid"), env)
+    try:
+        port = a.address.rsplit(":", 1)[1]
+        assert listing(etcd, "advertise")["shards"]["0"]["owner"] == f"turnstile-a.invalid:{port}"
+        assert shard_map(a.address, a.keys["demo-ota"])[0] == {0: f"turnstile-a.invalid:{port}"}
+    finally:
+        kill_server(a)
