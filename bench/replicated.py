@@ -15,6 +15,10 @@ a real etcd and a real PostgreSQL primary with its synchronous standby on 127.0.
 3. Failover over repeated kills: two nodes of one shard; each round SIGKILLs the node
    that serves (supervisor and shard), times until the other serves, checks that every
    order acknowledged before is there, and starts the killed node again as the standby.
+4. Reads on the standby: sales one after another on the primary; after each, the
+   standby is asked for the order until it has it (GetOrder every millisecond): the time
+   from the primary's acknowledgement to the standby's answer, the lag the standby
+   stated in that answer, and that every order is there with the codes the primary gave.
 
 `--out` writes the section between the markers below into that file (bench/run.py keeps
 it when `make bench` rewrites the rest).
@@ -140,22 +144,28 @@ def _node(data: str, day: _dt.date, args: tuple, port: int | None, out: list) ->
     return t
 
 
-def failovers(etcd, pg, rounds: int) -> dict:
+def _pair(base: str, day: _dt.date, etcd, pg, name: str) -> tuple[list[str], list[int], tuple]:
+    """Two data dirs of one demo shard (A seeded with its principals, B a copy), two free
+    ports, and the replicated `serve` options of both (database and cluster `name`)."""
     from tests.services import free_ports
+    dirs = [os.path.join(base, "a"), os.path.join(base, "b")]
+    seed_demo(dirs[0], day)
+    store = ControlStore(os.path.join(dirs[0], "control"))
+    bootstrap_principals(store, dirs[0])
+    store.close()
+    shutil.copytree(dirs[0], dirs[1])
+    shutil.copy(testing.master_key_file(dirs[0]), testing.master_key_file(dirs[1]))
+    args = ("--shards", "1", "--etcd", etcd.endpoint, "--pg", pg.create_database(name),
+            "--cluster", name.replace("_", "-"), "--lease-ttl-s", "3", *day_clock(day))
+    return dirs, free_ports(2), args
+
+
+def failovers(etcd, pg, rounds: int) -> dict:
     day = demo.venue_today(time.time())
     slot = demo.day_slot_id(day)
     times, orders = [], 0
     with TempDir(prefix="turnstile-bench-failover-") as base:
-        dirs = [os.path.join(base, "a"), os.path.join(base, "b")]
-        seed_demo(dirs[0], day)
-        store = ControlStore(os.path.join(dirs[0], "control"))
-        bootstrap_principals(store, dirs[0])
-        store.close()
-        shutil.copytree(dirs[0], dirs[1])
-        shutil.copy(testing.master_key_file(dirs[0]), testing.master_key_file(dirs[1]))
-        ports = free_ports(2)
-        args = ("--shards", "1", "--etcd", etcd.endpoint, "--pg", pg.create_database("bench_failover"),
-                "--cluster", "bench-failover", "--lease-ttl-s", "3", *day_clock(day))
+        dirs, ports, args = _pair(base, day, etcd, pg, "bench_failover")
         serving: list = []
         _node(dirs[0], day, args, ports[0], serving).join(240)
         primary, idx = serving[0], 0
@@ -189,7 +199,62 @@ def failovers(etcd, pg, rounds: int) -> dict:
             "min": min(times), "median": statistics.median(times), "max": max(times)}
 
 
-def section(rt: list[dict], scen: list[dict], fo: dict, minutes: float, quick: bool) -> str:
+def standby_reads(etcd, pg, n: int) -> dict:
+    import grpc
+    from turnstile.v1 import sales_pb2, sales_pb2_grpc
+    day = demo.venue_today(time.time())
+    slot = demo.day_slot_id(day)
+    seen_us, stated_ms = [], []
+    with TempDir(prefix="turnstile-bench-standby-") as base:
+        dirs, ports, args = _pair(base, day, etcd, pg, "bench_standby")
+        serving: list = []
+        _node(dirs[0], day, args, ports[0], serving).join(240)
+        primary, other, standby, b_dir = serving[0], [], f"127.0.0.1:{ports[1]}", dirs[1]
+        _node(b_dir, day, args, ports[1], other)
+        try:
+            meta = primary.meta("demo-ota")
+            with grpc.insecure_channel(standby) as ch, \
+                    Connection(primary.address, primary.keys["demo-ota"], timeout=10) as conn:
+                get = sales_pb2_grpc.SalesServiceStub(ch).GetOrder
+                ota = ChannelClient(conn)
+                deadline = time.monotonic() + 60
+                while True:                         # until the standby answers at all
+                    try:
+                        get(sales_pb2.GetOrderRequest(order_id="none"), metadata=meta, timeout=2)
+                    except grpc.RpcError as e:
+                        if e.code() == grpc.StatusCode.NOT_FOUND:
+                            break
+                        if time.monotonic() > deadline:
+                            raise
+                    time.sleep(0.1)
+                for i in range(n):
+                    sold = ota.buy(demo.VENUE, [Item("adult", slot, 1)], f"s-{i}")
+                    t = time.perf_counter()
+                    while True:
+                        try:
+                            got, call = get.with_call(sales_pb2.GetOrderRequest(order_id=f"s-{i}"),
+                                                      metadata=meta, timeout=5)
+                            break
+                        except grpc.RpcError as e:
+                            if e.code() != grpc.StatusCode.NOT_FOUND or time.perf_counter() - t > 30:
+                                raise
+                            time.sleep(0.001)
+                    seen_us.append((time.perf_counter() - t) * 1e6)
+                    if [x.code for x in got.tickets] != [x.code for x in sold.tickets]:
+                        raise RuntimeError(f"order s-{i} differs on the standby")
+                    stated_ms.append(int(dict(call.trailing_metadata())["turnstile-standby-lag-ms"]))
+        finally:
+            kill_server(primary)
+            for s in other:
+                kill_server(s)
+            from tests.replication.test_serve_failover import kill_node
+            kill_node(b_dir)
+    return {"orders": n, "seen_us": _q(seen_us), "max_seen_us": max(seen_us),
+            "stated_ms": {"median": statistics.median(stated_ms), "max": max(stated_ms)}}
+
+
+def section(rt: list[dict], scen: list[dict], fo: dict, minutes: float, quick: bool,
+            sr: dict | None = None) -> str:
     L = [BEGIN, "## Replicated mode (issue 18)", "",
          f"`python -m bench.replicated{' --quick' if quick else ''}` ({minutes:.1f} min, "
          f"{time.strftime('%Y-%m-%d')}): a real etcd and a PostgreSQL 15 primary with its synchronous "
@@ -220,7 +285,17 @@ def section(rt: list[dict], scen: list[dict], fo: dict, minutes: float, quick: b
           "with SIGKILL (supervisor and shard), the other serves after "
           f"**min {fo['min']:.1f} s, median {fo['median']:.1f} s, max {fo['max']:.1f} s**; "
           f"all {fo['orders_checked']} orders acknowledged before the kills were there after them.",
-          "", END]
+          ""]
+    if sr:
+        L += ["### Reads on the standby", "",
+              f"{sr['orders']:,} sales one after another on the primary; after each, the standby asked "
+              "for the order every millisecond until it had it: the order was readable there "
+              f"**{sr['seen_us']['median'] / 1000:.1f} ms** after the primary acknowledged it (median; "
+              f"p99 {sr['seen_us']['p99'] / 1000:.1f} ms, max {sr['max_seen_us'] / 1000:.1f} ms), "
+              f"and its answer stated a lag of {sr['stated_ms']['median']:.0f} ms (median; max "
+              f"{sr['stated_ms']['max']:.0f} ms). Every order was there with the codes the primary "
+              "gave.", ""]
+    L += [END]
     return "\n".join(L)
 
 
@@ -258,7 +333,9 @@ def main(argv=None) -> int:
         print("scenarios:", scen, flush=True)
         fo = failovers(etcd, pg, 3 if a.quick else 5)
         print("failover:", fo, flush=True)
-    block = section(rt, scen, fo, (time.perf_counter() - t0) / 60, a.quick)
+        sr = standby_reads(etcd, pg, 100 if a.quick else 500)
+        print("standby reads:", sr, flush=True)
+    block = section(rt, scen, fo, (time.perf_counter() - t0) / 60, a.quick, sr)
     print(block)
     if a.out:
         write(Path(a.out), block)

@@ -64,6 +64,7 @@ __all__ = [
     "FieldViolation",
     "RetryPolicy",
     "ShardMap",
+    "StandbyState",
     "TlsConfig",
     "auth_metadata",
     "error_info",
@@ -205,6 +206,24 @@ def error_info(err: grpc.RpcError) -> tuple[str, str | None]:
 
 # -- configuration -----------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
+class StandbyState:
+    """What a standby's answer says of itself (replicated mode; its metadata
+    turnstile-standby-batch and turnstile-standby-lag-ms): the last batch of the log of
+    record it held, and how stale the answer may be, in ms (-1: it had not caught up
+    with the log yet)."""
+    batch: int
+    lag_ms: int
+
+    @classmethod
+    def of(cls, metadata) -> "StandbyState | None":
+        md = dict(metadata or ())
+        try:
+            return cls(int(md["turnstile-standby-batch"]), int(md["turnstile-standby-lag-ms"]))
+        except (KeyError, ValueError):
+            return None
+
+
+@dataclasses.dataclass(frozen=True)
 class RetryPolicy:
     """How a call that is safe to repeat is retried.
 
@@ -304,6 +323,10 @@ class Connection:
         rewrite_address: maps an address from the shard map to the one to dial (for
             NAT or port forwarding). By default a shard listening on a wildcard host
             (``0.0.0.0``, ``::``) is dialled on the host of ``address``.
+        pinned: send every call to ``address`` itself, never routed by the shard map:
+            to read from a standby in replicated mode (``address`` is a standby's shard),
+            which answers reads from what it applied and refuses writes (UNAVAILABLE,
+            NOT_PRIMARY); :meth:`standby_state` tells how stale the last answer may be.
 
     Thread-safe: channels and stubs are shared, the shard map is replaced whole.
     """
@@ -311,13 +334,15 @@ class Connection:
     def __init__(self, address: str, api_key: str | None = None, *, tls: TlsConfig | None = None,
                  timeout: float = 5.0, retry: RetryPolicy = RetryPolicy(),
                  metadata: Iterable[tuple[str, str]] = (), options: Iterable[tuple[str, Any]] = (),
-                 rewrite_address: Callable[[str], str] | None = None):
+                 rewrite_address: Callable[[str], str] | None = None, pinned: bool = False):
         if timeout <= 0:
             raise ValueError("timeout must be positive")
         self.addresses = [a.strip() for a in address.split(",") if a.strip()]
         if not self.addresses:
             raise ValueError("no address")
         self.address = self.addresses[0]
+        self.pinned = pinned
+        self._last = threading.local()      # pinned: the last answer's StandbyState, per thread
         self.timeout = timeout
         self.retry = retry
         self.tls = tls
@@ -472,7 +497,7 @@ class Connection:
         field) is the caller's error."""
         if venue is not None and shard is not None:
             raise ValueError("route by venue or by shard, not both")
-        if venue is None and shard is None:
+        if (venue is None and shard is None) or self.pinned:
             return self.address
         with self._lock:
             stale, m0 = self._stale, self._map
@@ -495,6 +520,12 @@ class Connection:
             if shard not in m.shards:
                 return self.address
         return self._rewrite(m.shards[shard])
+
+    def standby_state(self) -> "StandbyState | None":
+        """A pinned connection: what the last answer on this thread said of its standby
+        (the batch it held, how stale it may be); None if a primary answered (or the
+        connection is not pinned)."""
+        return getattr(self._last, "state", None)
 
     # -- calls ---------------------------------------------------------------------------
     def call(self, stub_class: type, method: str, request, *, venue: str | None = None,
@@ -525,8 +556,13 @@ class Connection:
         def once(deadline: float):
             target = address or self.address_of(venue=venue, shard=shard)
             used.append(target)
-            return getattr(self._stub_at(stub_class, target), method)(
-                request, metadata=self.metadata, timeout=deadline)
+            fn = getattr(self._stub_at(stub_class, target), method)
+            if not self.pinned:
+                return fn(request, metadata=self.metadata, timeout=deadline)
+            self._last.state = None
+            answer, call = fn.with_call(request, metadata=self.metadata, timeout=deadline)
+            self._last.state = StandbyState.of(call.trailing_metadata())
+            return answer
 
         try:
             return self._attempts(once, full, policy, timeout or self.timeout, routed=routed)

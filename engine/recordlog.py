@@ -75,17 +75,32 @@ def _close(conn) -> None:
             pass
 
 
-def apply_log(shard, log: "RecordLog", batch: int = 1000) -> int:
+def _direct(fn):
+    return fn()
+
+
+def apply_log(shard, log: "RecordLog", batch: int = 1000, run=_direct) -> int:
     """Apply to `shard` every batch of `log` after the shard's sequence (Shard.follow, as
     recorded); returns how many it had not had. LogPruned if the log no longer holds the
-    batches after the shard's sequence."""
+    batches after the shard's sequence. The log is read on this thread; each slice read
+    is applied by `run(fn)`, which calls fn where the shard may be touched (a standby
+    serving reads applies on its event loop, between two calls) and returns its result."""
     n = 0
-    for seq, _epoch, journal, rows in log.entries(shard.seq, batch):
-        if not n and seq > shard.seq + 1:
-            # a gap is a batch that wrote nothing -- or batches pruned away
-            log.check_position(shard.seq)
-        n += bool(shard.follow(seq, journal, rows))
-    return n
+    after = shard.seq
+    while True:
+        got = log.read(after, batch)
+        if got:
+            n += run(lambda got=got: _apply(shard, log, got))
+            after = got[-1][0]
+        if len(got) < batch:
+            return n
+
+
+def _apply(shard, log: "RecordLog", entries) -> int:
+    if entries[0][0] > shard.seq + 1:
+        # a gap is a batch that wrote nothing -- or batches pruned away
+        log.check_position(shard.seq)
+    return sum(bool(shard.follow(seq, journal, rows)) for seq, _epoch, journal, rows in entries)
 
 
 class Fenced(NotPrimary):
@@ -363,8 +378,11 @@ class Follower:
     both hosts with target_session_attrs=read-write finds it after a database failover).
     `applied`: the batches it applied so far."""
 
-    def __init__(self, shard, dsn: str, shard_no: int, *, poll_s: float = 1.0, batch: int = 1000):
+    def __init__(self, shard, dsn: str, shard_no: int, *, poll_s: float = 1.0, batch: int = 1000,
+                 run=_direct):
         self.shard = shard
+        self.apply_in = run                 # applies a slice where the shard may be touched
+        self.as_of = 0.0                    # time.time(): every batch logged before is applied
         self.log = RecordLog(dsn, shard_no, lineage=shard.lineage)
         self.dsn = dsn
         self.poll_s = poll_s
@@ -376,8 +394,11 @@ class Follower:
         self._listen = None
 
     def catch_up(self) -> int:
-        """Apply what the log has after the shard's sequence; returns how many batches."""
-        n = apply_log(self.shard, self.log, self.batch)
+        """Apply what the log has after the shard's sequence; returns how many batches.
+        `as_of` is then the time this began: the shard holds every batch logged before."""
+        began = time.time()
+        n = apply_log(self.shard, self.log, self.batch, self.apply_in)
+        self.as_of = began
         self.applied += n
         return n
 
@@ -423,13 +444,14 @@ class Follower:
         _close(self._listen)
 
 
-def promote(shard, log: RecordLog, epoch: int) -> int:
+def promote(shard, log: RecordLog, epoch: int, run=_direct) -> int:
     """Make a following standby the primary: claim `epoch` in the log (from then on no
     older owner writes), apply what the log holds after the shard (the end is final once
     claimed), and write every later batch through the log. Returns the batches applied.
-    NotThisShard or LogPruned, before claiming, if this shard can't take the log on."""
+    NotThisShard or LogPruned, before claiming, if this shard can't take the log on.
+    `run` as apply_log's."""
     log.check_position(shard.seq)
     log.claim(epoch)
-    n = apply_log(shard, log)
-    shard.promoted(log)
+    n = apply_log(shard, log, run=run)
+    run(lambda: shard.promoted(log))
     return n

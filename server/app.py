@@ -33,6 +33,13 @@ Each shard process also serves Prometheus metrics on --metrics-port + k (server/
 when given), logs a line per call (server/logs.py: text or JSON lines, no request
 contents), and archives its old audit records to files every --audit-archive-s seconds.
 
+Replicated mode (--etcd and --pg; DESIGN.md 7): each shard process is first a standby of
+its shard -- it follows the log of record in PostgreSQL, records its position in etcd,
+and answers reads, stating their lag, while writes are NOT_PRIMARY and health NOT_SERVING
+-- until it owns the shard in etcd; then it applies the log to its end under a new epoch,
+serves as the primary (it says `listening on` only then), prunes the log as far as every
+node and the latest verified backup allow, and exits EXIT_FAILED if it loses ownership.
+
 Drill and test hook, never for production: TURNSTILE_FAILPOINT=commit-error-after=N in
 a shard process's environment (`serve` passes its own on) makes that process's commits
 after its first N fail with a StorageError, as a disk that refuses writes would; it
@@ -41,6 +48,7 @@ counts from 0 in every process, so a restarted shard fails again after N more.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import gc
 import logging
 import os
@@ -230,15 +238,23 @@ async def serve_shard(cfg: ServerConfig, shard_id: int = 0) -> int:
         metrics_address = f", metrics {cfg.metrics_host}:{metrics_bound}"
     ownership = None
     if cfg.replicated:
-        # a standby until this process owns the shard in etcd, then its primary
-        ownership = await _become_primary(cfg, shard, shard_id, advertised)
+        # a standby until this process owns the shard in etcd, then its primary; while a
+        # standby it answers reads (node.standby), not health checks or writes
+        await health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        await health_servicer.set(f"{SHARD_SERVICE}{shard_id}", health_pb2.HealthCheckResponse.NOT_SERVING)
+        for server in servers:
+            await server.start()
+        ownership = await _become_primary(cfg, shard, shard_id, advertised, node, store)
         node.ownership = ownership
         node.moved = frozenset(moved | await _place_venues(ownership, shard, shard_id))
         await ownership.sync_control(store)     # the principals and keys of every node
-    await writer.start()
+        await writer.start()
+        node.standby = None                     # writes are taken from now on
+    else:
+        await writer.start()
+        for server in servers:
+            await server.start()
     store.set_endpoint(shard_id, advertised)
-    for server in servers:
-        await server.start()
     # the state just loaded and the code: out of the cyclic GC's way (full collections
     # of the shard took 35-55 ms each without this, ~1 ms with it)
     gc.collect()
@@ -313,22 +329,51 @@ async def serve_shard(cfg: ServerConfig, shard_id: int = 0) -> int:
     return 0
 
 
-async def _become_primary(cfg: ServerConfig, shard: Shard, shard_id: int, address: str) -> Ownership:
+async def _become_primary(cfg: ServerConfig, shard: Shard, shard_id: int, address: str,
+                          node: ShardNode, store: ControlStore) -> Ownership:
     """Replicated mode (DESIGN.md 7): follow the shard's log of record as a standby
-    (engine/recordlog.py, Follower), recording in etcd how far it got every POSITION_S,
+    (engine/recordlog.py, Follower), recording in etcd how far it got every POSITION_S
+    and answering reads meanwhile (node.standby: each batch is applied on the event loop,
+    between two calls; writes are NOT_PRIMARY; principals and keys synced from etcd),
     until this process owns the shard in etcd (server/ownership.py); then apply the log
     to its end under the new epoch and write every later batch through it, asking the
     ownership before each (Shard.fence). A node that can't follow the log (another
     shard's, or pruned past this one) stops with the reason and never takes over."""
     loop = asyncio.get_running_loop()
+
+    def on_loop(fn):
+        """fn() on the event loop (where calls read the shard), from the follower's thread."""
+        done: concurrent.futures.Future = concurrent.futures.Future()
+
+        def go() -> None:
+            try:
+                done.set_result(fn())
+            except BaseException as e:
+                done.set_exception(e)
+        loop.call_soon_threadsafe(go)
+        return done.result()
+
     record_log = RecordLog(cfg.pg, shard_id, owner=address, lineage=shard.lineage)
     await loop.run_in_executor(None, record_log.ensure_schema)
     ownership = Ownership(cfg.etcd, shard_id, address, cluster=cfg.cluster, ttl=cfg.lease_ttl_s)
-    follower = Follower(shard, cfg.pg, shard_id)
+    follower = Follower(shard, cfg.pg, shard_id, run=on_loop)
+    node.standby = follower
+    node.ownership = ownership          # GetShardMap reads etcd's map here too
     thread = threading.Thread(target=follower.run, name="turnstile-follower", daemon=True)
     thread.start()
-    print(f"standby of shard {shard_id} at {address}: following its log of record"
+    print(f"standby of shard {shard_id} at {address}: following its log of record, serving reads"
           + (" (--standby: a node without it takes the shard first)" if cfg.standby else ""), flush=True)
+    synced = 0.0
+
+    async def standing_by() -> None:
+        nonlocal synced
+        await _report(ownership, "standby", shard.seq)
+        if time.monotonic() - synced >= max(1.0, cfg.auth_cache_s):
+            synced = time.monotonic()
+            try:
+                await ownership.sync_control(store)
+            except Exception as e:
+                log.warning("principals and keys not synced with etcd (%s)", e)
     # not a candidate before the log is known to be this shard's and followable from here
     while not follower.checked.wait(0) and follower.error is None:
         await asyncio.sleep(0.05)
@@ -337,7 +382,7 @@ async def _become_primary(cfg: ServerConfig, shard: Shard, shard_id: int, addres
         # for STANDBY_DEFER leases; once someone owns it, this node waits for it to lapse
         until = time.monotonic() + STANDBY_DEFER * cfg.lease_ttl_s
         while follower.error is None and time.monotonic() < until and await ownership.owner() is None:
-            await _report(ownership, "standby", shard.seq)
+            await standing_by()
             await asyncio.sleep(0.2)
     acquired = asyncio.create_task(ownership.acquire())
     try:
@@ -345,7 +390,7 @@ async def _become_primary(cfg: ServerConfig, shard: Shard, shard_id: int, addres
             if follower.error is not None:
                 acquired.cancel()
                 raise SystemExit(f"shard {shard_id}: {follower.error}")
-            await _report(ownership, "standby", shard.seq)
+            await standing_by()
             await asyncio.wait([acquired], timeout=POSITION_S)
         epoch = acquired.result()
     finally:
@@ -355,7 +400,7 @@ async def _become_primary(cfg: ServerConfig, shard: Shard, shard_id: int, addres
         follower.close()
     t = time.monotonic()
     try:
-        applied = await loop.run_in_executor(None, promote, shard, record_log, epoch)
+        applied = await loop.run_in_executor(None, lambda: promote(shard, record_log, epoch, run=on_loop))
     except (NotThisShard, LogPruned) as e:
         await ownership.release()
         raise SystemExit(f"shard {shard_id}: {e}") from None

@@ -10,6 +10,7 @@ import contextvars
 import functools
 import logging
 import sys
+import time
 from array import array
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -19,6 +20,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from turnstile.engine import cmd, Shard, GroupCommit, TurnstileError, NotFound, InvalidArgument, AlreadyExists, \
     PermissionDenied, ShardUnavailable, EntryRule, ID_PATTERN, mask_id, to_day, day_to_date
+from turnstile.engine.errors import NotPrimary
 from turnstile.engine.model import DATE_TYPES, NEVER_EXPIRES, DatePrice, HoldInfo, OfflineBundle, PriceRule, PricedItem
 from turnstile.v1 import (admin_pb2, admin_pb2_grpc, gate_pb2, gate_pb2_grpc, inventory_pb2,
                           inventory_pb2_grpc, member_pb2, member_pb2_grpc, report_pb2,
@@ -46,6 +48,13 @@ def _audit_info(service: str, name: str, request,
 MIN_LEFT_S = 0.001      # a call that arrives with less time left is not started
 
 
+# a standby's answers (replicated mode) carry these in their metadata (trailing; initial
+# for server streams): the last batch of the log it holds, and how stale that may be in
+# ms (since it last held every batch the log had; -1 before it first caught up)
+STANDBY_BATCH_MD = "turnstile-standby-batch"
+STANDBY_LAG_MD = "turnstile-standby-lag-ms"
+
+
 def rpc(fn=None, *, scans: bool = False):
     """Engine errors end the call with their gRPC status and google.rpc details; the
     call's commands are audited under its principal and method. `scans`: a method whose
@@ -64,6 +73,8 @@ def rpc(fn=None, *, scans: bool = False):
         info = _audit_info(type(self).__name__, fn.__name__, request, None if scans else self.node)
         token = _call.set(info)
         metrics.note(info[0])
+        if self.node.standby is not None:
+            context.set_trailing_metadata(self.node.standby_metadata())
         try:
             return await fn(self, request, context)
         except TurnstileError as e:
@@ -170,6 +181,9 @@ class ShardNode:
         self.writer = writer
         self.store = store
         self.ownership = None           # replicated mode: this shard's Ownership (etcd)
+        # replicated mode, while this process is the shard's standby: its Follower. Reads
+        # are answered (with the lag stated: standby_metadata), every write is NOT_PRIMARY
+        self.standby = None
         self.address = address
         self.shard_id = shard.shard_id
         # venues this shard still holds but the map routes elsewhere (`turnstile shards
@@ -182,8 +196,24 @@ class ShardNode:
     async def submit(self, command) -> Any:
         """Apply a command through group commit, audited under the current call. If the
         call is cancelled (deadline, client gone) before its batch, it is not applied."""
+        self.writable()
         command.audit = _call.get(None)
         return await self.writer.submit(command)
+
+    def writable(self) -> None:
+        """NotPrimary while this node is the shard's standby (it serves reads only)."""
+        if self.standby is not None:
+            raise NotPrimary(f"shard {self.shard_id}: this node is its standby and serves reads only",
+                             hint="route by the shard map (AdminService.GetShardMap) and ask again")
+
+    def standby_metadata(self) -> tuple[tuple[str, str], ...]:
+        """What a standby's answers carry: the last batch it holds and how stale it may be
+        (ms since it last had every batch the log held; STANDBY_LAG_MD)."""
+        f = self.standby
+        if f is None:
+            return ()
+        lag = max(0, int((time.time() - f.as_of) * 1000)) if f.as_of else -1
+        return ((STANDBY_BATCH_MD, str(self.shard.seq)), (STANDBY_LAG_MD, str(lag)))
 
     # scope checks ------------------------------------------------------------------
     def venue(self, venue_id: str, field: str = "venue_id") -> str:
@@ -1307,6 +1337,7 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         """Run a change of the principal store and audit it through the shard. Replicated
         mode: what etcd holds is taken first, so a principal id another node made is
         refused here (ALREADY_EXISTS) instead of made twice."""
+        self.node.writable()                    # on a standby it could not be audited
         if self.node.ownership is not None:
             await self._etcd(lambda: self.node.ownership.sync_control(self.store))
         try:
@@ -1541,6 +1572,8 @@ class ReportService(report_pb2_grpc.ReportServiceServicer):
         # a server stream: each page's errors end the stream with the status the unary
         # calls answer (rpc() wraps unary handlers only)
         metrics.note(auth.current().id)
+        if self.node.standby is not None:
+            await context.send_initial_metadata(self.node.standby_metadata())
         try:
             venue, lo, hi, kw = self._list_args(request)
             kw["limit"] = 1000
@@ -1566,6 +1599,8 @@ class ReportService(report_pb2_grpc.ReportServiceServicer):
         memory on the event loop (a cached view costs nothing; a new one a few hundred
         microseconds) and never wait for the writer."""
         metrics.note(auth.current().id)
+        if self.node.standby is not None:
+            await context.send_initial_metadata(self.node.standby_metadata())
         try:
             venue = self.node.venue(request.venue_id)
             ms = request.min_interval_ms or 250

@@ -65,6 +65,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     add_key_options(g)
     g.add_argument("--timeout", type=float, default=10.0,
                    help="deadline of each call attempt, seconds (default: %(default)s)")
+    g.add_argument("--standby", action="store_true",
+                   help="replicated mode: --address is a standby's shard; every call goes there, "
+                        "not by the shard map (reads only: it refuses writes), and how stale "
+                        "its answer may be is said on stderr")
     add_tls_options(g)
 
 
@@ -138,7 +142,8 @@ def tls_config(args):
 def _connect(args):
     from ..base import Connection
     key = api_key(args)
-    return Connection(args.address, key, tls=tls_config(args), timeout=args.timeout)
+    return Connection(args.address, key, tls=tls_config(args), timeout=args.timeout,
+                      pinned=getattr(args, "standby", False))
 
 
 def _run(fn):
@@ -147,7 +152,13 @@ def _run(fn):
         from ..base import ApiError
         try:
             with _connect(args) as conn:
-                return fn(conn, args)
+                status = fn(conn, args)
+                said = conn.standby_state()
+                if said is not None:
+                    print(f"turnstile: answered by a standby at batch {said.batch}, "
+                          + (f"up to {said.lag_ms} ms behind its primary" if said.lag_ms >= 0
+                             else "not yet caught up with its primary"), file=sys.stderr)
+                return status
         except ApiError as e:
             print(f"turnstile: {e}", file=sys.stderr)        # the message carries any hint
             return 1

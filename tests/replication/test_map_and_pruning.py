@@ -14,6 +14,7 @@ etcd and a real PostgreSQL primary with its synchronous standby. The contract
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import threading
 
@@ -74,12 +75,22 @@ def test_the_latest_verified_backup_is_only_ever_raised(etcd):
     run(go())
 
 
+@contextlib.asynccontextmanager
+async def two_owners(etcd, shard_no: int, cluster: str):
+    """Nodes a and b of shard `shard_no` (ownership, 3 s leases) and the cluster's map."""
+    a = Ownership(etcd.endpoint, shard_no, "node-a", cluster=cluster, ttl=3)
+    b = Ownership(etcd.endpoint, shard_no, "node-b", cluster=cluster, ttl=3)
+    c = Cluster(etcd.endpoint, cluster=cluster)
+    try:
+        yield a, b, c
+    finally:
+        for x in (a, b, c):
+            await x.close()
+
+
 def test_the_prune_floor_waits_for_a_backup_and_for_every_node(etcd, shard_no):
     async def go():
-        a = Ownership(etcd.endpoint, shard_no, "node-a", cluster="floor", ttl=3)
-        b = Ownership(etcd.endpoint, shard_no, "node-b", cluster="floor", ttl=3)
-        c = Cluster(etcd.endpoint, cluster="floor")
-        try:
+        async with two_owners(etcd, shard_no, "floor") as (a, b, c):
             await a.report("primary", 120)
             await b.report("standby", 90)
             assert await a.prune_floor() == 0                      # no backup: nothing pruned
@@ -94,18 +105,12 @@ def test_the_prune_floor_waits_for_a_backup_and_for_every_node(etcd, shard_no):
             assert await a.prune_floor() == 100
             nodes = (await c.shards())[shard_no]["nodes"]
             assert set(nodes) == {"node-a"} and nodes["node-a"]["role"] == "primary"
-        finally:
-            for x in (a, b, c):
-                await x.close()
     run(go())
 
 
 def test_step_down_hands_the_shard_to_a_standby_with_a_higher_epoch(etcd, shard_no):
     async def go():
-        a = Ownership(etcd.endpoint, shard_no, "node-a", cluster="stepdown", ttl=3)
-        b = Ownership(etcd.endpoint, shard_no, "node-b", cluster="stepdown", ttl=3)
-        c = Cluster(etcd.endpoint, cluster="stepdown")
-        try:
+        async with two_owners(etcd, shard_no, "stepdown") as (a, b, c):
             first = await a.acquire()
             taker = asyncio.create_task(b.acquire(poll_s=0.05))
             await asyncio.sleep(0.3)
@@ -116,9 +121,6 @@ def test_step_down_hands_the_shard_to_a_standby_with_a_higher_epoch(etcd, shard_
             assert not a.valid()
             assert await c.owners() == {shard_no: "node-b"}
             assert await c.step_down(999) is None                  # no owner: nothing to do
-        finally:
-            for x in (a, b, c):
-                await x.close()
     run(go())
 
 

@@ -14,7 +14,7 @@ import time
 import psycopg
 import pytest
 
-from turnstile.engine import Direction, HoldItem, NotPrimary, ShardUnavailable, Shard, cmd, demo
+from turnstile.engine import HoldItem, NotPrimary, ShardUnavailable, Shard, cmd, demo
 from turnstile.engine.errors import CorruptData
 from turnstile.engine.recordlog import Fenced, RecordLog, pack, unpack
 

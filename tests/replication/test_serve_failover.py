@@ -84,6 +84,15 @@ def kill_node(data: str) -> None:
                 pass
 
 
+def end_nodes(a, b_started: list, b_dir: str) -> None:
+    """A test's end: node A and node B killed (B by its data dir too: a standby that never
+    served was never handed back)."""
+    for s in (a, *b_started):
+        if s.proc.poll() is None:
+            kill_server(s)
+    kill_node(b_dir)
+
+
 def two_nodes(etcd, pg, tmp_path, name: str, extra: tuple = ()):
     """Node A (serving, the shard's owner) and node B (started from the same data, a
     standby following the log; its Server once it serves, in the returned list), with a
@@ -107,7 +116,7 @@ def two_nodes(etcd, pg, tmp_path, name: str, extra: tuple = ()):
     b_thread = threading.Thread(target=start_b, daemon=True)
     b_thread.start()
     time.sleep(2)
-    assert not b_started                         # a standby: it follows, it does not serve
+    assert not b_started                         # a standby: it follows, it does not take writes
     a.standby_address = f"127.0.0.1:{b_port}"
     a.standby_dir = b_dir
     a.dsn = env["TURNSTILE_PG"]
@@ -375,10 +384,7 @@ def test_a_gate_decides_offline_through_a_failover_and_uploads_to_the_new_primar
         assert "stopped" in stop_server(b)
     finally:
         gate.close()
-        for s in (a, *b_started):
-            if s.proc.poll() is None:
-                kill_server(s)
-        kill_node(a.standby_dir)
+        end_nodes(a, b_started, a.standby_dir)
 
 
 def test_keys_made_and_revoked_on_one_node_hold_on_the_other(etcd, pg, tmp_path):
@@ -413,10 +419,7 @@ def test_keys_made_and_revoked_on_one_node_hold_on_the_other(etcd, pg, tmp_path)
                     assert (e.code.name, e.reason) == ("UNAUTHENTICATED", "API_KEY_INVALID")
         assert "stopped" in stop_server(b)
     finally:
-        for s in (a, *b_started):
-            if s.proc.poll() is None:
-                kill_server(s)
-        kill_node(a.standby_dir)
+        end_nodes(a, b_started, a.standby_dir)
 
 
 def test_a_new_standby_starts_from_a_hot_backup_and_the_log_after_it(etcd, pg, tmp_path):
@@ -454,7 +457,4 @@ def test_a_new_standby_starts_from_a_hot_backup_and_the_log_after_it(etcd, pg, t
             assert all(ota.get_order(demo.VENUE, o).tickets for o in orders)
         assert "stopped" in stop_server(b_started[0])
     finally:
-        for s in (a, *b_started):
-            if s.proc.poll() is None:
-                kill_server(s)
-        kill_node(b_dir)
+        end_nodes(a, b_started, b_dir)

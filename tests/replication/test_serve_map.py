@@ -28,7 +28,7 @@ from turnstile.server import testing
 from turnstile.v1 import admin_pb2, admin_pb2_grpc
 
 from tests.integration.conftest import MASTER_KEY, kill_server, start_server, stop_server
-from tests.replication.test_serve_failover import DAY, SLOT, kill_node, seeded, two_nodes
+from tests.replication.test_serve_failover import DAY, SLOT, end_nodes, kill_node, seeded, two_nodes
 
 CLI = [sys.executable, "-m", "turnstile.server.cli"]
 
@@ -88,6 +88,15 @@ def shard_map(address: str, key: str) -> tuple[dict[int, str], dict[str, int]]:
 def logged(dsn: str) -> list[int]:
     with psycopg.connect(dsn) as c:
         return [r[0] for r in c.execute("SELECT seq FROM turnstile_log WHERE shard = 0 ORDER BY seq")]
+
+
+def api_error_of(fn):
+    from turnstile.clients.base import ApiError
+    try:
+        fn()
+    except ApiError as e:
+        return e
+    raise AssertionError("not refused")
 
 
 def pruned_to(dsn: str) -> int:
@@ -181,10 +190,7 @@ def test_the_map_backup_pruning_and_step_down_across_two_nodes(etcd, pg, tmp_pat
         assert a.proc.poll() is None                          # A's node runs on, a standby
         assert "stopped" in stop_server(b)
     finally:
-        for s in (a, *b_started):
-            if s.proc.poll() is None:
-                kill_server(s)
-        kill_node(a.standby_dir)
+        end_nodes(a, b_started, a.standby_dir)
 
 
 def test_a_node_whose_shard_was_made_apart_is_refused_and_never_serves(etcd, pg, tmp_path):
@@ -300,3 +306,90 @@ def test_nodes_are_named_in_the_map_by_the_host_they_advertise(etcd, pg, tmp_pat
         assert shard_map(a.address, a.keys["demo-ota"])[0] == {0: f"turnstile-a.invalid:{port}"}
     finally:
         kill_server(a)
+
+
+def test_a_standby_answers_reads_with_its_lag_and_refuses_writes(etcd, pg, tmp_path):
+    """While B follows, it answers reads (availability, orders, who am I) from what it
+    applied, each answer stating the last batch it holds and how stale it may be; a write
+    is UNAVAILABLE with reason NOT_PRIMARY and changes nothing; its health is NOT_SERVING
+    (a load balancer sends it nothing). A sale on A is read on B within a second or two."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from turnstile.v1 import inventory_pb2, inventory_pb2_grpc, sales_pb2, sales_pb2_grpc
+    from turnstile.clients.base import ApiError
+    a, b_thread, b_started = two_nodes(etcd, pg, tmp_path, "reads")
+    try:
+        with Connection(a.address, a.keys["demo-ota"], timeout=10) as conn:
+            sold = ChannelClient(conn).buy(demo.VENUE, [Item("adult", SLOT, 2)], "r-1")
+        with grpc.insecure_channel(a.standby_address) as ch:
+            meta = a.meta("demo-ota")
+
+            def sold_on_b() -> tuple[int, dict]:
+                r, call = inventory_pb2_grpc.InventoryServiceStub(ch).Availability.with_call(
+                    inventory_pb2.AvailabilityRequest(venue_id=demo.VENUE, date_from=DAY.isoformat()),
+                    metadata=meta, timeout=5)
+                return next(s.sold for s in r.slots if s.slot_id == SLOT), dict(call.trailing_metadata())
+            def answers_2() -> bool:
+                try:
+                    return sold_on_b()[0] == 2
+                except grpc.RpcError:
+                    return False                          # B still starting
+            assert until(answers_2, 30)
+            n, md = sold_on_b()
+            assert int(md["turnstile-standby-batch"]) > 0 and 0 <= int(md["turnstile-standby-lag-ms"]) < 5000
+            order, call = sales_pb2_grpc.SalesServiceStub(ch).GetOrder.with_call(
+                sales_pb2.GetOrderRequest(order_id="r-1"), metadata=meta, timeout=5)
+            assert sorted(t.code for t in order.tickets) == sorted(t.code for t in sold.tickets)
+            assert "turnstile-standby-lag-ms" in dict(call.trailing_metadata())
+
+            # a write on the standby: refused, nothing sold there or anywhere
+            try:
+                sales_pb2_grpc.SalesServiceStub(ch).Buy(
+                    sales_pb2.BuyRequest(venue_id=demo.VENUE, order_id="r-2", items=[
+                        sales_pb2.Item(product_id="adult", slot_ids=[SLOT], qty=1)]),
+                    metadata=meta, timeout=5)
+                raise AssertionError("the standby took a sale")
+            except grpc.RpcError as e:
+                err = ApiError.from_rpc(e, method="Buy")
+                assert (err.code, err.reason) == (grpc.StatusCode.UNAVAILABLE, "NOT_PRIMARY")
+            assert sold_on_b()[0] == 2
+            admin = admin_pb2_grpc.AdminServiceStub(ch)      # nor a principal made there
+            try:
+                admin.CreatePrincipal(admin_pb2.CreatePrincipalRequest(principal_id="on-b", role=admin_pb2.ADMIN),
+                                      metadata=a.meta("admin"), timeout=5)
+                raise AssertionError("the standby made a principal")
+            except grpc.RpcError as e:
+                assert ApiError.from_rpc(e, method="CreatePrincipal").reason == "NOT_PRIMARY"
+            listed = admin.ListPrincipals(admin_pb2.ListPrincipalsRequest(), metadata=a.meta("admin"), timeout=5)
+            assert "on-b" not in {p.principal_id for p in listed.principals} and len(listed.principals) > 3
+            h = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+            assert h.status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+            # more sales on A are read on B, soon
+            with Connection(a.address, a.keys["demo-ota"], timeout=10) as conn:
+                ChannelClient(conn).buy(demo.VENUE, [Item("adult", SLOT, 3)], "r-3")
+            t0 = time.monotonic()
+            assert until(lambda: sold_on_b()[0] == 5, 10, every=0.05)
+            assert time.monotonic() - t0 < 5
+        # the client library and the CLI, pinned to the standby
+        with Connection(a.standby_address, a.keys["demo-ota"], timeout=10, pinned=True) as conn:
+            ota = ChannelClient(conn)
+            assert len(ota.get_order(demo.VENUE, "r-3").tickets) == 3
+            said = conn.standby_state()
+            assert said is not None and said.batch > 0 and 0 <= said.lag_ms < 5000
+            e = api_error_of(lambda: ota.buy(demo.VENUE, [Item("adult", SLOT, 1)], "r-4"))
+            assert (e.code, e.reason) == (grpc.StatusCode.UNAVAILABLE, "NOT_PRIMARY")
+        with open(tmp_path / "finance.key", "w") as f:
+            f.write(a.keys["demo-finance"])
+        r = subprocess.run([sys.executable, "-m", "turnstile.clients.cli", "report", "tickets", "--venue",
+                            demo.VENUE, "--address", a.standby_address, "--key-file",
+                            str(tmp_path / "finance.key"), "--standby", "--csv"],
+                           cwd=testing.ROOT, env=testing._env(None), capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert "answered by a standby at batch" in r.stderr and "ms behind its primary" in r.stderr
+        adult = next(line for line in r.stdout.splitlines() if line.startswith("adult,"))
+        assert adult.split(",")[1] == "5"                 # issued: 2 + 3, as on the primary
+        assert not b_started                              # still a standby
+        with Connection(a.address, a.keys["demo-ota"], timeout=10) as conn:
+            assert ChannelClient(conn).get_order(demo.VENUE, "r-3").tickets    # A untouched
+    finally:
+        end_nodes(a, b_started, a.standby_dir)
