@@ -153,7 +153,7 @@ def _run(fn):
         try:
             with _connect(args) as conn:
                 status = fn(conn, args)
-                said = conn.standby_state()
+                said = conn.standby_state() if getattr(args, "standby", False) else None
                 if said is not None:
                     print(f"turnstile: answered by a standby at batch {said.batch}, "
                           + (f"up to {said.lag_ms} ms behind its primary" if said.lag_ms >= 0
