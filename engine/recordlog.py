@@ -169,9 +169,13 @@ class RecordLog:
     string). One connection, used by one thread at a time (the commit thread)."""
 
     def __init__(self, dsn: str, shard: int, *, retry_s: float = 0.2, owner: str = "",
-                 lineage: str = ""):
+                 lineage: str = "", slow_s: float = 5.0):
         self.dsn = dsn
         self.shard = shard
+        self.slow_s = slow_s            # an append running this long is logged (not cancelled)
+        self._writing: tuple[int, float] | None = None     # (seq, monotonic start) of an append
+        self._warned = 0                # the seq the watchdog logged as slow
+        self._watchdog: threading.Thread | None = None
         self.owner = owner
         self.lineage = lineage          # Shard.lineage of the node's shard ('' : not checked)
         self.retry_s = retry_s
@@ -322,6 +326,10 @@ class RecordLog:
         if not self.epoch:
             raise Fenced(f"shard {self.shard}: no epoch claimed: nothing may be written")
         body = pack(journal, rows)
+        if self._watchdog is None:
+            self._watchdog = threading.Thread(target=self._watch, daemon=True,
+                                              name=f"turnstile-log-watchdog-{self.shard}")
+            self._watchdog.start()
 
         def run(c):
             with c.transaction():
@@ -341,7 +349,29 @@ class RecordLog:
                         raise Fenced(f"shard {self.shard}: batch {seq} of the log of record is "
                                      "another writer's")
                 c.execute("SELECT pg_notify(%s, %s)", (CHANNEL, f"{self.shard}:{seq}"))
-        self._retrying(f"batch {seq}", run)
+        self._writing = (seq, time.monotonic())
+        try:
+            self._retrying(f"batch {seq}", run)
+        finally:
+            began = self._writing[1]
+            self._writing = None
+            if self._warned == seq:
+                log.warning("shard %d: batch %d is in the log of record after %.1f s", self.shard, seq,
+                            time.monotonic() - began)
+
+    def _watch(self) -> None:
+        """Say so when an append has run slow_s (a database that does not answer, or a
+        commit waiting for a synchronous standby that is not there): it is not cancelled
+        -- a cancelled wait leaves the row on the primary alone -- but the operator reads
+        why the shard acknowledges nothing."""
+        while not self.closed.wait(min(1.0, self.slow_s / 2)):
+            w = self._writing
+            if w is not None and w[0] != self._warned and time.monotonic() - w[1] >= self.slow_s:
+                self._warned = w[0]
+                log.error("shard %d: batch %d has waited %.0f s for the log of record (its database "
+                          "does not answer, or its commit waits for a synchronous standby that is not "
+                          "there): nothing is acknowledged until it is written", self.shard, w[0],
+                          time.monotonic() - w[1])
 
     def last_seq(self) -> int:
         """The highest sequence in the log (0: none)."""

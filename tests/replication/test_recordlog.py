@@ -138,8 +138,9 @@ def test_while_the_log_is_not_writable_a_batch_waits_and_is_then_written(pg, sha
     """The database's primary stopped (the append can't connect), or its synchronous
     standby stopped (the commit waits for it): the append returns only once the log is
     writable again, and the batch is then on both machines. An operator reads in the
-    log when it stopped being writable, and when it was again."""
-    log = new_log(pg, shard_no, epoch=1, retry_s=0.1)
+    log that a batch waits (after slow_s) and when it got through; with the database's
+    primary down, also when the log stopped being writable and when it was again."""
+    log = new_log(pg, shard_no, epoch=1, retry_s=0.1, slow_s=0.5)
     log.append(1, b"before", {})
     done = threading.Event()
     (pg.stop_primary if stop == "primary" else pg.stop_standby)()
@@ -153,9 +154,11 @@ def test_while_the_log_is_not_writable_a_batch_waits_and_is_then_written(pg, sha
         (pg.start_primary if stop == "primary" else pg.start_standby)()
     assert done.wait(60)
     assert rows_of(pg, pg.primary, shard_no) == [(1, 1), (2, 1)]
-    if stop == "primary":        # a commit waiting for the standby is no error: nothing said
-        said = [r.getMessage() for r in caplog.records if r.name == "turnstile.engine.recordlog"]
+    said = [r.getMessage() for r in caplog.records if r.name == "turnstile.engine.recordlog"]
+    if stop == "primary":
         assert any("not writable" in m for m in said) and any("writable again" in m for m in said)
+    # either way, the batch that waits is named while it waits, and when it got through
+    assert any("batch 2 has waited" in m for m in said) and any("batch 2 is in the log" in m for m in said)
     deadline = time.monotonic() + 30
     while rows_of(pg, pg.standby, shard_no) != [(1, 1), (2, 1)] and time.monotonic() < deadline:
         time.sleep(0.1)                                 # the standby replays what it received
