@@ -947,8 +947,9 @@ def move_venue(data: str, venue: str, to: int, *, open_map: Callable[[str], Shar
 
     Refused when the venue has issued tickets or active holds (ticket codes carry their
     shard id and orders live on their shard), when shard `to` already has a venue of that
-    id, or is beyond the recorded shard count. The engine has no command to remove a
-    venue, so the source shard keeps its catalog, unmapped."""
+    id, or is beyond the recorded shard count, or when either shard is replicated (the
+    batch would bypass its log of record). The engine has no command to remove a venue,
+    so the source shard keeps its catalog, unmapped."""
     require_offline(data)
     master = _master(master_key, master_key_file)
     ids = shard_ids(data)
@@ -986,6 +987,12 @@ def move_venue(data: str, venue: str, to: int, *, open_map: Callable[[str], Shar
         try:
             if not source.has_venue(venue):
                 raise Refused(f"the venue map puts {venue} on shard {src}, whose catalog lacks it")
+            for k, s in ((src, source), (to, target)):
+                if s.replicated():
+                    raise Refused(
+                        f"shard {k} is replicated (cluster {s.replicated()}): its batches go through "
+                        f"its log of record, which a move made here offline would bypass -- its "
+                        f"standbys would never have it; nothing was changed")
             tickets = sum(r.issued for r in source.ticket_counts(venue))
             holds = _active_holds(source, venue, time.time())
             if tickets or holds:

@@ -526,6 +526,17 @@ class Shard:
             self.storage.commit(batch.seq, blob, batch.rows)
             self._measure()
 
+    def mark_replicated(self, cluster: str) -> None:
+        """Record in the shard's meta that it is a replicated shard of `cluster` (its
+        batches go through a log of record): offline tools that would write batches past
+        the log refuse it (datadir.move_venue). Kept by backups and restores."""
+        if self.replicated() != cluster:
+            self.storage.put_meta({"replicated": json.dumps(cluster).encode()})
+
+    def replicated(self) -> str | None:
+        """The cluster this shard is replicated in (mark_replicated), None if never."""
+        return self.storage.get_meta("replicated")
+
     @property
     def lineage(self) -> str:
         """Which shard this is, whatever copy of it: a digest of the secrets it was made

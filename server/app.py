@@ -355,6 +355,7 @@ async def _become_primary(cfg: ServerConfig, shard: Shard, shard_id: int, addres
 
     record_log = RecordLog(cfg.pg, shard_id, owner=address, lineage=shard.lineage)
     await loop.run_in_executor(None, record_log.ensure_schema)
+    shard.mark_replicated(cfg.cluster)      # offline tools that would bypass the log refuse it
     ownership = Ownership(cfg.etcd, shard_id, address, cluster=cfg.cluster, ttl=cfg.lease_ttl_s)
     follower = Follower(shard, cfg.pg, shard_id, run=on_loop)
     node.standby = follower

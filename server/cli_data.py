@@ -575,7 +575,8 @@ shard id and orders live on their shard, so moving would need reissued codes. Re
 too when shard K already has a venue of that id (zone, gate, product and slot ids are
 per venue, so they never clash). The engine has no command to remove a venue, so the
 source shard keeps its catalog, unmapped: `serve` does not place it there any more and
-clients route by the map.""")
+clients route by the map. Refused on a shard of a replicated cluster (it has served or
+followed with --etcd --pg): the batch would bypass its log of record and its standbys.""")
     mv.add_argument("venue", metavar="VENUE", help="venue id")
     mv.add_argument("--to", type=int, required=True, metavar="K", help="target shard id")
     mv.add_argument("--data", default="data", help="data dir (default: %(default)s)")

@@ -260,3 +260,31 @@ def test_a_principal_made_apart_on_two_nodes_keeps_the_first_and_does_not_flip(e
             a_store.close()
             b_store.close()
     run(go())
+
+
+def test_an_offline_move_refuses_a_replicated_shard(tmp_path):
+    """`turnstile shards move` writes a batch straight into the target shard's LMDB: on a
+    replicated shard that batch would never reach its log of record nor its standbys, so
+    the move is refused there (a shard becomes replicated when a node first follows or
+    serves it in replicated mode: Shard.mark_replicated), and nothing changes."""
+    import os
+    import subprocess
+    import sys
+    from tests.conftest import add_hills
+    from tests.integration.test_cli_data import HILLS_DAY
+    from turnstile.server import testing
+    data = str(tmp_path / "data")
+    for k in (0, 1):
+        with Shard.open(os.path.join(data, f"shard-{k}"), shard_id=k) as s:
+            if k == 0:
+                add_hills(s, HILLS_DAY)
+            else:
+                s.mark_replicated("prod")
+    before = Shard.open(os.path.join(data, "shard-1"), shard_id=1)
+    seq = before.seq
+    before.close()
+    r = subprocess.run([sys.executable, "-m", "turnstile.server.cli", "shards", "move", "hills", "--to", "1",
+                        "--data", data], cwd=testing.ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "shard 1 is replicated (cluster prod)" in r.stderr, r.stderr
+    with Shard.open(os.path.join(data, "shard-1"), shard_id=1) as s:
+        assert s.seq == seq and not s.has_venue("hills")

@@ -14,6 +14,7 @@ and synchronous standby). The contract (`turnstile shards --help`, server/owners
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -188,6 +189,13 @@ def test_the_map_backup_pruning_and_step_down_across_two_nodes(etcd, pg, tmp_pat
         s = until(a_is_standby)
         assert s and s["owner"] == b.address and s["epoch"] == 2
         assert a.proc.poll() is None                          # A's node runs on, a standby
+        from turnstile.engine import Shard                    # both copies marked replicated
+        for d in (a.data, a.standby_dir):
+            s = Shard.open_readonly(os.path.join(d, "shard-0"), master_key=MASTER_KEY)
+            try:
+                assert s.replicated() == "ops"
+            finally:
+                s.close()
         assert "stopped" in stop_server(b)
     finally:
         end_nodes(a, b_started, a.standby_dir)
