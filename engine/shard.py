@@ -561,6 +561,7 @@ class Shard:
         self._usable()
         if seq <= self.seq:
             return False
+        self._archive_before_pruned(rows)
         b = Batch(seq)
         self.storage.commit(seq, journal or None, rows)
         st = self.state
@@ -578,6 +579,24 @@ class Shard:
             self.storage.write_snapshot(seq, st.dump())
             self.since_snapshot = 0
         return True
+
+    def _archive_before_pruned(self, rows: dict[bytes, bytes | None]) -> None:
+        """A followed batch that deletes audit records the primary archived to files of its
+        own (on its machine): archive them here first, into this shard's DIR/audit, so its
+        chain stays whole (cut at every checkpoint: this copy's files end where the
+        primary's do, and further)."""
+        cut = len(audit.PREFIX)
+        gone = max((int(k[cut:], 16) for k, v in rows.items()
+                    if v is None and k.startswith(audit.PREFIX) and len(k) == cut + 16), default=0)
+        if gone <= self._audit_archived:
+            return
+        audit.archive(self._shard_id, self.storage.env, self.storage.rows, self.storage.meta,
+                      self.audit_dir, keep=0, segment_records=1)
+        self._audit_archived = audit.archived_end(self.audit_dir)
+        if gone > self._audit_archived:
+            log.error("shard %d: the primary prunes audit records up to %d, archived here only up "
+                      "to %d: the records between are in the primary's archive files alone",
+                      self._shard_id, gone, self._audit_archived)
 
     def _measure(self) -> None:
         """How full the LMDB map is (after a commit, on the I/O thread): a warning in the

@@ -7,6 +7,7 @@ older owner writes nothing (in the same transaction as its write); a database th
 stops makes the shard wait, acknowledging nothing and losing nothing."""
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 import time
@@ -16,7 +17,7 @@ import pytest
 
 from turnstile.engine import HoldItem, NotPrimary, ShardUnavailable, Shard, cmd, demo
 from turnstile.engine.errors import CorruptData
-from turnstile.engine.recordlog import Fenced, RecordLog, pack, unpack
+from turnstile.engine.recordlog import Fenced, RecordLog, apply_log, pack, unpack
 
 from tests.conftest import TODAY, Clock, sell
 
@@ -187,3 +188,51 @@ def test_an_owner_whose_lease_may_lapse_writes_nothing(pg, shard_no, tmp_path):
     finally:
         log.close()
         p.close(snapshot=False)
+
+
+def test_audit_records_the_primary_archives_are_archived_by_the_standby_too(pg, shard_no, tmp_path,
+                                                                          monkeypatch):
+    """The primary archives old audit records to files on its own machine and then prunes
+    them from its rows, batch by batch, through the log. A standby applying those
+    deletions first archives the same records into its own files, so after a failover its
+    audit chain verifies whole (`turnstile audit verify`), none of it left on the dead
+    machine only."""
+    from turnstile.engine import audit
+    monkeypatch.setattr(audit, "EVERY", 5)              # a checkpoint every 5 records
+    clock = Clock(demo.local_time(TODAY, 8, 30))
+    pdir, sdir = str(tmp_path / "primary"), str(tmp_path / "standby")
+    p = Shard.open(pdir, clock=clock)
+    p.run_many(demo.commands(TODAY))
+    p.close(snapshot=False)
+    shutil.copytree(pdir, sdir)
+    p = Shard.open(pdir, clock=clock)
+    p.record_log = new_log(pg, shard_no, epoch=1)
+    s = Shard.open(sdir, clock=clock)
+
+    def hold() -> None:                                 # an audited call, as the server makes
+        c = cmd.hold("web", demo.VENUE, [HoldItem("adult", (SLOT,), 1)])
+        c.audit = ("demo-ota", "/turnstile.v1.SalesService/Hold", "cd" * 32)
+        p.run(c)
+    try:
+        for i in range(40):
+            hold()
+        written = p.archive_audit(keep=5, segment_records=10)
+        assert written                                  # the primary archived some
+        for i in range(3):                              # and prunes them as it writes
+            hold()
+        archived = written[-1].last
+        gone = [seq for seq in range(1, archived + 1) if p.storage.get_row(f"audit/{seq:016x}".encode()) is None]
+        assert gone, "the primary pruned nothing"
+        reader = RecordLog(pg.dsn(), shard_no)
+        assert apply_log(s, reader) > 0
+        reader.close()
+        assert s.seq == p.seq
+        for seq in gone:                                # pruned on the standby too...
+            assert s.storage.get_row(f"audit/{seq:016x}".encode()) is None
+        ok, checked, bad = s.verify_audit()             # ...and its chain is whole
+        assert ok and bad == 0 and checked >= p.audit_seq, (ok, checked, bad)
+        assert os.listdir(os.path.join(sdir, "audit"))
+    finally:
+        p.record_log.close()
+        p.close(snapshot=False)
+        s.close(snapshot=False)
