@@ -41,6 +41,18 @@ def logged(pg, shard: int) -> list[int]:
                                         (shard,))]
 
 
+def refused_follower(shard, pg, shard_no: int) -> Exception | None:
+    """Follow shard `shard_no`'s log with `shard` (a Follower in its thread): the error it
+    ended with; it must end by itself within 10 s."""
+    f = Follower(shard, pg.dsn(), shard_no, poll_s=0.1)
+    t = threading.Thread(target=f.run, daemon=True)
+    t.start()
+    t.join(10)
+    f.close()
+    assert not t.is_alive(), "the follower did not stop"
+    return f.error
+
+
 # -- the map in etcd ----------------------------------------------------------------------
 def test_a_venue_is_the_first_placers_and_is_not_placed_again(etcd):
     async def go():
@@ -137,12 +149,7 @@ def test_a_shard_made_apart_can_neither_claim_nor_follow_the_log(pg, shard_no, t
         p.record_log = log
         p.run_many(demo.commands(TODAY))
         before = apart.state.dump()
-        f = Follower(apart, pg.dsn(), shard_no, poll_s=0.1)
-        t = threading.Thread(target=f.run, daemon=True)
-        t.start()
-        t.join(10)
-        assert not t.is_alive() and isinstance(f.error, NotThisShard)
-        f.close()
+        assert isinstance(refused_follower(apart, pg, shard_no), NotThisShard)
         assert apart.state.dump() == before and not apart.venues()  # nothing applied
         with pytest.raises(NotThisShard):                           # nor takes the shard over
             promote(apart, RecordLog(pg.dsn(), shard_no, lineage=apart.lineage), 2)
@@ -196,12 +203,7 @@ def test_the_log_is_pruned_by_its_owner_and_a_node_pruned_past_is_refused(pg, sh
         early = Shard.open(str(tmp_path / "early"), clock=clock)      # behind what was pruned
         try:
             before = early.state.dump()
-            f = Follower(early, pg.dsn(), shard_no, poll_s=0.1)
-            t = threading.Thread(target=f.run, daemon=True)
-            t.start()
-            t.join(10)
-            assert not t.is_alive() and isinstance(f.error, LogPruned)
-            f.close()
+            assert isinstance(refused_follower(early, pg, shard_no), LogPruned)
             with pytest.raises(LogPruned):                          # read directly, too
                 apply_log(early, RecordLog(pg.dsn(), shard_no))
             with pytest.raises(LogPruned):
