@@ -285,16 +285,19 @@ class TlsConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ShardMap:
-    """Where each shard listens (``shards``: shard id -> host:port) and which shard
-    holds each venue (``venues``: venue id -> shard id)."""
+    """Where each shard listens (``shards``: shard id -> host:port), which shard holds
+    each venue (``venues``: venue id -> shard id), and in replicated mode where each
+    shard's standbys answer reads (``standbys``: shard id -> host:port list)."""
 
     shards: dict[int, str]
     venues: dict[str, int]
     version: int = 0
+    standbys: dict[int, list[str]] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_proto(cls, m: admin_pb2.ShardMap) -> ShardMap:
-        return cls({e.shard: e.address for e in m.shards}, dict(m.venues), m.version)
+        return cls({e.shard: e.address for e in m.shards}, dict(m.venues), m.version,
+                   {e.shard: list(e.standbys) for e in m.shards if e.standbys})
 
 
 def _host_port(address: str) -> tuple[str, str]:
@@ -327,6 +330,11 @@ class Connection:
             to read from a standby in replicated mode (``address`` is a standby's shard),
             which answers reads from what it applied and refuses writes (UNAVAILABLE,
             NOT_PRIMARY); :meth:`standby_state` tells how stale the last answer may be.
+        prefer_standby: replicated mode, for reports and other readers that may read a
+            little behind: a call routed to a shard whose map entry names standbys goes
+            to one of them first; one it refuses (a write: NOT_PRIMARY, nothing done)
+            or can't take (it is down) goes on to the primary at once.
+            :meth:`standby_state` tells whether, and how stale, a standby answered.
 
     Thread-safe: channels and stubs are shared, the shard map is replaced whole.
     """
@@ -334,7 +342,8 @@ class Connection:
     def __init__(self, address: str, api_key: str | None = None, *, tls: TlsConfig | None = None,
                  timeout: float = 5.0, retry: RetryPolicy = RetryPolicy(),
                  metadata: Iterable[tuple[str, str]] = (), options: Iterable[tuple[str, Any]] = (),
-                 rewrite_address: Callable[[str], str] | None = None, pinned: bool = False):
+                 rewrite_address: Callable[[str], str] | None = None, pinned: bool = False,
+                 prefer_standby: bool = False):
         if timeout <= 0:
             raise ValueError("timeout must be positive")
         self.addresses = [a.strip() for a in address.split(",") if a.strip()]
@@ -342,7 +351,8 @@ class Connection:
             raise ValueError("no address")
         self.address = self.addresses[0]
         self.pinned = pinned
-        self._last = threading.local()      # pinned: the last answer's StandbyState, per thread
+        self.prefer_standby = prefer_standby
+        self._last = threading.local()      # the last answer's StandbyState, per thread
         self.timeout = timeout
         self.retry = retry
         self.tls = tls
@@ -522,10 +532,19 @@ class Connection:
         return self._rewrite(m.shards[shard])
 
     def standby_state(self) -> "StandbyState | None":
-        """A pinned connection: what the last answer on this thread said of its standby
-        (the batch it held, how stale it may be); None if a primary answered (or the
-        connection is not pinned)."""
+        """A pinned or prefer_standby connection: what the last answer on this thread said
+        of its standby (the batch it held, how stale it may be); None if a primary
+        answered (or the connection is neither)."""
         return getattr(self._last, "state", None)
+
+    def standby_of(self, *, venue: str | None = None, shard: int | None = None) -> str | None:
+        """A standby of the shard of ``venue`` or ``shard`` the map names (one at random),
+        None if it names none."""
+        m = self.shard_map()
+        if venue is not None:
+            shard = m.venues.get(venue)
+        names = m.standbys.get(shard) if shard is not None else None
+        return self._rewrite(self._rng.choice(names)) if names else None
 
     # -- calls ---------------------------------------------------------------------------
     def call(self, stub_class: type, method: str, request, *, venue: str | None = None,
@@ -553,16 +572,28 @@ class Connection:
         routed = venue is not None or shard is not None
         used: list[str] = []
 
-        def once(deadline: float):
-            target = address or self.address_of(venue=venue, shard=shard)
-            used.append(target)
+        def send(target: str, deadline: float):
             fn = getattr(self._stub_at(stub_class, target), method)
-            if not self.pinned:
+            if not (self.pinned or self.prefer_standby):
                 return fn(request, metadata=self.metadata, timeout=deadline)
             self._last.state = None
             answer, call = fn.with_call(request, metadata=self.metadata, timeout=deadline)
             self._last.state = StandbyState.of(call.trailing_metadata())
             return answer
+
+        def once(deadline: float):
+            if address is None and routed and self.prefer_standby:
+                standby = self.standby_of(venue=venue, shard=shard)
+                if standby is not None:
+                    try:
+                        return send(standby, deadline)
+                    except grpc.RpcError as e:
+                        if e.code() != grpc.StatusCode.UNAVAILABLE:
+                            raise
+                    # a write it refused (nothing done), or it is away: the primary
+            target = address or self.address_of(venue=venue, shard=shard)
+            used.append(target)
+            return send(target, deadline)
 
         try:
             return self._attempts(once, full, policy, timeout or self.timeout, routed=routed)

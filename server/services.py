@@ -53,6 +53,7 @@ MIN_LEFT_S = 0.001      # a call that arrives with less time left is not started
 # ms (since it last held every batch the log had; -1 before it first caught up)
 STANDBY_BATCH_MD = "turnstile-standby-batch"
 STANDBY_LAG_MD = "turnstile-standby-lag-ms"
+STANDBY_FRESH_S = 10.0      # a standby that said where it stands this recently is in the map
 
 
 def rpc(fn=None, *, scans: bool = False):
@@ -1463,14 +1464,22 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
     @rpc
     async def GetShardMap(self, request, context):
         endpoints, venues = self.store.shard_map()
+        standbys: dict[int, list[str]] = {}
         if self.node.ownership is not None:
-            # replicated mode: the map is etcd's -- each shard's primary is its owner, each
-            # venue where the cluster placed it (this node's own store knows only the
-            # shards it served itself)
-            endpoints.update(await self._etcd(self.node.ownership.owners))
+            # replicated mode: the map is etcd's -- each shard's primary is its owner, its
+            # standbys the nodes that said so lately, each venue where the cluster placed
+            # it (this node's own store knows only the shards it served itself)
+            now = time.time()
+            for k, sh in (await self._etcd(self.node.ownership.shards)).items():
+                if sh["owner"]:
+                    endpoints[k] = sh["owner"]
+                standbys[k] = sorted(name for name, n in sh["nodes"].items()
+                                     if name != sh["owner"] and n.get("role") == "standby"
+                                     and now - float(n.get("at", 0)) < STANDBY_FRESH_S)
             venues.update(await self._etcd(self.node.ownership.venues))
         return admin_pb2.ShardMap(
-            shards=[admin_pb2.ShardEndpoint(shard=k, address=a) for k, a in sorted(endpoints.items())],
+            shards=[admin_pb2.ShardEndpoint(shard=k, address=a, standbys=standbys.get(k, []))
+                    for k, a in sorted(endpoints.items())],
             venues=venues, version=len(endpoints) + len(venues))
 
 

@@ -66,9 +66,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--timeout", type=float, default=10.0,
                    help="deadline of each call attempt, seconds (default: %(default)s)")
     g.add_argument("--standby", action="store_true",
-                   help="replicated mode: --address is a standby's shard; every call goes there, "
-                        "not by the shard map (reads only: it refuses writes), and how stale "
-                        "its answer may be is said on stderr")
+                   help="replicated mode: read from a standby of the venue's shard when the "
+                        "shard map names one (else from its primary), off the primary; how "
+                        "stale its answer may be is said on stderr")
     add_tls_options(g)
 
 
@@ -143,7 +143,7 @@ def _connect(args):
     from ..base import Connection
     key = api_key(args)
     return Connection(args.address, key, tls=tls_config(args), timeout=args.timeout,
-                      pinned=getattr(args, "standby", False))
+                      prefer_standby=getattr(args, "standby", False))
 
 
 def _run(fn):
@@ -153,9 +153,11 @@ def _run(fn):
         try:
             with _connect(args) as conn:
                 status = fn(conn, args)
-                said = conn.standby_state() if getattr(args, "standby", False) else None
-                if said is not None:
-                    print(f"turnstile: answered by a standby at batch {said.batch}, "
+                if getattr(args, "standby", False):
+                    said = conn.standby_state()
+                    print("turnstile: answered by the primary (the shard map names no standby)"
+                          if said is None else
+                          f"turnstile: answered by a standby at batch {said.batch}, "
                           + (f"up to {said.lag_ms} ms behind its primary" if said.lag_ms >= 0
                              else "not yet caught up with its primary"), file=sys.stderr)
                 return status

@@ -388,14 +388,32 @@ def test_a_standby_answers_reads_with_its_lag_and_refuses_writes(etcd, pg, tmp_p
             assert (e.code, e.reason) == (grpc.StatusCode.UNAVAILABLE, "NOT_PRIMARY")
         with open(tmp_path / "finance.key", "w") as f:
             f.write(a.keys["demo-finance"])
+        # routed by the map (asked of A): the map names B as shard 0's standby
+        with Connection(a.address, a.keys["demo-ota"], timeout=10, prefer_standby=True) as conn:
+            assert conn.shard_map().standbys == {0: [a.standby_address]}
+            ota = ChannelClient(conn)
+            assert len(ota.get_order(demo.VENUE, "r-3").tickets) == 3
+            assert conn.standby_state() is not None                    # B answered
+            ota.buy(demo.VENUE, [Item("adult", SLOT, 1)], "r-5")      # B refused it, A took it
+            assert conn.standby_state() is None
+        with Connection(a.address, a.keys["demo-ota"], timeout=10) as conn:
+            assert len(ChannelClient(conn).get_order(demo.VENUE, "r-5").tickets) == 1
+        with Connection(a.standby_address, a.keys["demo-ota"], timeout=10, pinned=True) as conn:
+
+            def b_has_it() -> bool:
+                try:
+                    return bool(ChannelClient(conn).get_order(demo.VENUE, "r-5").tickets)
+                except ApiError:
+                    return False
+            assert until(b_has_it, 10, every=0.05)
         r = subprocess.run([sys.executable, "-m", "turnstile.clients.cli", "report", "tickets", "--venue",
-                            demo.VENUE, "--address", a.standby_address, "--key-file",
+                            demo.VENUE, "--address", a.address, "--key-file",
                             str(tmp_path / "finance.key"), "--standby", "--csv"],
                            cwd=testing.ROOT, env=testing._env(None), capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
         assert "answered by a standby at batch" in r.stderr and "ms behind its primary" in r.stderr
         adult = next(line for line in r.stdout.splitlines() if line.startswith("adult,"))
-        assert adult.split(",")[1] == "5"                 # issued: 2 + 3, as on the primary
+        assert adult.split(",")[1] == "6"                 # issued: 2 + 3 + 1, as on the primary
         assert not b_started                              # still a standby
         with Connection(a.address, a.keys["demo-ota"], timeout=10) as conn:
             assert ChannelClient(conn).get_order(demo.VENUE, "r-3").tickets    # A untouched
