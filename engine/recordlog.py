@@ -85,15 +85,7 @@ def apply_log(shard, log: "RecordLog", batch: int = 1000, run=_direct) -> int:
     batches after the shard's sequence. The log is read on this thread; each slice read
     is applied by `run(fn)`, which calls fn where the shard may be touched (a standby
     serving reads applies on its event loop, between two calls) and returns its result."""
-    n = 0
-    after = shard.seq
-    while True:
-        got = log.read(after, batch)
-        if got:
-            n += run(lambda got=got: _apply(shard, log, got))
-            after = got[-1][0]
-        if len(got) < batch:
-            return n
+    return sum(run(lambda got=got: _apply(shard, log, got)) for got in log.slices(shard.seq, batch))
 
 
 def _apply(shard, log: "RecordLog", entries) -> int:
@@ -389,14 +381,21 @@ class RecordLog:
                                  "ORDER BY seq LIMIT %s", (self.shard, after, limit)).fetchall()
         return [(seq, epoch, *unpack(bytes(body))) for seq, epoch, body in self._retrying("reading", run)]
 
-    def entries(self, after: int = 0, batch: int = 1000) -> Iterator[tuple[int, int, bytes, dict]]:
-        """Every batch after `after`, in order, read `batch` at a time."""
+    def slices(self, after: int = 0, batch: int = 1000) -> Iterator[list[tuple[int, int, bytes, dict]]]:
+        """Every batch after `after`, in order, as the lists `read` returns (`batch` at a
+        time; none empty)."""
         while True:
             got = self.read(after, batch)
-            yield from got
+            if got:
+                yield got
             if len(got) < batch:
                 return
             after = got[-1][0]
+
+    def entries(self, after: int = 0, batch: int = 1000) -> Iterator[tuple[int, int, bytes, dict]]:
+        """Every batch after `after`, in order, read `batch` at a time."""
+        for got in self.slices(after, batch):
+            yield from got
 
 
 class Follower:

@@ -236,7 +236,7 @@ async def serve_shard(cfg: ServerConfig, shard_id: int = 0) -> int:
             raise SystemExit(f"shard {shard_id}: cannot serve metrics on "
                              f"{cfg.metrics_host}:{cfg.metrics_port} ({e})") from None
         metrics_address = f", metrics {cfg.metrics_host}:{metrics_bound}"
-    ownership = None
+    ownership = control_sync = duties = None
     if cfg.replicated:
         # a standby until this process owns the shard in etcd, then its primary; while a
         # standby it answers reads (node.standby), not health checks or writes
@@ -244,10 +244,12 @@ async def serve_shard(cfg: ServerConfig, shard_id: int = 0) -> int:
         await health_servicer.set(f"{SHARD_SERVICE}{shard_id}", health_pb2.HealthCheckResponse.NOT_SERVING)
         for server in servers:
             await server.start()
-        ownership = await _become_primary(cfg, shard, shard_id, advertised, node, store)
-        node.ownership = ownership
+        ownership = Ownership(cfg.etcd, shard_id, advertised, cluster=cfg.cluster, ttl=cfg.lease_ttl_s)
+        node.ownership = ownership              # GetShardMap reads etcd's map, standby too
+        # the principals and keys of every node, from now on (a standby's reads need them)
+        control_sync = asyncio.create_task(_sync_control(ownership, store, max(1.0, cfg.auth_cache_s)))
+        await _become_primary(cfg, shard, ownership, node)
         node.moved = frozenset(moved | await _place_venues(ownership, shard, shard_id))
-        await ownership.sync_control(store)     # the principals and keys of every node
         await writer.start()
         node.standby = None                     # writes are taken from now on
     else:
@@ -277,9 +279,7 @@ async def serve_shard(cfg: ServerConfig, shard_id: int = 0) -> int:
         stop.set()
     watch = asyncio.create_task(orphaned())
     archiver = asyncio.create_task(_archive_audit(shard, cfg.audit_archive_s))
-    control_sync = duties = None
     if ownership is not None:
-        control_sync = asyncio.create_task(_sync_control(ownership, store, max(1.0, cfg.auth_cache_s)))
         duties = asyncio.create_task(_primary_duties(ownership, shard, cfg))
     peers = asyncio.create_task(_refresh_health(health_servicer, store, shard_id))
     stopped = asyncio.create_task(stop.wait())
@@ -329,13 +329,12 @@ async def serve_shard(cfg: ServerConfig, shard_id: int = 0) -> int:
     return 0
 
 
-async def _become_primary(cfg: ServerConfig, shard: Shard, shard_id: int, address: str,
-                          node: ShardNode, store: ControlStore) -> Ownership:
+async def _become_primary(cfg: ServerConfig, shard: Shard, ownership: Ownership, node: ShardNode) -> None:
     """Replicated mode (DESIGN.md 7): follow the shard's log of record as a standby
     (engine/recordlog.py, Follower), recording in etcd how far it got every POSITION_S
     and answering reads meanwhile (node.standby: each batch is applied on the event loop,
-    between two calls; writes are NOT_PRIMARY; principals and keys synced from etcd),
-    until this process owns the shard in etcd (server/ownership.py); then apply the log
+    between two calls; writes are NOT_PRIMARY), until this process owns the shard in
+    etcd (`ownership`, server/ownership.py); then apply the log
     to its end under the new epoch and write every later batch through it, asking the
     ownership before each (Shard.fence). A node that can't follow the log (another
     shard's, or pruned past this one) stops with the reason and never takes over."""
@@ -353,28 +352,16 @@ async def _become_primary(cfg: ServerConfig, shard: Shard, shard_id: int, addres
         loop.call_soon_threadsafe(go)
         return done.result()
 
+    shard_id, address = ownership.shard, ownership.me
     record_log = RecordLog(cfg.pg, shard_id, owner=address, lineage=shard.lineage)
     await loop.run_in_executor(None, record_log.ensure_schema)
     shard.mark_replicated(cfg.cluster)      # offline tools that would bypass the log refuse it
-    ownership = Ownership(cfg.etcd, shard_id, address, cluster=cfg.cluster, ttl=cfg.lease_ttl_s)
     follower = Follower(shard, cfg.pg, shard_id, run=on_loop)
     node.standby = follower
-    node.ownership = ownership          # GetShardMap reads etcd's map here too
     thread = threading.Thread(target=follower.run, name="turnstile-follower", daemon=True)
     thread.start()
     print(f"standby of shard {shard_id} at {address}: following its log of record, serving reads"
           + (" (--standby: a node without it takes the shard first)" if cfg.standby else ""), flush=True)
-    synced = 0.0
-
-    async def standing_by() -> None:
-        nonlocal synced
-        await _report(ownership, "standby", shard.seq)
-        if time.monotonic() - synced >= max(1.0, cfg.auth_cache_s):
-            synced = time.monotonic()
-            try:
-                await ownership.sync_control(store)
-            except Exception as e:
-                log.warning("principals and keys not synced with etcd (%s)", e)
     # not a candidate before the log is known to be this shard's and followable from here
     while not follower.checked.wait(0) and follower.error is None:
         await asyncio.sleep(0.05)
@@ -383,7 +370,7 @@ async def _become_primary(cfg: ServerConfig, shard: Shard, shard_id: int, addres
         # for STANDBY_DEFER leases; once someone owns it, this node waits for it to lapse
         until = time.monotonic() + STANDBY_DEFER * cfg.lease_ttl_s
         while follower.error is None and time.monotonic() < until and await ownership.owner() is None:
-            await standing_by()
+            await _report(ownership, "standby", shard.seq)
             await asyncio.sleep(0.2)
     acquired = asyncio.create_task(ownership.acquire())
     try:
@@ -391,7 +378,7 @@ async def _become_primary(cfg: ServerConfig, shard: Shard, shard_id: int, addres
             if follower.error is not None:
                 acquired.cancel()
                 raise SystemExit(f"shard {shard_id}: {follower.error}")
-            await standing_by()
+            await _report(ownership, "standby", shard.seq)
             await asyncio.wait([acquired], timeout=POSITION_S)
         epoch = acquired.result()
     finally:
@@ -408,7 +395,6 @@ async def _become_primary(cfg: ServerConfig, shard: Shard, shard_id: int, addres
     shard.fence = ownership.check
     log.warning("shard %d: primary at %s, epoch %d (followed %d batches, %d more on taking over in "
                 "%.3f s)", shard_id, address, epoch, follower.applied, applied, time.monotonic() - t)
-    return ownership
 
 
 async def _report(ownership: Ownership, role: str, seq: int) -> None:
@@ -461,16 +447,17 @@ async def _primary_duties(ownership: Ownership, shard: Shard, cfg: ServerConfig)
 
 
 async def _sync_control(ownership: Ownership, store: ControlStore, every_s: float) -> None:
-    """Replicated mode: principals and API keys synced with etcd every `every_s` seconds
-    (a key made or revoked on another node works, or stops working, here within that and
-    the auth cache's life). A failure is logged and tried again."""
+    """Replicated mode: principals and API keys synced with etcd at once and then every
+    `every_s` seconds, as a standby and as the primary (a key made or revoked on another
+    node works, or stops working, here within that and the auth cache's life). A failure
+    is logged and tried again."""
     while True:
-        await asyncio.sleep(every_s)
         try:
             await ownership.sync_control(store)
         except Exception as e:
             log.warning("principals and keys not synced with etcd (%s); trying again in %.0f s",
                         e, every_s)
+        await asyncio.sleep(every_s)
 
 
 async def _archive_audit(shard: Shard, every_s: float) -> None:

@@ -153,22 +153,18 @@ def _record_backup(args, b) -> None:
     bad = {e["shard"] for e in b.manifest["shards"] if e.get("violations")}
     out = os.path.abspath(b.out)
 
-    async def run() -> list[str]:
-        cluster = _cluster(args)
-        try:
-            said = []
-            for s in b.shards:
-                if s.shard in bad:
-                    said.append(f"  shard-{s.shard}: NOT recorded as a verified backup in etcd "
-                                f"(its copy has problems)")
-                elif await cluster.record_backup(s.shard, s.last_seq, out):
-                    said.append(f"  shard-{s.shard}: recorded in etcd as its latest verified backup "
-                                f"(batch {s.last_seq}): its log of record may be pruned up to it")
-                else:
-                    said.append(f"  shard-{s.shard}: etcd records a backup of a later batch; kept")
-            return said
-        finally:
-            await cluster.close()
+    async def run(cluster) -> list[str]:
+        said = []
+        for s in b.shards:
+            if s.shard in bad:
+                said.append(f"  shard-{s.shard}: NOT recorded as a verified backup in etcd "
+                            f"(its copy has problems)")
+            elif await cluster.record_backup(s.shard, s.last_seq, out):
+                said.append(f"  shard-{s.shard}: recorded in etcd as its latest verified backup "
+                            f"(batch {s.last_seq}): its log of record may be pruned up to it")
+            else:
+                said.append(f"  shard-{s.shard}: etcd records a backup of a later batch; kept")
+        return said
     for line in _etcd_call(args, run):
         print(line)
 
@@ -299,9 +295,17 @@ def _cluster(args):
         raise Refused(str(e)) from None
 
 
-def _etcd_call(args, run):
-    """asyncio.run(run()); etcd unreachable or refusing: Refused, one line."""
+def _etcd_call(args, work):
+    """await work(cluster) on the cluster of --etcd/--cluster, then close it; etcd
+    unreachable or refusing: Refused, one line."""
     import asyncio
+
+    async def run():
+        cluster = _cluster(args)
+        try:
+            return await work(cluster)
+        finally:
+            await cluster.close()
     try:
         return asyncio.run(run())
     except Refused:
@@ -320,12 +324,8 @@ def _ago(at) -> str:
 
 
 def cmd_shards_list_etcd(args) -> int:
-    async def run():
-        cluster = _cluster(args)
-        try:
-            return await cluster.shards(), await cluster.venues()
-        finally:
-            await cluster.close()
+    async def run(cluster):
+        return await cluster.shards(), await cluster.venues()
     shards, venues = _etcd_call(args, run)
     if args.json:
         json.dump({"cluster": args.cluster, "shards": {str(k): v for k, v in sorted(shards.items())},
@@ -338,9 +338,8 @@ def cmd_shards_list_etcd(args) -> int:
         print(f"shard {k}: primary {primary}, epoch {s['epoch']}")
         end = max([int(n.get("seq", 0)) for n in s["nodes"].values()] or [0])
         for name, n in sorted(s["nodes"].items()):
-            role = "primary" if name == s["owner"] else n.get("role", "?")
-            if role == "primary" and name != s["owner"]:
-                role = "was primary"
+            role = "primary" if name == s["owner"] else \
+                "was primary" if n.get("role") == "primary" else n.get("role", "?")
             behind = end - int(n.get("seq", 0))
             print(f"  {role:<12} {name:<21}  batch {n.get('seq', 0)}"
                   + (f" ({behind} behind)" if behind else "") + f", seen {_ago(n.get('at'))}")
@@ -356,22 +355,16 @@ def cmd_shards_list_etcd(args) -> int:
 
 
 def cmd_shards_place(args) -> int:
-    async def run():
-        cluster = _cluster(args)
-        try:
-            return await cluster.place_venue(args.venue, args.to)
-        finally:
-            await cluster.close()
     from turnstile.engine import ID_PATTERN
     if not ID_PATTERN.match(args.venue):
         raise Refused(f"{args.venue!r} is not a venue id (1-64 letters, digits or ._:@/-, "
                       f"a letter or digit first)")
     if args.to < 0:
         raise Refused(f"no shard {args.to}")
-    home = _etcd_call(args, run)
+    home = _etcd_call(args, lambda cluster: cluster.place_venue(args.venue, args.to))
     if home != args.to:
-        raise Refused(f"venue {args.venue} is mapped to shard {home} already; a venue's data "
-                      f"moves with `turnstile shards move`, on a data dir offline")
+        raise Refused(f"venue {args.venue} is mapped to shard {home} already (a venue of a "
+                      f"replicated cluster does not move: `shards move` refuses its shards)")
     print(f"venue {args.venue} is mapped to shard {home} in cluster {args.cluster}: "
           f"CreateVenue is taken by shard {home}'s primary only")
     return 0
@@ -381,13 +374,7 @@ def cmd_shards_step_down(args) -> int:
     if args.shard < 0:
         raise Refused(f"no shard {args.shard}")
 
-    async def run():
-        cluster = _cluster(args)
-        try:
-            return await cluster.step_down(args.shard)
-        finally:
-            await cluster.close()
-    owner = _etcd_call(args, run)
+    owner = _etcd_call(args, lambda cluster: cluster.step_down(args.shard))
     if owner is None:
         raise Refused(f"shard {args.shard} has no primary in cluster {args.cluster}")
     print(f"shard {args.shard}: the lease of its primary {owner} is revoked; it stops writing "
@@ -400,13 +387,7 @@ def cmd_shards_forget(args) -> int:
     if args.shard < 0 or not args.node or "/" in args.node:
         raise Refused(f"no node {args.node!r} of shard {args.shard}")
 
-    async def run():
-        cluster = _cluster(args)
-        try:
-            return await cluster.forget(args.shard, args.node)
-        finally:
-            await cluster.close()
-    if not _etcd_call(args, run):
+    if not _etcd_call(args, lambda cluster: cluster.forget(args.shard, args.node)):
         raise Refused(f"shard {args.shard} has no node {args.node} in cluster {args.cluster}")
     print(f"shard {args.shard}: node {args.node} forgotten; its log of record is no longer kept "
           f"for it (a node that comes back records itself again, and is refused if the log "
@@ -587,8 +568,8 @@ followed with --etcd --pg): the batch would bypass its log of record and its sta
                        description="""\
 Replicated mode: map VENUE to shard K in the cluster's venue map in etcd, before the
 venue is created; AdminService.CreateVenue is then taken by shard K's primary only (the
-others answer ALREADY_EXISTS naming K). Refused if VENUE is mapped already: a venue's
-data moves with `shards move`, offline. Without `place`, a venue is mapped to the shard
+others answer ALREADY_EXISTS naming K). Refused if VENUE is mapped already: a venue of
+a replicated cluster does not move (`shards move` refuses its shards). Without `place`, a venue is mapped to the shard
 whose primary creates it.""",
                        epilog="example: turnstile shards place lingyin --to 1 --etcd 10.0.0.5:2379")
     pl.add_argument("venue", metavar="VENUE", help="venue id")

@@ -107,11 +107,6 @@ class Cluster:
                 s["nodes"][parts[2]] = _json(kv.value)
         return out
 
-    async def owners(self) -> dict[int, str]:
-        """Every shard of the cluster that has an owner now: shard -> its owner's name (the
-        address its primary serves on). The shard map's endpoints in replicated mode."""
-        return {k: s["owner"] for k, s in (await self.shards()).items() if s["owner"]}
-
     async def venues(self) -> dict[str, int]:
         """The venue map: venue -> the shard that holds it."""
         c = await self._connect()
@@ -239,12 +234,11 @@ class Ownership(Cluster):
         got = await c.get(self.owner_key)
         return None if got is None else got.value.decode()
 
-    async def report(self, role: str, seq: int, **more) -> None:
+    async def report(self, role: str, seq: int) -> None:
         """Record where this node of the shard stands: `role` (primary, standby) and `seq`,
         the last batch it holds (what pruning waits for)."""
         c = await self._connect()
-        await c.put(self.node_key, json.dumps({"role": role, "seq": seq, "at": time.time(),
-                                               **more}).encode())
+        await c.put(self.node_key, json.dumps({"role": role, "seq": seq, "at": time.time()}).encode())
 
     async def prune_floor(self) -> int:
         """The batch up to which the shard's log of record may be pruned: the lowest `seq`
