@@ -249,6 +249,9 @@ async def serve_shard(cfg: ServerConfig, shard_id: int = 0) -> int:
         # the principals and keys of every node, from now on (a standby's reads need them)
         control_sync = asyncio.create_task(_sync_control(ownership, store, max(1.0, cfg.auth_cache_s)))
         await _become_primary(cfg, shard, ownership, node)
+        # and once more before its first write: a key made on the old primary in the last
+        # period works here from the start
+        await _sync_once(ownership, store)
         node.moved = frozenset(moved | await _place_venues(ownership, shard, shard_id))
         await writer.start()
         node.standby = None                     # writes are taken from now on
@@ -452,12 +455,17 @@ async def _sync_control(ownership: Ownership, store: ControlStore, every_s: floa
     node works, or stops working, here within that and the auth cache's life). A failure
     is logged and tried again."""
     while True:
-        try:
-            await ownership.sync_control(store)
-        except Exception as e:
-            log.warning("principals and keys not synced with etcd (%s); trying again in %.0f s",
-                        e, every_s)
+        await _sync_once(ownership, store)
         await asyncio.sleep(every_s)
+
+
+async def _sync_once(ownership: Ownership, store: ControlStore) -> None:
+    """Principals and API keys synced with etcd once; a failure is logged (the periodic
+    sync tries again)."""
+    try:
+        await ownership.sync_control(store)
+    except Exception as e:
+        log.warning("principals and keys not synced with etcd (%s); the periodic sync tries again", e)
 
 
 async def _archive_audit(shard: Shard, every_s: float) -> None:
