@@ -32,7 +32,16 @@ Pruning: `prune(upto)` deletes the batches up to `upto` -- what every standby an
 latest verified backup hold (server/ownership.py, prune_floor) -- and records `upto` as
 the shard's `pruned_to`, under the pruner's epoch (a deposed primary prunes nothing). A
 node behind `pruned_to` can't be brought up to date from the log: it is refused
-(`LogPruned`) and must start again from a newer backup.
+(`LogPruned`) and must start again from a newer backup. The first claim sets `pruned_to`
+to the batch its claimer held: the log starts after it, and a copy older than that is
+refused the same way.
+
+Position: every batch goes to the log before LMDB, and a shard's snapshot is taken as of
+the last batch that wrote anything (a refused command's batch takes a number and writes
+nothing), so an honest node never holds a batch past the log's end. One that does wrote
+batches apart from the log (served standalone, or changed by an offline tool) and would
+take the primary's batches of those numbers for its own: it is refused (`NotThisShard`)
+before it follows or claims.
 """
 from __future__ import annotations
 
@@ -244,22 +253,35 @@ class RecordLog:
         return None
 
     def check_position(self, seq: int) -> None:
-        """NotThisShard if the log is another shard's; LogPruned if it no longer holds the
-        batches after `seq` (a node at `seq` can't follow it)."""
+        """Whether a node whose shard holds the batches up to `seq` can follow the log:
+        NotThisShard if the log is another shard's, or if the node holds batches the log
+        never had (`seq` past the log's end: written apart from it -- every batch goes to
+        the log before LMDB); LogPruned if the log no longer holds the batches after
+        `seq` (pruned, or before the batch its first owner started it from)."""
         def run(c):
             with c.transaction():
-                return self._shard_row(c)
-        row = self._retrying("reading the shard's row", run)
+                row = self._shard_row(c)
+                end = c.execute("SELECT coalesce(max(seq), 0) FROM turnstile_log WHERE shard = %s",
+                                (self.shard,)).fetchone()[0]
+            return row, end
+        row, end = self._retrying("reading the shard's row", run)
         if row is None:
             return
         err = self._mismatch(row[1])
         if err is not None:
             raise err
         if seq < row[2]:
-            raise LogPruned(f"the log of record of shard {self.shard} is pruned up to batch {row[2]}; "
-                            f"this node holds batches up to {seq} only",
+            raise LogPruned(f"the log of record of shard {self.shard} holds the batches after "
+                            f"{row[2]} only; this node holds batches up to {seq}",
                             hint="start this node again from a newer `turnstile backup` "
                                  "(the latest verified one is never pruned past)")
+        if seq > max(end, row[2]):
+            raise NotThisShard(
+                f"this node of shard {self.shard} holds batches up to {seq}, and its log of record "
+                f"ends at {max(end, row[2])}: the node wrote batches the log never had (served "
+                f"or changed apart from the cluster), and would miss the primary's of those numbers",
+                hint="stop this node, restore its data dir from a `turnstile backup` of the "
+                     "primary's and start it again")
 
     def pruned_to(self) -> int:
         def run(c):
@@ -286,22 +308,25 @@ class RecordLog:
                                  (self.shard, to)).rowcount
         return self._retrying(f"pruning up to {upto}", run)
 
-    def claim(self, epoch: int) -> None:
+    def claim(self, epoch: int, base: int = 0) -> None:
         """Make `epoch` the shard's: from now on only appends of `epoch` are taken. Fenced
         if a newer epoch has claimed it already; claiming one's own epoch again is a no-op.
-        NotThisShard if the log is another lineage's; the first claim records this one's."""
+        NotThisShard if the log is another lineage's; the first claim records this one's,
+        and `base`, the batch the claimer holds: the log starts after it (recorded as
+        pruned up to it -- a node behind it could never follow the log)."""
         def run(c):
             with c.transaction():
                 row = self._shard_row(c, "FOR UPDATE")
                 if row is not None and (err := self._mismatch(row[1])) is not None:
                     raise err
                 cur = c.execute(
-                    "INSERT INTO turnstile_epochs (shard, epoch, owner, lineage) VALUES (%s, %s, %s, %s) "
+                    "INSERT INTO turnstile_epochs (shard, epoch, owner, lineage, pruned_to) "
+                    "VALUES (%s, %s, %s, %s, %s) "
                     "ON CONFLICT (shard) DO UPDATE SET epoch = EXCLUDED.epoch, owner = EXCLUDED.owner, "
                     "claimed_at = now(), lineage = CASE WHEN turnstile_epochs.lineage = '' "
                     "THEN EXCLUDED.lineage ELSE turnstile_epochs.lineage END "
                     "WHERE turnstile_epochs.epoch < EXCLUDED.epoch RETURNING epoch",
-                    (self.shard, epoch, self.owner, self.lineage))
+                    (self.shard, epoch, self.owner, self.lineage, base))
                 if cur.fetchone() is None:
                     now = c.execute("SELECT epoch FROM turnstile_epochs WHERE shard = %s",
                                     (self.shard,)).fetchone()[0]
@@ -480,7 +505,7 @@ def promote(shard, log: RecordLog, epoch: int, run=_direct) -> int:
     NotThisShard or LogPruned, before claiming, if this shard can't take the log on.
     `run` as apply_log's."""
     log.check_position(shard.seq)
-    log.claim(epoch)
+    log.claim(epoch, base=shard.seq)
     n = apply_log(shard, log, run=run)
     run(lambda: shard.promoted(log))
     return n

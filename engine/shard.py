@@ -102,6 +102,10 @@ class Shard:
         self.storage = storage
         self.state = state
         self.seq = seq
+        # the last batch that wrote anything (LMDB, and in replicated mode the log of
+        # record): a refused command's batch writes nothing but takes a number; snapshots
+        # are taken as of this one, so a reopened shard's sequence is never one its log lacks
+        self.written_seq = seq
         self.clock = clock
         self.snapshot_every = snapshot_every
         self.since_snapshot = 0
@@ -524,6 +528,7 @@ class Shard:
                     self.fence()            # NotPrimary once the owner's lease may lapse
                 self.record_log.append(batch.seq, blob, batch.rows)
             self.storage.commit(batch.seq, blob, batch.rows)
+            self.written_seq = batch.seq
             self._measure()
 
     def mark_replicated(self, cluster: str) -> None:
@@ -564,6 +569,7 @@ class Shard:
         self._archive_before_pruned(rows)
         b = Batch(seq)
         self.storage.commit(seq, journal or None, rows)
+        self.written_seq = seq
         st = self.state
         st.replaying = True
         try:
@@ -660,9 +666,10 @@ class Shard:
         return r
 
     def snapshot(self) -> None:
-        """Write a snapshot of memory after the last batch and drop the journal before it."""
+        """Write a snapshot of memory after the last batch and drop the journal before it
+        (as of the last batch that wrote anything: those after it changed nothing)."""
         self._usable()
-        self.storage.write_snapshot(self.seq, self.state.dump())
+        self.storage.write_snapshot(self.written_seq, self.state.dump())
         self.since_snapshot = 0
 
     def writer(self, **kw):

@@ -230,7 +230,7 @@ class GroupCommit:
                     if shard.failed is None:
                         blobs = shard.state.dump()
                         shard.since_snapshot = 0
-                        self._io.submit(self._write_snapshot, batch.seq, blobs)
+                        self._io.submit(self._write_snapshot, shard.written_seq, blobs)
         except asyncio.CancelledError:
             raise
         except BaseException as e:

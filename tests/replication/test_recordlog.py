@@ -236,3 +236,98 @@ def test_audit_records_the_primary_archives_are_archived_by_the_standby_too(pg, 
         p.record_log.close()
         p.close(snapshot=False)
         s.close(snapshot=False)
+
+
+def test_a_primary_reopened_after_refused_commands_follows_its_successor_from_the_right_batch(
+        pg, shard_no, tmp_path):
+    """A refused command is a batch that writes nothing -- not to LMDB, not to the log --
+    yet takes a number. A primary closed right after a few (writing its snapshot) and
+    opened again as a standby holds the last batch the log has, no more: its successor
+    writes its next batches under those numbers, and the old primary, following, applies
+    every one of them -- the successor's sale is there, and the two hold the same state."""
+    from turnstile.engine import TurnstileError
+    from turnstile.engine.recordlog import promote
+    clock = Clock(demo.local_time(TODAY, 8, 30))
+    a_dir, b_dir = str(tmp_path / "a"), str(tmp_path / "b")
+    a = Shard.open(a_dir, clock=clock)
+    a.run_many(demo.commands(TODAY))
+    a.close(snapshot=False)
+    shutil.copytree(a_dir, b_dir)
+    a = Shard.open(a_dir, clock=clock)
+    promote(a, new_log(pg, shard_no), 1)
+    sell(a, order="a-1")
+    for i in range(3):
+        assert isinstance(a.run_many([cmd.release(f"h-none-{i}", "web")])[0], TurnstileError)
+    a.record_log.close()
+    a.close()                                           # with its snapshot
+    b = Shard.open(b_dir, clock=clock)
+    b_log = new_log(pg, shard_no)
+    try:
+        promote(b, b_log, 2)
+        sold = sell(b, order="b-1")
+        a = Shard.open(a_dir, clock=clock)
+        try:
+            reader = RecordLog(pg.dsn(), shard_no, lineage=a.lineage)
+            apply_log(a, reader)
+            reader.close()
+            assert a.order_tickets("b-1", "web") == b.order_tickets("b-1", "web")
+            assert [t.code for t in a.order_tickets("b-1", "web")[1]] == [t.code for t in sold.tickets]
+            assert a.state.dump() == b.state.dump()
+        finally:
+            a.close(snapshot=False)
+    finally:
+        b_log.close()
+        b.close(snapshot=False)
+
+
+def test_a_node_the_log_cannot_bring_up_to_date_is_refused_before_it_applies_anything(
+        pg, shard_no, tmp_path):
+    """The log of record holds the batches after the one its first owner held when it
+    claimed it, and nothing past its end. A copy of the shard older than that first owner's
+    (it lacks batches the log never had) is refused with LogPruned; a copy that wrote
+    batches of its own apart from the log (past the log's end) is refused with NotThisShard;
+    each before it follows, claims or applies anything. A copy at the start follows."""
+    from turnstile.engine.recordlog import Follower, LogPruned, NotThisShard, promote
+    clock = Clock(demo.local_time(TODAY, 8, 30))
+    dirs = {name: str(tmp_path / name) for name in ("primary", "older", "apart", "same")}
+    Shard.open(dirs["primary"], clock=clock).close(snapshot=False)
+    shutil.copytree(dirs["primary"], dirs["older"])     # before the venue was made
+    p = Shard.open(dirs["primary"], clock=clock)
+    p.run_many(demo.commands(TODAY))
+    p.close(snapshot=False)
+    shutil.copytree(dirs["primary"], dirs["apart"])
+    shutil.copytree(dirs["primary"], dirs["same"])
+    with Shard.open(dirs["apart"], clock=clock) as s:  # sold there, offline
+        for i in range(4):
+            sell(s, order=f"apart-{i}")
+    p = Shard.open(dirs["primary"], clock=clock)
+    log = new_log(pg, shard_no)
+    try:
+        promote(p, log, 1)
+        sell(p, order="o-1")
+        for name, refused in (("older", LogPruned), ("apart", NotThisShard)):
+            s = Shard.open(dirs[name], clock=clock)
+            seq, dump = s.seq, s.state.dump()
+            try:
+                follower = Follower(s, pg.dsn(), shard_no)    # as a standby starts
+                t = threading.Thread(target=follower.run, daemon=True)
+                t.start()
+                t.join(30)
+                follower.close()
+                assert isinstance(follower.error, refused) and not follower.checked.is_set(), name
+                node_log = RecordLog(pg.dsn(), shard_no, lineage=s.lineage)
+                with pytest.raises(refused):
+                    promote(s, node_log, 2)                 # as it takes the shard over
+                node_log.close()
+                assert (s.seq, s.state.dump()) == (seq, dump), name
+            finally:
+                s.close(snapshot=False)
+        assert log.current_epoch() == 1                 # nobody claimed it from the primary
+        with Shard.open(dirs["same"], clock=clock) as s:
+            reader = RecordLog(pg.dsn(), shard_no, lineage=s.lineage)
+            assert apply_log(s, reader) == 2            # the hold and the confirm of o-1
+            reader.close()
+            assert s.state.dump() == p.state.dump()
+    finally:
+        log.close()
+        p.close(snapshot=False)
