@@ -132,6 +132,37 @@ def held_shards(data: str) -> list[int]:
     return held
 
 
+def replicated_shards(data: str) -> dict[int, str]:
+    """The shards of `data` that are replicated (Shard.mark_replicated), with their
+    cluster; read without taking them (a server may run)."""
+    from .storage import Storage
+    out = {}
+    for k in shard_ids(data):
+        raw = Storage.peek_meta(shard_path(data, k), "replicated")
+        if raw is not None:
+            out[k] = json.loads(raw)
+    return out
+
+
+def detach(data: str) -> dict[int, str]:
+    """Make every replicated shard of `data` stand alone again (offline): its mark
+    (Shard.mark_replicated) is removed, so offline tools and a server without --etcd
+    write it again. Returns the shards detached, with the cluster each was of. The
+    cluster's log of record and other nodes are not told: a standby of the cluster would
+    still take the shard over, and this copy can't rejoin it (it will hold batches the
+    log lacks: refused), so stop them first."""
+    from .storage import Storage
+    require_offline(data)
+    marked = replicated_shards(data)
+    for k in marked:
+        st = Storage(shard_path(data, k))
+        try:
+            st.put_meta({"replicated": None})
+        finally:
+            st.close()
+    return marked
+
+
 def require_offline(data: str) -> None:
     """Refused while a running server holds any shard of `data`."""
     held = held_shards(data)

@@ -542,6 +542,20 @@ class Shard:
         """The cluster this shard is replicated in (mark_replicated), None if never."""
         return self.storage.get_meta("replicated")
 
+    def _writes_here(self) -> None:
+        """ShardUnavailable if a batch written here would bypass the shard's log of record:
+        a replicated shard is written by its primary only, through the log (`record_log`,
+        set on promotion). Written apart from it -- by an offline tool, or a server not in
+        replicated mode -- a batch would reach neither the log nor the shard's other
+        nodes, and this node would hold a batch number the log gives another batch (the
+        log then refuses it: engine/recordlog.py, check_position)."""
+        if self.record_log is None and (cluster := self.replicated()) is not None:
+            raise ShardUnavailable(
+                f"shard {self._shard_id} is replicated (cluster {cluster}): its batches are "
+                f"written by its primary, through its log of record, not here",
+                hint="change it through the cluster (turnstile serve --etcd --pg); "
+                     "`turnstile shards detach` makes the data dir's shards stand alone again")
+
     @property
     def lineage(self) -> str:
         """Which shard this is, whatever copy of it: a digest of the secrets it was made
@@ -646,6 +660,7 @@ class Shard:
         """Apply and commit commands as one batch; returns results (errors as values)."""
         if self._writer is not None and self._writer.running:
             raise ShardUnavailable("the async writer owns this shard; submit to it instead")
+        self._writes_here()
         batch, results = self._stage(cmds)
         self._seal(batch)
         try:

@@ -135,6 +135,7 @@ class GroupCommit:
 
     async def start(self) -> None:
         self.shard._usable()
+        self.shard._writes_here()
         self._loop = asyncio.get_running_loop()
         self._io = IOThread(self._loop, "turnstile-commit")
         self._failure = self._loop.create_future()

@@ -62,6 +62,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from turnstile.engine import Shard, keyring
+from turnstile.engine.datadir import replicated_shards
 from turnstile.engine.errors import NotPrimary, StorageError
 from turnstile.engine.recordlog import Follower, LogPruned, NotThisShard, RecordLog, promote
 from turnstile.v1 import (admin_pb2_grpc, gate_pb2_grpc, inventory_pb2_grpc, member_pb2_grpc,
@@ -691,6 +692,16 @@ def supervise(cfg: ServerConfig, config_file: str | None = None) -> int:
     for name in sorted(os.listdir(data)) if os.path.isdir(data) else []:
         if name.startswith("shard-"):
             keyring.shard_key_state(os.path.join(data, name), master)
+    if not cfg.replicated:
+        # a replicated shard is written through its log of record only (Shard._writes_here):
+        # refused here, before a shard process would fail to start for ever
+        marked = replicated_shards(data)
+        if marked:
+            raise SystemExit(
+                f"{data}: shard {', '.join(map(str, marked))} of it "
+                f"{'is' if len(marked) == 1 else 'are'} replicated (cluster "
+                f"{', '.join(sorted(set(marked.values())))}): serve it with that cluster's "
+                f"--etcd and --pg, or make it stand alone first (`turnstile shards detach`)")
     source = keyring.key_source(cfg.master_key_file)
     print(f"master key {keyring.master_key_id(master)} from "
           f"{os.path.abspath(source) if source else keyring.ENV_KEY}", flush=True)

@@ -323,6 +323,19 @@ def _ago(at) -> str:
     return f"{d:.0f} s ago" if d < 120 else f"{d / 60:.0f} min ago" if d < 7200 else f"{d / 3600:.0f} h ago"
 
 
+def cmd_shards_detach(args) -> int:
+    gone = datadir.detach(args.data)
+    if not gone:
+        print(f"{args.data}: no shard is replicated; nothing to do")
+        return 0
+    for k, cluster in sorted(gone.items()):
+        print(f"shard-{k}: detached from cluster {cluster}: it stands alone from now on")
+    print(f"{args.data} is served without --etcd/--pg from now on; the cluster's log of record "
+          f"and other nodes no longer hold these shards' changes, and this copy can't rejoin it "
+          f"(start a node from a new backup instead)")
+    return 0
+
+
 def cmd_shards_list_etcd(args) -> int:
     async def run(cluster):
         return await cluster.shards(), await cluster.venues()
@@ -493,16 +506,16 @@ anything differs it stops and names the backup to restore.""",
     s = sub.add_parser("shards", formatter_class=fmt,
                        help="list shards, move a venue, set the shard count; the map in etcd",
                        description="""\
-Inspect and change how DATA is split into shards. `list` (without --etcd), `set-count`
-and `move` work on the data dir and need it offline: they refuse while a server holds
-any shard's owner.lock.
+Inspect and change how DATA is split into shards. `list` (without --etcd), `set-count`,
+`move` and `detach` work on the data dir and need it offline: they refuse while a server
+holds any shard's owner.lock.
 
 In replicated mode (`serve --etcd --pg`) the shard map is the cluster's, in etcd:
 `list --etcd` reads it (each shard's primary and epoch, every node with the batch it
 holds, the latest verified backup, the venues), `place` maps a new venue to a shard,
 `step-down` hands a shard over to a standby, `forget` drops a node taken out of service.""")
     ss = s.add_subparsers(dest="action", required=True,
-                          metavar="{list,set-count,move,place,step-down,forget}")
+                          metavar="{list,set-count,move,detach,place,step-down,forget}")
 
     ls = ss.add_parser("list", parents=[quiet], formatter_class=fmt,
                        help="shards, their venues, ticket counts and sizes; or the map in etcd",
@@ -563,6 +576,23 @@ followed with --etcd --pg): the batch would bypass its log of record and its sta
     mv.add_argument("--data", default="data", help="data dir (default: %(default)s)")
     master_key_option(mv)
     mv.set_defaults(func=_run(cmd_shards_move))
+
+    dt_ = ss.add_parser("detach", formatter_class=fmt,
+                        help="make the replicated shards of DATA stand alone again (offline)",
+                        description="""\
+Make every replicated shard of DATA (one that has served or followed with --etcd --pg)
+a shard of its own again, offline. A replicated shard is written by its primary only,
+through its log of record: offline tools that write batches (`demo`, `shards move`)
+refuse it, and `serve` without --etcd refuses to start on it. After `detach` they
+take it again.
+
+For leaving replicated mode on this machine. Stop the cluster's other nodes of these
+shards first: they would still take a shard over, and this copy cannot rejoin the
+cluster (it holds batches the log of record lacks, and the log refuses it); a node of
+the cluster starts from a new backup instead.""",
+                        epilog="example: turnstile shards detach --data data")
+    dt_.add_argument("--data", default="data", help="data dir (default: %(default)s)")
+    dt_.set_defaults(func=_run(cmd_shards_detach))
 
     pl = ss.add_parser("place", formatter_class=fmt, help="map a new venue to a shard (etcd)",
                        description="""\

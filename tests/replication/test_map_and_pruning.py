@@ -290,3 +290,38 @@ def test_an_offline_move_refuses_a_replicated_shard(tmp_path):
     assert r.returncode == 1 and "shard 1 is replicated (cluster prod)" in r.stderr, r.stderr
     with Shard.open(os.path.join(data, "shard-1"), shard_id=1) as s:
         assert s.seq == seq and not s.has_venue("hills")
+
+
+def test_a_replicated_data_dir_is_written_through_its_cluster_only_until_detached(tmp_path):
+    """A replicated shard's batches go through its log of record, written by its primary:
+    `turnstile demo` (which seeds with engine commands) refuses it and changes nothing, and
+    `turnstile serve` without --etcd/--pg refuses to start on it, naming the cluster and
+    the way out. `turnstile shards detach` makes the data dir stand alone again: it says
+    which shards it detached from which cluster, and `demo` then seeds it."""
+    import os
+    import subprocess
+    import sys
+    from turnstile.server import testing
+    data = str(tmp_path / "data")
+    with Shard.open(os.path.join(data, "shard-0"), shard_id=0) as s:
+        s.mark_replicated("prod")
+        seq = s.seq
+
+    def turnstile(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "turnstile.server.cli", *argv, "--data", data],
+                              cwd=testing.ROOT, capture_output=True, text=True, timeout=120)
+    r = turnstile("demo")
+    assert r.returncode == 1 and "shard 0 is replicated (cluster prod)" in r.stderr, r.stderr
+    r = turnstile("serve", "--port", "0")
+    assert r.returncode != 0 and "replicated (cluster prod)" in r.stderr and "shards detach" in r.stderr, r.stderr
+    assert "listening" not in r.stdout
+    with Shard.open(os.path.join(data, "shard-0"), shard_id=0) as s:
+        assert (s.seq, s.venues()) == (seq, [])
+    r = turnstile("shards", "detach")
+    assert r.returncode == 0 and "shard-0: detached from cluster prod" in r.stdout, r.stderr
+    r = turnstile("demo")
+    assert r.returncode == 0 and "seeded venue" in r.stdout, r.stderr
+    with Shard.open(os.path.join(data, "shard-0"), shard_id=0) as s:
+        assert s.replicated() is None and s.venues() == [demo.VENUE]
+    r = turnstile("shards", "detach")
+    assert r.returncode == 0 and "no shard is replicated" in r.stdout
