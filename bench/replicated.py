@@ -64,7 +64,7 @@ def round_trip(pg, n: int) -> list[dict]:
     dsn = pg.create_database("bench_round_trip")
     log = RecordLog(dsn, 0)
     log.ensure_schema()
-    log.claim(1)
+    log.claim(1, base=0)
     with tempfile.TemporaryDirectory() as d:
         st = Storage(d, durable=True)
         st.init_meta(0)

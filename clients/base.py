@@ -76,6 +76,7 @@ RETRYABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOUR
                              grpc.StatusCode.DEADLINE_EXCEEDED})
 #: The server's own message limit (server/app.py); answers up to it are accepted.
 MAX_MESSAGE = 16 << 20
+STANDBY_AWAY_S = 30.0   # prefer_standby: a standby that failed a read is passed over this long
 
 Stub = TypeVar("Stub")
 
@@ -331,9 +332,11 @@ class Connection:
             which answers reads from what it applied and refuses writes (UNAVAILABLE,
             NOT_PRIMARY); :meth:`standby_state` tells how stale the last answer may be.
         prefer_standby: replicated mode, for reports and other readers that may read a
-            little behind: a call routed to a shard whose map entry names standbys goes
-            to one of them first; one it refuses (a write: NOT_PRIMARY, nothing done)
-            or can't take (it is down) goes on to the primary at once.
+            little behind: a read (a method the proto marks ``idempotency_level =
+            NO_SIDE_EFFECTS``) routed to a shard whose map entry names standbys goes to
+            one of them first, and on to the primary if it can't take it (it is down,
+            or does not answer within the deadline: it is then passed over for
+            STANDBY_AWAY_S); every other call goes to the primary.
             :meth:`standby_state` tells whether, and how stale, a standby answered.
 
     Thread-safe: channels and stubs are shared, the shard map is replaced whole.
@@ -352,6 +355,7 @@ class Connection:
         self.address = self.addresses[0]
         self.pinned = pinned
         self.prefer_standby = prefer_standby
+        self._standby_away: dict[str, float] = {}   # a standby that did not answer -> until when
         self._last = threading.local()      # the last answer's StandbyState, per thread
         self.timeout = timeout
         self.retry = retry
@@ -538,13 +542,15 @@ class Connection:
         return getattr(self._last, "state", None)
 
     def standby_of(self, *, venue: str | None = None, shard: int | None = None) -> str | None:
-        """A standby of the shard of ``venue`` or ``shard`` the map names (one at random),
-        None if it names none."""
+        """A standby of the shard of ``venue`` or ``shard`` the map names (one at random,
+        of those that did not fail to answer in the last STANDBY_AWAY_S), None if none."""
         m = self.shard_map()
         if venue is not None:
             shard = m.venues.get(venue)
-        names = m.standbys.get(shard) if shard is not None else None
-        return self._rewrite(self._rng.choice(names)) if names else None
+        now = time.monotonic()
+        names = [a for a in map(self._rewrite, m.standbys.get(shard) or ())
+                 if self._standby_away.get(a, 0) <= now] if shard is not None else ()
+        return self._rng.choice(names) if names else None
 
     # -- calls ---------------------------------------------------------------------------
     def call(self, stub_class: type, method: str, request, *, venue: str | None = None,
@@ -582,15 +588,18 @@ class Connection:
             return answer
 
         def once(deadline: float):
-            if address is None and routed and self.prefer_standby:
+            if address is None and routed and self.prefer_standby and changes_nothing(full):
                 standby = self.standby_of(venue=venue, shard=shard)
                 if standby is not None:
                     try:
                         return send(standby, deadline)
                     except grpc.RpcError as e:
-                        if e.code() != grpc.StatusCode.UNAVAILABLE:
+                        if e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                             raise
-                    # a write it refused (nothing done), or it is away: the primary
+                    # it is away, or did not answer in time (a read: safe to ask again):
+                    # the primary, and not that standby for a while
+                    with self._lock:
+                        self._standby_away[standby] = time.monotonic() + STANDBY_AWAY_S
             target = address or self.address_of(venue=venue, shard=shard)
             used.append(target)
             return send(target, deadline)
@@ -628,6 +637,19 @@ class Connection:
             if time.monotonic() - start + wait >= policy.total_s:
                 raise err
             time.sleep(wait)
+
+
+@functools.cache
+def changes_nothing(method: str) -> bool:
+    """Whether the proto marks method ``/pkg.Service/Method`` ``idempotency_level =
+    NO_SIDE_EFFECTS``: a read, which a standby answers in replicated mode."""
+    from google.protobuf import descriptor_pb2, descriptor_pool
+    service, _, name = method.strip("/").partition("/")
+    try:
+        m = descriptor_pool.Default().FindServiceByName(service).methods_by_name[name]
+    except KeyError:
+        return False
+    return m.GetOptions().idempotency_level == descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS
 
 
 @functools.cache

@@ -308,7 +308,7 @@ class RecordLog:
                                  (self.shard, to)).rowcount
         return self._retrying(f"pruning up to {upto}", run)
 
-    def claim(self, epoch: int, base: int = 0) -> None:
+    def claim(self, epoch: int, *, base: int) -> None:
         """Make `epoch` the shard's: from now on only appends of `epoch` are taken. Fenced
         if a newer epoch has claimed it already; claiming one's own epoch again is a no-op.
         NotThisShard if the log is another lineage's; the first claim records this one's,

@@ -480,6 +480,7 @@ class GateService(gate_pb2_grpc.GateServiceServicer):
 
     @rpc
     async def Heartbeat(self, request, context):
+        self.node.writable()            # a gate's liveness is the primary's to keep
         venue, gate = self.node.gate(request.gate_id, request.venue_id)
         times = {name: _seconds(getattr(request, name), name) if request.HasField(name) else 0
                  for name in ("bundle_cut_at", "last_scan")}

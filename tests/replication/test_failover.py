@@ -35,7 +35,7 @@ def test_the_standby_follows_and_takes_over_with_every_acknowledged_write(pg, sh
     p = Shard.open(pdir, clock=clock)
     log = RecordLog(pg.dsn(), shard_no, owner="primary")
     log.ensure_schema()
-    log.claim(1)
+    log.claim(1, base=p.seq)
     p.record_log = log
     s = Shard.open(sdir, clock=clock)
     follower = Follower(s, pg.dsn(), shard_no, poll_s=0.5)

@@ -145,7 +145,7 @@ def test_a_shard_made_apart_can_neither_claim_nor_follow_the_log(pg, shard_no, t
         assert p.lineage and apart.lineage and p.lineage != apart.lineage
         log = RecordLog(pg.dsn(), shard_no, lineage=p.lineage)
         log.ensure_schema()
-        log.claim(1)
+        log.claim(1, base=p.seq)
         p.record_log = log
         p.run_many(demo.commands(TODAY))
         before = apart.state.dump()
@@ -170,7 +170,7 @@ def test_the_log_is_pruned_by_its_owner_and_a_node_pruned_past_is_refused(pg, sh
     p = Shard.open(pdir, clock=clock)
     log = RecordLog(pg.dsn(), shard_no, lineage=p.lineage)
     log.ensure_schema()
-    log.claim(1)
+    log.claim(1, base=p.seq)
     p.record_log = log
     try:
         p.run_many(demo.commands(TODAY))

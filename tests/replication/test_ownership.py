@@ -85,13 +85,13 @@ def test_an_owner_stopped_past_its_lease_writes_nothing_when_it_resumes(etcd, pg
         log_b = RecordLog(pg.dsn(), shard_no, owner="node-b")
         try:
             log_a.ensure_schema()
-            log_a.claim(await a.acquire())
+            log_a.claim(await a.acquire(), base=0)
             a.check()
             log_a.append(1, b"by a", {})
             a._renewer.cancel()                                   # stalled
             epoch = await asyncio.wait_for(b.acquire(poll_s=0.05), 15)
             assert epoch == 2
-            log_b.claim(epoch)
+            log_b.claim(epoch, base=0)
             log_b.append(2, b"by b", {})
             with pytest.raises(Fenced):                           # a write A had in flight
                 log_a.append(2, b"by a again", {})

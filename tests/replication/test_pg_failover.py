@@ -114,7 +114,7 @@ def test_the_log_of_record_survives_a_database_failover_under_sales(pair, tmp_pa
     base_seq = p.seq
     log = RecordLog(both, SHARD, owner="primary")
     log.ensure_schema()
-    log.claim(1)
+    log.claim(1, base=p.seq)
     p.record_log = log
     s = Shard.open(sdir, clock=clock)
     follower = Follower(s, both, SHARD, poll_s=0.2)

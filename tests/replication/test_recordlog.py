@@ -28,7 +28,7 @@ def new_log(pg, shard: int, epoch: int | None = None, **kw) -> RecordLog:
     log = RecordLog(pg.dsn(), shard, **kw)
     log.ensure_schema()
     if epoch is not None:
-        log.claim(epoch)
+        log.claim(epoch, base=0)
     return log
 
 
@@ -96,12 +96,12 @@ def test_a_newer_epoch_fences_the_older_owner_in_the_same_transaction(pg, shard_
     old = new_log(pg, shard_no, epoch=1, owner="node-a")
     old.append(1, b"one", {b"k": b"1"})
     new = new_log(pg, shard_no, owner="node-b")
-    new.claim(2)
+    new.claim(2, base=0)
     with pytest.raises(Fenced):
         old.append(2, b"two", {})
     with pytest.raises(Fenced):
-        old.claim(1)                                   # an older epoch claims nothing back
-    new.claim(2)                                       # its own epoch again: a no-op
+        old.claim(1, base=0)                           # an older epoch claims nothing back
+    new.claim(2, base=0)                               # its own epoch again: a no-op
     new.append(2, b"two", {})
     assert rows_of(pg, pg.primary, shard_no) == [(1, 1), (2, 2)]
     # a shard whose log is fenced stops, and says it is not the primary

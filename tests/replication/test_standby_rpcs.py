@@ -1,0 +1,131 @@
+"""Every rpc on a shard's standby (issue 18; the contract at the top of each proto file):
+a call the proto marks `idempotency_level = NO_SIDE_EFFECTS` is answered by the standby
+from what it applied; every other call is refused with NOT_PRIMARY (UNAVAILABLE), nothing
+done. Each rpc is sent to a real standby node with a valid request, built on the primary
+by the fuzz's builders (tests/fuzz/builders.py) -- a read the proto leaves unmarked, or a
+write it marks, shows here. And a Connection that prefers standbys sends the reads there
+and the writes to the primary alone: with the standby frozen, a sale goes through."""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+
+import grpc
+from google.rpc import error_details_pb2
+
+from turnstile.clients.base import Connection, changes_nothing
+from turnstile.clients.channel import ChannelClient, Item
+from turnstile.engine import demo
+
+from tests.fuzz.builders import BUILDERS
+from tests.fuzz.checks import call
+from tests.fuzz.protos import methods
+from tests.fuzz.world import World
+from tests.replication.test_serve_failover import SLOT, end_nodes, two_nodes
+
+
+def reason(out) -> str:
+    for d in out.status.details if out.status is not None else ():
+        info = error_details_pb2.ErrorInfo()
+        if d.Unpack(info):
+            return info.reason
+    return ""
+
+
+def on_standby(channel, w, m, request, want, timeout: float = 15.0):
+    """The standby's answer to `request`, asked again while it may lag the primary (an id
+    the builder just made there is not known here yet) until `want(outcome)`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        out = call(channel, m, [request.SerializeToString()], w.meta(BUILDERS[m.key].principal), 10)
+        if want(out) or time.monotonic() > deadline:
+            return out
+        time.sleep(0.2)
+
+
+def test_a_standby_answers_every_read_and_refuses_every_write(etcd, pg, tmp_path):
+    a, b_thread, b_started = two_nodes(etcd, pg, tmp_path, "rpcs")
+    w = None
+    try:
+        w = World(a, seed=11)
+        w.now = lambda: int(a.now())        # the builders' scan times: the servers' clock
+        rng = random.Random(11)
+        with grpc.insecure_channel(a.standby_address) as b:
+            not_primary = lambda out: (out.code, reason(out)) == (grpc.StatusCode.UNAVAILABLE, "NOT_PRIMARY")
+            wrong = []
+            all_methods = methods()
+            for m in all_methods:
+                request = BUILDERS[m.key].build(w, rng, m.input)
+                if changes_nothing(m.path):
+                    out = on_standby(b, w, m, request, lambda out: out.ok)
+                    if not out.ok:
+                        wrong.append(f"{m.key} (a read): {out.code.name} {reason(out)} {out.message[:100]}")
+                else:
+                    out = on_standby(b, w, m, request, not_primary)
+                    if not not_primary(out):
+                        wrong.append(f"{m.key} (a write): {out.code.name} {reason(out)} {out.message[:100]}")
+            assert not wrong, "\n".join(wrong)
+            reads = [m for m in all_methods if changes_nothing(m.path)]
+            assert len(reads) >= 30 and len(all_methods) - len(reads) >= 40   # both kinds tried
+    finally:
+        if w is not None:
+            w.close()
+        end_nodes(a, b_started, a.standby_dir)
+
+
+def test_a_connection_preferring_standbys_sends_writes_to_the_primary_alone(etcd, pg, tmp_path):
+    """A Connection that prefers standbys reads from the standby the map names, and sends a
+    sale to the primary alone. With the standby frozen (SIGSTOP: it takes connections and
+    answers nothing), a read that finds it silent is asked of the primary, the standby is
+    passed over for a while, and the sale goes through: a frozen standby costs a
+    reader one deadline, a seller nothing."""
+    from tests.replication.test_serve_failover import kill_node
+    a, b_thread, b_started = two_nodes(etcd, pg, tmp_path, "prefer")
+    frozen = []
+    try:
+        with Connection(f"{a.address},{a.standby_address}", a.keys["demo-ota"], timeout=3,
+                        prefer_standby=True) as conn:
+            ota = ChannelClient(conn)
+            deadline = time.monotonic() + 30
+            while conn.standby_of(venue=demo.VENUE) is None and time.monotonic() < deadline:
+                time.sleep(0.5)
+                conn.shard_map(refresh=True)
+            assert conn.standby_of(venue=demo.VENUE) == a.standby_address
+            first = ota.buy(demo.VENUE, [Item("adult", SLOT, 1)], "p-1")
+            assert ota.get_order(demo.VENUE, "p-1").order_id == first.order_id
+            assert conn.standby_state() is not None     # the read was the standby's
+            for pid in _shard_processes(a.standby_dir):
+                os.kill(pid, signal.SIGSTOP)
+                frozen.append(pid)
+            assert frozen
+            # a sale (its price known: no quote first) goes to the primary alone
+            paid = first.amount_fen
+            sold = ota.buy(demo.VENUE, [Item("adult", SLOT, 1)], "p-2", amount_fen=paid)
+            assert sold.order_id == "p-2" and conn.standby_state() is None
+            # a read finds the standby silent and is asked of the primary; then the standby
+            # is passed over for a while: the next read goes to the primary at once
+            assert ota.get_order(demo.VENUE, "p-2").order_id == "p-2" and conn.standby_state() is None
+            quoted = ota.quote(demo.VENUE, [Item("adult", SLOT, 1)])
+            assert quoted.amount_fen == paid and conn.standby_state() is None
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+        end_nodes(a, b_started, a.standby_dir)
+        kill_node(a.standby_dir)
+
+
+def _shard_processes(data: str) -> list[int]:
+    """The shard processes (`serve-shard`) serving data dir `data`, by their command line."""
+    want = f"\0--data\0{data}\0".encode()
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                line = f.read()
+        except OSError:
+            continue
+        if b"turnstile.server.cli\0serve-shard\0" in line and want in line:
+            out.append(int(pid))
+    return out
