@@ -63,25 +63,31 @@ def buy_meanwhile(server, order: str, timeout: float) -> tuple[threading.Thread,
     return t, got
 
 
-def kill_node(data: str) -> None:
-    """SIGKILL every `serve` of data dir `data` this test started and its shard processes
-    (a standby that never served was never handed back by start_server): found by their
-    command line, ended by their own process group (start_server starts each in a session
-    of its own)."""
-    want = f"\0--data\0{data}\0".encode()
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
+def node_processes(data: str, command: str = "serve") -> list[int]:
+    """The processes of `turnstile.server.cli COMMAND` (serve, or a shard's serve-shard)
+    with --data `data`, found by their command line."""
+    want, cmd = f"\0--data\0{data}\0".encode(), f"turnstile.server.cli\0{command}\0".encode()
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 line = f.read()
         except OSError:
             continue
-        if b"turnstile.server.cli\0serve\0" in line and want in line:
-            try:
-                os.killpg(int(pid), signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+        if cmd in line and want in line:
+            out.append(int(pid))
+    return out
+
+
+def kill_node(data: str) -> None:
+    """SIGKILL every `serve` of data dir `data` this test started and its shard processes
+    (a standby that never served was never handed back by start_server), each ended by its
+    own process group (start_server starts each in a session of its own)."""
+    for pid in node_processes(data):
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 def end_nodes(a, b_started: list, b_dir: str) -> None:

@@ -15,7 +15,7 @@ import time
 import grpc
 from google.rpc import error_details_pb2
 
-from turnstile.clients.base import Connection, changes_nothing
+from turnstile.clients.base import ApiError, Connection, changes_nothing
 from turnstile.clients.channel import ChannelClient, Item
 from turnstile.engine import demo
 
@@ -23,7 +23,7 @@ from tests.fuzz.builders import BUILDERS
 from tests.fuzz.checks import call
 from tests.fuzz.protos import methods
 from tests.fuzz.world import World
-from tests.replication.test_serve_failover import SLOT, end_nodes, two_nodes
+from tests.replication.test_serve_failover import SLOT, end_nodes, kill_node, node_processes, two_nodes
 
 
 def reason(out) -> str:
@@ -81,7 +81,6 @@ def test_a_connection_preferring_standbys_sends_writes_to_the_primary_alone(etcd
     answers nothing), a read that finds it silent is asked of the primary, the standby is
     passed over for a while, and the sale goes through: a frozen standby costs a
     reader one deadline, a seller nothing."""
-    from tests.replication.test_serve_failover import kill_node
     a, b_thread, b_started = two_nodes(etcd, pg, tmp_path, "prefer")
     frozen = []
     try:
@@ -94,9 +93,17 @@ def test_a_connection_preferring_standbys_sends_writes_to_the_primary_alone(etcd
                 conn.shard_map(refresh=True)
             assert conn.standby_of(venue=demo.VENUE) == a.standby_address
             first = ota.buy(demo.VENUE, [Item("adult", SLOT, 1)], "p-1")
-            assert ota.get_order(demo.VENUE, "p-1").order_id == first.order_id
+            # read on the standby once it has applied the sale (a few ms behind)
+            got, deadline = None, time.monotonic() + 10
+            while got is None and time.monotonic() < deadline:
+                try:
+                    got = ota.get_order(demo.VENUE, "p-1")
+                except ApiError as e:
+                    assert e.reason == "NOT_FOUND", e
+                    time.sleep(0.05)
+            assert got is not None and got.order_id == first.order_id
             assert conn.standby_state() is not None     # the read was the standby's
-            for pid in _shard_processes(a.standby_dir):
+            for pid in node_processes(a.standby_dir, "serve-shard"):
                 os.kill(pid, signal.SIGSTOP)
                 frozen.append(pid)
             assert frozen
@@ -114,18 +121,3 @@ def test_a_connection_preferring_standbys_sends_writes_to_the_primary_alone(etcd
             os.kill(pid, signal.SIGCONT)
         end_nodes(a, b_started, a.standby_dir)
         kill_node(a.standby_dir)
-
-
-def _shard_processes(data: str) -> list[int]:
-    """The shard processes (`serve-shard`) serving data dir `data`, by their command line."""
-    want = f"\0--data\0{data}\0".encode()
-    out = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                line = f.read()
-        except OSError:
-            continue
-        if b"turnstile.server.cli\0serve-shard\0" in line and want in line:
-            out.append(int(pid))
-    return out
