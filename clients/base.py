@@ -337,6 +337,11 @@ class Connection:
             one of them first, and on to the primary if it can't take it (it is down,
             or does not answer within the deadline: it is then passed over for
             STANDBY_AWAY_S); every other call goes to the primary.
+        max_lag_ms: with ``pinned`` or ``prefer_standby``, the stalest answer a standby
+            may give, in ms (its stated lag; an idle standby's climbs to about 250 ms
+            between two looks at the log: server/app.py STANDBY_POLL_S): a standby further behind reads nothing and
+            refuses (UNAVAILABLE, STANDBY_BEHIND) -- the call then goes to the primary
+            (prefer_standby), or is retried as the policy says (pinned). None: any lag.
             :meth:`standby_state` tells whether, and how stale, a standby answered.
 
     Thread-safe: channels and stubs are shared, the shard map is replaced whole.
@@ -346,7 +351,7 @@ class Connection:
                  timeout: float = 5.0, retry: RetryPolicy = RetryPolicy(),
                  metadata: Iterable[tuple[str, str]] = (), options: Iterable[tuple[str, Any]] = (),
                  rewrite_address: Callable[[str], str] | None = None, pinned: bool = False,
-                 prefer_standby: bool = False):
+                 prefer_standby: bool = False, max_lag_ms: int | None = None):
         if timeout <= 0:
             raise ValueError("timeout must be positive")
         self.addresses = [a.strip() for a in address.split(",") if a.strip()]
@@ -360,7 +365,10 @@ class Connection:
         self.timeout = timeout
         self.retry = retry
         self.tls = tls
-        self.metadata: tuple[tuple[str, str], ...] = tuple(metadata) + auth_metadata(api_key)
+        if max_lag_ms is not None and not 0 <= max_lag_ms <= 999_999_999:
+            raise ValueError("max_lag_ms must be 0 to 999999999")
+        bound = (("turnstile-max-lag-ms", str(max_lag_ms)),) if max_lag_ms is not None else ()
+        self.metadata: tuple[tuple[str, str], ...] = tuple(metadata) + bound + auth_metadata(api_key)
         # reconnect soon after a refused connection (gRPC's default waits 1 s and more,
         # and a call on a channel that waits fails at once: retries would be wasted)
         opts = {"grpc.max_receive_message_length": MAX_MESSAGE,
@@ -596,10 +604,12 @@ class Connection:
                     except grpc.RpcError as e:
                         if e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                             raise
-                    # it is away, or did not answer in time (a read: safe to ask again):
-                    # the primary, and not that standby for a while
-                    with self._lock:
-                        self._standby_away[standby] = time.monotonic() + STANDBY_AWAY_S
+                        # the primary is asked (a read: safe to ask again); a standby that
+                        # is away or silent (no reason given) is passed over for a while,
+                        # one behind the bound asked (STANDBY_BEHIND) is not
+                        if not ApiError.from_rpc(e).reason:
+                            with self._lock:
+                                self._standby_away[standby] = time.monotonic() + STANDBY_AWAY_S
             target = address or self.address_of(venue=venue, shard=shard)
             used.append(target)
             return send(target, deadline)

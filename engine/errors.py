@@ -198,6 +198,13 @@ class NotPrimary(ShardUnavailable):
     code = "NOT_PRIMARY"
 
 
+class StandbyBehind(ShardUnavailable):
+    """A standby asked for an answer no staler than it can give now (the caller's
+    turnstile-max-lag-ms): nothing was read; ask the primary, or another standby."""
+
+    code = "STANDBY_BEHIND"
+
+
 class StorageError(TurnstileError):
     """LMDB refused a write; the shard stops accepting commands."""
 

@@ -86,6 +86,8 @@ SHARD_SERVICE = "turnstile.shard."     # gRPC health service name of shard k: th
 HEALTH_REFRESH_S = 1.0          # how often a shard process re-reads every shard's status
 POSITION_S = 1.0                # replicated: how often a node records its position in etcd
 STANDBY_DEFER = 3               # --standby: leases a shard nobody owns is left to other nodes
+STANDBY_POLL_S = 0.25           # a standby looks at the log this often besides its NOTIFYs: the
+                                # lag an idle standby states climbs to this between two looks
 # one principal per role (docs/ROLES.md), all but admin scoped to the demo venue
 DEMO_PRINCIPALS = [
     ("admin", "admin", {}),
@@ -360,7 +362,7 @@ async def _become_primary(cfg: ServerConfig, shard: Shard, ownership: Ownership,
     record_log = RecordLog(cfg.pg, shard_id, owner=address, lineage=shard.lineage)
     await loop.run_in_executor(None, record_log.ensure_schema)
     shard.mark_replicated(cfg.cluster)      # offline tools that would bypass the log refuse it
-    follower = Follower(shard, cfg.pg, shard_id, run=on_loop)
+    follower = Follower(shard, cfg.pg, shard_id, run=on_loop, poll_s=STANDBY_POLL_S)
     node.standby = follower
     thread = threading.Thread(target=follower.run, name="turnstile-follower", daemon=True)
     thread.start()

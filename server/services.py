@@ -20,7 +20,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from turnstile.engine import cmd, Shard, GroupCommit, TurnstileError, NotFound, InvalidArgument, AlreadyExists, \
     PermissionDenied, ShardUnavailable, EntryRule, ID_PATTERN, mask_id, to_day, day_to_date
-from turnstile.engine.errors import NotPrimary
+from turnstile.engine.errors import NotPrimary, StandbyBehind
 from turnstile.engine.model import DATE_TYPES, NEVER_EXPIRES, DatePrice, HoldInfo, OfflineBundle, PriceRule, PricedItem
 from turnstile.v1 import (admin_pb2, admin_pb2_grpc, gate_pb2, gate_pb2_grpc, inventory_pb2,
                           inventory_pb2_grpc, member_pb2, member_pb2_grpc, report_pb2,
@@ -53,6 +53,7 @@ MIN_LEFT_S = 0.001      # a call that arrives with less time left is not started
 # ms (since it last held every batch the log had; -1 before it first caught up)
 STANDBY_BATCH_MD = "turnstile-standby-batch"
 STANDBY_LAG_MD = "turnstile-standby-lag-ms"
+MAX_LAG_MD = "turnstile-max-lag-ms"     # a reader's bound on a standby's lag (request metadata)
 STANDBY_FRESH_S = 10.0      # a standby that said where it stands this recently is in the map
 
 
@@ -74,9 +75,9 @@ def rpc(fn=None, *, scans: bool = False):
         info = _audit_info(type(self).__name__, fn.__name__, request, None if scans else self.node)
         token = _call.set(info)
         metrics.note(info[0])
-        if self.node.standby is not None:
-            context.set_trailing_metadata(self.node.standby_metadata())
         try:
+            if self.node.standby is not None:
+                context.set_trailing_metadata(self.node.standby_metadata(context))
             return await fn(self, request, context)
         except TurnstileError as e:
             e.field = proto_path(fn.__name__, e.field)
@@ -208,13 +209,27 @@ class ShardNode:
             raise NotPrimary(f"shard {self.shard_id}: this node is its standby and serves reads only",
                              hint="route by the shard map (AdminService.GetShardMap) and ask again")
 
-    def standby_metadata(self) -> tuple[tuple[str, str], ...]:
+    def standby_metadata(self, context) -> tuple[tuple[str, str], ...]:
         """What a standby's answers carry: the last batch it holds and how stale it may be
-        (ms since it last had every batch the log held; STANDBY_LAG_MD)."""
+        (ms since it last had every batch the log held; STANDBY_LAG_MD). StandbyBehind,
+        nothing read, if the call bounds the lag (MAX_LAG_MD) below that -- or at all
+        before the standby caught up with the log; InvalidArgument for a bound that is
+        not a number of ms."""
         f = self.standby
         if f is None:
             return ()
         lag = max(0, int((time.time() - f.as_of) * 1000)) if f.as_of else -1
+        bound = next((v for k, v in context.invocation_metadata() or () if k == MAX_LAG_MD), None)
+        if bound is not None:
+            if not bound.isdigit() or len(bound) > 9:
+                raise InvalidArgument(f"metadata {MAX_LAG_MD} must be a number of milliseconds "
+                                      f"(0 to 999999999)")
+            if lag < 0 or lag > int(bound):
+                raise StandbyBehind(
+                    f"shard {self.shard_id}: this standby's answer may be {lag} ms stale, over the "
+                    f"{bound} ms asked" if lag >= 0 else
+                    f"shard {self.shard_id}: this standby has not caught up with its log yet",
+                    hint="ask the primary (the shard map names it), or another standby")
         return ((STANDBY_BATCH_MD, str(self.shard.seq)), (STANDBY_LAG_MD, str(lag)))
 
     # scope checks ------------------------------------------------------------------
@@ -1583,9 +1598,9 @@ class ReportService(report_pb2_grpc.ReportServiceServicer):
         # a server stream: each page's errors end the stream with the status the unary
         # calls answer (rpc() wraps unary handlers only)
         metrics.note(auth.current().id)
-        if self.node.standby is not None:
-            await context.send_initial_metadata(self.node.standby_metadata())
         try:
+            if self.node.standby is not None:
+                await context.send_initial_metadata(self.node.standby_metadata(context))
             venue, lo, hi, kw = self._list_args(request)
             kw["limit"] = 1000
             while True:
@@ -1610,9 +1625,9 @@ class ReportService(report_pb2_grpc.ReportServiceServicer):
         memory on the event loop (a cached view costs nothing; a new one a few hundred
         microseconds) and never wait for the writer."""
         metrics.note(auth.current().id)
-        if self.node.standby is not None:
-            await context.send_initial_metadata(self.node.standby_metadata())
         try:
+            if self.node.standby is not None:
+                await context.send_initial_metadata(self.node.standby_metadata(context))
             venue = self.node.venue(request.venue_id)
             ms = request.min_interval_ms or 250
             if not 100 <= ms <= 60_000:

@@ -69,6 +69,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="replicated mode: read from a standby of the venue's shard when the "
                         "shard map names one (else from its primary), off the primary; how "
                         "stale its answer may be is said on stderr")
+    g.add_argument("--max-lag-ms", type=_lag_ms, metavar="MS",
+                   help="with --standby: read from a standby only if its answer is at most MS "
+                        "ms stale (an idle standby's is up to about 250 ms), else from the primary")
     add_tls_options(g)
 
 
@@ -143,7 +146,8 @@ def _connect(args):
     from ..base import Connection
     key = api_key(args)
     return Connection(args.address, key, tls=tls_config(args), timeout=args.timeout,
-                      prefer_standby=getattr(args, "standby", False))
+                      prefer_standby=getattr(args, "standby", False),
+                      max_lag_ms=getattr(args, "max_lag_ms", None))
 
 
 def _run(fn):
@@ -251,6 +255,14 @@ def _day(text: str) -> dt.date:
         return dt.date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a day (YYYY-MM-DD): {text!r}") from None
+
+
+def _lag_ms(text: str) -> int:
+    """An argparse type: a standby's lag bound, 0 to 999999999 ms."""
+    n = _count(text)
+    if n > 999_999_999:
+        raise argparse.ArgumentTypeError(f"0 to 999999999 ms, not {text!r}")
+    return n
 
 
 def _count(text: str) -> int:

@@ -121,3 +121,53 @@ def test_a_connection_preferring_standbys_sends_writes_to_the_primary_alone(etcd
             os.kill(pid, signal.SIGCONT)
         end_nodes(a, b_started, a.standby_dir)
         kill_node(a.standby_dir)
+
+
+def test_a_reader_bounds_how_stale_a_standbys_answer_may_be(etcd, pg, tmp_path):
+    """A reader may bound a standby's lag (metadata turnstile-max-lag-ms; Connection
+    max_lag_ms, `turnstile report --max-lag-ms`). With the log of record's database
+    stopped, the standby can't look at the log and the lag it states grows: past the
+    bound it refuses the read (UNAVAILABLE, STANDBY_BEHIND, nothing read), and a
+    Connection preferring standbys gets the answer from the primary; without a bound,
+    the standby answers, stating its lag. A bound that is not a number is refused."""
+    from turnstile.clients.base import StandbyState
+    from turnstile.v1 import sales_pb2, sales_pb2_grpc
+    a, b_thread, b_started = two_nodes(etcd, pg, tmp_path, "lag")
+    both = f"{a.address},{a.standby_address}"
+    try:
+        with Connection(a.address, a.keys["demo-ota"], timeout=10) as conn:
+            ChannelClient(conn).buy(demo.VENUE, [Item("adult", SLOT, 1)], "l-1")
+
+        def read(bound: str | None):
+            md = (*a.meta("demo-ota"), *((("turnstile-max-lag-ms", bound),) if bound is not None else ()))
+            with grpc.insecure_channel(a.standby_address) as ch:
+                try:
+                    _, call_ = sales_pb2_grpc.SalesServiceStub(ch).GetOrder.with_call(
+                        sales_pb2.GetOrderRequest(order_id="l-1"), metadata=md, timeout=5)
+                    return "OK", StandbyState.of(call_.trailing_metadata())
+                except grpc.RpcError as e:
+                    err = ApiError.from_rpc(e)
+                    return err.code.name, err.reason
+        deadline = time.monotonic() + 10
+        while read("60000")[0] != "OK" and time.monotonic() < deadline:
+            time.sleep(0.1)                      # the standby applies the sale
+        code, state = read("60000")
+        assert code == "OK" and 0 <= state.lag_ms <= 60000
+        assert read("ten")[0] == "INVALID_ARGUMENT" and read("-1")[0] == "INVALID_ARGUMENT"
+        pg.stop_primary()
+        try:
+            time.sleep(2.5)                      # nothing can be read from the log meanwhile
+            assert read("1000") == ("UNAVAILABLE", "STANDBY_BEHIND")
+            code, state = read(None)
+            assert code == "OK" and state.lag_ms > 1000
+            with Connection(both, a.keys["demo-ota"], timeout=5, prefer_standby=True, max_lag_ms=1000) as conn:
+                assert ChannelClient(conn).get_order(demo.VENUE, "l-1").order_id == "l-1"
+                assert conn.standby_state() is None               # the primary answered
+            with Connection(both, a.keys["demo-ota"], timeout=5, prefer_standby=True) as conn:
+                assert ChannelClient(conn).get_order(demo.VENUE, "l-1").order_id == "l-1"
+                assert conn.standby_state().lag_ms > 1000           # the standby answered
+        finally:
+            pg.start_primary()
+    finally:
+        end_nodes(a, b_started, a.standby_dir)
+        kill_node(a.standby_dir)
