@@ -80,6 +80,7 @@ from .services import (AdminService, GateService, InventoryService, MemberServic
 log = logging.getLogger("turnstile.server")
 MAX_MESSAGE = 16 << 20
 EXIT_FAILED = 70                # a shard process whose writer failed (EX_SOFTWARE)
+FAILED_GRACE_S = 0.5            # ...answers the calls in flight this long before it exits
 FAILPOINT_ENV = "TURNSTILE_FAILPOINT"
 SECRET_OPTIONS = ("pg",)        # passed to the shard processes as TURNSTILE_PG, not argv
 SHARD_SERVICE = "turnstile.shard."     # gRPC health service name of shard k: this + k
@@ -311,11 +312,14 @@ async def serve_shard(cfg: ServerConfig, shard_id: int = 0) -> int:
     # the metrics endpoint stops too (its thread polls every 0.5 s), before the shard closes
     metrics_down = loop.run_in_executor(None, metrics_http.shutdown) if metrics_http else None
     if cause is not None:
-        # its memory is gone (Shard._fail): stop at once, no grace, no snapshot; the
-        # supervisor restarts the shard and the new process recovers it from disk
+        # its memory is gone (Shard._fail), or it is no longer the primary: stop soon, no
+        # snapshot; the supervisor restarts the shard and the new process recovers it from
+        # disk. Calls in flight are answered first, within FAILED_GRACE_S (the failed
+        # batch's callers are refused already, a read of the failed shard is refused),
+        # not cut off: a caller reads UNAVAILABLE with its reason, not CANCELLED
         log.error("the writer failed (%r); exiting with status %d to be restarted from disk",
                   cause, EXIT_FAILED)
-        await asyncio.gather(*(server.stop(0) for server in servers))
+        await asyncio.gather(*(server.stop(FAILED_GRACE_S) for server in servers))
     else:
         await asyncio.gather(*(server.stop(cfg.grace_s) for server in servers))
     await writer.stop()
