@@ -355,7 +355,8 @@ def cmd_shards_list_etcd(args) -> int:
                 "was primary" if n.get("role") == "primary" else n.get("role", "?")
             behind = end - int(n.get("seq", 0))
             print(f"  {role:<12} {name:<21}  batch {n.get('seq', 0)}"
-                  + (f" ({behind} behind)" if behind else "") + f", seen {_ago(n.get('at'))}")
+                  + (f" ({behind} behind)" if behind else "") + f", seen {_ago(n.get('at'))}"
+                  + ("" if name in s["live"] else ", not running"))
         b = s["backup"]
         print("  backup       " + (f"batch {b.get('seq', 0)} in {b.get('out', '?')}, {_ago(b.get('at'))}"
                                    if b else "none recorded (the log of record is not pruned)"))
@@ -529,7 +530,8 @@ the shards.
 With --etcd (replicated mode): the cluster's map in etcd instead, with no data dir --
 each shard's primary and epoch; each node of it (primary, standby, or a former primary
 not back yet) with the last batch it holds, how far behind the most advanced it is,
-and when it last said so; the latest verified backup; the venues mapped to it.""")
+when it last said so, and whether it runs now (its lease-bound key in etcd); the latest
+verified backup; the venues mapped to it.""")
     ls.add_argument("--data", default="data", help="data dir (default: %(default)s)")
     ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
     master_key_option(ls)

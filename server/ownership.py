@@ -11,6 +11,10 @@ Keys, under a cluster's prefix (`/turnstile/<cluster>/`):
                              the last batch it holds --, at); kept when the node stops, so a
                              node that is down still holds back pruning, until `turnstile
                              shards forget` drops it
+    shards/<n>/live/<name>   the node's role while it runs (primary, standby), bound to a lease
+                             of its own (LIVE_TTL_S) it renews with each report: it goes when
+                             the node stops, or that long after it died or froze -- whatever
+                             the machines' clocks say (GetShardMap names the live standbys)
     shards/<n>/backup        the latest verified backup of the shard (JSON: seq, at, out),
                              recorded by `turnstile backup --etcd`; only ever raised
     venues/<venue>           the shard that holds the venue (a decimal integer)
@@ -44,6 +48,8 @@ import time
 from turnstile.engine.errors import NotPrimary
 
 log = logging.getLogger(__name__)
+
+LIVE_TTL_S = 10                 # a node's live/<name> key outlives its last report this long
 
 
 def _json(raw: bytes) -> dict:
@@ -89,14 +95,16 @@ class Cluster:
     # -- the shard map ---------------------------------------------------------------------
     async def shards(self) -> dict[int, dict]:
         """Every shard etcd knows: shard -> {"owner": name or None, "epoch": int, "nodes":
-        {name: {"role", "seq", "at", ...}}, "backup": {"seq", "at", "out"} or None}."""
+        {name: {"role", "seq", "at", ...}}, "live": {name: role} (the nodes running now),
+        "backup": {"seq", "at", "out"} or None}."""
         c = await self._connect()
         out: dict[int, dict] = {}
         for kv in await c.get_prefix(self.shards_prefix):
             parts = kv.key[len(self.shards_prefix):].decode().split("/", 2)
             if not parts[0].isdigit() or len(parts) < 2:
                 continue
-            s = out.setdefault(int(parts[0]), {"owner": None, "epoch": 0, "nodes": {}, "backup": None})
+            s = out.setdefault(int(parts[0]), {"owner": None, "epoch": 0, "nodes": {}, "live": {},
+                                               "backup": None})
             if parts[1:] == ["owner"]:
                 s["owner"] = kv.value.decode()
             elif parts[1:] == ["epoch"] and kv.value.isdigit():
@@ -105,6 +113,8 @@ class Cluster:
                 s["backup"] = _json(kv.value)
             elif parts[1] == "nodes" and len(parts) == 3:
                 s["nodes"][parts[2]] = _json(kv.value)
+            elif parts[1] == "live" and len(parts) == 3:
+                s["live"][parts[2]] = kv.value.decode()
         return out
 
     async def venues(self) -> dict[str, int]:
@@ -214,6 +224,8 @@ class Ownership(Cluster):
         self.owner_key = self._shard_key(shard, "owner")
         self.epoch_key = self._shard_key(shard, "epoch")
         self.node_key = self._shard_key(shard, "nodes", me)
+        self.live_key = self._shard_key(shard, "live", me)
+        self._live = None               # the lease live_key is bound to
         self.epoch = 0
         self.valid_until = 0.0          # monotonic seconds; 0: not the owner
         self.lost: str | None = None    # why ownership ended (None while held)
@@ -225,6 +237,13 @@ class Ownership(Cluster):
         if self._renewer is not None:
             self._renewer.cancel()
             await asyncio.gather(self._renewer, return_exceptions=True)
+        if self._live is not None:
+            try:                        # no longer running: out of the map at once
+                await self._client.revoke_lease(self._live.id)
+            except Exception as e:
+                log.warning("shard %d: %s stays live in etcd for %d s more (%s)", self.shard,
+                            self.me, LIVE_TTL_S, e)
+            self._live = None
         await super().close()
 
     # -- reading ----------------------------------------------------------------------------
@@ -236,9 +255,15 @@ class Ownership(Cluster):
 
     async def report(self, role: str, seq: int) -> None:
         """Record where this node of the shard stands: `role` (primary, standby) and `seq`,
-        the last batch it holds (what pruning waits for)."""
+        the last batch it holds (what pruning waits for); and that it runs, in that role
+        (live/<name>, its lease renewed; a new one if it lapsed while this node froze)."""
         c = await self._connect()
         await c.put(self.node_key, json.dumps({"role": role, "seq": seq, "at": time.time()}).encode())
+        if self._live is not None and (await c.refresh_lease(self._live.id)).TTL <= 0:
+            self._live = None
+        if self._live is None:
+            self._live = await c.lease(LIVE_TTL_S)
+        await c.put(self.live_key, role.encode(), lease=self._live)
 
     async def prune_floor(self) -> int:
         """The batch up to which the shard's log of record may be pruned: the lowest `seq`

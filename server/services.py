@@ -54,7 +54,6 @@ MIN_LEFT_S = 0.001      # a call that arrives with less time left is not started
 STANDBY_BATCH_MD = "turnstile-standby-batch"
 STANDBY_LAG_MD = "turnstile-standby-lag-ms"
 MAX_LAG_MD = "turnstile-max-lag-ms"     # a reader's bound on a standby's lag (request metadata)
-STANDBY_FRESH_S = 10.0      # a standby that said where it stands this recently is in the map
 
 
 def rpc(fn=None, *, scans: bool = False):
@@ -1484,15 +1483,13 @@ class AdminService(admin_pb2_grpc.AdminServiceServicer):
         standbys: dict[int, list[str]] = {}
         if self.node.ownership is not None:
             # replicated mode: the map is etcd's -- each shard's primary is its owner, its
-            # standbys the nodes that said so lately, each venue where the cluster placed
-            # it (this node's own store knows only the shards it served itself)
-            now = time.time()
+            # standbys the nodes running as such (live in etcd), each venue where the
+            # cluster placed it (this node's own store knows only the shards it served itself)
             for k, sh in (await self._etcd(self.node.ownership.shards)).items():
                 if sh["owner"]:
                     endpoints[k] = sh["owner"]
-                standbys[k] = sorted(name for name, n in sh["nodes"].items()
-                                     if name != sh["owner"] and n.get("role") == "standby"
-                                     and now - float(n.get("at", 0)) < STANDBY_FRESH_S)
+                standbys[k] = sorted(name for name, role in sh["live"].items()
+                                     if name != sh["owner"] and role == "standby")
             venues.update(await self._etcd(self.node.ownership.venues))
         return admin_pb2.ShardMap(
             shards=[admin_pb2.ShardEndpoint(shard=k, address=a, standbys=standbys.get(k, []))

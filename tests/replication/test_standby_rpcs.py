@@ -171,3 +171,31 @@ def test_a_reader_bounds_how_stale_a_standbys_answer_may_be(etcd, pg, tmp_path):
     finally:
         end_nodes(a, b_started, a.standby_dir)
         kill_node(a.standby_dir)
+
+
+def test_the_map_names_a_standby_while_it_runs(etcd, pg, tmp_path):
+    """GetShardMap names a shard's standby while it runs (its lease-bound live key in etcd,
+    renewed as it reports -- no clock compared across machines); killed, it drops out of
+    the map once its lease lapses, while etcd still records it as a node of the shard (it
+    holds back pruning until it is back or forgotten), and `shards list` says it is not
+    running."""
+    from tests.replication.test_serve_map import listing, turnstile, until
+    a, b_thread, b_started = two_nodes(etcd, pg, tmp_path, "live")
+    b_name = a.standby_address
+    try:
+        with Connection(a.address, a.keys["demo-ota"], timeout=5) as conn:
+            def standbys():
+                return conn.shard_map(refresh=True).standbys.get(0, [])
+            assert until(lambda: standbys() == [b_name], 30), standbys()
+            text = turnstile("shards", "list", "--etcd", etcd.endpoint, "--cluster", "live").stdout
+            line = next(x for x in text.splitlines() if b_name in x)
+            assert "standby" in line and "not running" not in line, text
+            kill_node(a.standby_dir)
+            assert until(lambda: standbys() == [], 30), standbys()
+            s = listing(etcd, "live")["shards"]["0"]
+            assert b_name in s["nodes"] and b_name not in s["live"] and a.address in s["live"]
+            text = turnstile("shards", "list", "--etcd", etcd.endpoint, "--cluster", "live").stdout
+            line = next(x for x in text.splitlines() if b_name in x)
+            assert "not running" in line, text
+    finally:
+        end_nodes(a, b_started, a.standby_dir)
