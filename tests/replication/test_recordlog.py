@@ -32,6 +32,15 @@ def new_log(pg, shard: int, epoch: int | None = None, **kw) -> RecordLog:
     return log
 
 
+def seeded_copies(clock, first: str, *copies: str) -> None:
+    """The demo seeded into shard dir `first`, which is then copied to each of `copies`
+    (standbys start from a copy of the primary)."""
+    with Shard.open(first, clock=clock) as s:
+        s.run_many(demo.commands(TODAY))
+    for d in copies:
+        shutil.copytree(first, d)
+
+
 def rows_of(pg, node, shard: int) -> list[tuple[int, int]]:
     with psycopg.connect(pg.dsn(node)) as c:
         return c.execute("SELECT seq, epoch FROM turnstile_log WHERE shard = %s ORDER BY seq",
@@ -201,10 +210,7 @@ def test_audit_records_the_primary_archives_are_archived_by_the_standby_too(pg, 
     monkeypatch.setattr(audit, "EVERY", 5)              # a checkpoint every 5 records
     clock = Clock(demo.local_time(TODAY, 8, 30))
     pdir, sdir = str(tmp_path / "primary"), str(tmp_path / "standby")
-    p = Shard.open(pdir, clock=clock)
-    p.run_many(demo.commands(TODAY))
-    p.close(snapshot=False)
-    shutil.copytree(pdir, sdir)
+    seeded_copies(clock, pdir, sdir)
     p = Shard.open(pdir, clock=clock)
     p.record_log = new_log(pg, shard_no, epoch=1)
     s = Shard.open(sdir, clock=clock)
@@ -249,10 +255,7 @@ def test_a_primary_reopened_after_refused_commands_follows_its_successor_from_th
     from turnstile.engine.recordlog import promote
     clock = Clock(demo.local_time(TODAY, 8, 30))
     a_dir, b_dir = str(tmp_path / "a"), str(tmp_path / "b")
-    a = Shard.open(a_dir, clock=clock)
-    a.run_many(demo.commands(TODAY))
-    a.close(snapshot=False)
-    shutil.copytree(a_dir, b_dir)
+    seeded_copies(clock, a_dir, b_dir)
     a = Shard.open(a_dir, clock=clock)
     promote(a, new_log(pg, shard_no), 1)
     sell(a, order="a-1")
