@@ -149,8 +149,8 @@ def detach(data: str) -> dict[int, str]:
     (Shard.mark_replicated) is removed, so offline tools and a server without --etcd
     write it again. Returns the shards detached, with the cluster each was of. The
     cluster's log of record and other nodes are not told: a standby of the cluster would
-    still take the shard over, and this copy can't rejoin it (it will hold batches the
-    log lacks: refused), so stop them first."""
+    still take the shard over, so stop them first; and once it has written on its own,
+    this copy can't rejoin the cluster (it holds batches the log lacks: refused)."""
     from .storage import Storage
     require_offline(data)
     marked = replicated_shards(data)

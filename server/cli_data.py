@@ -331,8 +331,8 @@ def cmd_shards_detach(args) -> int:
     for k, cluster in sorted(gone.items()):
         print(f"shard-{k}: detached from cluster {cluster}: it stands alone from now on")
     print(f"{args.data} is served without --etcd/--pg from now on; the cluster's log of record "
-          f"and other nodes no longer hold these shards' changes, and this copy can't rejoin it "
-          f"(start a node from a new backup instead)")
+          f"and other nodes no longer get these shards' changes, and once it has written on its "
+          f"own this copy can't rejoin the cluster (start a node from a new backup instead)")
     return 0
 
 
@@ -589,9 +589,9 @@ refuse it, and `serve` without --etcd refuses to start on it. After `detach` the
 take it again.
 
 For leaving replicated mode on this machine. Stop the cluster's other nodes of these
-shards first: they would still take a shard over, and this copy cannot rejoin the
-cluster (it holds batches the log of record lacks, and the log refuses it); a node of
-the cluster starts from a new backup instead.""",
+shards first: they would still take a shard over. Once it has written on its own, this
+copy cannot rejoin the cluster (it holds batches the log of record lacks, and the log
+refuses it); a node of the cluster starts from a new backup instead.""",
                         epilog="example: turnstile shards detach --data data")
     dt_.add_argument("--data", default="data", help="data dir (default: %(default)s)")
     dt_.set_defaults(func=_run(cmd_shards_detach))
