@@ -439,6 +439,7 @@ class Shard:
         archive do not verify (they stay hot, as evidence)."""
         if self.readonly:
             raise ShardUnavailable("the shard is open read-only")
+        self._writes_here()             # its primary archives, pruning through the log
         written = audit.archive(self._shard_id, self.storage.env, self.storage.rows,
                                 self.storage.meta, self.audit_dir, keep=keep,
                                 segment_records=segment_records)
@@ -451,6 +452,7 @@ class Shard:
         if self._writer is not None and self._writer.running:
             raise ShardUnavailable("the async writer owns this shard; it prunes as it goes")
         self._usable()
+        self._writes_here()
         n = 0
         while self._audit_pruned < self._audit_archived:
             keys = self._audit_prune_slice()

@@ -294,7 +294,8 @@ def test_an_offline_move_refuses_a_replicated_shard(tmp_path):
 
 def test_a_replicated_data_dir_is_written_through_its_cluster_only_until_detached(tmp_path):
     """A replicated shard's batches go through its log of record, written by its primary:
-    `turnstile demo` (which seeds with engine commands) refuses it and changes nothing, and
+    `turnstile demo` (which seeds with engine commands) and `turnstile audit archive`
+    (which prunes the archived records) refuse it and change nothing, and
     `turnstile serve` without --etcd/--pg refuses to start on it, naming the cluster and
     the way out. `turnstile shards detach` makes the data dir stand alone again: it says
     which shards it detached from which cluster, and `demo` then seeds it."""
@@ -311,6 +312,8 @@ def test_a_replicated_data_dir_is_written_through_its_cluster_only_until_detache
         return subprocess.run([sys.executable, "-m", "turnstile.server.cli", *argv, "--data", data],
                               cwd=testing.ROOT, capture_output=True, text=True, timeout=120)
     r = turnstile("demo")
+    assert r.returncode == 1 and "shard 0 is replicated (cluster prod)" in r.stderr, r.stderr
+    r = turnstile("audit", "archive")        # its primary archives, pruning through the log
     assert r.returncode == 1 and "shard 0 is replicated (cluster prod)" in r.stderr, r.stderr
     r = turnstile("serve", "--port", "0")
     assert r.returncode != 0 and "replicated (cluster prod)" in r.stderr and "shards detach" in r.stderr, r.stderr
