@@ -339,9 +339,10 @@ class Connection:
             STANDBY_AWAY_S); every other call goes to the primary.
         max_lag_ms: with ``pinned`` or ``prefer_standby``, the stalest answer a standby
             may give, in ms (its stated lag; an idle standby's climbs to about 250 ms
-            between two looks at the log: server/app.py STANDBY_POLL_S): a standby further behind reads nothing and
-            refuses (UNAVAILABLE, STANDBY_BEHIND) -- the call then goes to the primary
-            (prefer_standby), or is retried as the policy says (pinned). None: any lag.
+            between two looks at the log: server/app.py STANDBY_POLL_S): a standby
+            further behind reads nothing and refuses (UNAVAILABLE, STANDBY_BEHIND) --
+            the call then goes to the primary (prefer_standby), or is retried as the
+            policy says (pinned). None: any lag.
             :meth:`standby_state` tells whether, and how stale, a standby answered.
 
     Thread-safe: channels and stubs are shared, the shard map is replaced whole.

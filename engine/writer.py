@@ -256,7 +256,8 @@ class GroupCommit:
         return time.perf_counter() - t
 
     def _write_snapshot(self, seq: int, blobs: dict[str, bytes]) -> None:
-        """In the I/O thread, after the callers of batch `seq` were answered."""
+        """In the I/O thread, after the callers of the batch just committed were answered:
+        the snapshot as of batch `seq`, the last that wrote anything (Shard.written_seq)."""
         t = time.perf_counter()
         try:
             self.shard.storage.write_snapshot(seq, blobs)

@@ -601,8 +601,8 @@ refuses it); a node of the cluster starts from a new backup instead.""",
 Replicated mode: map VENUE to shard K in the cluster's venue map in etcd, before the
 venue is created; AdminService.CreateVenue is then taken by shard K's primary only (the
 others answer ALREADY_EXISTS naming K). Refused if VENUE is mapped already: a venue of
-a replicated cluster does not move (`shards move` refuses its shards). Without `place`, a venue is mapped to the shard
-whose primary creates it.""",
+a replicated cluster does not move (`shards move` refuses its shards). Without `place`,
+a venue is mapped to the shard whose primary creates it.""",
                        epilog="example: turnstile shards place lingyin --to 1 --etcd 10.0.0.5:2379")
     pl.add_argument("venue", metavar="VENUE", help="venue id")
     pl.add_argument("--to", type=int, required=True, metavar="K", help="shard id")
